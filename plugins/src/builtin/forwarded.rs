@@ -1,0 +1,249 @@
+//! Forwarding headers: tell the upstream who the client is and how it reached berth.
+//!
+//! Phase: `upstream_request_filter`. `Host` passes unchanged (with its port). Sets
+//! `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//! `X-Forwarded-Port` and `X-Forwarded-Ssl`. Headers the client sent are kept only when the
+//! peer is inside `forwarded.trusted-proxies` (then berth appends to `X-Forwarded-For`);
+//! anyone else's are overwritten, and their `Forwarded` header is dropped. The `Proxy`
+//! request header is always dropped (httpoxy).
+//!
+//! ```toml
+//! [forwarded]
+//! trusted-proxies = ["10.0.0.0/8"]
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use pingora_error::Result;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use crate::plugin::{Downstream, Plugin, RequestCtx};
+
+const X_REAL_IP: &str = "x-real-ip";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
+const X_FORWARDED_SSL: &str = "x-forwarded-ssl";
+
+/// Sets the forwarding headers, trusting client-sent ones only from configured peers.
+#[derive(Debug)]
+pub struct Forwarded {
+    trusted: Arc<[IpNet]>,
+}
+
+impl Forwarded {
+    /// Trusts `X-Forwarded-*` from peers inside `trusted`.
+    pub fn new(trusted: Arc<[IpNet]>) -> Forwarded {
+        Forwarded { trusted }
+    }
+
+    fn is_trusted(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)))
+    }
+}
+
+/// Rewrites the forwarding headers of `req` for a request that arrived from `downstream`
+/// with `authority` (the `Host` the client used). `trusted`: whether the peer may speak for
+/// the client.
+///
+/// # Errors
+/// Fails only if a header value cannot be built (never for addresses and ports).
+pub fn forward_headers(
+    req: &mut RequestHeader,
+    downstream: &Downstream,
+    authority: &str,
+    trusted: bool,
+) -> Result<()> {
+    req.remove_header("proxy");
+    let peer = downstream
+        .client_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let kept = |req: &RequestHeader, name: &str| trusted && req.headers.contains_key(name);
+
+    if !kept(req, X_REAL_IP) {
+        req.insert_header(X_REAL_IP, peer.as_str())?;
+    }
+    let xff = match req
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .collect::<Vec<_>>()
+    {
+        prior if trusted && !prior.is_empty() => {
+            let joined: Vec<&str> = prior.iter().filter_map(|v| v.to_str().ok()).collect();
+            format!("{}, {peer}", joined.join(", "))
+        }
+        _ => peer.clone(),
+    };
+    req.insert_header(X_FORWARDED_FOR, xff)?;
+    if !kept(req, X_FORWARDED_PROTO) {
+        req.insert_header(X_FORWARDED_PROTO, downstream.scheme.as_str())?;
+    }
+    if !kept(req, X_FORWARDED_HOST) {
+        req.insert_header(X_FORWARDED_HOST, authority)?;
+    }
+    if !kept(req, X_FORWARDED_PORT) {
+        req.insert_header(X_FORWARDED_PORT, downstream.local_port.to_string())?;
+    }
+    if !kept(req, X_FORWARDED_SSL) {
+        let ssl = if downstream.scheme == crate::plugin::Scheme::Https {
+            "on"
+        } else {
+            "off"
+        };
+        req.insert_header(X_FORWARDED_SSL, ssl)?;
+    }
+    if !trusted {
+        req.remove_header("forwarded");
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Plugin for Forwarded {
+    fn name(&self) -> &'static str {
+        "forwarded"
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let trusted = self.is_trusted(ctx.downstream.client_ip);
+        forward_headers(upstream_request, &ctx.downstream, &ctx.authority, trusted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::Scheme;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("PUT", b"/v2/x", None).expect("request");
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).expect("header");
+        }
+        req
+    }
+
+    fn get(req: &RequestHeader, name: &str) -> Option<String> {
+        let all: Vec<_> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_string())
+            .collect();
+        (!all.is_empty()).then(|| all.join(" | "))
+    }
+
+    fn downstream(scheme: Scheme) -> Downstream {
+        Downstream {
+            scheme,
+            client_ip: Some("192.0.2.10".parse().expect("ip")),
+            local_port: 8443,
+        }
+    }
+
+    const SPOOFED: &[(&str, &str)] = &[
+        ("Host", "reg.example.com:8443"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Proto", "gopher"),
+        ("X-Forwarded-Host", "evil.test"),
+        ("X-Forwarded-Port", "1"),
+        ("X-Forwarded-Ssl", "on"),
+        ("Forwarded", "for=6.6.6.6"),
+        ("Proxy", "http://evil.test:8080"),
+    ];
+
+    #[test]
+    fn untrusted_peer_gets_every_header_overwritten() {
+        let mut req = request(SPOOFED);
+        forward_headers(
+            &mut req,
+            &downstream(Scheme::Http),
+            "reg.example.com:8443",
+            false,
+        )
+        .expect("rewrite");
+        let expected = [
+            ("host", Some("reg.example.com:8443")),
+            ("x-real-ip", Some("192.0.2.10")),
+            ("x-forwarded-for", Some("192.0.2.10")),
+            ("x-forwarded-proto", Some("http")),
+            ("x-forwarded-host", Some("reg.example.com:8443")),
+            ("x-forwarded-port", Some("8443")),
+            ("x-forwarded-ssl", Some("off")),
+            ("forwarded", None),
+            ("proxy", None),
+        ];
+        for (name, value) in expected {
+            assert_eq!(get(&req, name).as_deref(), value, "{name}");
+        }
+    }
+
+    #[test]
+    fn trusted_peer_keeps_its_headers_and_xff_is_appended() {
+        let mut req = request(SPOOFED);
+        forward_headers(&mut req, &downstream(Scheme::Https), "ignored", true).expect("rewrite");
+        let expected = [
+            ("x-real-ip", Some("6.6.6.6")),
+            ("x-forwarded-for", Some("6.6.6.6, 192.0.2.10")),
+            ("x-forwarded-proto", Some("gopher")),
+            ("x-forwarded-host", Some("evil.test")),
+            ("x-forwarded-port", Some("1")),
+            ("forwarded", Some("for=6.6.6.6")),
+            ("proxy", None),
+        ];
+        for (name, value) in expected {
+            assert_eq!(get(&req, name).as_deref(), value, "{name}");
+        }
+    }
+
+    #[test]
+    fn trusted_peer_without_headers_gets_them_set() {
+        let mut req = request(&[
+            ("Host", "a.test"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Forwarded-For", "10.0.0.2"),
+        ]);
+        forward_headers(&mut req, &downstream(Scheme::Https), "a.test", true).expect("rewrite");
+        assert_eq!(
+            get(&req, "x-forwarded-for").as_deref(),
+            Some("10.0.0.1, 10.0.0.2, 192.0.2.10")
+        );
+        assert_eq!(get(&req, "x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(get(&req, "x-forwarded-ssl").as_deref(), Some("on"));
+        assert_eq!(get(&req, "x-real-ip").as_deref(), Some("192.0.2.10"));
+    }
+
+    #[test]
+    fn trust_is_by_cidr() {
+        let plugin = Forwarded::new(Arc::from(vec![
+            "10.0.0.0/8".parse::<IpNet>().expect("net"),
+            "::1/128".parse::<IpNet>().expect("net"),
+        ]));
+        for (ip, trusted) in [
+            ("10.1.2.3", true),
+            ("11.0.0.1", false),
+            ("::1", true),
+            ("::2", false),
+        ] {
+            assert_eq!(
+                plugin.is_trusted(Some(ip.parse().expect("ip"))),
+                trusted,
+                "{ip}"
+            );
+        }
+        assert!(!plugin.is_trusted(None));
+    }
+}

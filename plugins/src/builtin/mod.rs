@@ -1,0 +1,11 @@
+//! The built-in plugins. Each module says which phases it uses.
+
+mod body;
+mod forwarded;
+mod registry;
+mod timeouts;
+
+pub use body::BodyLimit;
+pub use forwarded::{forward_headers, Forwarded};
+pub use registry::{rewrite_location, RegistryProfile, DISTRIBUTION_API_VERSION};
+pub use timeouts::Timeouts;

@@ -1,0 +1,106 @@
+//! Routes with their plugin chains. The order of the chain is decided here, in one place.
+//!
+//! ```text
+//! forwarded → body-limit → timeouts → registry
+//! ```
+//! (The TLS, ACME and auth steps will slot in ahead of `forwarded`: acme-challenge →
+//! https-redirect/HSTS → auth, so that a challenge or a redirect never needs credentials.)
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::builtin::{BodyLimit, Forwarded, RegistryProfile, Timeouts};
+use crate::plugin::Plugin;
+use crate::route::{HostPattern, Profile, RouteSpec, Upstream};
+use crate::table::{Routable, RouteTable};
+
+/// What plugins need from outside their route when they are built.
+#[derive(Debug, Clone, Default)]
+pub struct ChainEnv {
+    /// Peers whose `X-Forwarded-*` headers are trusted.
+    pub trusted_proxies: Arc<[IpNet]>,
+}
+
+/// A route ready to serve: its spec, its plugin chain and its load-balancing state.
+pub struct Route {
+    /// The validated route.
+    pub spec: RouteSpec,
+    /// Plugins, in the order their hooks run.
+    pub chain: Vec<Arc<dyn Plugin>>,
+    next: AtomicUsize,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.chain.iter().map(|p| p.name()).collect();
+        f.debug_struct("Route")
+            .field("spec", &self.spec)
+            .field("chain", &names)
+            .finish()
+    }
+}
+
+impl Routable for Route {
+    fn host(&self) -> &HostPattern {
+        &self.spec.host
+    }
+    fn path(&self) -> &str {
+        &self.spec.path
+    }
+}
+
+impl Route {
+    /// Builds the route's chain from its settings.
+    pub fn build(spec: RouteSpec, env: &ChainEnv) -> Route {
+        Route {
+            chain: build_chain(&spec, env),
+            spec,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts a round-robin pass: the index of the first upstream for a new request.
+    pub fn start_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The upstream for attempt `attempt` (0-based) of a request whose pass started at
+    /// `start`; `None` once every upstream has been tried.
+    pub fn upstream_for(&self, start: usize, attempt: usize) -> Option<&Upstream> {
+        let n = self.spec.upstreams.len();
+        if attempt >= n {
+            return None;
+        }
+        self.spec.upstreams.get((start + attempt) % n)
+    }
+}
+
+/// The chain for a route, in order. Each step says why it sits where it does.
+pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
+    let mut chain: Vec<Arc<dyn Plugin>> = Vec::new();
+    // Forwarding headers describe the client as berth saw it; they come first so that every
+    // later step (and the upstream) sees the same, de-spoofed view.
+    chain.push(Arc::new(Forwarded::new(env.trusted_proxies.clone())));
+    // Body limits refuse an oversized upload before a byte of it goes upstream (and keep
+    // counting for chunked bodies, whose size is only known at the end).
+    if spec.settings.max_body > 0 {
+        chain.push(Arc::new(BodyLimit::new(spec.settings.max_body)));
+    }
+    // Timeouts apply to the client connection as soon as the route is known and to the
+    // upstream connection when it is made.
+    chain.push(Arc::new(Timeouts::new(&spec.settings)));
+    // The registry profile runs last: it fixes up what the upstream answered, after
+    // everything else has had its say.
+    if spec.profile == Some(Profile::Registry) {
+        chain.push(Arc::new(RegistryProfile));
+    }
+    chain
+}
+
+/// Builds the table the proxy serves from validated specs.
+pub fn build_table(specs: Vec<RouteSpec>, env: &ChainEnv) -> RouteTable<Route> {
+    RouteTable::new(specs.into_iter().map(|s| Arc::new(Route::build(s, env))))
+}

@@ -1,0 +1,600 @@
+//! The configuration file: serde structs that mirror the TOML (first layer) and their
+//! conversion into validated types (second layer). Docker labels go through the same
+//! [`RawRoute::validate`] as `[[route]]` tables do.
+//!
+//! Every error is collected with its key path (`route[2].upstreams[0]: invalid socket address
+//! "x:y"`), so `berth check` can list them all at once. Unknown keys are errors too: they are
+//! collected with `serde_ignored` rather than `deny_unknown_fields`, which would stop at the
+//! first one.
+//!
+//! ```toml
+//! [listen]
+//! http = "0.0.0.0:8080"
+//!
+//! [forwarded]
+//! trusted-proxies = ["10.0.0.0/8"]
+//!
+//! [defaults]
+//! max-body = "0"
+//! read-timeout = "900s"
+//!
+//! [[route]]
+//! host = "registry.example.com"
+//! upstreams = ["127.0.0.1:5000"]
+//! profile = "registry"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::route::{
+    HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
+};
+use crate::units::{parse_duration, parse_size};
+
+/// The default configuration, embedded in the binary: `configs/berth.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../configs/berth.toml");
+
+/// One problem in a configuration, with the key path it was found at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, e.g. `route[2].upstreams[0]`; empty for file-level problems.
+    pub path: String,
+    /// What is wrong, for humans.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while validating.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    /// Records a problem at `path`.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Runs a parser and records its error at `path`.
+    pub fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.push(path, message);
+                None
+            }
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The recorded problems.
+    pub fn into_inner(self) -> Vec<ConfigError> {
+        self.0
+    }
+}
+
+/// `[listen]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawListen {
+    /// Plain HTTP listener address.
+    pub http: Option<String>,
+    /// HTTPS listener address.
+    pub https: Option<String>,
+    /// Metrics and admin listener address.
+    pub metrics: Option<String>,
+}
+
+/// `[forwarded]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawForwarded {
+    /// CIDRs whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// The per-route settings as written, in `[defaults]` or in a `[[route]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawSettings {
+    /// Largest request body (`0` = unlimited).
+    pub max_body: Option<String>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Idle time allowed between reads.
+    pub read_timeout: Option<String>,
+    /// Time a write may block.
+    pub write_timeout: Option<String>,
+}
+
+/// A `[[route]]` as written (or as assembled from a container's labels).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawRoute {
+    /// Host pattern.
+    pub host: Option<String>,
+    /// Path prefix (default `/`).
+    pub path: Option<String>,
+    /// Upstream socket addresses.
+    pub upstreams: Vec<String>,
+    /// `http` (default) or `https`.
+    pub proto: Option<String>,
+    /// Optional preset: `registry`.
+    pub profile: Option<String>,
+    /// Largest request body (`0` = unlimited).
+    pub max_body: Option<String>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Idle time allowed between reads.
+    pub read_timeout: Option<String>,
+    /// Time a write may block.
+    pub write_timeout: Option<String>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawConfig {
+    /// `[listen]`.
+    pub listen: RawListen,
+    /// `[forwarded]`.
+    pub forwarded: RawForwarded,
+    /// `[defaults]`.
+    pub defaults: RawSettings,
+    /// `[[route]]` tables.
+    #[serde(rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// Validated `[listen]`.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Plain HTTP listener; `None` when set to `""`.
+    pub http: Option<SocketAddr>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners.
+    pub listen: Listen,
+    /// Peers whose `X-Forwarded-*` headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Settings every route starts from.
+    pub defaults: RouteSettings,
+    /// Static routes from the file.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Built-in values of the `[defaults]` keys.
+pub fn builtin_defaults() -> RouteSettings {
+    RouteSettings {
+        max_body: 0,
+        connect_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(900),
+        write_timeout: Duration::from_secs(900),
+    }
+}
+
+/// Parses and validates a configuration file's text.
+///
+/// # Errors
+/// Returns every problem found: TOML syntax, unknown keys, and invalid values, each with its
+/// key path.
+pub fn parse_config(text: &str) -> Result<Config, ConfigErrors> {
+    let mut unknown = Vec::new();
+    let deserializer = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(ConfigError {
+            path: key_path(&path),
+            message: "unknown key".to_string(),
+        });
+    })
+    .map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: e.to_string().trim_end().to_string(),
+        }])
+    })?;
+    let mut errors = Errors(unknown);
+    let config = raw.validate(&mut errors);
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errors.into_inner())),
+    }
+}
+
+/// Formats a serde_ignored path as `route[2].foo`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
+    })
+}
+
+/// Parses a CIDR (`10.0.0.0/8`) or a single address (`10.1.2.3`, taken as `/32` or `/128`).
+///
+/// # Errors
+/// Returns a message naming the value when it is neither.
+pub fn parse_cidr(value: &str) -> Result<IpNet, String> {
+    let v = value.trim();
+    v.parse::<IpNet>()
+        .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("invalid CIDR \"{value}\"; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")
+        })
+}
+
+impl RawConfig {
+    /// Converts into a validated [`Config`], recording every problem in `errors`.
+    pub fn validate(&self, errors: &mut Errors) -> Option<Config> {
+        let http = match &self.listen.http {
+            Some(v) => errors.check("listen.http", parse_listen_addr(v)).flatten(),
+            None => None,
+        };
+        if self
+            .listen
+            .https
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            errors.push(
+                "listen.https",
+                "HTTPS termination is not available in this version of berth; remove the key",
+            );
+        }
+        if self
+            .listen
+            .metrics
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            errors.push(
+                "listen.metrics",
+                "the metrics listener is not available in this version of berth; remove the key",
+            );
+        }
+        if http.is_none() {
+            errors.push("listen.http", "no listener configured; set listen.http");
+        }
+        let trusted_proxies = self
+            .forwarded
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                errors.check(&format!("forwarded.trusted-proxies[{i}]"), parse_cidr(v))
+            })
+            .collect();
+        let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                r.validate(&format!("route[{i}]"), &defaults, RouteSource::File, errors)
+            })
+            .collect();
+        Some(Config {
+            listen: Listen { http },
+            trusted_proxies,
+            defaults,
+            routes,
+        })
+    }
+}
+
+impl RawSettings {
+    /// Overlays the keys that are set onto `base`, recording bad values under `prefix`.
+    pub fn apply(&self, base: &RouteSettings, prefix: &str, errors: &mut Errors) -> RouteSettings {
+        let mut s = base.clone();
+        let key = |k: &str| format!("{prefix}.{k}");
+        if let Some(v) = &self.max_body {
+            if let Some(n) = errors.check(&key("max-body"), parse_size(v)) {
+                s.max_body = n;
+            }
+        }
+        for (name, value, slot) in [
+            (
+                "connect-timeout",
+                &self.connect_timeout,
+                &mut s.connect_timeout,
+            ),
+            ("read-timeout", &self.read_timeout, &mut s.read_timeout),
+            ("write-timeout", &self.write_timeout, &mut s.write_timeout),
+        ] {
+            if let Some(v) = value {
+                if let Some(d) = errors.check(&key(name), parse_duration(v)) {
+                    *slot = d;
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Applies a profile's presets to settings that came from `[defaults]`.
+fn apply_profile(profile: Profile, settings: &mut RouteSettings) {
+    match profile {
+        Profile::Registry => {
+            settings.max_body = 0;
+            settings.read_timeout = Duration::from_secs(900);
+        }
+    }
+}
+
+impl RawRoute {
+    fn settings(&self) -> RawSettings {
+        RawSettings {
+            max_body: self.max_body.clone(),
+            connect_timeout: self.connect_timeout.clone(),
+            read_timeout: self.read_timeout.clone(),
+            write_timeout: self.write_timeout.clone(),
+        }
+    }
+
+    /// Converts into a validated [`RouteSpec`]; `prefix` is the key path used in errors
+    /// (`route[2]`, or a container's name and label for discovered routes).
+    pub fn validate(
+        &self,
+        prefix: &str,
+        defaults: &RouteSettings,
+        source: RouteSource,
+        errors: &mut Errors,
+    ) -> Option<RouteSpec> {
+        let before = errors.0.len();
+        let key = |k: &str| format!("{prefix}.{k}");
+        let host = match &self.host {
+            Some(h) => errors.check(&key("host"), HostPattern::parse(h)),
+            None => {
+                errors.push(key("host"), "missing; every route needs a host");
+                None
+            }
+        };
+        let path = self.path.clone().unwrap_or_else(|| "/".to_string());
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            errors.push(
+                key("path"),
+                format!("invalid path \"{path}\": must start with \"/\""),
+            );
+        }
+        if self.upstreams.is_empty() {
+            errors.push(
+                key("upstreams"),
+                "empty; every route needs at least one upstream",
+            );
+        }
+        let upstreams: Vec<Upstream> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| {
+                let parsed = u.trim().parse::<SocketAddr>().map_err(|_| {
+                    format!("invalid socket address \"{u}\"; write e.g. \"127.0.0.1:5000\"")
+                });
+                errors.check(&format!("{}[{i}]", key("upstreams")), parsed)
+            })
+            .map(|addr| Upstream { addr })
+            .collect();
+        let proto = match self.proto.as_deref().map(str::trim) {
+            None | Some("http") => UpstreamProto::Http,
+            Some("https") => UpstreamProto::Https,
+            Some(other) => {
+                errors.push(
+                    key("proto"),
+                    format!("invalid proto \"{other}\": expected \"http\" or \"https\""),
+                );
+                UpstreamProto::Http
+            }
+        };
+        let profile = match self.profile.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("registry") => Some(Profile::Registry),
+            Some(other) => {
+                errors.push(
+                    key("profile"),
+                    format!("unknown profile \"{other}\": expected \"registry\""),
+                );
+                None
+            }
+        };
+        let mut base = defaults.clone();
+        if let Some(p) = profile {
+            apply_profile(p, &mut base);
+        }
+        let settings = self.settings().apply(&base, prefix, errors);
+        if errors.0.len() != before {
+            return None;
+        }
+        Some(RouteSpec {
+            host: host?,
+            path,
+            upstreams,
+            proto,
+            profile,
+            settings,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse_config(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = parse_config(EMBEDDED_DEFAULT).expect("embedded default must parse");
+        assert_eq!(
+            config.listen.http,
+            Some("0.0.0.0:8080".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_key_path() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:8080"
+htp = "typo"
+
+[defaults]
+read-timeout = "soon"
+
+[[route]]
+host = "a.example.com"
+upstreams = ["127.0.0.1:1"]
+
+[[route]]
+host = "b.example.com"
+upstreams = ["127.0.0.1:2"]
+
+[[route]]
+host = "c.example.com"
+upstreams = ["127.0.0.1:3", "x:y"]
+max-body = "lots"
+profil = "registry"
+"#;
+        let errs = errors_of(text);
+        let expected = [
+            "listen.htp: unknown key",
+            "route[2].profil: unknown key",
+            "defaults.read-timeout: invalid duration \"soon\"",
+            "route[2].upstreams[1]: invalid socket address \"x:y\"",
+            "route[2].max-body: invalid size \"lots\"",
+        ];
+        for e in expected {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let errs = errors_of("[listen\nhttp = 1");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("line 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn routes_require_host_and_upstreams() {
+        let errs = errors_of("[listen]\nhttp = \"127.0.0.1:1\"\n[[route]]\npath = \"x\"\n");
+        assert!(
+            errs.iter().any(|e| e.starts_with("route[0].host: missing")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("route[0].path: invalid path")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("route[0].upstreams: empty")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn profile_presets_sit_between_defaults_and_route() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:8080"
+[defaults]
+max-body = "1MiB"
+read-timeout = "30s"
+[[route]]
+host = "r.example.com"
+upstreams = ["127.0.0.1:5000"]
+profile = "registry"
+[[route]]
+host = "s.example.com"
+upstreams = ["127.0.0.1:5000"]
+profile = "registry"
+read-timeout = "1h"
+[[route]]
+host = "t.example.com"
+upstreams = ["127.0.0.1:5000"]
+"#;
+        let config = parse_config(text).expect("valid");
+        let s: Vec<_> = config.routes.iter().map(|r| &r.settings).collect();
+        assert_eq!((s[0].max_body, s[0].read_timeout.as_secs()), (0, 900));
+        assert_eq!((s[1].max_body, s[1].read_timeout.as_secs()), (0, 3600));
+        assert_eq!((s[2].max_body, s[2].read_timeout.as_secs()), (1 << 20, 30));
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_addresses() {
+        let text = "[listen]\nhttp = \"127.0.0.1:1\"\n[forwarded]\ntrusted-proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\", \"nope\"]\n";
+        let errs = errors_of(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("forwarded.trusted-proxies[3]: invalid CIDR \"nope\""));
+    }
+}

@@ -1,0 +1,18 @@
+//! berth's plugin API, built-in plugins, route model and configuration schema.
+//!
+//! Both binaries use this crate: `berth` runs the plugin chains; the ACME worker reads the
+//! same configuration and route model. Nothing here does I/O beyond what a plugin hook is
+//! handed, so every core is testable without sockets.
+
+pub mod builtin;
+pub mod chain;
+pub mod config;
+pub mod plugin;
+pub mod rescue;
+pub mod route;
+pub mod routing;
+pub mod table;
+pub mod units;
+
+pub use chain::{build_table, ChainEnv, Route};
+pub use plugin::{Downstream, Flow, Plugin, Reply, RequestCtx, Scheme};

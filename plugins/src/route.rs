@@ -1,0 +1,248 @@
+//! The route model: what a `[[route]]` in the config file (or, later, a container's labels)
+//! turns into once validated. Pure data, no I/O; the proxy builds a plugin chain per route.
+//!
+//! ```toml
+//! [[route]]
+//! host = "registry.example.com"   # exact, "*.example.com", "www.example.*" or "~regex"
+//! path = "/"
+//! upstreams = ["127.0.0.1:5000"]
+//! profile = "registry"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Serialize;
+
+/// How a route's host is matched against the request's host name.
+///
+/// Lookup order (see [`crate::table::RouteTable`]): exact names, then leading wildcards
+/// (longest suffix first), then trailing wildcards (longest prefix first), then regular
+/// expressions in the order they were declared — the order nginx uses for `server_name`.
+#[derive(Debug, Clone)]
+pub enum HostPattern {
+    /// `registry.example.com` (stored lowercase).
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com`, at any depth; stores `.example.com`.
+    LeadingWildcard(String),
+    /// `www.example.*`: any name starting with `www.example.`; stores `www.example.`.
+    TrailingWildcard(String),
+    /// `~^reg[0-9]+\.example\.com$`: a regular expression matched against the lowercase host
+    /// name (unanchored unless the pattern anchors itself, like nginx).
+    Regex(Regex),
+}
+
+impl HostPattern {
+    /// Parses a host pattern as written in the config or a label.
+    ///
+    /// # Errors
+    /// Returns a message naming the pattern when it is empty, has a port, has a wildcard in
+    /// the middle, has characters a host name cannot have, or is an invalid regex.
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let text = text.trim();
+        if let Some(re) = text.strip_prefix('~') {
+            return Regex::new(re)
+                .map(HostPattern::Regex)
+                .map_err(|e| format!("invalid host regex \"{text}\": {e}"));
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.is_empty() {
+            return Err("empty host".to_string());
+        }
+        let (kind, name) = if let Some(rest) = lower.strip_prefix("*.") {
+            ('l', rest)
+        } else if let Some(rest) = lower.strip_suffix(".*") {
+            ('t', rest)
+        } else {
+            ('e', lower.as_str())
+        };
+        let valid_label = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if name.is_empty() || !name.split('.').all(valid_label) {
+            return Err(format!(
+                "invalid host \"{text}\": expected a name like \"registry.example.com\", \
+                 \"*.example.com\", \"www.example.*\" or \"~regex\" (no port, no scheme)"
+            ));
+        }
+        Ok(match kind {
+            'l' => HostPattern::LeadingWildcard(format!(".{name}")),
+            't' => HostPattern::TrailingWildcard(format!("{name}.")),
+            _ => HostPattern::Exact(name.to_string()),
+        })
+    }
+
+    /// Whether `host` (lowercase, without port) matches this pattern.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host == name,
+            HostPattern::LeadingWildcard(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+            HostPattern::TrailingWildcard(prefix) => {
+                host.len() > prefix.len() && host.starts_with(prefix.as_str())
+            }
+            HostPattern::Regex(re) => re.is_match(host),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::LeadingWildcard(suffix) => write!(f, "*{suffix}"),
+            HostPattern::TrailingWildcard(prefix) => write!(f, "{prefix}*"),
+            HostPattern::Regex(re) => write!(f, "~{}", re.as_str()),
+        }
+    }
+}
+
+impl Serialize for HostPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Protocol spoken to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProto {
+    /// Plain HTTP/1.1.
+    Http,
+    /// HTTP/1.1 over TLS, certificate verified against the system roots.
+    Https,
+}
+
+/// A preset of settings for a kind of upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// A Docker registry (distribution): unlimited body, 900 s read timeout, HTTP/1.1 upstream,
+    /// `Docker-Distribution-Api-Version` on berth's own responses, `Location` rewriting.
+    Registry,
+}
+
+/// Settings every route has; `[defaults]` supplies them, a profile presets some, and the
+/// route itself may override each one.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteSettings {
+    /// Largest request body accepted, in bytes; 0 = unlimited.
+    pub max_body: u64,
+    /// Time allowed to establish the upstream connection.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Longest idle time between two reads (from the client or from the upstream).
+    #[serde(serialize_with = "ser_duration")]
+    pub read_timeout: Duration,
+    /// Longest time a write (to the client or to the upstream) may block.
+    #[serde(serialize_with = "ser_duration")]
+    pub write_timeout: Duration,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+/// One upstream server of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    /// Address to connect to.
+    pub addr: SocketAddr,
+}
+
+/// Where a route came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "name")]
+pub enum RouteSource {
+    /// The config file.
+    File,
+    /// A Docker container (its name).
+    Container(String),
+}
+
+impl fmt::Display for RouteSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteSource::File => f.write_str("file"),
+            RouteSource::Container(name) => write!(f, "container {name}"),
+        }
+    }
+}
+
+/// A validated route: which requests it takes and where they go.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteSpec {
+    /// Host pattern.
+    pub host: HostPattern,
+    /// Path prefix, always starting with `/`.
+    pub path: String,
+    /// Upstream servers, load-balanced round robin.
+    pub upstreams: Vec<Upstream>,
+    /// Protocol to the upstreams.
+    pub proto: UpstreamProto,
+    /// Preset applied before the route's own settings.
+    pub profile: Option<Profile>,
+    /// The effective settings.
+    pub settings: RouteSettings,
+    /// Where the route came from.
+    pub source: RouteSource,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns_parse_and_match() {
+        // (pattern, host, expected)
+        let table = [
+            ("registry.example.com", "registry.example.com", true),
+            ("Registry.Example.COM", "registry.example.com", true),
+            ("registry.example.com", "other.example.com", false),
+            ("*.example.com", "a.example.com", true),
+            ("*.example.com", "a.b.example.com", true),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", "badexample.com", false),
+            ("www.example.*", "www.example.org", true),
+            ("www.example.*", "www.example.", false),
+            ("~^reg[0-9]+\\.example\\.com$", "reg12.example.com", true),
+            ("~^reg[0-9]+\\.example\\.com$", "regx.example.com", false),
+            ("~example", "anything.example.net", true),
+        ];
+        for (pattern, host, expected) in table {
+            let p = HostPattern::parse(pattern).expect(pattern);
+            assert_eq!(p.matches(host), expected, "{pattern} vs {host}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_reject_garbage() {
+        for bad in [
+            "",
+            "example.com:443",
+            "http://example.com",
+            "a.*.example.com",
+            "exa mple.com",
+            "*.",
+            "~(unclosed",
+            "a..b",
+        ] {
+            let err = HostPattern::parse(bad).expect_err(bad);
+            assert!(!err.is_empty());
+        }
+    }
+
+    #[test]
+    fn host_patterns_display_as_written() {
+        for text in ["a.example.com", "*.example.com", "www.example.*", "~^a$"] {
+            assert_eq!(HostPattern::parse(text).expect(text).to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The route table: an immutable snapshot that the request path reads through `ArcSwap`.
+//! Watchers (the config file today, Docker tomorrow) build a new table and swap it in.
+//!
+//! Lookup order for a request's host (lowercase, port removed):
+//! 1. exact names,
+//! 2. leading wildcards `*.example.com`, longest suffix first,
+//! 3. trailing wildcards `www.example.*`, longest prefix first,
+//! 4. regular expressions `~...`, in the order they were declared.
+//!
+//! Within the first host entry that has a route whose path prefix matches the request path,
+//! the longest prefix wins. A more specific host whose routes do not cover the path falls
+//! through to the next host entry (so `api.example.com` with path `/v2` and `*.example.com`
+//! with path `/` send `api.example.com/other` to the wildcard route).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::route::HostPattern;
+
+/// What the table stores per route; generic so the pure lookup can be tested without a
+/// plugin chain.
+pub trait Routable {
+    /// The route's host pattern.
+    fn host(&self) -> &HostPattern;
+    /// The route's path prefix.
+    fn path(&self) -> &str;
+}
+
+/// Routes sharing one host pattern, longest path first.
+#[derive(Debug)]
+struct HostEntry<R> {
+    pattern: HostPattern,
+    routes: Vec<Arc<R>>,
+}
+
+impl<R: Routable> HostEntry<R> {
+    fn find(&self, path: &str) -> Option<&Arc<R>> {
+        self.routes.iter().find(|r| path_matches(r.path(), path))
+    }
+}
+
+/// Whether `prefix` covers `path`. A prefix is matched as given (like nginx `location`), so
+/// `/v2` covers `/v2/` and `/v2x`; write `/v2/` to mean the directory only.
+fn path_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+}
+
+/// An immutable, indexed set of routes.
+#[derive(Debug)]
+pub struct RouteTable<R> {
+    exact: HashMap<String, HostEntry<R>>,
+    leading: Vec<HostEntry<R>>,
+    trailing: Vec<HostEntry<R>>,
+    regex: Vec<HostEntry<R>>,
+    all: Vec<Arc<R>>,
+}
+
+impl<R> Default for RouteTable<R> {
+    fn default() -> Self {
+        RouteTable {
+            exact: HashMap::new(),
+            leading: Vec::new(),
+            trailing: Vec::new(),
+            regex: Vec::new(),
+            all: Vec::new(),
+        }
+    }
+}
+
+impl<R: Routable> RouteTable<R> {
+    /// Builds a table from routes in declaration order. Two routes with the same host pattern
+    /// and path: the first one is kept (callers detect and report such conflicts).
+    pub fn new(routes: impl IntoIterator<Item = Arc<R>>) -> Self {
+        let mut table: RouteTable<R> = RouteTable::default();
+        for route in routes {
+            let key = route.host().to_string();
+            let entry = match route.host() {
+                HostPattern::Exact(name) => {
+                    table
+                        .exact
+                        .entry(name.clone())
+                        .or_insert_with(|| HostEntry {
+                            pattern: route.host().clone(),
+                            routes: Vec::new(),
+                        })
+                }
+                HostPattern::LeadingWildcard(_) => entry_in(&mut table.leading, &key, route.host()),
+                HostPattern::TrailingWildcard(_) => {
+                    entry_in(&mut table.trailing, &key, route.host())
+                }
+                HostPattern::Regex(_) => entry_in(&mut table.regex, &key, route.host()),
+            };
+            if entry.routes.iter().any(|r| r.path() == route.path()) {
+                continue;
+            }
+            entry.routes.push(route.clone());
+            table.all.push(route);
+        }
+        let by_len = |e: &HostEntry<R>| match &e.pattern {
+            HostPattern::LeadingWildcard(s) | HostPattern::TrailingWildcard(s) => s.len(),
+            _ => 0,
+        };
+        table.leading.sort_by_key(|e| std::cmp::Reverse(by_len(e)));
+        table.trailing.sort_by_key(|e| std::cmp::Reverse(by_len(e)));
+        let entries = table
+            .exact
+            .values_mut()
+            .chain(table.leading.iter_mut())
+            .chain(table.trailing.iter_mut())
+            .chain(table.regex.iter_mut());
+        for entry in entries {
+            entry
+                .routes
+                .sort_by_key(|r| std::cmp::Reverse(r.path().len()));
+        }
+        table
+    }
+
+    /// Finds the route for a host (lowercase, without port) and a request path.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<R>> {
+        if let Some(found) = self.exact.get(host).and_then(|e| e.find(path)) {
+            return Some(found);
+        }
+        self.leading
+            .iter()
+            .chain(self.trailing.iter())
+            .chain(self.regex.iter())
+            .filter(|e| e.pattern.matches(host))
+            .find_map(|e| e.find(path))
+    }
+
+    /// Every route, in declaration order.
+    pub fn routes(&self) -> &[Arc<R>] {
+        &self.all
+    }
+
+    /// Whether the table has no routes.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+fn entry_in<'a, R>(
+    list: &'a mut Vec<HostEntry<R>>,
+    key: &str,
+    pattern: &HostPattern,
+) -> &'a mut HostEntry<R> {
+    let index = match list.iter().position(|e| e.pattern.to_string() == key) {
+        Some(i) => i,
+        None => {
+            list.push(HostEntry {
+                pattern: pattern.clone(),
+                routes: Vec::new(),
+            });
+            list.len() - 1
+        }
+    };
+    &mut list[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct R(HostPattern, String, &'static str);
+    impl Routable for R {
+        fn host(&self) -> &HostPattern {
+            &self.0
+        }
+        fn path(&self) -> &str {
+            &self.1
+        }
+    }
+
+    fn table(defs: &[(&str, &str, &'static str)]) -> RouteTable<R> {
+        RouteTable::new(defs.iter().map(|(h, p, name)| {
+            Arc::new(R(
+                HostPattern::parse(h).expect("pattern"),
+                p.to_string(),
+                name,
+            ))
+        }))
+    }
+
+    #[test]
+    fn precedence_exact_wildcard_regex_then_longest_path() {
+        let t = table(&[
+            ("~^.*\\.example\\.com$", "/", "regex"),
+            ("*.example.com", "/", "wild"),
+            ("*.sub.example.com", "/", "wild-longer"),
+            ("api.example.com", "/v2", "exact-v2"),
+            ("api.example.com", "/v2/blobs", "exact-blobs"),
+            ("www.example.*", "/", "trailing"),
+            ("~^www\\.", "/", "regex-www"),
+            ("other.test", "/only", "other"),
+        ]);
+        let cases = [
+            ("api.example.com", "/v2/", Some("exact-v2")),
+            ("api.example.com", "/v2/blobs/uploads", Some("exact-blobs")),
+            ("api.example.com", "/metrics", Some("wild")),
+            ("x.sub.example.com", "/", Some("wild-longer")),
+            ("x.example.com", "/", Some("wild")),
+            ("www.example.org", "/", Some("trailing")),
+            ("www.foo.org", "/", Some("regex-www")),
+            ("other.test", "/only/this", Some("other")),
+            ("other.test", "/", None),
+            ("unknown.test", "/", None),
+            ("example.com", "/", None),
+        ];
+        for (host, path, expected) in cases {
+            assert_eq!(t.lookup(host, path).map(|r| r.2), expected, "{host}{path}");
+        }
+    }
+
+    #[test]
+    fn duplicate_host_and_path_keeps_the_first() {
+        let t = table(&[("a.test", "/", "first"), ("a.test", "/", "second")]);
+        assert_eq!(t.lookup("a.test", "/").map(|r| r.2), Some("first"));
+        assert_eq!(t.routes().len(), 1);
+    }
+
+    #[test]
+    fn regexes_keep_declaration_order() {
+        let t = table(&[("~a", "/", "first"), ("~b", "/", "second")]);
+        assert_eq!(t.lookup("ab.test", "/").map(|r| r.2), Some("first"));
+    }
+}

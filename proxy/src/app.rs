@@ -1,0 +1,262 @@
+//! The `ProxyHttp` implementation: routing, then a thin loop over the matched route's
+//! plugin chain in each of Pingora's phases. Everything route-specific lives in the plugins
+//! (`berth-plugins`); this file only routes, picks upstreams and writes berth's own replies.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use berth_plugins::rescue::rescue;
+use berth_plugins::route::{HostPattern, UpstreamProto};
+use berth_plugins::routing::request_target;
+use berth_plugins::table::RouteTable;
+use berth_plugins::{Flow, Reply, RequestCtx, Route, Scheme};
+
+/// The live route table, swapped as a whole by whoever rebuilds it.
+pub type SharedTable = Arc<ArcSwap<RouteTable<Route>>>;
+
+/// The proxy application for one kind of listener (plain HTTP or HTTPS).
+pub struct Berth {
+    scheme: Scheme,
+    table: SharedTable,
+}
+
+impl Berth {
+    /// A proxy for listeners of `scheme`, serving routes from `table`.
+    pub fn new(scheme: Scheme, table: SharedTable) -> Berth {
+        Berth { scheme, table }
+    }
+
+    /// Sends a reply berth generated itself, after the route's `response_filter`s.
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
+        let mut header = reply.header()?;
+        self.filter_generated(session, &mut header, ctx)?;
+        session
+            .as_downstream_mut()
+            .write_error_response(header, reply.body)
+            .await
+    }
+
+    fn filter_generated(
+        &self,
+        session: &Session,
+        header: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.generated = true;
+        if let Some(route) = ctx.route.clone() {
+            for plugin in &route.chain {
+                plugin.response_filter(session, header, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn route(ctx: &RequestCtx) -> Result<Arc<Route>> {
+        ctx.route
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))
+    }
+}
+
+fn no_route() -> Reply {
+    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no route for this host")
+}
+
+#[async_trait]
+impl ProxyHttp for Berth {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.scheme)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.downstream.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.downstream.local_port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(0, |a| a.port());
+
+        let target = match request_target(session.req_header()) {
+            Ok(t) => t,
+            Err(reply) => {
+                self.respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
+        };
+        if target.absolute_form {
+            // Forward in origin form, with the Host the target named.
+            let req = session.req_header_mut();
+            let origin = req
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            req.set_raw_path(origin.as_bytes())?;
+            req.insert_header(http::header::HOST, target.authority.as_str())?;
+        }
+        ctx.host = target.host;
+        ctx.authority = target.authority;
+
+        let route = self
+            .table
+            .load()
+            .lookup(&ctx.host, session.req_header().uri.path())
+            .cloned();
+        let Some(route) = route else {
+            self.respond(session, ctx, no_route()).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        for plugin in &route.chain {
+            if let Flow::Respond(reply) = plugin.request_filter(session, ctx).await? {
+                self.respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let route = Self::route(ctx)?;
+        if ctx.tries == 0 {
+            ctx.first_upstream = route.start_index();
+        }
+        let upstream = route
+            .upstream_for(ctx.first_upstream, ctx.tries)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every upstream failed"))?;
+        ctx.tries += 1;
+        ctx.upstream = Some(upstream.addr);
+        let tls = route.spec.proto == UpstreamProto::Https;
+        let sni = match (&route.spec.host, tls) {
+            (_, false) => String::new(),
+            (HostPattern::Exact(name), true) => name.clone(),
+            (_, true) => ctx.host.clone(),
+        };
+        let mut peer = HttpPeer::new(upstream.addr, tls, sni);
+        for plugin in &route.chain {
+            plugin.upstream_peer(&mut peer, ctx);
+        }
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the upstream yet, so trying the next one is safe for any method.
+        let remaining = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| ctx.tries < r.spec.upstreams.len());
+        if remaining {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let route = Self::route(ctx)?;
+        for plugin in &route.chain {
+            plugin
+                .upstream_request_filter(session, upstream_request, ctx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+        }
+        let route = Self::route(ctx)?;
+        for plugin in &route.chain {
+            if let Flow::Respond(reply) = plugin
+                .request_body_filter(session, body, end_of_stream, ctx)
+                .await?
+            {
+                let code = reply.status.as_u16();
+                ctx.pending_reply = Some(reply);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(code),
+                    format!("request body refused by {}", plugin.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let route = Self::route(ctx)?;
+        for plugin in &route.chain {
+            plugin.upstream_response_filter(session, upstream_response, ctx)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route.clone() {
+            for plugin in &route.chain {
+                plugin.response_filter(session, response, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let reply = ctx.pending_reply.take().or_else(|| rescue(e));
+        let code = reply.as_ref().map_or(0, |r| r.status.as_u16());
+        if let Some(reply) = reply {
+            if let Err(write_error) = self.respond(session, ctx, reply).await {
+                tracing::debug!(error = %write_error, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(route) = ctx.route.clone() {
+            for plugin in &route.chain {
+                plugin.logging(session, e, ctx).await;
+            }
+        }
+    }
+}

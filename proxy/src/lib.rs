@@ -1,0 +1,9 @@
+//! berth's proxy: the Pingora server wiring, the `ProxyHttp` implementation that runs each
+//! route's plugin chain, and configuration loading. The binary (`src/main.rs`) only parses
+//! the command line and calls into this crate.
+
+pub mod app;
+pub mod server;
+
+pub use app::Berth;
+pub use server::{build_server, load_config, ConfigSource};

@@ -1,0 +1,64 @@
+//! `berth`: parse the command line, load the configuration, run the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use berth_proxy::{build_server, load_config, ConfigSource};
+
+/// berth — an edge proxy for self-hosted container registries.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without it, berth runs on its embedded default.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration, list every error with its key path, and exit.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = cli
+        .config
+        .map_or(ConfigSource::Embedded, ConfigSource::File);
+    let config = match load_config(&source) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("berth: {source} is not valid:");
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Check) = cli.command {
+        println!("berth: {source} is valid ({} routes)", config.routes.len());
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let routes = config.routes.len();
+    let (server, listeners) = build_server(config);
+    println!("berth: running on {source} with {routes} static routes");
+    for l in &listeners {
+        println!("berth: listening on {l}");
+    }
+    server.run_forever()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,17 @@
+//! Test and benchmark kit for berth: real processes and real sockets on loopback.
+//!
+//! - [`origin`]: an HTTP/1.1 origin that reads every request body in full, and answers with
+//!   what it saw (headers, byte count, SHA-256) — the echo origin of the tests and the sink
+//!   of the benchmarks.
+//! - [`client`]: a raw HTTP/1.1 client that says exactly what goes on the wire (chunked or
+//!   Content-Length bodies of random data, `Expect: 100-continue`, paced uploads, odd
+//!   request lines).
+//! - [`process`]: start `berth` and other servers on ephemeral ports, read their memory use.
+
+pub mod client;
+pub mod origin;
+pub mod process;
+
+pub use client::{Body, Request, Response};
+pub use origin::{Origin, Seen};
+pub use process::{free_port, BerthProcess};

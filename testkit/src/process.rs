@@ -1,0 +1,123 @@
+//! Running `berth` (and other servers) as real processes on ephemeral loopback ports.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released; good enough on a test machine).
+///
+/// # Panics
+/// If no port can be bound.
+#[allow(clippy::unwrap_used)]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections at `addr`.
+///
+/// # Errors
+/// When nothing does within `limit`.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration) -> io::Result<()> {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("nothing listens on {addr} after {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resident and peak resident memory of a process, in KiB (`VmRSS`, `VmHWM`).
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A running `berth`; killed when dropped.
+pub struct BerthProcess {
+    child: Child,
+    /// The plain HTTP listener.
+    pub http: SocketAddr,
+    /// Directory with the config file and the log.
+    pub dir: tempfile::TempDir,
+}
+
+impl BerthProcess {
+    /// Starts `binary` on `config`, where the string `{http}` stands for the HTTP listener
+    /// address berth is given. Waits until the listener accepts connections.
+    ///
+    /// # Errors
+    /// When berth cannot be started or does not listen within 20 s (its log is included).
+    pub fn start(binary: &Path, config: &str) -> io::Result<BerthProcess> {
+        let http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("berth.toml");
+        std::fs::write(&config_path, config.replace("{http}", &http.to_string()))?;
+        let log = std::fs::File::create(dir.path().join("berth.log"))?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let mut process = BerthProcess { child, http, dir };
+        if let Err(e) = wait_for_port(http, Duration::from_secs(20)) {
+            let log = process.log();
+            let _ = process.child.kill();
+            return Err(io::Error::new(e.kind(), format!("{e}; berth log:\n{log}")));
+        }
+        Ok(process)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident and peak resident memory, KiB.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        memory_kib(self.pid())
+    }
+
+    /// Everything berth has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Path of the log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("berth.log")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
