@@ -1,1 +1,293 @@
-fn main() {}
+//! berth's benchmark harness: upload throughput and proxy memory, berth vs direct vs nginx,
+//! measured side by side in one run on this machine.
+//!
+//! ```text
+//! cargo build --release --bin berth && cargo run --release -p berth-benches -- upload
+//! ```
+//! writes `benches/results/upload-plain.md` and prints the table.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use berth_testkit::client::{send, Body, Request};
+use berth_testkit::process::memory_kib;
+use berth_testkit::{BerthProcess, Origin};
+
+mod nginx;
+
+use nginx::{Nginx, NginxFlavour};
+
+#[derive(Debug, Parser)]
+#[command(about = "berth benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Plain-HTTP/1.1 upload throughput to a full-read sink: direct, berth, nginx.
+    Upload {
+        /// Body size per upload, MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        concurrency: Vec<usize>,
+        /// Repetitions per scenario (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The berth binary (release build).
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/upload-plain.md")]
+        out: PathBuf,
+    },
+}
+
+/// One target the load is sent to.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    /// Process ids whose memory is sampled (empty for direct).
+    pids: Box<dyn Fn() -> Vec<u32>>,
+}
+
+struct Outcome {
+    mb_per_s: f64,
+    peak_rss_kib: u64,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Upload {
+            mib,
+            concurrency,
+            runs,
+            berth,
+            out,
+        } => match upload(mib, &concurrency, runs, berth, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-benches: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn upload(
+    mib: u64,
+    concurrency: &[usize],
+    runs: usize,
+    berth_bin: Option<PathBuf>,
+    out: &Path,
+) -> Result<(), String> {
+    let root = workspace_root();
+    let berth_bin = berth_bin.unwrap_or_else(|| root.join("target/release/berth"));
+    if !berth_bin.exists() {
+        return Err(format!(
+            "{} not found: run `cargo build --release --bin berth` first",
+            berth_bin.display()
+        ));
+    }
+    let sink = Origin::start("sink");
+    let config = format!(
+        "[listen]\nhttp = \"{{http}}\"\n[[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\n",
+        sink.addr
+    );
+    let berth = BerthProcess::start(&berth_bin, &config).map_err(|e| e.to_string())?;
+    let stream = Nginx::start(NginxFlavour::Streaming, sink.addr).map_err(|e| e.to_string())?;
+    let seed = Nginx::start(NginxFlavour::SeedRecipe, sink.addr).map_err(|e| e.to_string())?;
+    let berth_pid = berth.pid();
+    let targets = [
+        Target {
+            name: "direct",
+            addr: sink.addr,
+            pids: Box::new(Vec::new),
+        },
+        Target {
+            name: "berth",
+            addr: berth.http,
+            pids: Box::new(move || vec![berth_pid]),
+        },
+        Target {
+            name: "nginx-streaming",
+            addr: stream.addr,
+            pids: {
+                let pids = stream.pids();
+                Box::new(move || pids.clone())
+            },
+        },
+        Target {
+            name: "nginx-seed-recipe",
+            addr: seed.addr,
+            pids: {
+                let pids = seed.pids();
+                Box::new(move || pids.clone())
+            },
+        },
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let len = mib << 20;
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| scenario | direct MB/s | berth MB/s | nginx streaming MB/s | nginx seed recipe MB/s | berth / nginx streaming | berth / direct | berth peak RSS | nginx streaming peak RSS |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in concurrency {
+        for chunked in [false, true] {
+            let framing = if chunked { "chunked" } else { "cl" };
+            let scenario = format!("upload_plain_h1_{framing}_c{c}_{mib}mib");
+            let mut results = Vec::new();
+            for t in &targets {
+                let mut samples = Vec::new();
+                for _ in 0..runs {
+                    samples.push(rt.block_on(run_uploads(t, c, len, chunked))?);
+                }
+                samples.sort_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s));
+                let median = &samples[samples.len() / 2];
+                let peak = samples.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
+                eprintln!(
+                    "{scenario} {:>18}: {:8.1} MB/s, peak RSS {} KiB",
+                    t.name, median.mb_per_s, peak
+                );
+                results.push((median.mb_per_s, peak));
+            }
+            let (direct, berth_r, nginx_s, nginx_seed) =
+                (results[0], results[1], results[2], results[3]);
+            let _ = writeln!(
+                table,
+                "| `{scenario}` | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× | {:.1} MiB | {:.1} MiB |",
+                direct.0,
+                berth_r.0,
+                nginx_s.0,
+                nginx_seed.0,
+                berth_r.0 / nginx_s.0,
+                berth_r.0 / direct.0,
+                berth_r.1 as f64 / 1024.0,
+                nginx_s.1 as f64 / 1024.0,
+            );
+        }
+    }
+    let header = machine_header(runs, mib);
+    let report = format!("{header}\n{table}");
+    println!("{report}");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(root.join(dir)).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(root.join(out), report).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs `c` concurrent uploads of `len` bytes each against `t` and samples its memory.
+async fn run_uploads(t: &Target, c: usize, len: u64, chunked: bool) -> Result<Outcome, String> {
+    let pids = (t.pids)();
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let total: u64 = pids
+                    .iter()
+                    .filter_map(|p| memory_kib(*p))
+                    .map(|m| m.0)
+                    .sum();
+                peak.fetch_max(total, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..c {
+        let addr = t.addr;
+        tasks.push(tokio::spawn(async move {
+            let req = Request::new(
+                "PATCH",
+                "bench.test",
+                &format!("/v2/bench/blobs/uploads/{i}"),
+            )
+            .body(Body::Repeat { len, chunked });
+            send(addr, &req).await
+        }));
+    }
+    let mut result = Ok(());
+    for task in tasks {
+        match task.await {
+            Ok(Ok(r)) if r.status == 200 => match r.seen() {
+                Ok(seen) if seen.body_bytes == len => {}
+                Ok(seen) => {
+                    result = Err(format!(
+                        "{}: sink got {} of {len} bytes",
+                        t.name, seen.body_bytes
+                    ))
+                }
+                Err(e) => result = Err(format!("{}: {e}", t.name)),
+            },
+            Ok(Ok(r)) => result = Err(format!("{}: status {} {}", t.name, r.status, r.text())),
+            Ok(Err(e)) => result = Err(format!("{}: {e}", t.name)),
+            Err(e) => result = Err(format!("{}: {e}", t.name)),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::SeqCst);
+    let _ = sampler.join();
+    result?;
+    Ok(Outcome {
+        mb_per_s: (len * c as u64) as f64 / secs / 1e6,
+        peak_rss_kib: peak.load(Ordering::SeqCst),
+    })
+}
+
+fn machine_header(runs: usize, mib: u64) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nginx = std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "Upload throughput over plain HTTP/1.1 to a sink that reads and hashes the whole body \
+         before answering; {mib} MiB per upload; median of {runs} runs; MB = 10^6 bytes.\n\
+         Measured {date} on {cores} cores ({cpu}); client, proxy and sink share the machine. \
+         berth {}, {nginx}.\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}

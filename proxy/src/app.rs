@@ -35,7 +35,12 @@ impl Berth {
     }
 
     /// Sends a reply berth generated itself, after the route's `response_filter`s.
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<()> {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: Reply,
+    ) -> Result<()> {
         let mut header = reply.header()?;
         self.filter_generated(session, &mut header, ctx)?;
         session
@@ -128,7 +133,11 @@ impl ProxyHttp for Berth {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let route = Self::route(ctx)?;
         if ctx.tries == 0 {
             ctx.first_upstream = route.start_index();
@@ -238,7 +247,12 @@ impl ProxyHttp for Berth {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let reply = ctx.pending_reply.take().or_else(|| rescue(e));
         let code = reply.as_ref().map_or(0, |r| r.status.as_u16());
         if let Some(reply) = reply {

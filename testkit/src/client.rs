@@ -31,6 +31,14 @@ pub enum Body {
         /// Send `bytes` then sleep `every`, repeatedly (a slow client); `None` = full speed.
         pace: Option<(usize, Duration)>,
     },
+    /// `len` bytes repeating one random block, not hashed: for benchmarks, where the client
+    /// must cost as little CPU as possible.
+    Repeat {
+        /// Bytes to send.
+        len: u64,
+        /// `Transfer-Encoding: chunked` instead of `Content-Length`.
+        chunked: bool,
+    },
 }
 
 impl Body {
@@ -131,8 +139,13 @@ impl Response {
     /// # Errors
     /// If the body is not an origin echo (e.g. berth answered itself).
     pub fn seen(&self) -> Result<Seen, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("not an origin echo ({e}): status {} {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "not an origin echo ({e}): status {} {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 }
 
@@ -153,7 +166,7 @@ pub async fn send(addr: SocketAddr, req: &Request) -> io::Result<Response> {
     match &req.body {
         Body::Empty => {}
         Body::Bytes(b) => head.push_str(&format!("Content-Length: {}\r\n", b.len())),
-        Body::Random { len, chunked, .. } => {
+        Body::Random { len, chunked, .. } | Body::Repeat { len, chunked } => {
             if *chunked {
                 head.push_str("Transfer-Encoding: chunked\r\n");
             } else {
@@ -208,7 +221,8 @@ pub async fn send(addr: SocketAddr, req: &Request) -> io::Result<Response> {
         }
     }
     .await;
-    let (sent_bytes, sent_sha256) = match tokio::time::timeout(Duration::from_secs(5), writer).await {
+    let (sent_bytes, sent_sha256) = match tokio::time::timeout(Duration::from_secs(5), writer).await
+    {
         Ok(Ok((_, sent, sha, _wr))) => (sent, sha),
         _ => (0, String::new()),
     };
@@ -264,6 +278,33 @@ async fn write_body(
             }
             wr.flush().await
         }
+        Body::Repeat { len, chunked } => {
+            const BLOCK: usize = 256 * 1024;
+            let mut block = vec![0u8; BLOCK];
+            SmallRng::seed_from_u64(*len).fill_bytes(&mut block);
+            let chunk_head = format!("{BLOCK:x}\r\n");
+            let mut left = *len;
+            while left > 0 {
+                let n = left.min(BLOCK as u64) as usize;
+                if *chunked {
+                    if n == BLOCK {
+                        wr.write_all(chunk_head.as_bytes()).await?;
+                    } else {
+                        wr.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+                    }
+                    wr.write_all(&block[..n]).await?;
+                    wr.write_all(b"\r\n").await?;
+                } else {
+                    wr.write_all(&block[..n]).await?;
+                }
+                *sent += n as u64;
+                left -= n as u64;
+            }
+            if *chunked {
+                wr.write_all(b"0\r\n\r\n").await?;
+            }
+            wr.flush().await
+        }
     }
 }
 
@@ -272,13 +313,21 @@ type Head = (u16, Vec<(String, String)>);
 async fn read_head(rd: &mut BufReader<OwnedReadHalf>) -> io::Result<Head> {
     let mut line = String::new();
     if rd.read_line(&mut line).await? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let status = line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut headers = Vec::new();
     loop {
         line.clear();

@@ -9,8 +9,10 @@
 //! - [`process`]: start `berth` and other servers on ephemeral ports, read their memory use.
 
 pub mod client;
+pub mod oci;
 pub mod origin;
 pub mod process;
+pub mod registry;
 
 pub use client::{Body, Request, Response};
 pub use origin::{Origin, Seen};

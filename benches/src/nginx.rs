@@ -1,0 +1,122 @@
+//! Debian's nginx as the comparison peer, configured two ways:
+//! - `Streaming`: what a careful operator writes for a registry (`client_max_body_size 0;
+//!   proxy_request_buffering off; proxy_http_version 1.1;`);
+//! - `SeedRecipe`: what the nginx-proxy recipe ends up with after its fixes
+//!   (`client_max_body_size 0; chunked_transfer_encoding on; proxy_read_timeout 900;`,
+//!   request buffering left on, so bodies are spooled to disk first).
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use berth_testkit::free_port;
+use berth_testkit::process::wait_for_port;
+
+/// Which nginx configuration.
+#[derive(Debug, Clone, Copy)]
+pub enum NginxFlavour {
+    /// Streaming uploads.
+    Streaming,
+    /// The seed recipe's buffering proxy.
+    SeedRecipe,
+}
+
+/// A running nginx; stopped when dropped.
+pub struct Nginx {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in the foreground with its own prefix directory, proxying to `upstream`.
+    ///
+    /// # Errors
+    /// When nginx is missing or does not listen.
+    pub fn start(flavour: NginxFlavour, upstream: SocketAddr) -> io::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let body = match flavour {
+            NginxFlavour::Streaming => {
+                "client_max_body_size 0;\n        proxy_request_buffering off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";"
+            }
+            NginxFlavour::SeedRecipe => {
+                "client_max_body_size 0;\n        chunked_transfer_encoding on;\n        proxy_read_timeout 900;"
+            }
+        };
+        let user = if is_root() { "user root;\n" } else { "" };
+        let d = dir.path().display();
+        let conf = format!(
+            "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
+             upstream sink {{ server {upstream}; keepalive 64; }}\n\
+             server {{\n        listen {addr};\n        {body}\n        proxy_set_header Host $http_host;\n\
+             proxy_set_header X-Real-IP $remote_addr;\n        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+             proxy_set_header X-Forwarded-Proto $scheme;\n        location / {{ proxy_pass http://sink; }}\n    }}\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut nginx = Nginx {
+            child,
+            addr,
+            _dir: dir,
+        };
+        if let Err(e) = wait_for_port(addr, Duration::from_secs(10)) {
+            let _ = nginx.child.kill();
+            return Err(e);
+        }
+        Ok(nginx)
+    }
+
+    /// The master and its workers.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let mut pids = vec![master];
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+        pids
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM via kill(1) lets the master stop its workers; fall back to SIGKILL.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,142 @@
+//! Debian's `docker-registry` (distribution 2.8) as a plain process with htpasswd auth, and
+//! `skopeo` to push and pull through whatever sits in front of it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::process::{free_port, wait_for_port};
+
+/// User name of the test registry.
+pub const USER: &str = "berth";
+/// Password of the test registry.
+pub const PASSWORD: &str = "s3cret-pass";
+
+/// A running registry; killed when dropped.
+pub struct Registry {
+    child: Child,
+    /// Where it listens (plain HTTP).
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts `docker-registry serve` with filesystem storage in a temporary directory and
+    /// htpasswd auth (bcrypt, made with `htpasswd -Bbn`) for [`USER`]/[`PASSWORD`].
+    ///
+    /// # Errors
+    /// When `htpasswd` or `docker-registry` are missing or the registry does not listen.
+    pub fn start() -> io::Result<Registry> {
+        let dir = tempfile::tempdir()?;
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other("htpasswd failed"));
+        }
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, &out.stdout)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage)?;
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+             delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-secret\n\
+             auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            storage.display(),
+            htpasswd.display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let mut registry = Registry { child, addr, dir };
+        if let Err(e) = wait_for_port(addr, Duration::from_secs(20)) {
+            let _ = registry.child.kill();
+            return Err(e);
+        }
+        Ok(registry)
+    }
+
+    /// The registry's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `skopeo` with the given arguments (plus `--insecure-policy`).
+///
+/// # Errors
+/// When skopeo cannot be run; a failed copy is in the returned output's status.
+pub fn skopeo(args: &[&str]) -> io::Result<Output> {
+    Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+}
+
+/// `skopeo copy` of an OCI layout to `docker://{authority}/{repo}:{tag}` over plain HTTP with
+/// the test credentials.
+///
+/// # Errors
+/// When skopeo fails; the error has its output.
+pub fn push(layout: &Path, tag: &str, authority: &str, repo: &str) -> io::Result<()> {
+    let src = format!("oci:{}:{tag}", layout.display());
+    let dst = format!("docker://{authority}/{repo}:{tag}");
+    let creds = format!("{USER}:{PASSWORD}");
+    check(skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &src,
+        &dst,
+    ])?)
+}
+
+/// `skopeo copy` back from the registry into a new OCI layout; returns its directory.
+///
+/// # Errors
+/// When skopeo fails; the error has its output.
+pub fn pull(authority: &str, repo: &str, tag: &str, into: &Path) -> io::Result<PathBuf> {
+    let src = format!("docker://{authority}/{repo}:{tag}");
+    let dst = format!("oci:{}:{tag}", into.display());
+    let creds = format!("{USER}:{PASSWORD}");
+    check(skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &src,
+        &dst,
+    ])?)?;
+    Ok(into.to_path_buf())
+}
+
+fn check(out: Output) -> io::Result<()> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "skopeo failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
