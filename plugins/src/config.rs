@@ -121,6 +121,16 @@ pub struct RawListen {
     pub metrics: Option<String>,
 }
 
+/// `[tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawTls {
+    /// Directory of `<host>.crt` / `<host>.key` pairs.
+    pub certs_dir: Option<String>,
+    /// `generate` or `none`.
+    pub default_cert: Option<String>,
+}
+
 /// `[forwarded]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -157,6 +167,8 @@ pub struct RawRoute {
     pub proto: Option<String>,
     /// Optional preset: `registry`.
     pub profile: Option<String>,
+    /// Certificate (file name stem in certs-dir) to serve instead of the host's own.
+    pub cert_name: Option<String>,
     /// Largest request body (`0` = unlimited).
     pub max_body: Option<String>,
     /// Upstream connect timeout.
@@ -173,6 +185,8 @@ pub struct RawRoute {
 pub struct RawConfig {
     /// `[listen]`.
     pub listen: RawListen,
+    /// `[tls]`.
+    pub tls: RawTls,
     /// `[forwarded]`.
     pub forwarded: RawForwarded,
     /// `[defaults]`.
@@ -187,13 +201,38 @@ pub struct RawConfig {
 pub struct Listen {
     /// Plain HTTP listener; `None` when set to `""`.
     pub http: Option<SocketAddr>,
+    /// HTTPS listener; `None` when absent or `""`.
+    pub https: Option<SocketAddr>,
 }
+
+/// What to serve to a client whose SNI name has no certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultCert {
+    /// `default.crt` from certs-dir, generated (self-signed) on first start if missing.
+    Generate,
+    /// `default.crt` if present, else the handshake is refused.
+    None,
+}
+
+/// Validated `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Directory of certificates, acme-companion layout.
+    pub certs_dir: std::path::PathBuf,
+    /// Default-certificate policy.
+    pub default_cert: DefaultCert,
+}
+
+/// Where certificates live when `tls.certs-dir` is not set.
+pub const DEFAULT_CERTS_DIR: &str = "berth-state/certs";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listeners.
     pub listen: Listen,
+    /// Certificates.
+    pub tls: TlsConfig,
     /// Peers whose `X-Forwarded-*` headers are trusted.
     pub trusted_proxies: Vec<IpNet>,
     /// Settings every route starts from.
@@ -269,6 +308,26 @@ fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
     })
 }
 
+/// Checks a certificate name: the stem of `<name>.crt` in certs-dir, so a host-like name
+/// without path separators.
+///
+/// # Errors
+/// Returns a message naming the value when it could not be a file stem in certs-dir.
+pub fn parse_cert_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && !value.starts_with('.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "invalid cert-name \"{value}\": expected a name like \"example.com\" (the stem of example.com.crt)"
+        ))
+    }
+}
+
 /// Parses a CIDR (`10.0.0.0/8`) or a single address (`10.1.2.3`, taken as `/32` or `/128`).
 ///
 /// # Errors
@@ -289,17 +348,10 @@ impl RawConfig {
             Some(v) => errors.check("listen.http", parse_listen_addr(v)).flatten(),
             None => None,
         };
-        if self
-            .listen
-            .https
-            .as_deref()
-            .is_some_and(|v| !v.trim().is_empty())
-        {
-            errors.push(
-                "listen.https",
-                "HTTPS termination is not available in this version of berth; remove the key",
-            );
-        }
+        let https = match &self.listen.https {
+            Some(v) => errors.check("listen.https", parse_listen_addr(v)).flatten(),
+            None => None,
+        };
         if self
             .listen
             .metrics
@@ -311,9 +363,31 @@ impl RawConfig {
                 "the metrics listener is not available in this version of berth; remove the key",
             );
         }
-        if http.is_none() {
-            errors.push("listen.http", "no listener configured; set listen.http");
+        if http.is_none() && https.is_none() {
+            errors.push(
+                "listen",
+                "no listener configured; set listen.http or listen.https",
+            );
         }
+        let certs_dir = match self.tls.certs_dir.as_deref().map(str::trim) {
+            None => DEFAULT_CERTS_DIR.into(),
+            Some("") => {
+                errors.push("tls.certs-dir", "empty; name a directory");
+                DEFAULT_CERTS_DIR.into()
+            }
+            Some(dir) => std::path::PathBuf::from(dir),
+        };
+        let default_cert = match self.tls.default_cert.as_deref().map(str::trim) {
+            None | Some("generate") => DefaultCert::Generate,
+            Some("none") => DefaultCert::None,
+            Some(other) => {
+                errors.push(
+                    "tls.default-cert",
+                    format!("invalid value \"{other}\": expected \"generate\" or \"none\""),
+                );
+                DefaultCert::Generate
+            }
+        };
         let trusted_proxies = self
             .forwarded
             .trusted_proxies
@@ -333,7 +407,11 @@ impl RawConfig {
             })
             .collect();
         Some(Config {
-            listen: Listen { http },
+            listen: Listen { http, https },
+            tls: TlsConfig {
+                certs_dir,
+                default_cert,
+            },
             trusted_proxies,
             defaults,
             routes,
@@ -455,6 +533,10 @@ impl RawRoute {
                 None
             }
         };
+        let cert_name = match self.cert_name.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
+        };
         let mut base = defaults.clone();
         if let Some(p) = profile {
             apply_profile(p, &mut base);
@@ -470,6 +552,7 @@ impl RawRoute {
             proto,
             profile,
             settings,
+            cert_name,
             source,
         })
     }

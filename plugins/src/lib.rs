@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod chain;
 pub mod config;
+pub mod files;
 pub mod plugin;
 pub mod rescue;
 pub mod route;

@@ -191,6 +191,8 @@ pub struct RouteSpec {
     pub profile: Option<Profile>,
     /// The effective settings.
     pub settings: RouteSettings,
+    /// Certificate to serve instead of the host's own (stem of `<name>.crt`).
+    pub cert_name: Option<String>,
     /// Where the route came from.
     pub source: RouteSource,
 }

@@ -129,6 +129,22 @@ impl<R: Routable> RouteTable<R> {
             .find_map(|e| e.find(path))
     }
 
+    /// Every route whose host pattern matches `host`, most specific host entry first (the
+    /// order [`Self::lookup`] tries them in), regardless of path.
+    pub fn routes_for_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Arc<R>> + 'a {
+        self.exact
+            .get(host)
+            .into_iter()
+            .chain(
+                self.leading
+                    .iter()
+                    .chain(self.trailing.iter())
+                    .chain(self.regex.iter())
+                    .filter(move |e| e.pattern.matches(host)),
+            )
+            .flat_map(|e| e.routes.iter())
+    }
+
     /// Every route, in declaration order.
     pub fn routes(&self) -> &[Arc<R>] {
         &self.all
@@ -211,6 +227,18 @@ mod tests {
         for (host, path, expected) in cases {
             assert_eq!(t.lookup(host, path).map(|r| r.2), expected, "{host}{path}");
         }
+    }
+
+    #[test]
+    fn routes_for_host_ignores_paths_and_keeps_precedence() {
+        let t = table(&[
+            ("*.example.com", "/", "wild"),
+            ("api.example.com", "/v2", "exact-v2"),
+            ("other.test", "/", "other"),
+        ]);
+        let names: Vec<_> = t.routes_for_host("api.example.com").map(|r| r.2).collect();
+        assert_eq!(names, ["exact-v2", "wild"]);
+        assert_eq!(t.routes_for_host("nothing.test").count(), 0);
     }
 
     #[test]

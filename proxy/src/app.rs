@@ -266,6 +266,11 @@ impl ProxyHttp for Berth {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // A plugin's deliberate refusal (413 and the like) is an answer, not a failure.
+        matches!(error.etype(), ErrorType::HTTPStatus(code) if *code < 500)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(route) = ctx.route.clone() {
             for plugin in &route.chain {

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod server;
+pub mod tls;
 
 pub use app::Berth;
 pub use server::{build_server, load_config, ConfigSource};

@@ -5,14 +5,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
+
+use berth_plugins::config::DefaultCert;
 
 use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
 use berth_plugins::{build_table, ChainEnv, Scheme};
 
 use crate::app::{Berth, SharedTable};
+use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -63,9 +68,29 @@ fn server_conf() -> ServerConf {
     }
 }
 
-/// Builds the server: the shared route table and a proxy service per listener. Returns the
-/// server and a description of each listener, for the start-up message.
-pub fn build_server(config: Config) -> (Server, Vec<String>) {
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The certificate directory could not be prepared.
+    #[error("tls.certs-dir {dir}: {source}")]
+    CertsDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The TLS listener could not be set up.
+    #[error("listen.https: {0}")]
+    Tls(String),
+}
+
+/// Builds the server: the shared route table, a proxy service per listener, and for HTTPS
+/// the certificate store with its watcher. Returns the server and a description of each
+/// listener, for the start-up message.
+///
+/// # Errors
+/// When certs-dir cannot be created or the default certificate cannot be written.
+pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf());
     server.bootstrap();
     let env = ChainEnv {
@@ -83,5 +108,40 @@ pub fn build_server(config: Config) -> (Server, Vec<String>) {
         server.add_service(service);
         listeners.push(format!("http://{addr}"));
     }
-    (server, listeners)
+    if let Some(addr) = config.listen.https {
+        let dir = config.tls.certs_dir.clone();
+        let io_err = |source| StartError::CertsDir {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io_err)?;
+        if config.tls.default_cert == DefaultCert::Generate
+            && ensure_default_cert(&dir).map_err(io_err)?
+        {
+            tracing::info!(dir = %dir.display(), "generated a self-signed default certificate");
+        }
+        let mut loader = Loader::new(dir.clone());
+        let initial = loader.rescan(&CertStore::default()).unwrap_or_default();
+        let store = Arc::new(ArcSwap::from_pointee(initial));
+        let mut tls =
+            TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
+        tls.set_cert_resolver(Arc::new(SniResolver::new(store.clone(), table.clone())));
+        tls.enable_h2();
+        let mut service = http_proxy_service_with_name(
+            &server.configuration,
+            Berth::new(Scheme::Https, table.clone()),
+            "berth https",
+        );
+        service.add_tls_with_settings(&addr.to_string(), None, tls);
+        server.add_service(service);
+        server.add_service(background_service(
+            "certificate watcher",
+            CertWatcher::new(loader, store),
+        ));
+        listeners.push(format!(
+            "https://{addr} (certificates from {})",
+            dir.display()
+        ));
+    }
+    Ok((server, listeners))
 }

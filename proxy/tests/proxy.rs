@@ -382,3 +382,57 @@ async fn registry_profile_rewrites_locations_and_marks_its_own_errors() {
     assert_eq!(r.status, 404);
     assert_eq!(r.header("docker-distribution-api-version"), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstreams_are_verified_by_default() {
+    // A TLS origin (openssl s_server) with a self-signed certificate for tls.test: berth
+    // must refuse to talk to it, since nothing vouches for that certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=tls.test"])
+        .args(["-addext", "subjectAltName=DNS:tls.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = berth_testkit::free_port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    berth_testkit::process::wait_for_port(addr, Duration::from_secs(10)).unwrap();
+    let b = berth(&config(&route("tls.test", &[addr], "proto = \"https\"")));
+    let r = call(&b, &Request::get("tls.test", "/")).await;
+    let log = b.log();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        log.to_ascii_lowercase().contains("certificate"),
+        "the refusal names the certificate problem:\n{log}"
+    );
+}

@@ -13,6 +13,7 @@ pub mod oci;
 pub mod origin;
 pub mod process;
 pub mod registry;
+pub mod tls;
 
 pub use client::{Body, Request, Response};
 pub use origin::{Origin, Seen};

@@ -57,13 +57,15 @@ pub struct BerthProcess {
     child: Child,
     /// The plain HTTP listener.
     pub http: SocketAddr,
+    /// The HTTPS listener, when the config has `{https}`.
+    pub https: Option<SocketAddr>,
     /// Directory with the config file and the log.
     pub dir: tempfile::TempDir,
 }
 
 impl BerthProcess {
-    /// Starts `binary` on `config`, where the string `{http}` stands for the HTTP listener
-    /// address berth is given. Waits until the listener accepts connections.
+    /// Starts `binary` on `config`, where the strings `{http}` and `{https}` stand for the
+    /// listener addresses berth is given. Waits until the listeners accept connections.
     ///
     /// # Errors
     /// When berth cannot be started or does not listen within 20 s (its log is included).
@@ -71,7 +73,13 @@ impl BerthProcess {
         let http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("berth.toml");
-        std::fs::write(&config_path, config.replace("{http}", &http.to_string()))?;
+        let https = config
+            .contains("{https}")
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let text = config
+            .replace("{http}", &http.to_string())
+            .replace("{https}", &https.map(|a| a.to_string()).unwrap_or_default());
+        std::fs::write(&config_path, text)?;
         let log = std::fs::File::create(dir.path().join("berth.log"))?;
         let child = Command::new(binary)
             .arg("--config")
@@ -80,8 +88,15 @@ impl BerthProcess {
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()?;
-        let mut process = BerthProcess { child, http, dir };
-        if let Err(e) = wait_for_port(http, Duration::from_secs(20)) {
+        let mut process = BerthProcess {
+            child,
+            http,
+            https,
+            dir,
+        };
+        let waited = wait_for_port(http, Duration::from_secs(20))
+            .and_then(|()| https.map_or(Ok(()), |a| wait_for_port(a, Duration::from_secs(20))));
+        if let Err(e) = waited {
             let log = process.log();
             let _ = process.child.kill();
             return Err(io::Error::new(e.kind(), format!("{e}; berth log:\n{log}")));

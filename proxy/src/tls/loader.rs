@@ -1,0 +1,244 @@
+//! Loads certs-dir into a [`CertStore`]: `<name>.crt` (PEM chain, leaf first) with
+//! `<name>.key` (PEM private key), symlinks followed. Runs off the request path (at start-up
+//! and in the watcher's blocking task).
+//!
+//! A rescan only parses files whose metadata changed since the last scan. A pair that fails
+//! to parse — garbage, half a file, a key that does not match its certificate — is logged
+//! once with its file name and counted, and the certificate that was serving under that
+//! name keeps serving. A pair whose `.crt` is gone is dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+use super::store::{CertEntry, CertStore};
+
+/// Why a certificate pair was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No certificate in the `.crt` file.
+    #[error("{0}: no PEM certificate found")]
+    NoCertificate(PathBuf),
+    /// The certificate could not be parsed.
+    #[error("{path}: invalid certificate: {reason}")]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// No usable private key in the `.key` file.
+    #[error("{path}: invalid private key: {reason}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The key does not belong to the certificate.
+    #[error("{key}: private key does not match the certificate in {crt}")]
+    Mismatch {
+        /// The certificate file.
+        crt: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+}
+
+/// Parses a PEM chain and key into what rustls serves, plus the leaf's SANs and expiry.
+///
+/// # Errors
+/// When either does not parse or the key does not match the leaf.
+pub fn parse_pair(
+    crt_path: &Path,
+    crt_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<(CertifiedKey, Vec<String>, i64), CertError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &crt_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::BadCertificate {
+            path: crt_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CertError::NoCertificate(crt_path.to_path_buf()))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| {
+        CertError::BadCertificate {
+            path: crt_path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = x509.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                sans.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    let not_after = x509.validity().not_after.timestamp();
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| CertError::BadKey {
+            path: key_path.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| CertError::BadKey {
+            path: key_path.to_path_buf(),
+            reason: "no PEM private key found".to_string(),
+        })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CertError::BadKey {
+            path: key_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    if certified.keys_match().is_err() {
+        return Err(CertError::Mismatch {
+            crt: crt_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+        });
+    }
+    Ok((certified, sans, not_after))
+}
+
+/// What identifies a version of a file: size, modification time and inode (after
+/// following symlinks), so a rename over it or a rewrite is noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    crt: (u64, Option<SystemTime>, u64),
+    key: Option<(u64, Option<SystemTime>, u64)>,
+}
+
+fn stat(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok(), m.ino()))
+}
+
+/// The outcome of the last scan, per name.
+#[derive(Debug, Default)]
+pub struct Loader {
+    dir: PathBuf,
+    seen: HashMap<String, Fingerprint>,
+    /// Pairs that failed to load, since start.
+    pub failures: u64,
+    /// Pairs (re)loaded successfully, since start.
+    pub loads: u64,
+}
+
+impl Loader {
+    /// A loader for `dir`.
+    pub fn new(dir: PathBuf) -> Loader {
+        Loader {
+            dir,
+            ..Loader::default()
+        }
+    }
+
+    /// The directory it loads.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Scans the directory and returns the new store when anything changed, or `None`.
+    /// `current` supplies the certificates to keep when a changed pair does not load.
+    pub fn rescan(&mut self, current: &CertStore) -> Option<CertStore> {
+        let mut names = Vec::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let file = entry.file_name();
+                    let file = file.to_string_lossy();
+                    if let Some(stem) = file.strip_suffix(".crt") {
+                        if !stem.is_empty() && !stem.starts_with('.') {
+                            names.push(stem.to_string());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the certificate directory; keeping the certificates loaded");
+                return None;
+            }
+        }
+        let mut changed = false;
+        let mut next = Vec::new();
+        for name in &names {
+            let crt = self.dir.join(format!("{name}.crt"));
+            let key = self.dir.join(format!("{name}.key"));
+            let Some(crt_stat) = stat(&crt) else {
+                continue; // a dangling symlink: treated as absent
+            };
+            let fp = Fingerprint {
+                crt: crt_stat,
+                key: stat(&key),
+            };
+            if self.seen.get(name) == Some(&fp) {
+                if let Some(e) = current.get(name) {
+                    next.push(e.clone());
+                }
+                continue;
+            }
+            self.seen.insert(name.clone(), fp);
+            match load_pair(&crt, &key, name) {
+                Ok(entry) => {
+                    self.loads += 1;
+                    changed = true;
+                    tracing::info!(cert = %name, sans = ?entry.sans, "certificate loaded");
+                    next.push(Arc::new(entry));
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    match current.get(name) {
+                        Some(old) => {
+                            tracing::error!(cert = %name, error = %e, "certificate not loaded; the previous one keeps serving");
+                            next.push(old.clone());
+                        }
+                        None => tracing::error!(cert = %name, error = %e, "certificate not loaded"),
+                    }
+                }
+            }
+        }
+        self.seen.retain(|n, _| names.contains(n));
+        for gone in current
+            .entries()
+            .filter(|e| !next.iter().any(|n| Arc::ptr_eq(n, e)))
+        {
+            tracing::info!(cert = %gone.name, "certificate removed or replaced");
+            changed = true;
+        }
+        changed.then(|| CertStore::new(next))
+    }
+}
+
+fn load_pair(crt: &Path, key: &Path, name: &str) -> Result<CertEntry, CertError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| CertError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let (crt_pem, key_pem) = (read(crt)?, read(key)?);
+    let (certified, sans, not_after) = parse_pair(crt, &crt_pem, key, &key_pem)?;
+    Ok(CertEntry {
+        name: name.to_string(),
+        key: Arc::new(certified),
+        sans,
+        not_after,
+        path: crt.to_path_buf(),
+    })
+}

@@ -1,0 +1,93 @@
+//! The certificate watcher: a background service that reloads certs-dir when it changes
+//! (inotify through `notify`, recursively, so acme-companion's `<host>/fullchain.pem`
+//! targets are seen) and rescans it periodically as a safety net. Parsing happens in a
+//! blocking task; the new snapshot is swapped in whole. Handshakes in progress and open
+//! connections keep the certificate they started with.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+use super::loader::Loader;
+use super::store::CertStore;
+
+/// How often the directory is rescanned even without a change notification.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(30);
+/// How long to wait after a notification for related changes (key then certificate).
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Reloads the certificate store when certs-dir changes.
+pub struct CertWatcher {
+    loader: Arc<Mutex<Loader>>,
+    store: Arc<ArcSwap<CertStore>>,
+}
+
+impl CertWatcher {
+    /// Watches `loader`'s directory and swaps new snapshots into `store`.
+    pub fn new(loader: Loader, store: Arc<ArcSwap<CertStore>>) -> CertWatcher {
+        CertWatcher {
+            loader: Arc::new(Mutex::new(loader)),
+            store,
+        }
+    }
+
+    async fn rescan(&self) {
+        let (loader, store) = (self.loader.clone(), self.store.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut loader = match loader.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let current = store.load();
+            if let Some(next) = loader.rescan(&current) {
+                store.store(Arc::new(next));
+            }
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "certificate rescan failed");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for CertWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let dir = match self.loader.lock() {
+            Ok(l) => l.dir().to_path_buf(),
+            Err(poisoned) => poisoned.into_inner().dir().to_path_buf(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.try_send(());
+            }
+        })
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::Recursive).map(|()| w));
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the certificate directory; rescanning every {}s instead", RESCAN_EVERY.as_secs());
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(RESCAN_EVERY);
+        tick.tick().await; // the first tick is immediate; the store is already loaded
+        loop {
+            tokio::select! {
+                Some(()) = rx.recv() => {
+                    tokio::time::sleep(SETTLE).await;
+                    while rx.try_recv().is_ok() {}
+                    self.rescan().await;
+                }
+                _ = tick.tick() => self.rescan().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}

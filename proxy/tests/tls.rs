@@ -1,0 +1,309 @@
+//! HTTPS: certificates per SNI from certs-dir (acme-companion layout), the generated
+//! default, hot reload without disturbing open connections, bad files refused, TLS
+//! versions and ALPN — checked with real clients (openssl s_client, curl).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_testkit::tls::{install, replace, s_client, served_cert, TestCa};
+use berth_testkit::{BerthProcess, Origin};
+use common::{berth, route};
+
+fn tls_config(certs: &Path, default_cert: &str, routes: &str) -> String {
+    format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"{default_cert}\"\n\n{routes}",
+        certs.display()
+    )
+}
+
+fn https(b: &BerthProcess) -> SocketAddr {
+    b.https.unwrap()
+}
+
+/// Waits until the certificate served for `sni` satisfies `check`, up to `limit`.
+fn wait_for_cert(
+    addr: SocketAddr,
+    sni: &str,
+    limit: Duration,
+    check: impl Fn(&str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = served_cert(addr, Some(sni)) {
+            if check(&text) {
+                return start.elapsed();
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "certificate for {sni} did not change within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `curl` over HTTPS with the test CA trusted and `host` resolved to 127.0.0.1.
+fn curl(addr: SocketAddr, host: &str, ca: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", addr.port()))
+        .args(extra)
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn certificates_are_chosen_per_sni() {
+    let ca = TestCa::new("berth test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path();
+    install(certs, "a.test", &ca.issue(&["a.test"])).unwrap();
+    install(
+        certs,
+        "example.test",
+        &ca.issue(&["example.test", "*.example.test"]),
+    )
+    .unwrap();
+    install(certs, "multi", &ca.issue(&["m1.test", "m2.test"])).unwrap();
+    // acme-companion's layout: symlinks into a per-host directory.
+    std::fs::create_dir(certs.join("s.test")).unwrap();
+    let s = ca.issue(&["s.test"]);
+    std::fs::write(certs.join("s.test/fullchain.pem"), &s.cert).unwrap();
+    std::fs::write(certs.join("s.test/key.pem"), &s.key).unwrap();
+    std::os::unix::fs::symlink("./s.test/fullchain.pem", certs.join("s.test.crt")).unwrap();
+    std::os::unix::fs::symlink("./s.test/key.pem", certs.join("s.test.key")).unwrap();
+    // A certificate stored under a name it does not cover is never served for that name.
+    install(certs, "liar.test", &ca.issue(&["someone-else.test"])).unwrap();
+
+    let origin = Origin::start("o");
+    let routes = [
+        route("m2.test", &[origin.addr], "cert-name = \"multi\""),
+        route("m3.test", &[origin.addr], "cert-name = \"multi\""),
+    ]
+    .concat();
+    let b = berth(&tls_config(certs, "generate", &routes));
+    let addr = https(&b);
+    let cases = [
+        (Some("a.test"), "CN = a.test"),
+        (Some("A.Test"), "CN = a.test"),
+        (Some("x.example.test"), "CN = example.test"),
+        (Some("example.test"), "CN = example.test"),
+        (Some("m2.test"), "CN = m1.test"), // cert-name, covered
+        (Some("m3.test"), "berth default certificate"), // cert-name, not covered
+        (Some("s.test"), "CN = s.test"),   // symlinked layout
+        (Some("liar.test"), "berth default certificate"), // SANs do not cover it
+        (Some("y.x.example.test"), "berth default certificate"), // wildcard is one label
+        (Some("unknown.test"), "berth default certificate"),
+        (None, "berth default certificate"),
+    ];
+    for (sni, expected) in cases {
+        let got = served_cert(addr, sni).unwrap_or_else(|e| panic!("{sni:?}: {e}\n{}", b.log()));
+        assert!(
+            got.contains(expected),
+            "{sni:?}: expected {expected:?}, got {got}"
+        );
+    }
+    // The generated default stays in certs-dir for the next start.
+    assert!(certs.join("default.crt").exists() && certs.join("default.key").exists());
+}
+
+#[test]
+fn without_a_default_unknown_names_are_refused() {
+    let ca = TestCa::new("berth test CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "a.test", &ca.issue(&["a.test"])).unwrap();
+    let b = berth(&tls_config(dir.path(), "none", ""));
+    assert!(served_cert(https(&b), Some("a.test"))
+        .unwrap()
+        .contains("CN = a.test"));
+    let refused = served_cert(https(&b), Some("unknown.test"));
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(!dir.path().join("default.crt").exists());
+}
+
+#[test]
+fn tls_versions_and_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = berth(&tls_config(dir.path(), "generate", ""));
+    let addr = https(&b);
+    for (version, ok) in [
+        ("-tls1", false),
+        ("-tls1_1", false),
+        ("-tls1_2", true),
+        ("-tls1_3", true),
+    ] {
+        let out = s_client(
+            addr,
+            &[
+                version,
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                "-servername",
+                "x.test",
+            ],
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let negotiated =
+            text.contains("-----BEGIN CERTIFICATE-----") || text.contains("Server certificate");
+        assert_eq!(negotiated, ok, "{version}: {text}");
+    }
+    for (offer, expected) in [
+        ("h2,http/1.1", "ALPN protocol: h2"),
+        ("http/1.1", "ALPN protocol: http/1.1"),
+    ] {
+        let out = s_client(addr, &["-alpn", offer, "-servername", "x.test"]).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(expected), "{offer}: {text}");
+    }
+}
+
+#[test]
+fn requests_over_https_reach_the_upstream_as_https() {
+    let ca = TestCa::new("berth test CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "a.test", &ca.issue(&["a.test"])).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let origin = Origin::start("o");
+    let b = berth(&tls_config(
+        dir.path(),
+        "generate",
+        &route("a.test", &[origin.addr], ""),
+    ));
+    let addr = https(&b);
+    for version in ["--http1.1", "--http2"] {
+        let out = curl(
+            addr,
+            "a.test",
+            &ca_file,
+            &[version, "-w", "\n%{http_version}"],
+        );
+        assert!(
+            out.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (json, http_version) = text.rsplit_once('\n').unwrap();
+        let seen: berth_testkit::Seen = serde_json::from_str(json).unwrap();
+        assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{version}");
+        assert_eq!(seen.header("x-forwarded-ssl"), Some("on"));
+        assert_eq!(
+            seen.header("host"),
+            Some(format!("a.test:{}", addr.port()).as_str())
+        );
+        let expected = if version == "--http2" { "2" } else { "1.1" };
+        assert_eq!(http_version, expected);
+    }
+}
+
+#[test]
+fn certificates_reload_live_and_bad_files_keep_the_previous_one() {
+    let ca = TestCa::new("berth test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    install(&certs, "a.test", &ca.issue(&["a.test"])).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let origin = Origin::start("sink");
+    let b = berth(&tls_config(
+        &certs,
+        "generate",
+        &route("a.test", &[origin.addr], ""),
+    ));
+    let addr = https(&b);
+    assert!(
+        served_cert(addr, Some("a.test"))
+            .unwrap()
+            .contains("DNS:a.test\n")
+            || served_cert(addr, Some("a.test"))
+                .unwrap()
+                .contains("DNS:a.test")
+    );
+
+    // A 1 GiB upload over TLS, slowed so that it is still running during the swap.
+    let body = dir.path().join("body");
+    std::fs::File::create(&body)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let upload = Command::new("curl")
+        .args(["-sS", "--max-time", "120", "--limit-rate", "150M", "-T"])
+        .arg(&body)
+        .arg("--cacert")
+        .arg(&ca_file)
+        .arg("--resolve")
+        .arg(format!("a.test:{}:127.0.0.1", addr.port()))
+        .arg(format!("https://a.test:{}/upload", addr.port()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Renewed: same name, new SAN list, renamed into place.
+    install(&certs, "a.test", &ca.issue(&["a.test", "renewed.a.test"])).unwrap();
+    let took = wait_for_cert(addr, "a.test", Duration::from_secs(5), |t| {
+        t.contains("renewed.a.test")
+    });
+    eprintln!("new certificate served {took:?} after the rename");
+
+    let out = upload.wait_with_output().unwrap();
+    assert!(out.status.success(), "upload failed during the swap");
+    let seen: berth_testkit::Seen = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen.body_bytes, 1 << 30);
+    // SHA-256 of 1 GiB of zeros.
+    assert_eq!(
+        seen.body_sha256,
+        "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14"
+    );
+
+    // Garbage in place of the certificate: the renewed one keeps serving.
+    replace(
+        &certs.join("a.test.crt"),
+        b"-----BEGIN CERTIFICATE-----\nnot a certificate\n",
+    )
+    .unwrap();
+    // A key that does not belong to its certificate: refused too.
+    let other = ca.issue(&["b.test"]);
+    install(
+        &certs,
+        "b.test",
+        &berth_testkit::tls::Pem {
+            cert: other.cert,
+            key: ca.issue(&["b.test"]).key,
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    while !(b.log().contains("a.test.crt") && b.log().contains("does not match")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "errors not logged:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served_cert(addr, Some("a.test"))
+        .unwrap()
+        .contains("renewed.a.test"));
+    assert!(served_cert(addr, Some("b.test"))
+        .unwrap()
+        .contains("berth default certificate"));
+
+    // Removed: falls back along the selection order (here, to the default).
+    std::fs::remove_file(certs.join("a.test.crt")).unwrap();
+    wait_for_cert(addr, "a.test", Duration::from_secs(5), |t| {
+        t.contains("berth default certificate")
+    });
+}

@@ -1,0 +1,133 @@
+//! Test certificates (a CA of our own, made with rcgen) and the real TLS clients the tests
+//! check berth with: `openssl s_client` and `curl`.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// A certificate authority for tests.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A PEM certificate chain and key.
+pub struct Pem {
+    /// Leaf certificate (and nothing else: the CA is the trust anchor).
+    pub cert: String,
+    /// Private key.
+    pub key: String,
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    ///
+    /// # Panics
+    /// If rcgen cannot make a certificate (never with these parameters).
+    #[allow(clippy::unwrap_used)]
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf for `names` (first one is also the CN), signed by this CA.
+    ///
+    /// # Panics
+    /// If a name is not a valid DNS name for rcgen.
+    #[allow(clippy::unwrap_used)]
+    pub fn issue(&self, names: &[&str]) -> Pem {
+        let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(owned).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+/// Runs `openssl s_client` against `addr` with extra arguments and no input.
+///
+/// # Errors
+/// When openssl cannot be run.
+pub fn s_client(addr: SocketAddr, args: &[&str]) -> io::Result<Output> {
+    Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+}
+
+/// The subject and SANs of the certificate berth serves for `sni` (`None`: no SNI), as
+/// `openssl x509 -noout -subject -ext subjectAltName` prints them; `Err` with openssl's
+/// output when the handshake fails.
+///
+/// # Errors
+/// When the handshake fails or openssl cannot be run.
+pub fn served_cert(addr: SocketAddr, sni: Option<&str>) -> Result<String, String> {
+    let mut args = vec!["-showcerts"];
+    match sni {
+        Some(name) => args.extend(["-servername", name]),
+        None => args.push("-noservername"),
+    }
+    let out = s_client(addr, &args).map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let (Some(b), Some(e)) = (stdout.find(begin), stdout.find(end)) else {
+        return Err(format!(
+            "no certificate served: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    };
+    let pem = &stdout[b..e + end.len()];
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-ext", "subjectAltName"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = x509.stdin.take() {
+        stdin.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let parsed = x509.wait_with_output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&parsed.stdout).into_owned())
+}
+
+/// Writes a certificate pair as `<dir>/<name>.crt` and `.key`, each atomically.
+///
+/// # Errors
+/// On file-system errors.
+pub fn install(dir: &Path, name: &str, pem: &Pem) -> io::Result<()> {
+    replace(&dir.join(format!("{name}.key")), pem.key.as_bytes())?;
+    replace(&dir.join(format!("{name}.crt")), pem.cert.as_bytes())
+}
+
+/// Replaces a file the way certificate tools do: write a temporary file, rename it over.
+///
+/// # Errors
+/// On file-system errors.
+pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
