@@ -1,10 +1,10 @@
 //! Routes with their plugin chains. The order of the chain is decided here, in one place.
 //!
 //! ```text
-//! forwarded → body-limit → timeouts → registry
+//! https → forwarded → body-limit → timeouts → registry
 //! ```
-//! (The TLS, ACME and auth steps will slot in ahead of `forwarded`: acme-challenge →
-//! https-redirect/HSTS → auth, so that a challenge or a redirect never needs credentials.)
+//! (The ACME challenge step will sit ahead of `https`, and auth right after it, so that a
+//! challenge or a redirect never needs credentials.)
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,16 +12,29 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::builtin::{BodyLimit, Forwarded, RegistryProfile, Timeouts};
+use crate::builtin::{
+    BodyLimit, Forwarded, HttpsPolicy, OwnCertificate, RegistryProfile, Timeouts,
+};
 use crate::plugin::Plugin;
 use crate::route::{HostPattern, Profile, RouteSpec, Upstream};
 use crate::table::{Routable, RouteTable};
 
 /// What plugins need from outside their route when they are built.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ChainEnv {
     /// Peers whose `X-Forwarded-*` headers are trusted.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// The HTTPS listener's port and the certificate lookup, when berth serves HTTPS.
+    pub https: Option<(u16, Arc<dyn OwnCertificate>)>,
+}
+
+impl fmt::Debug for ChainEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainEnv")
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("https_port", &self.https.as_ref().map(|h| h.0))
+            .finish()
+    }
 }
 
 /// A route ready to serve: its spec, its plugin chain and its load-balancing state.
@@ -81,6 +94,15 @@ impl Route {
 /// The chain for a route, in order. Each step says why it sits where it does.
 pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     let mut chain: Vec<Arc<dyn Plugin>> = Vec::new();
+    // HTTPS policy first: a redirect or a refusal answers before anything else runs, and
+    // its HSTS header goes on every HTTPS response, berth's own errors included.
+    chain.push(Arc::new(HttpsPolicy::new(
+        spec.settings.https,
+        spec.settings.hsts.clone(),
+        spec.profile == Some(Profile::Registry),
+        spec.cert_name.clone(),
+        env.https.clone(),
+    )));
     // Forwarding headers describe the client as berth saw it; they come first so that every
     // later step (and the upstream) sees the same, de-spoofed view.
     chain.push(Arc::new(Forwarded::new(env.trusted_proxies.clone())));

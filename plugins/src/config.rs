@@ -143,6 +143,10 @@ pub struct RawForwarded {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct RawSettings {
+    /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
+    pub https: Option<String>,
+    /// `Strict-Transport-Security` value, or `off`.
+    pub hsts: Option<String>,
     /// Largest request body (`0` = unlimited).
     pub max_body: Option<String>,
     /// Upstream connect timeout.
@@ -169,6 +173,10 @@ pub struct RawRoute {
     pub profile: Option<String>,
     /// Certificate (file name stem in certs-dir) to serve instead of the host's own.
     pub cert_name: Option<String>,
+    /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
+    pub https: Option<String>,
+    /// `Strict-Transport-Security` value, or `off`.
+    pub hsts: Option<String>,
     /// Largest request body (`0` = unlimited).
     pub max_body: Option<String>,
     /// Upstream connect timeout.
@@ -244,6 +252,8 @@ pub struct Config {
 /// Built-in values of the `[defaults]` keys.
 pub fn builtin_defaults() -> RouteSettings {
     RouteSettings {
+        https: crate::route::HttpsMode::Redirect,
+        hsts: Some(http::HeaderValue::from_static("max-age=31536000")),
         max_body: 0,
         connect_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(900),
@@ -306,6 +316,30 @@ fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
     value.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
         format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
     })
+}
+
+/// Parses an HSTS setting: `off`, or a `Strict-Transport-Security` value that starts with
+/// `max-age=<seconds>`.
+///
+/// # Errors
+/// A message naming the value when it is neither.
+pub fn parse_hsts(value: &str) -> Result<Option<http::HeaderValue>, String> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let max_age_ok = v
+        .strip_prefix("max-age=")
+        .map(|rest| rest.split(';').next().unwrap_or("").trim())
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !max_age_ok {
+        return Err(format!(
+            "invalid hsts \"{value}\": expected \"off\" or e.g. \"max-age=31536000; includeSubDomains\""
+        ));
+    }
+    http::HeaderValue::from_str(v)
+        .map(Some)
+        .map_err(|_| format!("invalid hsts \"{value}\": not a valid header value"))
 }
 
 /// Checks a certificate name: the stem of `<name>.crt` in certs-dir, so a host-like name
@@ -424,6 +458,16 @@ impl RawSettings {
     pub fn apply(&self, base: &RouteSettings, prefix: &str, errors: &mut Errors) -> RouteSettings {
         let mut s = base.clone();
         let key = |k: &str| format!("{prefix}.{k}");
+        if let Some(v) = &self.https {
+            if let Some(mode) = errors.check(&key("https"), crate::route::HttpsMode::parse(v)) {
+                s.https = mode;
+            }
+        }
+        if let Some(v) = &self.hsts {
+            if let Some(h) = errors.check(&key("hsts"), parse_hsts(v)) {
+                s.hsts = h;
+            }
+        }
         if let Some(v) = &self.max_body {
             if let Some(n) = errors.check(&key("max-body"), parse_size(v)) {
                 s.max_body = n;
@@ -461,6 +505,8 @@ fn apply_profile(profile: Profile, settings: &mut RouteSettings) {
 impl RawRoute {
     fn settings(&self) -> RawSettings {
         RawSettings {
+            https: self.https.clone(),
+            hsts: self.hsts.clone(),
             max_body: self.max_body.clone(),
             connect_timeout: self.connect_timeout.clone(),
             read_timeout: self.read_timeout.clone(),
@@ -576,6 +622,79 @@ mod tests {
             config.listen.http,
             Some("0.0.0.0:8080".parse().expect("addr"))
         );
+        assert_eq!(
+            config.listen.https,
+            Some("0.0.0.0:8443".parse().expect("addr"))
+        );
+        assert_eq!(
+            config.tls.certs_dir,
+            std::path::PathBuf::from("berth-state/certs")
+        );
+        assert_eq!(config.tls.default_cert, DefaultCert::Generate);
+        assert_eq!(config.defaults.https, crate::route::HttpsMode::Redirect);
+        assert_eq!(
+            config
+                .defaults
+                .hsts
+                .as_ref()
+                .map(|h| h.to_str().expect("ascii")),
+            Some("max-age=31536000")
+        );
+    }
+
+    #[test]
+    fn https_modes_hsts_and_tls_keys() {
+        let text = r#"
+[listen]
+https = "127.0.0.1:8443"
+[tls]
+default-cert = "maybe"
+[defaults]
+https = "sometimes"
+hsts = "max-age=abc"
+[[route]]
+host = "a.test"
+upstreams = ["127.0.0.1:1"]
+https = "NoHttp"
+hsts = "off"
+cert-name = "../etc/passwd"
+[[route]]
+host = "b.test"
+upstreams = ["127.0.0.1:1"]
+hsts = "max-age=600; includeSubDomains"
+"#;
+        let errs = errors_of(text);
+        for e in [
+            "tls.default-cert: invalid value \"maybe\"",
+            "defaults.https: invalid https mode \"sometimes\"",
+            "defaults.hsts: invalid hsts \"max-age=abc\"",
+            "route[0].cert-name: invalid cert-name \"../etc/passwd\"",
+        ] {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        let fixed = text
+            .replace("default-cert = \"maybe\"", "")
+            .replace("https = \"sometimes\"", "")
+            .replace("hsts = \"max-age=abc\"", "")
+            .replace(
+                "cert-name = \"../etc/passwd\"",
+                "cert-name = \"Example.com\"",
+            );
+        let config = parse_config(&fixed).expect("valid");
+        let a = &config.routes[0];
+        assert_eq!(a.settings.https, crate::route::HttpsMode::NoHttp);
+        assert!(a.settings.hsts.is_none());
+        assert_eq!(a.cert_name.as_deref(), Some("example.com"));
+        let b = &config.routes[1];
+        assert_eq!(
+            b.settings.hsts.as_ref().map(|h| h.to_str().expect("ascii")),
+            Some("max-age=600; includeSubDomains")
+        );
+        assert!(config.listen.http.is_none());
     }
 
     #[test]

@@ -129,10 +129,47 @@ pub enum Profile {
     Registry,
 }
 
+/// What to do about plain HTTP versus HTTPS for a route (nginx-proxy's `HTTPS_METHOD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpsMode {
+    /// Plain HTTP is redirected to HTTPS once the host has a certificate of its own.
+    Redirect,
+    /// Both are served, no redirect, no HSTS.
+    NoRedirect,
+    /// Only HTTPS is served.
+    NoHttp,
+    /// Only plain HTTP is served.
+    NoHttps,
+}
+
+impl HttpsMode {
+    /// Parses `redirect`, `noredirect`, `nohttp` or `nohttps`.
+    ///
+    /// # Errors
+    /// A message naming the value otherwise.
+    pub fn parse(value: &str) -> Result<HttpsMode, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "redirect" => Ok(HttpsMode::Redirect),
+            "noredirect" => Ok(HttpsMode::NoRedirect),
+            "nohttp" => Ok(HttpsMode::NoHttp),
+            "nohttps" => Ok(HttpsMode::NoHttps),
+            _ => Err(format!(
+                "invalid https mode \"{value}\": expected redirect, noredirect, nohttp or nohttps"
+            )),
+        }
+    }
+}
+
 /// Settings every route has; `[defaults]` supplies them, a profile presets some, and the
 /// route itself may override each one.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteSettings {
+    /// HTTP/HTTPS behaviour.
+    pub https: HttpsMode,
+    /// `Strict-Transport-Security` value for HTTPS responses; `None` = off.
+    #[serde(serialize_with = "ser_header_opt")]
+    pub hsts: Option<http::HeaderValue>,
     /// Largest request body accepted, in bytes; 0 = unlimited.
     pub max_body: u64,
     /// Time allowed to establish the upstream connection.
@@ -148,6 +185,16 @@ pub struct RouteSettings {
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
+}
+
+fn ser_header_opt<S: serde::Serializer>(
+    h: &Option<http::HeaderValue>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match h.as_ref().and_then(|v| v.to_str().ok()) {
+        Some(v) => s.serialize_str(v),
+        None => s.serialize_str("off"),
+    }
 }
 
 /// One upstream server of a route.

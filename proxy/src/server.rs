@@ -11,12 +11,14 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 
-use berth_plugins::config::DefaultCert;
+use berth_plugins::builtin::OwnCertificate;
+use berth_plugins::config::{DefaultCert, TlsConfig};
 
 use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
 use berth_plugins::{build_table, ChainEnv, Scheme};
 
 use crate::app::{Berth, SharedTable};
+use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
 /// Where the configuration comes from.
@@ -93,11 +95,22 @@ pub enum StartError {
 pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf());
     server.bootstrap();
+    let mut listeners = Vec::new();
+
+    // Certificates first: the routes' HTTPS policy asks the store whether a host has one.
+    let certs = match config.listen.https {
+        Some(addr) => Some((addr, load_certificates(&config.tls)?)),
+        None => None,
+    };
     let env = ChainEnv {
         trusted_proxies: config.trusted_proxies.into(),
+        https: certs.as_ref().map(|(addr, (_, store))| {
+            let lookup: Arc<dyn OwnCertificate> = Arc::new(LiveStore(store.clone()));
+            (addr.port(), lookup)
+        }),
     };
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(build_table(config.routes, &env)));
-    let mut listeners = Vec::new();
+
     if let Some(addr) = config.listen.http {
         let mut service = http_proxy_service_with_name(
             &server.configuration,
@@ -108,21 +121,8 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
         server.add_service(service);
         listeners.push(format!("http://{addr}"));
     }
-    if let Some(addr) = config.listen.https {
-        let dir = config.tls.certs_dir.clone();
-        let io_err = |source| StartError::CertsDir {
-            dir: dir.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(io_err)?;
-        if config.tls.default_cert == DefaultCert::Generate
-            && ensure_default_cert(&dir).map_err(io_err)?
-        {
-            tracing::info!(dir = %dir.display(), "generated a self-signed default certificate");
-        }
-        let mut loader = Loader::new(dir.clone());
-        let initial = loader.rescan(&CertStore::default()).unwrap_or_default();
-        let store = Arc::new(ArcSwap::from_pointee(initial));
+    if let Some((addr, (loader, store))) = certs {
+        let dir = loader.dir().to_path_buf();
         let mut tls =
             TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
         tls.set_cert_resolver(Arc::new(SniResolver::new(store.clone(), table.clone())));
@@ -144,4 +144,20 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
         ));
     }
     Ok((server, listeners))
+}
+
+/// Prepares certs-dir (creating it, and the default certificate when asked) and loads it.
+fn load_certificates(tls: &TlsConfig) -> Result<(Loader, Arc<ArcSwap<CertStore>>), StartError> {
+    let dir = tls.certs_dir.clone();
+    let io_err = |source| StartError::CertsDir {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    if tls.default_cert == DefaultCert::Generate && ensure_default_cert(&dir).map_err(io_err)? {
+        tracing::info!(dir = %dir.display(), "generated a self-signed default certificate");
+    }
+    let mut loader = Loader::new(dir.clone());
+    let initial = loader.rescan(&CertStore::default()).unwrap_or_default();
+    Ok((loader, Arc::new(ArcSwap::from_pointee(initial))))
 }

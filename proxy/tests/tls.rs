@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::tls::{install, replace, s_client, served_cert, TestCa};
 use berth_testkit::{BerthProcess, Origin};
-use common::{berth, route};
+use common::{berth, call, route};
 
 fn tls_config(certs: &Path, default_cert: &str, routes: &str) -> String {
     format!(
@@ -306,4 +306,157 @@ fn certificates_reload_live_and_bad_files_keep_the_previous_one() {
     wait_for_cert(addr, "a.test", Duration::from_secs(5), |t| {
         t.contains("berth default certificate")
     });
+}
+
+/// Status and lowercase headers of an HTTPS request made with curl.
+fn curl_head(addr: SocketAddr, host: &str, ca: &Path, path: &str) -> (u16, Vec<(String, String)>) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", addr.port()))
+        .arg(format!("https://{host}:{}{path}", addr.port()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_modes_redirect_and_hsts() {
+    use berth_testkit::client::{Body, Request};
+    let ca = TestCa::new("berth test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    for host in [
+        "a.test",
+        "reg.test",
+        "nohttp.test",
+        "nohttps.test",
+        "nr.test",
+        "dead.test",
+    ] {
+        install(&certs, host, &ca.issue(&[host])).unwrap();
+    }
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let origin = Origin::start("o");
+    let o = [origin.addr];
+    let dead = [SocketAddr::from((
+        [127, 0, 0, 1],
+        berth_testkit::free_port(),
+    ))];
+    let routes = [
+        route("a.test", &o, ""),
+        route("fresh.test", &o, ""), // no certificate of its own yet
+        route("reg.test", &o, "profile = \"registry\""),
+        route("nohttp.test", &o, "https = \"nohttp\""),
+        route("nohttps.test", &o, "https = \"nohttps\""),
+        route("nr.test", &o, "https = \"noredirect\""),
+        route("dead.test", &dead, ""),
+    ]
+    .concat();
+    let b = berth(&tls_config(&certs, "generate", &routes));
+    let (http_port, tls) = (b.http.port(), https(&b));
+    let authority = |h: &str| format!("{h}:{http_port}");
+    let expected_location = |h: &str| format!("https://{h}:{}/v2/x?n=1", tls.port());
+
+    // Plain HTTP: redirect codes per method, location keeps host, mapped port, path, query.
+    for (host, method, code) in [
+        ("a.test", "GET", 301),
+        ("a.test", "HEAD", 301),
+        ("a.test", "POST", 308),
+        ("a.test", "PUT", 308),
+        ("a.test", "PATCH", 308),
+        ("a.test", "DELETE", 308),
+        ("reg.test", "GET", 301),
+        ("reg.test", "HEAD", 308),
+        ("reg.test", "PATCH", 308),
+    ] {
+        let mut req = Request::new(method, &authority(host), "/v2/x?n=1");
+        if method != "GET" && method != "HEAD" && method != "DELETE" {
+            req = req.body(Body::Bytes(b"payload".to_vec()));
+        }
+        let r = call(&b, &req).await;
+        assert_eq!(r.status, code, "{method} {host}");
+        assert_eq!(
+            r.header("location"),
+            Some(expected_location(host).as_str()),
+            "{method} {host}"
+        );
+        assert_eq!(
+            r.header("strict-transport-security"),
+            None,
+            "no HSTS over plain HTTP"
+        );
+    }
+    let r = call(&b, &Request::get(&authority("reg.test"), "/v2/x?n=1")).await;
+    assert_eq!(
+        r.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    assert_eq!(
+        origin.hits(),
+        0,
+        "redirected requests never reach the upstream"
+    );
+
+    // Served on plain HTTP: a host without its own certificate, noredirect, nohttps.
+    for host in ["fresh.test", "nr.test", "nohttps.test"] {
+        let r = call(&b, &Request::get(&authority(host), "/")).await;
+        assert_eq!(r.status, 200, "{host} over HTTP");
+    }
+    let r = call(&b, &Request::get(&authority("nohttp.test"), "/")).await;
+    assert_eq!(r.status, 503, "nohttp over HTTP");
+
+    // HTTPS: HSTS on the route's responses, upstream errors included; not under noredirect.
+    let hsts = Some("max-age=31536000");
+    for (host, status, expect_hsts) in [
+        ("a.test", 200, hsts),
+        ("reg.test", 200, hsts),
+        ("nohttp.test", 200, hsts),
+        ("nr.test", 200, None),
+        ("nohttps.test", 503, None),
+        ("dead.test", 502, hsts),
+    ] {
+        let (code, headers) = curl_head(tls, host, &ca_file, "/");
+        assert_eq!(code, status, "{host} over HTTPS");
+        assert_eq!(
+            header(&headers, "strict-transport-security"),
+            expect_hsts,
+            "{host}"
+        );
+    }
 }

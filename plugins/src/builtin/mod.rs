@@ -2,10 +2,12 @@
 
 mod body;
 mod forwarded;
+mod https;
 mod registry;
 mod timeouts;
 
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};
+pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
 pub use registry::{rewrite_location, RegistryProfile, DISTRIBUTION_API_VERSION};
 pub use timeouts::Timeouts;

@@ -98,6 +98,18 @@ impl CertStore {
     }
 }
 
+/// The live store, as the HTTPS policy asks it whether a host has a certificate of its own.
+pub struct LiveStore(pub Arc<arc_swap::ArcSwap<CertStore>>);
+
+impl berth_plugins::builtin::OwnCertificate for LiveStore {
+    fn has_own_certificate(&self, host: &str, cert_name: Option<&str>) -> bool {
+        self.0
+            .load()
+            .select(Some(host), cert_name)
+            .is_some_and(|e| e.name != DEFAULT_NAME || covers(&e.sans, host))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
