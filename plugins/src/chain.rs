@@ -1,7 +1,7 @@
 //! Routes with their plugin chains. The order of the chain is decided here, in one place.
 //!
 //! ```text
-//! https → forwarded → body-limit → timeouts → registry
+//! https → forwarded → body-limit → timeouts → upstream-tls → registry
 //! ```
 //! (The ACME challenge step will sit ahead of `https`, and auth right after it, so that a
 //! challenge or a redirect never needs credentials.)
@@ -14,9 +14,10 @@ use ipnet::IpNet;
 
 use crate::builtin::{
     BodyLimit, Forwarded, HttpsPolicy, OwnCertificate, RegistryProfile, Timeouts,
+    UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
-use crate::route::{HostPattern, Profile, RouteSpec, Upstream};
+use crate::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
 use crate::table::{Routable, RouteTable};
 
 /// What plugins need from outside their route when they are built.
@@ -114,6 +115,10 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // Timeouts apply to the client connection as soon as the route is known and to the
     // upstream connection when it is made.
     chain.push(Arc::new(Timeouts::new(&spec.settings)));
+    // TLS options only concern the upstream connection; they are set with the timeouts.
+    if spec.proto == UpstreamProto::Https {
+        chain.push(Arc::new(UpstreamTlsOptions::new(&spec.upstream_tls)));
+    }
     // The registry profile runs last: it fixes up what the upstream answered, after
     // everything else has had its say.
     if spec.profile == Some(Profile::Registry) {

@@ -33,6 +33,7 @@ use serde::Deserialize;
 
 use crate::route::{
     HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
+    UpstreamTls,
 };
 use crate::units::{parse_duration, parse_size};
 
@@ -173,6 +174,12 @@ pub struct RawRoute {
     pub profile: Option<String>,
     /// Certificate (file name stem in certs-dir) to serve instead of the host's own.
     pub cert_name: Option<String>,
+    /// Extra CA certificates (PEM file) for verifying `https` upstreams.
+    pub upstream_ca_file: Option<String>,
+    /// SNI (and verified name) for `https` upstreams.
+    pub upstream_sni: Option<String>,
+    /// Accept any upstream certificate.
+    pub dangerous_skip_verify: Option<bool>,
     /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
     pub https: Option<String>,
     /// `Strict-Transport-Security` value, or `off`.
@@ -316,6 +323,19 @@ fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
     value.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
         format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
     })
+}
+
+/// Checks that a CA file can be read and holds at least one PEM certificate.
+///
+/// # Errors
+/// A message naming the file otherwise.
+pub fn check_ca_file(path: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
+    if text.contains("-----BEGIN CERTIFICATE-----") {
+        Ok(())
+    } else {
+        Err(format!("\"{path}\" holds no PEM certificate"))
+    }
 }
 
 /// Parses an HSTS setting: `off`, or a `Strict-Transport-Security` value that starts with
@@ -514,6 +534,39 @@ impl RawRoute {
         }
     }
 
+    fn upstream_tls(&self, prefix: &str, proto: UpstreamProto, errors: &mut Errors) -> UpstreamTls {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let set = self.upstream_ca_file.is_some()
+            || self.upstream_sni.is_some()
+            || self.dangerous_skip_verify.is_some();
+        if set && proto != UpstreamProto::Https {
+            errors.push(
+                key("proto"),
+                "upstream-ca-file, upstream-sni and dangerous-skip-verify need proto = \"https\"",
+            );
+        }
+        let ca_file = self.upstream_ca_file.as_deref().and_then(|path| {
+            errors
+                .check(&key("upstream-ca-file"), check_ca_file(path))
+                .map(|()| std::path::PathBuf::from(path))
+        });
+        let sni = self.upstream_sni.as_deref().and_then(|name| {
+            errors.check(
+                &key("upstream-sni"),
+                crate::routing::host_of(name)
+                    .filter(|h| !h.contains(':') && !h.starts_with('['))
+                    .ok_or_else(|| {
+                        format!("invalid upstream-sni \"{name}\": expected a host name")
+                    }),
+            )
+        });
+        UpstreamTls {
+            ca_file,
+            sni,
+            dangerous_skip_verify: self.dangerous_skip_verify.unwrap_or(false),
+        }
+    }
+
     /// Converts into a validated [`RouteSpec`]; `prefix` is the key path used in errors
     /// (`route[2]`, or a container's name and label for discovered routes).
     pub fn validate(
@@ -579,6 +632,7 @@ impl RawRoute {
                 None
             }
         };
+        let upstream_tls = self.upstream_tls(prefix, proto, errors);
         let cert_name = match self.cert_name.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
@@ -596,6 +650,7 @@ impl RawRoute {
             path,
             upstreams,
             proto,
+            upstream_tls,
             profile,
             settings,
             cert_name,
@@ -640,6 +695,33 @@ mod tests {
                 .map(|h| h.to_str().expect("ascii")),
             Some("max-age=31536000")
         );
+    }
+
+    #[test]
+    fn upstream_tls_keys_are_checked() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:1"
+[[route]]
+host = "a.test"
+upstreams = ["127.0.0.1:1"]
+dangerous-skip-verify = true
+[[route]]
+host = "b.test"
+upstreams = ["127.0.0.1:1"]
+proto = "https"
+upstream-ca-file = "/nonexistent/ca.pem"
+upstream-sni = "bad name"
+"#;
+        let errs = errors_of(text);
+        for e in [
+            "route[0].proto: upstream-ca-file, upstream-sni and dangerous-skip-verify need proto = \"https\"",
+            "route[1].upstream-ca-file: cannot read \"/nonexistent/ca.pem\"",
+            "route[1].upstream-sni: invalid upstream-sni \"bad name\"",
+        ] {
+            assert!(errs.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errs:#?}");
+        }
+        assert_eq!(errs.len(), 3, "{errs:#?}");
     }
 
     #[test]

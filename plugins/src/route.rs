@@ -204,6 +204,18 @@ pub struct Upstream {
     pub addr: SocketAddr,
 }
 
+/// How berth talks TLS to a route's upstreams (`proto = "https"`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpstreamTls {
+    /// A PEM file of extra CA certificates trusted besides the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name sent as SNI and verified in the upstream's certificate; default: the
+    /// request's host.
+    pub sni: Option<String>,
+    /// Accept any certificate. Named so that nobody sets it by accident.
+    pub dangerous_skip_verify: bool,
+}
+
 /// Where a route came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "name")]
@@ -234,6 +246,8 @@ pub struct RouteSpec {
     pub upstreams: Vec<Upstream>,
     /// Protocol to the upstreams.
     pub proto: UpstreamProto,
+    /// TLS options towards the upstreams.
+    pub upstream_tls: UpstreamTls,
     /// Preset applied before the route's own settings.
     pub profile: Option<Profile>,
     /// The effective settings.

@@ -384,33 +384,19 @@ async fn registry_profile_rewrites_locations_and_marks_its_own_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn https_upstreams_are_verified_by_default() {
-    // A TLS origin (openssl s_server) with a self-signed certificate for tls.test: berth
-    // must refuse to talk to it, since nothing vouches for that certificate.
+async fn https_upstreams_are_verified_unless_dangerously_told_not_to() {
+    use berth_testkit::tls::TestCa;
+    // A TLS origin (openssl s_server) with a certificate for tls.test from our own CA.
+    let ca = TestCa::new("upstream CA");
+    let other_ca = TestCa::new("some other CA");
     let dir = tempfile::tempdir().unwrap();
+    let pem = ca.issue(&["tls.test"]);
     let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=tls.test"])
-        .args(["-addext", "subjectAltName=DNS:tls.test"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    std::fs::write(&cert, &pem.cert).unwrap();
+    std::fs::write(&key, &pem.key).unwrap();
+    let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&other_file, other_ca.pem()).unwrap();
     let port = berth_testkit::free_port();
     let mut server = std::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
@@ -425,14 +411,62 @@ async fn https_upstreams_are_verified_by_default() {
         .unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     berth_testkit::process::wait_for_port(addr, Duration::from_secs(10)).unwrap();
-    let b = berth(&config(&route("tls.test", &[addr], "proto = \"https\"")));
-    let r = call(&b, &Request::get("tls.test", "/")).await;
+    let (ca_path, other_path) = (ca_file.display(), other_file.display());
+    let https = "proto = \"https\"";
+    let b = berth(&config(
+        &[
+            route("tls.test", &[addr], https),
+            route(
+                "trusted.test",
+                &[addr],
+                &format!("{https}\nupstream-ca-file = \"{ca_path}\"\nupstream-sni = \"tls.test\""),
+            ),
+            route(
+                "wrongname.test",
+                &[addr],
+                &format!("{https}\nupstream-ca-file = \"{ca_path}\""),
+            ),
+            route(
+                "wrongca.test",
+                &[addr],
+                &format!(
+                    "{https}\nupstream-ca-file = \"{other_path}\"\nupstream-sni = \"tls.test\""
+                ),
+            ),
+            route(
+                "skip.test",
+                &[addr],
+                &format!("{https}\ndangerous-skip-verify = true"),
+            ),
+        ]
+        .concat(),
+    ));
+    let mut results = Vec::new();
+    for host in [
+        "tls.test",
+        "trusted.test",
+        "wrongname.test",
+        "wrongca.test",
+        "skip.test",
+    ] {
+        results.push((host, call(&b, &Request::get(host, "/")).await.status));
+    }
     let log = b.log();
     let _ = server.kill();
     let _ = server.wait();
-    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        results,
+        [
+            ("tls.test", 502),       // nothing vouches for the certificate
+            ("trusted.test", 200),   // the route's CA file does
+            ("wrongname.test", 502), // right CA, but the name asked for is not on it
+            ("wrongca.test", 502),   // a CA that did not sign it
+            ("skip.test", 200),      // dangerous-skip-verify
+        ],
+        "{log}"
+    );
     assert!(
         log.to_ascii_lowercase().contains("certificate"),
-        "the refusal names the certificate problem:\n{log}"
+        "the refusals name the certificate problem:\n{log}"
     );
 }

@@ -460,3 +460,54 @@ async fn https_modes_redirect_and_hsts() {
         );
     }
 }
+
+#[test]
+fn one_gib_uploads_over_h2_and_h1_arrive_byte_exact() {
+    let ca = TestCa::new("berth test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    install(&certs, "a.test", &ca.issue(&["a.test"])).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let origin = Origin::start("sink");
+    let b = berth(&tls_config(
+        &certs,
+        "generate",
+        &route("a.test", &[origin.addr], "profile = \"registry\""),
+    ));
+    let body = dir.path().join("body");
+    std::fs::File::create(&body)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    for version in ["--http2", "--http1.1"] {
+        let out = curl(
+            https(&b),
+            "a.test",
+            &ca_file,
+            &[
+                version,
+                "-T",
+                body.to_str().unwrap(),
+                "-w",
+                "\n%{http_version}",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (json, http_version) = text.rsplit_once('\n').unwrap();
+        assert_eq!(http_version, if version == "--http2" { "2" } else { "1.1" });
+        let seen: berth_testkit::Seen = serde_json::from_str(json).unwrap();
+        assert_eq!(seen.body_bytes, 1 << 30, "{version}");
+        // SHA-256 of 1 GiB of zeros.
+        assert_eq!(
+            seen.body_sha256,
+            "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14"
+        );
+    }
+}

@@ -5,9 +5,11 @@ mod forwarded;
 mod https;
 mod registry;
 mod timeouts;
+mod upstream_tls;
 
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
 pub use registry::{rewrite_location, RegistryProfile, DISTRIBUTION_API_VERSION};
 pub use timeouts::Timeouts;
+pub use upstream_tls::UpstreamTlsOptions;

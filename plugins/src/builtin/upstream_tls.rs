@@ -1,0 +1,102 @@
+//! TLS towards `proto = "https"` upstreams. Certificates are verified by default against the
+//! system roots; `upstream-ca-file` adds a private CA to them, `upstream-sni` names the host
+//! to ask for and verify (default: the request's host), and only a key spelled
+//! `dangerous-skip-verify` turns verification off.
+//!
+//! Phase: `upstream_peer`. The CA list (system roots plus the file) is built once, when the
+//! route is built, never on the request path.
+//!
+//! ```toml
+//! [[route]]
+//! host = "internal.example.com"
+//! upstreams = ["10.0.0.5:8443"]
+//! proto = "https"
+//! upstream-ca-file = "/etc/berth/internal-ca.pem"
+//! upstream-sni = "backend.internal"
+//! ```
+
+use std::sync::Arc;
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
+
+use crate::plugin::{Plugin, RequestCtx};
+use crate::route::UpstreamTls;
+
+/// Applies a route's upstream TLS options to each connection.
+pub struct UpstreamTlsOptions {
+    ca: Option<Arc<[WrappedX509]>>,
+    sni: Option<String>,
+    skip_verify: bool,
+}
+
+impl std::fmt::Debug for UpstreamTlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsOptions")
+            .field("ca_certs", &self.ca.as_ref().map(|c| c.len()))
+            .field("sni", &self.sni)
+            .field("skip_verify", &self.skip_verify)
+            .finish()
+    }
+}
+
+/// The system roots plus the certificates of a PEM file, as Pingora's per-peer CA list.
+/// Certificates that do not parse are skipped with a warning.
+fn ca_list(file: &std::path::Path) -> Arc<[WrappedX509]> {
+    let mut ders: Vec<Vec<u8>> = match rustls_native_certs::load_native_certs() {
+        Ok(certs) => certs.into_iter().map(|c| c.to_vec()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the system's CA certificates");
+            Vec::new()
+        }
+    };
+    match std::fs::read(file) {
+        Ok(pem) => {
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                match cert {
+                    Ok(c) => ders.push(c.to_vec()),
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %e, "skipping a CA certificate")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "cannot read upstream-ca-file")
+        }
+    }
+    ders.into_iter()
+        .filter(|der| x509_parser::parse_x509_certificate(der).is_ok())
+        .map(|der| WrappedX509::new(der, parse_x509))
+        .collect()
+}
+
+impl UpstreamTlsOptions {
+    /// Builds the options for a route, loading its CA file.
+    pub fn new(tls: &UpstreamTls) -> UpstreamTlsOptions {
+        UpstreamTlsOptions {
+            ca: tls.ca_file.as_deref().map(ca_list),
+            sni: tls.sni.clone(),
+            skip_verify: tls.dangerous_skip_verify,
+        }
+    }
+}
+
+impl Plugin for UpstreamTlsOptions {
+    fn name(&self) -> &'static str {
+        "upstream-tls"
+    }
+
+    fn upstream_peer(&self, peer: &mut HttpPeer, _ctx: &RequestCtx) {
+        if let Some(ca) = &self.ca {
+            peer.options.ca = Some(ca.clone());
+        }
+        if let Some(sni) = &self.sni {
+            peer.sni.clone_from(sni);
+        }
+        if self.skip_verify {
+            peer.options.verify_cert = false;
+            peer.options.verify_hostname = false;
+        }
+    }
+}
