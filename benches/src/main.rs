@@ -10,17 +10,16 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
 use berth_testkit::client::{send, Body, Request};
-use berth_testkit::process::memory_kib;
+use berth_testkit::process::PeakRss;
 use berth_testkit::{BerthProcess, Origin};
 
 mod nginx;
+mod tls;
 
 use nginx::{Nginx, NginxFlavour};
 
@@ -49,6 +48,27 @@ enum Cmd {
         berth: Option<PathBuf>,
         /// Where to write the markdown table.
         #[arg(long, default_value = "benches/results/upload-plain.md")]
+        out: PathBuf,
+    },
+    /// TLS: uploads over h1 and h2, small GETs (wrk), certificate reload latency.
+    Tls {
+        /// Body size per upload, MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Concurrency levels for uploads.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        concurrency: Vec<usize>,
+        /// Repetitions per upload scenario (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds of wrk per target.
+        #[arg(long, default_value_t = 10)]
+        wrk_secs: u64,
+        /// The berth binary (release build).
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown report.
+        #[arg(long, default_value = "benches/results/tls.md")]
         out: PathBuf,
     },
 }
@@ -88,7 +108,59 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Tls {
+            mib,
+            concurrency,
+            runs,
+            wrk_secs,
+            berth,
+            out,
+        } => {
+            let result = berth_binary(berth).and_then(|berth| {
+                tls::run(&tls::TlsBench {
+                    mib,
+                    concurrency,
+                    runs,
+                    wrk_secs,
+                    berth,
+                })
+            });
+            match result.and_then(|table| {
+                let header = machine_header(runs, mib).replace(
+                    "Upload throughput over plain HTTP/1.1",
+                    "TLS uploads (curl, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
+                );
+                write_report(&out, &format!("{header}\n{table}"))
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth-benches: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+fn berth_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    let path = given.unwrap_or_else(|| workspace_root().join("target/release/berth"));
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release --bin berth` first",
+            path.display()
+        ))
+    }
+}
+
+fn write_report(out: &Path, report: &str) -> Result<(), String> {
+    let root = workspace_root();
+    println!("{report}");
+    if let Some(dir) = root.join(out).parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(root.join(out), report).map_err(|e| e.to_string())
 }
 
 fn upload(
@@ -98,14 +170,7 @@ fn upload(
     berth_bin: Option<PathBuf>,
     out: &Path,
 ) -> Result<(), String> {
-    let root = workspace_root();
-    let berth_bin = berth_bin.unwrap_or_else(|| root.join("target/release/berth"));
-    if !berth_bin.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --release --bin berth` first",
-            berth_bin.display()
-        ));
-    }
+    let berth_bin = berth_binary(berth_bin)?;
     let sink = Origin::start("sink");
     let config = format!(
         "[listen]\nhttp = \"{{http}}\"\n[[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\n",
@@ -192,34 +257,12 @@ fn upload(
         }
     }
     let header = machine_header(runs, mib);
-    let report = format!("{header}\n{table}");
-    println!("{report}");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(root.join(dir)).map_err(|e| e.to_string())?;
-    }
-    std::fs::write(root.join(out), report).map_err(|e| e.to_string())?;
-    Ok(())
+    write_report(out, &format!("{header}\n{table}"))
 }
 
 /// Runs `c` concurrent uploads of `len` bytes each against `t` and samples its memory.
 async fn run_uploads(t: &Target, c: usize, len: u64, chunked: bool) -> Result<Outcome, String> {
-    let pids = (t.pids)();
-    let peak = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                let total: u64 = pids
-                    .iter()
-                    .filter_map(|p| memory_kib(*p))
-                    .map(|m| m.0)
-                    .sum();
-                peak.fetch_max(total, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let sampler = PeakRss::start((t.pids)());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..c {
@@ -253,12 +296,11 @@ async fn run_uploads(t: &Target, c: usize, len: u64, chunked: bool) -> Result<Ou
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    done.store(true, Ordering::SeqCst);
-    let _ = sampler.join();
+    let peak_rss_kib = sampler.stop();
     result?;
     Ok(Outcome {
         mb_per_s: (len * c as u64) as f64 / secs / 1e6,
-        peak_rss_kib: peak.load(Ordering::SeqCst),
+        peak_rss_kib,
     })
 }
 

@@ -36,6 +36,19 @@ impl Nginx {
     /// # Errors
     /// When nginx is missing or does not listen.
     pub fn start(flavour: NginxFlavour, upstream: SocketAddr) -> io::Result<Nginx> {
+        Self::start_with_tls(flavour, upstream, None)
+    }
+
+    /// Like [`Nginx::start`], listening with TLS (and HTTP/2) when `tls` names a certificate
+    /// and key file.
+    ///
+    /// # Errors
+    /// When nginx is missing or does not listen.
+    pub fn start_with_tls(
+        flavour: NginxFlavour,
+        upstream: SocketAddr,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> io::Result<Nginx> {
         let dir = tempfile::tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let body = match flavour {
@@ -47,6 +60,14 @@ impl Nginx {
             }
         };
         let user = if is_root() { "user root;\n" } else { "" };
+        let listen = match tls {
+            Some((cert, key)) => format!(
+                "listen {addr} ssl http2;\n        ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL:10m;",
+                cert.display(),
+                key.display()
+            ),
+            None => format!("listen {addr};"),
+        };
         let d = dir.path().display();
         let conf = format!(
             "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -54,7 +75,7 @@ impl Nginx {
              http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
              upstream sink {{ server {upstream}; keepalive 64; }}\n\
-             server {{\n        listen {addr};\n        {body}\n        proxy_set_header Host $http_host;\n\
+             server {{\n        {listen}\n        {body}\n        proxy_set_header Host $http_host;\n\
              proxy_set_header X-Real-IP $remote_addr;\n        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
              proxy_set_header X-Forwarded-Proto $scheme;\n        location / {{ proxy_pass http://sink; }}\n    }}\n}}\n"
         );

@@ -5,12 +5,8 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
 use berth_testkit::client::{Body, Request};
-use berth_testkit::process::memory_kib;
+use berth_testkit::process::{memory_kib, PeakRss};
 use berth_testkit::Origin;
 use common::{berth, call, config, route};
 
@@ -22,19 +18,7 @@ async fn two_gib_uploads_arrive_byte_exact_with_berth_under_64_mib() {
     let origin = Origin::start("sink");
     let b = berth(&config(&route("up.test", &[origin.addr], "")));
     let pid = b.pid();
-    let peak = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                if let Some((rss, _)) = memory_kib(pid) {
-                    peak.fetch_max(rss, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let sampler = PeakRss::start(vec![pid]);
     for chunked in [true, false] {
         let req = Request::new("PATCH", "up.test", "/v2/big/blobs/uploads/1")
             .body(Body::random(2 * GIB, chunked));
@@ -53,10 +37,8 @@ async fn two_gib_uploads_arrive_byte_exact_with_berth_under_64_mib() {
             seen.headers
         );
     }
-    done.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
     let (_, hwm) = memory_kib(pid).unwrap();
-    let peak = peak.load(Ordering::SeqCst).max(hwm);
+    let peak = sampler.stop().max(hwm);
     eprintln!("berth peak RSS during 2 x 2 GiB: {peak} KiB");
     assert!(
         peak > 0 && peak < RSS_LIMIT_KIB,

@@ -52,6 +52,50 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Samples the summed resident memory of some processes every 20 ms, in a thread, until
+/// stopped; reports the peak.
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pids`.
+    pub fn start(pids: Vec<u32>) -> PeakRss {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let peak = std::sync::Arc::new(AtomicU64::new(0));
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let (p, d) = (peak.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !d.load(Ordering::SeqCst) {
+                let total: u64 = pids
+                    .iter()
+                    .filter_map(|pid| memory_kib(*pid))
+                    .map(|m| m.0)
+                    .sum();
+                p.fetch_max(total, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        PeakRss {
+            peak,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling and returns the peak, KiB.
+    pub fn stop(mut self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
 /// A running `berth`; killed when dropped.
 pub struct BerthProcess {
     child: Child,

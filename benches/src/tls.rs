@@ -1,0 +1,351 @@
+//! TLS benchmarks, berth vs nginx (streaming config, TLS, HTTP/2) vs direct plain, one run:
+//! - 1 GiB uploads over TLS with HTTP/1.1 and HTTP/2 (curl as the client), concurrency 1/16;
+//! - small GETs over TLS with keep-alive (wrk, 64 connections): requests/s and p99;
+//! - certificate reload latency: rename → first handshake that gets the new certificate.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_testkit::process::PeakRss;
+use berth_testkit::tls::{install, TestCa};
+use berth_testkit::{BerthProcess, Origin, Seen};
+
+use crate::nginx::{Nginx, NginxFlavour};
+
+/// What to run.
+pub struct TlsBench {
+    /// MiB per upload.
+    pub mib: u64,
+    /// Concurrency levels for uploads.
+    pub concurrency: Vec<usize>,
+    /// Repetitions per upload scenario (median reported).
+    pub runs: usize,
+    /// wrk duration per target, seconds.
+    pub wrk_secs: u64,
+    /// The berth binary.
+    pub berth: PathBuf,
+}
+
+struct Target {
+    name: &'static str,
+    url_base: String,
+    pids: Vec<u32>,
+}
+
+/// Runs everything and returns the markdown report.
+///
+/// # Errors
+/// When a server does not start or an upload does not arrive complete.
+pub fn run(bench: &TlsBench) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).map_err(|e| e.to_string())?;
+    let ca = TestCa::new("bench CA");
+    let leaf = ca.issue(&["bench.test"]);
+    install(&certs, "bench.test", &leaf).map_err(|e| e.to_string())?;
+    let (cert_file, key_file) = (dir.path().join("nginx.crt"), dir.path().join("nginx.key"));
+    std::fs::write(&cert_file, &leaf.cert).map_err(|e| e.to_string())?;
+    std::fs::write(&key_file, &leaf.key).map_err(|e| e.to_string())?;
+    let body = dir.path().join("body");
+    std::fs::File::create(&body)
+        .and_then(|f| f.set_len(bench.mib << 20))
+        .map_err(|e| e.to_string())?;
+
+    let sink = Origin::start("sink");
+    let config = format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[tls]\ncerts-dir = \"{}\"\n\
+         [[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\nhttps = \"noredirect\"\n",
+        certs.display(),
+        sink.addr
+    );
+    let berth = BerthProcess::start(&bench.berth, &config).map_err(|e| e.to_string())?;
+    let berth_tls = berth.https.ok_or("berth has no HTTPS listener")?;
+    let nginx = Nginx::start_with_tls(
+        NginxFlavour::Streaming,
+        sink.addr,
+        Some((&cert_file, &key_file)),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let direct = Target {
+        name: "direct (plain)",
+        url_base: format!("http://bench.test:{}", sink.addr.port()),
+        pids: Vec::new(),
+    };
+    let berth_t = Target {
+        name: "berth",
+        url_base: format!("https://bench.test:{}", berth_tls.port()),
+        pids: vec![berth.pid()],
+    };
+    let nginx_t = Target {
+        name: "nginx",
+        url_base: format!("https://bench.test:{}", nginx.addr.port()),
+        pids: nginx.pids(),
+    };
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "| scenario | direct plain MB/s | berth MB/s | nginx MB/s | berth / nginx | berth peak RSS | nginx peak RSS |"
+    );
+    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
+    let len = bench.mib << 20;
+    let mut h1_berth = Vec::new();
+    for &c in &bench.concurrency {
+        let d = median(bench.runs, || upload(&direct, &body, "--http1.1", c, len))?;
+        for (proto, flag) in [("h1", "--http1.1"), ("h2", "--http2")] {
+            let b = median(bench.runs, || upload(&berth_t, &body, flag, c, len))?;
+            let n = median(bench.runs, || upload(&nginx_t, &body, flag, c, len))?;
+            if proto == "h1" {
+                h1_berth.push(b.0);
+            }
+            let scenario = format!("upload_tls_{proto}_cl_c{c}_{}mib", bench.mib);
+            eprintln!(
+                "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
+                d.0, b.0, n.0
+            );
+            let _ = writeln!(
+                report,
+                "| `{scenario}` | {:.0} | {:.0} | {:.0} | {:.2}× | {:.1} MiB | {:.1} MiB |",
+                d.0,
+                b.0,
+                n.0,
+                b.0 / n.0,
+                b.1 as f64 / 1024.0,
+                n.1 as f64 / 1024.0
+            );
+        }
+    }
+
+    let _ = writeln!(
+        report,
+        "\n| small GETs over TLS, keep-alive, 64 connections | requests/s | p99 latency |"
+    );
+    let _ = writeln!(report, "|---|---:|---:|");
+    let mut rps = Vec::new();
+    for t in [&berth_t, &nginx_t] {
+        let (r, p99) = wrk(t, bench.wrk_secs)?;
+        eprintln!("get_tls_keepalive_c64 {}: {r:.0} req/s, p99 {p99}", t.name);
+        let _ = writeln!(
+            report,
+            "| `get_tls_keepalive_c64` {} | {r:.0} | {p99} |",
+            t.name
+        );
+        rps.push(r);
+    }
+    let _ = writeln!(report, "| berth / nginx | {:.2}× | |", rps[0] / rps[1]);
+
+    let latencies = reload_latency(&ca, &certs, berth_tls, 10)?;
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let _ = writeln!(
+        report,
+        "\nCertificate reload (rename → first handshake with the new certificate), {} renewals: p50 {} ms, max {} ms.",
+        sorted.len(),
+        sorted[sorted.len() / 2].as_millis(),
+        sorted[sorted.len() - 1].as_millis()
+    );
+    Ok(report)
+}
+
+/// Median throughput and the largest peak RSS over `runs` runs.
+fn median(
+    runs: usize,
+    mut f: impl FnMut() -> Result<(f64, u64), String>,
+) -> Result<(f64, u64), String> {
+    let mut samples = Vec::new();
+    for _ in 0..runs.max(1) {
+        samples.push(f()?);
+    }
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok((samples[samples.len() / 2].0, peak))
+}
+
+/// `c` concurrent curl uploads of `body`; aggregate MB/s and peak RSS of the target.
+fn upload(t: &Target, body: &Path, flag: &str, c: usize, len: u64) -> Result<(f64, u64), String> {
+    let sampler = PeakRss::start(t.pids.clone());
+    let port = t.url_base.rsplit(':').next().unwrap_or("0");
+    let started = Instant::now();
+    let children: Vec<_> = (0..c)
+        .map(|i| {
+            Command::new("curl")
+                .args(["-sS", "-k", flag, "--max-time", "600", "-T"])
+                .arg(body)
+                .arg("--resolve")
+                .arg(format!("bench.test:{port}:127.0.0.1"))
+                .arg(format!("{}/v2/bench/blobs/uploads/{i}", t.url_base))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("curl: {e}"))?;
+    let mut result = Ok(());
+    for child in children {
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let seen: Result<Seen, _> = serde_json::from_slice(&out.stdout);
+        match seen {
+            Ok(s) if s.body_bytes == len => {}
+            _ => {
+                result = Err(format!(
+                    "{}: upload incomplete: {} {}",
+                    t.name,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peak = sampler.stop();
+    result?;
+    Ok(((len * c as u64) as f64 / secs / 1e6, peak))
+}
+
+/// wrk against the target: requests/s and the p99 latency as wrk prints it.
+fn wrk(t: &Target, secs: u64) -> Result<(f64, String), String> {
+    let port = t.url_base.rsplit(':').next().unwrap_or("0");
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{secs}s"),
+            "--latency",
+            "-H",
+            "Host: bench.test",
+        ])
+        .arg(format!("https://127.0.0.1:{port}/v2/"))
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| format!("wrk output without Requests/sec: {text}"))?;
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        return Err(format!("wrk against {} saw errors: {text}", t.name));
+    }
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_string();
+    Ok((rps, p99))
+}
+
+/// Renews the certificate `n` times (temp file + rename) and measures how long until a new
+/// handshake gets it.
+fn reload_latency(
+    ca: &TestCa,
+    certs: &Path,
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AcceptAny))
+    .with_no_client_auth();
+    // A resumed session carries no certificate: every probe must be a full handshake.
+    client.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(client);
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let marker = format!("r{i}.bench.test");
+        let pem = ca.issue(&["bench.test", &marker]);
+        let started = Instant::now();
+        install(certs, "bench.test", &pem).map_err(|e| e.to_string())?;
+        loop {
+            if served_sans(&config, addr)?.iter().any(|s| s == &marker) {
+                latencies.push(started.elapsed());
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("the renewed certificate was not served within 10 s".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(latencies)
+}
+
+fn served_sans(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> Result<Vec<String>, String> {
+    let name = rustls::pki_types::ServerName::try_from("bench.test").map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;
+    let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let _ = tls.write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n");
+    let _ = tls.read(&mut [0u8; 1]);
+    let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else {
+        return Ok(Vec::new());
+    };
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = x509.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                sans.push(d.to_string());
+            }
+        }
+    }
+    Ok(sans)
+}
+
+/// Accepts any server certificate: the benchmark only reads which one was served.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
