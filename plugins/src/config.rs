@@ -159,6 +159,10 @@ pub struct RawSettings {
 }
 
 /// A `[[route]]` as written (or as assembled from a container's labels).
+///
+/// The settings keys repeat those of [`RawSettings`] rather than `#[serde(flatten)]` them:
+/// with flatten, serde hands unknown keys to the flattened struct and drops them there, so
+/// `serde_ignored` would never report a typo in a route.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct RawRoute {
