@@ -30,43 +30,40 @@ struct Cli {
     command: Cmd,
 }
 
+/// What every upload benchmark takes.
+#[derive(Debug, clap::Args)]
+struct UploadArgs {
+    /// Body size per upload, MiB.
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    concurrency: Vec<usize>,
+    /// Repetitions per upload scenario (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The berth binary (release build); default target/release/berth.
+    #[arg(long)]
+    berth: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Plain-HTTP/1.1 upload throughput to a full-read sink: direct, berth, nginx.
     Upload {
-        /// Body size per upload, MiB.
-        #[arg(long, default_value_t = 1024)]
-        mib: u64,
-        /// Concurrency levels.
-        #[arg(long, value_delimiter = ',', default_value = "1,16")]
-        concurrency: Vec<usize>,
-        /// Repetitions per scenario (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// The berth binary (release build).
-        #[arg(long)]
-        berth: Option<PathBuf>,
+        #[command(flatten)]
+        args: UploadArgs,
         /// Where to write the markdown table.
         #[arg(long, default_value = "benches/results/upload-plain.md")]
         out: PathBuf,
     },
     /// TLS: uploads over h1 and h2, small GETs (wrk), certificate reload latency.
     Tls {
-        /// Body size per upload, MiB.
-        #[arg(long, default_value_t = 1024)]
-        mib: u64,
-        /// Concurrency levels for uploads.
-        #[arg(long, value_delimiter = ',', default_value = "1,16")]
-        concurrency: Vec<usize>,
-        /// Repetitions per upload scenario (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[command(flatten)]
+        args: UploadArgs,
         /// Seconds of wrk per target.
         #[arg(long, default_value_t = 10)]
         wrk_secs: u64,
-        /// The berth binary (release build).
-        #[arg(long)]
-        berth: Option<PathBuf>,
         /// Where to write the markdown report.
         #[arg(long, default_value = "benches/results/tls.md")]
         out: PathBuf,
@@ -95,31 +92,25 @@ fn workspace_root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Upload {
-            mib,
-            concurrency,
-            runs,
-            berth,
-            out,
-        } => match upload(mib, &concurrency, runs, berth, &out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("berth-benches: {e}");
-                ExitCode::FAILURE
+        Cmd::Upload { args, out } => {
+            match upload(args.mib, &args.concurrency, args.runs, args.berth, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth-benches: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Cmd::Tls {
-            mib,
-            concurrency,
-            runs,
+            args,
             wrk_secs,
-            berth,
             out,
         } => {
-            let result = berth_binary(berth).and_then(|berth| {
+            let (runs, mib) = (args.runs, args.mib);
+            let result = berth_binary(args.berth).and_then(|berth| {
                 tls::run(&tls::TlsBench {
                     mib,
-                    concurrency,
+                    concurrency: args.concurrency,
                     runs,
                     wrk_secs,
                     berth,
