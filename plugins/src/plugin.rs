@@ -50,6 +50,12 @@ impl Reply {
         }
     }
 
+    /// The answer for a request no route serves: 503 with a short body. Routes that refuse a
+    /// scheme (`nohttp`, `nohttps`) answer the same, so a refusal looks like an unknown host.
+    pub fn no_route() -> Reply {
+        Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no route for this host")
+    }
+
     /// Builds the response header (status, extra headers, `Content-Type`, `Content-Length`).
     ///
     /// # Errors

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::StatusCode;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -71,10 +70,6 @@ impl Berth {
     }
 }
 
-fn no_route() -> Reply {
-    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no route for this host")
-}
-
 #[async_trait]
 impl ProxyHttp for Berth {
     type CTX = RequestCtx;
@@ -120,7 +115,7 @@ impl ProxyHttp for Berth {
             .lookup(&ctx.host, session.req_header().uri.path())
             .cloned();
         let Some(route) = route else {
-            self.respond(session, ctx, no_route()).await?;
+            self.respond(session, ctx, Reply::no_route()).await?;
             return Ok(true);
         };
         ctx.route = Some(route.clone());

@@ -167,11 +167,6 @@ impl BerthProcess {
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("berth.log")
     }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 impl Drop for BerthProcess {

@@ -120,10 +120,7 @@ fn split_port(authority: &str) -> (&str, bool) {
 }
 
 fn not_served() -> Flow {
-    Flow::Respond(Reply::text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no route for this host",
-    ))
+    Flow::Respond(Reply::no_route())
 }
 
 #[async_trait]

@@ -136,8 +136,6 @@ pub struct Loader {
     seen: HashMap<String, Fingerprint>,
     /// Pairs that failed to load, since start.
     pub failures: u64,
-    /// Pairs (re)loaded successfully, since start.
-    pub loads: u64,
 }
 
 impl Loader {
@@ -196,7 +194,6 @@ impl Loader {
             self.seen.insert(name.clone(), fp);
             match load_pair(&crt, &key, name) {
                 Ok(entry) => {
-                    self.loads += 1;
                     changed = true;
                     tracing::info!(cert = %name, sans = ?entry.sans, "certificate loaded");
                     next.push(Arc::new(entry));
