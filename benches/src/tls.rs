@@ -58,7 +58,7 @@ pub fn run(bench: &TlsBench) -> Result<String, String> {
 
     let sink = Origin::start("sink");
     let config = format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[tls]\ncerts-dir = \"{}\"\n\
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[docker]\nenabled = false\n[tls]\ncerts-dir = \"{}\"\n\
          [[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\nhttps = \"noredirect\"\n",
         certs.display(),
         sink.addr

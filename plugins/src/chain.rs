@@ -1,7 +1,7 @@
 //! Routes with their plugin chains. The order of the chain is decided here, in one place.
 //!
 //! ```text
-//! https → forwarded → body-limit → timeouts → upstream-tls → registry
+//! https → allow → forwarded → body-limit → timeouts → upstream-tls → registry
 //! ```
 //! (The ACME challenge step will sit ahead of `https`, and auth right after it, so that a
 //! challenge or a redirect never needs credentials.)
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::builtin::{
-    BodyLimit, Forwarded, HttpsPolicy, OwnCertificate, RegistryProfile, Timeouts,
+    Allow, BodyLimit, Forwarded, HttpsPolicy, OwnCertificate, RegistryProfile, Timeouts,
     UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
@@ -104,6 +104,14 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
         spec.cert_name.clone(),
         env.https.clone(),
     )));
+    // The allowlist answers 403 before anything about the request is looked at further; it
+    // comes after the HTTPS policy so a redirect to HTTPS never depends on the address.
+    if !spec.allow.is_empty() {
+        chain.push(Arc::new(Allow::new(
+            spec.allow.clone(),
+            env.trusted_proxies.clone(),
+        )));
+    }
     // Forwarding headers describe the client as berth saw it; they come first so that every
     // later step (and the upstream) sees the same, de-spoofed view.
     chain.push(Arc::new(Forwarded::new(env.trusted_proxies.clone())));

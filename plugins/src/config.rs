@@ -132,6 +132,18 @@ pub struct RawTls {
     pub default_cert: Option<String>,
 }
 
+/// `[docker]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawDocker {
+    /// `auto`, `true` or `false`.
+    pub enabled: Option<toml::Value>,
+    /// `unix:///var/run/docker.sock` or `tcp://host:port`.
+    pub endpoint: Option<String>,
+    /// Preferred network when a container has several.
+    pub network: Option<String>,
+}
+
 /// `[forwarded]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -184,6 +196,8 @@ pub struct RawRoute {
     pub upstream_sni: Option<String>,
     /// Accept any upstream certificate.
     pub dangerous_skip_verify: Option<bool>,
+    /// Client CIDRs allowed; others get 403.
+    pub allow: Option<Vec<String>>,
     /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
     pub https: Option<String>,
     /// `Strict-Transport-Security` value, or `off`.
@@ -206,6 +220,8 @@ pub struct RawConfig {
     pub listen: RawListen,
     /// `[tls]`.
     pub tls: RawTls,
+    /// `[docker]`.
+    pub docker: RawDocker,
     /// `[forwarded]`.
     pub forwarded: RawForwarded,
     /// `[defaults]`.
@@ -222,6 +238,9 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     /// HTTPS listener; `None` when absent or `""`.
     pub https: Option<SocketAddr>,
+    /// Metrics and admin listener (`/metrics`, `/routes`, `/healthz`); `None` when absent
+    /// or `""`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What to serve to a client whose SNI name has no certificate.
@@ -242,6 +261,73 @@ pub struct TlsConfig {
     pub default_cert: DefaultCert,
 }
 
+/// Whether to discover routes from Docker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerMode {
+    /// On when the endpoint's socket exists at start (a `tcp://` endpoint always counts).
+    Auto,
+    /// On; an unreachable daemon is logged as a warning and retried.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Where the Docker daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerEndpoint {
+    /// A Unix socket.
+    Unix(std::path::PathBuf),
+    /// Plain HTTP (`tcp://host:port`), e.g. a socket proxy.
+    Tcp(String),
+}
+
+impl fmt::Display for DockerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerEndpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            DockerEndpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// The Docker socket used when neither `docker.endpoint` nor `DOCKER_HOST` names one.
+pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
+
+/// Parses `unix:///path` or `tcp://host:port`.
+///
+/// # Errors
+/// A message naming the value otherwise.
+pub fn parse_docker_endpoint(value: &str) -> Result<DockerEndpoint, String> {
+    let v = value.trim();
+    if let Some(path) = v.strip_prefix("unix://") {
+        if path.starts_with('/') {
+            return Ok(DockerEndpoint::Unix(path.into()));
+        }
+    } else if let Some(addr) = v
+        .strip_prefix("tcp://")
+        .or_else(|| v.strip_prefix("http://"))
+    {
+        let addr = addr.trim_end_matches('/');
+        if crate::routing::host_of(addr).is_some() && addr.rsplit_once(':').is_some() {
+            return Ok(DockerEndpoint::Tcp(addr.to_string()));
+        }
+    }
+    Err(format!(
+        "invalid endpoint \"{value}\": expected \"unix:///var/run/docker.sock\" or \"tcp://host:2375\""
+    ))
+}
+
+/// Validated `[docker]`.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Whether discovery runs.
+    pub mode: DockerMode,
+    /// The daemon's address; `None`: `DOCKER_HOST`, else [`DEFAULT_DOCKER_ENDPOINT`].
+    pub endpoint: Option<DockerEndpoint>,
+    /// Preferred network for container addresses.
+    pub network: Option<String>,
+}
+
 /// Where certificates live when `tls.certs-dir` is not set.
 pub const DEFAULT_CERTS_DIR: &str = "berth-state/certs";
 
@@ -252,6 +338,8 @@ pub struct Config {
     pub listen: Listen,
     /// Certificates.
     pub tls: TlsConfig,
+    /// Docker discovery.
+    pub docker: DockerConfig,
     /// Peers whose `X-Forwarded-*` headers are trusted.
     pub trusted_proxies: Vec<IpNet>,
     /// Settings every route starts from.
@@ -410,17 +498,12 @@ impl RawConfig {
             Some(v) => errors.check("listen.https", parse_listen_addr(v)).flatten(),
             None => None,
         };
-        if self
-            .listen
-            .metrics
-            .as_deref()
-            .is_some_and(|v| !v.trim().is_empty())
-        {
-            errors.push(
-                "listen.metrics",
-                "the metrics listener is not available in this version of berth; remove the key",
-            );
-        }
+        let metrics = match &self.listen.metrics {
+            Some(v) => errors
+                .check("listen.metrics", parse_listen_addr(v))
+                .flatten(),
+            None => None,
+        };
         if http.is_none() && https.is_none() {
             errors.push(
                 "listen",
@@ -446,6 +529,7 @@ impl RawConfig {
                 DefaultCert::Generate
             }
         };
+        let docker = self.docker.validate(errors);
         let trusted_proxies = self
             .forwarded
             .trusted_proxies
@@ -465,15 +549,64 @@ impl RawConfig {
             })
             .collect();
         Some(Config {
-            listen: Listen { http, https },
+            listen: Listen {
+                http,
+                https,
+                metrics,
+            },
             tls: TlsConfig {
                 certs_dir,
                 default_cert,
             },
+            docker,
             trusted_proxies,
             defaults,
             routes,
         })
+    }
+}
+
+impl RawDocker {
+    fn validate(&self, errors: &mut Errors) -> DockerConfig {
+        let mode = match &self.enabled {
+            None => DockerMode::Auto,
+            Some(toml::Value::Boolean(true)) => DockerMode::On,
+            Some(toml::Value::Boolean(false)) => DockerMode::Off,
+            Some(toml::Value::String(s)) => match s.trim() {
+                "auto" => DockerMode::Auto,
+                "true" => DockerMode::On,
+                "false" => DockerMode::Off,
+                other => {
+                    errors.push(
+                        "docker.enabled",
+                        format!("invalid value \"{other}\": expected \"auto\", true or false"),
+                    );
+                    DockerMode::Auto
+                }
+            },
+            Some(other) => {
+                errors.push(
+                    "docker.enabled",
+                    format!("invalid value {other}: expected \"auto\", true or false"),
+                );
+                DockerMode::Auto
+            }
+        };
+        let endpoint = match self.endpoint.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => errors.check("docker.endpoint", parse_docker_endpoint(v)),
+        };
+        let network = self
+            .network
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        DockerConfig {
+            mode,
+            endpoint,
+            network,
+        }
     }
 }
 
@@ -612,7 +745,10 @@ impl RawRoute {
                 });
                 errors.check(&format!("{}[{i}]", key("upstreams")), parsed)
             })
-            .map(|addr| Upstream { addr })
+            .map(|addr| Upstream {
+                addr,
+                container: None,
+            })
             .collect();
         let proto = match self.proto.as_deref().map(str::trim) {
             None | Some("http") => UpstreamProto::Http,
@@ -641,6 +777,19 @@ impl RawRoute {
             None | Some("") => None,
             Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
         };
+        let allow = self
+            .allow
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, v)| errors.check(&format!("{}[{i}]", key("allow")), parse_cidr(v)))
+            .collect();
+        if self.allow.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(
+                key("allow"),
+                "empty list would refuse every client; remove the key to allow everyone",
+            );
+        }
         let mut base = defaults.clone();
         if let Some(p) = profile {
             apply_profile(p, &mut base);
@@ -658,6 +807,7 @@ impl RawRoute {
             profile,
             settings,
             cert_name,
+            allow,
             source,
         })
     }
@@ -699,6 +849,67 @@ mod tests {
                 .map(|h| h.to_str().expect("ascii")),
             Some("max-age=31536000")
         );
+        assert_eq!(
+            config.listen.metrics,
+            Some("127.0.0.1:9180".parse().expect("addr"))
+        );
+        assert_eq!(config.docker.mode, DockerMode::Auto);
+        assert_eq!(config.docker.endpoint, None);
+        assert_eq!(config.docker.network, None);
+    }
+
+    #[test]
+    fn docker_section() {
+        let base = "[listen]\nhttp = \"127.0.0.1:1\"\n[docker]\n";
+        let parse = |extra: &str| parse_config(&format!("{base}{extra}"));
+        let c = parse("enabled = true\nendpoint = \"tcp://127.0.0.1:2375\"\nnetwork = \"web\"\n")
+            .expect("valid");
+        assert_eq!(c.docker.mode, DockerMode::On);
+        assert_eq!(
+            c.docker.endpoint,
+            Some(DockerEndpoint::Tcp("127.0.0.1:2375".into()))
+        );
+        assert_eq!(c.docker.network.as_deref(), Some("web"));
+        let c =
+            parse("enabled = \"false\"\nendpoint = \"unix:///run/docker.sock\"\n").expect("valid");
+        assert_eq!(c.docker.mode, DockerMode::Off);
+        assert_eq!(
+            c.docker.endpoint,
+            Some(DockerEndpoint::Unix("/run/docker.sock".into()))
+        );
+        let errs = errors_of(&format!(
+            "{base}enabled = \"sometimes\"\nendpoint = \"/var/run/docker.sock\"\nnetwrk = \"x\"\n"
+        ));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e == "docker.netwrk: unknown key"));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("docker.enabled: invalid value \"sometimes\"")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("docker.endpoint: invalid endpoint \"/var/run/docker.sock\"")));
+    }
+
+    #[test]
+    fn allow_lists_are_checked() {
+        let route = "[listen]\nhttp = \"127.0.0.1:1\"\n[[route]]\nhost = \"a.example.com\"\nupstreams = [\"127.0.0.1:2\"]\n";
+        let c = parse_config(&format!("{route}allow = [\"10.0.0.0/8\", \"192.0.2.1\"]\n"))
+            .expect("valid");
+        assert_eq!(c.routes[0].allow.len(), 2);
+        let errs = errors_of(&format!("{route}allow = [\"10.0.0.0/33\"]\n"));
+        assert!(
+            errs[0].starts_with("route[0].allow[0]: invalid CIDR"),
+            "{errs:?}"
+        );
+        let errs = errors_of(&format!("{route}allow = []\n"));
+        assert!(
+            errs[0].starts_with("route[0].allow: empty list"),
+            "{errs:?}"
+        );
+        let errs = errors_of("[listen]\nmetrics = \"localhost\"\n");
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("listen.metrics: invalid socket address")));
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! berth's plugin API, built-in plugins, route model and configuration schema.
 //!
 //! Both binaries use this crate: `berth` runs the plugin chains; the ACME worker reads the
-//! same configuration and route model. Nothing here does I/O beyond what a plugin hook is
-//! handed, so every core is testable without sockets.
+//! same configuration, route model and Docker label schema. Nothing here does I/O beyond what
+//! a plugin hook is handed — except [`docker`], the Docker client both binaries share — so
+//! every core is testable without sockets.
 
 pub mod builtin;
 pub mod chain;
 pub mod config;
+pub mod docker;
 pub mod files;
+pub mod labels;
+pub mod merge;
 pub mod plugin;
 pub mod rescue;
 pub mod route;

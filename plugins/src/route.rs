@@ -1,4 +1,4 @@
-//! The route model: what a `[[route]]` in the config file (or, later, a container's labels)
+//! The route model: what a `[[route]]` in the config file (or a container's labels)
 //! turns into once validated. Pure data, no I/O; the proxy builds a plugin chain per route.
 //!
 //! ```toml
@@ -202,6 +202,9 @@ fn ser_header_opt<S: serde::Serializer>(
 pub struct Upstream {
     /// Address to connect to.
     pub addr: SocketAddr,
+    /// The container behind this address, for discovered routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// How berth talks TLS to a route's upstreams (`proto = "https"`).
@@ -218,19 +221,19 @@ pub struct UpstreamTls {
 
 /// Where a route came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "name")]
+#[serde(rename_all = "lowercase", tag = "kind", content = "names")]
 pub enum RouteSource {
     /// The config file.
     File,
-    /// A Docker container (its name).
-    Container(String),
+    /// Docker containers (their names, sorted); several when they are load-balanced.
+    Containers(Vec<String>),
 }
 
 impl fmt::Display for RouteSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RouteSource::File => f.write_str("file"),
-            RouteSource::Container(name) => write!(f, "container {name}"),
+            RouteSource::Containers(names) => write!(f, "container {}", names.join(", ")),
         }
     }
 }
@@ -254,6 +257,8 @@ pub struct RouteSpec {
     pub settings: RouteSettings,
     /// Certificate to serve instead of the host's own (stem of `<name>.crt`).
     pub cert_name: Option<String>,
+    /// Client networks allowed; empty = everyone.
+    pub allow: Vec<ipnet::IpNet>,
     /// Where the route came from.
     pub source: RouteSource,
 }

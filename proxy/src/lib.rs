@@ -2,7 +2,9 @@
 //! route's plugin chain, and configuration loading. The binary (`src/main.rs`) only parses
 //! the command line and calls into this crate.
 
+pub mod admin;
 pub mod app;
+pub mod discovery;
 pub mod server;
 pub mod tls;
 

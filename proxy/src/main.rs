@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     };
     println!("berth: running on {source} with {routes} static routes");
     for l in &listeners {
-        println!("berth: listening on {l}");
+        println!("berth: {l}");
     }
     server.run_forever()
 }

@@ -9,15 +9,19 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
 
 use berth_plugins::builtin::OwnCertificate;
-use berth_plugins::config::{DefaultCert, TlsConfig};
+use berth_plugins::config::{DefaultCert, DockerConfig, DockerEndpoint, DockerMode, TlsConfig};
+use berth_plugins::docker::{resolve_endpoint, DockerWatcher};
 
 use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
 use berth_plugins::{build_table, ChainEnv, Scheme};
 
+use crate::admin::Admin;
 use crate::app::{Berth, SharedTable};
+use crate::discovery::{DockerDiscovery, Report, RouteBuilder};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
@@ -103,11 +107,33 @@ pub enum StartError {
     /// The TLS listener could not be set up.
     #[error("listen.https: {0}")]
     Tls(String),
+    /// Docker discovery was asked for but has no usable endpoint.
+    #[error("docker: {0}")]
+    Docker(String),
 }
 
-/// Builds the server: the shared route table, a proxy service per listener, and for HTTPS
-/// the certificate store with its watcher. Returns the server and a description of each
-/// listener, for the start-up message.
+/// The Docker endpoint to follow, or `None` when discovery is off (with the reason).
+///
+/// # Errors
+/// When discovery is on but `DOCKER_HOST` is malformed.
+fn docker_endpoint(docker: &DockerConfig) -> Result<Result<DockerEndpoint, String>, StartError> {
+    if docker.mode == DockerMode::Off {
+        return Ok(Err("off (docker.enabled = false)".to_string()));
+    }
+    let endpoint = resolve_endpoint(docker.endpoint.as_ref()).map_err(StartError::Docker)?;
+    if docker.mode == DockerMode::Auto {
+        if let DockerEndpoint::Unix(path) = &endpoint {
+            if !path.exists() {
+                return Ok(Err(format!("off (no socket at {})", path.display())));
+            }
+        }
+    }
+    Ok(Ok(endpoint))
+}
+
+/// Builds the server: the shared route table, a proxy service per listener, for HTTPS the
+/// certificate store with its watcher, Docker discovery and the admin listener. Returns the
+/// server and one line per listener and watcher, for the start-up message.
 ///
 /// # Errors
 /// When certs-dir cannot be created or the default certificate cannot be written.
@@ -128,7 +154,42 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
             (addr.port(), lookup)
         }),
     };
-    let table: SharedTable = Arc::new(ArcSwap::from_pointee(build_table(config.routes, &env)));
+    let table: SharedTable = Arc::new(ArcSwap::from_pointee(build_table(
+        config.routes.clone(),
+        &env,
+    )));
+
+    // Docker discovery rebuilds the table from the file's routes plus the containers'.
+    let mut report = Arc::new(ArcSwap::from_pointee(Report::default()));
+    let mut docker_status = None;
+    match docker_endpoint(&config.docker)? {
+        Ok(endpoint) => {
+            let (watcher, snapshots) = DockerWatcher::new(endpoint.clone());
+            let builder = RouteBuilder::new(
+                config.routes,
+                config.defaults,
+                config.docker.network,
+                env.clone(),
+                table.clone(),
+            );
+            report = builder.report();
+            let discovery = DockerDiscovery::new(watcher, snapshots, builder);
+            docker_status = Some(discovery.status());
+            server.add_service(background_service("docker discovery", discovery));
+            listeners.push(format!("docker discovery: following {endpoint}"));
+        }
+        Err(reason) => listeners.push(format!("docker discovery: {reason}")),
+    }
+
+    if let Some(addr) = config.listen.metrics {
+        let admin = Admin::new(table.clone(), report, docker_status);
+        let mut service = Service::new("berth admin".to_string(), admin);
+        service.add_tcp(&addr.to_string());
+        server.add_service(service);
+        listeners.push(format!(
+            "listening on http://{addr} (admin: /routes, /healthz)"
+        ));
+    }
 
     if let Some(addr) = config.listen.http {
         let mut service = http_proxy_service_with_name(
@@ -138,7 +199,7 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
         );
         service.add_tcp(&addr.to_string());
         server.add_service(service);
-        listeners.push(format!("http://{addr}"));
+        listeners.push(format!("listening on http://{addr}"));
     }
     if let Some((addr, (loader, store))) = certs {
         let dir = loader.dir().to_path_buf();
@@ -161,7 +222,7 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
             CertWatcher::new(loader, store),
         ));
         listeners.push(format!(
-            "https://{addr} (certificates from {})",
+            "listening on https://{addr} (certificates from {})",
             dir.display()
         ));
     }

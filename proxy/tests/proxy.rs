@@ -470,3 +470,34 @@ async fn https_upstreams_are_verified_unless_dangerously_told_not_to() {
         "the refusals name the certificate problem:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowlists_refuse_other_clients_with_403() {
+    let origin = Origin::start("inside");
+    let o = [origin.addr];
+    let cfg = config(
+        &[
+            route("private.test", &o, "allow = [\"10.0.0.0/8\"]"),
+            route("loopback.test", &o, "allow = [\"127.0.0.0/8\", \"::1\"]"),
+            // A trusted proxy speaks for the client: berth judges the address it forwarded.
+            route("behind.test", &o, "allow = [\"192.168.0.0/16\"]"),
+        ]
+        .concat(),
+    )
+    .replace(
+        "[docker]",
+        "[forwarded]\ntrusted-proxies = [\"127.0.0.1\"]\n\n[docker]",
+    );
+    let b = berth(&cfg);
+    let r = call(&b, &Request::get("private.test", "/")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(
+        call(&b, &Request::get("loopback.test", "/")).await.status,
+        200
+    );
+    let forwarded = |ip: &str| Request::get("behind.test", "/").header("x-forwarded-for", ip);
+    assert_eq!(call(&b, &forwarded("192.168.7.7")).await.status, 200);
+    assert_eq!(call(&b, &forwarded("203.0.113.7")).await.status, 403);
+    assert_eq!(origin.hits(), 2);
+}

@@ -42,7 +42,7 @@ async fn skopeo_pushes_and_pulls_a_multi_layer_image_through_berth() {
     assert!(image.layer_bytes >= 100 * mib as u64);
 
     let (auth, lay) = (authority.clone(), layout.clone());
-    tokio::task::spawn_blocking(move || push(&lay, "v1", &auth, "berth/test"))
+    tokio::task::spawn_blocking(move || push(&lay, "v1", &auth, "berth/test", &[]))
         .await
         .unwrap()
         .unwrap_or_else(|e| {
@@ -56,7 +56,7 @@ async fn skopeo_pushes_and_pulls_a_multi_layer_image_through_berth() {
     let back = work.path().join("pulled");
     let auth = authority.clone();
     let back_dir = back.clone();
-    tokio::task::spawn_blocking(move || pull(&auth, "berth/test", "v1", &back_dir))
+    tokio::task::spawn_blocking(move || pull(&auth, "berth/test", "v1", &back_dir, &[]))
         .await
         .unwrap()
         .unwrap();

@@ -17,7 +17,7 @@ use common::{berth, call, route};
 
 fn tls_config(certs: &Path, default_cert: &str, routes: &str) -> String {
     format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"{default_cert}\"\n\n{routes}",
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"{default_cert}\"\n\n{routes}",
         certs.display()
     )
 }

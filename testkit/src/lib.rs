@@ -7,8 +7,11 @@
 //!   Content-Length bodies of random data, `Expect: 100-continue`, paced uploads, odd
 //!   request lines).
 //! - [`process`]: start `berth` and other servers on ephemeral ports, read their memory use.
+//! - [`docker`]: locally built test images, and containers and networks that clean up after
+//!   themselves.
 
 pub mod client;
+pub mod docker;
 pub mod oci;
 pub mod origin;
 pub mod process;

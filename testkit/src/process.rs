@@ -103,13 +103,15 @@ pub struct BerthProcess {
     pub http: SocketAddr,
     /// The HTTPS listener, when the config has `{https}`.
     pub https: Option<SocketAddr>,
+    /// The admin listener, when the config has `{admin}`.
+    pub admin: Option<SocketAddr>,
     /// Directory with the config file and the log.
     pub dir: tempfile::TempDir,
 }
 
 impl BerthProcess {
-    /// Starts `binary` on `config`, where the strings `{http}` and `{https}` stand for the
-    /// listener addresses berth is given. Waits until the listeners accept connections.
+    /// Starts `binary` on `config`, where the strings `{http}`, `{https}` and `{admin}` stand
+    /// for the listener addresses berth is given. Waits until the listeners accept connections.
     ///
     /// # Errors
     /// When berth cannot be started or does not listen within 20 s (its log is included).
@@ -120,9 +122,13 @@ impl BerthProcess {
         let https = config
             .contains("{https}")
             .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let admin = config
+            .contains("{admin}")
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let text = config
             .replace("{http}", &http.to_string())
-            .replace("{https}", &https.map(|a| a.to_string()).unwrap_or_default());
+            .replace("{https}", &https.map(|a| a.to_string()).unwrap_or_default())
+            .replace("{admin}", &admin.map(|a| a.to_string()).unwrap_or_default());
         std::fs::write(&config_path, text)?;
         let log = std::fs::File::create(dir.path().join("berth.log"))?;
         let child = Command::new(binary)
@@ -136,10 +142,12 @@ impl BerthProcess {
             child,
             http,
             https,
+            admin,
             dir,
         };
         let waited = wait_for_port(http, Duration::from_secs(20))
-            .and_then(|()| https.map_or(Ok(()), |a| wait_for_port(a, Duration::from_secs(20))));
+            .and_then(|()| https.map_or(Ok(()), |a| wait_for_port(a, Duration::from_secs(20))))
+            .and_then(|()| admin.map_or(Ok(()), |a| wait_for_port(a, Duration::from_secs(20))));
         if let Err(e) = waited {
             let log = process.log();
             let _ = process.child.kill();

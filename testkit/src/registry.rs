@@ -84,8 +84,33 @@ impl Drop for Registry {
 /// # Errors
 /// When skopeo cannot be run; a failed copy is in the returned output's status.
 pub fn skopeo(args: &[&str]) -> io::Result<Output> {
-    Command::new("skopeo")
-        .arg("--insecure-policy")
+    skopeo_resolving(&[], args)
+}
+
+/// Runs `skopeo` with `names` resolving to 127.0.0.1: in a private mount namespace
+/// (`unshare -m`, needs root) whose `/etc/hosts` says so, so a registry can be reached
+/// under a real host name without touching the machine's own resolver.
+///
+/// # Errors
+/// When skopeo cannot be run; a failed copy is in the returned output's status.
+pub fn skopeo_resolving(names: &[&str], args: &[&str]) -> io::Result<Output> {
+    if names.is_empty() {
+        return Command::new("skopeo")
+            .arg("--insecure-policy")
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+    }
+    let mut hosts = tempfile::NamedTempFile::new()?;
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for n in names {
+        text.push_str(&format!("127.0.0.1 {n}\n"));
+    }
+    std::io::Write::write_all(&mut hosts, text.as_bytes())?;
+    Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec skopeo --insecure-policy \"$@\"")
+        .arg(hosts.path())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -96,36 +121,56 @@ pub fn skopeo(args: &[&str]) -> io::Result<Output> {
 ///
 /// # Errors
 /// When skopeo fails; the error has its output.
-pub fn push(layout: &Path, tag: &str, authority: &str, repo: &str) -> io::Result<()> {
+/// `resolve`: host names that resolve to 127.0.0.1 for skopeo (see [`skopeo_resolving`]).
+pub fn push(
+    layout: &Path,
+    tag: &str,
+    authority: &str,
+    repo: &str,
+    resolve: &[&str],
+) -> io::Result<()> {
     let src = format!("oci:{}:{tag}", layout.display());
     let dst = format!("docker://{authority}/{repo}:{tag}");
     let creds = format!("{USER}:{PASSWORD}");
-    check(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &dst,
-    ])?)
+    check(skopeo_resolving(
+        resolve,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &src,
+            &dst,
+        ],
+    )?)
 }
 
 /// `skopeo copy` back from the registry into a new OCI layout; returns its directory.
 ///
 /// # Errors
 /// When skopeo fails; the error has its output.
-pub fn pull(authority: &str, repo: &str, tag: &str, into: &Path) -> io::Result<PathBuf> {
+/// `resolve`: as for [`push`].
+pub fn pull(
+    authority: &str,
+    repo: &str,
+    tag: &str,
+    into: &Path,
+    resolve: &[&str],
+) -> io::Result<PathBuf> {
     let src = format!("docker://{authority}/{repo}:{tag}");
     let dst = format!("oci:{}:{tag}", into.display());
     let creds = format!("{USER}:{PASSWORD}");
-    check(skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &creds,
-        &src,
-        &dst,
-    ])?)?;
+    check(skopeo_resolving(
+        resolve,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &creds,
+            &src,
+            &dst,
+        ],
+    )?)?;
     Ok(into.to_path_buf())
 }
 

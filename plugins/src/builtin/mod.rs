@@ -1,5 +1,6 @@
 //! The built-in plugins. Each module says which phases it uses.
 
+mod allow;
 mod body;
 mod forwarded;
 mod https;
@@ -7,6 +8,7 @@ mod registry;
 mod timeouts;
 mod upstream_tls;
 
+pub use allow::{Allow, INTERNAL_NETWORKS};
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};

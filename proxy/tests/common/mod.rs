@@ -14,9 +14,9 @@ pub fn berth(config: &str) -> BerthProcess {
         .unwrap_or_else(|e| panic!("berth did not start: {e}"))
 }
 
-/// A config with one listener and the given extra TOML.
+/// A config with one listener, Docker discovery off, and the given extra TOML.
 pub fn config(extra: &str) -> String {
-    format!("[listen]\nhttp = \"{{http}}\"\n\n{extra}")
+    format!("[listen]\nhttp = \"{{http}}\"\n\n[docker]\nenabled = false\n\n{extra}")
 }
 
 /// A `[[route]]` table.

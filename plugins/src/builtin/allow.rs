@@ -1,0 +1,130 @@
+//! Client allowlist (`allow`, or nginx-proxy's `NETWORK_ACCESS=internal`): requests from
+//! addresses outside the listed CIDRs get 403.
+//!
+//! Phase: `request_filter`. The client is the TCP peer; when the peer is one of
+//! `forwarded.trusted-proxies`, the client is the last address in its `X-Forwarded-For` (the
+//! one that proxy saw), so a trusted load balancer in front of berth does not open the route
+//! to everyone.
+//!
+//! ```toml
+//! [[route]]
+//! host = "registry.internal.example.com"
+//! upstreams = ["127.0.0.1:5000"]
+//! allow = ["10.0.0.0/8", "192.168.0.0/16"]
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use ipnet::IpNet;
+use pingora_error::Result;
+use pingora_proxy::Session;
+
+use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
+
+/// The ranges nginx-proxy calls "internal" (`NETWORK_ACCESS=internal`): loopback, the
+/// RFC 1918 ranges, IPv6 unique-local and link-local.
+pub const INTERNAL_NETWORKS: [&str; 7] = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// Refuses clients outside a set of networks.
+#[derive(Debug)]
+pub struct Allow {
+    allowed: Vec<IpNet>,
+    trusted: Arc<[IpNet]>,
+}
+
+impl Allow {
+    /// Allows `allowed`; `trusted` are the peers whose `X-Forwarded-For` names the client.
+    pub fn new(allowed: Vec<IpNet>, trusted: Arc<[IpNet]>) -> Allow {
+        Allow { allowed, trusted }
+    }
+
+    /// Whether a request from `peer` with these `X-Forwarded-For` values may pass.
+    pub fn permits<'a>(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        let client = match peer {
+            Some(ip) if self.trusted.iter().any(|n| n.contains(&ip)) => {
+                last_forwarded(forwarded_for).or(Some(ip))
+            }
+            other => other,
+        };
+        client.is_some_and(|ip| self.allowed.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+/// The last address of the `X-Forwarded-For` values, if it parses.
+fn last_forwarded<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
+    let last = values.flat_map(|v| v.split(',')).last()?;
+    last.trim().parse().ok()
+}
+
+#[async_trait]
+impl Plugin for Allow {
+    fn name(&self) -> &'static str {
+        "allow"
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        let xff = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(if self.permits(ctx.downstream.client_ip, xff) {
+            Flow::Continue
+        } else {
+            Flow::Respond(Reply::text(
+                StatusCode::FORBIDDEN,
+                "this route does not accept requests from your address",
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().expect(s)).collect()
+    }
+
+    #[test]
+    fn peers_inside_and_outside() {
+        let allow = Allow::new(nets(&INTERNAL_NETWORKS), Arc::from(Vec::new()));
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect(s));
+        assert!(allow.permits(ip("10.1.2.3"), std::iter::empty()));
+        assert!(allow.permits(ip("::1"), std::iter::empty()));
+        assert!(allow.permits(ip("172.31.0.1"), std::iter::empty()));
+        assert!(!allow.permits(ip("172.32.0.1"), std::iter::empty()));
+        assert!(!allow.permits(ip("203.0.113.9"), std::iter::empty()));
+        assert!(!allow.permits(None, std::iter::empty()));
+        // An untrusted peer cannot claim to be internal.
+        assert!(!allow.permits(ip("203.0.113.9"), ["10.0.0.1"].into_iter()));
+    }
+
+    #[test]
+    fn trusted_proxy_speaks_for_the_client() {
+        let allow = Allow::new(nets(&["192.168.0.0/16"]), Arc::from(nets(&["10.0.0.1/32"])));
+        let lb = Some("10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert!(allow.permits(lb, ["203.0.113.1, 192.168.1.5"].into_iter()));
+        assert!(!allow.permits(lb, ["192.168.1.5", "203.0.113.1"].into_iter()));
+        // A trusted proxy without the header is judged by its own address.
+        assert!(!allow.permits(lb, std::iter::empty()));
+        assert!(!allow.permits(lb, ["garbage"].into_iter()));
+    }
+}

@@ -1,0 +1,761 @@
+//! The Docker label schema: what a container's labels and environment turn into. Pure
+//! functions over [`ContainerInfo`], used by `berth` (routes) and `berth-acme` (which hosts
+//! need certificates), so both read a container the same way.
+//!
+//! Native labels (`berth.host`, `berth.port`, ...) win over the nginx-proxy / acme-companion
+//! environment variables (`VIRTUAL_HOST`, `VIRTUAL_PORT`, ...), which are honoured so an
+//! existing stack moves over without edits. The values go through the same conversion as a
+//! `[[route]]` in the config file ([`RawRoute::validate`]). A bad value makes the whole
+//! container invalid, with every problem named by container and key; other containers are
+//! not affected.
+//!
+//! ```text
+//! docker run -l berth.host=registry.example.com -l berth.profile=registry registry:2
+//! docker run -e VIRTUAL_HOST=registry.example.com -e VIRTUAL_PORT=5000 \
+//!            -e LETSENCRYPT_HOST=registry.example.com registry:2
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::builtin::INTERNAL_NETWORKS;
+use crate::config::{ConfigError, Errors, RawRoute};
+use crate::route::{HostPattern, RouteSettings, RouteSource, RouteSpec};
+
+/// Prefix of the native labels.
+pub const LABEL_PREFIX: &str = "berth.";
+
+/// A container as the schema sees it: what Docker's inspect says, reduced to what matters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Full container id.
+    pub id: String,
+    /// Name without Docker's leading `/`.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Environment (`KEY=VALUE` entries split at the first `=`; a later entry wins).
+    pub env: BTreeMap<String, String>,
+    /// Exposed TCP ports, sorted.
+    pub exposed_tcp_ports: Vec<u16>,
+    /// Networks the container is attached to, sorted by name.
+    pub networks: Vec<ContainerNetwork>,
+    /// `host` when the container shares the host's network stack.
+    pub network_mode: Option<String>,
+    /// The health check's verdict.
+    pub health: Health,
+}
+
+/// One network attachment of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNetwork {
+    /// Network name.
+    pub name: String,
+    /// The container's address on it (IPv4 preferred), if it has one.
+    pub ip: Option<IpAddr>,
+}
+
+/// What a container's health check says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No health check.
+    None,
+    /// Checked, no verdict yet.
+    Starting,
+    /// Passing.
+    Healthy,
+    /// Failing.
+    Unhealthy,
+}
+
+/// How to pick a container's address among its networks.
+#[derive(Debug, Clone, Default)]
+pub struct AddressRules {
+    /// `docker.network` from the config file (a `berth.network` label overrides it).
+    pub preferred_network: Option<String>,
+    /// Networks of berth's own container, when berth runs in one.
+    pub own_networks: Vec<String>,
+}
+
+/// What berth makes of a container.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// Routed: one route per host.
+    Routes(Vec<RouteSpec>),
+    /// Not routed, on purpose (no host, or `berth.enable=false`).
+    Ignored(&'static str),
+    /// Valid, but left out until its health check passes.
+    Waiting(Health),
+    /// A label or variable is wrong; every problem is listed.
+    Invalid(Vec<ConfigError>),
+}
+
+/// A certificate a container asks for (acme-companion's `LETSENCRYPT_HOST`, or
+/// `berth.acme=true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeRequest {
+    /// Names on the certificate; the first names the files.
+    pub hosts: Vec<String>,
+    /// Account email, when the container names one.
+    pub email: Option<String>,
+}
+
+/// A key of the schema: the native label and the environment variables that mean the same.
+struct Key {
+    label: &'static str,
+    env: &'static [&'static str],
+}
+
+const HOST: Key = key("host", &["VIRTUAL_HOST"]);
+const PORT: Key = key("port", &["VIRTUAL_PORT"]);
+const PROTO: Key = key("proto", &["VIRTUAL_PROTO"]);
+const PATH: Key = key("path", &["VIRTUAL_PATH"]);
+const HTTPS: Key = key("https", &["HTTPS_METHOD"]);
+const HSTS: Key = key("hsts", &["HSTS"]);
+const CERT_NAME: Key = key("cert-name", &["CERT_NAME"]);
+const ALLOW: Key = key("allow", &[]);
+const MAX_BODY: Key = key("max-body", &[]);
+const CONNECT_TIMEOUT: Key = key("connect-timeout", &[]);
+const READ_TIMEOUT: Key = key("read-timeout", &[]);
+const WRITE_TIMEOUT: Key = key("write-timeout", &[]);
+const PROFILE: Key = key("profile", &[]);
+const NETWORK: Key = key("network", &[]);
+const ENABLE: Key = key("enable", &[]);
+const ACME: Key = key("acme", &[]);
+const ACME_EMAIL: Key = key("acme.email", &["LETSENCRYPT_EMAIL", "ACME_EMAIL"]);
+const ACME_HOST: Key = key("", &["LETSENCRYPT_HOST", "ACME_HOST"]);
+const NETWORK_ACCESS: Key = key("", &["NETWORK_ACCESS"]);
+
+const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
+    Key { label, env }
+}
+
+/// Every native label, without the prefix.
+const LABELS: [&Key; 17] = [
+    &HOST,
+    &PORT,
+    &PROTO,
+    &PATH,
+    &HTTPS,
+    &HSTS,
+    &CERT_NAME,
+    &ALLOW,
+    &MAX_BODY,
+    &CONNECT_TIMEOUT,
+    &READ_TIMEOUT,
+    &WRITE_TIMEOUT,
+    &PROFILE,
+    &NETWORK,
+    &ENABLE,
+    &ACME,
+    &ACME_EMAIL,
+];
+
+/// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
+struct Found<'a> {
+    value: &'a str,
+    origin: String,
+}
+
+impl ContainerInfo {
+    /// The label, else the first environment variable set, for `key`.
+    fn get(&self, key: &Key) -> Option<Found<'_>> {
+        if !key.label.is_empty() {
+            let name = format!("{LABEL_PREFIX}{}", key.label);
+            if let Some(v) = self.labels.get(&name) {
+                return Some(Found {
+                    value: v,
+                    origin: format!("label {name}"),
+                });
+            }
+        }
+        key.env.iter().find_map(|var| {
+            self.env.get(*var).map(|v| Found {
+                value: v,
+                origin: format!("env {var}"),
+            })
+        })
+    }
+
+    fn error_path(&self, origin: &str) -> String {
+        format!("container {}, {origin}", self.name)
+    }
+}
+
+/// Splits a comma list, trimming entries and dropping empty ones.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `true`/`false` (also `1`/`0`, `yes`/`no`, any case).
+///
+/// # Errors
+/// A message naming the value otherwise.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!(
+            "invalid boolean \"{value}\": expected true or false"
+        )),
+    }
+}
+
+fn parse_port(value: &str) -> Result<u16, String> {
+    match value.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!(
+            "invalid port \"{value}\": expected a number from 1 to 65535"
+        )),
+    }
+}
+
+/// What berth makes of `info`: its routes, or why it has none.
+pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSettings) -> Discovery {
+    let mut errors = Errors::default();
+    for name in info.labels.keys() {
+        if let Some(rest) = name.strip_prefix(LABEL_PREFIX) {
+            if !LABELS.iter().any(|k| k.label == rest) {
+                errors.push(
+                    info.error_path(&format!("label {name}")),
+                    "unknown label (see the label list in the README)",
+                );
+            }
+        }
+    }
+    if let Some(found) = info.get(&ENABLE) {
+        match parse_bool(found.value) {
+            Ok(false) => return Discovery::Ignored("berth.enable=false"),
+            Ok(true) => {}
+            Err(e) => errors.push(info.error_path(&found.origin), e),
+        }
+    }
+    // The certificate keys are part of the schema too: a typo there is reported here, by the
+    // proxy, not only by the ACME worker.
+    acme_checked(info, &mut errors);
+    let Some(hosts) = info.get(&HOST) else {
+        // A certificate without a route is fine (the ACME worker still issues it).
+        return if errors.is_empty() {
+            Discovery::Ignored("no berth.host label or VIRTUAL_HOST variable")
+        } else {
+            Discovery::Invalid(errors.into_inner())
+        };
+    };
+    let host_list = comma_list(hosts.value);
+    if host_list.is_empty() {
+        errors.push(info.error_path(&hosts.origin), "empty host list");
+    }
+    let port = match info.get(&PORT) {
+        Some(found) => errors.check(&info.error_path(&found.origin), parse_port(found.value)),
+        None => Some(default_port(info)),
+    };
+    let preferred = info
+        .get(&NETWORK)
+        .map(|f| f.value.trim().to_string())
+        .or_else(|| rules.preferred_network.clone());
+    let ip = address(info, preferred.as_deref(), &rules.own_networks);
+    if ip.is_none() {
+        errors.push(
+            info.error_path("networks"),
+            "no IP address on any network; attach it to a network berth can reach",
+        );
+    }
+    let allow = allow_list(info, &mut errors);
+    let raw = RawRoute {
+        host: None,
+        path: info.get(&PATH).map(|f| f.value.trim().to_string()),
+        upstreams: match (ip, port) {
+            (Some(ip), Some(port)) => vec![SocketAddr::new(ip, port).to_string()],
+            _ => Vec::new(),
+        },
+        proto: info
+            .get(&PROTO)
+            .map(|f| f.value.trim().to_ascii_lowercase()),
+        profile: info.get(&PROFILE).map(|f| f.value.to_string()),
+        cert_name: info.get(&CERT_NAME).map(|f| f.value.to_string()),
+        allow,
+        https: info.get(&HTTPS).map(|f| f.value.to_string()),
+        hsts: info.get(&HSTS).map(|f| f.value.to_string()),
+        max_body: info.get(&MAX_BODY).map(|f| f.value.to_string()),
+        connect_timeout: info.get(&CONNECT_TIMEOUT).map(|f| f.value.to_string()),
+        read_timeout: info.get(&READ_TIMEOUT).map(|f| f.value.to_string()),
+        write_timeout: info.get(&WRITE_TIMEOUT).map(|f| f.value.to_string()),
+        ..RawRoute::default()
+    };
+    if !errors.is_empty() {
+        return Discovery::Invalid(errors.into_inner());
+    }
+    let mut routes = Vec::new();
+    let mut route_errors = Errors::default();
+    for host in host_list {
+        let raw = RawRoute {
+            host: Some(host),
+            ..raw.clone()
+        };
+        let source = RouteSource::Containers(vec![info.name.clone()]);
+        if let Some(mut spec) = raw.validate("", defaults, source, &mut route_errors) {
+            for u in &mut spec.upstreams {
+                u.container = Some(info.name.clone());
+            }
+            routes.push(spec);
+        }
+    }
+    if !route_errors.is_empty() {
+        return Discovery::Invalid(rename_route_errors(info, route_errors.into_inner()));
+    }
+    match info.health {
+        Health::Starting | Health::Unhealthy => Discovery::Waiting(info.health),
+        Health::None | Health::Healthy => Discovery::Routes(routes),
+    }
+}
+
+/// Errors from [`RawRoute::validate`] carry paths like `.read-timeout`; name the label or
+/// variable the value came from instead, once per key.
+fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    let mut out: Vec<ConfigError> = Vec::new();
+    for e in errors {
+        let field = e.path.trim_start_matches('.');
+        let field = field.split('[').next().unwrap_or(field);
+        let origin = LABELS
+            .iter()
+            .find(|k| k.label == field)
+            .and_then(|k| info.get(k))
+            .map_or_else(|| format!("label {LABEL_PREFIX}{field}"), |f| f.origin);
+        let renamed = ConfigError {
+            path: info.error_path(&origin),
+            message: e.message,
+        };
+        if !out.contains(&renamed) {
+            out.push(renamed);
+        }
+    }
+    out
+}
+
+/// `berth.allow` (comma list of CIDRs), else `NETWORK_ACCESS=internal` (private ranges).
+fn allow_list(info: &ContainerInfo, errors: &mut Errors) -> Option<Vec<String>> {
+    if let Some(found) = info.get(&ALLOW) {
+        let list = comma_list(found.value);
+        if list.is_empty() {
+            errors.push(info.error_path(&found.origin), "empty list");
+        }
+        return Some(list);
+    }
+    let found = info.get(&NETWORK_ACCESS)?;
+    match found.value.trim().to_ascii_lowercase().as_str() {
+        "external" | "" => None,
+        "internal" => Some(INTERNAL_NETWORKS.iter().map(|s| s.to_string()).collect()),
+        other => {
+            errors.push(
+                info.error_path(&found.origin),
+                format!("invalid value \"{other}\": expected \"external\" or \"internal\""),
+            );
+            None
+        }
+    }
+}
+
+/// The port when no label or variable names one: the single exposed TCP port, else 80.
+fn default_port(info: &ContainerInfo) -> u16 {
+    match info.exposed_tcp_ports.as_slice() {
+        [only] => *only,
+        _ => 80,
+    }
+}
+
+/// The container's address: on the preferred network, else on a network shared with berth's
+/// own container, else on the first network (by name) that gives it one. A container on the
+/// host's network is reached on 127.0.0.1.
+fn address(info: &ContainerInfo, preferred: Option<&str>, own: &[String]) -> Option<IpAddr> {
+    let with_ip = |name: &str| {
+        info.networks
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.ip)
+    };
+    preferred
+        .filter(|p| !p.is_empty())
+        .and_then(with_ip)
+        .or_else(|| own.iter().find_map(|n| with_ip(n)))
+        .or_else(|| info.networks.iter().find_map(|n| n.ip))
+        .or_else(|| {
+            (info.network_mode.as_deref() == Some("host"))
+                .then_some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        })
+}
+
+/// The certificate a container asks for, if any.
+///
+/// Hosts come from `LETSENCRYPT_HOST` / `ACME_HOST`; with `berth.acme=true` and neither set,
+/// from the container's exact host names. `berth.acme=false` opts out. The email comes
+/// from `berth.acme.email`, `LETSENCRYPT_EMAIL` or `ACME_EMAIL`.
+///
+/// # Errors
+/// Every problem with those keys, named by container and key.
+pub fn acme_request(info: &ContainerInfo) -> Result<Option<AcmeRequest>, Vec<ConfigError>> {
+    let mut errors = Errors::default();
+    let request = acme_checked(info, &mut errors);
+    if errors.is_empty() {
+        Ok(request)
+    } else {
+        Err(errors.into_inner())
+    }
+}
+
+fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest> {
+    let enabled = match info.get(&ACME) {
+        Some(found) => errors.check(&info.error_path(&found.origin), parse_bool(found.value)),
+        None => None,
+    };
+    if enabled == Some(false) {
+        return None;
+    }
+    let hosts = match (info.get(&ACME_HOST), enabled) {
+        (Some(found), _) => {
+            let names = comma_list(found.value);
+            let mut hosts = Vec::new();
+            for name in &names {
+                match HostPattern::parse(name) {
+                    Ok(HostPattern::Exact(h)) => hosts.push(h),
+                    Ok(_) => errors.push(
+                        info.error_path(&found.origin),
+                        format!(
+                            "\"{name}\": a certificate needs plain host names (wildcards need \
+                             DNS-01, which berth-acme does not do)"
+                        ),
+                    ),
+                    Err(e) => errors.push(info.error_path(&found.origin), e),
+                }
+            }
+            if names.is_empty() {
+                errors.push(info.error_path(&found.origin), "empty host list");
+            }
+            hosts
+        }
+        (None, Some(true)) => {
+            let hosts: Vec<String> = info
+                .get(&HOST)
+                .map(|f| comma_list(f.value))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|h| match HostPattern::parse(h) {
+                    Ok(HostPattern::Exact(name)) => Some(name),
+                    _ => None,
+                })
+                .collect();
+            if hosts.is_empty() {
+                errors.push(
+                    info.error_path("label berth.acme"),
+                    "true, but the container has no plain host name to put on a certificate",
+                );
+            }
+            hosts
+        }
+        (None, _) => return None,
+    };
+    let email = info.get(&ACME_EMAIL).and_then(|found| {
+        let v = found.value.trim();
+        if v.contains('@') && !v.contains(char::is_whitespace) {
+            Some(v.to_string())
+        } else {
+            errors.push(
+                info.error_path(&found.origin),
+                format!("invalid email \"{v}\""),
+            );
+            None
+        }
+    });
+    let mut unique = Vec::new();
+    for h in hosts {
+        if !unique.contains(&h) {
+            unique.push(h);
+        }
+    }
+    (!unique.is_empty()).then_some(AcmeRequest {
+        hosts: unique,
+        email,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::builtin_defaults;
+    use crate::route::{HttpsMode, Profile, UpstreamProto};
+
+    fn container(labels: &[(&str, &str)], env: &[(&str, &str)]) -> ContainerInfo {
+        ContainerInfo {
+            id: "0123456789ab".into(),
+            name: "web".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            exposed_tcp_ports: Vec::new(),
+            networks: vec![ContainerNetwork {
+                name: "bridge".into(),
+                ip: Some("172.17.0.5".parse().expect("ip")),
+            }],
+            network_mode: Some("default".into()),
+            health: Health::None,
+        }
+    }
+
+    fn routes(info: &ContainerInfo) -> Vec<RouteSpec> {
+        match discover(info, &AddressRules::default(), &builtin_defaults()) {
+            Discovery::Routes(r) => r,
+            other => panic!("expected routes, got {other:?}"),
+        }
+    }
+
+    fn errors(info: &ContainerInfo) -> Vec<String> {
+        match discover(info, &AddressRules::default(), &builtin_defaults()) {
+            Discovery::Invalid(e) => e.iter().map(ToString::to_string).collect(),
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_recipe_env_is_routed() {
+        let info = container(
+            &[],
+            &[
+                ("VIRTUAL_HOST", "registry.example.com"),
+                ("VIRTUAL_PORT", "5000"),
+                ("LETSENCRYPT_HOST", "registry.example.com"),
+                ("LETSENCRYPT_EMAIL", "ops@example.com"),
+            ],
+        );
+        let r = routes(&info);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].host.to_string(), "registry.example.com");
+        assert_eq!(r[0].path, "/");
+        assert_eq!(r[0].upstreams[0].addr.to_string(), "172.17.0.5:5000");
+        assert_eq!(r[0].upstreams[0].container.as_deref(), Some("web"));
+        assert_eq!(r[0].source, RouteSource::Containers(vec!["web".into()]));
+        assert_eq!(
+            acme_request(&info),
+            Ok(Some(AcmeRequest {
+                hosts: vec!["registry.example.com".into()],
+                email: Some("ops@example.com".into()),
+            }))
+        );
+    }
+
+    #[test]
+    fn labels_win_over_env_and_lists_make_one_route_per_host() {
+        let info = container(
+            &[
+                (
+                    "berth.host",
+                    "a.example.com, *.b.example.com,~^c[0-9]+\\.example\\.com$",
+                ),
+                ("berth.port", "8080"),
+                ("berth.profile", "registry"),
+                ("berth.https", "noredirect"),
+                ("berth.path", "/v2"),
+            ],
+            &[
+                ("VIRTUAL_HOST", "ignored.example.com"),
+                ("VIRTUAL_PORT", "1"),
+            ],
+        );
+        let r = routes(&info);
+        let hosts: Vec<String> = r.iter().map(|s| s.host.to_string()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "a.example.com",
+                "*.b.example.com",
+                "~^c[0-9]+\\.example\\.com$"
+            ]
+        );
+        for s in &r {
+            assert_eq!(s.upstreams[0].addr.port(), 8080);
+            assert_eq!(s.profile, Some(Profile::Registry));
+            assert_eq!(s.settings.https, HttpsMode::NoRedirect);
+            assert_eq!(s.path, "/v2");
+        }
+    }
+
+    #[test]
+    fn nginx_proxy_variables_are_honoured() {
+        let info = container(
+            &[],
+            &[
+                ("VIRTUAL_HOST", "app.example.com"),
+                ("VIRTUAL_PROTO", "https"),
+                ("VIRTUAL_PATH", "/api"),
+                ("HTTPS_METHOD", "nohttp"),
+                ("HSTS", "off"),
+                ("CERT_NAME", "shared.example.com"),
+                ("NETWORK_ACCESS", "internal"),
+            ],
+        );
+        let r = routes(&info);
+        assert_eq!(r[0].proto, UpstreamProto::Https);
+        assert_eq!(r[0].path, "/api");
+        assert_eq!(r[0].settings.https, HttpsMode::NoHttp);
+        assert_eq!(r[0].settings.hsts, None);
+        assert_eq!(r[0].cert_name.as_deref(), Some("shared.example.com"));
+        assert_eq!(r[0].allow.len(), INTERNAL_NETWORKS.len());
+    }
+
+    #[test]
+    fn port_defaults_to_the_single_exposed_port_else_80() {
+        let mut info = container(&[("berth.host", "a.example.com")], &[]);
+        assert_eq!(routes(&info)[0].upstreams[0].addr.port(), 80);
+        info.exposed_tcp_ports = vec![5000];
+        assert_eq!(routes(&info)[0].upstreams[0].addr.port(), 5000);
+        info.exposed_tcp_ports = vec![5000, 5001];
+        assert_eq!(routes(&info)[0].upstreams[0].addr.port(), 80);
+    }
+
+    #[test]
+    fn address_follows_the_documented_rule() {
+        let mut info = container(&[("berth.host", "a.example.com")], &[]);
+        let net = |name: &str, ip: Option<&str>| ContainerNetwork {
+            name: name.into(),
+            ip: ip.map(|s| s.parse().expect("ip")),
+        };
+        info.networks = vec![
+            net("alpha", None),
+            net("back", Some("10.1.0.2")),
+            net("front", Some("10.2.0.2")),
+        ];
+        let addr = |info: &ContainerInfo, rules: &AddressRules| match discover(
+            info,
+            rules,
+            &builtin_defaults(),
+        ) {
+            Discovery::Routes(r) => r[0].upstreams[0].addr.ip().to_string(),
+            other => panic!("{other:?}"),
+        };
+        // First network by name that gives an address.
+        assert_eq!(addr(&info, &AddressRules::default()), "10.1.0.2");
+        // A network shared with berth's own container.
+        let shared = AddressRules {
+            preferred_network: None,
+            own_networks: vec!["front".into()],
+        };
+        assert_eq!(addr(&info, &shared), "10.2.0.2");
+        // docker.network beats both; the label beats docker.network.
+        let preferred = AddressRules {
+            preferred_network: Some("back".into()),
+            own_networks: vec!["front".into()],
+        };
+        assert_eq!(addr(&info, &preferred), "10.1.0.2");
+        info.labels.insert("berth.network".into(), "front".into());
+        assert_eq!(addr(&info, &preferred), "10.2.0.2");
+        // A preferred network the container is not on falls through to the next rule.
+        info.labels
+            .insert("berth.network".into(), "elsewhere".into());
+        assert_eq!(addr(&info, &AddressRules::default()), "10.1.0.2");
+        // Host networking.
+        info.networks = vec![net("host", None)];
+        info.network_mode = Some("host".into());
+        assert_eq!(addr(&info, &AddressRules::default()), "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_values_are_named_by_container_and_key() {
+        let info = container(
+            &[("berth.host", "a.example.com"), ("berth.port", "abc")],
+            &[],
+        );
+        assert_eq!(
+            errors(&info),
+            ["container web, label berth.port: invalid port \"abc\": expected a number from 1 to 65535"]
+        );
+        let info = container(
+            &[("berth.host", "a.example.com, b.example.com")],
+            &[("HTTPS_METHOD", "sometimes"), ("VIRTUAL_PROTO", "uwsgi")],
+        );
+        let e = errors(&info);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("container web, env VIRTUAL_PROTO: invalid proto \"uwsgi\""));
+        assert!(e[1].starts_with("container web, env HTTPS_METHOD: invalid https mode"));
+        let e = errors(&container(
+            &[("berth.host", "a.example.com"), ("berth.prot", "https")],
+            &[],
+        ));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("container web, label berth.prot: unknown label"));
+        let e = errors(&container(&[("berth.host", "a.example.com:80")], &[]));
+        assert!(e[0].starts_with("container web, label berth.host: invalid host"));
+        let e = errors(&container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.read-timeout", "soon"),
+            ],
+            &[],
+        ));
+        assert!(
+            e[0].starts_with("container web, label berth.read-timeout:"),
+            "{e:?}"
+        );
+        let mut info = container(&[("berth.host", "a.example.com")], &[]);
+        info.networks.clear();
+        assert!(errors(&info)[0].starts_with("container web, networks: no IP address"));
+    }
+
+    #[test]
+    fn opted_out_unlabelled_and_unhealthy_containers() {
+        let d =
+            |info: &ContainerInfo| discover(info, &AddressRules::default(), &builtin_defaults());
+        let info = container(
+            &[("berth.enable", "false")],
+            &[("VIRTUAL_HOST", "a.example.com")],
+        );
+        assert!(matches!(d(&info), Discovery::Ignored(_)));
+        assert!(matches!(d(&container(&[], &[])), Discovery::Ignored(_)));
+        let mut info = container(&[("berth.host", "a.example.com")], &[]);
+        info.health = Health::Unhealthy;
+        assert!(matches!(d(&info), Discovery::Waiting(Health::Unhealthy)));
+        info.health = Health::Starting;
+        assert!(matches!(d(&info), Discovery::Waiting(Health::Starting)));
+        info.health = Health::Healthy;
+        assert!(matches!(d(&info), Discovery::Routes(_)));
+    }
+
+    #[test]
+    fn acme_requests() {
+        let info = container(
+            &[
+                ("berth.host", "a.example.com,*.w.example.com"),
+                ("berth.acme", "true"),
+            ],
+            &[("ACME_EMAIL", "me@example.com")],
+        );
+        assert_eq!(
+            acme_request(&info),
+            Ok(Some(AcmeRequest {
+                hosts: vec!["a.example.com".into()],
+                email: Some("me@example.com".into()),
+            }))
+        );
+        let off = container(
+            &[("berth.acme", "false")],
+            &[("LETSENCRYPT_HOST", "a.example.com")],
+        );
+        assert_eq!(acme_request(&off), Ok(None));
+        let wild = container(&[], &[("LETSENCRYPT_HOST", "*.example.com")]);
+        let e = acme_request(&wild).expect_err("wildcard");
+        assert!(e[0].to_string().contains("DNS-01"));
+        let email = container(
+            &[("berth.acme.email", "not an email")],
+            &[("LETSENCRYPT_HOST", "a.example.com")],
+        );
+        assert!(acme_request(&email).is_err());
+        assert_eq!(acme_request(&container(&[], &[])), Ok(None));
+    }
+}

@@ -1,0 +1,163 @@
+//! Merging the config file's routes with the routes discovered from containers into the one
+//! list the route table is built from, resolving conflicts the same way every time:
+//!
+//! 1. A route from the config file wins over any container with the same host and path.
+//! 2. Containers with the same host, path and settings are load-balanced: their upstreams are
+//!    joined into one route (in container-name order).
+//! 3. Containers with the same host and path but different settings: the container whose
+//!    name sorts first wins; the others are left out of that route.
+//!
+//! Every conflict is returned as a sentence naming both sides, for the log and `/routes`.
+
+use std::collections::HashMap;
+
+use crate::route::{RouteSource, RouteSpec};
+
+/// The merged routes and the conflicts met on the way.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// File routes first (in file order), then discovered routes in container-name order.
+    pub routes: Vec<RouteSpec>,
+    /// One sentence per conflict.
+    pub conflicts: Vec<String>,
+}
+
+/// What two routes must share to be load-balanced: everything but upstreams and source.
+fn settings_key(spec: &RouteSpec) -> String {
+    let mut bare = spec.clone();
+    bare.upstreams.clear();
+    bare.source = RouteSource::File;
+    serde_json::to_string(&bare).unwrap_or_default()
+}
+
+/// Merges `file` routes with `discovered` ones, given per container as
+/// `(container name, routes)`.
+pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<RouteSpec>)>) -> Merged {
+    discovered.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut merged = Merged::default();
+    // (host, path) → index in merged.routes, and whether it came from the file.
+    let mut seen: HashMap<(String, String), (usize, bool)> = HashMap::new();
+    for spec in file {
+        let key = (spec.host.to_string(), spec.path.clone());
+        if seen.contains_key(&key) {
+            // Duplicate file routes: the table keeps the first; nothing to add here.
+            continue;
+        }
+        seen.insert(key, (merged.routes.len(), true));
+        merged.routes.push(spec);
+    }
+    for (container, specs) in discovered {
+        for spec in specs {
+            let key = (spec.host.to_string(), spec.path.clone());
+            match seen.get(&key) {
+                None => {
+                    seen.insert(key, (merged.routes.len(), false));
+                    merged.routes.push(spec);
+                }
+                Some(&(_, true)) => merged.conflicts.push(format!(
+                    "container {container}: {} {} is also a route in the config file; \
+                     the config file's route is used",
+                    key.0, key.1
+                )),
+                Some(&(index, false)) => {
+                    let Some(existing) = merged.routes.get_mut(index) else {
+                        continue;
+                    };
+                    let same = settings_key(existing) == settings_key(&spec);
+                    let RouteSource::Containers(names) = &mut existing.source else {
+                        continue;
+                    };
+                    if same {
+                        names.push(container.clone());
+                        existing.upstreams.extend(spec.upstreams);
+                    } else {
+                        merged.conflicts.push(format!(
+                            "containers {} and {container} both route {} {} with different \
+                             settings; {}'s are used (first by name), {container} is left out",
+                            names.join(", "),
+                            key.0,
+                            key.1,
+                            names.first().map_or("", String::as_str),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{builtin_defaults, Errors, RawRoute};
+
+    fn spec(host: &str, upstream: &str, source: RouteSource, max_body: Option<&str>) -> RouteSpec {
+        let raw = RawRoute {
+            host: Some(host.into()),
+            upstreams: vec![upstream.into()],
+            max_body: max_body.map(str::to_string),
+            ..RawRoute::default()
+        };
+        let mut errors = Errors::default();
+        raw.validate("t", &builtin_defaults(), source, &mut errors)
+            .expect("valid")
+    }
+
+    fn from(
+        name: &str,
+        host: &str,
+        upstream: &str,
+        max_body: Option<&str>,
+    ) -> (String, Vec<RouteSpec>) {
+        let source = RouteSource::Containers(vec![name.into()]);
+        (name.into(), vec![spec(host, upstream, source, max_body)])
+    }
+
+    #[test]
+    fn same_settings_are_load_balanced_in_name_order() {
+        let merged = merge_routes(
+            Vec::new(),
+            vec![
+                from("web-2", "a.example.com", "10.0.0.2:80", None),
+                from("web-1", "a.example.com", "10.0.0.1:80", None),
+            ],
+        );
+        assert!(merged.conflicts.is_empty());
+        assert_eq!(merged.routes.len(), 1);
+        let r = &merged.routes[0];
+        let addrs: Vec<String> = r.upstreams.iter().map(|u| u.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:80", "10.0.0.2:80"]);
+        assert_eq!(
+            r.source,
+            RouteSource::Containers(vec!["web-1".into(), "web-2".into()])
+        );
+    }
+
+    #[test]
+    fn conflicts_resolve_the_documented_way() {
+        let file = vec![spec(
+            "f.example.com",
+            "127.0.0.1:1",
+            RouteSource::File,
+            None,
+        )];
+        let merged = merge_routes(
+            file,
+            vec![
+                from("zeta", "a.example.com", "10.0.0.9:80", Some("1MiB")),
+                from("alpha", "a.example.com", "10.0.0.1:80", None),
+                from("beta", "f.example.com", "10.0.0.2:80", None),
+            ],
+        );
+        assert_eq!(merged.routes.len(), 2);
+        assert_eq!(merged.routes[0].source, RouteSource::File);
+        let a = &merged.routes[1];
+        assert_eq!(a.upstreams.len(), 1);
+        assert_eq!(a.upstreams[0].addr.to_string(), "10.0.0.1:80");
+        assert_eq!(merged.conflicts.len(), 2, "{:?}", merged.conflicts);
+        assert!(merged.conflicts[0].starts_with("container beta: f.example.com /"));
+        assert!(merged.conflicts[1].contains("alpha and zeta"));
+        assert!(merged.conflicts[1].contains("alpha's are used"));
+    }
+}

@@ -1,0 +1,286 @@
+//! Docker discovery: a background service that follows the Docker daemon
+//! ([`berth_plugins::docker::DockerWatcher`]) and, on every change, rebuilds the route table
+//! from the config file's routes plus what the label schema makes of each container, then
+//! swaps it in whole.
+//!
+//! A rebuild only re-reads containers whose inspect data changed, reuses the plugin chains of
+//! routes that did not change (so round-robin positions and upstream TLS settings survive),
+//! and logs only what changed: a container routed, left out, waiting for its health check,
+//! skipped for a bad label, or in conflict with another. The outcome is also kept as a
+//! [`Report`] for `/routes`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::Serialize;
+
+use berth_plugins::docker::{DockerStatus, DockerWatcher, Snapshot};
+use berth_plugins::labels::{discover, AddressRules, ContainerInfo, Discovery, Health};
+use berth_plugins::merge::merge_routes;
+use berth_plugins::route::{RouteSettings, RouteSpec};
+use berth_plugins::table::RouteTable;
+use berth_plugins::{ChainEnv, Route};
+
+use crate::app::SharedTable;
+
+/// What discovery made of the containers, for `/routes`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    /// Containers that have berth labels or nginx-proxy variables, by name.
+    pub containers: Vec<ContainerReport>,
+    /// Conflicts between routes, and how they were resolved.
+    pub conflicts: Vec<String>,
+}
+
+/// One container's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerReport {
+    /// Container name.
+    pub name: String,
+    /// Short id.
+    pub id: String,
+    /// `routed`, `waiting` (health check), `disabled` or `invalid`.
+    pub state: &'static str,
+    /// Hosts routed, the health verdict, or the errors.
+    pub detail: Vec<String>,
+}
+
+/// The routes of the config file and the table they are merged into.
+pub struct RouteBuilder {
+    static_routes: Vec<RouteSpec>,
+    defaults: RouteSettings,
+    preferred_network: Option<String>,
+    env: ChainEnv,
+    table: SharedTable,
+    report: Arc<ArcSwap<Report>>,
+    /// Last outcome per container id, with the inspect data it came from.
+    outcomes: HashMap<String, (Arc<ContainerInfo>, Discovery)>,
+    /// Routes of the current table by their serialised spec, for reuse.
+    built: HashMap<String, Arc<Route>>,
+    conflicts: BTreeSet<String>,
+}
+
+impl RouteBuilder {
+    /// A builder that merges discovered routes into `table` next to `static_routes`.
+    pub fn new(
+        static_routes: Vec<RouteSpec>,
+        defaults: RouteSettings,
+        preferred_network: Option<String>,
+        env: ChainEnv,
+        table: SharedTable,
+    ) -> RouteBuilder {
+        RouteBuilder {
+            static_routes,
+            defaults,
+            preferred_network,
+            env,
+            table,
+            report: Arc::default(),
+            outcomes: HashMap::new(),
+            built: HashMap::new(),
+            conflicts: BTreeSet::new(),
+        }
+    }
+
+    /// The report `/routes` shows, kept up to date by [`RouteBuilder::rebuild`].
+    pub fn report(&self) -> Arc<ArcSwap<Report>> {
+        self.report.clone()
+    }
+
+    /// Rebuilds the table from a snapshot of the containers and swaps it in.
+    pub fn rebuild(&mut self, snapshot: &Snapshot) {
+        let rules = AddressRules {
+            preferred_network: self.preferred_network.clone(),
+            own_networks: snapshot.own_networks.clone(),
+        };
+        self.outcomes.retain(|id, (info, outcome)| {
+            let kept = snapshot.containers.contains_key(id);
+            if !kept && matches!(outcome, Discovery::Routes(_) | Discovery::Waiting(_)) {
+                tracing::info!(container = %info.name, "docker: container gone; its routes are removed");
+            }
+            kept
+        });
+        for (id, info) in &snapshot.containers {
+            let unchanged = self
+                .outcomes
+                .get(id)
+                .is_some_and(|(seen, _)| Arc::ptr_eq(seen, info) || **seen == **info);
+            if unchanged {
+                continue;
+            }
+            let outcome = discover(info, &rules, &self.defaults);
+            log_outcome(info, &outcome);
+            self.outcomes.insert(id.clone(), (info.clone(), outcome));
+        }
+
+        let discovered: Vec<(String, Vec<RouteSpec>)> = self
+            .outcomes
+            .values()
+            .filter_map(|(info, outcome)| match outcome {
+                Discovery::Routes(routes) => Some((info.name.clone(), routes.clone())),
+                _ => None,
+            })
+            .collect();
+        let merged = merge_routes(self.static_routes.clone(), discovered);
+        let conflicts: BTreeSet<String> = merged.conflicts.iter().cloned().collect();
+        for c in conflicts.difference(&self.conflicts) {
+            tracing::warn!("docker: {c}");
+        }
+        self.conflicts = conflicts;
+
+        let mut built = HashMap::with_capacity(merged.routes.len());
+        let mut routes = Vec::with_capacity(merged.routes.len());
+        for spec in merged.routes {
+            let key = serde_json::to_string(&spec).unwrap_or_default();
+            let route = match self.built.get(&key) {
+                Some(r) => r.clone(),
+                None => Arc::new(Route::build(spec, &self.env)),
+            };
+            built.insert(key, route.clone());
+            routes.push(route);
+        }
+        self.built = built;
+        self.table.store(Arc::new(RouteTable::new(routes)));
+        self.report
+            .store(Arc::new(self.make_report(merged.conflicts)));
+    }
+
+    fn make_report(&self, conflicts: Vec<String>) -> Report {
+        let mut containers: Vec<ContainerReport> = self
+            .outcomes
+            .values()
+            .filter_map(|(info, outcome)| {
+                let (state, detail) = match outcome {
+                    Discovery::Routes(routes) => (
+                        "routed",
+                        routes
+                            .iter()
+                            .map(|r| format!("{}{}", r.host, r.path))
+                            .collect(),
+                    ),
+                    Discovery::Waiting(h) => ("waiting", vec![format!("health: {}", health(*h))]),
+                    Discovery::Invalid(errors) => {
+                        ("invalid", errors.iter().map(ToString::to_string).collect())
+                    }
+                    Discovery::Ignored(reason) if reason.starts_with("berth.enable") => {
+                        ("disabled", vec![(*reason).to_string()])
+                    }
+                    Discovery::Ignored(_) => return None,
+                };
+                Some(ContainerReport {
+                    name: info.name.clone(),
+                    id: info.id.chars().take(12).collect(),
+                    state,
+                    detail,
+                })
+            })
+            .collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        Report {
+            containers,
+            conflicts,
+        }
+    }
+}
+
+fn health(h: Health) -> &'static str {
+    match h {
+        Health::None => "none",
+        Health::Starting => "starting",
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+    }
+}
+
+fn log_outcome(info: &ContainerInfo, outcome: &Discovery) {
+    match outcome {
+        Discovery::Routes(routes) => {
+            for r in routes {
+                let upstreams: Vec<String> =
+                    r.upstreams.iter().map(|u| u.addr.to_string()).collect();
+                tracing::info!(
+                    container = %info.name,
+                    "docker: routing {}{} to {}",
+                    r.host,
+                    r.path,
+                    upstreams.join(", ")
+                );
+            }
+        }
+        Discovery::Waiting(h) => tracing::info!(
+            container = %info.name,
+            "docker: health {}; left out until it is healthy",
+            health(*h)
+        ),
+        Discovery::Invalid(errors) => {
+            for e in errors {
+                tracing::warn!("docker: {e}; container skipped");
+            }
+        }
+        Discovery::Ignored(reason) => {
+            tracing::debug!(container = %info.name, "docker: not routed: {reason}");
+        }
+    }
+}
+
+/// The background service: the Docker watcher and the route builder, together.
+pub struct DockerDiscovery {
+    watcher: DockerWatcher,
+    snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    builder: Arc<Mutex<RouteBuilder>>,
+}
+
+impl DockerDiscovery {
+    /// Joins a watcher (and its snapshot channel) to a route builder.
+    pub fn new(
+        watcher: DockerWatcher,
+        snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+        builder: RouteBuilder,
+    ) -> DockerDiscovery {
+        DockerDiscovery {
+            watcher,
+            snapshots,
+            builder: Arc::new(Mutex::new(builder)),
+        }
+    }
+
+    /// The connection state.
+    pub fn status(&self) -> Arc<DockerStatus> {
+        self.watcher.status()
+    }
+
+    async fn follow(&self, mut shutdown: ShutdownWatch) {
+        let mut snapshots = self.snapshots.clone();
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            let snapshot = snapshots.borrow_and_update().clone();
+            let builder = self.builder.clone();
+            // Building a chain may read a CA file: keep it off the async threads.
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut b = match builder.lock() {
+                    Ok(b) => b,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                b.rebuild(&snapshot);
+            })
+            .await;
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "route rebuild failed");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for DockerDiscovery {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        tokio::join!(self.watcher.run(shutdown.clone()), self.follow(shutdown));
+    }
+}

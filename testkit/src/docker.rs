@@ -1,0 +1,296 @@
+//! Real Docker for tests: the `docker` CLI against the local daemon, images built locally
+//! with `docker import` (nothing can be pulled), and containers and networks that remove
+//! themselves when dropped — also when the test fails.
+//!
+//! Images:
+//! - [`BUSYBOX`]: a static busybox; by default `httpd -f -p 80 -h /www`, serving
+//!   `/www/index.html` (`busybox`).
+//! - [`REGISTRY`]: Debian's `docker-registry` binary with its libraries, listening on 5000
+//!   with htpasswd auth for [`crate::registry::USER`] / [`crate::registry::PASSWORD`].
+
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::registry::{PASSWORD, USER};
+
+/// The busybox test image.
+pub const BUSYBOX: &str = "berth-test/busybox:1";
+/// The registry test image.
+pub const REGISTRY: &str = "berth-test/registry:1";
+
+/// Runs the docker CLI; returns its trimmed stdout.
+///
+/// # Errors
+/// When the command fails (its stderr is included).
+pub fn docker(args: &[&str]) -> io::Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(io::Error::other(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Whether a Docker daemon answers.
+pub fn available() -> bool {
+    docker(&["info", "--format", "{{.ServerVersion}}"]).is_ok()
+}
+
+/// A name no other test (or test run) uses: `berth-test-<pid>-<n>-<what>`.
+pub fn unique(what: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "berth-test-{}-{}-{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Builds the test images once per process (and only if they are missing).
+///
+/// # Errors
+/// When an image cannot be built; the message says what was missing.
+pub fn ensure_images() -> io::Result<()> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build_if_missing(BUSYBOX, build_busybox)
+                .and_then(|()| build_if_missing(REGISTRY, build_registry))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(io::Error::other)
+}
+
+fn build_if_missing(image: &str, build: fn(&Path) -> io::Result<Vec<String>>) -> io::Result<()> {
+    if docker(&["image", "inspect", "--format", "{{.Id}}", image]).is_ok() {
+        return Ok(());
+    }
+    let root = tempfile::tempdir()?;
+    let changes = build(root.path())?;
+    let mut args = vec!["import".to_string()];
+    for c in changes {
+        args.push("--change".into());
+        args.push(c);
+    }
+    args.push("-".into());
+    args.push(image.into());
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = tar
+        .stdout
+        .ok_or_else(|| io::Error::other("tar gave no stdout"))?;
+    let out = Command::new("docker").args(&args).stdin(stdout).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "docker import {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+fn build_busybox(root: &Path) -> io::Result<Vec<String>> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        return Err(io::Error::other(
+            "/bin/busybox is missing: install busybox-static",
+        ));
+    }
+    for dir in ["bin", "www", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    std::fs::copy(busybox, root.join("bin/busybox"))?;
+    let applets = Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+        }
+    }
+    std::fs::write(root.join("www/index.html"), "busybox\n")?;
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    Ok(vec![
+        "ENV PATH=/bin".into(),
+        r#"CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]"#.into(),
+    ])
+}
+
+fn build_registry(root: &Path) -> io::Result<Vec<String>> {
+    let binary = Path::new("/usr/bin/docker-registry");
+    if !binary.exists() {
+        return Err(io::Error::other(
+            "/usr/bin/docker-registry is missing: install docker-registry",
+        ));
+    }
+    let mut files = vec![binary.to_path_buf()];
+    let ldd = Command::new("ldd").arg(binary).output()?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|s| s.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            files.push(p.into());
+        }
+    }
+    for file in files {
+        let target = root.join(file.strip_prefix("/").unwrap_or(&file));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&file, &target)?;
+    }
+    for dir in ["tmp", "var/lib/registry", "etc/docker/registry", "auth"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", USER, PASSWORD])
+        .output()?;
+    if !htpasswd.status.success() {
+        return Err(io::Error::other("htpasswd failed: install apache2-utils"));
+    }
+    std::fs::write(root.join("auth/htpasswd"), &htpasswd.stdout)?;
+    std::fs::write(
+        root.join("etc/docker/registry/config.yml"),
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n\
+         http:\n  addr: :5000\n  secret: berth-test-secret\n\
+         auth:\n  htpasswd:\n    realm: berth-test\n    path: /auth/htpasswd\n",
+    )?;
+    Ok(vec![
+        "EXPOSE 5000".into(),
+        r#"ENTRYPOINT ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]"#
+            .into(),
+    ])
+}
+
+/// A container that is removed (`docker rm -f`) when dropped.
+#[derive(Debug)]
+pub struct Container {
+    /// Its unique name.
+    pub name: String,
+}
+
+impl Container {
+    /// `docker run -d --name <unique> <args...>`.
+    ///
+    /// # Errors
+    /// When `docker run` fails.
+    pub fn run(what: &str, args: &[&str]) -> io::Result<Container> {
+        let name = unique(what);
+        let mut full = vec!["run", "-d", "--name", &name];
+        full.extend_from_slice(args);
+        // Name it first, so that a failed start is still removed.
+        let container = Container { name: name.clone() };
+        docker(&full)?;
+        Ok(container)
+    }
+
+    /// The container's address on `network`.
+    ///
+    /// # Errors
+    /// When inspect fails or the container has no address there.
+    pub fn ip(&self, network: &str) -> io::Result<String> {
+        let format = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
+        let ip = docker(&["inspect", "--format", &format, &self.name])?;
+        if ip.is_empty() {
+            Err(io::Error::other(format!(
+                "{} has no address on {network}",
+                self.name
+            )))
+        } else {
+            Ok(ip)
+        }
+    }
+
+    /// `docker stop -t 1`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn stop(&self) -> io::Result<()> {
+        docker(&["stop", "-t", "1", &self.name]).map(|_| ())
+    }
+
+    /// `docker exec <name> <args...>`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn exec(&self, args: &[&str]) -> io::Result<String> {
+        let mut full = vec!["exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        docker(&full)
+    }
+
+    /// Waits until the container's health status is `want`.
+    ///
+    /// # Errors
+    /// When it is not within `limit`.
+    pub fn wait_health(&self, want: &str, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = docker(&[
+                "inspect",
+                "--format",
+                "{{.State.Health.Status}}",
+                &self.name,
+            ])?;
+            if status == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "{} health is {status}, not {want}",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", "-v", &self.name]);
+    }
+}
+
+/// A user-defined bridge network, removed when dropped.
+#[derive(Debug)]
+pub struct Network {
+    /// Its unique name.
+    pub name: String,
+}
+
+impl Network {
+    /// `docker network create <unique>`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn create(what: &str) -> io::Result<Network> {
+        let name = unique(what);
+        docker(&["network", "create", &name])?;
+        Ok(Network { name })
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
