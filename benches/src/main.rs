@@ -19,6 +19,7 @@ use berth_testkit::process::PeakRss;
 use berth_testkit::{BerthProcess, Origin};
 
 mod nginx;
+mod propagation;
 mod tls;
 
 use nginx::{Nginx, NginxFlavour};
@@ -55,6 +56,18 @@ enum Cmd {
         args: UploadArgs,
         /// Where to write the markdown table.
         #[arg(long, default_value = "benches/results/upload-plain.md")]
+        out: PathBuf,
+    },
+    /// Docker route propagation: `docker run` → first 200, `docker stop` → 503.
+    Propagation {
+        /// Containers started and stopped, one after another.
+        #[arg(long, default_value_t = 50)]
+        containers: usize,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/propagation.md")]
         out: PathBuf,
     },
     /// TLS: uploads over h1 and h2, small GETs (wrk), certificate reload latency.
@@ -94,6 +107,39 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Upload { args, out } => {
             match upload(args.mib, &args.concurrency, args.runs, args.berth, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth-benches: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Propagation {
+            containers,
+            berth,
+            out,
+        } => {
+            let result = berth_binary(berth)
+                .and_then(|berth| propagation::run(&berth, containers))
+                .and_then(|samples| {
+                    let header = machine_header(1, 0);
+                    let measured = header.lines().nth(1).unwrap_or("").to_string();
+                    let daemon = berth_testkit::docker::docker(&[
+                        "version",
+                        "--format",
+                        "{{.Server.Version}} (API {{.Server.APIVersion}})",
+                    ])
+                    .unwrap_or_default();
+                    let header = format!("{measured} Docker {daemon}.");
+                    let report = format!(
+                        "{header}\n\nRoute propagation with Docker discovery (`docker_route_propagation`): \
+                         containers started and stopped one at a time; each latency is measured from the \
+                         docker command returning to the first answer from berth that reflects it.\n\n{}",
+                        propagation::table(&samples)
+                    );
+                    write_report(&out, &report)
+                });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("berth-benches: {e}");
@@ -164,7 +210,7 @@ fn upload(
     let berth_bin = berth_binary(berth_bin)?;
     let sink = Origin::start("sink");
     let config = format!(
-        "[listen]\nhttp = \"{{http}}\"\n[[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\n",
+        "[listen]\nhttp = \"{{http}}\"\n[docker]\nenabled = false\n[[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\n",
         sink.addr
     );
     let berth = BerthProcess::start(&berth_bin, &config).map_err(|e| e.to_string())?;
