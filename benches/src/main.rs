@@ -19,6 +19,7 @@ use berth_testkit::process::PeakRss;
 use berth_testkit::{BerthProcess, Origin};
 
 mod nginx;
+mod overhead;
 mod propagation;
 mod tls;
 
@@ -56,6 +57,21 @@ enum Cmd {
         args: UploadArgs,
         /// Where to write the markdown table.
         #[arg(long, default_value = "benches/results/upload-plain.md")]
+        out: PathBuf,
+    },
+    /// Small GETs with metrics and access log on vs off.
+    Overhead {
+        /// Alternating pairs of runs (the median of each side is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds of wrk per run.
+        #[arg(long, default_value_t = 8)]
+        secs: u64,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/overhead.md")]
         out: PathBuf,
     },
     /// Docker route propagation: `docker run` → first 200, `docker stop` → 503.
@@ -107,6 +123,34 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Upload { args, out } => {
             match upload(args.mib, &args.concurrency, args.runs, args.berth, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth-benches: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Overhead {
+            runs,
+            secs,
+            berth,
+            out,
+        } => {
+            let result = berth_binary(berth)
+                .and_then(|berth| overhead::run(&berth, runs, secs))
+                .and_then(|outcome| {
+                    let header = machine_header(runs, 0);
+                    let measured = header.lines().nth(1).unwrap_or("").to_string();
+                    let report = format!(
+                        "{measured}\n\nSmall GETs over plain HTTP/1.1 with keep-alive (`small_get_h1_c64_observability`: \
+                         wrk, 2 threads, 64 connections, {secs} s per run, runs alternating), berth with \
+                         Prometheus metrics (scraped every second) and a JSON access log to a file, \
+                         against berth with both off.\n\n{}",
+                        overhead::table(&outcome)
+                    );
+                    write_report(&out, &report)
+                });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("berth-benches: {e}");

@@ -144,6 +144,14 @@ pub struct RawDocker {
     pub network: Option<String>,
 }
 
+/// `[log]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawLog {
+    /// `stdout`, `off`, or a file path.
+    pub access: Option<String>,
+}
+
 /// `[forwarded]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -222,6 +230,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// `[docker]`.
     pub docker: RawDocker,
+    /// `[log]`.
+    pub log: RawLog,
     /// `[forwarded]`.
     pub forwarded: RawForwarded,
     /// `[defaults]`.
@@ -317,6 +327,17 @@ pub fn parse_docker_endpoint(value: &str) -> Result<DockerEndpoint, String> {
     ))
 }
 
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Not written.
+    Off,
+    /// One JSON line per request on standard output.
+    Stdout,
+    /// Appended to this file.
+    File(std::path::PathBuf),
+}
+
 /// Validated `[docker]`.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
@@ -340,6 +361,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Docker discovery.
     pub docker: DockerConfig,
+    /// The access log.
+    pub access_log: AccessLog,
     /// Peers whose `X-Forwarded-*` headers are trusted.
     pub trusted_proxies: Vec<IpNet>,
     /// Settings every route starts from.
@@ -530,6 +553,23 @@ impl RawConfig {
             }
         };
         let docker = self.docker.validate(errors);
+        let access_log = match self.log.access.as_deref().map(str::trim) {
+            None | Some("stdout") => AccessLog::Stdout,
+            Some("off") => AccessLog::Off,
+            Some(path) if path.starts_with('/') || path.starts_with('.') => {
+                AccessLog::File(path.into())
+            }
+            Some(other) => {
+                errors.push(
+                    "log.access",
+                    format!(
+                        "invalid value \"{other}\": expected \"stdout\", \"off\" or a file path \
+                         (starting with / or ./)"
+                    ),
+                );
+                AccessLog::Stdout
+            }
+        };
         let trusted_proxies = self
             .forwarded
             .trusted_proxies
@@ -559,6 +599,7 @@ impl RawConfig {
                 default_cert,
             },
             docker,
+            access_log,
             trusted_proxies,
             defaults,
             routes,

@@ -121,6 +121,8 @@ pub struct RequestCtx {
     pub first_upstream: usize,
     /// The upstream of the current attempt.
     pub upstream: Option<SocketAddr>,
+    /// When the current upstream connection attempt began.
+    pub connect_started: Option<Instant>,
     /// A reply a body hook asked for, sent by the proxy's error handler.
     pub pending_reply: Option<Reply>,
     /// True while a response that berth generated itself is being filtered.
@@ -145,6 +147,7 @@ impl RequestCtx {
             tries: 0,
             first_upstream: 0,
             upstream: None,
+            connect_started: None,
             pending_reply: None,
             generated: false,
             started: Instant::now(),

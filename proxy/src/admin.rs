@@ -1,4 +1,5 @@
-//! The admin listener (`listen.metrics`, keep it private): `GET /routes` shows the live route
+//! The admin listener (`listen.metrics`, keep it private): `GET /metrics` in the Prometheus
+//! text format (see [`crate::metrics`]), `GET /routes` shows the live route
 //! table as JSON — host, path, upstreams, where each route came from, its settings — plus
 //! what Docker discovery made of each labelled container; `GET /healthz` answers 200 once
 //! the listeners are up. It never runs on the public listeners.
@@ -22,12 +23,14 @@ use berth_plugins::route::RouteSpec;
 
 use crate::app::SharedTable;
 use crate::discovery::Report;
+use crate::metrics::Metrics;
 
 /// State the admin endpoints read.
 pub struct Admin {
     table: SharedTable,
     report: Arc<ArcSwap<Report>>,
     docker: Option<Arc<DockerStatus>>,
+    metrics: Arc<Metrics>,
 }
 
 /// `/routes` as served.
@@ -46,16 +49,19 @@ struct DockerPage {
 }
 
 impl Admin {
-    /// Serves `table`, the discovery `report` and, when discovery runs, its `docker` status.
+    /// Serves `table`, the discovery `report`, when discovery runs its `docker` status, and
+    /// `metrics`.
     pub fn new(
         table: SharedTable,
         report: Arc<ArcSwap<Report>>,
         docker: Option<Arc<DockerStatus>>,
+        metrics: Arc<Metrics>,
     ) -> Admin {
         Admin {
             table,
             report,
             docker,
+            metrics,
         }
     }
 
@@ -107,12 +113,17 @@ impl ServeHttp for Admin {
             return reply(StatusCode::METHOD_NOT_ALLOWED, text, b"GET only\n".to_vec());
         }
         match req.uri.path() {
+            "/metrics" => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.encode(),
+            ),
             "/routes" => reply(StatusCode::OK, "application/json", self.routes_json()),
             "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 text,
-                b"not found; try /routes or /healthz\n".to_vec(),
+                b"not found; try /metrics, /routes or /healthz\n".to_vec(),
             ),
         }
     }

@@ -18,6 +18,8 @@ use berth_plugins::routing::request_target;
 use berth_plugins::table::RouteTable;
 use berth_plugins::{Flow, Reply, RequestCtx, Route, Scheme};
 
+use crate::observe::Observer;
+
 /// The live route table, swapped as a whole by whoever rebuilds it.
 pub type SharedTable = Arc<ArcSwap<RouteTable<Route>>>;
 
@@ -25,12 +27,18 @@ pub type SharedTable = Arc<ArcSwap<RouteTable<Route>>>;
 pub struct Berth {
     scheme: Scheme,
     table: SharedTable,
+    observer: Arc<Observer>,
 }
 
 impl Berth {
-    /// A proxy for listeners of `scheme`, serving routes from `table`.
-    pub fn new(scheme: Scheme, table: SharedTable) -> Berth {
-        Berth { scheme, table }
+    /// A proxy for listeners of `scheme`, serving routes from `table`, recording each request
+    /// into `observer`.
+    pub fn new(scheme: Scheme, table: SharedTable, observer: Arc<Observer>) -> Berth {
+        Berth {
+            scheme,
+            table,
+            observer,
+        }
     }
 
     /// Sends a reply berth generated itself, after the route's `response_filter`s.
@@ -142,6 +150,7 @@ impl ProxyHttp for Berth {
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every upstream failed"))?;
         ctx.tries += 1;
         ctx.upstream = Some(upstream.addr);
+        ctx.connect_started = Some(std::time::Instant::now());
         let tls = route.spec.proto == UpstreamProto::Https;
         let sni = match (&route.spec.host, tls) {
             (_, false) => String::new(),
@@ -266,11 +275,27 @@ impl ProxyHttp for Berth {
         matches!(error.etype(), ErrorType::HTTPStatus(code) if *code < 500)
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.observer.connected(ctx, reused);
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(route) = ctx.route.clone() {
             for plugin in &route.chain {
                 plugin.logging(session, e, ctx).await;
             }
+        }
+        if self.observer.is_active() {
+            self.observer.request_done(session, e, ctx);
         }
     }
 }

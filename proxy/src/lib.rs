@@ -2,9 +2,13 @@
 //! route's plugin chain, and configuration loading. The binary (`src/main.rs`) only parses
 //! the command line and calls into this crate.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod connections;
 pub mod discovery;
+pub mod metrics;
+pub mod observe;
 pub mod server;
 pub mod tls;
 

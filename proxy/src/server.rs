@@ -10,7 +10,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_proxy::http_proxy_service_with_name;
+use pingora_proxy::http_proxy;
 
 use berth_plugins::builtin::OwnCertificate;
 use berth_plugins::config::{DefaultCert, DockerConfig, DockerEndpoint, DockerMode, TlsConfig};
@@ -21,7 +21,10 @@ use berth_plugins::{build_table, ChainEnv, Scheme};
 
 use crate::admin::Admin;
 use crate::app::{Berth, SharedTable};
+use crate::connections::Counted;
 use crate::discovery::{DockerDiscovery, Report, RouteBuilder};
+use crate::metrics::{LiveState, Metrics};
+use crate::observe;
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
@@ -110,6 +113,16 @@ pub enum StartError {
     /// Docker discovery was asked for but has no usable endpoint.
     #[error("docker: {0}")]
     Docker(String),
+    /// The access log could not be opened.
+    #[error("log.access: {0}")]
+    AccessLog(String),
+    /// A metric could not be registered (a bug).
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+fn metrics_err(e: prometheus::Error) -> StartError {
+    StartError::Metrics(e.to_string())
 }
 
 /// The Docker endpoint to follow, or `None` when discovery is off (with the reason).
@@ -181,40 +194,46 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
         Err(reason) => listeners.push(format!("docker discovery: {reason}")),
     }
 
-    if let Some(addr) = config.listen.metrics {
-        let admin = Admin::new(table.clone(), report, docker_status);
-        let mut service = Service::new("berth admin".to_string(), admin);
-        service.add_tcp(&addr.to_string());
-        server.add_service(service);
-        listeners.push(format!(
-            "listening on http://{addr} (admin: /routes, /healthz)"
-        ));
-    }
+    // Metrics exist only with an admin listener to serve them.
+    let metrics = match config.listen.metrics {
+        Some(_) => Some(Arc::new(Metrics::new().map_err(metrics_err)?)),
+        None => None,
+    };
+    let observer = observe::observer(metrics.clone(), &config.access_log)
+        .map_err(|e| StartError::AccessLog(e.to_string()))?;
+    let open = |listener: &str| {
+        metrics
+            .as_ref()
+            .map(|m| m.open_connections.with_label_values(&[listener]))
+    };
 
     if let Some(addr) = config.listen.http {
-        let mut service = http_proxy_service_with_name(
+        let proxy = http_proxy(
             &server.configuration,
-            Berth::new(Scheme::Http, table.clone()),
-            "berth http",
+            Berth::new(Scheme::Http, table.clone(), observer.clone()),
         );
+        let mut service = Service::new("berth http".to_string(), Counted::new(proxy, open("http")));
         service.add_tcp(&addr.to_string());
         server.add_service(service);
         listeners.push(format!("listening on http://{addr}"));
     }
+    let mut cert_state = None;
     if let Some((addr, (loader, store))) = certs {
         let dir = loader.dir().to_path_buf();
+        cert_state = Some((store.clone(), loader.counts.clone()));
         let mut tls =
             TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
         tls.set_cert_resolver(Arc::new(SniResolver::new(store.clone(), table.clone())));
         tls.enable_h2();
-        let mut service = http_proxy_service_with_name(
+        let mut proxy = http_proxy(
             &server.configuration,
-            Berth::new(Scheme::Https, table.clone()),
-            "berth https",
+            Berth::new(Scheme::Https, table.clone(), observer.clone()),
         );
-        if let Some(app) = service.app_logic_mut() {
-            app.h2_options = Some(h2_options());
-        }
+        proxy.h2_options = Some(h2_options());
+        let mut service = Service::new(
+            "berth https".to_string(),
+            Counted::new(proxy, open("https")),
+        );
         service.add_tls_with_settings(&addr.to_string(), None, tls);
         server.add_service(service);
         server.add_service(background_service(
@@ -224,6 +243,19 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
         listeners.push(format!(
             "listening on https://{addr} (certificates from {})",
             dir.display()
+        ));
+    }
+
+    if let (Some(addr), Some(metrics)) = (config.listen.metrics, metrics) {
+        let live = LiveState::new(table.clone(), cert_state, docker_status.clone())
+            .map_err(metrics_err)?;
+        metrics.register(Box::new(live)).map_err(metrics_err)?;
+        let admin = Admin::new(table.clone(), report, docker_status, metrics);
+        let mut service = Service::new("berth admin".to_string(), admin);
+        service.add_tcp(&addr.to_string());
+        server.add_service(service);
+        listeners.push(format!(
+            "listening on http://{addr} (admin: /metrics, /routes, /healthz)"
         ));
     }
     Ok((server, listeners))

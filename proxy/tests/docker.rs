@@ -128,6 +128,23 @@ async fn labelled_container_is_routed_until_stopped() {
         format!("{}:8080", c.ip("bridge").unwrap())
     );
     assert_eq!(page["docker"]["connected"], true);
+    let admin = b.admin.unwrap();
+    let metrics = berth_testkit::client::send(admin, &Request::get(&admin.to_string(), "/metrics"))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("\nberth_docker_connected 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nberth_docker_events_total{action=\"start\"} "),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("\nberth_routes{source=\"docker\"} 0\n"),
+        "{metrics}"
+    );
 
     c.stop().unwrap();
     wait_until(&b, "web.test to be gone after docker stop", || async {

@@ -6,17 +6,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released; good enough on a test machine).
+/// A free TCP port on 127.0.0.1 (bound, then released), never the same twice in one
+/// process: tests run in parallel, and berth binds with `SO_REUSEPORT`, so two servers
+/// handed the same port would both bind it and share its connections instead of failing.
 ///
 /// # Panics
 /// If no port can be bound.
 #[allow(clippy::unwrap_used)]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts connections at `addr`.

@@ -12,6 +12,8 @@ pub use allow::{Allow, INTERNAL_NETWORKS};
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
-pub use registry::{rewrite_location, RegistryProfile, DISTRIBUTION_API_VERSION};
+pub use registry::{
+    is_blob_upload, rewrite_location, RegistryProfile, UploadResult, DISTRIBUTION_API_VERSION,
+};
 pub use timeouts::Timeouts;
 pub use upstream_tls::UpstreamTlsOptions;

@@ -30,6 +30,57 @@ use crate::plugin::{Plugin, RequestCtx, Scheme};
 pub const DISTRIBUTION_API_VERSION: (&str, &str) =
     ("docker-distribution-api-version", "registry/2.0");
 
+/// Whether a request is a blob upload of the registry API: `PATCH`, `PUT` or `POST` under
+/// `/v2/<name>/blobs/uploads/` (callers count it when it carried body bytes).
+pub fn is_blob_upload(method: &http::Method, path: &str) -> bool {
+    let writes = matches!(
+        *method,
+        http::Method::PATCH | http::Method::PUT | http::Method::POST
+    );
+    writes
+        && path
+            .strip_prefix("/v2/")
+            .and_then(|rest| rest.find("/blobs/uploads/"))
+            .is_some_and(|at| at > 0)
+}
+
+/// How a blob upload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadResult {
+    /// The registry took it (2xx/3xx).
+    Completed,
+    /// The client went away or stalled mid-upload.
+    ClientAborted,
+    /// Refused with a 4xx (auth, range, size limit).
+    Rejected,
+    /// The registry failed, vanished or timed out.
+    UpstreamError,
+}
+
+impl UploadResult {
+    /// Classifies an upload by the status sent to the client and the error that ended it.
+    pub fn of(status: u16, error: Option<&pingora_error::Error>) -> UploadResult {
+        let downstream =
+            error.is_some_and(|e| *e.esource() == pingora_error::ErrorSource::Downstream);
+        match (error, status) {
+            (None, 100..=399) => UploadResult::Completed,
+            _ if downstream => UploadResult::ClientAborted,
+            (_, 400..=499) => UploadResult::Rejected,
+            _ => UploadResult::UpstreamError,
+        }
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadResult::Completed => "completed",
+            UploadResult::ClientAborted => "client_aborted",
+            UploadResult::Rejected => "rejected",
+            UploadResult::UpstreamError => "upstream_error",
+        }
+    }
+}
+
 /// The registry profile's plugin.
 #[derive(Debug)]
 pub struct RegistryProfile;
@@ -115,6 +166,51 @@ impl Plugin for RegistryProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_uploads_are_recognised() {
+        use http::Method;
+        let yes = [
+            (Method::PATCH, "/v2/app/blobs/uploads/3f1c"),
+            (Method::PUT, "/v2/team/app/blobs/uploads/3f1c"),
+            (Method::POST, "/v2/app/blobs/uploads/"),
+        ];
+        for (m, p) in yes {
+            assert!(is_blob_upload(&m, p), "{m} {p}");
+        }
+        let no = [
+            (Method::GET, "/v2/app/blobs/uploads/3f1c"),
+            (Method::PUT, "/v2/app/manifests/v1"),
+            (Method::PATCH, "/v2//blobs/uploads/x"),
+            (Method::PATCH, "/other/app/blobs/uploads/x"),
+        ];
+        for (m, p) in no {
+            assert!(!is_blob_upload(&m, p), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn upload_results() {
+        use pingora_error::{Error, ErrorSource, ErrorType};
+        let down = Error::create(
+            ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+            None,
+            None,
+        );
+        let up = Error::create(ErrorType::ReadTimedout, ErrorSource::Upstream, None, None);
+        assert_eq!(UploadResult::of(202, None), UploadResult::Completed);
+        assert_eq!(
+            UploadResult::of(0, Some(&down)),
+            UploadResult::ClientAborted
+        );
+        assert_eq!(UploadResult::of(401, None), UploadResult::Rejected);
+        assert_eq!(
+            UploadResult::of(504, Some(&up)),
+            UploadResult::UpstreamError
+        );
+        assert_eq!(UploadResult::of(500, None), UploadResult::UpstreamError);
+    }
 
     #[test]
     fn locations_are_rewritten_to_what_the_client_used() {

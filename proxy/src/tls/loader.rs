@@ -134,8 +134,9 @@ fn stat(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
 pub struct Loader {
     dir: PathBuf,
     seen: HashMap<String, Fingerprint>,
-    /// Pairs that failed to load, since start.
-    pub failures: u64,
+    /// Pairs loaded and pairs that failed, since start (exported as
+    /// `berth_cert_reloads_total`).
+    pub counts: std::sync::Arc<crate::metrics::ReloadCounts>,
 }
 
 impl Loader {
@@ -195,11 +196,16 @@ impl Loader {
             match load_pair(&crt, &key, name) {
                 Ok(entry) => {
                     changed = true;
+                    self.counts
+                        .ok
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(cert = %name, sans = ?entry.sans, "certificate loaded");
                     next.push(Arc::new(entry));
                 }
                 Err(e) => {
-                    self.failures += 1;
+                    self.counts
+                        .failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match current.get(name) {
                         Some(old) => {
                             tracing::error!(cert = %name, error = %e, "certificate not loaded; the previous one keeps serving");

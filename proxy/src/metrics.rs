@@ -1,0 +1,297 @@
+//! Prometheus metrics (`GET /metrics` on the admin listener). Request metrics are recorded in
+//! the `logging` phase, once per request; everything that is state rather than events
+//! (routes, certificates, Docker) is read from the live snapshots when Prometheus scrapes,
+//! so the request path never updates them.
+//!
+//! The `host` label is the host pattern of the route that took the request (`*.example.com`
+//! for a wildcard route), or `_unknown` when no route did: a scanner sending random `Host`
+//! headers cannot create new series.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use berth_plugins::docker::DockerStatus;
+use berth_plugins::route::RouteSource;
+
+use crate::app::SharedTable;
+use crate::tls::CertStore;
+
+/// `host` label value for requests no route took.
+pub const UNKNOWN_HOST: &str = "_unknown";
+
+/// Request duration buckets, seconds: from 1 ms API calls to 30-minute layer uploads.
+const DURATION_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 1800.0,
+];
+/// Upstream connect buckets, seconds.
+const CONNECT_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
+
+/// Certificate reloads since start, counted by the certificate loader.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    /// Pairs loaded (new or changed).
+    pub ok: AtomicU64,
+    /// Pairs that failed to load (the previous certificate kept serving).
+    pub failed: AtomicU64,
+}
+
+/// The metric handles the request path records into.
+pub struct Metrics {
+    registry: Registry,
+    /// `berth_requests_total{host,method,code}`.
+    pub requests: IntCounterVec,
+    /// `berth_request_duration_seconds{host}`.
+    pub duration: HistogramVec,
+    /// `berth_request_body_bytes_total{host}`.
+    pub request_bytes: IntCounterVec,
+    /// `berth_response_body_bytes_total{host}`.
+    pub response_bytes: IntCounterVec,
+    /// `berth_upstream_connect_seconds{host}`.
+    pub upstream_connect: HistogramVec,
+    /// `berth_open_connections{listener}`.
+    pub open_connections: IntGaugeVec,
+    /// `berth_registry_blob_upload_bytes_total{host}`.
+    pub blob_bytes: IntCounterVec,
+    /// `berth_registry_blob_uploads_total{host,result}`.
+    pub blob_uploads: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers the request metrics.
+    ///
+    /// # Errors
+    /// Only if a metric definition is invalid (a programming error).
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, buckets: &[f64]| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    &["host"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "berth_open_connections",
+                "Client connections open, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
+        Ok(Metrics {
+            requests: counter(
+                "berth_requests_total",
+                "Requests answered, by route host, method and status code.",
+                &["host", "method", "code"],
+            )?,
+            duration: histogram(
+                "berth_request_duration_seconds",
+                "Time from the request's arrival to its last byte, by route host.",
+                &DURATION_BUCKETS,
+            )?,
+            request_bytes: counter(
+                "berth_request_body_bytes_total",
+                "Request body bytes received from clients, by route host.",
+                &["host"],
+            )?,
+            response_bytes: counter(
+                "berth_response_body_bytes_total",
+                "Response body bytes sent to clients, by route host.",
+                &["host"],
+            )?,
+            upstream_connect: histogram(
+                "berth_upstream_connect_seconds",
+                "Time to establish a new upstream connection (TCP and TLS), by route host.",
+                &CONNECT_BUCKETS,
+            )?,
+            open_connections,
+            blob_bytes: counter(
+                "berth_registry_blob_upload_bytes_total",
+                "Blob upload bytes received by registry-profile routes, by route host.",
+                &["host"],
+            )?,
+            blob_uploads: counter(
+                "berth_registry_blob_uploads_total",
+                "Blob upload requests by route host and result (completed, client_aborted, \
+                 rejected, upstream_error).",
+                &["host", "result"],
+            )?,
+            registry,
+        })
+    }
+
+    /// Adds a collector read at scrape time.
+    ///
+    /// # Errors
+    /// When its metric names clash with registered ones (a programming error).
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
+    /// The exposition text of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// The method label: the standard methods by name, anything else `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// State read at scrape time: routes, certificates, Docker.
+pub struct LiveState {
+    table: SharedTable,
+    certs: Option<(Arc<ArcSwap<CertStore>>, Arc<ReloadCounts>)>,
+    docker: Option<Arc<DockerStatus>>,
+    routes: IntGaugeVec,
+    cert_not_after: IntGaugeVec,
+    cert_reloads: IntCounterVec,
+    docker_connected: IntGauge,
+    docker_events: IntCounterVec,
+    /// Serialises scrapes: each one resets and refills the vectors above.
+    lock: Mutex<()>,
+}
+
+impl LiveState {
+    /// Reads `table`, and the certificate store and Docker status when those run.
+    ///
+    /// # Errors
+    /// Only if a metric definition is invalid (a programming error).
+    pub fn new(
+        table: SharedTable,
+        certs: Option<(Arc<ArcSwap<CertStore>>, Arc<ReloadCounts>)>,
+        docker: Option<Arc<DockerStatus>>,
+    ) -> prometheus::Result<LiveState> {
+        Ok(LiveState {
+            table,
+            certs,
+            docker,
+            routes: IntGaugeVec::new(
+                Opts::new(
+                    "berth_routes",
+                    "Routes in the live table, by source (file, docker).",
+                ),
+                &["source"],
+            )?,
+            cert_not_after: IntGaugeVec::new(
+                Opts::new(
+                    "berth_tls_cert_not_after_seconds",
+                    "Expiry (Unix time) of each loaded certificate, by file name.",
+                ),
+                &["cert"],
+            )?,
+            cert_reloads: IntCounterVec::new(
+                Opts::new(
+                    "berth_cert_reloads_total",
+                    "Certificate files loaded since start, by result (ok, error).",
+                ),
+                &["result"],
+            )?,
+            docker_connected: IntGauge::new(
+                "berth_docker_connected",
+                "1 while the Docker events stream is up.",
+            )?,
+            docker_events: IntCounterVec::new(
+                Opts::new(
+                    "berth_docker_events_total",
+                    "Docker events received, by action.",
+                ),
+                &["action"],
+            )?,
+            lock: Mutex::new(()),
+        })
+    }
+}
+
+impl Collector for LiveState {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = Vec::new();
+        d.extend(self.routes.desc());
+        d.extend(self.cert_not_after.desc());
+        d.extend(self.cert_reloads.desc());
+        d.extend(self.docker_connected.desc());
+        d.extend(self.docker_events.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _serial = self.lock.lock();
+        let table = self.table.load();
+        let (mut file, mut docker) = (0, 0);
+        for r in table.routes() {
+            match r.spec.source {
+                RouteSource::File => file += 1,
+                RouteSource::Containers(_) => docker += 1,
+            }
+        }
+        self.routes.with_label_values(&["file"]).set(file);
+        self.routes.with_label_values(&["docker"]).set(docker);
+        let mut families = self.routes.collect();
+
+        if let Some((store, counts)) = &self.certs {
+            self.cert_not_after.reset();
+            for entry in store.load().entries() {
+                self.cert_not_after
+                    .with_label_values(&[entry.name.as_str()])
+                    .set(entry.not_after);
+            }
+            self.cert_reloads.reset();
+            self.cert_reloads
+                .with_label_values(&["ok"])
+                .inc_by(counts.ok.load(Ordering::Relaxed));
+            self.cert_reloads
+                .with_label_values(&["error"])
+                .inc_by(counts.failed.load(Ordering::Relaxed));
+            families.extend(self.cert_not_after.collect());
+            families.extend(self.cert_reloads.collect());
+        }
+        if let Some(status) = &self.docker {
+            self.docker_connected.set(i64::from(status.connected()));
+            self.docker_events.reset();
+            for (action, n) in status.events() {
+                self.docker_events
+                    .with_label_values(&[action.as_str()])
+                    .inc_by(n);
+            }
+            families.extend(self.docker_connected.collect());
+            families.extend(self.docker_events.collect());
+        }
+        families
+    }
+}
