@@ -143,7 +143,7 @@ fn main() -> ExitCode {
                     let measured = header.lines().nth(1).unwrap_or("").to_string();
                     let report = format!(
                         "{measured}\n\nSmall GETs over plain HTTP/1.1 with keep-alive (`small_get_h1_c64_observability`: \
-                         wrk, 2 threads, 64 connections, {secs} s per run, runs alternating), berth with \
+                         wrk, 2 threads, 64 connections, {secs} s per run, runs alternating in ABBA order), berth with \
                          Prometheus metrics (scraped every second) and a JSON access log to a file, \
                          against berth with both off.\n\n{}",
                         overhead::table(&outcome)

@@ -8,17 +8,55 @@ use std::process::Command;
 
 use berth_testkit::{BerthProcess, Origin};
 
-/// Requests per second, one number per run.
+/// One run: requests per second, and berth's CPU time per request (user + system), which
+/// shared-machine noise disturbs far less than throughput.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Requests per second.
+    pub rps: f64,
+    /// berth's CPU microseconds per request.
+    pub cpu_us: f64,
+}
+
+/// Every run of both sides.
 pub struct Outcome {
     /// Metrics and access log off.
-    pub off: Vec<f64>,
+    pub off: Vec<Run>,
     /// Metrics (scraped once a second) and an access log file on.
-    pub on: Vec<f64>,
-    /// The origin directly, for scale.
+    pub on: Vec<Run>,
+    /// The origin directly, for scale (requests per second).
     pub direct: f64,
 }
 
-fn wrk(port: u16, secs: u64) -> Result<f64, String> {
+/// CPU time (user + system) of a process so far, seconds.
+fn cpu_seconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// wrk against berth, with berth's CPU time measured around it.
+fn measured(b: &BerthProcess, secs: u64) -> Result<Run, String> {
+    let before = cpu_seconds(b.pid())?;
+    let (rps, requests) = wrk(b.http.port(), secs)?;
+    let cpu = cpu_seconds(b.pid())? - before;
+    Ok(Run {
+        rps,
+        cpu_us: cpu * 1e6 / requests.max(1.0),
+    })
+}
+
+/// Requests per second and total requests.
+fn wrk(port: u16, secs: u64) -> Result<(f64, f64), String> {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -34,11 +72,20 @@ fn wrk(port: u16, secs: u64) -> Result<f64, String> {
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         return Err(format!("wrk saw errors: {text}"));
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find(|l| l.starts_with("Requests/sec:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| format!("wrk output without Requests/sec: {text}"))
+        .ok_or_else(|| format!("wrk output without Requests/sec: {text}"))?;
+    // "  123456 requests in 8.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| format!("wrk output without a request count: {text}"))?;
+    Ok((rps, requests))
 }
 
 /// Runs `runs` alternating pairs of `secs` seconds each.
@@ -80,15 +127,22 @@ pub fn run(berth: &Path, runs: usize, secs: u64) -> Result<Outcome, String> {
             }
         })
     };
-    let direct = wrk(origin.addr.port(), secs)?;
+    let direct = wrk(origin.addr.port(), secs)?.0;
     let mut outcome = Outcome {
         off: Vec::new(),
         on: Vec::new(),
         direct,
     };
-    for _ in 0..runs {
-        outcome.off.push(wrk(off.http.port(), secs)?);
-        outcome.on.push(wrk(on.http.port(), secs)?);
+    // ABBA order: whatever drifts during a session (connection state left by the previous
+    // run, other tenants) falls on both sides alike.
+    for i in 0..runs {
+        if i % 2 == 0 {
+            outcome.off.push(measured(&off, secs)?);
+            outcome.on.push(measured(&on, secs)?);
+        } else {
+            outcome.on.push(measured(&on, secs)?);
+            outcome.off.push(measured(&off, secs)?);
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = scraper.join();
@@ -103,23 +157,27 @@ fn median(v: &[f64]) -> f64 {
 
 /// The markdown table.
 pub fn table(o: &Outcome) -> String {
-    let (off, on) = (median(&o.off), median(&o.on));
-    let runs = |v: &[f64]| {
+    let rps = |v: &[Run]| median(&v.iter().map(|r| r.rps).collect::<Vec<_>>());
+    let cpu = |v: &[Run]| median(&v.iter().map(|r| r.cpu_us).collect::<Vec<_>>());
+    let runs = |v: &[Run]| {
         v.iter()
-            .map(|r| format!("{r:.0}"))
+            .map(|r| format!("{:.0} / {:.1}", r.rps, r.cpu_us))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let (off_cpu, on_cpu) = (cpu(&o.off), cpu(&o.on));
     format!(
-        "| berth | req/s (median) | runs | vs direct |\n|---|---|---|---|\n\
-         | metrics + access log off | {off:.0} | {} | {:.2}× |\n\
-         | metrics + access log on | {on:.0} | {} | {:.2}× |\n\n\
-         Overhead of metrics and access log: {:.1} % (direct origin: {:.0} req/s).\n",
+        "| berth | req/s (median) | CPU µs per request (median) | runs (req/s / µs) |\n|---|---|---|---|\n\
+         | metrics + access log off | {:.0} | {off_cpu:.1} | {} |\n\
+         | metrics + access log on | {:.0} | {on_cpu:.1} | {} |\n\n\
+         Overhead of metrics and access log: {:+.1} % CPU per request, {:+.1} % requests/s \
+         (direct origin: {:.0} req/s).\n",
+        rps(&o.off),
         runs(&o.off),
-        off / o.direct,
+        rps(&o.on),
         runs(&o.on),
-        on / o.direct,
-        (1.0 - on / off) * 100.0,
+        (on_cpu / off_cpu - 1.0) * 100.0,
+        (rps(&o.on) / rps(&o.off) - 1.0) * 100.0,
         o.direct
     )
 }

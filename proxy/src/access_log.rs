@@ -2,8 +2,9 @@
 //! logs once, at the end), to standard output or a file.
 //!
 //! Lines are handed to a writer thread through a bounded channel, so the request path never
-//! waits for a disk or a pipe; if the writer falls more than [`QUEUE_LINES`] lines behind,
-//! further lines are dropped and counted rather than slowing requests down.
+//! waits for a disk or a pipe; the writer wakes every [`WRITE_EVERY`] and writes what
+//! arrived in one go. If it falls more than [`QUEUE_LINES`] lines behind, further lines are
+//! dropped and counted rather than slowing requests down.
 //!
 //! ```toml
 //! [log]
@@ -13,7 +14,8 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -105,18 +107,36 @@ impl AccessLogger {
     }
 }
 
-/// The writer thread: writes what is queued, flushing whenever the queue runs empty.
+/// How often the writer thread wakes to write what was queued. Requests never wake it: a
+/// wake-up per line (a futex call and a context switch) cost more than the line itself.
+pub const WRITE_EVERY: Duration = Duration::from_millis(50);
+
+/// The writer thread: every [`WRITE_EVERY`], writes everything queued in one go.
 fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
-    let mut out = io::BufWriter::with_capacity(64 << 10, out);
-    while let Ok(line) = rx.recv() {
-        let mut result = out.write_all(&line);
-        while let Ok(more) = rx.try_recv() {
-            if result.is_ok() {
-                result = out.write_all(&more);
+    let mut out = io::BufWriter::with_capacity(256 << 10, out);
+    loop {
+        std::thread::sleep(WRITE_EVERY);
+        let mut wrote = false;
+        let mut result = Ok(());
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    wrote = true;
+                    if result.is_ok() {
+                        result = out.write_all(&line);
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
         }
-        if let Err(e) = result.and_then(|()| out.flush()) {
-            tracing::error!(error = %e, "access log: write failed");
+        if wrote {
+            if let Err(e) = result.and_then(|()| out.flush()) {
+                tracing::error!(error = %e, "access log: write failed");
+            }
         }
     }
 }
