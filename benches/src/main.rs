@@ -22,6 +22,7 @@ mod nginx;
 mod overhead;
 mod propagation;
 mod tls;
+mod wrk;
 
 use nginx::{Nginx, NginxFlavour};
 
@@ -120,107 +121,89 @@ fn workspace_root() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Cmd::Upload { args, out } => {
-            match upload(args.mib, &args.concurrency, args.runs, args.berth, &out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("berth-benches: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    let result = match cli.command {
+        Cmd::Upload { args, out } => upload(args.mib, &args.concurrency, args.runs, args.berth, &out),
         Cmd::Overhead {
             runs,
             secs,
             berth,
             out,
-        } => {
-            let result = berth_binary(berth)
-                .and_then(|berth| overhead::run(&berth, runs, secs))
-                .and_then(|outcome| {
-                    let header = machine_header(runs, 0);
-                    let measured = header.lines().nth(1).unwrap_or("").to_string();
-                    let report = format!(
-                        "{measured}\n\nSmall GETs over plain HTTP/1.1 with keep-alive (`small_get_h1_c64_observability`: \
-                         wrk, 2 threads, 64 connections, {secs} s per run, runs alternating in ABBA order), berth with \
-                         Prometheus metrics (scraped every second) and a JSON access log to a file, \
-                         against berth with both off.\n\n{}",
-                        overhead::table(&outcome)
-                    );
-                    write_report(&out, &report)
-                });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("berth-benches: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => berth_binary(berth)
+            .and_then(|berth| overhead::run(&berth, runs, secs))
+            .and_then(|outcome| {
+                let report = format!(
+                    "{}\n\nSmall GETs over plain HTTP/1.1 with keep-alive (`small_get_h1_c64_observability`: \
+                     wrk, 2 threads, 64 connections, {secs} s per run, runs alternating in ABBA order), berth with \
+                     Prometheus metrics (scraped every second) and a JSON access log to a file, \
+                     against berth with both off.\n\n{}",
+                    measured_on(),
+                    overhead::table(&outcome)
+                );
+                write_report(&out, &report)
+            }),
         Cmd::Propagation {
             containers,
             berth,
             out,
-        } => {
-            let result = berth_binary(berth)
-                .and_then(|berth| propagation::run(&berth, containers))
-                .and_then(|samples| {
-                    let header = machine_header(1, 0);
-                    let measured = header.lines().nth(1).unwrap_or("").to_string();
-                    let daemon = berth_testkit::docker::docker(&[
-                        "version",
-                        "--format",
-                        "{{.Server.Version}} (API {{.Server.APIVersion}})",
-                    ])
-                    .unwrap_or_default();
-                    let header = format!("{measured} Docker {daemon}.");
-                    let report = format!(
-                        "{header}\n\nRoute propagation with Docker discovery (`docker_route_propagation`): \
-                         containers started and stopped one at a time; each latency is measured from the \
-                         docker command returning to the first answer from berth that reflects it.\n\n{}",
-                        propagation::table(&samples)
-                    );
-                    write_report(&out, &report)
-                });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("berth-benches: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => berth_binary(berth)
+            .and_then(|berth| propagation::run(&berth, containers))
+            .and_then(|samples| {
+                let daemon = berth_testkit::docker::docker(&[
+                    "version",
+                    "--format",
+                    "{{.Server.Version}} (API {{.Server.APIVersion}})",
+                ])
+                .unwrap_or_default();
+                let report = format!(
+                    "{} Docker {daemon}.\n\nRoute propagation with Docker discovery (`docker_route_propagation`): \
+                     containers started and stopped one at a time; each latency is measured from the \
+                     docker command returning to the first answer from berth that reflects it.\n\n{}",
+                    measured_on(),
+                    propagation::table(&samples)
+                );
+                write_report(&out, &report)
+            }),
         Cmd::Tls {
             args,
             wrk_secs,
             out,
         } => {
             let (runs, mib) = (args.runs, args.mib);
-            let result = berth_binary(args.berth).and_then(|berth| {
-                tls::run(&tls::TlsBench {
-                    mib,
-                    concurrency: args.concurrency,
-                    runs,
-                    wrk_secs,
-                    berth,
+            berth_binary(args.berth)
+                .and_then(|berth| {
+                    tls::run(&tls::TlsBench {
+                        mib,
+                        concurrency: args.concurrency,
+                        runs,
+                        wrk_secs,
+                        berth,
+                    })
                 })
-            });
-            match result.and_then(|table| {
-                let header = machine_header(runs, mib).replace(
-                    "Upload throughput over plain HTTP/1.1",
-                    "TLS uploads (curl, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
-                );
-                write_report(&out, &format!("{header}\n{table}"))
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("berth-benches: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+                .and_then(|table| {
+                    let header = machine_header(runs, mib).replace(
+                        "Upload throughput over plain HTTP/1.1",
+                        "TLS uploads (curl, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
+                    );
+                    write_report(&out, &format!("{header}\n{table}"))
+                })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-benches: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// The "Measured <date> on <machine> ..." line of the reports.
+fn measured_on() -> String {
+    machine_header(0, 0)
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
 }
 
 fn berth_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {

@@ -47,45 +47,12 @@ fn cpu_seconds(pid: u32) -> Result<f64, String> {
 /// wrk against berth, with berth's CPU time measured around it.
 fn measured(b: &BerthProcess, secs: u64) -> Result<Run, String> {
     let before = cpu_seconds(b.pid())?;
-    let (rps, requests) = wrk(b.http.port(), secs)?;
+    let report = crate::wrk::run(&format!("http://{}/v2/", b.http), secs)?;
     let cpu = cpu_seconds(b.pid())? - before;
     Ok(Run {
-        rps,
-        cpu_us: cpu * 1e6 / requests.max(1.0),
+        rps: report.rps,
+        cpu_us: cpu * 1e6 / report.requests.max(1.0),
     })
-}
-
-/// Requests per second and total requests.
-fn wrk(port: u16, secs: u64) -> Result<(f64, f64), String> {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c64",
-            &format!("-d{secs}s"),
-            "-H",
-            "Host: bench.test",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/v2/"))
-        .output()
-        .map_err(|e| format!("wrk (apt-get install wrk): {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("Non-2xx") || text.contains("Socket errors") {
-        return Err(format!("wrk saw errors: {text}"));
-    }
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| format!("wrk output without Requests/sec: {text}"))?;
-    // "  123456 requests in 8.00s, 12.34MB read"
-    let requests = text
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| format!("wrk output without a request count: {text}"))?;
-    Ok((rps, requests))
 }
 
 /// Runs `runs` alternating pairs of `secs` seconds each.
@@ -127,7 +94,7 @@ pub fn run(berth: &Path, runs: usize, secs: u64) -> Result<Outcome, String> {
             }
         })
     };
-    let direct = wrk(origin.addr.port(), secs)?.0;
+    let direct = crate::wrk::run(&format!("http://{}/v2/", origin.addr), secs)?.rps;
     let mut outcome = Outcome {
         off: Vec::new(),
         on: Vec::new(),

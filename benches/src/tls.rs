@@ -211,35 +211,9 @@ fn upload(t: &Target, body: &Path, flag: &str, c: usize, len: u64) -> Result<(f6
 /// wrk against the target: requests/s and the p99 latency as wrk prints it.
 fn wrk(t: &Target, secs: u64) -> Result<(f64, String), String> {
     let port = t.url_base.rsplit(':').next().unwrap_or("0");
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c64",
-            &format!("-d{secs}s"),
-            "--latency",
-            "-H",
-            "Host: bench.test",
-        ])
-        .arg(format!("https://127.0.0.1:{port}/v2/"))
-        .output()
-        .map_err(|e| format!("wrk: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| format!("wrk output without Requests/sec: {text}"))?;
-    if text.contains("Non-2xx") || text.contains("Socket errors") {
-        return Err(format!("wrk against {} saw errors: {text}", t.name));
-    }
-    let p99 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("99%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?")
-        .to_string();
-    Ok((rps, p99))
+    let report = crate::wrk::run(&format!("https://127.0.0.1:{port}/v2/"), secs)
+        .map_err(|e| format!("{}: {e}", t.name))?;
+    Ok((report.rps, report.p99))
 }
 
 /// Renews the certificate `n` times (temp file + rename) and measures how long until a new
