@@ -3,8 +3,9 @@
 //! ```text
 //! https → allow → forwarded → body-limit → timeouts → upstream-tls → registry
 //! ```
-//! (The ACME challenge step will sit ahead of `https`, and auth right after it, so that a
-//! challenge or a redirect never needs credentials.)
+//! The ACME challenge step ([`crate::builtin::AcmeChallenge`]) runs ahead of every chain, in
+//! the proxy, because it answers for hosts that have no route yet; auth will sit right after
+//! `https`, so that neither a challenge nor a redirect ever needs credentials.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

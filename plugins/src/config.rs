@@ -206,6 +206,8 @@ pub struct RawRoute {
     pub dangerous_skip_verify: Option<bool>,
     /// Client CIDRs allowed; others get 403.
     pub allow: Option<Vec<String>>,
+    /// berth-acme obtains and renews a certificate for this host.
+    pub acme: Option<bool>,
     /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
     pub https: Option<String>,
     /// `Strict-Transport-Security` value, or `off`.
@@ -230,6 +232,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// `[docker]`.
     pub docker: RawDocker,
+    /// `[acme]`.
+    pub acme: crate::acme::RawAcme,
     /// `[log]`.
     pub log: RawLog,
     /// `[forwarded]`.
@@ -361,6 +365,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Docker discovery.
     pub docker: DockerConfig,
+    /// Certificates from ACME (the challenge directory is berth's part of it).
+    pub acme: crate::acme::AcmeConfig,
     /// The access log.
     pub access_log: AccessLog,
     /// Peers whose `X-Forwarded-*` headers are trusted.
@@ -553,6 +559,7 @@ impl RawConfig {
             }
         };
         let docker = self.docker.validate(errors);
+        let acme = self.acme.validate(errors);
         let access_log = match self.log.access.as_deref().map(str::trim) {
             None | Some("stdout") => AccessLog::Stdout,
             Some("off") => AccessLog::Off,
@@ -599,6 +606,7 @@ impl RawConfig {
                 default_cert,
             },
             docker,
+            acme,
             access_log,
             trusted_proxies,
             defaults,
@@ -818,6 +826,12 @@ impl RawRoute {
             None | Some("") => None,
             Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
         };
+        if self.acme == Some(true) && !matches!(host, Some(HostPattern::Exact(_))) {
+            errors.push(
+                key("acme"),
+                "needs a plain host name (wildcards and regexes cannot get an HTTP-01 certificate)",
+            );
+        }
         let allow = self
             .allow
             .iter()
@@ -849,6 +863,7 @@ impl RawRoute {
             settings,
             cert_name,
             allow,
+            acme: self.acme.unwrap_or(false),
             source,
         })
     }
@@ -895,6 +910,10 @@ mod tests {
             Some("127.0.0.1:9180".parse().expect("addr"))
         );
         assert_eq!(config.docker.mode, DockerMode::Auto);
+        assert_eq!(
+            config.acme.metrics,
+            Some("127.0.0.1:9181".parse().expect("addr"))
+        );
         assert_eq!(config.docker.endpoint, None);
         assert_eq!(config.docker.network, None);
     }

@@ -124,6 +124,30 @@ pub fn resolve_endpoint(configured: Option<&DockerEndpoint>) -> Result<DockerEnd
     }
 }
 
+/// The endpoint to follow when discovery is on, or why it is off (`Err` inside `Ok`): `false`
+/// turns it off; `auto` turns it on when the endpoint's socket exists (a `tcp://` endpoint
+/// always counts).
+///
+/// # Errors
+/// When `DOCKER_HOST` is malformed.
+pub fn discovery_endpoint(
+    config: &crate::config::DockerConfig,
+) -> Result<Result<DockerEndpoint, String>, String> {
+    use crate::config::DockerMode;
+    if config.mode == DockerMode::Off {
+        return Ok(Err("off (docker.enabled = false)".to_string()));
+    }
+    let endpoint = resolve_endpoint(config.endpoint.as_ref())?;
+    if config.mode == DockerMode::Auto {
+        if let DockerEndpoint::Unix(path) = &endpoint {
+            if !path.exists() {
+                return Ok(Err(format!("off (no socket at {})", path.display())));
+            }
+        }
+    }
+    Ok(Ok(endpoint))
+}
+
 impl DockerWatcher {
     /// A watcher for `endpoint`, and the receiving end of its snapshots.
     pub fn new(endpoint: DockerEndpoint) -> (DockerWatcher, watch::Receiver<Arc<Snapshot>>) {
@@ -214,26 +238,13 @@ impl DockerWatcher {
             .build();
         let mut events = docker.events(Some(options));
 
-        let own_networks = own_networks(&docker).await;
-        let list = docker
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
-            .await?;
-        let mut containers = BTreeMap::new();
-        for summary in list {
-            let Some(id) = summary.id else { continue };
-            if let Some(info) = inspect(&docker, &id).await? {
-                containers.insert(id, Arc::new(info));
-            }
-        }
+        let snapshot = list(&docker).await?;
         tracing::info!(
             endpoint = %self.endpoint,
-            containers = containers.len(),
+            containers = snapshot.containers.len(),
             "docker: connected"
         );
-        self.tx.send_replace(Arc::new(Snapshot {
-            containers,
-            own_networks,
-        }));
+        self.tx.send_replace(Arc::new(snapshot));
         self.status.connected.store(true, Ordering::Relaxed);
         *connected = true;
 
@@ -266,6 +277,36 @@ impl DockerWatcher {
             });
         }
     }
+}
+
+/// Lists and inspects every running container once (for one-shot runs such as
+/// `berth-acme once`).
+///
+/// # Errors
+/// When the daemon cannot be reached or answers with an error.
+pub async fn list_once(endpoint: &DockerEndpoint) -> Result<Snapshot, bollard::errors::Error> {
+    let (watcher, _rx) = DockerWatcher::new(endpoint.clone());
+    let docker = watcher.connect()?.negotiate_version().await?;
+    list(&docker).await
+}
+
+/// Every running container, inspected, and berth's own networks.
+async fn list(docker: &Docker) -> Result<Snapshot, bollard::errors::Error> {
+    let own_networks = own_networks(docker).await;
+    let summaries = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
+        .await?;
+    let mut containers = BTreeMap::new();
+    for summary in summaries {
+        let Some(id) = summary.id else { continue };
+        if let Some(info) = inspect(docker, &id).await? {
+            containers.insert(id, Arc::new(info));
+        }
+    }
+    Ok(Snapshot {
+        containers,
+        own_networks,
+    })
 }
 
 /// The action (without a `health_status:` verdict) and the container an event concerns.

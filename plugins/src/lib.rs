@@ -5,6 +5,7 @@
 //! a plugin hook is handed — except [`docker`], the Docker client both binaries share — so
 //! every core is testable without sockets.
 
+pub mod acme;
 pub mod builtin;
 pub mod chain;
 pub mod config;

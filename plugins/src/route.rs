@@ -259,6 +259,9 @@ pub struct RouteSpec {
     pub cert_name: Option<String>,
     /// Client networks allowed; empty = everyone.
     pub allow: Vec<ipnet::IpNet>,
+    /// berth-acme keeps a certificate for this host (`acme = true`; containers ask through
+    /// their labels instead).
+    pub acme: bool,
     /// Where the route came from.
     pub source: RouteSource,
 }

@@ -12,11 +12,12 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
 use berth_plugins::route::{HostPattern, UpstreamProto};
 use berth_plugins::routing::request_target;
 use berth_plugins::table::RouteTable;
-use berth_plugins::{Flow, Reply, RequestCtx, Route, Scheme};
+use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme};
 
 use crate::observe::Observer;
 
@@ -28,6 +29,8 @@ pub struct Berth {
     scheme: Scheme,
     table: SharedTable,
     observer: Arc<Observer>,
+    /// ACME HTTP-01 challenges, answered ahead of every route's chain (plain HTTP only).
+    challenge: Option<AcmeChallenge>,
 }
 
 impl Berth {
@@ -38,7 +41,14 @@ impl Berth {
             scheme,
             table,
             observer,
+            challenge: None,
         }
+    }
+
+    /// Answers ACME HTTP-01 challenges from `challenge` before anything else runs.
+    pub fn with_challenges(mut self, challenge: AcmeChallenge) -> Berth {
+        self.challenge = Some(challenge);
+        self
     }
 
     /// Sends a reply berth generated itself, after the route's `response_filter`s.
@@ -122,11 +132,19 @@ impl ProxyHttp for Berth {
             .load()
             .lookup(&ctx.host, session.req_header().uri.path())
             .cloned();
+        ctx.route.clone_from(&route);
+        // Challenges come first, for any host, routed or not: a certificate is often wanted
+        // before its route is (the plugin itself stays out of `nohttp` routes).
+        if let Some(challenge) = &self.challenge {
+            if let Flow::Respond(reply) = challenge.request_filter(session, ctx).await? {
+                self.respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
+        }
         let Some(route) = route else {
             self.respond(session, ctx, Reply::no_route()).await?;
             return Ok(true);
         };
-        ctx.route = Some(route.clone());
         for plugin in &route.chain {
             if let Flow::Respond(reply) = plugin.request_filter(session, ctx).await? {
                 self.respond(session, ctx, reply).await?;

@@ -12,9 +12,9 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 
-use berth_plugins::builtin::OwnCertificate;
-use berth_plugins::config::{DefaultCert, DockerConfig, DockerEndpoint, DockerMode, TlsConfig};
-use berth_plugins::docker::{resolve_endpoint, DockerWatcher};
+use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
+use berth_plugins::config::{DefaultCert, TlsConfig};
+use berth_plugins::docker::{discovery_endpoint, DockerWatcher};
 
 use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
 use berth_plugins::{build_table, ChainEnv, Scheme};
@@ -125,25 +125,6 @@ fn metrics_err(e: prometheus::Error) -> StartError {
     StartError::Metrics(e.to_string())
 }
 
-/// The Docker endpoint to follow, or `None` when discovery is off (with the reason).
-///
-/// # Errors
-/// When discovery is on but `DOCKER_HOST` is malformed.
-fn docker_endpoint(docker: &DockerConfig) -> Result<Result<DockerEndpoint, String>, StartError> {
-    if docker.mode == DockerMode::Off {
-        return Ok(Err("off (docker.enabled = false)".to_string()));
-    }
-    let endpoint = resolve_endpoint(docker.endpoint.as_ref()).map_err(StartError::Docker)?;
-    if docker.mode == DockerMode::Auto {
-        if let DockerEndpoint::Unix(path) = &endpoint {
-            if !path.exists() {
-                return Ok(Err(format!("off (no socket at {})", path.display())));
-            }
-        }
-    }
-    Ok(Ok(endpoint))
-}
-
 /// Builds the server: the shared route table, a proxy service per listener, for HTTPS the
 /// certificate store with its watcher, Docker discovery and the admin listener. Returns the
 /// server and one line per listener and watcher, for the start-up message.
@@ -175,7 +156,7 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
     // Docker discovery rebuilds the table from the file's routes plus the containers'.
     let mut report = Arc::new(ArcSwap::from_pointee(Report::default()));
     let mut docker_status = None;
-    match docker_endpoint(&config.docker)? {
+    match discovery_endpoint(&config.docker).map_err(StartError::Docker)? {
         Ok(endpoint) => {
             let (watcher, snapshots) = DockerWatcher::new(endpoint.clone());
             let builder = RouteBuilder::new(
@@ -208,14 +189,16 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
     };
 
     if let Some(addr) = config.listen.http {
-        let proxy = http_proxy(
-            &server.configuration,
-            Berth::new(Scheme::Http, table.clone(), observer.clone()),
-        );
+        let app = Berth::new(Scheme::Http, table.clone(), observer.clone())
+            .with_challenges(AcmeChallenge::new(config.acme.challenge_dir.clone()));
+        let proxy = http_proxy(&server.configuration, app);
         let mut service = Service::new("berth http".to_string(), Counted::new(proxy, open("http")));
         service.add_tcp(&addr.to_string());
         server.add_service(service);
-        listeners.push(format!("listening on http://{addr}"));
+        listeners.push(format!(
+            "listening on http://{addr} (ACME challenges from {})",
+            config.acme.challenge_dir.display()
+        ));
     }
     let mut cert_state = None;
     if let Some((addr, (loader, store))) = certs {

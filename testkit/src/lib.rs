@@ -7,6 +7,7 @@
 //!   Content-Length bodies of random data, `Expect: 100-continue`, paced uploads, odd
 //!   request lines).
 //! - [`process`]: start `berth` and other servers on ephemeral ports, read their memory use.
+//! - [`pebble`]: a real ACME server whose HTTP-01 validation goes through berth.
 //! - [`docker`]: locally built test images, and containers and networks that clean up after
 //!   themselves.
 
@@ -14,6 +15,7 @@ pub mod client;
 pub mod docker;
 pub mod oci;
 pub mod origin;
+pub mod pebble;
 pub mod process;
 pub mod registry;
 pub mod tls;

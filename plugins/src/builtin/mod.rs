@@ -1,5 +1,6 @@
 //! The built-in plugins. Each module says which phases it uses.
 
+mod acme_challenge;
 mod allow;
 mod body;
 mod forwarded;
@@ -8,6 +9,7 @@ mod registry;
 mod timeouts;
 mod upstream_tls;
 
+pub use acme_challenge::{valid_token, AcmeChallenge, CHALLENGE_PREFIX};
 pub use allow::{Allow, INTERNAL_NETWORKS};
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};

@@ -1,0 +1,175 @@
+//! `berth-acme`: parse the command line, read the configuration, run the worker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use berth_acme::metrics::Metrics;
+use berth_acme::worker::Worker;
+use berth_plugins::config::{parse_config, Config, DockerEndpoint, EMBEDDED_DEFAULT};
+use berth_plugins::docker::{discovery_endpoint, list_once, DockerWatcher, Snapshot};
+
+/// berth-acme — obtains and renews the certificates berth serves.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML), the same file berth reads. Without it, the embedded default.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Issue or renew whatever is due now, then exit (non-zero if an order failed).
+    Once,
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, String> {
+    let text = match path {
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
+        }
+        None => EMBEDDED_DEFAULT.to_string(),
+    };
+    parse_config(&text).map_err(|errors| {
+        let lines: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
+        format!("the configuration is not valid:\n{}", lines.join("\n"))
+    })
+}
+
+/// The Docker endpoint to follow, if discovery is on (the same rule as berth's).
+fn docker_endpoint(config: &Config) -> Result<Option<DockerEndpoint>, String> {
+    Ok(discovery_endpoint(&config.docker)?.ok())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match load(cli.config.as_ref()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("berth-acme: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth-acme: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Once) => once(config).await,
+            None => daemon(config).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth-acme: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn metrics() -> Result<Arc<Metrics>, String> {
+    Metrics::new().map(Arc::new).map_err(|e| e.to_string())
+}
+
+async fn once(config: Arc<Config>) -> Result<ExitCode, String> {
+    let containers = match docker_endpoint(&config)? {
+        Some(endpoint) => list_once(&endpoint)
+            .await
+            .map_err(|e| format!("docker {endpoint}: {e}"))?,
+        None => Snapshot::default(),
+    };
+    let mut worker = Worker::new(config.clone(), metrics()?);
+    let (report, _) = worker.pass(&containers).await;
+    println!(
+        "berth-acme: {} issued, {} failed",
+        report.issued.len(),
+        report.failed.len()
+    );
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn daemon(config: Arc<Config>) -> Result<ExitCode, String> {
+    let metrics = metrics()?;
+    if let Some(addr) = config.acme.metrics {
+        berth_acme::metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(|e| format!("acme.metrics {addr}: {e}"))?;
+        println!("berth-acme: metrics on http://{addr}/metrics");
+    }
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut snapshots = match docker_endpoint(&config)? {
+        Some(endpoint) => {
+            println!("berth-acme: following docker at {endpoint}");
+            let (watcher, rx) = DockerWatcher::new(endpoint);
+            let shutdown = shutdown_rx.clone();
+            tokio::spawn(async move { watcher.run(shutdown).await });
+            Some(rx)
+        }
+        None => None,
+    };
+    println!(
+        "berth-acme: directory {}, certificates into {}",
+        config.acme.directory,
+        config.tls.certs_dir.display()
+    );
+    let mut worker = Worker::new(config.clone(), metrics);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        let containers = snapshots
+            .as_mut()
+            .map(|rx| rx.borrow_and_update().as_ref().clone())
+            .unwrap_or_default();
+        let (_, next) = worker.pass(&containers).await;
+        tracing::debug!(next_in_secs = next.as_secs(), "acme: pass done");
+        let changed = async {
+            match snapshots.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    // Let a burst of events (start, connect, health) settle.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(next) => {}
+            () = changed => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,0 +1,198 @@
+//! The worker: one pass looks at every wanted certificate, orders those that are due and
+//! says when the next pass should run; the daemon repeats passes at that time or as soon as
+//! Docker reports a change. Failures back off per certificate (`acme.retry-after`, 1 min by
+//! default, doubling to 1 h, with the reason logged), so one failing host never holds up the others and a broken setup
+//! does not hammer the CA.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use instant_acme::Account;
+
+use berth_plugins::config::Config;
+use berth_plugins::docker::Snapshot;
+
+use crate::issue::issue;
+use crate::metrics::Metrics;
+use crate::wanted::{due, read_leaf, wanted, Due, Existing, Wanted};
+use crate::Error;
+
+/// Longest wait after failures (the first is `acme.retry-after`, doubling per failure).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+/// Longest time between passes, even when nothing is due.
+pub const PASS_EVERY: Duration = Duration::from_secs(3600);
+
+/// Failures of one certificate in a row, and when to try again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    retry_at: Instant,
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Certificates ordered and installed.
+    pub issued: Vec<String>,
+    /// Certificates whose order failed.
+    pub failed: Vec<String>,
+}
+
+/// The certificate worker's state between passes.
+pub struct Worker {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    accounts: HashMap<Option<String>, Account>,
+    backoff: HashMap<String, Backoff>,
+    reported: Vec<String>,
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+async fn existing(certs_dir: &Path, name: &str) -> Option<Existing> {
+    let pem = tokio::fs::read(certs_dir.join(format!("{name}.crt")))
+        .await
+        .ok()?;
+    // A certificate without its key is no certificate: order a new pair.
+    tokio::fs::metadata(certs_dir.join(format!("{name}.key")))
+        .await
+        .ok()?;
+    read_leaf(&pem).ok()
+}
+
+impl Worker {
+    /// A worker for `config`, recording into `metrics`.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Worker {
+        Worker {
+            config,
+            metrics,
+            accounts: HashMap::new(),
+            backoff: HashMap::new(),
+            reported: Vec::new(),
+        }
+    }
+
+    async fn account(&mut self, email: Option<String>) -> Result<Account, Error> {
+        if let Some(a) = self.accounts.get(&email) {
+            return Ok(a.clone());
+        }
+        let a = crate::account::account(&self.config.acme, email.as_deref()).await?;
+        self.accounts.insert(email, a.clone());
+        Ok(a)
+    }
+
+    async fn order(&mut self, w: &Wanted) -> Result<(), Error> {
+        let email = w.email.clone().or_else(|| self.config.acme.email.clone());
+        let account = self.account(email).await?;
+        issue(
+            &account,
+            w,
+            &self.config.acme.challenge_dir,
+            &self.config.tls.certs_dir,
+            self.config.acme.key_type,
+        )
+        .await
+    }
+
+    /// Looks at every wanted certificate once, orders the due ones, and returns what it did
+    /// and how long until the next pass should run.
+    pub async fn pass(&mut self, containers: &Snapshot) -> (PassReport, Duration) {
+        let (wanted, errors) = wanted(&self.config.routes, containers);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for m in messages.iter().filter(|m| !self.reported.contains(m)) {
+            tracing::warn!("acme: {m}; no certificate for that container");
+        }
+        self.reported = messages;
+
+        let renew_before =
+            i64::try_from(self.config.acme.renew_before.as_secs()).unwrap_or(i64::MAX);
+        let certs_dir = self.config.tls.certs_dir.clone();
+        let mut report = PassReport::default();
+        let mut next = PASS_EVERY;
+        for w in &wanted {
+            let current = existing(&certs_dir, &w.name).await;
+            let now = now_unix();
+            let reason = match due(current.as_ref(), &w.hosts, renew_before, now) {
+                Due::NotUntil(at) => {
+                    self.record(&w.name, current.as_ref(), Some(at));
+                    self.backoff.remove(&w.name);
+                    let wait = u64::try_from(at - now).unwrap_or(0);
+                    next = next.min(Duration::from_secs(wait));
+                    continue;
+                }
+                Due::Missing => "no certificate yet",
+                Due::Uncovered => "the certificate does not name every host",
+                Due::Expiring => "the certificate is in its renewal window",
+            };
+            if let Some(b) = self.backoff.get(&w.name) {
+                let left = b.retry_at.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    next = next.min(left);
+                    continue;
+                }
+            }
+            tracing::info!(cert = %w.name, hosts = ?w.hosts, source = %w.source, "acme: ordering a certificate: {reason}");
+            let started = Instant::now();
+            match self.order(w).await {
+                Ok(()) => {
+                    self.metrics.orders.with_label_values(&["ok"]).inc();
+                    self.backoff.remove(&w.name);
+                    let fresh = existing(&certs_dir, &w.name).await;
+                    let at = fresh.as_ref().map(|e| e.not_after - renew_before);
+                    self.record(&w.name, fresh.as_ref(), at);
+                    tracing::info!(
+                        cert = %w.name,
+                        seconds = started.elapsed().as_secs_f64(),
+                        not_after = fresh.as_ref().map_or(0, |e| e.not_after),
+                        "acme: certificate installed"
+                    );
+                    report.issued.push(w.name.clone());
+                }
+                Err(e) => {
+                    self.metrics.orders.with_label_values(&["error"]).inc();
+                    let failures = self.backoff.get(&w.name).map_or(0, |b| b.failures) + 1;
+                    let wait = self
+                        .config
+                        .acme
+                        .retry_after
+                        .saturating_mul(1 << (failures - 1).min(16))
+                        .min(BACKOFF_MAX);
+                    self.backoff.insert(
+                        w.name.clone(),
+                        Backoff {
+                            failures,
+                            retry_at: Instant::now() + wait,
+                        },
+                    );
+                    next = next.min(wait);
+                    tracing::warn!(
+                        cert = %w.name,
+                        failures,
+                        retry_in_secs = wait.as_secs(),
+                        "acme: order failed: {e}"
+                    );
+                    report.failed.push(w.name.clone());
+                }
+            }
+        }
+        (report, next)
+    }
+
+    fn record(&self, name: &str, existing: Option<&Existing>, renew_at: Option<i64>) {
+        if let Some(e) = existing {
+            self.metrics
+                .not_after
+                .with_label_values(&[name])
+                .set(e.not_after);
+        }
+        if let Some(at) = renew_at {
+            self.metrics.next_renewal.with_label_values(&[name]).set(at);
+        }
+    }
+}

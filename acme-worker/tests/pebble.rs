@@ -1,0 +1,443 @@
+//! berth-acme against Debian's pebble with real HTTP-01 validation through the real berth:
+//! certificates issued, installed in certs-dir, served by berth without a restart and
+//! verified with curl against pebble's issuing root; no new order when nothing is due;
+//! renewal when the window is reached.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth_testkit::pebble::Pebble;
+use berth_testkit::{BerthProcess, Origin};
+
+/// The `berth` binary, built beside this test's own binaries.
+fn berth_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join("berth");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace",
+        path.display()
+    );
+    path
+}
+
+struct Stack {
+    pebble: Pebble,
+    berth: BerthProcess,
+    config: PathBuf,
+    certs: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+/// berth (HTTP + HTTPS), then pebble validating through berth's HTTP port, and the config
+/// file berth-acme reads: the same certs-dir, challenge-dir and routes, plus `[acme]`.
+fn stack(acme_extra: &str, routes: &str) -> Stack {
+    stack_with(acme_extra, routes, false)
+}
+
+/// [`stack`], with pebble requiring external account binding when `eab` is true.
+fn stack_with(acme_extra: &str, routes: &str, eab: bool) -> Stack {
+    let work = tempfile::tempdir().unwrap();
+    let certs = work.path().join("certs");
+    let challenges = work.path().join("challenges");
+    let accounts = work.path().join("accounts");
+    let common = format!(
+        "[docker]\nenabled = false\n\n[tls]\ncerts-dir = \"{}\"\n\n{routes}",
+        certs.display()
+    );
+    let berth = BerthProcess::start(
+        &berth_binary(),
+        &format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[acme]\nchallenge-dir = \"{}\"\n\n{common}",
+            challenges.display()
+        ),
+    )
+    .unwrap();
+    let pebble = Pebble::start(berth.http.port(), eab).unwrap();
+    let config = work.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nhttp = \"{}\"\n\n[acme]\nchallenge-dir = \"{}\"\naccount-dir = \"{}\"\n\
+             directory = \"{}\"\nca-bundle = \"{}\"\nemail = \"ops@example.test\"\n{acme_extra}\n\n{common}",
+            berth.http,
+            challenges.display(),
+            accounts.display(),
+            pebble.directory,
+            pebble.tls_ca.display(),
+        ),
+    )
+    .unwrap();
+    Stack {
+        pebble,
+        berth,
+        config,
+        certs,
+        _work: work,
+    }
+}
+
+fn berth_acme(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth-acme"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `curl` through berth's HTTPS listener to `host`, verifying against `root`.
+fn curl_verified(s: &Stack, host: &str, root: &Path) -> Output {
+    let https = s.berth.https.unwrap();
+    Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(root)
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", https.port()))
+        .arg(format!("https://{host}:{}/", https.port()))
+        .output()
+        .unwrap()
+}
+
+fn serial(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_static_route_gets_a_certificate_berth_serves_and_it_is_renewed_only_when_due() {
+    let origin = Origin::start("app");
+    let s = stack(
+        "",
+        &format!(
+            "[[route]]\nhost = \"app.acme.test\"\nupstreams = [\"{}\"]\nacme = true\n",
+            origin.addr
+        ),
+    );
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(
+        out.status.success(),
+        "{}\npebble log:\n{}\nberth log:\n{}",
+        text(&out),
+        s.pebble.log(),
+        s.berth.log()
+    );
+    assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
+    let crt = s.certs.join("app.acme.test.crt");
+    let key = s.certs.join("app.acme.test.key");
+    assert!(crt.exists() && key.exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    // The challenge files are gone once validated.
+    let tokens = s
+        .config
+        .parent()
+        .unwrap()
+        .join("challenges/.well-known/acme-challenge");
+    assert_eq!(
+        std::fs::read_dir(&tokens).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+
+    // berth picked it up without a restart; curl verifies the chain against pebble's root.
+    let root = s.pebble.issuing_root().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = curl_verified(&s, "app.acme.test", &root);
+        if r.status.success() {
+            assert!(String::from_utf8_lossy(&r.stdout).contains("\"origin\":\"app\""));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "berth never served the issued certificate: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // Nothing is due: no order at all, and the account is reused.
+    let orders = s.pebble.orders();
+    assert_eq!(orders, 1, "pebble saw one order:\n{}", s.pebble.log());
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("0 issued, 0 failed"), "{}", text(&out));
+    assert_eq!(
+        s.pebble.orders(),
+        orders,
+        "a valid certificate was ordered again"
+    );
+    assert!(!text(&out).contains("account registered"), "{}", text(&out));
+
+    // A renewal window longer than the certificate's life: renewed, and served.
+    let before = serial(&crt);
+    let renewing = std::fs::read_to_string(&s.config).unwrap().replace(
+        "email = \"ops@example.test\"",
+        "email = \"ops@example.test\"\nrenew-before = \"36500d\"",
+    );
+    std::fs::write(&s.config, renewing).unwrap();
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
+    let after = serial(&crt);
+    assert_ne!(before, after);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let served = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo | openssl s_client -connect 127.0.0.1:{} -servername app.acme.test 2>/dev/null | openssl x509 -noout -serial",
+                s.berth.https.unwrap().port()
+            ))
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&served.stdout).trim() == after {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was not served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A berth-acme daemon, killed when dropped.
+struct Daemon(std::process::Child, PathBuf);
+
+impl Daemon {
+    fn start(config: &Path, log: PathBuf) -> Daemon {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth-acme"))
+            .arg("--config")
+            .arg(config)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Daemon(child, log)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_seed_recipe_container_gets_its_certificate_live_and_a_restart_orders_nothing() {
+    use berth_testkit::docker::{available, ensure_images, Container, BUSYBOX};
+    if !available() {
+        assert!(std::env::var_os("CI").is_none(), "no Docker daemon answers");
+        eprintln!("skipped: no Docker daemon answers");
+        return;
+    }
+    ensure_images().unwrap();
+    let s = stack("metrics = \"{metrics}\"", "");
+    // Both follow Docker for this test.
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], berth_testkit::free_port()));
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[docker]\nenabled = false", "[docker]\nenabled = true")
+        .replace("{metrics}", &metrics.to_string());
+    std::fs::write(&s.config, &config).unwrap();
+    let berth = BerthProcess::start(
+        &berth_binary(),
+        &format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = true\n\n\
+             [tls]\ncerts-dir = \"{}\"\n\n[acme]\nchallenge-dir = \"{}\"\n",
+            s.certs.display(),
+            s.config.parent().unwrap().join("challenges").display()
+        ),
+    )
+    .unwrap();
+    // pebble validates through the first berth's port; this second berth follows Docker and
+    // serves the same certs-dir and challenge-dir, so both see the new certificate.
+    let work = s.config.parent().unwrap().to_path_buf();
+    let daemon = Daemon::start(&s.config, work.join("acme-1.log"));
+    let host = "seed.acme.test";
+    let container = Container::run(
+        "seed",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={host}"),
+            "-e",
+            &format!("LETSENCRYPT_HOST={host}"),
+            "-e",
+            "LETSENCRYPT_EMAIL=seed@example.test",
+            BUSYBOX,
+        ],
+    )
+    .unwrap();
+    let root = s.pebble.issuing_root().unwrap();
+    let https = berth.https.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", https.port()))
+            .arg(format!("https://{host}:{}/", https.port()))
+            .output()
+            .unwrap();
+        if r.status.success() && String::from_utf8_lossy(&r.stdout).contains("busybox") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verified HTTPS to {host}: {}\nberth-acme log:\n{}\npebble log:\n{}",
+            String::from_utf8_lossy(&r.stderr),
+            daemon.log(),
+            s.pebble.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let scraped = Command::new("curl")
+        .args(["-sS", &format!("http://{metrics}/metrics")])
+        .output()
+        .unwrap();
+    let scraped = String::from_utf8_lossy(&scraped.stdout).to_string();
+    assert!(
+        scraped.contains("berth_acme_orders_total{result=\"ok\"} 1"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(&format!(
+            "berth_acme_cert_not_after_seconds{{host=\"{host}\"}}"
+        )),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(&format!(
+            "berth_acme_next_renewal_seconds{{host=\"{host}\"}}"
+        )),
+        "{scraped}"
+    );
+
+    // A restart finds the certificate valid: no new order.
+    let orders = s.pebble.orders();
+    drop(daemon);
+    let daemon = Daemon::start(&s.config, work.join("acme-2.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !daemon.log().contains("following docker") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        s.pebble.orders(),
+        orders,
+        "restart ordered again:\n{}",
+        daemon.log()
+    );
+    assert!(!daemon.log().contains("ordering"), "{}", daemon.log());
+    drop(container);
+}
+
+#[test]
+fn external_account_binding_is_refused_without_the_key_and_works_with_it() {
+    let origin = Origin::start("app");
+    let route = format!(
+        "[[route]]\nhost = \"eab.acme.test\"\nupstreams = [\"{}\"]\nacme = true\n",
+        origin.addr
+    );
+    let s = stack_with("", &route, true);
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("0 issued, 1 failed"), "{said}");
+    assert!(said.contains("externalAccountRequired"), "{said}");
+
+    let (kid, key) = berth_testkit::pebble::EAB;
+    let with_key = std::fs::read_to_string(&s.config).unwrap().replace(
+        "email = \"ops@example.test\"",
+        &format!("email = \"ops@example.test\"\neab-kid = \"{kid}\"\neab-hmac-key = \"{key}\""),
+    );
+    std::fs::write(&s.config, with_key).unwrap();
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
+    assert!(
+        !text(&out).contains(key),
+        "the HMAC key must never be logged"
+    );
+}
+
+#[test]
+fn one_failing_host_does_not_hold_up_the_others() {
+    let origin = Origin::start("app");
+    // nohttp refuses plain HTTP, challenges included: that host cannot validate.
+    let routes = format!(
+        "[[route]]\nhost = \"good.acme.test\"\nupstreams = [\"{0}\"]\nacme = true\n\n\
+         [[route]]\nhost = \"closed.acme.test\"\nupstreams = [\"{0}\"]\nacme = true\nhttps = \"nohttp\"\n",
+        origin.addr
+    );
+    let s = stack("", &routes);
+    let out = berth_acme(&s.config, &["once"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("1 issued, 1 failed"), "{said}");
+    assert!(
+        said.contains("closed.acme.test") && said.contains("order failed"),
+        "{said}"
+    );
+    assert!(s.certs.join("good.acme.test.crt").exists());
+    assert!(!s.certs.join("closed.acme.test.crt").exists());
+}
+
+#[test]
+fn the_worker_backs_off_while_the_ca_is_down_and_succeeds_when_it_returns() {
+    let origin = Origin::start("app");
+    let route = format!(
+        "[[route]]\nhost = \"later.acme.test\"\nupstreams = [\"{}\"]\nacme = true\n",
+        origin.addr
+    );
+    let mut s = stack("retry-after = \"1s\"", &route);
+    s.pebble.stop();
+    let work = s.config.parent().unwrap().to_path_buf();
+    let mut daemon = Daemon::start(&s.config, work.join("acme.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while daemon.log().matches("order failed").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "the worker exited:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("retry_in_secs=1") && log.contains("retry_in_secs=2"),
+        "{log}"
+    );
+
+    s.pebble.resume().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s.certs.join("later.acme.test.crt").exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(daemon.log().contains("certificate installed"));
+}

@@ -1,0 +1,160 @@
+//! ACME HTTP-01 challenges: `GET /.well-known/acme-challenge/<token>` on plain HTTP is
+//! answered from `acme.challenge-dir`, where `berth-acme` writes the key authorizations.
+//!
+//! Phase: `request_filter`, ahead of every route's chain (so before HTTPS redirects and
+//! auth) and for any host, routed or not — a certificate is often wanted before its route
+//! is. Not on HTTPS (HTTP-01 is plain HTTP by definition) and not for a route in `nohttp`
+//! mode, which refuses plain HTTP altogether. Only base64url tokens are looked up; anything
+//! else (`..`, `/`, `%2e`, an empty token) is a 404 without touching the file system.
+//!
+//! ```toml
+//! [acme]
+//! challenge-dir = "/var/lib/berth/challenges"
+//! ```
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use pingora_error::Result;
+use pingora_proxy::Session;
+
+use crate::plugin::{Flow, Plugin, Reply, RequestCtx, Scheme};
+use crate::route::HttpsMode;
+
+/// The path prefix of HTTP-01 challenges.
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Longest key authorization served (a real one is under 100 bytes).
+const MAX_KEY_AUTHORIZATION: u64 = 4096;
+
+/// Whether `token` is a base64url token (RFC 8555 §8.1: `[A-Za-z0-9_-]+`), and not
+/// absurdly long.
+pub fn valid_token(token: &str) -> bool {
+    (1..=256).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Serves challenge files from a directory.
+#[derive(Debug, Clone)]
+pub struct AcmeChallenge {
+    dir: PathBuf,
+}
+
+impl AcmeChallenge {
+    /// Serves `<challenge-dir>/.well-known/acme-challenge/<token>`.
+    pub fn new(challenge_dir: PathBuf) -> AcmeChallenge {
+        AcmeChallenge {
+            dir: challenge_dir.join(".well-known").join("acme-challenge"),
+        }
+    }
+
+    /// The answer for a challenge path (`None`: not a challenge request at all).
+    pub async fn answer(&self, path: &str) -> Option<Reply> {
+        let token = path.strip_prefix(CHALLENGE_PREFIX)?;
+        if !valid_token(token) {
+            return Some(not_found());
+        }
+        let file = self.dir.join(token);
+        let small = tokio::fs::metadata(&file)
+            .await
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_KEY_AUTHORIZATION);
+        if !small {
+            return Some(not_found());
+        }
+        match tokio::fs::read(&file).await {
+            Ok(body) => Some(Reply {
+                status: StatusCode::OK,
+                headers: Vec::new(),
+                body: Bytes::from(body),
+            }),
+            Err(_) => Some(not_found()),
+        }
+    }
+}
+
+fn not_found() -> Reply {
+    Reply::text(StatusCode::NOT_FOUND, "no such challenge")
+}
+
+#[async_trait]
+impl Plugin for AcmeChallenge {
+    fn name(&self) -> &'static str {
+        "acme-challenge"
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        if ctx.downstream.scheme != Scheme::Http {
+            return Ok(Flow::Continue);
+        }
+        if let Some(route) = &ctx.route {
+            if route.spec.settings.https == HttpsMode::NoHttp {
+                return Ok(Flow::Continue);
+            }
+        }
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Ok(Flow::Continue);
+        }
+        let path = session.req_header().uri.path().to_string();
+        // Replies are text/plain, which is what a key authorization is.
+        Ok(match self.answer(&path).await {
+            Some(reply) => Flow::Respond(reply),
+            None => Flow::Continue,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_base64url_tokens() {
+        for ok in ["abc", "A-b_9", &"x".repeat(256)] {
+            assert!(valid_token(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "%2e%2e",
+            "a.b",
+            "a b",
+            "ä",
+            &"x".repeat(257),
+            "a\\b",
+        ] {
+            assert!(!valid_token(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_tokens_and_nothing_else() {
+        let root = std::env::temp_dir().join(format!("berth-challenge-{}", std::process::id()));
+        let dir = root.join(".well-known/acme-challenge");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("tok_EN-1"), "tok_EN-1.thumbprint").expect("write");
+        std::fs::write(root.join("secret"), "do not serve").expect("write");
+        let plugin = AcmeChallenge::new(root.clone());
+        let ok = plugin.answer("/.well-known/acme-challenge/tok_EN-1").await;
+        assert_eq!(
+            ok.map(|r| (r.status, r.body)),
+            Some((StatusCode::OK, Bytes::from("tok_EN-1.thumbprint")))
+        );
+        for path in [
+            "/.well-known/acme-challenge/missing",
+            "/.well-known/acme-challenge/../../secret",
+            "/.well-known/acme-challenge/%2e%2e%2fsecret",
+            "/.well-known/acme-challenge/",
+        ] {
+            let r = plugin.answer(path).await.map(|r| r.status);
+            assert_eq!(r, Some(StatusCode::NOT_FOUND), "{path}");
+        }
+        assert!(plugin.answer("/other").await.is_none());
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

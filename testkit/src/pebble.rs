@@ -1,0 +1,184 @@
+//! A real ACME server for tests: Debian's `pebble`, with `pebble-challtestsrv` as its only
+//! DNS server (every name resolves to 127.0.0.1), so HTTP-01 validation connects to the
+//! `http_port` it is given — berth's plain HTTP listener. Pebble's own TLS certificate comes
+//! from a test CA made here; the root that signs issued certificates is read from pebble's
+//! management API.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{free_port, wait_for_port};
+use crate::tls::TestCa;
+
+/// A running pebble and its DNS server; both killed when dropped.
+pub struct Pebble {
+    pebble: Option<Child>,
+    dns: Child,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// PEM of the CA that signed pebble's own TLS certificate (for `acme.ca-bundle`).
+    pub tls_ca: PathBuf,
+    /// Pebble's listener.
+    pub addr: SocketAddr,
+    /// Pebble's management listener (`/roots/0`).
+    pub management: SocketAddr,
+    dns_addr: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// External account binding keys pebble is told to require, `(kid, base64url HMAC key)`.
+pub const EAB: (&str, &str) = (
+    "kid-berth",
+    "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W",
+);
+
+impl Pebble {
+    /// Starts pebble validating HTTP-01 on `http_port`; with `require_eab`, accounts need the
+    /// [`EAB`] binding.
+    ///
+    /// # Errors
+    /// When pebble or its DNS server cannot be started (install `pebble`).
+    pub fn start(http_port: u16, require_eab: bool) -> io::Result<Pebble> {
+        let dir = tempfile::tempdir()?;
+        let ca = TestCa::new("pebble test CA");
+        let pem = ca.issue(&["localhost", "127.0.0.1"]);
+        let tls_ca = dir.path().join("pebble-ca.pem");
+        std::fs::write(&tls_ca, ca.pem())?;
+        let cert = dir.path().join("pebble.crt");
+        let key = dir.path().join("pebble.key");
+        std::fs::write(&cert, &pem.cert)?;
+        std::fs::write(&key, &pem.key)?;
+
+        let dns_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dns_log = std::fs::File::create(dir.path().join("challtestsrv.log"))?;
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-dns01", &dns_addr.to_string(), "-defaultIPv4", "127.0.0.1"])
+            .args(["-defaultIPv6", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .stdout(dns_log.try_clone()?)
+            .stderr(dns_log)
+            .stdin(Stdio::null())
+            .spawn()?;
+
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let eab = if require_eab {
+            format!(
+                ",\n    \"externalAccountBindingRequired\": true,\n    \"externalAccountMACKeys\": {{\"{}\": \"{}\"}}",
+                EAB.0, EAB.1
+            )
+        } else {
+            ",\n    \"externalAccountBindingRequired\": false".to_string()
+        };
+        let config = dir.path().join("pebble.json");
+        std::fs::write(
+            &config,
+            format!(
+                "{{\"pebble\": {{\n    \"listenAddress\": \"{addr}\",\n    \"managementListenAddress\": \"{management}\",\n    \
+                 \"certificate\": \"{}\",\n    \"privateKey\": \"{}\",\n    \"httpPort\": {http_port},\n    \
+                 \"tlsPort\": {},\n    \"ocspResponderURL\": \"\"{eab}\n}}}}\n",
+                cert.display(),
+                key.display(),
+                free_port()
+            ),
+        )?;
+        let log = dir.path().join("pebble.log");
+        let mut pebble = Pebble {
+            pebble: None,
+            dns,
+            directory: format!("https://{addr}/dir"),
+            tls_ca,
+            addr,
+            management,
+            dns_addr,
+            config,
+            log,
+            dir,
+        };
+        pebble.resume()?;
+        Ok(pebble)
+    }
+
+    /// Starts (again) the pebble process, e.g. after [`Pebble::stop`].
+    ///
+    /// # Errors
+    /// When it cannot be started or does not listen within 20 s.
+    pub fn resume(&mut self) -> io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(&self.config)
+            .args(["-dnsserver", &self.dns_addr.to_string()])
+            // Validate at once rather than after pebble's random 0-15 s sleep.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        self.pebble = Some(child);
+        wait_for_port(self.addr, Duration::from_secs(20))?;
+        wait_for_port(self.management, Duration::from_secs(20))
+    }
+
+    /// Stops the pebble process (its DNS server keeps running).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.pebble.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Writes the root that signs issued certificates to a file and returns its path. Pebble
+    /// makes a new root each time it starts.
+    ///
+    /// # Errors
+    /// When the management API does not answer.
+    pub fn issuing_root(&self) -> io::Result<PathBuf> {
+        let out = Command::new("curl")
+            .args(["-sSf", "--cacert"])
+            .arg(&self.tls_ca)
+            .arg(format!("https://{}/roots/0", self.management))
+            .output()?;
+        if !out.status.success() || !out.stdout.starts_with(b"-----BEGIN CERTIFICATE-----") {
+            return Err(io::Error::other(format!(
+                "pebble /roots/0: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let path = self.dir.path().join("issuing-root.pem");
+        std::fs::write(&path, &out.stdout)?;
+        Ok(path)
+    }
+
+    /// Everything pebble has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Orders pebble has received (`POST /order-plz` requests in its log).
+    pub fn orders(&self) -> usize {
+        self.log().matches("POST /order-plz").count()
+    }
+
+    /// The directory holding pebble's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.dns.kill();
+        let _ = self.dns.wait();
+    }
+}
