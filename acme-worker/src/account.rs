@@ -37,6 +37,28 @@ fn decode_base64url(text: &str) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::Config(format!("acme.eab-hmac-key is not base64url: {e}")))
 }
 
+/// The account kept for `email`, if one was registered before; never registers one.
+///
+/// # Errors
+/// When the stored account cannot be used with the directory.
+pub async fn existing_account(
+    config: &AcmeConfig,
+    email: Option<&str>,
+) -> Result<Option<Account>, Error> {
+    let file = account_file(&config.account_dir, &config.directory, email);
+    let Ok(text) = tokio::fs::read(&file).await else {
+        return Ok(None);
+    };
+    let Ok(credentials) = serde_json::from_slice::<AccountCredentials>(&text) else {
+        return Ok(None);
+    };
+    builder(config)?
+        .from_credentials(credentials)
+        .await
+        .map(Some)
+        .map_err(Error::Acme)
+}
+
 /// The account for `email` at the configured directory: loaded from account-dir, or created
 /// (with the EAB when configured) and saved there.
 ///

@@ -74,6 +74,8 @@ pub struct Existing {
     pub not_after: i64,
     /// Issuance, Unix seconds.
     pub not_before: i64,
+    /// The leaf, DER (to ask the CA about it).
+    pub der: Vec<u8>,
 }
 
 /// Whether, and why, a certificate must be (re-)issued now.
@@ -105,6 +107,14 @@ pub fn due(existing: Option<&Existing>, hosts: &[String], renew_before_secs: i64
     }
 }
 
+/// The moment to renew inside a CA's suggested window (ACME Renewal Information, RFC 9773):
+/// `fraction` (0..1, drawn once per certificate) of the way from `start` to `end`, so that
+/// many clients do not all renew at the window's first second.
+pub fn ari_renew_at(start: i64, end: i64, fraction: f64) -> i64 {
+    let span = (end - start).max(0) as f64;
+    start + (span * fraction.clamp(0.0, 1.0)) as i64
+}
+
 /// Reads a PEM certificate chain's leaf: its DNS names and validity.
 ///
 /// # Errors
@@ -124,6 +134,7 @@ pub fn read_leaf(pem: &[u8]) -> Result<Existing, String> {
         sans,
         not_after: cert.validity().not_after.timestamp(),
         not_before: cert.validity().not_before.timestamp(),
+        der: block.contents.clone(),
     })
 }
 
@@ -180,12 +191,22 @@ mod tests {
     }
 
     #[test]
+    fn ari_windows() {
+        assert_eq!(ari_renew_at(1000, 2000, 0.0), 1000);
+        assert_eq!(ari_renew_at(1000, 2000, 0.25), 1250);
+        assert_eq!(ari_renew_at(1000, 2000, 7.0), 2000);
+        // A window that ends before it starts means "renew now".
+        assert_eq!(ari_renew_at(1000, 900, 0.5), 1000);
+    }
+
+    #[test]
     fn due_decisions() {
         let hosts = vec!["a.example.com".to_string()];
         let e = Existing {
             sans: hosts.clone(),
             not_after: 1_000_000,
             not_before: 0,
+            der: Vec::new(),
         };
         assert_eq!(due(None, &hosts, 100, 0), Due::Missing);
         assert_eq!(due(Some(&e), &hosts, 100, 0), Due::NotUntil(999_900));

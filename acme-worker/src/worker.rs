@@ -16,7 +16,7 @@ use berth_plugins::docker::Snapshot;
 
 use crate::issue::issue;
 use crate::metrics::Metrics;
-use crate::wanted::{due, read_leaf, wanted, Due, Existing, Wanted};
+use crate::wanted::{ari_renew_at, due, read_leaf, wanted, Due, Existing, Wanted};
 use crate::Error;
 
 /// Longest wait after failures (the first is `acme.retry-after`, doubling per failure).
@@ -47,12 +47,24 @@ pub struct Worker {
     accounts: HashMap<Option<String>, Account>,
     backoff: HashMap<String, Backoff>,
     reported: Vec<String>,
+    /// The directory has no `renewalInfo` (ACME Renewal Information): use the fixed window.
+    ari_unsupported: bool,
 }
 
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Where in a renewal window this certificate renews, in 0..1: fixed per name, so restarts
+/// keep the same moment and different certificates spread out.
+fn spread(name: &str) -> f64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) as f64 / u64::MAX as f64
 }
 
 async fn existing(certs_dir: &Path, name: &str) -> Option<Existing> {
@@ -75,6 +87,7 @@ impl Worker {
             accounts: HashMap::new(),
             backoff: HashMap::new(),
             reported: Vec::new(),
+            ari_unsupported: false,
         }
     }
 
@@ -119,12 +132,25 @@ impl Worker {
             let current = existing(&certs_dir, &w.name).await;
             let now = now_unix();
             let reason = match due(current.as_ref(), &w.hosts, renew_before, now) {
-                Due::NotUntil(at) => {
-                    self.record(&w.name, current.as_ref(), Some(at));
-                    self.backoff.remove(&w.name);
-                    let wait = u64::try_from(at - now).unwrap_or(0);
-                    next = next.min(Duration::from_secs(wait));
-                    continue;
+                Due::NotUntil(fixed) => {
+                    // The CA's own window, when it publishes one, comes first.
+                    let ari = match &current {
+                        Some(e) => self.ari_renew_at(w, e).await,
+                        None => None,
+                    };
+                    let (at, recheck) = match ari {
+                        Some((at, _)) if at <= now => (at, Duration::ZERO),
+                        Some((at, recheck)) => (at.min(fixed), recheck),
+                        None => (fixed, PASS_EVERY),
+                    };
+                    if at > now {
+                        self.record(&w.name, current.as_ref(), Some(at));
+                        self.backoff.remove(&w.name);
+                        let wait = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
+                        next = next.min(wait).min(recheck.max(Duration::from_secs(60)));
+                        continue;
+                    }
+                    "the CA's renewal window (ARI) has opened"
                 }
                 Due::Missing => "no certificate yet",
                 Due::Uncovered => "the certificate does not name every host",
@@ -182,6 +208,54 @@ impl Worker {
             }
         }
         (report, next)
+    }
+
+    /// When the CA suggests renewing this certificate (ACME Renewal Information), and when
+    /// to ask again; `None` when the CA does not say (no `renewalInfo`, no account yet for
+    /// this email — one is never registered just to ask — or an error, which is logged).
+    async fn ari_renew_at(&mut self, w: &Wanted, existing: &Existing) -> Option<(i64, Duration)> {
+        if self.ari_unsupported {
+            return None;
+        }
+        let email = w.email.clone().or_else(|| self.config.acme.email.clone());
+        let account = match self.accounts.get(&email) {
+            Some(a) => a.clone(),
+            None => {
+                match crate::account::existing_account(&self.config.acme, email.as_deref()).await {
+                    Ok(Some(a)) => {
+                        self.accounts.insert(email, a.clone());
+                        a
+                    }
+                    _ => return None,
+                }
+            }
+        };
+        let der = rustls_pki_types::CertificateDer::from(existing.der.clone());
+        let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
+        match account.renewal_info(&id).await {
+            Ok((info, recheck)) => {
+                let window = &info.suggested_window;
+                let at = ari_renew_at(
+                    window.start.unix_timestamp(),
+                    window.end.unix_timestamp(),
+                    spread(&w.name),
+                );
+                Some((at, recheck))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => {
+                tracing::info!(
+                    directory = %self.config.acme.directory,
+                    "acme: the CA publishes no renewal information; renewing {} days before expiry",
+                    self.config.acme.renew_before.as_secs() / 86_400
+                );
+                self.ari_unsupported = true;
+                None
+            }
+            Err(e) => {
+                tracing::debug!(cert = %w.name, "acme: renewal information unavailable: {e}");
+                None
+            }
+        }
     }
 
     fn record(&self, name: &str, existing: Option<&Existing>, renew_at: Option<i64>) {

@@ -183,6 +183,12 @@ fn a_static_route_gets_a_certificate_berth_serves_and_it_is_renewed_only_when_du
         "a valid certificate was ordered again"
     );
     assert!(!text(&out).contains("account registered"), "{}", text(&out));
+    // pebble has no renewalInfo (ARI): the worker asked, and fell back to the fixed window.
+    assert!(
+        text(&out).contains("publishes no renewal information"),
+        "{}",
+        text(&out)
+    );
 
     // A renewal window longer than the certificate's life: renewed, and served.
     let before = serial(&crt);
