@@ -447,3 +447,30 @@ fn the_worker_backs_off_while_the_ca_is_down_and_succeeds_when_it_returns() {
     }
     assert!(daemon.log().contains("certificate installed"));
 }
+
+#[test]
+fn rsa_keys_by_option() {
+    let origin = Origin::start("app");
+    let route = format!(
+        "[[route]]\nhost = \"rsa.acme.test\"\nupstreams = [\"{}\"]\nacme = true\n",
+        origin.addr
+    );
+    let s = stack("key-type = \"rsa2048\"", &route);
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = std::fs::read_to_string(s.certs.join("rsa.acme.test.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let described = Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(s.certs.join("rsa.acme.test.key"))
+        .output()
+        .unwrap();
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(described.contains("Private-Key: (2048 bit"), "{described}");
+    let cert = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(s.certs.join("rsa.acme.test.crt"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&cert.stdout).contains("rsaEncryption"));
+}
