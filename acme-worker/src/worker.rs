@@ -57,6 +57,12 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Whether an error is the CA refusing a stale nonce (transient by definition).
+fn is_bad_nonce(e: &Error) -> bool {
+    matches!(e, Error::Acme(instant_acme::Error::Api(p))
+        if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+}
+
 /// Where in a renewal window this certificate renews, in 0..1: fixed per name, so restarts
 /// keep the same moment and different certificates spread out.
 fn spread(name: &str) -> f64 {
@@ -100,17 +106,34 @@ impl Worker {
         Ok(a)
     }
 
+    /// Orders `w`; an order that fails only on stale nonces (`badNonce`, which the client
+    /// already retried three times per request) is started again at once, twice at most,
+    /// rather than waiting out a backoff for a fault that is not the certificate's.
     async fn order(&mut self, w: &Wanted) -> Result<(), Error> {
         let email = w.email.clone().or_else(|| self.config.acme.email.clone());
-        let account = self.account(email).await?;
-        issue(
-            &account,
-            w,
-            &self.config.acme.challenge_dir,
-            &self.config.tls.certs_dir,
-            self.config.acme.key_type,
-        )
-        .await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = match self.account(email.clone()).await {
+                Ok(account) => {
+                    issue(
+                        &account,
+                        w,
+                        &self.config.acme.challenge_dir,
+                        &self.config.tls.certs_dir,
+                        self.config.acme.key_type,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if is_bad_nonce(&e) && attempts < 3 => {
+                    tracing::info!(cert = %w.name, "acme: the CA refused a nonce; ordering again");
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Looks at every wanted certificate once, orders the due ones, and returns what it did
