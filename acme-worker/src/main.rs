@@ -49,7 +49,7 @@ fn docker_endpoint(config: &Config) -> Result<Option<DockerEndpoint>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    berth_plugins::logging::init();
     let config = match load(cli.config.as_ref()) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -162,14 +162,4 @@ async fn daemon(config: Arc<Config>) -> Result<ExitCode, String> {
     }
     let _ = shutdown_tx.send(true);
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -72,8 +72,6 @@ pub struct Existing {
     pub sans: Vec<String>,
     /// Expiry, Unix seconds.
     pub not_after: i64,
-    /// Issuance, Unix seconds.
-    pub not_before: i64,
     /// The leaf, DER (to ask the CA about it).
     pub der: Vec<u8>,
 }
@@ -133,7 +131,6 @@ pub fn read_leaf(pem: &[u8]) -> Result<Existing, String> {
     Ok(Existing {
         sans,
         not_after: cert.validity().not_after.timestamp(),
-        not_before: cert.validity().not_before.timestamp(),
         der: block.contents.clone(),
     })
 }
@@ -205,7 +202,6 @@ mod tests {
         let e = Existing {
             sans: hosts.clone(),
             not_after: 1_000_000,
-            not_before: 0,
             der: Vec::new(),
         };
         assert_eq!(due(None, &hosts, 100, 0), Due::Missing);

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         println!("berth: {source} is valid ({} routes)", config.routes.len());
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    berth_plugins::logging::init();
     let routes = config.routes.len();
     let (server, listeners) = match build_server(config) {
         Ok(built) => built,
@@ -63,14 +63,4 @@ fn main() -> ExitCode {
         println!("berth: {l}");
     }
     server.run_forever()
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

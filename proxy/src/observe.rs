@@ -46,10 +46,7 @@ impl Observer {
         let path = req.uri.path();
 
         if let Some(m) = &self.metrics {
-            let host = ctx
-                .route
-                .as_ref()
-                .map_or_else(|| UNKNOWN_HOST.to_string(), |r| r.spec.host.to_string());
+            let host = host_label(ctx);
             let method = method_label(&req.method);
             let code = status.to_string();
             m.requests
@@ -105,14 +102,18 @@ impl Observer {
         let (Some(m), Some(started), false) = (&self.metrics, ctx.connect_started, reused) else {
             return;
         };
-        let host = ctx
-            .route
-            .as_ref()
-            .map_or_else(|| UNKNOWN_HOST.to_string(), |r| r.spec.host.to_string());
+        let host = host_label(ctx);
         m.upstream_connect
             .with_label_values(&[host.as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// The `host` label: the matched route's host pattern, or `_unknown`.
+fn host_label(ctx: &RequestCtx) -> String {
+    ctx.route
+        .as_ref()
+        .map_or_else(|| UNKNOWN_HOST.to_string(), |r| r.spec.host.to_string())
 }
 
 /// Makes the pieces from the configuration.

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -167,11 +167,6 @@ impl Pebble {
     /// Orders pebble has received (`POST /order-plz` requests in its log).
     pub fn orders(&self) -> usize {
         self.log().matches("POST /order-plz").count()
-    }
-
-    /// The directory holding pebble's files.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
