@@ -1,11 +1,11 @@
 //! Routes with their plugin chains. The order of the chain is decided here, in one place.
 //!
 //! ```text
-//! https → allow → forwarded → body-limit → timeouts → upstream-tls → registry
+//! https → allow → auth → forwarded → body-limit → timeouts → upstream-tls → registry
 //! ```
 //! The ACME challenge step ([`crate::builtin::AcmeChallenge`]) runs ahead of every chain, in
-//! the proxy, because it answers for hosts that have no route yet; auth will sit right after
-//! `https`, so that neither a challenge nor a redirect ever needs credentials.
+//! the proxy, because it answers for hosts that have no route yet; so neither a challenge nor
+//! a redirect ever needs credentials.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::builtin::{
-    Allow, BodyLimit, Forwarded, HttpsPolicy, OwnCertificate, RegistryProfile, Timeouts,
-    UpstreamTlsOptions,
+    Allow, AuthFiles, BasicAuth, BodyLimit, Forwarded, HttpsPolicy, OwnCertificate,
+    RegistryProfile, Timeouts, UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
 use crate::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
@@ -28,6 +28,8 @@ pub struct ChainEnv {
     pub trusted_proxies: Arc<[IpNet]>,
     /// The HTTPS listener's port and the certificate lookup, when berth serves HTTPS.
     pub https: Option<(u16, Arc<dyn OwnCertificate>)>,
+    /// The htpasswd files routes use, each opened once and watched for changes.
+    pub auth_files: Arc<AuthFiles>,
 }
 
 impl fmt::Debug for ChainEnv {
@@ -111,6 +113,14 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
         chain.push(Arc::new(Allow::new(
             spec.allow.clone(),
             env.trusted_proxies.clone(),
+        )));
+    }
+    // Credentials are asked for only once the client may be served at all: after the HTTPS
+    // redirect (no password over plain HTTP when HTTPS is there) and the allowlist.
+    if let Some(auth) = &spec.auth {
+        chain.push(Arc::new(BasicAuth::new(
+            env.auth_files.get(&auth.htpasswd),
+            &auth.realm,
         )));
     }
     // Forwarding headers describe the client as berth saw it; they come first so that every

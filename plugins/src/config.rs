@@ -32,7 +32,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::route::{
-    HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
+    AuthSpec, HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
     UpstreamTls,
 };
 use crate::units::{parse_duration, parse_size};
@@ -206,6 +206,8 @@ pub struct RawRoute {
     pub dangerous_skip_verify: Option<bool>,
     /// Client CIDRs allowed; others get 403.
     pub allow: Option<Vec<String>>,
+    /// Basic auth (`auth.htpasswd`, `auth.realm`).
+    pub auth: Option<RawAuth>,
     /// berth-acme obtains and renews a certificate for this host.
     pub acme: Option<bool>,
     /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
@@ -220,6 +222,65 @@ pub struct RawRoute {
     pub read_timeout: Option<String>,
     /// Time a write may block.
     pub write_timeout: Option<String>,
+}
+
+/// A route's `auth` table as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawAuth {
+    /// Path of an htpasswd file with bcrypt entries.
+    pub htpasswd: Option<String>,
+    /// Realm named in `WWW-Authenticate` (default `berth`).
+    pub realm: Option<String>,
+}
+
+impl RawAuth {
+    fn validate(&self, key: &dyn Fn(&str) -> String, errors: &mut Errors) -> Option<AuthSpec> {
+        let realm = match self.realm.as_deref() {
+            None => Some(crate::builtin::DEFAULT_REALM.to_string()),
+            Some(r) => errors.check(&key("auth.realm"), parse_realm(r)),
+        };
+        match self.htpasswd.as_deref().map(str::trim) {
+            Some(path) if path.starts_with('/') => Some(AuthSpec {
+                htpasswd: path.into(),
+                realm: realm?,
+            }),
+            Some(path) => {
+                errors.push(
+                    key("auth.htpasswd"),
+                    format!("\"{path}\" is not an absolute path"),
+                );
+                None
+            }
+            None => {
+                errors.push(
+                    key("auth.htpasswd"),
+                    "missing; basic auth needs the path of an htpasswd file",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A realm is quoted in `WWW-Authenticate`: printable ASCII without quotes or backslashes.
+///
+/// # Errors
+/// A message naming the value otherwise.
+pub fn parse_realm(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "invalid realm \"{}\": use up to 128 printable ASCII characters without quotes or backslashes",
+            value.escape_debug()
+        ))
+    }
 }
 
 /// The whole file as written.
@@ -839,6 +900,7 @@ impl RawRoute {
             .enumerate()
             .filter_map(|(i, v)| errors.check(&format!("{}[{i}]", key("allow")), parse_cidr(v)))
             .collect();
+        let auth = self.auth.as_ref().and_then(|a| a.validate(&key, errors));
         if self.allow.as_ref().is_some_and(Vec::is_empty) {
             errors.push(
                 key("allow"),
@@ -863,6 +925,7 @@ impl RawRoute {
             settings,
             cert_name,
             allow,
+            auth,
             acme: self.acme.unwrap_or(false),
             source,
         })

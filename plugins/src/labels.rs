@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::builtin::INTERNAL_NETWORKS;
-use crate::config::{ConfigError, Errors, RawRoute};
+use crate::config::{ConfigError, Errors, RawAuth, RawRoute};
 use crate::route::{HostPattern, RouteSettings, RouteSource, RouteSpec};
 
 /// Prefix of the native labels.
@@ -125,13 +125,15 @@ const ACME: Key = key("acme", &[]);
 const ACME_EMAIL: Key = key("acme.email", &["LETSENCRYPT_EMAIL", "ACME_EMAIL"]);
 const ACME_HOST: Key = key("", &["LETSENCRYPT_HOST", "ACME_HOST"]);
 const NETWORK_ACCESS: Key = key("", &["NETWORK_ACCESS"]);
+const AUTH_HTPASSWD: Key = key("auth.htpasswd", &[]);
+const AUTH_REALM: Key = key("auth.realm", &[]);
 
 const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
     Key { label, env }
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 17] = [
+const LABELS: [&Key; 19] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -149,6 +151,8 @@ const LABELS: [&Key; 17] = [
     &ENABLE,
     &ACME,
     &ACME_EMAIL,
+    &AUTH_HTPASSWD,
+    &AUTH_REALM,
 ];
 
 /// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
@@ -279,6 +283,7 @@ pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSett
         profile: info.get(&PROFILE).map(|f| f.value.to_string()),
         cert_name: info.get(&CERT_NAME).map(|f| f.value.to_string()),
         allow,
+        auth: auth(info),
         https: info.get(&HTTPS).map(|f| f.value.to_string()),
         hsts: info.get(&HSTS).map(|f| f.value.to_string()),
         max_body: info.get(&MAX_BODY).map(|f| f.value.to_string()),
@@ -335,6 +340,13 @@ fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<Co
         }
     }
     out
+}
+
+/// `berth.auth.htpasswd` and `berth.auth.realm`; validated with the route.
+fn auth(info: &ContainerInfo) -> Option<RawAuth> {
+    let htpasswd = info.get(&AUTH_HTPASSWD).map(|f| f.value.to_string());
+    let realm = info.get(&AUTH_REALM).map(|f| f.value.to_string());
+    (htpasswd.is_some() || realm.is_some()).then_some(RawAuth { htpasswd, realm })
 }
 
 /// `berth.allow` (comma list of CIDRs), else `NETWORK_ACCESS=internal` (private ranges).
@@ -608,6 +620,46 @@ mod tests {
         assert_eq!(r[0].settings.hsts, None);
         assert_eq!(r[0].cert_name.as_deref(), Some("shared.example.com"));
         assert_eq!(r[0].allow.len(), INTERNAL_NETWORKS.len());
+    }
+
+    #[test]
+    fn auth_labels_make_basic_auth() {
+        let info = container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.auth.htpasswd", "/run/secrets/htpasswd"),
+            ],
+            &[],
+        );
+        let auth = routes(&info)[0].auth.clone().expect("auth");
+        assert_eq!(
+            auth.htpasswd,
+            std::path::PathBuf::from("/run/secrets/htpasswd")
+        );
+        assert_eq!(auth.realm, "berth");
+
+        let info = container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.auth.realm", "Registry"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            errors(&info),
+            ["container web, label berth.auth.htpasswd: missing; basic auth needs the path of an htpasswd file"]
+        );
+        let info = container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.auth.htpasswd", "htpasswd"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            errors(&info),
+            ["container web, label berth.auth.htpasswd: \"htpasswd\" is not an absolute path"]
+        );
     }
 
     #[test]

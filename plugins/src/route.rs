@@ -219,6 +219,15 @@ pub struct UpstreamTls {
     pub dangerous_skip_verify: bool,
 }
 
+/// Basic auth for a route (`auth.htpasswd`, `auth.realm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthSpec {
+    /// The htpasswd file (bcrypt entries).
+    pub htpasswd: std::path::PathBuf,
+    /// The realm named in `WWW-Authenticate`.
+    pub realm: String,
+}
+
 /// Where a route came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "names")]
@@ -259,6 +268,8 @@ pub struct RouteSpec {
     pub cert_name: Option<String>,
     /// Client networks allowed; empty = everyone.
     pub allow: Vec<ipnet::IpNet>,
+    /// Basic auth, when the route asks for it.
+    pub auth: Option<AuthSpec>,
     /// berth-acme keeps a certificate for this host (`acme = true`; containers ask through
     /// their labels instead).
     pub acme: bool,

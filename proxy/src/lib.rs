@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod auth_watch;
 pub mod connections;
 pub mod discovery;
 pub mod metrics;
@@ -13,4 +14,4 @@ pub mod server;
 pub mod tls;
 
 pub use app::Berth;
-pub use server::{build_server, load_config, ConfigSource};
+pub use server::{build_server, check_files, load_config, ConfigSource};

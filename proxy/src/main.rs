@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use berth_proxy::{build_server, load_config, ConfigSource};
+use berth_proxy::{build_server, check_files, load_config, ConfigSource};
 
 // glibc's allocator returns freed body buffers to the kernel and takes them back for the
 // next chunk; under load that costs page faults and cross-CPU TLB shootdowns on every
@@ -46,6 +46,14 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
+        let problems = check_files(&config);
+        if !problems.is_empty() {
+            eprintln!("berth: {source} names files that cannot be used:");
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            return ExitCode::FAILURE;
+        }
         println!("berth: {source} is valid ({} routes)", config.routes.len());
         return ExitCode::SUCCESS;
     }

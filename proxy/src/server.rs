@@ -21,6 +21,7 @@ use berth_plugins::{build_table, ChainEnv, Scheme};
 
 use crate::admin::Admin;
 use crate::app::{Berth, SharedTable};
+use crate::auth_watch::AuthWatcher;
 use crate::connections::Counted;
 use crate::discovery::{DockerDiscovery, Report, RouteBuilder};
 use crate::metrics::{LiveState, Metrics};
@@ -63,6 +64,25 @@ pub fn load_config(source: &ConfigSource) -> Result<Config, ConfigErrors> {
             parse_config(&text)
         }
     }
+}
+
+/// Checks the files the configuration names that berth reads at run time (htpasswd files),
+/// for `berth check`: one line per problem, with the route's key path.
+pub fn check_files(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(auth) = &route.auth else { continue };
+        let path = auth.htpasswd.display();
+        let found = std::fs::read_to_string(&auth.htpasswd)
+            .map_err(|e| vec![format!("cannot read: {e}")])
+            .and_then(|text| berth_plugins::builtin::parse_htpasswd(&text).map(|_| ()));
+        if let Err(errors) = found {
+            for e in errors {
+                problems.push(format!("route[{i}].auth.htpasswd: {path}: {e}"));
+            }
+        }
+    }
+    problems
 }
 
 /// HTTP/2 flow-control window per stream. Pingora's default (64 KiB) holds one upload to a
@@ -147,11 +167,17 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
             let lookup: Arc<dyn OwnCertificate> = Arc::new(LiveStore(store.clone()));
             (addr.port(), lookup)
         }),
+        auth_files: Arc::default(),
     };
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(build_table(
         config.routes.clone(),
         &env,
     )));
+
+    server.add_service(background_service(
+        "htpasswd watcher",
+        AuthWatcher::new(env.auth_files.clone()),
+    ));
 
     // Docker discovery rebuilds the table from the file's routes plus the containers'.
     let mut report = Arc::new(ArcSwap::from_pointee(Report::default()));

@@ -82,3 +82,72 @@ fn unreadable_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/berth.toml"));
 }
+
+#[test]
+fn htpasswd_files_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(
+        &good,
+        "alice:$2y$05$1nL5FI/UUYxJTje7P22Sge0bXeZRJhcHOG1EkNC6BPEyU8hlr0nle\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "bob:$apr1$x$y\n").unwrap();
+    let missing = dir.path().join("missing");
+    let path = dir.path().join("berth.toml");
+    let route = |host: &str, file: &std::path::Path| {
+        format!(
+            "[[route]]\nhost = \"{host}\"\nupstreams = [\"127.0.0.1:5000\"]\nauth.htpasswd = \"{}\"\n",
+            file.display()
+        )
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n\n{}{}{}[[route]]\nhost = \"d.test\"\nupstreams = [\"127.0.0.1:5000\"]\nauth.htpasswd = \"relative\"\nauth.realm = \"a\\\"b\"\n",
+            route("a.test", &good),
+            route("b.test", &bad),
+            route("c.test", &missing)
+        ),
+    )
+    .unwrap();
+    let check = || {
+        berth()
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    // Key errors first: the relative path and the quote in the realm.
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("route[3].auth.htpasswd: \"relative\" is not an absolute path"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("route[3].auth.realm: invalid realm"),
+        "{stderr}"
+    );
+
+    // Then the files themselves.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = &text[..text.find("[[route]]\nhost = \"d.test\"").unwrap()];
+    std::fs::write(&path, text).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("route[1].auth.htpasswd: ")
+            && stderr.contains("line 1: user \"bob\": MD5 (apr1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("route[2].auth.htpasswd: ") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("route[0]"), "{stderr}");
+}

@@ -29,6 +29,18 @@ impl Registry {
     /// # Errors
     /// When `htpasswd` or `docker-registry` are missing or the registry does not listen.
     pub fn start() -> io::Result<Registry> {
+        Registry::start_with(true)
+    }
+
+    /// Starts the registry without any auth of its own (for a proxy that does the auth).
+    ///
+    /// # Errors
+    /// As [`Registry::start`].
+    pub fn start_open() -> io::Result<Registry> {
+        Registry::start_with(false)
+    }
+
+    fn start_with(auth: bool) -> io::Result<Registry> {
         let dir = tempfile::tempdir()?;
         let out = Command::new("htpasswd")
             .args(["-Bbn", USER, PASSWORD])
@@ -41,12 +53,19 @@ impl Registry {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage)?;
+        let auth_section = if auth {
+            format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
              delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-secret\n\
-             auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+             {auth_section}",
             storage.display(),
-            htpasswd.display()
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;

@@ -2,6 +2,7 @@
 
 mod acme_challenge;
 mod allow;
+mod auth;
 mod body;
 mod forwarded;
 mod https;
@@ -11,6 +12,10 @@ mod upstream_tls;
 
 pub use acme_challenge::{valid_token, AcmeChallenge, CHALLENGE_PREFIX};
 pub use allow::{Allow, INTERNAL_NETWORKS};
+pub use auth::{
+    parse_basic, parse_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile, Reload,
+    DEFAULT_REALM,
+};
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};

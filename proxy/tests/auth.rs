@@ -1,0 +1,261 @@
+//! berth's own basic auth: the real `berth` with an htpasswd file (made by Debian's
+//! `htpasswd -B`), a recording origin, and skopeo logging in and pushing through berth's auth
+//! to a registry that has none of its own.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use berth_testkit::client::{Body, Request};
+use berth_testkit::oci::{build_image, manifest_digest};
+use berth_testkit::registry::{skopeo, Registry, PASSWORD, USER};
+use berth_testkit::Origin;
+use common::{berth, call, config, route};
+
+fn htpasswd(file: &Path, user: &str, password: &str) {
+    let mut cmd = Command::new("htpasswd");
+    if !file.exists() {
+        cmd.arg("-c");
+    }
+    let out = cmd
+        .args(["-bB"])
+        .arg(file)
+        .args([user, password])
+        .output()
+        .expect("htpasswd must be installed (scripts/test installs apache2-utils)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+const TOKEN: &str = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_right_wrong_missing_malformed_and_reloaded() {
+    let origin = Origin::start("app");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("htpasswd");
+    htpasswd(&file, "alice", "correct horse");
+    let tokens = work.path().join("challenges/.well-known/acme-challenge");
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(tokens.join(TOKEN), format!("{TOKEN}.thumb")).unwrap();
+    let b = berth(&config(&format!(
+        "[acme]\nchallenge-dir = \"{}\"\n\n{}{}",
+        work.path().join("challenges").display(),
+        route(
+            "app.test",
+            &[origin.addr],
+            &format!(
+                "auth.htpasswd = \"{}\"\nauth.realm = \"app\"",
+                file.display()
+            )
+        ),
+        route(
+            "reg.test",
+            &[origin.addr],
+            &format!(
+                "profile = \"registry\"\nauth.htpasswd = \"{}\"",
+                file.display()
+            )
+        ),
+    )));
+
+    // Missing credentials: 401 with the challenge; nothing reaches the origin.
+    let r = call(&b, &Request::get("app.test", "/")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"app\""));
+    assert_eq!(r.header("docker-distribution-api-version"), None);
+    // Under the registry profile the 401 says it speaks the distribution API.
+    let r = call(&b, &Request::get("reg.test", "/v2/")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"berth\""));
+    assert_eq!(
+        r.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    // Right credentials pass, and the origin sees the request.
+    let ok =
+        Request::get("app.test", "/x").header("Authorization", &basic("alice", "correct horse"));
+    let r = call(&b, &ok).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.seen().unwrap().target, "/x");
+    assert_eq!(origin.hits(), 1);
+
+    // Wrong password, unknown user, malformed headers: 401 each.
+    for value in [
+        basic("alice", "wrong"),
+        basic("mallory", "correct horse"),
+        basic("alice", "correct horse ").to_string(),
+        "Basic not-base64!".to_string(),
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice")
+        ),
+        "Bearer abc".to_string(),
+        "Basic".to_string(),
+    ] {
+        let r = call(
+            &b,
+            &Request::get("app.test", "/").header("Authorization", &value),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{value}: {}", r.text());
+        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"app\""));
+    }
+    assert_eq!(origin.hits(), 1);
+
+    // An upload without credentials is refused before its body goes anywhere.
+    let upload = Request::new("PATCH", "app.test", "/upload").body(Body::random(8 << 20, true));
+    let r = call(&b, &upload).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(origin.hits(), 1);
+    // With Expect: 100-continue the client is told before it sends the body.
+    let r = call(&b, &upload.clone().expect_continue()).await;
+    assert_eq!(r.status, 401);
+    assert!(!r.got_continue);
+    assert_eq!(origin.hits(), 1);
+
+    // The ACME challenge path needs no credentials.
+    let challenge = format!("/.well-known/acme-challenge/{TOKEN}");
+    let r = call(&b, &Request::get("app.test", &challenge)).await;
+    assert_eq!((r.status, r.text()), (200, format!("{TOKEN}.thumb")));
+
+    // A new user in the file works within a couple of seconds, without a restart.
+    htpasswd(&file, "bob", "battery staple");
+    let bob =
+        Request::get("app.test", "/").header("Authorization", &basic("bob", "battery staple"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if call(&b, &bob).await.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never let in:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(call(&b, &ok).await.status, 200, "alice is still there");
+
+    // A broken file is refused with its line named; the users in effect stay.
+    std::fs::write(&file, "alice:$apr1$abc$def\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.log().contains("line 1: user \"alice\": MD5 (apr1)") {
+        assert!(Instant::now() < deadline, "no error logged:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(call(&b, &bob).await.status, 200);
+    assert_eq!(call(&b, &ok).await.status, 200);
+    // No password and no hash in the log.
+    let log = b.log();
+    for secret in ["correct horse", "battery staple", "$apr1$abc"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_logs_in_and_pushes_through_berths_auth() {
+    let registry =
+        Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("htpasswd");
+    htpasswd(&file, USER, PASSWORD);
+    let b = berth(&config(&route(
+        "127.0.0.1",
+        &[registry.addr],
+        &format!(
+            "profile = \"registry\"\nauth.htpasswd = \"{}\"",
+            file.display()
+        ),
+    )));
+    let authority = b.http.to_string();
+    let authfile = work.path().join("auth.json");
+    let authfile = authfile.to_str().unwrap();
+
+    let login = |password: &str| {
+        skopeo(&[
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            authfile,
+            "-u",
+            USER,
+            "-p",
+            password,
+            &authority,
+        ])
+        .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| login("not-the-password"));
+    assert!(!out.status.success(), "a wrong password must not log in");
+    let out = tokio::task::block_in_place(|| login(PASSWORD));
+    assert!(
+        out.status.success(),
+        "{}\n{}\nberth log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        b.log()
+    );
+
+    let mib = 1 << 20;
+    let layout = work.path().join("image");
+    let image = build_image(&layout, "v1", &[24 * mib, 8 * mib], 11).unwrap();
+    let src = format!("oci:{}:v1", layout.display());
+    let dst = format!("docker://{authority}/berth/auth:v1");
+    // Without the login: refused.
+    let out = tokio::task::block_in_place(|| {
+        skopeo(&["copy", "--dest-tls-verify=false", &src, &dst]).unwrap()
+    });
+    assert!(!out.status.success());
+    // With it: pushed, and pulled back with the same digest.
+    let out = tokio::task::block_in_place(|| {
+        skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-authfile",
+            authfile,
+            &src,
+            &dst,
+        ])
+        .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}\nberth log:\n{}\nregistry log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.log(),
+        registry.log()
+    );
+    let back = work.path().join("back");
+    let back_ref = format!("oci:{}:v1", back.display());
+    let out = tokio::task::block_in_place(|| {
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-authfile",
+            authfile,
+            &dst,
+            &back_ref,
+        ])
+        .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(manifest_digest(&back, "v1").unwrap(), image.manifest_digest);
+}
