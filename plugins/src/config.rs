@@ -299,6 +299,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[forwarded]`.
     pub forwarded: RawForwarded,
+    /// `[limits]`.
+    pub limits: crate::limits::RawLimits,
     /// `[defaults]`.
     pub defaults: RawSettings,
     /// `[[route]]` tables.
@@ -432,6 +434,8 @@ pub struct Config {
     pub access_log: AccessLog,
     /// Peers whose `X-Forwarded-*` headers are trusted.
     pub trusted_proxies: Vec<IpNet>,
+    /// Downstream limits.
+    pub limits: crate::limits::Limits,
     /// Settings every route starts from.
     pub defaults: RouteSettings,
     /// Static routes from the file.
@@ -647,6 +651,7 @@ impl RawConfig {
                 errors.check(&format!("forwarded.trusted-proxies[{i}]"), parse_cidr(v))
             })
             .collect();
+        let limits = self.limits.validate(errors);
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
         let routes = self
             .routes
@@ -670,6 +675,7 @@ impl RawConfig {
             acme,
             access_log,
             trusted_proxies,
+            limits,
             defaults,
             routes,
         })

@@ -1,58 +1,346 @@
-//! Counting open client connections per listener (`berth_open_connections{listener}`): a thin
-//! wrapper around Pingora's per-connection entry point. A connection is counted from the end
-//! of its TLS handshake until it closes; an idle keep-alive connection waiting for its next
-//! request counts, as it holds a socket.
+//! The downstream guard: a thin wrapper around Pingora's per-connection entry point that
+//! enforces `[limits]` and counts open connections per listener
+//! (`berth_open_connections{listener}`).
+//!
+//! - **max-connections**: a connection over the limit is closed at once (after its TLS
+//!   handshake, on the HTTPS listener) and counted in `berth_connections_refused_total`.
+//! - **header-timeout** and **max-header-size**: for HTTP/1, berth reads each request head
+//!   itself before Pingora parses it. The head must be complete within `header-timeout` — of
+//!   the accept for a connection's first request, of the request's first byte on a reused
+//!   connection — and no larger than `max-header-size`; otherwise the client gets 408 or 431
+//!   and the connection is closed. A slowloris client dripping a byte every few seconds is
+//!   therefore cut after `header-timeout`, however it paces itself. The head read here is
+//!   handed to Pingora as already-received bytes, so nothing is read twice. Bytes that cannot
+//!   start an HTTP/1 request (a TLS handshake on the plain port) go to Pingora at once, for
+//!   its 400.
+//! - **keepalive-timeout**: the idle wait for the next request on a connection.
+//!
+//! HTTP/2 connections (ALPN `h2`) go to Pingora unchanged: their headers arrive in frames
+//! whose size Pingora's HTTP/2 server limits itself, and idle connections are closed after
+//! `keepalive-timeout` through Pingora's own `h2_idle_timeout`.
+//!
+//! ```toml
+//! [limits]
+//! header-timeout = "15s"
+//! max-header-size = "64KiB"
+//! max-connections = 16384
+//! keepalive-timeout = "75s"
+//! ```
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use bytes::BytesMut;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
-/// Wraps a server application and keeps `gauge` at the number of connections inside it.
-pub struct Counted<A> {
-    inner: Arc<A>,
-    gauge: Option<IntGauge>,
+use berth_plugins::limits::Limits;
+
+/// How long berth tries to deliver its own 408 / 431 before it closes anyway.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one warning about refused connections per listener in this many seconds.
+const WARN_EVERY_SECS: u64 = 10;
+
+/// The metric handles of one listener.
+#[derive(Clone, Default)]
+pub struct ListenerMetrics {
+    /// `berth_open_connections{listener}`.
+    pub open: Option<IntGauge>,
+    /// `berth_connections_refused_total{listener,reason=max_connections}`.
+    pub over_limit: Option<IntCounter>,
+    /// `...{reason=header_timeout}`.
+    pub header_timeout: Option<IntCounter>,
+    /// `...{reason=header_too_large}`.
+    pub header_too_large: Option<IntCounter>,
 }
 
-impl<A> Counted<A> {
-    /// Wraps `inner`; without a gauge nothing is counted.
-    pub fn new(inner: A, gauge: Option<IntGauge>) -> Counted<A> {
-        Counted {
+/// Wraps Pingora's HTTP application for one listener.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    name: &'static str,
+    limits: Arc<ArcSwap<Limits>>,
+    metrics: ListenerMetrics,
+    open: AtomicUsize,
+    last_warning: AtomicU64,
+}
+
+impl<A> Guarded<A> {
+    /// Wraps `inner` for the listener called `name`, enforcing the live `limits`.
+    pub fn new(
+        inner: A,
+        name: &'static str,
+        limits: Arc<ArcSwap<Limits>>,
+        metrics: ListenerMetrics,
+    ) -> Guarded<A> {
+        Guarded {
             inner: Arc::new(inner),
-            gauge,
+            name,
+            limits,
+            metrics,
+            open: AtomicUsize::new(0),
+            last_warning: AtomicU64::new(0),
+        }
+    }
+
+    fn warn_refused(&self, max: usize) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + WARN_EVERY_SECS
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                listener = self.name,
+                "{max} client connections open (limits.max-connections); refusing more"
+            );
         }
     }
 }
 
-/// Decrements the gauge when dropped, so a cancelled connection task is uncounted too.
-struct Open<'a>(&'a IntGauge);
+/// Holds one slot of the listener's connection count until dropped.
+struct Slot<'a> {
+    open: &'a AtomicUsize,
+    gauge: Option<&'a IntGauge>,
+}
 
-impl Drop for Open<'_> {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(g) = self.gauge {
+            g.dec();
+        }
     }
 }
 
+/// What reading a request head came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The head is complete; these bytes start with it (and may hold the start of the body).
+    Complete(BytesMut),
+    /// The client went away, or stayed idle between requests; close quietly.
+    Closed,
+    /// The head did not arrive in time.
+    TimedOut,
+    /// The head is larger than allowed.
+    TooLarge,
+}
+
+/// How far a buffer gets as an HTTP/1 request head.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// The head is complete and this long.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+    /// Not an HTTP/1 request (a TLS handshake on the plain port, garbage): Pingora answers it.
+    Invalid,
+}
+
+/// Parses as much of a request head as `buf` holds (headers beyond [`MAX_HEADERS`] count as
+/// invalid, as they do for Pingora).
+fn parse_head(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Parsed::Complete(n),
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(_) => Parsed::Invalid,
+    }
+}
+
+/// Headers per request that Pingora's HTTP/1 parser accepts.
+const MAX_HEADERS: usize = 256;
+
+async fn read_head(
+    stream: &mut Stream,
+    first: bool,
+    limits: &Limits,
+    shutdown: &ShutdownWatch,
+) -> Head {
+    let accepted = Instant::now();
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut shutdown = shutdown.clone();
+    // Before the first byte: a new connection counts against the header timeout; a reused
+    // one may idle for the keep-alive timeout.
+    let idle = if first {
+        limits.header_timeout
+    } else {
+        limits.keepalive_timeout
+    };
+    let read = tokio::select! {
+        r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+        _ = shutdown.changed() => return Head::Closed,
+    };
+    match read {
+        Ok(Ok(n)) if n > 0 => {}
+        // Nothing sent at all: close without a word, as for an idle keep-alive connection.
+        _ => return Head::Closed,
+    }
+    let deadline = if first { accepted } else { Instant::now() } + limits.header_timeout;
+    loop {
+        match parse_head(&buf) {
+            Parsed::Complete(end) if end > limits.max_header_size => return Head::TooLarge,
+            // Whatever is not HTTP/1 goes to Pingora as is, for its 400.
+            Parsed::Complete(_) | Parsed::Invalid => return Head::Complete(buf),
+            Parsed::Partial if buf.len() > limits.max_header_size => return Head::TooLarge,
+            Parsed::Partial => {}
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Err(_) => return Head::TimedOut,
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Head::Closed,
+        }
+    }
+}
+
+/// Sends one of berth's own refusals and closes the connection.
+async fn refuse(mut stream: Stream, status: &str, detail: &str) {
+    let body = format!("{status}: {detail}\n");
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.flush().await?;
+        stream.shutdown().await?;
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+fn count(counter: &Option<IntCounter>) {
+    if let Some(c) = counter {
+        c.inc();
+    }
+}
+
+/// Pingora's keep-alive setting for a timeout (`None` = close after the response).
+fn keepalive(limits: &Limits) -> Option<u64> {
+    let secs = limits.keepalive_timeout.as_secs();
+    (secs > 0).then_some(secs)
+}
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
-        session: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // Pingora calls this once per connection and again for each reuse of a keep-alive
-        // connection; counting inside the call covers both without double counting.
-        let _open = self.gauge.as_ref().map(|g| {
+        let limits = **self.limits.load();
+        let open = self.open.fetch_add(1, Ordering::Relaxed);
+        if let Some(g) = &self.metrics.open {
             g.inc();
-            Open(g)
-        });
-        self.inner.process_new(session, shutdown).await
+        }
+        let _slot = Slot {
+            open: &self.open,
+            gauge: self.metrics.open.as_ref(),
+        };
+        if open >= limits.max_connections {
+            count(&self.metrics.over_limit);
+            self.warn_refused(limits.max_connections);
+            return None;
+        }
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+
+        let request_limit = self
+            .inner
+            .server_options()
+            .and_then(|o| o.keepalive_request_limit);
+        let mut persisted: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let limits = **self.limits.load();
+            let head = match read_head(&mut stream, first, &limits, shutdown).await {
+                Head::Complete(head) => head,
+                Head::Closed => return None,
+                Head::TimedOut => {
+                    count(&self.metrics.header_timeout);
+                    let detail = format!(
+                        "the request head did not arrive within {}s (limits.header-timeout)",
+                        limits.header_timeout.as_secs_f64()
+                    );
+                    refuse(stream, "408 Request Timeout", &detail).await;
+                    return None;
+                }
+                Head::TooLarge => {
+                    count(&self.metrics.header_too_large);
+                    let detail = format!(
+                        "the request head is larger than {} bytes (limits.max-header-size)",
+                        limits.max_header_size
+                    );
+                    refuse(stream, "431 Request Header Fields Too Large", &detail).await;
+                    return None;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            match persisted.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive_reuses_remaining(request_limit),
+            }
+            session.set_keepalive(if *shutdown.borrow() {
+                None
+            } else {
+                keepalive(&limits)
+            });
+            session.set_pipelined_prefix(head);
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            (stream, persisted) = reused.consume();
+            first = false;
+        }
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_parsed_as_far_as_they_go() {
+        let table: [(&[u8], Parsed); 8] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Parsed::Complete(27)),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody",
+                Parsed::Complete(27),
+            ),
+            (b"GET / HTTP/1.1\nHost: a\n\nbody", Parsed::Complete(24)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", Parsed::Partial),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", Parsed::Partial),
+            (b"GET / HTT", Parsed::Partial),
+            // A TLS ClientHello sent to the plain-HTTP port.
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                Parsed::Invalid,
+            ),
+            (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", Parsed::Invalid),
+        ];
+        for (buf, expected) in table {
+            assert_eq!(
+                parse_head(buf),
+                expected,
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
     }
 }

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub upstream_connect: HistogramVec,
     /// `berth_open_connections{listener}`.
     pub open_connections: IntGaugeVec,
+    /// `berth_connections_refused_total{listener,reason}`.
+    pub refused_connections: IntCounterVec,
     /// `berth_registry_blob_upload_bytes_total{host}`.
     pub blob_bytes: IntCounterVec,
     /// `berth_registry_blob_uploads_total{host,result}`.
@@ -124,6 +126,12 @@ impl Metrics {
                 &CONNECT_BUCKETS,
             )?,
             open_connections,
+            refused_connections: counter(
+                "berth_connections_refused_total",
+                "Client connections closed by a downstream limit, by listener and reason \
+                 (max_connections, header_timeout, header_too_large).",
+                &["listener", "reason"],
+            )?,
             blob_bytes: counter(
                 "berth_registry_blob_upload_bytes_total",
                 "Blob upload bytes received by registry-profile routes, by route host.",

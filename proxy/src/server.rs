@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
@@ -22,7 +23,7 @@ use berth_plugins::{build_table, ChainEnv, Scheme};
 use crate::admin::Admin;
 use crate::app::{Berth, SharedTable};
 use crate::auth_watch::AuthWatcher;
-use crate::connections::Counted;
+use crate::connections::{Guarded, ListenerMetrics};
 use crate::discovery::{DockerDiscovery, Report, RouteBuilder};
 use crate::metrics::{LiveState, Metrics};
 use crate::observe;
@@ -208,17 +209,29 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
     };
     let observer = observe::observer(metrics.clone(), &config.access_log)
         .map_err(|e| StartError::AccessLog(e.to_string()))?;
-    let open = |listener: &str| {
-        metrics
-            .as_ref()
-            .map(|m| m.open_connections.with_label_values(&[listener]))
+    let limits = Arc::new(ArcSwap::from_pointee(config.limits));
+    let listener_metrics = |listener: &str| {
+        let refused = |reason: &str| {
+            metrics
+                .as_ref()
+                .map(|m| m.refused_connections.with_label_values(&[listener, reason]))
+        };
+        ListenerMetrics {
+            open: metrics
+                .as_ref()
+                .map(|m| m.open_connections.with_label_values(&[listener])),
+            over_limit: refused("max_connections"),
+            header_timeout: refused("header_timeout"),
+            header_too_large: refused("header_too_large"),
+        }
     };
 
     if let Some(addr) = config.listen.http {
         let app = Berth::new(Scheme::Http, table.clone(), observer.clone())
             .with_challenges(AcmeChallenge::new(config.acme.challenge_dir.clone()));
         let proxy = http_proxy(&server.configuration, app);
-        let mut service = Service::new("berth http".to_string(), Counted::new(proxy, open("http")));
+        let guarded = Guarded::new(proxy, "http", limits.clone(), listener_metrics("http"));
+        let mut service = Service::new("berth http".to_string(), guarded);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
         listeners.push(format!(
@@ -239,10 +252,11 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
             Berth::new(Scheme::Https, table.clone(), observer.clone()),
         );
         proxy.h2_options = Some(h2_options());
-        let mut service = Service::new(
-            "berth https".to_string(),
-            Counted::new(proxy, open("https")),
-        );
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(config.limits.keepalive_timeout).filter(|d| !d.is_zero());
+        proxy.server_options = Some(options);
+        let guarded = Guarded::new(proxy, "https", limits.clone(), listener_metrics("https"));
+        let mut service = Service::new("berth https".to_string(), guarded);
         service.add_tls_with_settings(&addr.to_string(), None, tls);
         server.add_service(service);
         server.add_service(background_service(

@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use berth_testkit::client::{send, Body, Request};
-use berth_testkit::{BerthProcess, Origin};
-use common::{berth, call, route};
-use prometheus_parse::{Scrape, Value};
+use berth_testkit::Origin;
+use common::{berth, call, route, value, wait_for};
 use tokio::io::AsyncWriteExt;
 
 fn observed(routes: &str, log: &str) -> String {
@@ -20,70 +18,6 @@ fn observed(routes: &str, log: &str) -> String {
         "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = false\n\n\
          [log]\naccess = \"{log}\"\n\n{routes}"
     )
-}
-
-async fn scrape_text(b: &BerthProcess) -> String {
-    let admin = b.admin.unwrap();
-    let r = send(admin, &Request::get(&admin.to_string(), "/metrics"))
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
-    r.text()
-}
-
-/// Parses the exposition text; every sample as `name{k="v",...}` → value.
-fn parse(text: &str) -> HashMap<String, f64> {
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let mut out = HashMap::new();
-    for s in scrape.samples {
-        let mut labels: Vec<String> = s
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect();
-        labels.sort();
-        let key = format!("{}{{{}}}", s.metric, labels.join(","));
-        let value = match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            Value::Summary(_) => f64::NAN,
-        };
-        out.insert(key, value);
-    }
-    out
-}
-
-async fn scrape(b: &BerthProcess) -> HashMap<String, f64> {
-    parse(&scrape_text(b).await)
-}
-
-fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
-    *m.get(key).unwrap_or_else(|| {
-        panic!(
-            "no sample {key}; have:\n{:#?}",
-            m.keys().collect::<Vec<_>>()
-        )
-    })
-}
-
-/// Polls `/metrics` until `key` has `want` (metrics are recorded when a request has ended,
-/// which for the client may be a moment earlier).
-async fn wait_for(b: &BerthProcess, key: &str, want: f64) -> HashMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = scrape(b).await;
-        if m.get(key) == Some(&want) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{key} is {:?}, want {want}\nberth log:\n{}",
-            m.get(key),
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,254 @@
+//! Downstream limits (`[limits]`) on the real `berth`: slowloris clients cut after the header
+//! timeout while a normal client is served, 431 for oversized heads, the per-listener
+//! connection limit, and the keep-alive idle timeout. Raw TCP clients, so the test says
+//! exactly what went on the wire.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_testkit::client::Request;
+use berth_testkit::Origin;
+use common::{berth, call, route, value, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn limited(limits: &str, routes: &str) -> String {
+    format!(
+        "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = false\n\n\
+         [log]\naccess = \"off\"\n\n[limits]\n{limits}\n\n{routes}"
+    )
+}
+
+/// Reads until the peer closes (or `limit` passes); returns what arrived and whether the
+/// connection was closed.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_clients_are_cut_and_do_not_stop_others() {
+    let origin = Origin::start("app");
+    let b = berth(&limited(
+        "header-timeout = \"4s\"",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    let addr = b.http;
+
+    // 500 clients that start a request and then send one header byte a second.
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        slow.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+                .await
+                .unwrap();
+            let mut byte = 0u8;
+            loop {
+                tokio::time::sleep(Duration::from_millis(1000 + (i % 10) * 10)).await;
+                byte = byte.wrapping_add(1);
+                if s.write_all(&[b'a' + byte % 26]).await.is_err() {
+                    break;
+                }
+                let mut probe = [0u8; 1];
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(1), s.peek(&mut probe)).await
+                {
+                    if n > 0 {
+                        break;
+                    }
+                }
+            }
+            let (answer, closed) = read_to_close(&mut s, Duration::from_secs(10)).await;
+            (answer, closed, started.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Meanwhile a normal client is served, promptly, again and again.
+    for i in 0..20 {
+        let t = Instant::now();
+        let r = call(&b, &Request::get("app.test", &format!("/{i}"))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "request {i} took {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every slow client got 408 and a closed connection, about when the timeout said.
+    for task in slow {
+        let (answer, closed, at) = task.await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("limits.header-timeout"), "{answer}");
+        assert!(closed);
+        assert!(
+            at >= Duration::from_secs(3) && at < Duration::from_secs(10),
+            "cut after {at:?}"
+        );
+    }
+    let m = wait_for(
+        &b,
+        "berth_connections_refused_total{listener=\"http\",reason=\"header_timeout\"}",
+        500.0,
+    )
+    .await;
+    assert_eq!(value(&m, "berth_open_connections{listener=\"http\"}"), 0.0);
+    assert_eq!(origin.hits(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_heads_get_431() {
+    let origin = Origin::start("app");
+    let b = berth(&limited(
+        "max-header-size = \"16KiB\"",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    // Just under the limit: served, and the origin sees the whole header.
+    let fits = "x".repeat(15 << 10);
+    let r = call(&b, &Request::get("app.test", "/").header("X-Big", &fits)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.seen().unwrap().header("x-big").map(str::len),
+        Some(fits.len())
+    );
+
+    // Over it, in one header or in many: 431 and the connection closed.
+    for head in [
+        format!(
+            "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+            "x".repeat(17 << 10)
+        ),
+        format!(
+            "GET / HTTP/1.1\r\nHost: app.test\r\n{}\r\n",
+            (0..200)
+                .map(|i| format!("X-H{i}: {}\r\n", "y".repeat(100)))
+                .collect::<String>()
+        ),
+        // A head that never ends.
+        format!(
+            "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}",
+            "z".repeat(64 << 10)
+        ),
+    ] {
+        let mut s = TcpStream::connect(b.http).await.unwrap();
+        // The server may close before it has read everything; a write error is fine.
+        let _ = s.write_all(head.as_bytes()).await;
+        let (answer, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{answer}"
+        );
+        assert!(closed);
+    }
+    wait_for(
+        &b,
+        "berth_connections_refused_total{listener=\"http\",reason=\"header_too_large\"}",
+        3.0,
+    )
+    .await;
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_limit_are_refused() {
+    let origin = Origin::start("app");
+    let b = berth(&limited(
+        "max-connections = 5\nheader-timeout = \"60s\"",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(TcpStream::connect(b.http).await.unwrap());
+    }
+    wait_for(&b, "berth_open_connections{listener=\"http\"}", 5.0).await;
+
+    // The sixth is closed without an answer.
+    let mut sixth = TcpStream::connect(b.http).await.unwrap();
+    let _ = sixth
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let (answer, closed) = read_to_close(&mut sixth, Duration::from_secs(5)).await;
+    assert_eq!((answer.as_str(), closed), ("", true));
+    wait_for(
+        &b,
+        "berth_connections_refused_total{listener=\"http\",reason=\"max_connections\"}",
+        1.0,
+    )
+    .await;
+
+    // One of the five is used and let go: there is room again.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_to_close(&mut first, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(first);
+    wait_for(&b, "berth_open_connections{listener=\"http\"}", 4.0).await;
+    let r = call(&b, &Request::get("app.test", "/")).await;
+    assert_eq!(r.status, 200);
+    assert!(b.log().contains("refusing more"), "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keepalive_connections_are_closed() {
+    let origin = Origin::start("app");
+    let b = berth(&limited(
+        "keepalive-timeout = \"1s\"",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    let get = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    // Two requests on one connection, 300 ms apart: the connection is kept.
+    for _ in 0..2 {
+        s.write_all(get).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(origin.hits(), 2);
+    // Then idle: closed by berth within about a second.
+    let t = Instant::now();
+    let (rest, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed && rest.is_empty(), "{rest}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_handshake_on_the_plain_port_is_answered_at_once() {
+    let origin = Origin::start("app");
+    let b = berth(&limited("", &route("app.test", &[origin.addr], "")));
+    // The start of a ClientHello, as a client that tries HTTPS first sends it (skopeo does,
+    // with --tls-verify=false): no head will ever complete, so waiting for one would cost
+    // the client the whole header timeout.
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let (answer, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(closed);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
