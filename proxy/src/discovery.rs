@@ -49,6 +49,19 @@ pub struct ContainerReport {
     pub detail: Vec<String>,
 }
 
+/// What the config file contributes to the route table; replaced whole on reload.
+#[derive(Debug, Clone)]
+pub struct FileRoutes {
+    /// The file's `[[route]]`s.
+    pub routes: Vec<RouteSpec>,
+    /// `[defaults]`, which containers' routes start from too.
+    pub defaults: RouteSettings,
+    /// `docker.network`.
+    pub preferred_network: Option<String>,
+    /// What chains are built with (trusted proxies, certificate lookup, htpasswd files).
+    pub env: ChainEnv,
+}
+
 /// The routes of the config file and the table they are merged into.
 pub struct RouteBuilder {
     static_routes: Vec<RouteSpec>,
@@ -62,28 +75,42 @@ pub struct RouteBuilder {
     /// Routes of the current table by their serialised spec, for reuse.
     built: HashMap<String, Arc<Route>>,
     conflicts: BTreeSet<String>,
+    /// The containers of the last rebuild, for rebuilding after a reload.
+    last: Arc<Snapshot>,
 }
 
 impl RouteBuilder {
-    /// A builder that merges discovered routes into `table` next to `static_routes`.
-    pub fn new(
-        static_routes: Vec<RouteSpec>,
-        defaults: RouteSettings,
-        preferred_network: Option<String>,
-        env: ChainEnv,
-        table: SharedTable,
-    ) -> RouteBuilder {
+    /// A builder that merges discovered routes into `table` next to the file's routes.
+    pub fn new(file: FileRoutes, table: SharedTable) -> RouteBuilder {
         RouteBuilder {
-            static_routes,
-            defaults,
-            preferred_network,
-            env,
+            static_routes: file.routes,
+            defaults: file.defaults,
+            preferred_network: file.preferred_network,
+            env: file.env,
             table,
             report: Arc::default(),
             outcomes: HashMap::new(),
             built: HashMap::new(),
             conflicts: BTreeSet::new(),
+            last: Arc::default(),
         }
+    }
+
+    /// Takes new file routes and settings (a reload) and rebuilds the table with the
+    /// containers last seen. Every container is judged again (the defaults may have
+    /// changed); routes whose spec did not change keep their chain, and with it their
+    /// round-robin position, unless what chains are built from changed.
+    pub fn reconfigure(&mut self, file: FileRoutes) {
+        if *file.env.trusted_proxies != *self.env.trusted_proxies {
+            self.built.clear();
+        }
+        self.static_routes = file.routes;
+        self.defaults = file.defaults;
+        self.preferred_network = file.preferred_network;
+        self.env = file.env;
+        self.outcomes.clear();
+        let last = self.last.clone();
+        self.rebuild(&last);
     }
 
     /// The report `/routes` shows, kept up to date by [`RouteBuilder::rebuild`].
@@ -92,7 +119,8 @@ impl RouteBuilder {
     }
 
     /// Rebuilds the table from a snapshot of the containers and swaps it in.
-    pub fn rebuild(&mut self, snapshot: &Snapshot) {
+    pub fn rebuild(&mut self, snapshot: &Arc<Snapshot>) {
+        self.last = snapshot.clone();
         let rules = AddressRules {
             preferred_network: self.preferred_network.clone(),
             own_networks: snapshot.own_networks.clone(),
@@ -239,12 +267,12 @@ impl DockerDiscovery {
     pub fn new(
         watcher: DockerWatcher,
         snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
-        builder: RouteBuilder,
+        builder: Arc<Mutex<RouteBuilder>>,
     ) -> DockerDiscovery {
         DockerDiscovery {
             watcher,
             snapshots,
-            builder: Arc::new(Mutex::new(builder)),
+            builder,
         }
     }
 

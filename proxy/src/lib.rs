@@ -10,6 +10,7 @@ pub mod connections;
 pub mod discovery;
 pub mod metrics;
 pub mod observe;
+pub mod reload;
 pub mod server;
 pub mod tls;
 

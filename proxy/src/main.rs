@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     }
     berth_plugins::logging::init();
     let routes = config.routes.len();
-    let (server, listeners) = match build_server(config) {
+    let (server, listeners) = match build_server(config, source.clone()) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("berth: cannot start: {e}");

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     /// `berth_connections_refused_total{listener,reason}`.
     pub refused_connections: IntCounterVec,
+    /// `berth_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
     /// `berth_registry_blob_upload_bytes_total{host}`.
     pub blob_bytes: IntCounterVec,
     /// `berth_registry_blob_uploads_total{host,result}`.
@@ -131,6 +133,12 @@ impl Metrics {
                 "Client connections closed by a downstream limit, by listener and reason \
                  (max_connections, header_timeout, header_too_large).",
                 &["listener", "reason"],
+            )?,
+            config_reloads: counter(
+                "berth_config_reloads_total",
+                "Configuration reloads (SIGHUP) by result: ok, or error (the running \
+                 configuration stayed).",
+                &["result"],
             )?,
             blob_bytes: counter(
                 "berth_registry_blob_upload_bytes_total",

@@ -2,7 +2,7 @@
 //! proxy service per listener, and the server's own settings.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
@@ -18,15 +18,17 @@ use berth_plugins::config::{DefaultCert, TlsConfig};
 use berth_plugins::docker::{discovery_endpoint, DockerWatcher};
 
 use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
-use berth_plugins::{build_table, ChainEnv, Scheme};
+use berth_plugins::table::RouteTable;
+use berth_plugins::{ChainEnv, Scheme};
 
 use crate::admin::Admin;
 use crate::app::{Berth, SharedTable};
 use crate::auth_watch::AuthWatcher;
 use crate::connections::{Guarded, ListenerMetrics};
-use crate::discovery::{DockerDiscovery, Report, RouteBuilder};
+use crate::discovery::{DockerDiscovery, FileRoutes, RouteBuilder};
 use crate::metrics::{LiveState, Metrics};
 use crate::observe;
+use crate::reload::{hangups, Reloader};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
@@ -137,6 +139,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("log.access: {0}")]
     AccessLog(String),
+    /// The SIGHUP handler could not be installed.
+    #[error("signals: {0}")]
+    Signals(String),
     /// A metric could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(String),
@@ -152,7 +157,12 @@ fn metrics_err(e: prometheus::Error) -> StartError {
 ///
 /// # Errors
 /// When certs-dir cannot be created or the default certificate cannot be written.
-pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError> {
+pub fn build_server(
+    config: Config,
+    source: ConfigSource,
+) -> Result<(Server, Vec<String>), StartError> {
+    // Before anything listens: a SIGHUP must never end the process.
+    let hangups = hangups().map_err(|e| StartError::Signals(e.to_string()))?;
     let mut server = Server::new_with_opt_and_conf(None, server_conf());
     server.bootstrap();
     let mut listeners = Vec::new();
@@ -163,17 +173,28 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
         None => None,
     };
     let env = ChainEnv {
-        trusted_proxies: config.trusted_proxies.into(),
+        trusted_proxies: config.trusted_proxies.clone().into(),
         https: certs.as_ref().map(|(addr, (_, store))| {
             let lookup: Arc<dyn OwnCertificate> = Arc::new(LiveStore(store.clone()));
             (addr.port(), lookup)
         }),
         auth_files: Arc::default(),
     };
-    let table: SharedTable = Arc::new(ArcSwap::from_pointee(build_table(
-        config.routes.clone(),
-        &env,
-    )));
+    // One builder makes the table from the file's routes (and the containers', with Docker
+    // discovery); a reload hands it new file routes.
+    let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
+    let mut builder = RouteBuilder::new(
+        FileRoutes {
+            routes: config.routes.clone(),
+            defaults: config.defaults.clone(),
+            preferred_network: config.docker.network.clone(),
+            env: env.clone(),
+        },
+        table.clone(),
+    );
+    builder.rebuild(&Arc::default());
+    let report = builder.report();
+    let builder = Arc::new(Mutex::new(builder));
 
     server.add_service(background_service(
         "htpasswd watcher",
@@ -181,20 +202,11 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
     ));
 
     // Docker discovery rebuilds the table from the file's routes plus the containers'.
-    let mut report = Arc::new(ArcSwap::from_pointee(Report::default()));
     let mut docker_status = None;
     match discovery_endpoint(&config.docker).map_err(StartError::Docker)? {
         Ok(endpoint) => {
             let (watcher, snapshots) = DockerWatcher::new(endpoint.clone());
-            let builder = RouteBuilder::new(
-                config.routes,
-                config.defaults,
-                config.docker.network,
-                env.clone(),
-                table.clone(),
-            );
-            report = builder.report();
-            let discovery = DockerDiscovery::new(watcher, snapshots, builder);
+            let discovery = DockerDiscovery::new(watcher, snapshots, builder.clone());
             docker_status = Some(discovery.status());
             server.add_service(background_service("docker discovery", discovery));
             listeners.push(format!("docker discovery: following {endpoint}"));
@@ -210,6 +222,18 @@ pub fn build_server(config: Config) -> Result<(Server, Vec<String>), StartError>
     let observer = observe::observer(metrics.clone(), &config.access_log)
         .map_err(|e| StartError::AccessLog(e.to_string()))?;
     let limits = Arc::new(ArcSwap::from_pointee(config.limits));
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(
+            source,
+            &config,
+            hangups,
+            builder,
+            limits.clone(),
+            env.clone(),
+            metrics.as_ref().map(|m| m.config_reloads.clone()),
+        ),
+    ));
     let listener_metrics = |listener: &str| {
         let refused = |reason: &str| {
             metrics

@@ -108,6 +108,19 @@ impl PeakRss {
     }
 }
 
+/// `config` with the listener placeholders filled in.
+fn fill(
+    config: &str,
+    http: SocketAddr,
+    https: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> String {
+    config
+        .replace("{http}", &http.to_string())
+        .replace("{https}", &https.map(|a| a.to_string()).unwrap_or_default())
+        .replace("{admin}", &admin.map(|a| a.to_string()).unwrap_or_default())
+}
+
 /// A running `berth`; killed when dropped.
 pub struct BerthProcess {
     child: Child,
@@ -137,11 +150,7 @@ impl BerthProcess {
         let admin = config
             .contains("{admin}")
             .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
-        let text = config
-            .replace("{http}", &http.to_string())
-            .replace("{https}", &https.map(|a| a.to_string()).unwrap_or_default())
-            .replace("{admin}", &admin.map(|a| a.to_string()).unwrap_or_default());
-        std::fs::write(&config_path, text)?;
+        std::fs::write(&config_path, fill(config, http, https, admin))?;
         let log = std::fs::File::create(dir.path().join("berth.log"))?;
         let child = Command::new(binary)
             .arg("--config")
@@ -171,6 +180,41 @@ impl BerthProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The config file berth was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("berth.toml")
+    }
+
+    /// Replaces the config file (placeholders filled in as at start), atomically.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn rewrite_config(&self, config: &str) -> io::Result<()> {
+        let tmp = self.dir.path().join(".berth.toml.tmp");
+        std::fs::write(&tmp, fill(config, self.http, self.https, self.admin))?;
+        std::fs::rename(&tmp, self.config_path())
+    }
+
+    /// Sends a signal by name (`HUP`, `QUIT`, `TERM`) with `kill(1)`.
+    ///
+    /// # Errors
+    /// When `kill` fails (the process is gone).
+    pub fn signal(&self, name: &str) -> io::Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill -s {name} failed")))
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Resident and peak resident memory, KiB.

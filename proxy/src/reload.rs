@@ -1,0 +1,197 @@
+//! Configuration reload on SIGHUP: a background service that re-reads the config file and,
+//! when it is valid, swaps the new routes, defaults, trusted proxies and limits in live —
+//! requests in flight keep the table they started with. An invalid file (or an htpasswd file
+//! it names that cannot be used) is logged with every error and the running configuration
+//! keeps serving. Listeners, certs-dir, Docker endpoint, challenge-dir and the access log
+//! need a restart or an upgrade (`berth --upgrade`); a reload that changes them says so.
+//!
+//! ```sh
+//! kill -HUP $(pidof berth)      # or: docker kill --signal HUP berth
+//! ```
+//!
+//! The signal handler is installed when the server is built, before any listener opens, so a
+//! SIGHUP can never end the process.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use prometheus::IntCounterVec;
+use tokio::sync::Notify;
+
+use berth_plugins::config::Config;
+use berth_plugins::limits::Limits;
+use berth_plugins::ChainEnv;
+
+use crate::discovery::{FileRoutes, RouteBuilder};
+use crate::server::{check_files, load_config, ConfigSource};
+
+/// Wakes the reloader once per SIGHUP.
+///
+/// # Errors
+/// When the signal handler cannot be installed.
+pub fn hangups() -> std::io::Result<Arc<Notify>> {
+    let notify = Arc::new(Notify::new());
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    let wake = notify.clone();
+    std::thread::Builder::new()
+        .name("berth-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                wake.notify_one();
+            }
+        })?;
+    Ok(notify)
+}
+
+/// The parts of a configuration that only a restart or an upgrade changes, by key.
+fn fixed_parts(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("listen", format!("{:?}", config.listen)),
+        ("tls", format!("{:?}", config.tls)),
+        (
+            "docker.enabled / docker.endpoint",
+            format!("{:?} {:?}", config.docker.mode, config.docker.endpoint),
+        ),
+        (
+            "acme.challenge-dir",
+            format!("{:?}", config.acme.challenge_dir),
+        ),
+        ("log.access", format!("{:?}", config.access_log)),
+    ]
+}
+
+/// Re-reads the configuration on SIGHUP.
+pub struct Reloader {
+    wake: Arc<Notify>,
+    state: Arc<State>,
+}
+
+struct State {
+    source: ConfigSource,
+    builder: Arc<Mutex<RouteBuilder>>,
+    limits: Arc<ArcSwap<Limits>>,
+    /// What chains are built with besides the trusted proxies (kept across reloads).
+    env: ChainEnv,
+    fixed: Mutex<Vec<(&'static str, String)>>,
+    counter: Option<IntCounterVec>,
+}
+
+impl Reloader {
+    /// A reloader for the server built from `running` (read from `source`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        source: ConfigSource,
+        running: &Config,
+        wake: Arc<Notify>,
+        builder: Arc<Mutex<RouteBuilder>>,
+        limits: Arc<ArcSwap<Limits>>,
+        env: ChainEnv,
+        counter: Option<IntCounterVec>,
+    ) -> Reloader {
+        Reloader {
+            wake,
+            state: Arc::new(State {
+                source,
+                builder,
+                limits,
+                env,
+                fixed: Mutex::new(fixed_parts(running)),
+                counter,
+            }),
+        }
+    }
+}
+
+impl State {
+    fn count(&self, result: &str) {
+        if let Some(c) = &self.counter {
+            c.with_label_values(&[result]).inc();
+        }
+    }
+
+    /// Reads, checks and applies the configuration once. Blocking: file reads and chain
+    /// building.
+    fn reload(&self) {
+        let config = match load_config(&self.source) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("reload: {}: {e}", self.source);
+                }
+                tracing::error!(
+                    "reload: {} is not valid ({} errors); the running configuration stays",
+                    self.source,
+                    errors.0.len()
+                );
+                self.count("error");
+                return;
+            }
+        };
+        let problems = check_files(&config);
+        if !problems.is_empty() {
+            for p in &problems {
+                tracing::error!("reload: {}: {p}", self.source);
+            }
+            tracing::error!(
+                "reload: {} names files that cannot be used; the running configuration stays",
+                self.source
+            );
+            self.count("error");
+            return;
+        }
+        {
+            let mut fixed = lock(&self.fixed);
+            for ((key, old), (_, new)) in fixed.iter().zip(fixed_parts(&config)) {
+                if *old != new {
+                    tracing::warn!(
+                        "reload: {key} changed; that takes a restart or an upgrade (berth --upgrade)"
+                    );
+                }
+            }
+            // Warn once per change, not again on every later reload.
+            *fixed = fixed_parts(&config);
+        }
+        let routes = config.routes.len();
+        self.limits.store(Arc::new(config.limits));
+        let env = ChainEnv {
+            trusted_proxies: config.trusted_proxies.into(),
+            ..self.env.clone()
+        };
+        lock(&self.builder).reconfigure(FileRoutes {
+            routes: config.routes,
+            defaults: config.defaults,
+            preferred_network: config.docker.network,
+            env,
+        });
+        tracing::info!("reload: {} applied ({routes} static routes)", self.source);
+        self.count("ok");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            tracing::info!("reload: SIGHUP received, reading {}", self.state.source);
+            // Reading files and building chains: off the async threads.
+            let state = self.state.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || state.reload()).await {
+                tracing::error!(error = %e, "reload failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! SIGHUP reload on the real `berth`: a valid file swaps routes, defaults and limits in live
+//! (a request already running finishes where it started); an invalid one is logged with
+//! every error and the running configuration keeps serving.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_testkit::client::{send, Body, Request};
+use berth_testkit::{BerthProcess, Origin};
+use common::{berth, call, route, wait_for};
+
+fn config(limits: &str, routes: &str) -> String {
+    format!(
+        "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = false\n\n\
+         [log]\naccess = \"off\"\n\n[limits]\n{limits}\n\n{routes}"
+    )
+}
+
+async fn origin_of(b: &BerthProcess, host: &str) -> String {
+    let r = call(b, &Request::get(host, "/")).await;
+    match r.seen() {
+        Ok(seen) => seen.origin,
+        Err(_) => format!("status {}", r.status),
+    }
+}
+
+async fn wait_until_log(b: &BerthProcess, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "never logged {text:?}:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_swaps_a_valid_config_and_keeps_the_old_one_on_errors() {
+    let (a, b_origin) = (Origin::start("a"), Origin::start("b"));
+    let mut b = berth(&config("", &route("app.test", &[a.addr], "")));
+    assert_eq!(origin_of(&b, "app.test").await, "a");
+    assert_eq!(origin_of(&b, "new.test").await, "status 503");
+
+    // A slow upload to a, started before the reload: 4 MiB in 64 KiB steps every 40 ms.
+    let slow = Request::new("PUT", "app.test", "/slow").body(Body::Random {
+        len: 4 << 20,
+        chunked: false,
+        pace: Some((64 << 10, Duration::from_millis(40))),
+    });
+    let http = b.http;
+    let upload = tokio::spawn(async move { send(http, &slow).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The new file: app.test moves to b, new.test appears, heads over 2 KiB are refused.
+    b.rewrite_config(&config(
+        "max-header-size = \"2KiB\"",
+        &[
+            route("app.test", &[b_origin.addr], ""),
+            route("new.test", &[a.addr], ""),
+        ]
+        .concat(),
+    ))
+    .unwrap();
+    b.signal("HUP").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin_of(&b, "app.test").await != "b" {
+        assert!(Instant::now() < deadline, "never reloaded:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin_of(&b, "new.test").await, "a");
+    let big = Request::get("app.test", "/").header("X-Big", &"x".repeat(3000));
+    assert_eq!(call(&b, &big).await.status, 431);
+    wait_for(&b, "berth_config_reloads_total{result=\"ok\"}", 1.0).await;
+
+    // The upload that was running went on to the origin it started with, whole.
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.seen().unwrap();
+    assert_eq!((seen.origin.as_str(), seen.body_bytes), ("a", 4 << 20));
+    assert_eq!(seen.body_sha256, r.sent_sha256);
+
+    // An invalid file: every error logged with its key path; nothing changes.
+    std::fs::write(
+        b.config_path(),
+        "[listen]\nhtp = \"x\"\n\n[[route]]\nhost = \"app.test\"\nupstreams = [\"x:y\"]\n",
+    )
+    .unwrap();
+    b.signal("HUP").unwrap();
+    wait_until_log(&b, "the running configuration stays").await;
+    let log = b.log();
+    assert!(log.contains("listen.htp: unknown key"), "{log}");
+    assert!(
+        log.contains("route[0].upstreams[0]: invalid socket address \"x:y\""),
+        "{log}"
+    );
+    wait_for(&b, "berth_config_reloads_total{result=\"error\"}", 1.0).await;
+    assert_eq!(origin_of(&b, "app.test").await, "b");
+    assert_eq!(origin_of(&b, "new.test").await, "a");
+
+    // A valid file naming an htpasswd file that does not exist is refused too.
+    b.rewrite_config(&config(
+        "",
+        &route(
+            "app.test",
+            &[a.addr],
+            "auth.htpasswd = \"/nonexistent/htpasswd\"",
+        ),
+    ))
+    .unwrap();
+    b.signal("HUP").unwrap();
+    wait_for(&b, "berth_config_reloads_total{result=\"error\"}", 2.0).await;
+    assert!(b
+        .log()
+        .contains("route[0].auth.htpasswd: /nonexistent/htpasswd: cannot read"));
+    assert_eq!(origin_of(&b, "app.test").await, "b");
+
+    // A change that needs a restart is named; the rest of the file still applies.
+    b.rewrite_config(
+        &config("", &route("app.test", &[a.addr], ""))
+            .replace("access = \"off\"", "access = \"stdout\""),
+    )
+    .unwrap();
+    b.signal("HUP").unwrap();
+    wait_for(&b, "berth_config_reloads_total{result=\"ok\"}", 2.0).await;
+    assert!(b
+        .log()
+        .contains("reload: log.access changed; that takes a restart or an upgrade"));
+    assert_eq!(origin_of(&b, "app.test").await, "a");
+    assert_eq!(origin_of(&b, "new.test").await, "status 503");
+    assert!(b.running(), "SIGHUP must never end berth");
+}
