@@ -301,6 +301,8 @@ pub struct RawConfig {
     pub forwarded: RawForwarded,
     /// `[limits]`.
     pub limits: crate::limits::RawLimits,
+    /// `[server]`.
+    pub server: crate::lifecycle::RawServer,
     /// `[defaults]`.
     pub defaults: RawSettings,
     /// `[[route]]` tables.
@@ -436,6 +438,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Downstream limits.
     pub limits: crate::limits::Limits,
+    /// Upgrade and shutdown.
+    pub server: crate::lifecycle::ServerSettings,
     /// Settings every route starts from.
     pub defaults: RouteSettings,
     /// Static routes from the file.
@@ -652,6 +656,7 @@ impl RawConfig {
             })
             .collect();
         let limits = self.limits.validate(errors);
+        let server = self.server.validate(errors);
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
         let routes = self
             .routes
@@ -676,6 +681,7 @@ impl RawConfig {
             access_log,
             trusted_proxies,
             limits,
+            server,
             defaults,
             routes,
         })

@@ -12,6 +12,7 @@ pub mod config;
 pub mod docker;
 pub mod files;
 pub mod labels;
+pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod merge;

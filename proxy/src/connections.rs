@@ -68,7 +68,7 @@ pub struct Guarded<A> {
     name: &'static str,
     limits: Arc<ArcSwap<Limits>>,
     metrics: ListenerMetrics,
-    open: AtomicUsize,
+    open: Arc<AtomicUsize>,
     last_warning: AtomicU64,
 }
 
@@ -85,9 +85,14 @@ impl<A> Guarded<A> {
             name,
             limits,
             metrics,
-            open: AtomicUsize::new(0),
+            open: Arc::default(),
             last_warning: AtomicU64::new(0),
         }
+    }
+
+    /// The number of client connections open on this listener, live.
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
     }
 
     fn warn_refused(&self, max: usize) {
@@ -308,6 +313,50 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 
     async fn cleanup(&self) {
         self.inner.http_cleanup().await;
+    }
+}
+
+/// Ends the process as soon as the last client connection has closed once a graceful
+/// shutdown (SIGTERM, or SIGQUIT for an upgrade) has begun, instead of sleeping through the
+/// whole grace period; Pingora still ends it when `server.grace-period` is over.
+pub struct Drain {
+    open: Vec<Arc<AtomicUsize>>,
+}
+
+impl Drain {
+    /// Watches the open-connection counts of every proxy listener.
+    pub fn new(open: Vec<Arc<AtomicUsize>>) -> Drain {
+        Drain { open }
+    }
+
+    fn open(&self) -> usize {
+        self.open.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        tracing::info!(
+            open = self.open(),
+            "shutting down: waiting for open connections to finish"
+        );
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if self.open() == 0 {
+                break;
+            }
+        }
+        // Give the access log's writer (it wakes every 50 ms) time to write the last lines.
+        tokio::time::sleep(crate::access_log::WRITE_EVERY * 3).await;
+        tracing::info!("shutting down: every connection has closed; exiting");
+        std::process::exit(0);
     }
 }
 

@@ -20,6 +20,10 @@ struct Cli {
     /// Configuration file (TOML). Without it, berth runs on its embedded default.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Take over the listening sockets of a running berth with the same config: start this
+    /// process, then send the running one SIGQUIT. No connection is refused meanwhile.
+    #[arg(long)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
     }
     berth_plugins::logging::init();
     let routes = config.routes.len();
-    let (server, listeners) = match build_server(config, source.clone()) {
+    let (server, listeners) = match build_server(config, source.clone(), cli.upgrade) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("berth: cannot start: {e}");

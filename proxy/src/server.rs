@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
@@ -16,6 +16,7 @@ use pingora_proxy::http_proxy;
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
 use berth_plugins::config::{DefaultCert, TlsConfig};
 use berth_plugins::docker::{discovery_endpoint, DockerWatcher};
+use berth_plugins::lifecycle::ServerSettings;
 
 use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
 use berth_plugins::table::RouteTable;
@@ -24,7 +25,7 @@ use berth_plugins::{ChainEnv, Scheme};
 use crate::admin::Admin;
 use crate::app::{Berth, SharedTable};
 use crate::auth_watch::AuthWatcher;
-use crate::connections::{Guarded, ListenerMetrics};
+use crate::connections::{Drain, Guarded, ListenerMetrics};
 use crate::discovery::{DockerDiscovery, FileRoutes, RouteBuilder};
 use crate::metrics::{LiveState, Metrics};
 use crate::observe;
@@ -104,17 +105,19 @@ fn h2_options() -> pingora_core::protocols::http::v2::server::H2Options {
 }
 
 /// The Pingora server settings berth uses.
-fn server_conf() -> ServerConf {
+fn server_conf(settings: &ServerSettings) -> ServerConf {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerConf {
+        upgrade_sock: settings.upgrade_socket.display().to_string(),
         threads,
         // One runtime per thread, as nginx has one event loop per worker: a connection stays
         // on the thread that accepted it. Measured here: small requests +20-30 % and uploads
         // level with or ahead of nginx, where tokio's work stealing woke threads per request.
         work_stealing: false,
-        // A stopping berth waits this long for in-flight requests before it exits.
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // A stopping berth waits at most this long for in-flight requests; it exits as soon
+        // as the last connection has closed (see `Drain`).
+        grace_period_seconds: Some(settings.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     }
 }
@@ -139,6 +142,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("log.access: {0}")]
     AccessLog(String),
+    /// The upgrade socket's directory could not be created.
+    #[error("server.upgrade-socket: {0}")]
+    Upgrade(String),
     /// The SIGHUP handler could not be installed.
     #[error("signals: {0}")]
     Signals(String),
@@ -160,10 +166,22 @@ fn metrics_err(e: prometheus::Error) -> StartError {
 pub fn build_server(
     config: Config,
     source: ConfigSource,
+    upgrade: bool,
 ) -> Result<(Server, Vec<String>), StartError> {
     // Before anything listens: a SIGHUP must never end the process.
     let hangups = hangups().map_err(|e| StartError::Signals(e.to_string()))?;
-    let mut server = Server::new_with_opt_and_conf(None, server_conf());
+    if let Some(dir) = config.server.upgrade_socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StartError::Upgrade(format!("{}: {e}", config.server.upgrade_socket.display()))
+        })?;
+    }
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(&config.server));
+    // With --upgrade this waits (about 5 s at most) for the running berth, sent SIGQUIT, to
+    // hand over its listening sockets.
     server.bootstrap();
     let mut listeners = Vec::new();
 
@@ -222,6 +240,7 @@ pub fn build_server(
     let observer = observe::observer(metrics.clone(), &config.access_log)
         .map_err(|e| StartError::AccessLog(e.to_string()))?;
     let limits = Arc::new(ArcSwap::from_pointee(config.limits));
+    let mut open_counts = Vec::new();
     server.add_service(background_service(
         "config reload",
         Reloader::new(
@@ -255,6 +274,7 @@ pub fn build_server(
             .with_challenges(AcmeChallenge::new(config.acme.challenge_dir.clone()));
         let proxy = http_proxy(&server.configuration, app);
         let guarded = Guarded::new(proxy, "http", limits.clone(), listener_metrics("http"));
+        open_counts.push(guarded.open_connections());
         let mut service = Service::new("berth http".to_string(), guarded);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
@@ -280,6 +300,7 @@ pub fn build_server(
         options.h2_idle_timeout = Some(config.limits.keepalive_timeout).filter(|d| !d.is_zero());
         proxy.server_options = Some(options);
         let guarded = Guarded::new(proxy, "https", limits.clone(), listener_metrics("https"));
+        open_counts.push(guarded.open_connections());
         let mut service = Service::new("berth https".to_string(), guarded);
         service.add_tls_with_settings(&addr.to_string(), None, tls);
         server.add_service(service);
@@ -305,6 +326,7 @@ pub fn build_server(
             "listening on http://{addr} (admin: /metrics, /routes, /healthz)"
         ));
     }
+    server.add_service(background_service("drain", Drain::new(open_counts)));
     Ok((server, listeners))
 }
 

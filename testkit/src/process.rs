@@ -212,6 +212,50 @@ impl BerthProcess {
         }
     }
 
+    /// Hands this berth's listeners to a new process of `binary` (`--upgrade`, same config):
+    /// starts it, sends this one SIGQUIT, and waits until the new one runs.
+    ///
+    /// # Errors
+    /// When the new process cannot be started or does not take over within 20 s.
+    pub fn upgrade(&self, binary: &Path) -> io::Result<BerthProcess> {
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("berth.toml");
+        std::fs::copy(self.config_path(), &config_path)?;
+        let log_path = dir.path().join("berth.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--upgrade")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let mut process = BerthProcess {
+            child,
+            http: self.http,
+            https: self.https,
+            admin: self.admin,
+            dir,
+        };
+        // The new process waits for the sockets on the upgrade socket; give it a moment to
+        // start listening there before the old one is told to send them.
+        std::thread::sleep(Duration::from_millis(300));
+        self.signal("QUIT")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !process.log().contains("berth: running on") {
+            if !process.running() || std::time::Instant::now() > deadline {
+                let _ = process.child.kill();
+                return Err(io::Error::other(format!(
+                    "the new berth did not take over; its log:\n{}",
+                    process.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(process)
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
