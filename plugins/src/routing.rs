@@ -30,7 +30,8 @@ fn bad_request(detail: &str) -> Reply {
 ///
 /// # Errors
 /// Returns the reply to send instead: 405 for `CONNECT`, 400 for a missing, repeated or
-/// malformed `Host`, or an absolute-form target with a scheme other than http(s).
+/// malformed `Host`, an absolute-form target with a scheme other than http(s), or an
+/// HTTP/1.0 request with `Transfer-Encoding`.
 pub fn request_target(req: &RequestHeader) -> Result<Target, Reply> {
     if req.method == Method::CONNECT {
         let mut reply = Reply::text(
@@ -42,6 +43,15 @@ pub fn request_target(req: &RequestHeader) -> Result<Target, Reply> {
             http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         ));
         return Err(reply);
+    }
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing. Pingora
+    // would forward it, and the upstream might read its body differently: refuse it.
+    if req.version == http::Version::HTTP_10
+        && req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(bad_request(
+            "Transfer-Encoding in an HTTP/1.0 request (ambiguous framing)",
+        ));
     }
     let (authority, absolute_form) = if let Some(a) = req.uri.authority() {
         // HTTP/2: Pingora builds the URI from `:scheme` and `:authority`.
@@ -164,6 +174,13 @@ mod tests {
         assert_eq!((t.host.as_str(), t.absolute_form), ("other.test", true));
     }
 
+    fn http10_chunked() -> RequestHeader {
+        let mut r = req("POST", "/", &["a.test"]);
+        r.set_version(http::Version::HTTP_10);
+        r.append_header("transfer-encoding", "chunked").expect("te");
+        r
+    }
+
     #[test]
     fn refusals() {
         let cases = [
@@ -172,6 +189,7 @@ mod tests {
             (req("GET", "/", &["a.test", "b.test"]), 400),
             (req("GET", "ftp://a.test/", &["a.test"]), 400),
             (req("GET", "/", &["a b"]), 400),
+            (http10_chunked(), 400),
         ];
         for (r, code) in cases {
             let reply = request_target(&r).expect_err("refused");

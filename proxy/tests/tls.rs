@@ -529,3 +529,69 @@ fn one_gib_uploads_over_h2_and_h1_arrive_byte_exact() {
         );
     }
 }
+
+/// SNI picks the certificate, `Host` picks the route (as nginx does); a port in `Host` other
+/// than the listener's does not change either, and reaches the upstream as the client sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_picks_the_certificate_and_host_picks_the_route() {
+    let Pki {
+        certs,
+        ca_file,
+        dir: _dir,
+        ..
+    } = pki(&["a.test", "b.test"]);
+    let (a, b_origin) = (Origin::start("a"), Origin::start("b"));
+    let b = berth(&tls_config(
+        &certs,
+        "none",
+        &[
+            route("a.test", &[a.addr], "https = \"noredirect\""),
+            route("b.test", &[b_origin.addr], "https = \"noredirect\""),
+        ]
+        .concat(),
+    ));
+    let seen = |out: std::process::Output| -> berth_testkit::Seen {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // SNI a.test (verified against a.test's certificate), Host b.test:9999.
+    let s = seen(curl(
+        https(&b),
+        "a.test",
+        &ca_file,
+        &["-H", "Host: b.test:9999"],
+    ));
+    assert_eq!(s.origin, "b");
+    assert_eq!(s.header("host"), Some("b.test:9999"));
+    assert_eq!(s.header("x-forwarded-proto"), Some("https"));
+    // Same name, another port: the same route.
+    let s = seen(curl(
+        https(&b),
+        "a.test",
+        &ca_file,
+        &["-H", "Host: a.test:1"],
+    ));
+    assert_eq!(
+        (s.origin.as_str(), s.header("host")),
+        ("a", Some("a.test:1"))
+    );
+    // A Host no route has: 503, whatever the SNI.
+    let out = curl(
+        https(&b),
+        "a.test",
+        &ca_file,
+        &[
+            "-H",
+            "Host: nobody.test",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "503");
+}
