@@ -474,3 +474,94 @@ fn rsa_keys_by_option() {
         .unwrap();
     assert!(String::from_utf8_lossy(&cert.stdout).contains("rsaEncryption"));
 }
+
+/// A certificate renewed by berth-acme while `skopeo` pushes through berth over HTTPS
+/// (verified against pebble's root): the push, on the connections it opened with the old
+/// certificate and the ones it opens after, does not fail; berth serves the new one after.
+#[test]
+fn a_renewal_during_a_push_fails_nothing() {
+    use berth_testkit::oci::{build_image, manifest_digest};
+    use berth_testkit::registry::{skopeo_resolving, Registry};
+    let registry = Registry::start_open().expect("docker-registry (scripts/test installs it)");
+    let host = "push.acme.test";
+    let s = stack(
+        "",
+        &format!(
+            "[[route]]\nhost = \"{host}\"\nupstreams = [\"{}\"]\nacme = true\nprofile = \"registry\"\n",
+            registry.addr
+        ),
+    );
+    let out = berth_acme(&s.config, &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let crt = s.certs.join(format!("{host}.crt"));
+    let first = serial(&crt);
+
+    // skopeo trusts pebble's root for this registry, and nothing else.
+    let work = tempfile::tempdir().unwrap();
+    let cert_dir = work.path().join("certs.d");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(s.pebble.issuing_root().unwrap(), cert_dir.join("ca.crt")).unwrap();
+    let mib = 1 << 20;
+    let layout = work.path().join("image");
+    let image = build_image(&layout, "v1", &[128 * mib, 128 * mib, 128 * mib], 5).unwrap();
+    let authority = format!("{host}:{}", s.berth.https.unwrap().port());
+    let dst = format!("docker://{authority}/renewal/test:v1");
+    let src = format!("oci:{}:v1", layout.display());
+    let cert_dir_arg = cert_dir.display().to_string();
+    let push = {
+        let (dst, src, cert_dir_arg) = (dst.clone(), src.clone(), cert_dir_arg.clone());
+        std::thread::spawn(move || {
+            skopeo_resolving(
+                &[host],
+                &["copy", "--dest-cert-dir", &cert_dir_arg, &src, &dst],
+            )
+            .unwrap()
+        })
+    };
+
+    // Renew in the middle of it: a window longer than the certificate's life makes it due.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let renew = s.config.with_file_name("renew.toml");
+    let text_config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("[acme]\n", "[acme]\nrenew-before = \"36500d\"\n");
+    std::fs::write(&renew, text_config).unwrap();
+    let out = berth_acme(&renew, &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
+    assert_ne!(serial(&crt), first);
+    assert!(
+        !push.is_finished(),
+        "the push ended before the renewal; nothing was proved"
+    );
+
+    let out = push.join().unwrap();
+    assert!(
+        out.status.success(),
+        "push failed across the renewal: {}\nberth log:\n{}",
+        text(&out),
+        s.berth.log()
+    );
+    // Pulled back over a new connection, which gets the new certificate.
+    let back = work.path().join("back");
+    let back_ref = format!("oci:{}:v1", back.display());
+    let out = skopeo_resolving(
+        &[host],
+        &["copy", "--src-cert-dir", &cert_dir_arg, &dst, &back_ref],
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(manifest_digest(&back, "v1").unwrap(), image.manifest_digest);
+    let served = Command::new("sh")
+        .arg("-c")
+        .arg(
+            format!(
+                "openssl s_client -connect {authority} -servername {host} </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial",
+            )
+            .replace(&format!("{host}:"), "127.0.0.1:"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&served.stdout).trim(), serial(&crt));
+}

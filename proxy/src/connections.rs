@@ -144,7 +144,7 @@ enum Head {
 
 /// How far a buffer gets as an HTTP/1 request head.
 #[derive(Debug, PartialEq, Eq)]
-enum Parsed {
+pub enum Parsed {
     /// The head is complete and this long.
     Complete(usize),
     /// More bytes are needed.
@@ -155,7 +155,7 @@ enum Parsed {
 
 /// Parses as much of a request head as `buf` holds (headers beyond [`MAX_HEADERS`] count as
 /// invalid, as they do for Pingora).
-fn parse_head(buf: &[u8]) -> Parsed {
+pub fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::Request::new(&mut headers).parse(buf) {
         Ok(httparse::Status::Complete(n)) => Parsed::Complete(n),

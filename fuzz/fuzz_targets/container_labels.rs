@@ -1,0 +1,108 @@
+//! Docker labels and nginx-proxy variables through the label schema: never a panic, and a
+//! container is either routed with usable routes or skipped with errors naming it.
+#![no_main]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use arbitrary::Arbitrary;
+use berth_plugins::config::builtin_defaults;
+use berth_plugins::labels::{
+    acme_request, discover, AddressRules, ContainerInfo, ContainerNetwork, Discovery, Health,
+};
+use libfuzzer_sys::fuzz_target;
+
+/// Keys the schema knows, so the fuzzer reaches past "not for berth" quickly.
+const KEYS: [&str; 24] = [
+    "berth.host",
+    "berth.port",
+    "berth.proto",
+    "berth.path",
+    "berth.https",
+    "berth.hsts",
+    "berth.cert-name",
+    "berth.allow",
+    "berth.max-body",
+    "berth.read-timeout",
+    "berth.profile",
+    "berth.network",
+    "berth.enable",
+    "berth.acme",
+    "berth.acme.email",
+    "berth.auth.htpasswd",
+    "berth.auth.realm",
+    "VIRTUAL_HOST",
+    "VIRTUAL_PORT",
+    "VIRTUAL_PATH",
+    "NETWORK_ACCESS",
+    "LETSENCRYPT_HOST",
+    "LETSENCRYPT_EMAIL",
+    "HTTPS_METHOD",
+];
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    labels: Vec<(u8, String)>,
+    env: Vec<(u8, String)>,
+    raw_labels: Vec<(String, String)>,
+    ports: Vec<u16>,
+    networks: Vec<(String, Option<[u8; 4]>)>,
+    host_network: bool,
+    own_networks: Vec<String>,
+    preferred: Option<String>,
+    health: u8,
+}
+
+fn key(i: u8) -> String {
+    KEYS[i as usize % KEYS.len()].to_string()
+}
+
+fuzz_target!(|input: Input| {
+    let mut labels: BTreeMap<String, String> = input.raw_labels.into_iter().collect();
+    labels.extend(input.labels.into_iter().map(|(k, v)| (key(k), v)));
+    let env = input.env.into_iter().map(|(k, v)| (key(k), v)).collect();
+    let info = ContainerInfo {
+        id: "0123456789abcdef".into(),
+        name: "fuzzed".into(),
+        labels,
+        env,
+        exposed_tcp_ports: input.ports,
+        networks: input
+            .networks
+            .into_iter()
+            .map(|(name, ip)| ContainerNetwork {
+                name,
+                ip: ip.map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+            })
+            .collect(),
+        network_mode: input.host_network.then(|| "host".to_string()),
+        health: match input.health % 4 {
+            0 => Health::None,
+            1 => Health::Starting,
+            2 => Health::Healthy,
+            _ => Health::Unhealthy,
+        },
+    };
+    let rules = AddressRules {
+        preferred_network: input.preferred,
+        own_networks: input.own_networks,
+    };
+    match discover(&info, &rules, &builtin_defaults()) {
+        Discovery::Routes(routes) => {
+            for r in routes {
+                assert!(!r.upstreams.is_empty());
+                assert!(r.path.starts_with('/'));
+            }
+        }
+        Discovery::Invalid(errors) => {
+            assert!(!errors.is_empty());
+            for e in errors {
+                assert!(e.to_string().starts_with("container fuzzed"), "{e}");
+            }
+        }
+        Discovery::Ignored(_) | Discovery::Waiting(_) => {}
+    }
+    if let Ok(Some(request)) = acme_request(&info) {
+        assert!(!request.hosts.is_empty());
+    }
+});
