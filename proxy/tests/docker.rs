@@ -478,21 +478,7 @@ async fn routes_survive_a_daemon_restart_and_resync_after_it() {
     .await;
 
     // Traffic to the container all through the restart: not one request may fail.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = {
-        let (addr, stop) = (b.http, stop.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match berth_testkit::client::send(addr, &Request::get("before.test", "/")).await {
-                    Ok(r) if r.status == 200 => ok += 1,
-                    other => failed.push(format!("{other:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (ok, failed)
-        })
-    };
+    let traffic = berth_testkit::client::Traffic::start(b.http, "before.test");
 
     let daemon = DaemonRestart::new();
     tokio::task::block_in_place(|| daemon.stop());
@@ -514,8 +500,7 @@ async fn routes_survive_a_daemon_restart_and_resync_after_it() {
     .await;
     assert_eq!(get(&b, "before.test").await.0, 200);
     assert_eq!(routes(&b).await["docker"]["connected"], true);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = traffic.await.unwrap();
+    let (ok, failed) = traffic.stop().await;
     assert!(
         failed.is_empty(),
         "requests failed during the restart: {failed:?}"

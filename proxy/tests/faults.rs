@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_testkit::client::{send, Body, Request};
+use berth_testkit::client::{send, Body, Request, Traffic};
 use berth_testkit::registry::Registry;
-use berth_testkit::{BerthProcess, Origin};
+use berth_testkit::Origin;
 use common::{berth, call, route, value, wait_for};
 use tokio::io::AsyncWriteExt;
 
@@ -22,26 +20,6 @@ fn observed(routes: &str) -> String {
         "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = false\n\n\
          [log]\naccess = \"off\"\n\n{routes}"
     )
-}
-
-/// Requests to `host` every 20 ms until stopped; returns (ok, failures).
-fn background_traffic(
-    b: &BerthProcess,
-    host: &'static str,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(u64, Vec<String>)> {
-    let addr = b.http;
-    tokio::spawn(async move {
-        let (mut ok, mut failed) = (0, Vec::new());
-        while !stop.load(Ordering::Relaxed) {
-            match send(addr, &Request::get(host, "/ping")).await {
-                Ok(r) if r.status == 200 => ok += 1,
-                other => failed.push(format!("{other:?}")),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (ok, failed)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,8 +59,7 @@ async fn upstream_killed_mid_upload_fails_only_that_upload() {
         send(http, &patch).await
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = background_traffic(&b, "other.test", stop.clone());
+    let traffic = Traffic::start(b.http, "other.test");
 
     // Kill the registry once the upload is well under way (the registry takes ~150 MB/s
     // here, so 1 GiB needs several seconds).
@@ -99,8 +76,7 @@ async fn upstream_killed_mid_upload_fails_only_that_upload() {
         Err(e) => eprintln!("upload broke off as expected: {e}"),
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = traffic.await.unwrap();
+    let (ok, failed) = traffic.stop().await;
     assert!(
         failed.is_empty(),
         "other route failed meanwhile: {failed:?}"
@@ -138,8 +114,7 @@ async fn a_client_leaving_mid_upload_closes_the_upstream_side() {
         &[origin.addr],
         "profile = \"registry\"",
     )));
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = background_traffic(&b, "reg.test", stop.clone());
+    let traffic = Traffic::start(b.http, "reg.test");
 
     // 8 MiB of a declared 1 GiB, then the client is gone.
     let mut sock = tokio::net::TcpStream::connect(b.http).await.unwrap();
@@ -186,8 +161,7 @@ async fn a_client_leaving_mid_upload_closes_the_upstream_side() {
         ),
         (8 << 20) as f64
     );
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = traffic.await.unwrap();
+    let (ok, failed) = traffic.stop().await;
     assert!(failed.is_empty(), "{failed:?}");
     assert!(ok > 5);
 }

@@ -8,11 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_testkit::client::{send, Body, Request};
+use berth_testkit::client::{send, Body, Request, Traffic};
 use berth_testkit::Origin;
 use common::{berth, call, route};
 
@@ -39,25 +37,7 @@ async fn an_upload_in_flight_survives_an_upgrade() {
     let running = tokio::spawn(async move { send(http, &upload).await });
 
     // Small requests on new connections all along.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let traffic = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        tokio::spawn(async move {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match send(http, &Request::get("app.test", "/ping")).await {
-                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        errors.push(format!("{other:?}"));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            errors
-        })
-    };
+    let traffic = Traffic::start(http, "app.test");
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
@@ -93,19 +73,13 @@ async fn an_upload_in_flight_survives_an_upgrade() {
 
     // The new process serves; nothing was refused meanwhile.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let errors = traffic.await.unwrap();
+    let (ok, errors) = traffic.stop().await;
     assert!(
         errors.is_empty(),
         "{} requests failed: {errors:?}",
         errors.len()
     );
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "{}",
-        ok.load(Ordering::Relaxed)
-    );
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok > 100, "{ok}");
     assert_eq!(
         call(&new, &Request::get("app.test", "/after")).await.status,
         200

@@ -403,3 +403,41 @@ pub async fn send_raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> io::Res
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
+
+/// Steady background traffic: a `GET /` to one host on a new connection every 20 ms, counting
+/// what succeeded (200) and what did not, until stopped. For "nothing failed meanwhile".
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Traffic {
+    /// Starts sending to `addr` with `Host: host` (on the current tokio runtime).
+    pub fn start(addr: SocketAddr, host: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, host) = (stop.clone(), host.to_string());
+        let task = tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match send(addr, &Request::get(&host, "/")).await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("status {}", r.status)),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        });
+        Traffic { stop, task }
+    }
+
+    /// Stops, and returns the number of successes and a description of each failure.
+    ///
+    /// # Panics
+    /// If the sending task panicked.
+    #[allow(clippy::unwrap_used)]
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}

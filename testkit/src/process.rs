@@ -121,6 +121,19 @@ fn fill(
         .replace("{admin}", &admin.map(|a| a.to_string()).unwrap_or_default())
 }
 
+/// Starts `binary` on `dir/berth.toml`, logging to `dir/berth.log`.
+fn spawn(binary: &Path, dir: &Path, extra: &[&str]) -> io::Result<Child> {
+    let log = std::fs::File::create(dir.join("berth.log"))?;
+    Command::new(binary)
+        .arg("--config")
+        .arg(dir.join("berth.toml"))
+        .args(extra)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+}
+
 /// A running `berth`; killed when dropped.
 pub struct BerthProcess {
     child: Child,
@@ -151,14 +164,7 @@ impl BerthProcess {
             .contains("{admin}")
             .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         std::fs::write(&config_path, fill(config, http, https, admin))?;
-        let log = std::fs::File::create(dir.path().join("berth.log"))?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()?;
+        let child = spawn(binary, dir.path(), &[])?;
         let mut process = BerthProcess {
             child,
             http,
@@ -219,18 +225,8 @@ impl BerthProcess {
     /// When the new process cannot be started or does not take over within 20 s.
     pub fn upgrade(&self, binary: &Path) -> io::Result<BerthProcess> {
         let dir = tempfile::tempdir()?;
-        let config_path = dir.path().join("berth.toml");
-        std::fs::copy(self.config_path(), &config_path)?;
-        let log_path = dir.path().join("berth.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--upgrade")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()?;
+        std::fs::copy(self.config_path(), dir.path().join("berth.toml"))?;
+        let child = spawn(binary, dir.path(), &["--upgrade"])?;
         let mut process = BerthProcess {
             child,
             http: self.http,
