@@ -567,3 +567,219 @@ fn a_renewal_during_a_push_fails_nothing() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&served.stdout).trim(), serial(&crt));
 }
+
+/// The whole story, all real: dockerd; a registry container with htpasswd auth and exactly
+/// the seed recipe's variables; berth following Docker; berth-acme following Docker against
+/// pebble. The certificate arrives, a 3-layer 320 MiB image is pushed over verified HTTPS
+/// with credentials and pulled back with the same digest, an anonymous request gets the
+/// registry's 401, the metrics count the bytes under that host; then a second registry for
+/// a second host joins while a push to the first is running, and both work.
+#[test]
+fn the_seed_recipe_end_to_end_over_https() {
+    use berth_testkit::docker::{available, docker, ensure_images, Container, REGISTRY};
+    use berth_testkit::oci::{build_image, manifest_digest};
+    use berth_testkit::registry::{skopeo_resolving, PASSWORD, USER};
+    if !available() {
+        assert!(std::env::var_os("CI").is_none(), "no Docker daemon answers");
+        eprintln!("skipped: no Docker daemon answers");
+        return;
+    }
+    ensure_images().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (certs, challenges) = (work.path().join("certs"), work.path().join("challenges"));
+    let berth = BerthProcess::start(
+        &berth_binary(),
+        &format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
+             [docker]\nenabled = true\n\n[log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\n\n\
+             [acme]\nchallenge-dir = \"{}\"\n",
+            certs.display(),
+            challenges.display()
+        ),
+    )
+    .unwrap();
+    let pebble = Pebble::start(berth.http.port(), false).unwrap();
+    let config = work.path().join("acme.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nhttp = \"{}\"\n\n[docker]\nenabled = true\n\n[tls]\ncerts-dir = \"{}\"\n\n\
+             [acme]\nchallenge-dir = \"{}\"\naccount-dir = \"{}\"\ndirectory = \"{}\"\n\
+             ca-bundle = \"{}\"\n",
+            berth.http,
+            certs.display(),
+            challenges.display(),
+            work.path().join("accounts").display(),
+            pebble.directory,
+            pebble.tls_ca.display(),
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, work.path().join("acme.log"));
+    let https = berth.https.unwrap();
+    let root = pebble.issuing_root().unwrap();
+    let cert_dir = work.path().join("certs.d");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(&root, cert_dir.join("ca.crt")).unwrap();
+    let cert_dir = cert_dir.display().to_string();
+    let creds = format!("{USER}:{PASSWORD}");
+    let (first, second) = ("registry.e2e.test", "second.e2e.test");
+    let seed = |host: &str| {
+        Container::run(
+            "seed-registry",
+            &[
+                "-e",
+                &format!("VIRTUAL_HOST={host}"),
+                "-e",
+                "VIRTUAL_PORT=5000",
+                "-e",
+                &format!("LETSENCRYPT_HOST={host}"),
+                "-e",
+                "LETSENCRYPT_EMAIL=ops@example.test",
+                REGISTRY,
+            ],
+        )
+        .unwrap()
+    };
+    // Waits until `host` answers over HTTPS verified against pebble's root: its certificate
+    // was issued, installed and hot-loaded, and its route is live.
+    let wait_for_https = |host: &str| -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let r = Command::new("curl")
+                .args(["-sS", "--max-time", "10", "-D", "-", "--cacert"])
+                .arg(&root)
+                .arg("--resolve")
+                .arg(format!("{host}:{}:127.0.0.1", https.port()))
+                .arg(format!("https://{host}:{}/v2/", https.port()))
+                .output()
+                .unwrap();
+            let head = String::from_utf8_lossy(&r.stdout).to_string();
+            if r.status.success() && head.starts_with("HTTP/2 401") {
+                return head;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no verified HTTPS to {host}: {}\nberth-acme log:\n{}\nberth log:\n{}",
+                String::from_utf8_lossy(&r.stderr),
+                daemon.log(),
+                berth.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    let push = |host: &str, layout: &Path, tag: &str| {
+        skopeo_resolving(
+            &[first, second],
+            &[
+                "copy",
+                "--dest-cert-dir",
+                &cert_dir,
+                "--dest-creds",
+                &creds,
+                &format!("oci:{}:{tag}", layout.display()),
+                &format!("docker://{host}:{}/seed/app:{tag}", https.port()),
+            ],
+        )
+        .unwrap()
+    };
+
+    let registry = seed(first);
+    // Anonymous: the registry's own 401 and challenge, over verified TLS.
+    let head = wait_for_https(first).to_ascii_lowercase();
+    assert!(
+        head.contains("www-authenticate: basic realm=\"berth-test\""),
+        "{head}"
+    );
+
+    let mib = 1 << 20;
+    let layout = work.path().join("image");
+    let image = build_image(&layout, "v1", &[160 * mib, 96 * mib, 64 * mib], 21).unwrap();
+    assert!(image.layer_bytes >= 300 * mib as u64);
+    let out = push(first, &layout, "v1");
+    assert!(
+        out.status.success(),
+        "push failed: {}\nberth log:\n{}\nregistry log:\n{}",
+        text(&out),
+        berth.log(),
+        docker(&["logs", &registry.name]).unwrap_or_default()
+    );
+    let back = work.path().join("back");
+    let out = skopeo_resolving(
+        &[first],
+        &[
+            "copy",
+            "--src-cert-dir",
+            &cert_dir,
+            "--src-creds",
+            &creds,
+            &format!("docker://{first}:{}/seed/app:v1", https.port()),
+            &format!("oci:{}:v1", back.display()),
+        ],
+    )
+    .unwrap();
+    assert!(out.status.success(), "pull failed: {}", text(&out));
+    assert_eq!(manifest_digest(&back, "v1").unwrap(), image.manifest_digest);
+
+    // The metrics count the uploaded bytes under the registry's host.
+    let scraped = Command::new("curl")
+        .args(["-sS", &format!("http://{}/metrics", berth.admin.unwrap())])
+        .output()
+        .unwrap();
+    let scraped = String::from_utf8_lossy(&scraped.stdout).to_string();
+    let key = format!("berth_request_body_bytes_total{{host=\"{first}\"}} ");
+    let bytes: f64 = scraped
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("no {key}in:\n{scraped}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        bytes >= image.layer_bytes as f64,
+        "{bytes} < {}",
+        image.layer_bytes
+    );
+
+    // A second registry joins while a new image is being pushed to the first.
+    let layout2 = work.path().join("image2");
+    build_image(&layout2, "v2", &[128 * mib, 64 * mib], 22).unwrap();
+    let running = {
+        let layout2 = layout2.clone();
+        let (cert_dir, creds) = (cert_dir.clone(), creds.clone());
+        let port = https.port();
+        std::thread::spawn(move || {
+            skopeo_resolving(
+                &[first, second],
+                &[
+                    "copy",
+                    "--dest-cert-dir",
+                    &cert_dir,
+                    "--dest-creds",
+                    &creds,
+                    &format!("oci:{}:v2", layout2.display()),
+                    &format!("docker://{first}:{port}/seed/app:v2"),
+                ],
+            )
+            .unwrap()
+        })
+    };
+    let registry2 = seed(second);
+    wait_for_https(second);
+    let small = work.path().join("small");
+    build_image(&small, "v1", &[8 * mib], 23).unwrap();
+    let out = push(second, &small, "v1");
+    assert!(
+        out.status.success(),
+        "push to {second} failed: {}",
+        text(&out)
+    );
+    let out = running.join().unwrap();
+    assert!(
+        out.status.success(),
+        "push to {first} during the join failed: {}\nberth log:\n{}",
+        text(&out),
+        berth.log()
+    );
+    drop((registry, registry2));
+}
