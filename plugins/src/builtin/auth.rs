@@ -187,7 +187,8 @@ pub enum Reload {
 pub struct HtpasswdFile {
     path: PathBuf,
     users: ArcSwap<Htpasswd>,
-    seen: Mutex<Option<Stamp>>,
+    /// The last look: `None` before the first, `Some(None)` when the file was missing.
+    seen: Mutex<Option<Option<Stamp>>>,
     verified: Mutex<HashSet<[u8; 32]>>,
 }
 
@@ -222,18 +223,18 @@ impl HtpasswdFile {
         let now = match stamp(&self.path) {
             Ok(s) => s,
             Err(e) => {
-                // Report a vanished file once, not on every look.
-                return if seen.take().is_some() || self.users.load().is_empty() {
-                    Reload::Kept(vec![format!("cannot read: {e}")])
-                } else {
+                // Report a missing file once, not on every look.
+                return if seen.replace(None) == Some(None) {
                     Reload::Unchanged
+                } else {
+                    Reload::Kept(vec![format!("cannot read: {e}")])
                 };
             }
         };
-        if *seen == Some(now) {
+        if *seen == Some(Some(now)) {
             return Reload::Unchanged;
         }
-        *seen = Some(now);
+        *seen = Some(Some(now));
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => return Reload::Kept(vec![format!("cannot read: {e}")]),
@@ -508,6 +509,8 @@ mod tests {
     async fn a_missing_file_lets_nobody_in() {
         let file = HtpasswdFile::open(Path::new("/nonexistent/berth/htpasswd"));
         assert!(file.users().is_empty());
+        // Reported when opened, not again on every look.
+        assert_eq!(file.reload(), Reload::Unchanged);
         assert!(!file.verify("alice", b"secret").await);
     }
 
