@@ -11,6 +11,16 @@ use std::process::{Command, Output};
 use berth_testkit::pebble::Pebble;
 use berth_testkit::{BerthProcess, Origin};
 
+/// Tests whose berth-acme follows the Docker daemon take this: each would otherwise see the
+/// other's containers (and order their certificates).
+static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn docker_alone() -> std::sync::MutexGuard<'static, ()> {
+    DOCKER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The `berth` binary, built beside this test's own binaries.
 fn berth_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -253,6 +263,7 @@ impl Drop for Daemon {
 #[test]
 fn the_seed_recipe_container_gets_its_certificate_live_and_a_restart_orders_nothing() {
     use berth_testkit::docker::{available, ensure_images, Container, BUSYBOX};
+    let _alone = docker_alone();
     if !available() {
         assert!(std::env::var_os("CI").is_none(), "no Docker daemon answers");
         eprintln!("skipped: no Docker daemon answers");
@@ -579,6 +590,7 @@ fn the_seed_recipe_end_to_end_over_https() {
     use berth_testkit::docker::{available, docker, ensure_images, Container, REGISTRY};
     use berth_testkit::oci::{build_image, manifest_digest};
     use berth_testkit::registry::{skopeo_resolving, PASSWORD, USER};
+    let _alone = docker_alone();
     if !available() {
         assert!(std::env::var_os("CI").is_none(), "no Docker daemon answers");
         eprintln!("skipped: no Docker daemon answers");
