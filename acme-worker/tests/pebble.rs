@@ -120,6 +120,41 @@ fn curl_verified(s: &Stack, host: &str, root: &Path) -> Output {
         .unwrap()
 }
 
+/// Retries `curl` to `https://host:port/path` through berth, verifying against `root`, until
+/// what it printed (response head and body) satisfies `accept`, for up to 60 s; returns
+/// that output. On timeout, fails with curl's error and `logs()`.
+fn wait_for_verified_https(
+    https: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    root: &Path,
+    accept: impl Fn(&str) -> bool,
+    logs: impl Fn() -> String,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-D", "-", "--cacert"])
+            .arg(root)
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", https.port()))
+            .arg(format!("https://{host}:{}{path}", https.port()))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&r.stdout).to_string();
+        if r.status.success() && accept(&out) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verified HTTPS to {host}: {}\n{}",
+            String::from_utf8_lossy(&r.stderr),
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 fn serial(path: &Path) -> String {
     let out = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-in"])
@@ -308,28 +343,20 @@ fn the_seed_recipe_container_gets_its_certificate_live_and_a_restart_orders_noth
     .unwrap();
     let root = s.pebble.issuing_root().unwrap();
     let https = berth.https.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let r = Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--cacert"])
-            .arg(&root)
-            .arg("--resolve")
-            .arg(format!("{host}:{}:127.0.0.1", https.port()))
-            .arg(format!("https://{host}:{}/", https.port()))
-            .output()
-            .unwrap();
-        if r.status.success() && String::from_utf8_lossy(&r.stdout).contains("busybox") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no verified HTTPS to {host}: {}\nberth-acme log:\n{}\npebble log:\n{}",
-            String::from_utf8_lossy(&r.stderr),
-            daemon.log(),
-            s.pebble.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    wait_for_verified_https(
+        https,
+        host,
+        "/",
+        &root,
+        |out| out.contains("busybox"),
+        || {
+            format!(
+                "berth-acme log:\n{}\npebble log:\n{}",
+                daemon.log(),
+                s.pebble.log()
+            )
+        },
+    );
     let scraped = Command::new("curl")
         .args(["-sS", &format!("http://{metrics}/metrics")])
         .output()
@@ -656,29 +683,20 @@ fn the_seed_recipe_end_to_end_over_https() {
     // Waits until `host` answers over HTTPS verified against pebble's root: its certificate
     // was issued, installed and hot-loaded, and its route is live.
     let wait_for_https = |host: &str| -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let r = Command::new("curl")
-                .args(["-sS", "--max-time", "10", "-D", "-", "--cacert"])
-                .arg(&root)
-                .arg("--resolve")
-                .arg(format!("{host}:{}:127.0.0.1", https.port()))
-                .arg(format!("https://{host}:{}/v2/", https.port()))
-                .output()
-                .unwrap();
-            let head = String::from_utf8_lossy(&r.stdout).to_string();
-            if r.status.success() && head.starts_with("HTTP/2 401") {
-                return head;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no verified HTTPS to {host}: {}\nberth-acme log:\n{}\nberth log:\n{}",
-                String::from_utf8_lossy(&r.stderr),
-                daemon.log(),
-                berth.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
+        wait_for_verified_https(
+            https,
+            host,
+            "/v2/",
+            &root,
+            |out| out.starts_with("HTTP/2 401"),
+            || {
+                format!(
+                    "berth-acme log:\n{}\nberth log:\n{}",
+                    daemon.log(),
+                    berth.log()
+                )
+            },
+        )
     };
     let push = |host: &str, layout: &Path, tag: &str| {
         skopeo_resolving(

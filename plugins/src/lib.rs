@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod rescue;
 pub mod route;
 pub mod routing;
+pub mod sync;
 pub mod table;
 pub mod units;
 

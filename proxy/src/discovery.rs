@@ -22,6 +22,7 @@ use berth_plugins::docker::{DockerStatus, DockerWatcher, Snapshot};
 use berth_plugins::labels::{discover, AddressRules, ContainerInfo, Discovery, Health};
 use berth_plugins::merge::merge_routes;
 use berth_plugins::route::{RouteSettings, RouteSpec};
+use berth_plugins::sync::lock;
 use berth_plugins::table::RouteTable;
 use berth_plugins::{ChainEnv, Route};
 
@@ -292,11 +293,7 @@ impl DockerDiscovery {
             let builder = self.builder.clone();
             // Building a chain may read a CA file: keep it off the async threads.
             let joined = tokio::task::spawn_blocking(move || {
-                let mut b = match builder.lock() {
-                    Ok(b) => b,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                b.rebuild(&snapshot);
+                lock(&builder).rebuild(&snapshot);
             })
             .await;
             if let Err(e) = joined {

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use berth_plugins::config::Config;
 use berth_plugins::limits::Limits;
+use berth_plugins::sync::lock;
 use berth_plugins::ChainEnv;
 
 use crate::discovery::{FileRoutes, RouteBuilder};
@@ -168,13 +169,6 @@ impl State {
         });
         tracing::info!("reload: {} applied ({routes} static routes)", self.source);
         self.count("ok");
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -42,6 +42,7 @@ use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
+use crate::sync::lock;
 
 /// Successful checks remembered per file; the set is emptied when it is full.
 pub const VERIFIED_CACHE: usize = 1024;
@@ -307,13 +308,6 @@ fn cache_key(user: &str, password: &[u8], hash: &str) -> [u8; 32] {
         h.update(part);
     }
     h.finalize().into()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// Every htpasswd file the routes use, opened once per path. Routes hold the files; the

@@ -13,6 +13,8 @@ use notify::{RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
+use berth_plugins::sync::lock;
+
 use super::loader::Loader;
 use super::store::CertStore;
 
@@ -39,10 +41,7 @@ impl CertWatcher {
     async fn rescan(&self) {
         let (loader, store) = (self.loader.clone(), self.store.clone());
         let joined = tokio::task::spawn_blocking(move || {
-            let mut loader = match loader.lock() {
-                Ok(l) => l,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut loader = lock(&loader);
             let current = store.load();
             if let Some(next) = loader.rescan(&current) {
                 store.store(Arc::new(next));
@@ -58,10 +57,7 @@ impl CertWatcher {
 #[async_trait]
 impl BackgroundService for CertWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let dir = match self.loader.lock() {
-            Ok(l) => l.dir().to_path_buf(),
-            Err(poisoned) => poisoned.into_inner().dir().to_path_buf(),
-        };
+        let dir = lock(&self.loader).dir().to_path_buf();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
