@@ -2,9 +2,10 @@
 //! measured side by side in one run on this machine.
 //!
 //! ```text
-//! cargo build --release --bin berth && cargo run --release -p berth-benches -- upload
+//! cargo build --release --bin berth && cargo run --release -p berth-benches -- report
 //! ```
-//! writes `benches/results/upload-plain.md` and prints the table.
+//! runs the whole comparison and writes `benches/results/latest.md` and
+//! `benches/results/latest.png`; the other subcommands run one part each.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use berth_testkit::{BerthProcess, Origin};
 mod nginx;
 mod overhead;
 mod propagation;
+mod registry;
+mod report;
 mod tls;
 mod wrk;
 
@@ -91,11 +94,49 @@ enum Cmd {
     Tls {
         #[command(flatten)]
         args: UploadArgs,
+        /// Repetitions per upload scenario above concurrency 1.
+        #[arg(long, default_value_t = 1)]
+        concurrent_runs: usize,
         /// Seconds of wrk per target.
         #[arg(long, default_value_t = 10)]
         wrk_secs: u64,
         /// Where to write the markdown report.
         #[arg(long, default_value = "benches/results/tls.md")]
+        out: PathBuf,
+    },
+    /// Everything, in one run: registry push and blob uploads over TLS, TLS uploads with
+    /// peak RSS, small GETs, route propagation and certificate reloads; a markdown report
+    /// with ratios and goals, and a PNG chart.
+    Report {
+        /// Repetitions of the registry and concurrency-1 scenarios (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Repetitions of the TLS uploads above concurrency 1.
+        #[arg(long, default_value_t = 1)]
+        concurrent_runs: usize,
+        /// TLS upload concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        /// MiB per TLS upload.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// MiB per registry blob upload.
+        #[arg(long, default_value_t = 512)]
+        patch_mib: u64,
+        /// Registry blob upload concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        patch_concurrency: Vec<usize>,
+        /// Seconds of wrk per target.
+        #[arg(long, default_value_t = 10)]
+        wrk_secs: u64,
+        /// Containers started and stopped for route propagation.
+        #[arg(long, default_value_t = 30)]
+        containers: usize,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown report (the chart goes beside it, `.png`).
+        #[arg(long, default_value = "benches/results/latest.md")]
         out: PathBuf,
     },
 }
@@ -165,6 +206,7 @@ fn main() -> ExitCode {
             }),
         Cmd::Tls {
             args,
+            concurrent_runs,
             wrk_secs,
             out,
         } => {
@@ -175,18 +217,69 @@ fn main() -> ExitCode {
                         mib,
                         concurrency: args.concurrency,
                         runs,
+                        concurrent_runs,
                         wrk_secs,
+                        reloads: 10,
                         berth,
                     })
                 })
-                .and_then(|table| {
+                .and_then(|rows| {
                     let header = machine_header(runs, mib).replace(
                         "Upload throughput over plain HTTP/1.1",
                         "TLS uploads (curl, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
                     );
-                    write_report(&out, &format!("{header}\n{table}"))
+                    write_report(&out, &format!("{header}\n{}", report::markdown(&rows)))
                 })
         }
+        Cmd::Report {
+            runs,
+            concurrent_runs,
+            concurrency,
+            mib,
+            patch_mib,
+            patch_concurrency,
+            wrk_secs,
+            containers,
+            berth,
+            out,
+        } => berth_binary(berth).and_then(|berth| {
+            // Checked first, so that a missing daemon does not cost the half hour before it.
+            if !berth_testkit::docker::available() {
+                return Err(
+                    "no Docker daemon answers: start dockerd (route propagation needs it)".into(),
+                );
+            }
+            let started = Instant::now();
+            let mut rows = registry::run(&registry::RegistryBench {
+                push_runs: runs,
+                patch_mib,
+                patch_concurrency,
+                patch_runs: runs,
+                berth: berth.clone(),
+            })?;
+            rows.extend(tls::run(&tls::TlsBench {
+                mib,
+                concurrency,
+                runs,
+                concurrent_runs,
+                wrk_secs,
+                reloads: 10,
+                berth: berth.clone(),
+            })?);
+            rows.extend(propagation::rows(&propagation::run(&berth, containers)?));
+            let chart = out.with_extension("png");
+            let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+            report::chart(
+                &rows,
+                &format!(
+                    "berth vs nginx, speed relative to no proxy — {}, {cores} cores, one run",
+                    today()
+                ),
+                &workspace_root().join(&chart),
+            )?;
+            let text = full_report(&rows, runs, concurrent_runs, mib, patch_mib, wrk_secs, containers, &chart, started);
+            write_report(&out, &text)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,6 +288,118 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The markdown of the `report` subcommand.
+#[allow(clippy::too_many_arguments)]
+fn full_report(
+    rows: &[report::Row],
+    runs: usize,
+    concurrent_runs: usize,
+    mib: u64,
+    patch_mib: u64,
+    wrk_secs: u64,
+    containers: usize,
+    chart: &Path,
+    started: Instant,
+) -> String {
+    let chart_name = chart
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+    format!(
+        "# berth benchmark report\n\n{}\n\n{}\n\n\
+         Every figure below comes from this one run ({:.1} minutes), targets taking turns. \
+         Medians of {runs} runs, except TLS uploads above concurrency 1 ({concurrent_runs} run{}). \
+         MB = 10^6 bytes; ↑ higher is better, ↓ lower is better; ratios are berth's figure divided \
+         by the other's (so for ↓ rows below 1.00× is better). Peak RSS is sampled from /proc \
+         every few milliseconds (nginx: master and workers summed).\n\n\
+         - **Registry**: Debian's docker-registry with htpasswd (bcrypt) auth and filesystem storage. \
+         *direct* is the registry serving TLS itself; berth and both nginx configurations terminate \
+         TLS in front of a second, plain registry instance. Pushes are `skopeo copy` of a new \
+         3-layer 320 MiB image each time, TLS verified. Blob uploads are `POST`, one chunked `PATCH` \
+         of {patch_mib} MiB, `PUT ?digest=` with curl over HTTP/1.1, each upload in its own repository.\n\
+         - **TLS uploads**: curl `-T` of {mib} MiB per upload to a sink that reads and hashes the \
+         whole body before answering; *direct* is plain HTTP/1.1 to the sink.\n\
+         - **nginx streaming**: `client_max_body_size 0; proxy_request_buffering off; \
+         proxy_http_version 1.1;`. **nginx seed recipe**: what the nginx-proxy recipe ends up with \
+         (`client_max_body_size 0; chunked_transfer_encoding on; proxy_read_timeout 900;`, request \
+         buffering on). Both with `ssl http2`, TLS 1.2/1.3, `worker_processes auto`.\n\
+         - **Small GETs**: wrk, 2 threads, 64 keep-alive connections, {wrk_secs} s per target.\n\
+         - **Certificate reload**: a renewed certificate is put in place by rename; berth notices \
+         it by itself, nginx is sent SIGHUP (as acme-companion does); latency until the first new \
+         handshake gets the new certificate, 10 renewals each.\n\
+         - **Route propagation**: {containers} labelled containers started and stopped one at a \
+         time; from the docker command returning to berth's first answer that reflects it. \
+         nginx-proxy (docker-gen + reload) is not measured here.\n\n\
+         ![speed relative to direct]({chart_name})\n\n{}\n## Goals\n\n{}",
+        measured_on(),
+        versions(),
+        started.elapsed().as_secs_f64() / 60.0,
+        if concurrent_runs == 1 { "" } else { "s" },
+        report::markdown(rows),
+        report::goals(rows),
+    )
+}
+
+/// The versions of everything measured, one markdown list.
+fn versions() -> String {
+    let first_line = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "not found".to_string())
+    };
+    let kernel = first_line("uname", &["-srm"]);
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        })
+        .map_or_else(String::new, |kib| {
+            format!("{:.0} GiB", kib as f64 / 1048576.0)
+        });
+    format!(
+        "- machine: {os}, {kernel}, {memory} memory\n\
+         - berth {} (release build)\n\
+         - {}\n\
+         - docker-registry {}\n\
+         - {}\n\
+         - {}\n\
+         - {}\n\
+         - Docker {}",
+        env!("CARGO_PKG_VERSION"),
+        first_line("nginx", &["-v"]),
+        first_line("docker-registry", &["--version"]),
+        first_line("skopeo", &["--version"]),
+        first_line("curl", &["--version"]),
+        first_line("wrk", &["-v"]),
+        first_line("docker", &["version", "--format", "{{.Server.Version}}"]),
+    )
 }
 
 /// The "Measured <date> on <machine> ..." line of the reports.
@@ -384,11 +589,7 @@ fn machine_header(runs: usize, mib: u64) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
         .unwrap_or_default();
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = today();
     format!(
         "Upload throughput over plain HTTP/1.1 to a sink that reads and hashes the whole body \
          before answering; {mib} MiB per upload; median of {runs} runs; MB = 10^6 bytes.\n\
@@ -396,4 +597,13 @@ fn machine_header(runs: usize, mib: u64) -> String {
          berth {}, {nginx}.\n",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// The current UTC date and time, `2026-11-27 11:15 UTC`.
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

@@ -104,6 +104,23 @@ impl Nginx {
         Ok(nginx)
     }
 
+    /// Asks the master to reload its configuration and certificates (SIGHUP), as
+    /// acme-companion does after a renewal.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn reload(&self) -> Result<(), String> {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err("nginx did not take SIGHUP".to_string())
+        }
+    }
+
     /// The master and its workers.
     pub fn pids(&self) -> Vec<u32> {
         let master = self.child.id();

@@ -10,6 +10,8 @@ use berth_testkit::client::{send, Request};
 use berth_testkit::docker::{available, ensure_images, Container, BUSYBOX};
 use berth_testkit::BerthProcess;
 
+use crate::report::{Better, Row};
+
 /// Latencies measured for one container.
 pub struct Sample {
     /// `docker run` returned → first 200.
@@ -99,4 +101,26 @@ pub fn table(samples: &[Sample]) -> String {
     ));
     out.push_str(&row("docker stop returned → 503 from berth", &stop));
     out
+}
+
+/// The samples as report rows (berth only: the peers' equivalent is not measured here).
+pub fn rows(samples: &[Sample]) -> Vec<Row> {
+    let mut start: Vec<Duration> = samples.iter().map(|s| s.start).collect();
+    let mut stop: Vec<Duration> = samples.iter().map(|s| s.stop).collect();
+    start.sort();
+    stop.sort();
+    let row = |scenario: &str, v: &[Duration], p: f64| Row {
+        section: "Route propagation from Docker events",
+        scenario: scenario.to_string(),
+        unit: "ms",
+        better: Better::Lower,
+        berth: percentile(v, p).as_secs_f64() * 1000.0,
+        ..Row::default()
+    };
+    vec![
+        row("docker_run_to_routed_p50", &start, 0.5),
+        row("docker_run_to_routed_p90", &start, 0.9),
+        row("docker_stop_to_503_p50", &stop, 0.5),
+        row("docker_stop_to_503_p90", &stop, 0.9),
+    ]
 }

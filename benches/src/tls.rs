@@ -1,9 +1,9 @@
 //! TLS benchmarks, berth vs nginx (streaming config, TLS, HTTP/2) vs direct plain, one run:
-//! - 1 GiB uploads over TLS with HTTP/1.1 and HTTP/2 (curl as the client), concurrency 1/16;
+//! - 1 GiB uploads over TLS with HTTP/1.1 and HTTP/2 (curl as the client), at each concurrency;
 //! - small GETs over TLS with keep-alive (wrk, 64 connections): requests/s and p99;
-//! - certificate reload latency: rename → first handshake that gets the new certificate.
+//! - certificate reload latency: rename → first handshake that gets the new certificate
+//!   (berth watches its directory; nginx is sent SIGHUP, as acme-companion does).
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_testkit::process::PeakRss;
-use berth_testkit::tls::{install, TestCa};
+use berth_testkit::tls::{install, replace, Pem, TestCa};
 use berth_testkit::{BerthProcess, Origin, Seen};
 
 use crate::nginx::{Nginx, NginxFlavour};
+use crate::report::{Against, Better, Row};
 
 /// What to run.
 pub struct TlsBench {
@@ -23,10 +24,14 @@ pub struct TlsBench {
     pub mib: u64,
     /// Concurrency levels for uploads.
     pub concurrency: Vec<usize>,
-    /// Repetitions per upload scenario (median reported).
+    /// Repetitions per upload scenario at concurrency 1 (median reported).
     pub runs: usize,
+    /// Repetitions per upload scenario above concurrency 1.
+    pub concurrent_runs: usize,
     /// wrk duration per target, seconds.
     pub wrk_secs: u64,
+    /// Certificate renewals timed per server.
+    pub reloads: usize,
     /// The berth binary.
     pub berth: PathBuf,
 }
@@ -37,11 +42,15 @@ struct Target {
     pids: Vec<u32>,
 }
 
-/// Runs everything and returns the markdown report.
+const UPLOADS: &str = "TLS uploads to a full-read sink (direct is plain HTTP/1.1)";
+const GETS: &str = "Small GETs over TLS, keep-alive, 64 connections (direct is plain HTTP/1.1)";
+const RELOAD: &str = "Certificate reload";
+
+/// Runs everything and returns the rows.
 ///
 /// # Errors
 /// When a server does not start or an upload does not arrive complete.
-pub fn run(bench: &TlsBench) -> Result<String, String> {
+pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).map_err(|e| e.to_string())?;
@@ -88,69 +97,116 @@ pub fn run(bench: &TlsBench) -> Result<String, String> {
         pids: nginx.pids(),
     };
 
-    let mut report = String::new();
-    let _ = writeln!(
-        report,
-        "| scenario | direct plain MB/s | berth MB/s | nginx MB/s | berth / nginx | berth peak RSS | nginx peak RSS |"
-    );
-    let _ = writeln!(report, "|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
     let len = bench.mib << 20;
-    let mut h1_berth = Vec::new();
     for &c in &bench.concurrency {
-        let d = median(bench.runs, || upload(&direct, &body, "--http1.1", c, len))?;
+        let runs = if c == 1 {
+            bench.runs
+        } else {
+            bench.concurrent_runs
+        };
+        let d = median(runs, || upload(&direct, &body, "--http1.1", c, len))?;
+        let mut h1_berth = 0.0;
         for (proto, flag) in [("h1", "--http1.1"), ("h2", "--http2")] {
-            let b = median(bench.runs, || upload(&berth_t, &body, flag, c, len))?;
-            let n = median(bench.runs, || upload(&nginx_t, &body, flag, c, len))?;
-            if proto == "h1" {
-                h1_berth.push(b.0);
-            }
+            let b = median(runs, || upload(&berth_t, &body, flag, c, len))?;
+            let n = median(runs, || upload(&nginx_t, &body, flag, c, len))?;
             let scenario = format!("upload_tls_{proto}_cl_c{c}_{}mib", bench.mib);
             eprintln!(
                 "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
                 d.0, b.0, n.0
             );
-            let _ = writeln!(
-                report,
-                "| `{scenario}` | {:.0} | {:.0} | {:.0} | {:.2}× | {:.1} MiB | {:.1} MiB |",
-                d.0,
-                b.0,
-                n.0,
-                b.0 / n.0,
-                b.1 as f64 / 1024.0,
-                n.1 as f64 / 1024.0
-            );
+            let row = Row {
+                section: UPLOADS,
+                scenario,
+                unit: "MB/s",
+                direct: Some(d.0),
+                berth: b.0,
+                nginx_streaming: Some(n.0),
+                berth_rss_kib: Some(b.1),
+                nginx_rss_kib: Some(n.1),
+                chart: true,
+                ..Row::default()
+            };
+            rows.push(if proto == "h1" {
+                h1_berth = b.0;
+                row.goal(Against::NginxStreaming, 1.3)
+            } else {
+                let met = b.0 >= 0.9 * h1_berth;
+                row.goal_text(format!("≥ 0.90× berth h1 ({h1_berth:.0})"), met)
+            });
         }
     }
 
-    let _ = writeln!(
-        report,
-        "\n| small GETs over TLS, keep-alive, 64 connections | requests/s | p99 latency |"
-    );
-    let _ = writeln!(report, "|---|---:|---:|");
-    let mut rps = Vec::new();
+    let direct_get = crate::wrk::run(&format!("http://{}/v2/", sink.addr), bench.wrk_secs)?;
+    let mut gets = Vec::new();
     for t in [&berth_t, &nginx_t] {
         let (r, p99) = wrk(t, bench.wrk_secs)?;
-        eprintln!("get_tls_keepalive_c64 {}: {r:.0} req/s, p99 {p99}", t.name);
-        let _ = writeln!(
-            report,
-            "| `get_tls_keepalive_c64` {} | {r:.0} | {p99} |",
+        eprintln!(
+            "get_tls_keepalive_c64 {}: {r:.0} req/s, p99 {p99:.2} ms",
             t.name
         );
-        rps.push(r);
+        gets.push((r, p99));
     }
-    let _ = writeln!(report, "| berth / nginx | {:.2}× | |", rps[0] / rps[1]);
-
-    let latencies = reload_latency(&ca, &certs, berth_tls, 10)?;
-    let mut sorted = latencies.clone();
-    sorted.sort();
-    let _ = writeln!(
-        report,
-        "\nCertificate reload (rename → first handshake with the new certificate), {} renewals: p50 {} ms, max {} ms.",
-        sorted.len(),
-        sorted[sorted.len() / 2].as_millis(),
-        sorted[sorted.len() - 1].as_millis()
+    rows.push(
+        Row {
+            section: GETS,
+            scenario: "get_tls_keepalive_c64".to_string(),
+            unit: "req/s",
+            direct: Some(direct_get.rps),
+            berth: gets[0].0,
+            nginx_streaming: Some(gets[1].0),
+            ..Row::default()
+        }
+        .goal(Against::NginxStreaming, 1.5),
     );
-    Ok(report)
+    rows.push(Row {
+        section: GETS,
+        scenario: "get_tls_keepalive_c64_p99".to_string(),
+        unit: "ms",
+        better: Better::Lower,
+        direct: direct_get.p99_ms(),
+        berth: gets[0].1,
+        nginx_streaming: Some(gets[1].1),
+        ..Row::default()
+    });
+
+    let berth_reloads = reload_latency(&ca, berth_tls, bench.reloads, |pem| {
+        install(&certs, "bench.test", pem).map_err(|e| e.to_string())
+    })?;
+    let nginx_reloads = reload_latency(&ca, nginx.addr, bench.reloads, |pem| {
+        replace(&key_file, pem.key.as_bytes())
+            .and_then(|()| replace(&cert_file, pem.cert.as_bytes()))
+            .map_err(|e| e.to_string())?;
+        nginx.reload()
+    })?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (name, pick) in [("p50", 0.5), ("max", 1.0)] {
+        let b = ms(percentile(&berth_reloads, pick));
+        let n = ms(percentile(&nginx_reloads, pick));
+        let row = Row {
+            section: RELOAD,
+            scenario: format!("cert_reload_{name}"),
+            unit: "ms",
+            better: Better::Lower,
+            berth: b,
+            nginx_streaming: Some(n),
+            ..Row::default()
+        };
+        rows.push(if name == "max" {
+            row.goal_text("≤ 1000 ms".to_string(), b <= 1000.0)
+        } else {
+            row
+        });
+    }
+    Ok(rows)
+}
+
+/// The value at `p` (0..=1) of the durations, sorted.
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
+    sorted.get(rank).copied().unwrap_or_default()
 }
 
 /// Median throughput and the largest peak RSS over `runs` runs.
@@ -208,21 +264,24 @@ fn upload(t: &Target, body: &Path, flag: &str, c: usize, len: u64) -> Result<(f6
     Ok(((len * c as u64) as f64 / secs / 1e6, peak))
 }
 
-/// wrk against the target: requests/s and the p99 latency as wrk prints it.
-fn wrk(t: &Target, secs: u64) -> Result<(f64, String), String> {
+/// wrk against the target: requests/s and the p99 latency in milliseconds.
+fn wrk(t: &Target, secs: u64) -> Result<(f64, f64), String> {
     let port = t.url_base.rsplit(':').next().unwrap_or("0");
     let report = crate::wrk::run(&format!("https://127.0.0.1:{port}/v2/"), secs)
         .map_err(|e| format!("{}: {e}", t.name))?;
-    Ok((report.rps, report.p99))
+    let p99 = report
+        .p99_ms()
+        .ok_or_else(|| format!("{}: wrk printed no p99", t.name))?;
+    Ok((report.rps, p99))
 }
 
-/// Renews the certificate `n` times (temp file + rename) and measures how long until a new
-/// handshake gets it.
+/// Renews the certificate `n` times (`renew` puts it in place) and measures how long until a
+/// new handshake gets it.
 fn reload_latency(
     ca: &TestCa,
-    certs: &Path,
     addr: SocketAddr,
     n: usize,
+    mut renew: impl FnMut(&Pem) -> Result<(), String>,
 ) -> Result<Vec<Duration>, String> {
     let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -240,7 +299,7 @@ fn reload_latency(
         let marker = format!("r{i}.bench.test");
         let pem = ca.issue(&["bench.test", &marker]);
         let started = Instant::now();
-        install(certs, "bench.test", &pem).map_err(|e| e.to_string())?;
+        renew(&pem)?;
         loop {
             if served_sans(&config, addr)?.iter().any(|s| s == &marker) {
                 latencies.push(started.elapsed());

@@ -12,6 +12,22 @@ pub struct WrkReport {
     pub p99: String,
 }
 
+impl WrkReport {
+    /// The p99 latency in milliseconds (wrk prints `850.00us`, `7.56ms` or `1.02s`).
+    pub fn p99_ms(&self) -> Option<f64> {
+        let (number, scale) = if let Some(v) = self.p99.strip_suffix("us") {
+            (v, 0.001)
+        } else if let Some(v) = self.p99.strip_suffix("ms") {
+            (v, 1.0)
+        } else if let Some(v) = self.p99.strip_suffix('s') {
+            (v, 1000.0)
+        } else {
+            return None;
+        };
+        number.parse::<f64>().ok().map(|v| v * scale)
+    }
+}
+
 /// `wrk -t2 -c64 -d<secs>s --latency -H "Host: bench.test" <url>`.
 ///
 /// # Errors
@@ -47,4 +63,28 @@ pub fn run(url: &str, secs: u64) -> Result<WrkReport, String> {
         requests: number(requests, "a request count")?,
         p99: field("99%", 1).unwrap_or_else(|| "?".to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WrkReport;
+
+    fn p99(text: &str) -> Option<f64> {
+        WrkReport {
+            rps: 0.0,
+            requests: 0.0,
+            p99: text.to_string(),
+        }
+        .p99_ms()
+    }
+
+    #[test]
+    fn p99_is_read_in_each_unit_wrk_prints() {
+        for (text, ms) in [("850.00us", 0.85), ("7.56ms", 7.56), ("1.02s", 1020.0)] {
+            let got = p99(text).unwrap_or(f64::NAN);
+            assert!((got - ms).abs() < 1e-9, "{text}: {got}");
+        }
+        assert_eq!(p99("?"), None);
+        assert_eq!(p99("ms"), None);
+    }
 }

@@ -17,7 +17,7 @@ pub const PASSWORD: &str = "s3cret-pass";
 /// A running registry; killed when dropped.
 pub struct Registry {
     child: Child,
-    /// Where it listens (plain HTTP).
+    /// Where it listens (plain HTTP, or HTTPS when started with [`Registry::start_tls`]).
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
 }
@@ -29,7 +29,16 @@ impl Registry {
     /// # Errors
     /// When `htpasswd` or `docker-registry` are missing or the registry does not listen.
     pub fn start() -> io::Result<Registry> {
-        Registry::start_with(true)
+        Registry::start_with(true, None)
+    }
+
+    /// Like [`Registry::start`], serving HTTPS itself with the given PEM certificate and key
+    /// files (the "no proxy" case of the benchmarks).
+    ///
+    /// # Errors
+    /// As [`Registry::start`].
+    pub fn start_tls(cert: &Path, key: &Path) -> io::Result<Registry> {
+        Registry::start_with(true, Some((cert, key)))
     }
 
     /// Starts the registry without any auth of its own (for a proxy that does the auth).
@@ -37,10 +46,10 @@ impl Registry {
     /// # Errors
     /// As [`Registry::start`].
     pub fn start_open() -> io::Result<Registry> {
-        Registry::start_with(false)
+        Registry::start_with(false, None)
     }
 
-    fn start_with(auth: bool) -> io::Result<Registry> {
+    fn start_with(auth: bool, tls: Option<(&Path, &Path)>) -> io::Result<Registry> {
         let dir = tempfile::tempdir()?;
         let out = Command::new("htpasswd")
             .args(["-Bbn", USER, PASSWORD])
@@ -61,10 +70,18 @@ impl Registry {
         } else {
             String::new()
         };
+        let tls_section = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
              delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-secret\n\
-             {auth_section}",
+             {tls_section}{auth_section}",
             storage.display(),
         );
         let config_path = dir.path().join("config.yml");
