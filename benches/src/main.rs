@@ -138,6 +138,10 @@ enum Cmd {
         /// Where to write the markdown report (the chart goes beside it, `.png`).
         #[arg(long, default_value = "benches/results/latest.md")]
         out: PathBuf,
+        /// Also put the tables and the chart into README.md, between its
+        /// `<!-- report:begin -->` and `<!-- report:end -->` lines.
+        #[arg(long)]
+        readme: bool,
     },
 }
 
@@ -226,7 +230,7 @@ fn main() -> ExitCode {
                 .and_then(|rows| {
                     let header = machine_header(runs, mib).replace(
                         "Upload throughput over plain HTTP/1.1",
-                        "TLS uploads (curl, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
+                        "TLS uploads (h2load, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
                     );
                     write_report(&out, &format!("{header}\n{}", report::markdown(&rows)))
                 })
@@ -242,6 +246,7 @@ fn main() -> ExitCode {
             containers,
             berth,
             out,
+            readme,
         } => berth_binary(berth).and_then(|berth| {
             // Checked first, so that a missing daemon does not cost the half hour before it.
             if !berth_testkit::docker::available() {
@@ -278,7 +283,11 @@ fn main() -> ExitCode {
                 &workspace_root().join(&chart),
             )?;
             let text = full_report(&rows, runs, concurrent_runs, mib, patch_mib, wrk_secs, containers, &chart, started);
-            write_report(&out, &text)
+            write_report(&out, &text)?;
+            if readme {
+                update_readme(&rows, &chart, &out)?;
+            }
+            Ok(())
         }),
     };
     match result {
@@ -318,8 +327,10 @@ fn full_report(
          TLS in front of a second, plain registry instance. Pushes are `skopeo copy` of a new \
          3-layer 320 MiB image each time, TLS verified. Blob uploads are `POST`, one chunked `PATCH` \
          of {patch_mib} MiB, `PUT ?digest=` with curl over HTTP/1.1, each upload in its own repository.\n\
-         - **TLS uploads**: curl `-T` of {mib} MiB per upload to a sink that reads and hashes the \
-         whole body before answering; *direct* is plain HTTP/1.1 to the sink.\n\
+         - **TLS uploads**: {mib} MiB per upload, one connection per upload, to a sink that reads \
+         and hashes the whole body before answering; the client is h2load (nghttp2) for every \
+         target and protocol (`-d FILE`, up to 2 threads) — curl's HTTP/2 uploads stalled at 30 \
+         MB/s in total with 64 processes; *direct* is plain HTTP/1.1 to the sink.\n\
          - **nginx streaming**: `client_max_body_size 0; proxy_request_buffering off; \
          proxy_http_version 1.1;`. **nginx seed recipe**: what the nginx-proxy recipe ends up with \
          (`client_max_body_size 0; chunked_transfer_encoding on; proxy_read_timeout 900;`, request \
@@ -339,6 +350,43 @@ fn full_report(
         report::markdown(rows),
         report::goals(rows),
     )
+}
+
+const README_BEGIN: &str = "<!-- report:begin -->";
+const README_END: &str = "<!-- report:end -->";
+
+/// Replaces the part of README.md between the report markers with this run's tables.
+fn update_readme(rows: &[report::Row], chart: &Path, out: &Path) -> Result<(), String> {
+    let path = workspace_root().join("README.md");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("README.md: {e}"))?;
+    let section = format!(
+        "{}\n\n{}\n\nMethod and notes: [`{}`]({}).\n\n![speed relative to direct]({})\n\n{}Goals:\n\n{}",
+        measured_on(),
+        versions(),
+        out.display(),
+        out.display(),
+        chart.display(),
+        report::markdown(rows).replace("### ", "#### "),
+        report::goals(rows),
+    );
+    let updated = replace_marked(&text, &section).map_err(|e| format!("README.md: {e}"))?;
+    std::fs::write(&path, updated).map_err(|e| format!("README.md: {e}"))
+}
+
+/// `text` with what lies between the report markers replaced by `section`.
+fn replace_marked(text: &str, section: &str) -> Result<String, String> {
+    let (Some(begin), Some(end)) = (text.find(README_BEGIN), text.find(README_END)) else {
+        return Err(format!("no {README_BEGIN} … {README_END} section"));
+    };
+    if end < begin {
+        return Err(format!("{README_END} comes before {README_BEGIN}"));
+    }
+    Ok(format!(
+        "{}{README_BEGIN}\n{}\n{}",
+        &text[..begin],
+        section.trim_end(),
+        &text[end..]
+    ))
 }
 
 /// The versions of everything measured, one markdown list.
@@ -391,12 +439,14 @@ fn versions() -> String {
          - {}\n\
          - {}\n\
          - {}\n\
+         - {}\n\
          - Docker {}",
         env!("CARGO_PKG_VERSION"),
         first_line("nginx", &["-v"]),
         first_line("docker-registry", &["--version"]),
         first_line("skopeo", &["--version"]),
         first_line("curl", &["--version"]),
+        first_line("h2load", &["--version"]),
         first_line("wrk", &["-v"]),
         first_line("docker", &["version", "--format", "{{.Server.Version}}"]),
     )
@@ -606,4 +656,22 @@ fn today() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_marked;
+
+    #[test]
+    fn only_the_marked_part_of_the_readme_is_replaced() {
+        let text = "intro\n<!-- report:begin -->\nold table\n<!-- report:end -->\nafter\n";
+        let once = replace_marked(text, "new table\n").expect("both markers are there");
+        assert_eq!(
+            once,
+            "intro\n<!-- report:begin -->\nnew table\n<!-- report:end -->\nafter\n"
+        );
+        assert_eq!(replace_marked(&once, "new table").as_ref(), Ok(&once));
+        assert!(replace_marked("no markers", "x").is_err());
+        assert!(replace_marked("<!-- report:end --> <!-- report:begin -->", "x").is_err());
+    }
 }

@@ -1,5 +1,6 @@
 //! TLS benchmarks, berth vs nginx (streaming config, TLS, HTTP/2) vs direct plain, one run:
-//! - 1 GiB uploads over TLS with HTTP/1.1 and HTTP/2 (curl as the client), at each concurrency;
+//! - 1 GiB uploads over TLS with HTTP/1.1 and HTTP/2 (h2load as the client: curl's HTTP/2
+//!   uploads could not drive more than a few connections here), at each concurrency;
 //! - small GETs over TLS with keep-alive (wrk, 64 connections): requests/s and p99;
 //! - certificate reload latency: rename → first handshake that gets the new certificate
 //!   (berth watches its directory; nginx is sent SIGHUP, as acme-companion does).
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::process::PeakRss;
 use berth_testkit::tls::{install, replace, Pem, TestCa};
-use berth_testkit::{BerthProcess, Origin, Seen};
+use berth_testkit::{BerthProcess, Origin};
 
 use crate::nginx::{Nginx, NginxFlavour};
 use crate::report::{Against, Better, Row};
@@ -105,11 +106,11 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
         } else {
             bench.concurrent_runs
         };
-        let d = median(runs, || upload(&direct, &body, "--http1.1", c, len))?;
+        let d = median(runs, || upload(&direct, &sink, &body, false, c, len))?;
         let mut h1_berth = 0.0;
-        for (proto, flag) in [("h1", "--http1.1"), ("h2", "--http2")] {
-            let b = median(runs, || upload(&berth_t, &body, flag, c, len))?;
-            let n = median(runs, || upload(&nginx_t, &body, flag, c, len))?;
+        for (proto, h2) in [("h1", false), ("h2", true)] {
+            let b = median(runs, || upload(&berth_t, &sink, &body, h2, c, len))?;
+            let n = median(runs, || upload(&nginx_t, &sink, &body, h2, c, len))?;
             let scenario = format!("upload_tls_{proto}_cl_c{c}_{}mib", bench.mib);
             eprintln!(
                 "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
@@ -223,44 +224,68 @@ fn median(
     Ok((samples[samples.len() / 2].0, peak))
 }
 
-/// `c` concurrent curl uploads of `body`; aggregate MB/s and peak RSS of the target.
-fn upload(t: &Target, body: &Path, flag: &str, c: usize, len: u64) -> Result<(f64, u64), String> {
-    let sampler = PeakRss::start(t.pids.clone());
+/// `c` concurrent uploads of `body` with h2load (one process, a connection per upload,
+/// HTTP/1.1 or HTTP/2); aggregate MB/s and the target's peak RSS. Every upload must have been
+/// answered by the sink, which answers only once it has read the whole body, and no body may
+/// have broken off on the way.
+fn upload(
+    t: &Target,
+    sink: &Origin,
+    body: &Path,
+    h2: bool,
+    c: usize,
+    len: u64,
+) -> Result<(f64, u64), String> {
+    let (hits, broken) = (sink.hits(), sink.broken_bodies());
     let port = t.url_base.rsplit(':').next().unwrap_or("0");
-    let started = Instant::now();
-    let children: Vec<_> = (0..c)
-        .map(|i| {
-            Command::new("curl")
-                .args(["-sS", "-k", flag, "--max-time", "600", "-T"])
-                .arg(body)
-                .arg("--resolve")
-                .arg(format!("bench.test:{port}:127.0.0.1"))
-                .arg(format!("{}/v2/bench/blobs/uploads/{i}", t.url_base))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("curl: {e}"))?;
-    let mut result = Ok(());
-    for child in children {
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        let seen: Result<Seen, _> = serde_json::from_slice(&out.stdout);
-        match seen {
-            Ok(s) if s.body_bytes == len => {}
-            _ => {
-                result = Err(format!(
-                    "{}: upload incomplete: {} {}",
-                    t.name,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        }
+    let n = c.to_string();
+    let mut cmd = Command::new("h2load");
+    cmd.args([
+        "-n",
+        &n,
+        "-c",
+        &n,
+        "-m",
+        "1",
+        "-t",
+        &c.clamp(1, 2).to_string(),
+    ]);
+    if !h2 {
+        cmd.arg("--h1");
     }
+    cmd.arg("-d")
+        .arg(body)
+        .arg(format!("--connect-to=127.0.0.1:{port}"))
+        .arg(format!("{}/v2/bench/blobs/uploads/", t.url_base))
+        .stdin(Stdio::null());
+    let sampler = PeakRss::start(t.pids.clone());
+    let started = Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|e| format!("h2load (apt-get install nghttp2-client): {e}"))?;
     let secs = started.elapsed().as_secs_f64();
     let peak = sampler.stop();
-    result?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "requests: 16 total, 16 started, 16 done, 16 succeeded, 0 failed, 0 errored, 0 timeout"
+    let succeeded = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .and_then(|l| {
+            l.split(',')
+                .find(|f| f.trim_end().ends_with("succeeded"))
+                .and_then(|f| f.split_whitespace().next())
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    let answered = sink.hits() - hits;
+    let broke = sink.broken_bodies() - broken;
+    if succeeded != Some(c) || answered != c as u64 || broke != 0 {
+        return Err(format!(
+            "{}: {c} uploads of {len} bytes: h2load says {succeeded:?} succeeded, the sink answered \
+             {answered}, {broke} bodies broke off\n{text}{}",
+            t.name,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     Ok(((len * c as u64) as f64 / secs / 1e6, peak))
 }
 
