@@ -108,9 +108,13 @@ enum Cmd {
     /// peak RSS, small GETs, route propagation and certificate reloads; a markdown report
     /// with ratios and goals, and a PNG chart.
     Report {
-        /// Repetitions of the registry and concurrency-1 scenarios (median reported).
+        /// Repetitions of the blob upload and concurrency-1 scenarios (median reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// skopeo pushes per target (median reported): a push takes a few seconds, so
+        /// more of them are needed to see past the noise.
+        #[arg(long, default_value_t = 5)]
+        push_runs: usize,
         /// Repetitions of the TLS uploads above concurrency 1.
         #[arg(long, default_value_t = 1)]
         concurrent_runs: usize,
@@ -237,6 +241,7 @@ fn main() -> ExitCode {
         }
         Cmd::Report {
             runs,
+            push_runs,
             concurrent_runs,
             concurrency,
             mib,
@@ -256,7 +261,7 @@ fn main() -> ExitCode {
             }
             let started = Instant::now();
             let mut rows = registry::run(&registry::RegistryBench {
-                push_runs: runs,
+                push_runs,
                 patch_mib,
                 patch_concurrency,
                 patch_runs: runs,
@@ -282,7 +287,16 @@ fn main() -> ExitCode {
                 ),
                 &workspace_root().join(&chart),
             )?;
-            let text = full_report(&rows, runs, concurrent_runs, mib, patch_mib, wrk_secs, containers, &chart, started);
+            let text = full_report(
+                &rows,
+                Repeats { runs, push_runs, concurrent_runs },
+                mib,
+                patch_mib,
+                wrk_secs,
+                containers,
+                &chart,
+                started,
+            );
             write_report(&out, &text)?;
             if readme {
                 update_readme(&rows, &chart, &out)?;
@@ -299,12 +313,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// How often each kind of scenario was repeated.
+struct Repeats {
+    runs: usize,
+    push_runs: usize,
+    concurrent_runs: usize,
+}
+
 /// The markdown of the `report` subcommand.
 #[allow(clippy::too_many_arguments)]
 fn full_report(
     rows: &[report::Row],
-    runs: usize,
-    concurrent_runs: usize,
+    repeats: Repeats,
     mib: u64,
     patch_mib: u64,
     wrk_secs: u64,
@@ -312,13 +332,19 @@ fn full_report(
     chart: &Path,
     started: Instant,
 ) -> String {
+    let Repeats {
+        runs,
+        push_runs,
+        concurrent_runs,
+    } = repeats;
     let chart_name = chart
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().to_string());
     format!(
         "# berth benchmark report\n\n{}\n\n{}\n\n\
          Every figure below comes from this one run ({:.1} minutes), targets taking turns. \
-         Medians of {runs} runs, except TLS uploads above concurrency 1 ({concurrent_runs} run{}). \
+         Medians of {runs} runs; skopeo pushes {push_runs} per target; TLS uploads above \
+         concurrency 1 {concurrent_runs} run{}. \
          MB = 10^6 bytes; ↑ higher is better, ↓ lower is better; ratios are berth's figure divided \
          by the other's (so for ↓ rows below 1.00× is better). Peak RSS is sampled from /proc \
          every few milliseconds (nginx: master and workers summed).\n\n\
