@@ -68,7 +68,8 @@ pub fn run(berth: &Path, n: usize) -> Result<Vec<Sample>, String> {
     Ok(samples)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The value at `p` (0..=1) of `sorted`, nearest rank; zero when there is none.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -17,6 +17,7 @@ use berth_testkit::tls::{install, replace, Pem, TestCa};
 use berth_testkit::{BerthProcess, Origin};
 
 use crate::nginx::{Nginx, NginxFlavour};
+use crate::propagation::percentile;
 use crate::report::{Against, Better, Row};
 
 /// What to run.
@@ -171,15 +172,17 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
         ..Row::default()
     });
 
-    let berth_reloads = reload_latency(&ca, berth_tls, bench.reloads, |pem| {
+    let mut berth_reloads = reload_latency(&ca, berth_tls, bench.reloads, |pem| {
         install(&certs, "bench.test", pem).map_err(|e| e.to_string())
     })?;
-    let nginx_reloads = reload_latency(&ca, nginx.addr, bench.reloads, |pem| {
+    let mut nginx_reloads = reload_latency(&ca, nginx.addr, bench.reloads, |pem| {
         replace(&key_file, pem.key.as_bytes())
             .and_then(|()| replace(&cert_file, pem.cert.as_bytes()))
             .map_err(|e| e.to_string())?;
         nginx.reload()
     })?;
+    berth_reloads.sort();
+    nginx_reloads.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for (name, pick) in [("p50", 0.5), ("max", 1.0)] {
         let b = ms(percentile(&berth_reloads, pick));
@@ -200,14 +203,6 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
         });
     }
     Ok(rows)
-}
-
-/// The value at `p` (0..=1) of the durations, sorted.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
-    sorted.get(rank).copied().unwrap_or_default()
 }
 
 /// Median throughput and the largest peak RSS over `runs` runs.
