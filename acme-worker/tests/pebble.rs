@@ -297,14 +297,11 @@ impl Drop for Daemon {
 
 #[test]
 fn the_seed_recipe_container_gets_its_certificate_live_and_a_restart_orders_nothing() {
-    use berth_testkit::docker::{available, ensure_images, Container, BUSYBOX};
+    use berth_testkit::docker::{ready, Container, BUSYBOX};
     let _alone = docker_alone();
-    if !available() {
-        assert!(std::env::var_os("CI").is_none(), "no Docker daemon answers");
-        eprintln!("skipped: no Docker daemon answers");
+    if !ready() {
         return;
     }
-    ensure_images().unwrap();
     let s = stack("metrics = \"{metrics}\"", "");
     // Both follow Docker for this test.
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], berth_testkit::free_port()));
@@ -614,16 +611,13 @@ fn a_renewal_during_a_push_fails_nothing() {
 /// a second host joins while a push to the first is running, and both work.
 #[test]
 fn the_seed_recipe_end_to_end_over_https() {
-    use berth_testkit::docker::{available, docker, ensure_images, Container, REGISTRY};
+    use berth_testkit::docker::{docker, ready, run_seed_registry};
     use berth_testkit::oci::{build_image, manifest_digest};
     use berth_testkit::registry::{skopeo_resolving, PASSWORD, USER};
     let _alone = docker_alone();
-    if !available() {
-        assert!(std::env::var_os("CI").is_none(), "no Docker daemon answers");
-        eprintln!("skipped: no Docker daemon answers");
+    if !ready() {
         return;
     }
-    ensure_images().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (certs, challenges) = (work.path().join("certs"), work.path().join("challenges"));
     let berth = BerthProcess::start(
@@ -663,23 +657,7 @@ fn the_seed_recipe_end_to_end_over_https() {
     let cert_dir = cert_dir.display().to_string();
     let creds = format!("{USER}:{PASSWORD}");
     let (first, second) = ("registry.e2e.test", "second.e2e.test");
-    let seed = |host: &str| {
-        Container::run(
-            "seed-registry",
-            &[
-                "-e",
-                &format!("VIRTUAL_HOST={host}"),
-                "-e",
-                "VIRTUAL_PORT=5000",
-                "-e",
-                &format!("LETSENCRYPT_HOST={host}"),
-                "-e",
-                "LETSENCRYPT_EMAIL=ops@example.test",
-                REGISTRY,
-            ],
-        )
-        .unwrap()
-    };
+    let seed = |host: &str| run_seed_registry("seed-registry", host).unwrap();
     // Waits until `host` answers over HTTPS verified against pebble's root: its certificate
     // was issued, installed and hot-loaded, and its route is live.
     let wait_for_https = |host: &str| -> String {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::client::Request;
 use berth_testkit::docker::{
-    available, docker, ensure_images, Container, Network, BUSYBOX, REGISTRY,
+    available, docker, ready, run_seed_registry, Container, Network, BUSYBOX,
 };
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{pull, push};
@@ -21,20 +21,6 @@ use common::{berth, call};
 /// Tests take it shared; the daemon-restart test takes it alone.
 static DAEMON: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// Whether the daemon is here; under CI a missing daemon fails the test instead.
-fn docker_ready() -> bool {
-    if available() {
-        ensure_images().unwrap();
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no Docker daemon answers (scripts/test starts one)"
-    );
-    eprintln!("skipped: no Docker daemon answers (scripts/test starts one)");
-    false
-}
-
 fn berth_with_docker() -> BerthProcess {
     berth("[listen]\nhttp = \"{http}\"\nmetrics = \"{admin}\"\n\n[docker]\nenabled = true\n")
 }
@@ -43,7 +29,7 @@ fn berth_with_docker() -> BerthProcess {
 /// `None` when there is no daemon and the test is skipped (never under CI).
 async fn docker_berth() -> Option<(tokio::sync::RwLockReadGuard<'static, ()>, BerthProcess)> {
     let shared = DAEMON.read().await;
-    if !docker_ready() {
+    if !ready() {
         return None;
     }
     Some((shared, berth_with_docker()))
@@ -167,21 +153,7 @@ async fn the_seed_recipe_registry_is_routed_and_skopeo_pushes_through_berth() {
         return;
     };
     let host = "registry.example.test";
-    let registry = Container::run(
-        "registry",
-        &[
-            "-e",
-            &format!("VIRTUAL_HOST={host}"),
-            "-e",
-            "VIRTUAL_PORT=5000",
-            "-e",
-            &format!("LETSENCRYPT_HOST={host}"),
-            "-e",
-            "LETSENCRYPT_EMAIL=ops@example.test",
-            REGISTRY,
-        ],
-    )
-    .unwrap();
+    let registry = run_seed_registry("registry", host).unwrap();
     let authority = format!("{host}:{}", b.http.port());
     wait_until(&b, "the registry to answer through berth", || async {
         call(&b, &Request::get(&authority, "/v2/")).await.status == 401
@@ -458,7 +430,7 @@ impl Drop for DaemonRestart {
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_survive_a_daemon_restart_and_resync_after_it() {
     let _alone = DAEMON.write().await;
-    if !docker_ready() {
+    if !ready() {
         return;
     }
     let live_restore = docker(&["info", "--format", "{{.LiveRestoreEnabled}}"]).unwrap();

@@ -47,6 +47,50 @@ pub fn available() -> bool {
     docker(&["info", "--format", "{{.ServerVersion}}"]).is_ok()
 }
 
+/// Whether a Docker daemon answers, with the test images built; `false` means the calling
+/// test should skip. Under CI (`CI` set) a missing daemon fails the test instead: the test
+/// command starts one.
+///
+/// # Panics
+/// Under CI without a daemon, and when the test images cannot be built.
+pub fn ready() -> bool {
+    if available() {
+        if let Err(e) = ensure_images() {
+            panic!("building the test images: {e}");
+        }
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no Docker daemon answers (scripts/test starts one)"
+    );
+    eprintln!("skipped: no Docker daemon answers (scripts/test starts one)");
+    false
+}
+
+/// Runs a registry container configured exactly as the seed recipe configures one for
+/// nginx-proxy and acme-companion: `VIRTUAL_HOST` and `LETSENCRYPT_HOST` = `host`,
+/// `VIRTUAL_PORT=5000`, `LETSENCRYPT_EMAIL`.
+///
+/// # Errors
+/// When the container does not start.
+pub fn run_seed_registry(what: &str, host: &str) -> io::Result<Container> {
+    Container::run(
+        what,
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={host}"),
+            "-e",
+            "VIRTUAL_PORT=5000",
+            "-e",
+            &format!("LETSENCRYPT_HOST={host}"),
+            "-e",
+            "LETSENCRYPT_EMAIL=ops@example.test",
+            REGISTRY,
+        ],
+    )
+}
+
 /// A name no other test (or test run) uses: `berth-test-<pid>-<n>-<what>`.
 pub fn unique(what: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
