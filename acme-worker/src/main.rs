@@ -13,8 +13,23 @@ use berth_plugins::config::{parse_config, Config, DockerEndpoint, EMBEDDED_DEFAU
 use berth_plugins::docker::{discovery_endpoint, list_once, DockerWatcher, Snapshot};
 
 /// berth-acme — obtains and renews the certificates berth serves.
+///
+/// Reads the same config file as berth. For every [[route]] with acme = true and every
+/// container with LETSENCRYPT_HOST / ACME_HOST or berth.acme=true, it orders a certificate
+/// from the ACME CA (acme.directory, Let's Encrypt by default) with HTTP-01 challenges that
+/// berth answers, and writes <host>.key and <host>.crt into tls.certs-dir, where berth
+/// picks them up. It renews them acme.renew-before ahead of expiry (or in the CA's ARI window).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    name = "berth-acme",
+    version,
+    after_help = "\
+Examples:
+  berth-acme --config /etc/berth/berth.toml        # daemon: follows Docker, renews on time
+  berth-acme --config /etc/berth/berth.toml once   # do what is due now, then exit (cron)
+
+Reference: docs/certificates.md"
+)]
 struct Cli {
     /// Configuration file (TOML), the same file berth reads. Without it, the embedded default.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -26,6 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Issue or renew whatever is due now, then exit (non-zero if an order failed).
+    #[command(after_help = "Example:\n  berth-acme --config /etc/berth/berth.toml once")]
     Once,
 }
 

@@ -142,10 +142,10 @@ enum Cmd {
         /// Where to write the markdown report (the chart goes beside it, `.png`).
         #[arg(long, default_value = "benches/results/latest.md")]
         out: PathBuf,
-        /// Also put the tables and the chart into README.md, between its
+        /// Also put the tables and the chart into docs/benchmarks.md, between its
         /// `<!-- report:begin -->` and `<!-- report:end -->` lines.
         #[arg(long)]
-        readme: bool,
+        docs: bool,
     },
 }
 
@@ -251,7 +251,7 @@ fn main() -> ExitCode {
             containers,
             berth,
             out,
-            readme,
+            docs,
         } => berth_binary(berth).and_then(|berth| {
             // Checked first, so that a missing daemon does not cost the half hour before it.
             if !berth_testkit::docker::available() {
@@ -298,8 +298,8 @@ fn main() -> ExitCode {
                 started,
             );
             write_report(&out, &text)?;
-            if readme {
-                update_readme(&rows, &chart, &out)?;
+            if docs {
+                update_docs(&rows, &chart, &out)?;
             }
             Ok(())
         }),
@@ -381,22 +381,25 @@ fn full_report(
 const README_BEGIN: &str = "<!-- report:begin -->";
 const README_END: &str = "<!-- report:end -->";
 
-/// Replaces the part of README.md between the report markers with this run's tables.
-fn update_readme(rows: &[report::Row], chart: &Path, out: &Path) -> Result<(), String> {
-    let path = workspace_root().join("README.md");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("README.md: {e}"))?;
+/// Replaces the part of docs/benchmarks.md between the report markers with this run's
+/// tables. `out` and `chart` are relative to the workspace root; the page links them from
+/// `docs/`.
+fn update_docs(rows: &[report::Row], chart: &Path, out: &Path) -> Result<(), String> {
+    const PAGE: &str = "docs/benchmarks.md";
+    let path = workspace_root().join(PAGE);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{PAGE}: {e}"))?;
     let section = format!(
-        "{}\n\n{}\n\nMethod and notes: [`{}`]({}).\n\n![speed relative to direct]({})\n\n{}Goals:\n\n{}",
+        "{}\n\n{}\n\nMethod and notes: [`{}`](../{}).\n\n![speed relative to direct](../{})\n\n{}Goals:\n\n{}",
         measured_on(),
         versions(),
         out.display(),
         out.display(),
         chart.display(),
-        report::markdown(rows).replace("### ", "#### "),
+        report::markdown(rows),
         report::goals(rows),
     );
-    let updated = replace_marked(&text, &section).map_err(|e| format!("README.md: {e}"))?;
-    std::fs::write(&path, updated).map_err(|e| format!("README.md: {e}"))
+    let updated = replace_marked(&text, &section).map_err(|e| format!("{PAGE}: {e}"))?;
+    std::fs::write(&path, updated).map_err(|e| format!("{PAGE}: {e}"))
 }
 
 /// `text` with what lies between the report markers replaced by `section`.

@@ -155,6 +155,20 @@ const LABELS: [&Key; 19] = [
     &AUTH_REALM,
 ];
 
+/// Every name a container can carry for berth: the native labels (with their prefix) and the
+/// nginx-proxy / acme-companion environment variables, in schema order (for documentation
+/// checks and tools).
+pub fn schema_names() -> Vec<String> {
+    let mut names: Vec<String> = LABELS
+        .iter()
+        .map(|k| format!("{LABEL_PREFIX}{}", k.label))
+        .collect();
+    for k in LABELS.iter().copied().chain([&ACME_HOST, &NETWORK_ACCESS]) {
+        names.extend(k.env.iter().map(|v| (*v).to_string()));
+    }
+    names
+}
+
 /// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
 struct Found<'a> {
     value: &'a str,

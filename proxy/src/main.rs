@@ -14,8 +14,27 @@ use berth_proxy::{build_server, check_files, load_config, ConfigSource};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// berth — an edge proxy for self-hosted container registries.
+///
+/// Terminates TLS (certificates hot-loaded from tls.certs-dir), routes by host to the
+/// [[route]]s of the config file and to Docker containers with berth.* labels or
+/// nginx-proxy's VIRTUAL_HOST, streams uploads of any size, and serves /metrics,
+/// /routes and /healthz on the admin listener. Certificates come from berth-acme.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    name = "berth",
+    version,
+    after_help = "\
+Without --config berth runs on its embedded default: HTTP on 0.0.0.0:8080, HTTPS on
+0.0.0.0:8443, admin on 127.0.0.1:9180, certificates under ./berth-state/certs/.
+
+Examples:
+  berth                                     # the embedded default
+  berth --config /etc/berth/berth.toml      # your own configuration
+  berth check --config /etc/berth/berth.toml
+  kill -HUP $(pidof berth)                  # reload the config file (routes, limits, ...)
+
+Reference: docs/configuration.md, docs/labels.md, docs/operations.md"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, berth runs on its embedded default.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -30,7 +49,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate the configuration, list every error with its key path, and exit.
+    /// Validate the configuration (and the files it names), list every error with its key
+    /// path, and exit non-zero if there is one.
+    #[command(after_help = "\
+Example:
+  $ berth check --config bad.toml
+  berth: bad.toml is not valid:
+    listen.htp: unknown key
+    route[2].upstreams[1]: invalid socket address \"x:y\"; write e.g. \"127.0.0.1:5000\"")]
     Check,
 }
 

@@ -151,3 +151,27 @@ fn htpasswd_files_are_checked() {
     );
     assert!(!stderr.contains("route[0]"), "{stderr}");
 }
+
+#[test]
+fn help_says_what_berth_does_with_an_example_and_version_prints_it() {
+    let out = berth().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "edge proxy for self-hosted container registries",
+        "Examples:",
+        "berth check --config",
+        "--upgrade",
+        "docs/configuration.md",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+    assert!(help.lines().count() <= 40, "more than a screen:\n{help}");
+    let out = berth().args(["check", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen.htp: unknown key"));
+    let out = berth().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("berth {}", env!("CARGO_PKG_VERSION"))
+    );
+}
