@@ -10,9 +10,11 @@
 //!   connection — and no larger than `max-header-size`; otherwise the client gets 408 or 431
 //!   and the connection is closed. A slowloris client dripping a byte every few seconds is
 //!   therefore cut after `header-timeout`, however it paces itself. The head read here is
-//!   handed to Pingora as already-received bytes, so nothing is read twice. Bytes that cannot
-//!   start an HTTP/1 request (a TLS handshake on the plain port) go to Pingora at once, for
-//!   its 400.
+//!   handed to Pingora as already-received bytes, so nothing is read twice. The gate judges
+//!   a head exactly as Pingora's parser will, including the request lines Pingora repairs by
+//!   percent-escaping the target (`GET /a b HTTP/1.1`): such a head is read under the same
+//!   deadline and size limit. Bytes that can never be an HTTP/1 request head (a TLS handshake
+//!   on the plain port, garbage) get berth's own 400 at once.
 //! - **keepalive-timeout**: the idle wait for the next request on a connection.
 //!
 //! HTTP/2 connections (ALPN `h2`) go to Pingora unchanged: their headers arrive in frames
@@ -60,6 +62,8 @@ pub struct ListenerMetrics {
     pub header_timeout: Option<IntCounter>,
     /// `...{reason=header_too_large}`.
     pub header_too_large: Option<IntCounter>,
+    /// `...{reason=bad_request}`.
+    pub bad_request: Option<IntCounter>,
 }
 
 /// Wraps Pingora's HTTP application for one listener.
@@ -140,28 +144,76 @@ enum Head {
     TimedOut,
     /// The head is larger than allowed.
     TooLarge,
+    /// These bytes can never become a request head Pingora accepts.
+    Invalid,
 }
 
 /// How far a buffer gets as an HTTP/1 request head.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// The head is complete and this long.
+    /// The head is complete and this long (as Pingora will parse it: after escaping the
+    /// request target, when that was needed).
     Complete(usize),
     /// More bytes are needed.
     Partial,
-    /// Not an HTTP/1 request (a TLS handshake on the plain port, garbage): Pingora answers it.
+    /// Not an HTTP/1 request head, whatever follows (a TLS handshake on the plain port,
+    /// garbage): berth answers 400.
     Invalid,
 }
 
-/// Parses as much of a request head as `buf` holds (headers beyond [`MAX_HEADERS`] count as
-/// invalid, as they do for Pingora).
+/// Parses as much of a request head as `buf` holds, with the verdict Pingora's HTTP/1 parser
+/// reaches on the same bytes: headers beyond [`MAX_HEADERS`] are invalid, and a request line
+/// httparse refuses only for its target or version is judged again with the target escaped
+/// (see [`escape_request_target`]).
 pub fn parse_head(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match httparse::Request::new(&mut headers).parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Parsed::Complete(n),
-        Ok(httparse::Status::Partial) => Parsed::Partial,
+    match httparse_head(buf) {
+        Ok(parsed) => parsed,
+        Err(httparse::Error::Token | httparse::Error::Version) => {
+            match escape_request_target(buf).map(|escaped| httparse_head(&escaped)) {
+                Some(Ok(parsed)) => parsed,
+                Some(Err(_)) | None => Parsed::Invalid,
+            }
+        }
         Err(_) => Parsed::Invalid,
     }
+}
+
+fn httparse_head(buf: &[u8]) -> Result<Parsed, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    Ok(match httparse::Request::new(&mut headers).parse(buf)? {
+        httparse::Status::Complete(n) => Parsed::Complete(n),
+        httparse::Status::Partial => Parsed::Partial,
+    })
+}
+
+/// A request line `METHOD TARGET HTTP/x[.y]` on the first line of the buffer.
+static REQUEST_LINE: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+    #[allow(clippy::unwrap_used)] // a constant pattern
+    regex::bytes::Regex::new(r"^\w+ (?P<target>.+) HTTP/\d(?:\.\d)?").unwrap()
+});
+
+/// `buf` with the request target's bytes that httparse refuses (controls, space, `"`, `<`,
+/// `>`, and non-ASCII) percent-escaped, or `None` when there is no such request line or
+/// nothing to escape. Pingora repairs refused request lines this way before it gives up on
+/// them, so the gate must too: otherwise a head the gate calls invalid would be read by
+/// Pingora alone, without berth's deadline and size limit.
+pub fn escape_request_target(buf: &[u8]) -> Option<Vec<u8>> {
+    let target = REQUEST_LINE.captures(buf)?.name("target")?;
+    let refused = |b: u8| !(0x20..0x7f).contains(&b) || matches!(b, b' ' | b'"' | b'<' | b'>');
+    if !target.as_bytes().iter().any(|&b| refused(b)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    out.extend_from_slice(&buf[..target.start()]);
+    for &b in target.as_bytes() {
+        if refused(b) {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&buf[target.end()..]);
+    Some(out)
 }
 
 /// Headers per request that Pingora's HTTP/1 parser accepts.
@@ -196,8 +248,8 @@ async fn read_head(
     loop {
         match parse_head(&buf) {
             Parsed::Complete(end) if end > limits.max_header_size => return Head::TooLarge,
-            // Whatever is not HTTP/1 goes to Pingora as is, for its 400.
-            Parsed::Complete(_) | Parsed::Invalid => return Head::Complete(buf),
+            Parsed::Complete(_) => return Head::Complete(buf),
+            Parsed::Invalid => return Head::Invalid,
             Parsed::Partial if buf.len() > limits.max_header_size => return Head::TooLarge,
             Parsed::Partial => {}
         }
@@ -293,6 +345,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     refuse(stream, "431 Request Header Fields Too Large", &detail).await;
                     return None;
                 }
+                Head::Invalid => {
+                    count(&self.metrics.bad_request);
+                    let detail = "this is not an HTTP/1.1 request head";
+                    refuse(stream, "400 Bad Request", detail).await;
+                    return None;
+                }
             };
             let mut session = ServerSession::new_http1(stream);
             match persisted.take() {
@@ -366,7 +424,7 @@ mod tests {
 
     #[test]
     fn heads_are_parsed_as_far_as_they_go() {
-        let table: [(&[u8], Parsed); 8] = [
+        let table: [(&[u8], Parsed); 13] = [
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Parsed::Complete(27)),
             (
                 b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody",
@@ -382,6 +440,16 @@ mod tests {
                 Parsed::Invalid,
             ),
             (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", Parsed::Invalid),
+            // Targets Pingora escapes: judged like the escaped line (30 bytes, 32 escaped).
+            (b"GET /a b HTTP/1.1\r\nHost: x\r\n", Parsed::Partial),
+            (
+                b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+                Parsed::Complete(32),
+            ),
+            (b"GET /a\"<> HTTP/1.1\r\n", Parsed::Partial),
+            // A broken line that escaping cannot repair, or not yet a whole request line.
+            (b"GET /a b", Parsed::Invalid),
+            (b"GET /a b HTTP/x\r\n", Parsed::Invalid),
         ];
         for (buf, expected) in table {
             assert_eq!(

@@ -131,7 +131,7 @@ impl Metrics {
             refused_connections: counter(
                 "berth_connections_refused_total",
                 "Client connections closed by a downstream limit, by listener and reason \
-                 (max_connections, header_timeout, header_too_large).",
+                 (max_connections, header_timeout, header_too_large, bad_request).",
                 &["listener", "reason"],
             )?,
             config_reloads: counter(

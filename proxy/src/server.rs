@@ -268,6 +268,7 @@ pub fn build_server(
             over_limit: refused("max_connections"),
             header_timeout: refused("header_timeout"),
             header_too_large: refused("header_too_large"),
+            bad_request: refused("bad_request"),
         }
     };
 
