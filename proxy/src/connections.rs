@@ -2,8 +2,12 @@
 //! enforces `[limits]` and counts open connections per listener
 //! (`berth_open_connections{listener}`).
 //!
-//! - **max-connections**: a connection over the limit is closed at once (after its TLS
-//!   handshake, on the HTTPS listener) and counted in `berth_connections_refused_total`.
+//! - **max-connections**: a connection over the limit is closed at once, before any TLS
+//!   handshake, and counted in `berth_connections_refused_total`.
+//! - **TLS handshakes** happen here, not in Pingora's listener: each is counted against
+//!   max-connections while it runs and must finish within `header-timeout` of the accept
+//!   (Pingora's own, fixed, is 60 s); the first request head's deadline runs from the same
+//!   accept, so handshake and head together get `header-timeout`.
 //! - **header-timeout** and **max-header-size**: for HTTP/1, berth reads each request head
 //!   itself before Pingora parses it. The head must be complete within `header-timeout` — of
 //!   the accept for a connection's first request, of the request's first byte on a reused
@@ -17,9 +21,10 @@
 //!   on the plain port, garbage) get berth's own 400 at once.
 //! - **keepalive-timeout**: the idle wait for the next request on a connection.
 //!
-//! HTTP/2 connections (ALPN `h2`) go to Pingora unchanged: their headers arrive in frames
-//! whose size Pingora's HTTP/2 server limits itself, and idle connections are closed after
-//! `keepalive-timeout` through Pingora's own `h2_idle_timeout`.
+//! HTTP/2 connections (ALPN `h2`) go to Pingora after the handshake: their header blocks are
+//! limited to `max-header-size` by the HTTP/2 server's `SETTINGS_MAX_HEADER_LIST_SIZE` (431
+//! beyond it), and idle connections are closed after `keepalive-timeout` through Pingora's
+//! `h2_idle_timeout`. Both are read when berth starts: a reload changes them for HTTP/1 only.
 //!
 //! ```toml
 //! [limits]
@@ -37,7 +42,9 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use prometheus::{IntCounter, IntGauge};
@@ -70,6 +77,8 @@ pub struct ListenerMetrics {
 pub struct Guarded<A> {
     inner: Arc<A>,
     name: &'static str,
+    /// The TLS acceptor, for the HTTPS listener (its socket is plain TCP to Pingora).
+    tls: Option<Acceptor>,
     limits: Arc<ArcSwap<Limits>>,
     metrics: ListenerMetrics,
     open: Arc<AtomicUsize>,
@@ -87,10 +96,54 @@ impl<A> Guarded<A> {
         Guarded {
             inner: Arc::new(inner),
             name,
+            tls: None,
             limits,
             metrics,
             open: Arc::default(),
             last_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// Terminates TLS with `acceptor` before anything else (the listener is added to Pingora
+    /// as plain TCP), so the handshake is under `header-timeout` and `max-connections`.
+    pub fn with_tls(mut self, acceptor: Acceptor) -> Guarded<A> {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// The TLS handshake, within `header-timeout` of `accepted`.
+    async fn tls_handshake(
+        &self,
+        acceptor: &Acceptor,
+        stream: Stream,
+        accepted: Instant,
+        limits: &Limits,
+    ) -> Option<Stream> {
+        let l4 = match stream.into_any().downcast::<L4Stream>() {
+            Ok(l4) => *l4,
+            Err(_) => {
+                tracing::error!(
+                    listener = self.name,
+                    "not a TCP connection; cannot start TLS"
+                );
+                return None;
+            }
+        };
+        let deadline = accepted + limits.header_timeout;
+        match tokio::time::timeout_at(deadline, acceptor.tls_handshake(l4)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(listener = self.name, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                count(&self.metrics.header_timeout);
+                tracing::debug!(
+                    listener = self.name,
+                    "TLS handshake not finished within limits.header-timeout"
+                );
+                None
+            }
         }
     }
 
@@ -151,8 +204,7 @@ enum Head {
 /// How far a buffer gets as an HTTP/1 request head.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// The head is complete and this long (as Pingora will parse it: after escaping the
-    /// request target, when that was needed).
+    /// The head is complete and this long.
     Complete(usize),
     /// More bytes are needed.
     Partial,
@@ -169,9 +221,15 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     match httparse_head(buf) {
         Ok(parsed) => parsed,
         Err(httparse::Error::Token | httparse::Error::Version) => {
-            match escape_request_target(buf).map(|escaped| httparse_head(&escaped)) {
-                Some(Ok(parsed)) => parsed,
-                Some(Err(_)) | None => Parsed::Invalid,
+            let Some(escaped) = escape_request_target(buf) else {
+                return Parsed::Invalid;
+            };
+            // Each escaped byte became three: the head ends that much earlier in `buf`.
+            let added = escaped.len() - buf.len();
+            match httparse_head(&escaped) {
+                Ok(Parsed::Complete(n)) => Parsed::Complete(n - added),
+                Ok(parsed) => parsed,
+                Err(_) => Parsed::Invalid,
             }
         }
         Err(_) => Parsed::Invalid,
@@ -219,24 +277,25 @@ pub fn escape_request_target(buf: &[u8]) -> Option<Vec<u8>> {
 /// Headers per request that Pingora's HTTP/1 parser accepts.
 const MAX_HEADERS: usize = 256;
 
+/// Reads one request head. `accepted`: when the connection was accepted, for its first
+/// request (the deadline runs from then); `None` on a reused connection (it runs from the
+/// request's first byte, after an idle wait of up to `keepalive-timeout`).
 async fn read_head(
     stream: &mut Stream,
-    first: bool,
+    accepted: Option<Instant>,
     limits: &Limits,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let accepted = Instant::now();
     let mut buf = BytesMut::with_capacity(4096);
     let mut shutdown = shutdown.clone();
     // Before the first byte: a new connection counts against the header timeout; a reused
     // one may idle for the keep-alive timeout.
-    let idle = if first {
-        limits.header_timeout
-    } else {
-        limits.keepalive_timeout
+    let idle_until = match accepted {
+        Some(at) => at + limits.header_timeout,
+        None => Instant::now() + limits.keepalive_timeout,
     };
     let read = tokio::select! {
-        r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+        r = tokio::time::timeout_at(idle_until, stream.read_buf(&mut buf)) => r,
         _ = shutdown.changed() => return Head::Closed,
     };
     match read {
@@ -244,7 +303,7 @@ async fn read_head(
         // Nothing sent at all: close without a word, as for an idle keep-alive connection.
         _ => return Head::Closed,
     }
-    let deadline = if first { accepted } else { Instant::now() } + limits.header_timeout;
+    let deadline = accepted.unwrap_or_else(Instant::now) + limits.header_timeout;
     loop {
         match parse_head(&buf) {
             Parsed::Complete(end) if end > limits.max_header_size => return Head::TooLarge,
@@ -295,9 +354,10 @@ fn keepalive(limits: &Limits) -> Option<u64> {
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let accepted = Instant::now();
         let limits = **self.limits.load();
         let open = self.open.fetch_add(1, Ordering::Relaxed);
         if let Some(g) = &self.metrics.open {
@@ -312,6 +372,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             self.warn_refused(limits.max_connections);
             return None;
         }
+        let mut stream = match &self.tls {
+            Some(acceptor) => {
+                self.tls_handshake(acceptor, stream, accepted, &limits)
+                    .await?
+            }
+            None => stream,
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.inner.process_new(stream, shutdown).await;
         }
@@ -321,7 +388,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             .server_options()
             .and_then(|o| o.keepalive_request_limit);
         let mut persisted: Option<HttpPersistentSettings> = None;
-        let mut first = true;
+        let mut first = Some(accepted);
         loop {
             let limits = **self.limits.load();
             let head = match read_head(&mut stream, first, &limits, shutdown).await {
@@ -365,7 +432,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             session.set_pipelined_prefix(head);
             let reused = self.inner.process_new_http(session, shutdown).await?;
             (stream, persisted) = reused.consume();
-            first = false;
+            first = None;
         }
     }
 
@@ -440,11 +507,11 @@ mod tests {
                 Parsed::Invalid,
             ),
             (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", Parsed::Invalid),
-            // Targets Pingora escapes: judged like the escaped line (30 bytes, 32 escaped).
+            // Targets Pingora escapes: judged like the escaped line.
             (b"GET /a b HTTP/1.1\r\nHost: x\r\n", Parsed::Partial),
             (
-                b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
-                Parsed::Complete(32),
+                b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\nbody",
+                Parsed::Complete(30),
             ),
             (b"GET /a\"<> HTTP/1.1\r\n", Parsed::Partial),
             // A broken line that escaping cannot repair, or not yet a whole request line.

@@ -98,11 +98,13 @@ pub const H2_STREAM_WINDOW: u32 = 1 << 20;
 /// HTTP/2 flow-control window per connection (all its streams together).
 pub const H2_CONNECTION_WINDOW: u32 = 4 << 20;
 
-fn h2_options() -> pingora_core::protocols::http::v2::server::H2Options {
+fn h2_options(max_header_size: usize) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
     options
         .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW);
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // limits.max-header-size for HTTP/2: a larger header block gets 431.
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
     options
 }
 
@@ -298,14 +300,17 @@ pub fn build_server(
             &server.configuration,
             Berth::new(Scheme::Https, table.clone(), observer.clone()),
         );
-        proxy.h2_options = Some(h2_options());
+        proxy.h2_options = Some(h2_options(config.limits.max_header_size));
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(config.limits.keepalive_timeout).filter(|d| !d.is_zero());
         proxy.server_options = Some(options);
-        let guarded = Guarded::new(proxy, "https", limits.clone(), listener_metrics("https"));
+        // berth terminates TLS itself (Guarded), so that handshakes are bounded by
+        // limits.header-timeout and counted in limits.max-connections.
+        let guarded = Guarded::new(proxy, "https", limits.clone(), listener_metrics("https"))
+            .with_tls(tls.build());
         open_counts.push(guarded.open_connections());
         let mut service = Service::new("berth https".to_string(), guarded);
-        service.add_tls_with_settings(&addr.to_string(), None, tls);
+        service.add_tcp(&addr.to_string());
         server.add_service(service);
         server.add_service(background_service(
             "certificate watcher",

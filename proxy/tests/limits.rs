@@ -252,3 +252,309 @@ async fn a_tls_handshake_on_the_plain_port_is_answered_at_once() {
     assert!(closed);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
+
+/// A request line Pingora repairs by escaping (`GET /a b HTTP/1.1`) gets the same deadline
+/// and size limit as any other head; bytes that are no head at all get 400 at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn heads_with_an_illegal_request_line_are_held_to_the_same_limits() {
+    let origin = Origin::start("app");
+    let b = berth(&limited(
+        "header-timeout = \"2s\"\nmax-header-size = \"4KiB\"",
+        &route("app.test", &[origin.addr], ""),
+    ));
+
+    // Slowloris behind a space in the target: one header byte every 300 ms.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    s.write_all(b"GET /a b HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let drip = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if s.write_all(b"a").await.is_err() {
+                break;
+            }
+            let mut probe = [0u8; 1];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), s.peek(&mut probe)).await
+            {
+                if n > 0 {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), drip)
+        .await
+        .expect("berth never answered the dripping client");
+    let (answer, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(closed);
+    let at = started.elapsed();
+    assert!(
+        at >= Duration::from_millis(1900) && at < Duration::from_secs(4),
+        "cut after {at:?}"
+    );
+
+    // The same head growing past max-header-size: 431, not read on to Pingora's 1 MiB.
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    let mut head = b"GET /a b HTTP/1.1\r\nHost: app.test\r\n".to_vec();
+    for i in 0..100 {
+        head.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "p".repeat(64)).as_bytes());
+    }
+    let _ = s.write_all(&head).await;
+    let (answer, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(closed);
+
+    // Completed, it is served (Pingora escapes the target): these heads are not refused.
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    s.write_all(b"GET /a b HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        answer.contains("/a%20b"),
+        "the origin saw the escaped target: {answer}"
+    );
+
+    // Bytes that are no request head: berth's own 400, at once.
+    let t = Instant::now();
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    s.write_all(b"GET /a b HTTP/x\r\n").await.unwrap();
+    let (answer, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("not an HTTP/1.1 request head"), "{answer}");
+    assert!(closed && t.elapsed() < Duration::from_secs(1));
+
+    let m = common::scrape(&b).await;
+    for reason in ["header_timeout", "header_too_large", "bad_request"] {
+        let key =
+            format!("berth_connections_refused_total{{listener=\"http\",reason=\"{reason}\"}}");
+        assert_eq!(value(&m, &key), 1.0, "{key}");
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+/// An HTTPS listener with a certificate for app.test, and a TLS client trusting its CA.
+struct Tls {
+    _dir: tempfile::TempDir,
+    certs: std::path::PathBuf,
+    ca_file: std::path::PathBuf,
+    connector: tokio_rustls::TlsConnector,
+}
+
+fn tls(alpn: &[&[u8]]) -> Tls {
+    let ca = berth_testkit::tls::TestCa::new("limits test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    berth_testkit::tls::install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    Tls {
+        _dir: dir,
+        certs,
+        ca_file,
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+    }
+}
+
+impl Tls {
+    fn config(&self, limits: &str, routes: &str) -> String {
+        format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
+             [docker]\nenabled = false\n\n[log]\naccess = \"off\"\n\n\
+             [tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n[limits]\n{limits}\n\n{routes}",
+            self.certs.display()
+        )
+    }
+
+    async fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+        self.connector.connect(name, tcp).await
+    }
+}
+
+/// Reads from a TLS stream until it closes (or `limit` passes).
+async fn tls_read_to_close<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
+        }
+    }
+}
+
+/// Over HTTPS the same limits hold, and the TLS handshake itself is under them: a client that
+/// never finishes its handshake is cut at header-timeout and holds one of max-connections
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_hold_over_https_and_bound_the_tls_handshake() {
+    let origin = Origin::start("app");
+    let t = tls(&[b"http/1.1"]);
+    let b = berth(&t.config(
+        "header-timeout = \"2s\"\nmax-header-size = \"4KiB\"\nmax-connections = 3",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    let https = b.https.unwrap();
+
+    // Served normally.
+    let mut s = t.connect(https).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    // A slowloris client over TLS: 408 at header-timeout.
+    let started = Instant::now();
+    let mut s = t.connect(https).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (answer, closed) = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if s.write_all(b"a").await.is_err() || started.elapsed() > Duration::from_secs(2) {
+            break tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(closed);
+
+    // An oversized head over TLS: 431.
+    let mut s = t.connect(https).await.unwrap();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(5000)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let (answer, _) = tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+    // Three connections that never start their handshake fill max-connections...
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(https).await.unwrap());
+    }
+    common::wait_for(&b, "berth_open_connections{listener=\"https\"}", 3.0).await;
+    // ...so a fourth, real, client is refused before its handshake...
+    assert!(
+        t.connect(https).await.is_err(),
+        "a fourth connection got through"
+    );
+    // ...until header-timeout cuts them, about 2 s after they were accepted.
+    for s in &mut idle {
+        let (_, closed) = read_to_close(s, Duration::from_secs(5)).await;
+        assert!(closed);
+    }
+    let at = started.elapsed();
+    assert!(
+        at >= Duration::from_millis(1900) && at < Duration::from_secs(4),
+        "cut after {at:?}"
+    );
+    let mut s = t
+        .connect(https)
+        .await
+        .expect("room again after the idle ones were cut");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    let m = common::scrape(&b).await;
+    let refused = |reason: &str| {
+        value(
+            &m,
+            &format!("berth_connections_refused_total{{listener=\"https\",reason=\"{reason}\"}}"),
+        )
+    };
+    // The slowloris client and the three silent handshakes.
+    assert_eq!(refused("header_timeout"), 4.0);
+    assert_eq!(refused("header_too_large"), 1.0);
+    assert_eq!(refused("max_connections"), 1.0);
+}
+
+/// Over HTTP/2, max-header-size limits the header block (431) and max-connections counts
+/// connections as for HTTP/1.
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_hold_over_http2() {
+    let origin = Origin::start("app");
+    let t = tls(&[b"h2"]);
+    let b = berth(&t.config(
+        "max-header-size = \"4KiB\"\nmax-connections = 2",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    let https = b.https.unwrap();
+    let curl = |header: &str| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(&t.ca_file)
+            .args(["--resolve", &format!("app.test:{}:127.0.0.1", https.port())])
+            .args(["-H", header])
+            .arg(format!("https://app.test:{}/", https.port()))
+            .output()
+            .unwrap()
+    };
+    let fits = curl(&format!("X-Small: {}", "s".repeat(1000)));
+    assert_eq!(String::from_utf8_lossy(&fits.stdout), "2 200", "{fits:?}");
+    let over = curl(&format!("X-Big: {}", "b".repeat(5000)));
+    assert_eq!(String::from_utf8_lossy(&over.stdout), "2 431", "{over:?}");
+    assert_eq!(
+        origin.hits(),
+        1,
+        "the oversized request never reached the origin"
+    );
+
+    // Two h2 connections held open fill max-connections; a third is refused.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let s = t.connect(https).await.unwrap();
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        held.push(s);
+    }
+    common::wait_for(&b, "berth_open_connections{listener=\"https\"}", 2.0).await;
+    assert!(
+        t.connect(https).await.is_err(),
+        "a third connection got through"
+    );
+    drop(held);
+    common::wait_for(&b, "berth_open_connections{listener=\"https\"}", 0.0).await;
+    let again = curl("X-Small: s");
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "2 200", "{again:?}");
+}
