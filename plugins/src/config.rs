@@ -658,14 +658,31 @@ impl RawConfig {
         let limits = self.limits.validate(errors);
         let server = self.server.validate(errors);
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
-        let routes = self
-            .routes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
+        let mut first_with: std::collections::HashMap<(String, String), usize> =
+            std::collections::HashMap::new();
+        let mut routes = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let Some(spec) =
                 r.validate(&format!("route[{i}]"), &defaults, RouteSource::File, errors)
-            })
-            .collect();
+            else {
+                continue;
+            };
+            // Two routes for one host and path: only one could ever take requests, and the
+            // settings of the other (its auth, say) would silently not apply.
+            let key = (spec.host.to_string(), spec.path.clone());
+            if let Some(first) = first_with.get(&key) {
+                errors.push(
+                    format!("route[{i}]"),
+                    format!(
+                        "same host and path as route[{first}] ({} {}); merge the two routes",
+                        key.0, key.1
+                    ),
+                );
+                continue;
+            }
+            first_with.insert(key, i);
+            routes.push(spec);
+        }
         Some(Config {
             listen: Listen {
                 http,
@@ -849,6 +866,15 @@ impl RawRoute {
             errors.push(
                 key("path"),
                 format!("invalid path \"{path}\": must start with \"/\""),
+            );
+        } else if crate::routing::route_path(&path) != path.as_str() {
+            errors.push(
+                key("path"),
+                format!(
+                    "path \"{path}\" can never match: requests are routed by their normalised \
+                     path; write \"{}\"",
+                    crate::routing::route_path(&path)
+                ),
             );
         }
         if self.upstreams.is_empty() {
@@ -1175,6 +1201,47 @@ profil = "registry"
         let errs = errors_of("[listen\nhttp = 1");
         assert_eq!(errs.len(), 1);
         assert!(errs[0].contains("line 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_second_route_for_the_same_host_and_path_is_an_error_naming_both() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:8080"
+
+[[route]]
+host = "registry.example.com"
+upstreams = ["127.0.0.1:5000"]
+
+[[route]]
+host = "Registry.Example.com"
+path = "/"
+upstreams = ["127.0.0.1:5001"]
+auth.htpasswd = "/etc/berth/htpasswd"
+
+[[route]]
+host = "registry.example.com"
+path = "/v2"
+upstreams = ["127.0.0.1:5002"]
+
+[[route]]
+host = "registry.example.com"
+path = "/v2//x/../y"
+upstreams = ["127.0.0.1:5002"]
+"#;
+        let errors: Vec<String> = parse_config(text)
+            .expect_err("invalid")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "route[1]: same host and path as route[0] (registry.example.com /); merge the two routes",
+                "route[3].path: path \"/v2//x/../y\" can never match: requests are routed by their normalised path; write \"/v2/y\"",
+            ]
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<Route
     for spec in file {
         let key = (spec.host.to_string(), spec.path.clone());
         if seen.contains_key(&key) {
-            // Duplicate file routes: the table keeps the first; nothing to add here.
+            // Duplicate file routes are refused when the config is read; never here.
             continue;
         }
         seen.insert(key, (merged.routes.len(), true));
@@ -67,7 +67,12 @@ pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<Route
                     let RouteSource::Containers(names) = &mut existing.source else {
                         continue;
                     };
-                    if same {
+                    if names.contains(&container) {
+                        merged.conflicts.push(format!(
+                            "container {container} lists {} {} twice; the first is used",
+                            key.0, key.1
+                        ));
+                    } else if same {
                         names.push(container.clone());
                         existing.upstreams.extend(spec.upstreams);
                     } else {
@@ -159,5 +164,22 @@ mod tests {
         assert!(merged.conflicts[0].starts_with("container beta: f.example.com /"));
         assert!(merged.conflicts[1].contains("alpha and zeta"));
         assert!(merged.conflicts[1].contains("alpha's are used"));
+    }
+
+    #[test]
+    fn a_container_naming_one_host_twice_is_a_visible_conflict() {
+        let (name, mut specs) = from("web", "a.example.com", "10.0.0.1:80", None);
+        specs.extend(from("web", "a.example.com", "10.0.0.1:80", None).1);
+        let merged = merge_routes(Vec::new(), vec![(name, specs)]);
+        assert_eq!(merged.routes.len(), 1);
+        assert_eq!(
+            merged.routes[0].upstreams.len(),
+            1,
+            "not joined with itself"
+        );
+        assert_eq!(
+            merged.conflicts,
+            ["container web lists a.example.com / twice; the first is used"]
+        );
     }
 }

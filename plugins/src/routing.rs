@@ -4,7 +4,10 @@
 //! berth is never an open proxy: `CONNECT` is refused with 405, and an absolute-form target
 //! (`GET http://other.example/ HTTP/1.1`) names the host that is routed — a host berth has
 //! no route for gets the same 503 as an unknown `Host`. The host is compared lowercase,
-//! without port and without a trailing dot.
+//! without port and without a trailing dot; the path is compared normalised
+//! ([`route_path`]), so `//admin`, `/./admin`, `/x/../admin` and `/%61dmin` all take the
+//! `/admin` route, as the upstream will read them. The request itself is forwarded as the
+//! client sent it.
 
 use http::{Method, StatusCode};
 use pingora_http::RequestHeader;
@@ -114,12 +117,83 @@ pub fn host_of(authority: &str) -> Option<String> {
             None => authority,
         }
     };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    // No empty label (`a..b`, `.a`), as nginx: such a name matches no pattern as written.
     let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
     ok.then_some(name)
+}
+
+/// The path a request is routed by: `path` with percent-escapes of unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`) and of `/` decoded, runs of `/` merged into one, and `.` and `..`
+/// segments resolved (never above the root). nginx matches `location` prefixes on a path
+/// normalised the same way; berth does it so that a path-scoped `auth` or `allow` cannot be
+/// walked around by spelling the path differently — upstreams resolve these spellings to the
+/// same resource. Decoding `%2F` can only move a request to a route with a longer prefix,
+/// never away from one. Case is kept: paths are case-sensitive. A path that needs none of
+/// this (the common case) is returned as it is, without allocating.
+pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !path.contains('%') && !path.contains("//") && !path.contains("/.");
+    if plain || !path.starts_with('/') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = true;
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            name => {
+                segments.push(name);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `path` with `%XX` decoded where XX is an unreserved character or `/`.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(b));
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII was decoded, and everything else was copied byte for byte.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn valid_port(port: &str) -> bool {
@@ -152,10 +226,50 @@ mod tests {
             ("host:port", None),
             ("host:", None),
             ("[::1]x", None),
+            ("a..example.com", None),
+            (".example.com", None),
+            ("example.com..", None),
         ];
         for (authority, expected) in cases {
             assert_eq!(host_of(authority).as_deref(), expected, "{authority:?}");
         }
+    }
+
+    #[test]
+    fn paths_are_routed_normalised() {
+        let cases = [
+            ("/admin", "/admin"),
+            ("/", "/"),
+            ("//admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/x/../admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/%2e%2E/admin", "/admin"),
+            ("/%2fadmin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/", "/a/"),
+            ("/..", "/"),
+            ("/../../x", "/x"),
+            ("/a/...", "/a/..."),
+            (
+                "/.well-known/acme-challenge/x",
+                "/.well-known/acme-challenge/x",
+            ),
+            ("/a%20b", "/a%20b"),
+            ("/%2", "/%2"),
+            ("/%zz/x", "/%zz/x"),
+            ("/%252e%252e/admin", "/%252e%252e/admin"),
+            ("*", "*"),
+        ];
+        for (raw, routed) in cases {
+            assert_eq!(route_path(raw), routed, "{raw}");
+        }
+        assert!(matches!(
+            route_path("/v2/app/blobs/"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

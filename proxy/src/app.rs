@@ -15,7 +15,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
 use berth_plugins::route::{HostPattern, UpstreamProto};
-use berth_plugins::routing::request_target;
+use berth_plugins::routing::{request_target, route_path};
 use berth_plugins::table::RouteTable;
 use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme};
 
@@ -130,7 +130,7 @@ impl ProxyHttp for Berth {
         let route = self
             .table
             .load()
-            .lookup(&ctx.host, session.req_header().uri.path())
+            .lookup(&ctx.host, &route_path(session.req_header().uri.path()))
             .cloned();
         ctx.route.clone_from(&route);
         // Challenges come first, for any host, routed or not: a certificate is often wanted
@@ -277,6 +277,7 @@ impl ProxyHttp for Berth {
     ) -> FailToProxy {
         let reply = ctx.pending_reply.take().or_else(|| rescue(e));
         let code = reply.as_ref().map_or(0, |r| r.status.as_u16());
+        log_failure(&self.request_summary(session, ctx), ctx, e, code);
         if let Some(reply) = reply {
             if let Err(write_error) = self.respond(session, ctx, reply).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
@@ -288,9 +289,17 @@ impl ProxyHttp for Berth {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        // A plugin's deliberate refusal (413 and the like) is an answer, not a failure.
-        matches!(error.etype(), ErrorType::HTTPStatus(code) if *code < 500)
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // `fail_to_proxy` logs every failure itself (`log_failure`), without the query string
+        // Pingora's line carries and at the level the failure deserves.
+        true
+    }
+
+    /// The request in log lines (Pingora's retry warnings among them): method, path and host,
+    /// never the query string, which may carry tokens (a registry's upload `_state`).
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}, Host: {}", req.method, req.uri.path(), ctx.host)
     }
 
     async fn connected_to_upstream(
@@ -314,6 +323,29 @@ impl ProxyHttp for Berth {
         }
         if self.observer.is_active() {
             self.observer.request_done(session, e, ctx);
+        }
+    }
+}
+
+/// Logs a request that failed, at the level it deserves: an ERROR means an operator should
+/// act. A client that went away is routine (debug); an upstream that failed is a warning with
+/// the upstream named; anything else is an error. A deliberate refusal (413 and the like) is
+/// an answer, not a failure, and is not logged here. `summary` never holds a query string.
+fn log_failure(summary: &str, ctx: &RequestCtx, e: &Error, code: u16) {
+    use pingora_error::ErrorSource;
+    if matches!(e.etype(), ErrorType::HTTPStatus(c) if *c < 500) {
+        return;
+    }
+    let upstream = ctx.upstream.map(|u| u.to_string()).unwrap_or_default();
+    match e.esource() {
+        ErrorSource::Downstream => {
+            tracing::debug!(request = %summary, error = %e, "the client went away or sent no more");
+        }
+        ErrorSource::Upstream => {
+            tracing::warn!(request = %summary, status = code, %upstream, error = %e, "upstream failed");
+        }
+        _ => {
+            tracing::error!(request = %summary, status = code, %upstream, error = %e, "request failed")
         }
     }
 }

@@ -492,12 +492,75 @@ async fn allowlists_refuse_other_clients_with_403() {
     let r = call(&b, &Request::get("private.test", "/")).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(origin.hits(), 0);
+    // The peer (127.0.0.1) is a trusted proxy inside loopback.test's range, but it names no
+    // client: refused, rather than judged by the proxy's own address (which would let every
+    // client of that proxy in).
     assert_eq!(
         call(&b, &Request::get("loopback.test", "/")).await.status,
+        403
+    );
+    let via = |host: &str, ip: &str| Request::get(host, "/").header("x-forwarded-for", ip);
+    for client in ["127.0.0.5", "127.0.0.5:41000", "[::1]", "[::1]:443", "::1"] {
+        assert_eq!(
+            call(&b, &via("loopback.test", client)).await.status,
+            200,
+            "{client}"
+        );
+    }
+    assert_eq!(call(&b, &via("loopback.test", "unknown")).await.status, 403);
+    assert_eq!(
+        call(&b, &via("behind.test", "192.168.7.7")).await.status,
         200
     );
-    let forwarded = |ip: &str| Request::get("behind.test", "/").header("x-forwarded-for", ip);
-    assert_eq!(call(&b, &forwarded("192.168.7.7")).await.status, 200);
-    assert_eq!(call(&b, &forwarded("203.0.113.7")).await.status, 403);
-    assert_eq!(origin.hits(), 2);
+    assert_eq!(
+        call(&b, &via("behind.test", "203.0.113.7")).await.status,
+        403
+    );
+    assert_eq!(origin.hits(), 6);
+}
+
+/// A path-scoped protection cannot be walked around by spelling the path differently: routes
+/// are matched on the normalised path, and the request goes upstream as the client sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_that_spell_a_protected_prefix_differently_take_its_route() {
+    let open = Origin::start("open");
+    let admin = Origin::start("admin");
+    let cfg = config(
+        &[
+            route("app.test", &[open.addr], ""),
+            // Only 10.0.0.0/8 may reach /admin; the test client is 127.0.0.1.
+            route(
+                "app.test",
+                &[admin.addr],
+                "path = \"/admin\"\nallow = [\"10.0.0.0/8\"]",
+            ),
+        ]
+        .concat(),
+    );
+    let b = berth(&cfg);
+    for spelling in [
+        "/admin",
+        "//admin",
+        "/./admin",
+        "/x/../admin",
+        "/%61dmin",
+        "/%2e%2e/admin/x",
+        "/%2fadmin",
+        "///x/./../admin?q=1",
+    ] {
+        let r = call(&b, &Request::get("app.test", spelling)).await;
+        assert_eq!(r.status, 403, "{spelling}: {}", r.text());
+    }
+    assert_eq!(open.hits() + admin.hits(), 0);
+    // Other paths reach the open route, exactly as sent.
+    for (spelling, seen) in [
+        ("/x/../public", "/x/../public"),
+        ("/%2e/public?a=b", "/%2e/public?a=b"),
+        ("/adm%69n2/../other", "/adm%69n2/../other"),
+    ] {
+        let r = call(&b, &Request::get("app.test", spelling)).await;
+        assert_eq!(r.status, 200, "{spelling}: {}", r.text());
+        assert_eq!(r.seen().unwrap().target, seen);
+    }
+    assert_eq!(open.hits(), 3);
 }

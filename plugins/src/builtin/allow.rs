@@ -3,8 +3,11 @@
 //!
 //! Phase: `request_filter`. The client is the TCP peer; when the peer is one of
 //! `forwarded.trusted-proxies`, the client is the last address in its `X-Forwarded-For` (the
-//! one that proxy saw), so a trusted load balancer in front of berth does not open the route
-//! to everyone.
+//! one that proxy saw: `203.0.113.7`, `203.0.113.7:5123`, `2001:db8::7`, `[2001:db8::7]` or
+//! `[2001:db8::7]:443`), so a trusted load balancer in front of berth does not open the route
+//! to everyone. A trusted proxy that names no usable client is refused: judging the request
+//! by the proxy's own address would let everyone in whenever the proxy sits inside the
+//! allowed range.
 //!
 //! ```toml
 //! [[route]]
@@ -57,7 +60,7 @@ impl Allow {
     ) -> bool {
         let client = match peer {
             Some(ip) if self.trusted.iter().any(|n| n.contains(&ip)) => {
-                last_forwarded(forwarded_for).or(Some(ip))
+                last_forwarded(forwarded_for)
             }
             other => other,
         };
@@ -68,7 +71,17 @@ impl Allow {
 /// The last address of the `X-Forwarded-For` values, if it parses.
 fn last_forwarded<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
     let last = values.flat_map(|v| v.split(',')).last()?;
-    last.trim().parse().ok()
+    client_address(last)
+}
+
+/// An address as proxies write it in `X-Forwarded-For`: bare, with a port, or bracketed
+/// IPv6 with or without a port.
+fn client_address(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 #[async_trait]
@@ -123,8 +136,28 @@ mod tests {
         let lb = Some("10.0.0.1".parse::<IpAddr>().expect("ip"));
         assert!(allow.permits(lb, ["203.0.113.1, 192.168.1.5"].into_iter()));
         assert!(!allow.permits(lb, ["192.168.1.5", "203.0.113.1"].into_iter()));
-        // A trusted proxy without the header is judged by its own address.
+        // Proxies' ways of writing the client.
+        assert!(allow.permits(lb, ["192.168.1.5:5123"].into_iter()));
+        let v6 = Allow::new(nets(&["fd00::/8"]), Arc::from(nets(&["10.0.0.1/32"])));
+        for form in ["fd00::7", "[fd00::7]", "[fd00::7]:443", " fd00::7 "] {
+            assert!(v6.permits(lb, [form].into_iter()), "{form}");
+        }
+        assert!(!v6.permits(lb, ["[fd00::7"].into_iter()));
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_names_no_client_is_refused_even_inside_the_range() {
+        // The proxy itself is inside the allowed range: judging by its address would let
+        // everyone in.
+        let allow = Allow::new(nets(&["10.0.0.0/8"]), Arc::from(nets(&["10.0.0.1/32"])));
+        let lb = Some("10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert!(allow.permits(lb, ["10.9.9.9"].into_iter()));
         assert!(!allow.permits(lb, std::iter::empty()));
         assert!(!allow.permits(lb, ["garbage"].into_iter()));
+        assert!(!allow.permits(lb, ["unknown"].into_iter()));
+        assert!(!allow.permits(lb, [""].into_iter()));
+        // An untrusted peer inside the range is judged by its own address, as always.
+        let peer = Some("10.0.0.2".parse::<IpAddr>().expect("ip"));
+        assert!(allow.permits(peer, std::iter::empty()));
     }
 }
