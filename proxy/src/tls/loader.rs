@@ -3,14 +3,21 @@
 //! and in the watcher's blocking task).
 //!
 //! A rescan only parses files whose metadata changed since the last scan. A pair that fails
-//! to parse — garbage, half a file, a key that does not match its certificate — is logged
-//! once with its file name and counted, and the certificate that was serving under that
-//! name keeps serving. A pair whose `.crt` is gone is dropped.
+//! to parse — garbage, half a file — is logged once with its file name and counted, and the
+//! certificate that was serving under that name keeps serving. A key that does not match its
+//! certificate is first taken for a renewal in progress (writers rename the key into place,
+//! then the certificate): berth keeps serving the previous pair and waits [`PAIR_SETTLE`]
+//! for the other half; only a mismatch that outlasts it is an error. A pair whose `.crt` is
+//! gone is dropped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a key and a certificate that do not match may stay so before it is an error: a
+/// writer renames the key into place, then the certificate, within this.
+pub const PAIR_SETTLE: Duration = Duration::from_secs(2);
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -134,6 +141,8 @@ fn stat(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
 pub struct Loader {
     dir: PathBuf,
     seen: HashMap<String, Fingerprint>,
+    /// Names whose key and certificate disagree, since when (not reported yet).
+    halves: HashMap<String, Instant>,
     /// Pairs loaded and pairs that failed, since start (exported as
     /// `berth_cert_reloads_total`).
     pub counts: std::sync::Arc<crate::metrics::ReloadCounts>,
@@ -151,6 +160,11 @@ impl Loader {
     /// The directory it loads.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// When the next rescan is due to judge a pair whose halves disagree, if any.
+    pub fn settle_deadline(&self) -> Option<Instant> {
+        self.halves.values().min().map(|since| *since + PAIR_SETTLE)
     }
 
     /// Scans the directory and returns the new store when anything changed, or `None`.
@@ -190,11 +204,19 @@ impl Loader {
                 if let Some(e) = current.get(name) {
                     next.push(e.clone());
                 }
+                self.report_lasting_mismatch(name, &crt, &key);
                 continue;
             }
             self.seen.insert(name.clone(), fp);
             match load_pair(&crt, &key, name) {
+                Err(CertError::Mismatch { .. }) if self.await_other_half(name) => {
+                    tracing::info!(cert = %name, "certificate and key differ: waiting for the other half (a renewal in progress)");
+                    if let Some(e) = current.get(name) {
+                        next.push(e.clone());
+                    }
+                }
                 Ok(entry) => {
+                    self.halves.remove(name);
                     changed = true;
                     self.counts
                         .ok
@@ -203,6 +225,7 @@ impl Loader {
                     next.push(Arc::new(entry));
                 }
                 Err(e) => {
+                    self.halves.remove(name);
                     self.counts
                         .failed
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -217,6 +240,7 @@ impl Loader {
             }
         }
         self.seen.retain(|n, _| names.contains(n));
+        self.halves.retain(|n, _| names.contains(n));
         for gone in current
             .entries()
             .filter(|e| !next.iter().any(|n| Arc::ptr_eq(n, e)))
@@ -225,6 +249,36 @@ impl Loader {
             changed = true;
         }
         changed.then(|| CertStore::new(next))
+    }
+}
+
+impl Loader {
+    /// Whether a mismatch of `name` is still within its settle time (starting it now if new).
+    fn await_other_half(&mut self, name: &str) -> bool {
+        let since = *self
+            .halves
+            .entry(name.to_string())
+            .or_insert_with(Instant::now);
+        since.elapsed() < PAIR_SETTLE
+    }
+
+    /// Reports, once, a mismatch of `name` that has outlasted [`PAIR_SETTLE`] unchanged.
+    fn report_lasting_mismatch(&mut self, name: &str, crt: &Path, key: &Path) {
+        let Some(since) = self.halves.get(name) else {
+            return;
+        };
+        if since.elapsed() < PAIR_SETTLE {
+            return;
+        }
+        self.halves.remove(name);
+        self.counts
+            .failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let e = CertError::Mismatch {
+            crt: crt.to_path_buf(),
+            key: key.to_path_buf(),
+        };
+        tracing::error!(cert = %name, error = %e, "certificate not loaded: its key has not matched for {}s; the previous one (if any) keeps serving", PAIR_SETTLE.as_secs());
     }
 }
 

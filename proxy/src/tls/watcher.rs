@@ -38,7 +38,8 @@ impl CertWatcher {
         }
     }
 
-    async fn rescan(&self) {
+    /// Rescans; returns when a pair whose halves disagree must be looked at again.
+    async fn rescan(&self) -> Option<std::time::Instant> {
         let (loader, store) = (self.loader.clone(), self.store.clone());
         let joined = tokio::task::spawn_blocking(move || {
             let mut loader = lock(&loader);
@@ -46,11 +47,13 @@ impl CertWatcher {
             if let Some(next) = loader.rescan(&current) {
                 store.store(Arc::new(next));
             }
+            loader.settle_deadline()
         })
         .await;
-        if let Err(e) = joined {
+        joined.unwrap_or_else(|e| {
             tracing::error!(error = %e, "certificate rescan failed");
-        }
+            None
+        })
     }
 }
 
@@ -74,14 +77,23 @@ impl BackgroundService for CertWatcher {
         };
         let mut tick = tokio::time::interval(RESCAN_EVERY);
         tick.tick().await; // the first tick is immediate; the store is already loaded
+                           // A pair found half-written at start-up is judged once its settle time is over.
+        let mut halves = lock(&self.loader).settle_deadline();
         loop {
+            let settle = async {
+                match halves {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(()) = rx.recv() => {
                     tokio::time::sleep(SETTLE).await;
                     while rx.try_recv().is_ok() {}
-                    self.rescan().await;
+                    halves = self.rescan().await;
                 }
-                _ = tick.tick() => self.rescan().await,
+                () = settle => halves = self.rescan().await,
+                _ = tick.tick() => halves = self.rescan().await,
                 _ = shutdown.changed() => break,
             }
         }
