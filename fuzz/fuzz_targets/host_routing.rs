@@ -1,13 +1,16 @@
-//! Host patterns, `Host` header parsing and route lookup against a plain model: whatever
-//! route the table picks must match the host and cover the path, and when it picks none, no
-//! route may match both.
+//! Route lookup against a model written from the documentation, not from the code: `Host`
+//! parsing, host patterns (exact, `*.x`, `x.*`, `~regex`), the documented precedence (exact,
+//! then leading wildcards longest first, then trailing wildcards longest first, then regexes in
+//! declaration order; within the first host entry that covers the path, the longest prefix),
+//! and paths matched after normalisation (RFC 3986 dot-segment removal, merged slashes,
+//! unreserved escapes decoded). The table must pick exactly the route the model picks.
 #![no_main]
 
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use berth_plugins::route::HostPattern;
-use berth_plugins::routing::host_of;
+use berth_plugins::routing::{host_of, route_path};
 use berth_plugins::table::{Routable, RouteTable};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,12 +18,35 @@ use libfuzzer_sys::fuzz_target;
 struct Input {
     routes: Vec<(String, String)>,
     authority: String,
-    path: String,
+    path: Vec<Piece>,
+}
+
+/// Paths are built from pieces that matter to normalisation, so the fuzzer reaches them.
+#[derive(Arbitrary, Debug)]
+enum Piece {
+    Slash,
+    Dot,
+    Text(String),
+    Escape(u8),
+}
+
+fn build_path(pieces: &[Piece]) -> String {
+    let mut path = String::from("/");
+    for piece in pieces.iter().take(24) {
+        match piece {
+            Piece::Slash => path.push('/'),
+            Piece::Dot => path.push('.'),
+            Piece::Text(t) => path.extend(t.chars().filter(|c| *c != '?' && *c != '#').take(8)),
+            Piece::Escape(b) => path.push_str(&format!("%{b:02x}")),
+        }
+    }
+    path
 }
 
 struct R {
     host: HostPattern,
     path: String,
+    index: usize,
 }
 
 impl Routable for R {
@@ -32,37 +58,182 @@ impl Routable for R {
     }
 }
 
+/// A host pattern as the documentation describes it, from the text the user wrote.
+#[derive(Clone, PartialEq)]
+enum Model {
+    Exact(String),
+    /// `*.example.com` → `example.com`: any name below it, at any depth.
+    Below(String),
+    /// `www.example.*` → `www.example`: any name that continues it with more labels.
+    Continues(String),
+    Regex(String),
+}
+
+impl Model {
+    fn of(text: &str) -> Model {
+        let text = text.trim();
+        if let Some(re) = text.strip_prefix('~') {
+            return Model::Regex(re.to_string());
+        }
+        let lower = text.to_ascii_lowercase();
+        if let Some(base) = lower.strip_prefix("*.") {
+            Model::Below(base.to_string())
+        } else if let Some(base) = lower.strip_suffix(".*") {
+            Model::Continues(base.to_string())
+        } else {
+            Model::Exact(lower)
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        let labels: Vec<&str> = host.split('.').collect();
+        match self {
+            Model::Exact(name) => host == name,
+            Model::Below(base) => {
+                let base: Vec<&str> = base.split('.').collect();
+                labels.len() > base.len() && labels[labels.len() - base.len()..] == base[..]
+            }
+            Model::Continues(base) => {
+                let base: Vec<&str> = base.split('.').collect();
+                labels.len() > base.len()
+                    && labels[..base.len()] == base[..]
+                    && labels[base.len()..].iter().all(|l| !l.is_empty())
+            }
+            Model::Regex(re) => regex::Regex::new(re).is_ok_and(|r| r.is_match(host)),
+        }
+    }
+
+    /// (tier, -length) — smaller sorts first; regexes keep declaration order (stable sort).
+    fn rank(&self) -> (u8, i64) {
+        match self {
+            Model::Exact(_) => (0, 0),
+            Model::Below(base) => (1, -(base.len() as i64)),
+            Model::Continues(base) => (2, -(base.len() as i64)),
+            Model::Regex(_) => (3, 0),
+        }
+    }
+}
+
+/// RFC 3986 §5.2.4 remove_dot_segments, applied to a path with escapes of unreserved
+/// characters and `/` decoded and runs of slashes merged.
+fn model_path(raw: &str) -> String {
+    if !raw.starts_with('/') {
+        return raw.to_string();
+    }
+    let mut decoded = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = &bytes[i + 1..i + 3];
+            let value = std::str::from_utf8(hex)
+                .ok()
+                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = value {
+                if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                    decoded.push(b);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let mut merged = String::new();
+    for c in String::from_utf8_lossy(&decoded).chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    // The RFC's loop over an input buffer and an output buffer.
+    let mut input = merged.as_str();
+    let mut output = String::new();
+    while !input.is_empty() {
+        if let Some(rest) = input.strip_prefix("../").or_else(|| input.strip_prefix("./")) {
+            input = rest;
+        } else if input.starts_with("/./") {
+            input = &input[2..];
+        } else if input == "/." {
+            input = "/";
+        } else if input.starts_with("/../") || input == "/.." {
+            input = if input == "/.." { "/" } else { &input[3..] };
+            match output.rfind('/') {
+                Some(at) => output.truncate(at),
+                None => output.clear(),
+            }
+        } else if input == "." || input == ".." {
+            input = "";
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |n| n + start);
+            output.push_str(&input[..end]);
+            input = &input[end..];
+        }
+    }
+    output
+}
+
 fuzz_target!(|input: Input| {
+    let raw_path = build_path(&input.path);
+    let path = route_path(&raw_path);
+    assert_eq!(path, model_path(&raw_path), "normalising {raw_path:?}");
+    assert_eq!(route_path(&path), path, "normalising is idempotent: {raw_path:?}");
+
     let Some(host) = host_of(&input.authority) else {
         return;
     };
     assert_eq!(host, host.to_ascii_lowercase(), "{:?}", input.authority);
     assert!(!host.is_empty() && !host.ends_with('.'), "{host:?}");
-    let routes: Vec<Arc<R>> = input
-        .routes
-        .iter()
-        .take(16)
-        .filter(|(pattern, _)| pattern.len() <= 64)
-        .filter_map(|(pattern, path)| {
-            let host = HostPattern::parse(pattern).ok()?;
-            let path = format!("/{}", path.trim_start_matches('/'));
-            Some(Arc::new(R { host, path }))
-        })
-        .collect();
-    let table = RouteTable::new(routes.iter().cloned());
-    let covers = |r: &R| r.host.matches(&host) && input.path.starts_with(&r.path);
-    match table.lookup(&host, &input.path) {
-        Some(r) => assert!(
-            covers(r),
-            "{host:?} {:?} took {}{}",
-            input.path,
-            r.host,
-            r.path
-        ),
-        None => assert!(
-            routes.iter().all(|r| !covers(r)),
-            "{host:?} {:?} found no route",
-            input.path
-        ),
+    assert!(!host.starts_with('.') && !host.contains(".."), "{host:?}");
+
+    let mut routes = Vec::new();
+    let mut models = Vec::new();
+    for (pattern, prefix) in input.routes.iter().take(16) {
+        if pattern.len() > 64 {
+            continue;
+        }
+        let Ok(parsed) = HostPattern::parse(pattern) else {
+            continue;
+        };
+        let prefix = format!("/{}", prefix.trim_start_matches('/'));
+        let index = routes.len();
+        models.push((Model::of(pattern), prefix.clone(), index, pattern.clone()));
+        routes.push(Arc::new(R {
+            host: parsed,
+            path: prefix,
+            index,
+        }));
     }
+    let table = RouteTable::new(routes.iter().cloned());
+
+    // The model: host entries in documented order; the first whose routes cover the path
+    // answers with its longest prefix. The first declared of two equal routes is kept.
+    let mut entries: Vec<Model> = Vec::new();
+    for (model, _, _, _) in &models {
+        if !entries.contains(model) {
+            entries.push(model.clone());
+        }
+    }
+    entries.sort_by_key(Model::rank);
+    let expected = entries
+        .iter()
+        .filter(|m| m.matches(&host))
+        .find_map(|m| {
+            models
+                .iter()
+                .filter(|(model, prefix, _, _)| model == m && path.starts_with(prefix.as_str()))
+                .min_by_key(|(_, prefix, index, _)| (std::cmp::Reverse(prefix.len()), *index))
+                .map(|(_, _, index, _)| *index)
+        });
+    let got = table.lookup(&host, &path).map(|r| r.index);
+    assert_eq!(
+        got, expected,
+        "host {host:?} path {raw_path:?} (routed as {path:?}), routes {:?}",
+        models
+            .iter()
+            .map(|(_, prefix, _, pattern)| (pattern.as_str(), prefix.as_str()))
+            .collect::<Vec<_>>()
+    );
 });

@@ -25,7 +25,9 @@ fuzz_target!(|input: Input| {
         Err(errors) => {
             for e in errors {
                 assert!(e.starts_with("line "), "{e}");
-                assert!(!e.contains(&secret), "{e}");
+                // (Unless the fuzzer wrote the same digits elsewhere in the file, say as a
+                // user name, which errors do name.)
+                assert!(!e.contains(&secret) || input.file.contains(&secret), "{e}");
             }
         }
     }
