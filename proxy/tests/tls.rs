@@ -271,14 +271,33 @@ fn certificates_reload_live_and_bad_files_keep_the_previous_one() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut upload = upload;
+    // The upload is under way: the origin has started receiving it.
+    let start = Instant::now();
+    while origin.bytes_received() == 0 {
+        assert!(
+            upload.try_wait().unwrap().is_none(),
+            "the upload ended early"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
-    // Renewed: same name, new SAN list, renamed into place.
+    // Renewed: same name, new SAN list, renamed into place (key, then certificate). New
+    // handshakes get it within a second, as documented.
     install(&certs, "a.test", &ca.issue(&["a.test", "renewed.a.test"])).unwrap();
-    let took = wait_for_cert(addr, "a.test", Duration::from_secs(5), |t| {
+    let took = wait_for_cert(addr, "a.test", Duration::from_secs(1), |t| {
         t.contains("renewed.a.test")
     });
     eprintln!("new certificate served {took:?} after the rename");
+    // ...while the upload over the old certificate is still running.
+    assert!(
+        upload.try_wait().unwrap().is_none(),
+        "the upload was over before the new certificate was served: nothing was proven"
+    );
 
     let out = upload.wait_with_output().unwrap();
     assert!(out.status.success(), "upload failed during the swap");
@@ -594,4 +613,84 @@ async fn sni_picks_the_certificate_and_host_picks_the_route() {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "503");
+}
+
+/// A renewal written in the documented order (key renamed into place, then the certificate)
+/// is never an error, even when berth looks between the two renames; a key that keeps not
+/// matching is, once, after the settle time, and the previous pair keeps serving.
+#[test]
+fn renewals_log_no_error_between_key_and_certificate_and_a_lasting_mismatch_does() {
+    let Pki {
+        ca,
+        dir: _dir,
+        certs,
+        ca_file,
+    } = pki(&["a.test"]);
+    let origin = Origin::start("sink");
+    let b = berth(&tls_config(
+        &certs,
+        "generate",
+        &route("a.test", &[origin.addr], ""),
+    ));
+    let addr = https(&b);
+    let waiting = "waiting for the other half";
+    for round in 1..=3 {
+        let name = format!("r{round}.a.test");
+        let next = ca.issue(&["a.test", &name]);
+        replace(&certs.join("a.test.key"), next.key.as_bytes()).unwrap();
+        // berth has seen the new key beside the old certificate...
+        let start = Instant::now();
+        while b.log().matches(waiting).count() < round {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "round {round}: berth never looked between the renames:\n{}",
+                b.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // ...and still serves the old pair.
+        let served = served_cert(addr, Some("a.test")).unwrap();
+        assert!(!served.contains(&name), "{served}");
+        replace(&certs.join("a.test.crt"), next.cert.as_bytes()).unwrap();
+        wait_for_cert(addr, "a.test", Duration::from_secs(1), |t| {
+            t.contains(&name)
+        });
+        let ok = curl(
+            addr,
+            "a.test",
+            &ca_file,
+            &["-o", "/dev/null", "-w", "%{http_code}"],
+        );
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "200");
+    }
+    assert!(
+        !b.log().contains("ERROR"),
+        "a renewal in the documented order logged an error:\n{}",
+        b.log()
+    );
+
+    // A key that never gets its certificate: one ERROR after the settle time, and the last
+    // good pair keeps serving.
+    let stray = ca.issue(&["a.test"]);
+    replace(&certs.join("a.test.key"), stray.key.as_bytes()).unwrap();
+    let start = Instant::now();
+    while !b.log().contains("has not matched") {
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "a lasting mismatch was never reported:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "reported before the settle time"
+    );
+    let log = b.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("a.test.key"), "{}", errors[0]);
+    assert!(served_cert(addr, Some("a.test"))
+        .unwrap()
+        .contains("r3.a.test"));
 }

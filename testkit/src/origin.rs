@@ -64,6 +64,7 @@ pub struct Origin {
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -86,10 +87,11 @@ impl Origin {
     pub fn start_on(bind: SocketAddr, name: &str) -> Origin {
         let hits = Arc::new(AtomicU64::new(0));
         let broken = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let name = name.to_string();
-        let (h, b) = (hits.clone(), broken.clone());
+        let (h, b, r) = (hits.clone(), broken.clone(), received.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -107,9 +109,15 @@ impl Origin {
                         };
                         let _ = stream.set_nodelay(true);
                         let (name, hits, broken) = (name.clone(), h.clone(), b.clone());
+                        let received = r.clone();
                         tokio::spawn(async move {
                             let svc = service_fn(move |req| {
-                                handle(req, name.clone(), hits.clone(), broken.clone())
+                                let counters = Counters {
+                                    hits: hits.clone(),
+                                    broken: broken.clone(),
+                                    received: received.clone(),
+                                };
+                                handle(req, name.clone(), counters)
                             });
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), svc)
@@ -128,6 +136,7 @@ impl Origin {
             addr,
             hits,
             broken,
+            received,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -142,6 +151,11 @@ impl Origin {
     pub fn broken_bodies(&self) -> u64 {
         self.broken.load(Ordering::SeqCst)
     }
+
+    /// Body bytes received so far, counted as they arrive (requests still running included).
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Origin {
@@ -155,12 +169,23 @@ impl Drop for Origin {
     }
 }
 
+/// The origin's live counters.
+struct Counters {
+    hits: Arc<AtomicU64>,
+    broken: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+}
+
 async fn handle(
     req: hyper::Request<Incoming>,
     name: Arc<str>,
-    hits: Arc<AtomicU64>,
-    broken: Arc<AtomicU64>,
+    counters: Counters,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let Counters {
+        hits,
+        broken,
+        received,
+    } = counters;
     let method = req.method().to_string();
     let target = req
         .uri()
@@ -185,6 +210,7 @@ async fn handle(
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     bytes += data.len() as u64;
+                    received.fetch_add(data.len() as u64, Ordering::SeqCst);
                     hasher.update(data);
                 }
             }
