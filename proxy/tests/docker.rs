@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::client::Request;
 use berth_testkit::docker::{
-    available, docker, ready, run_seed_registry, Container, Network, BUSYBOX,
+    available, docker, require, run_seed_registry, Container, Network, BUSYBOX,
 };
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{pull, push};
@@ -25,14 +25,11 @@ fn berth_with_docker() -> BerthProcess {
     berth("[listen]\nhttp = \"{http}\"\nmetrics = \"{admin}\"\n\n[docker]\nenabled = true\n")
 }
 
-/// A berth following the daemon, with the daemon held shared (not restarted meanwhile);
-/// `None` when there is no daemon and the test is skipped (never under CI).
-async fn docker_berth() -> Option<(tokio::sync::RwLockReadGuard<'static, ()>, BerthProcess)> {
+/// A berth following the daemon, with the daemon held shared (not restarted meanwhile).
+async fn docker_berth() -> (tokio::sync::RwLockReadGuard<'static, ()>, BerthProcess) {
     let shared = DAEMON.read().await;
-    if !ready() {
-        return None;
-    }
-    Some((shared, berth_with_docker()))
+    require();
+    (shared, berth_with_docker())
 }
 
 async fn get(b: &BerthProcess, host: &str) -> (u16, String) {
@@ -83,9 +80,7 @@ fn httpd(text: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn labelled_container_is_routed_until_stopped() {
-    let Some((_shared, b)) = docker_berth().await else {
-        return;
-    };
+    let (_shared, b) = docker_berth().await;
     assert_eq!(get(&b, "web.test").await.0, 503);
     let script = httpd("hello-from-web", 8080);
     let c = Container::run(
@@ -149,9 +144,7 @@ async fn labelled_container_is_routed_until_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_recipe_registry_is_routed_and_skopeo_pushes_through_berth() {
-    let Some((_shared, b)) = docker_berth().await else {
-        return;
-    };
+    let (_shared, b) = docker_berth().await;
     let host = "registry.example.test";
     let registry = run_seed_registry("registry", host).unwrap();
     let authority = format!("{host}:{}", b.http.port());
@@ -188,9 +181,7 @@ async fn the_seed_recipe_registry_is_routed_and_skopeo_pushes_through_berth() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_containers_share_a_host_until_one_turns_unhealthy() {
-    let Some((_shared, b)) = docker_berth().await else {
-        return;
-    };
+    let (_shared, b) = docker_berth().await;
     let health = [
         "--health-cmd",
         "test -f /tmp/ok",
@@ -248,9 +239,7 @@ async fn two_containers_share_a_host_until_one_turns_unhealthy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn addresses_follow_the_network_rule_and_network_connect() {
-    let Some((_shared, b)) = docker_berth().await else {
-        return;
-    };
+    let (_shared, b) = docker_berth().await;
     let front = Network::create("front").unwrap();
     let back = Network::create("back").unwrap();
 
@@ -309,9 +298,7 @@ async fn addresses_follow_the_network_rule_and_network_connect() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_and_regex_hosts_and_a_bad_label_skips_only_its_container() {
-    let Some((_shared, b)) = docker_berth().await else {
-        return;
-    };
+    let (_shared, b) = docker_berth().await;
     let good = Container::run(
         "patterns",
         &[
@@ -430,18 +417,14 @@ impl Drop for DaemonRestart {
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_survive_a_daemon_restart_and_resync_after_it() {
     let _alone = DAEMON.write().await;
-    if !ready() {
-        return;
-    }
+    require();
+    // Without --live-restore a daemon restart takes every container down with it, and this
+    // test would prove nothing about berth.
     let live_restore = docker(&["info", "--format", "{{.LiveRestoreEnabled}}"]).unwrap();
-    if live_restore != "true" {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dockerd must run with --live-restore (scripts/test starts it so)"
-        );
-        eprintln!("skipped: dockerd runs without --live-restore");
-        return;
-    }
+    assert_eq!(
+        live_restore, "true",
+        "dockerd must run with --live-restore (scripts/test starts it so)"
+    );
     let b = berth_with_docker();
     let before = Container::run("before", &["-l", "berth.host=before.test", BUSYBOX]).unwrap();
     wait_until(&b, "before.test", || async {

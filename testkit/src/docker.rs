@@ -47,25 +47,19 @@ pub fn available() -> bool {
     docker(&["info", "--format", "{{.ServerVersion}}"]).is_ok()
 }
 
-/// Whether a Docker daemon answers, with the test images built; `false` means the calling
-/// test should skip. Under CI (`CI` set) a missing daemon fails the test instead: the test
-/// command starts one.
+/// Requires a Docker daemon that answers, and builds the test images. A test that needs
+/// Docker fails without it — it never passes by skipping: the test command starts a daemon.
 ///
 /// # Panics
-/// Under CI without a daemon, and when the test images cannot be built.
-pub fn ready() -> bool {
-    if available() {
-        if let Err(e) = ensure_images() {
-            panic!("building the test images: {e}");
-        }
-        return true;
-    }
+/// Without a daemon, and when the test images cannot be built.
+pub fn require() {
     assert!(
-        std::env::var_os("CI").is_none(),
-        "no Docker daemon answers (scripts/test starts one)"
+        available(),
+        "no Docker daemon answers: run ./scripts/test, which starts one"
     );
-    eprintln!("skipped: no Docker daemon answers (scripts/test starts one)");
-    false
+    if let Err(e) = ensure_images() {
+        panic!("building the test images: {e}");
+    }
 }
 
 /// Runs a registry container configured exactly as the seed recipe configures one for

@@ -191,6 +191,7 @@ pub struct HtpasswdFile {
     /// The last look: `None` before the first, `Some(None)` when the file was missing.
     seen: Mutex<Option<Option<Stamp>>>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    bcrypt_checks: std::sync::atomic::AtomicU64,
 }
 
 impl HtpasswdFile {
@@ -202,6 +203,7 @@ impl HtpasswdFile {
             users: ArcSwap::from_pointee(Htpasswd::default()),
             seen: Mutex::new(None),
             verified: Mutex::new(HashSet::new()),
+            bcrypt_checks: std::sync::atomic::AtomicU64::new(0),
         };
         file.log(&file.reload());
         file
@@ -270,6 +272,13 @@ impl HtpasswdFile {
         }
     }
 
+    /// How many bcrypt verifications this file has run (each costs the same: one hash of the
+    /// file's cost factor).
+    pub fn bcrypt_checks(&self) -> u64 {
+        self.bcrypt_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether `user` with `password` is in the file. bcrypt runs on the blocking pool.
     pub async fn verify(&self, user: &str, password: &[u8]) -> bool {
         let users = self.users.load_full();
@@ -285,6 +294,8 @@ impl HtpasswdFile {
             return true;
         }
         let password = password.to_vec();
+        self.bcrypt_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let checked =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
@@ -496,6 +507,34 @@ mod tests {
         assert!(matches!(file.reload(), Reload::Kept(_)));
         assert_eq!(file.reload(), Reload::Unchanged);
         assert!(file.verify("bob", b"hunter2").await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An unknown user costs what a wrong password costs: one bcrypt verification against a
+    /// hash of the file (the same cost factor), counted rather than timed.
+    #[tokio::test]
+    async fn unknown_users_cost_one_bcrypt_check_like_wrong_passwords() {
+        let dir = std::env::temp_dir().join(format!("berth-auth-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, format!("{ALICE}\n")).expect("write");
+        let file = HtpasswdFile::open(&path);
+        let cost = |before: u64| file.bcrypt_checks() - before;
+        let n = file.bcrypt_checks();
+        assert!(!file.verify("mallory", b"secret").await);
+        assert_eq!(cost(n), 1, "unknown user");
+        let n = file.bcrypt_checks();
+        assert!(!file.verify("alice", b"wrong").await);
+        assert_eq!(cost(n), 1, "wrong password");
+        let n = file.bcrypt_checks();
+        assert!(file.verify("alice", b"secret").await);
+        assert!(file.verify("alice", b"secret").await);
+        assert_eq!(cost(n), 1, "right password: checked once, then remembered");
+        // An unknown user is never remembered, whatever the password.
+        let n = file.bcrypt_checks();
+        assert!(!file.verify("mallory", b"secret").await);
+        assert!(!file.verify("mallory", b"secret").await);
+        assert_eq!(cost(n), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -42,12 +42,15 @@ impl fmt::Debug for CertEntry {
 
 /// Whether a certificate for `sans` may be served for `name` (lowercase). A wildcard covers
 /// exactly one label: `*.example.com` covers `a.example.com`, not `a.b.example.com` nor
-/// `example.com` (RFC 6125).
+/// `example.com` (RFC 6125); a wildcard directly under a top-level name (`*.com`) covers
+/// nothing, since TLS clients refuse it.
 pub fn covers(sans: &[String], name: &str) -> bool {
     sans.iter().any(|san| {
         if let Some(suffix) = san.strip_prefix("*.") {
-            name.split_once('.')
-                .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix)
+            suffix.contains('.')
+                && name
+                    .split_once('.')
+                    .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix)
         } else {
             san == name
         }
@@ -128,5 +131,7 @@ mod tests {
         for (name, expected) in cases {
             assert_eq!(covers(&sans, name), expected, "{name}");
         }
+        // A wildcard under a top-level name covers nothing: clients refuse it.
+        assert!(!covers(&["*.test".to_string()], "a.test"));
     }
 }
