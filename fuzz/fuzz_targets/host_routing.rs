@@ -2,8 +2,10 @@
 //! parsing, host patterns (exact, `*.x`, `x.*`, `~regex`), the documented precedence (exact,
 //! then leading wildcards longest first, then trailing wildcards longest first, then regexes in
 //! declaration order; within the first host entry that covers the path, the longest prefix),
-//! and paths matched after normalisation (RFC 3986 dot-segment removal, merged slashes,
-//! unreserved escapes decoded). The table must pick exactly the route the model picks.
+//! and paths matched after normalisation (nginx's: unreserved escapes and `%2F` decoded,
+//! slashes merged, then RFC 3986 dot-segment removal; other escapes upper case, non-ASCII
+//! escaped), with a request whose path as sent and normalised would take different routes
+//! refused as ambiguous. The table must answer exactly what the model answers.
 #![no_main]
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use berth_plugins::route::HostPattern;
 use berth_plugins::routing::{host_of, route_path};
-use berth_plugins::table::{Routable, RouteTable};
+use berth_plugins::table::{Routable, RouteTable, Routed};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -27,7 +29,7 @@ enum Piece {
     Slash,
     Dot,
     Text(String),
-    Escape(u8),
+    Escape(u8, bool),
 }
 
 fn build_path(pieces: &[Piece]) -> String {
@@ -37,7 +39,8 @@ fn build_path(pieces: &[Piece]) -> String {
             Piece::Slash => path.push('/'),
             Piece::Dot => path.push('.'),
             Piece::Text(t) => path.extend(t.chars().filter(|c| *c != '?' && *c != '#').take(8)),
-            Piece::Escape(b) => path.push_str(&format!("%{b:02x}")),
+            Piece::Escape(b, true) => path.push_str(&format!("%{b:02X}")),
+            Piece::Escape(b, false) => path.push_str(&format!("%{b:02x}")),
         }
     }
     path
@@ -120,29 +123,37 @@ fn model_path(raw: &str) -> String {
     if !raw.starts_with('/') {
         return raw.to_string();
     }
-    let mut decoded = Vec::new();
+    // One spelling per byte: unreserved characters and `/` bare, other escapes upper case,
+    // non-ASCII escaped.
+    let mut decoded = String::new();
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = &bytes[i + 1..i + 3];
-            let value = std::str::from_utf8(hex)
-                .ok()
-                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = value {
-                if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                    decoded.push(b);
-                    i += 3;
-                    continue;
-                }
+        let escape = (bytes[i] == b'%' && i + 3 <= bytes.len())
+            .then(|| &bytes[i + 1..i + 3])
+            .filter(|hex| hex.iter().all(|c| c.is_ascii_hexdigit()))
+            .map(|hex| u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16));
+        match escape {
+            Some(Ok(b)) if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) => {
+                decoded.push(char::from(b));
+                i += 3;
+            }
+            Some(Ok(b)) => {
+                decoded.push_str(&format!("%{b:02X}"));
+                i += 3;
+            }
+            _ if bytes[i] >= 0x80 => {
+                decoded.push_str(&format!("%{:02X}", bytes[i]));
+                i += 1;
+            }
+            _ => {
+                decoded.push(char::from(bytes[i]));
+                i += 1;
             }
         }
-        decoded.push(bytes[i]);
-        i += 1;
     }
     let mut merged = String::new();
-    for c in String::from_utf8_lossy(&decoded).chars() {
+    for c in decoded.chars() {
         if !(c == '/' && merged.ends_with('/')) {
             merged.push(c);
         }
@@ -217,17 +228,28 @@ fuzz_target!(|input: Input| {
         }
     }
     entries.sort_by_key(Model::rank);
-    let expected = entries
-        .iter()
-        .filter(|m| m.matches(&host))
-        .find_map(|m| {
+    let pick = |p: &str| {
+        entries.iter().filter(|m| m.matches(&host)).find_map(|m| {
             models
                 .iter()
-                .filter(|(model, prefix, _, _)| model == m && path.starts_with(prefix.as_str()))
+                .filter(|(model, prefix, _, _)| model == m && p.starts_with(prefix.as_str()))
                 .min_by_key(|(_, prefix, index, _)| (std::cmp::Reverse(prefix.len()), *index))
                 .map(|(_, _, index, _)| *index)
-        });
-    let got = table.lookup(&host, &path).map(|r| r.index);
+        })
+    };
+    let normalised = model_path(&raw_path);
+    let (by_normalised, as_sent) = (pick(&normalised), pick(&raw_path));
+    // Some(route), None for no route, or "ambiguous" as usize::MAX.
+    let expected = if by_normalised == as_sent {
+        by_normalised
+    } else {
+        Some(usize::MAX)
+    };
+    let got = match table.route_request(&host, &raw_path) {
+        Routed::Route(r) => Some(r.index),
+        Routed::None => None,
+        Routed::Ambiguous => Some(usize::MAX),
+    };
     assert_eq!(
         got, expected,
         "host {host:?} path {raw_path:?} (routed as {path:?}), routes {:?}",

@@ -59,8 +59,13 @@ impl Default for Limits {
     }
 }
 
-/// Pingora refuses request heads above 1 MiB by itself; berth's limit stays below that.
-pub const MAX_HEADER_SIZE_CEILING: usize = 1 << 20;
+/// The largest `max-header-size`. Pingora refuses (with its own 400) whatever berth hands it
+/// beyond 1 MiB − 1 byte, head and body bytes that came with it together; berth's head plus
+/// one read of at most [`HEAD_READ_CHUNK`] stays well below that.
+pub const MAX_HEADER_SIZE_CEILING: usize = 512 << 10;
+
+/// The most berth reads at once while waiting for a request head.
+pub const HEAD_READ_CHUNK: usize = 16 << 10;
 
 impl RawLimits {
     /// Converts into [`Limits`], recording every problem in `errors`.
@@ -81,7 +86,7 @@ impl RawLimits {
             match parse_size(v) {
                 Ok(n) if n < 1024 || n > MAX_HEADER_SIZE_CEILING as u64 => errors.push(
                     "limits.max-header-size",
-                    format!("{v} is out of range: from 1KiB to 1MiB"),
+                    format!("{v} is out of range: from 1KiB to 512KiB"),
                 ),
                 Ok(n) => limits.max_header_size = n as usize,
                 Err(e) => errors.push("limits.max-header-size", e),

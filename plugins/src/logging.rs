@@ -4,6 +4,7 @@
 //! Pingora logs through the `log` crate; its records are passed on to `tracing` here, and the
 //! few that Pingora logs as errors although nobody has to act on them are passed on at debug
 //! level instead ([`demoted`]). An ERROR line from berth means an operator should look.
+//! Pingora's own debug and trace output is not passed on: it quotes requests whole.
 
 use log::{Level, Log, Metadata, Record};
 
@@ -22,22 +23,34 @@ pub fn init() {
     }
 }
 
-/// Whether a `log` record from a dependency is routine although logged as an error or
-/// warning: Pingora's connection pool losing a race with its own idle check (a new upstream
-/// connection is opened instead), and clients that leave or speak garbage before or while
-/// their request is read (nothing berth or its operator can do).
-pub fn demoted(target: &str, message: &str) -> bool {
-    const ROUTINE: [(&str, &str); 3] = [
+/// What a `log` record from a dependency says when it is routine although logged as an error
+/// or warning: Pingora's connection pool losing a race with its own idle check (a new
+/// upstream connection is opened instead), and clients that leave or speak garbage before or
+/// while their request is read (nothing berth or its operator can do). The replacement is a
+/// fixed sentence: Pingora's own text can quote the bytes of the request, query string and
+/// all.
+pub fn demoted(target: &str, message: &str) -> Option<&'static str> {
+    const ROUTINE: [(&str, &str, &str); 3] = [
         (
             "pingora_core::connectors",
             "failed to acquire reusable stream",
+            "an idle upstream connection was busy; a new one was opened",
         ),
-        ("pingora_core::apps", "H2 handshake error"),
-        ("pingora_proxy", "Fail to proxy: Downstream"),
+        (
+            "pingora_core::apps",
+            "H2 handshake error",
+            "an HTTP/2 client left or failed during its handshake",
+        ),
+        (
+            "pingora_proxy",
+            "Fail to proxy: Downstream",
+            "a client went away or sent garbage while its request was read",
+        ),
     ];
     ROUTINE
         .iter()
-        .any(|(t, m)| target.starts_with(t) && message.starts_with(m))
+        .find(|(t, m, _)| target.starts_with(t) && message.starts_with(m))
+        .map(|(_, _, says)| *says)
 }
 
 /// Passes `log` records on to `tracing`, demoting the routine ones.
@@ -49,14 +62,19 @@ impl Log for FromLog {
     }
 
     fn log(&self, record: &Record<'_>) {
+        // Pingora's own debug output quotes requests whole (query strings and all), and is
+        // for Pingora's developers: it is not passed on.
+        if record.level() > Level::Info && record.target().starts_with("pingora") {
+            return;
+        }
         if record.level() <= Level::Warn {
             let message = record.args().to_string();
-            if demoted(record.target(), &message) {
+            if let Some(says) = demoted(record.target(), &message) {
                 let _ = tracing_log::format_trace(
                     &Record::builder()
                         .level(Level::Debug)
                         .target(record.target())
-                        .args(format_args!("{message}"))
+                        .args(format_args!("{says}"))
                         .module_path(record.module_path())
                         .file(record.file())
                         .line(record.line())
@@ -77,27 +95,20 @@ mod tests {
 
     #[test]
     fn only_the_routine_lines_are_demoted() {
-        assert!(demoted(
+        let pool = demoted(
             "pingora_core::connectors",
-            "failed to acquire reusable stream"
-        ));
-        assert!(demoted(
+            "failed to acquire reusable stream",
+        );
+        assert!(pool.is_some());
+        let said = demoted(
             "pingora_proxy",
-            "Fail to proxy: Downstream ReadError context: ..., downstream session type: HTTP/1.1"
-        ));
-        assert!(demoted(
-            "pingora_core::apps",
-            "H2 handshake error Downstream ..."
-        ));
-        // Everything else keeps its level.
-        assert!(!demoted(
-            "pingora_proxy",
-            "Fail to proxy: Upstream ConnectRefused"
-        ));
-        assert!(!demoted("pingora_core::connectors", "something else"));
-        assert!(!demoted(
-            "berth_proxy::app",
-            "failed to acquire reusable stream"
-        ));
+            "Fail to proxy: Downstream ReadError context: buf: GET /?_state=t, downstream session type: HTTP/1.1",
+        );
+        assert!(said.is_some_and(|s| !s.contains("_state")));
+        assert!(demoted("pingora_core::apps", "H2 handshake error Downstream ...").is_some());
+        // Everything else keeps its level and its text.
+        assert!(demoted("pingora_proxy", "Fail to proxy: Upstream ConnectRefused").is_none());
+        assert!(demoted("pingora_core::connectors", "something else").is_none());
+        assert!(demoted("berth_proxy::app", "failed to acquire reusable stream").is_none());
     }
 }

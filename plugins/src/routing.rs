@@ -130,19 +130,19 @@ pub fn host_of(authority: &str) -> Option<String> {
 }
 
 /// The path a request is routed by: `path` with percent-escapes of unreserved characters
-/// (`A-Z a-z 0-9 - . _ ~`) and of `/` decoded, runs of `/` merged into one, and `.` and `..`
-/// segments resolved (never above the root). nginx matches `location` prefixes on a path
-/// normalised the same way; berth does it so that a path-scoped `auth` or `allow` cannot be
-/// walked around by spelling the path differently — upstreams resolve these spellings to the
-/// same resource. Decoding `%2F` can only move a request to a route with a longer prefix,
-/// never away from one. Case is kept: paths are case-sensitive. A path that needs none of
-/// this (the common case) is returned as it is, without allocating.
+/// (`A-Z a-z 0-9 - . _ ~`) and of `/` decoded, runs of `/` merged into one, `.` and `..`
+/// segments resolved (never above the root), the remaining escapes in upper case, and bytes
+/// outside ASCII escaped — one spelling per path, as nginx matches `location` prefixes on a
+/// normalised path. Case is kept otherwise: paths are case-sensitive. A path that needs none
+/// of this (the common case) is returned as it is, without allocating. See
+/// [`crate::table::RouteTable::route_request`] for what happens when the spelling matters.
 pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let plain = !path.contains('%') && !path.contains("//") && !path.contains("/.");
+    let plain =
+        !path.contains('%') && !path.contains("//") && !path.contains("/.") && path.is_ascii();
     if plain || !path.starts_with('/') {
         return std::borrow::Cow::Borrowed(path);
     }
-    let decoded = decode_unreserved(path);
+    let decoded = canonical_escapes(path);
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
@@ -169,31 +169,45 @@ pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// `path` with `%XX` decoded where XX is an unreserved character or `/`.
-fn decode_unreserved(path: &str) -> String {
+/// `path` with `%XX` decoded where XX is an unreserved character or `/`, other escapes in
+/// upper case, and non-ASCII bytes escaped.
+fn canonical_escapes(path: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let decoded = (bytes[i] == b'%')
+        let b = bytes[i];
+        let escaped = (b == b'%')
             .then(|| bytes.get(i + 1..i + 3))
             .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            .filter(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(b));
-        match decoded {
-            Some(b) => {
-                out.push(b);
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(c) if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) => {
+                out.push(char::from(c));
                 i += 3;
             }
+            Some(c) => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(c >> 4)]));
+                out.push(char::from(HEX[usize::from(c & 15)]));
+                i += 3;
+            }
+            None if b.is_ascii() => {
+                out.push(char::from(b));
+                i += 1;
+            }
             None => {
-                out.push(bytes[i]);
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
                 i += 1;
             }
         }
     }
-    // Only ASCII was decoded, and everything else was copied byte for byte.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    out
 }
 
 fn valid_port(port: &str) -> bool {
@@ -258,6 +272,8 @@ mod tests {
                 "/.well-known/acme-challenge/x",
             ),
             ("/a%20b", "/a%20b"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
             ("/%2", "/%2"),
             ("/%zz/x", "/%zz/x"),
             ("/%252e%252e/admin", "/%252e%252e/admin"),

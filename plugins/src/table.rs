@@ -45,6 +45,17 @@ fn path_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
 }
 
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Routed<'a, R> {
+    /// This route.
+    Route(&'a Arc<R>),
+    /// No route covers the host and path.
+    None,
+    /// The path as sent and the path normalised would take different routes.
+    Ambiguous,
+}
+
 /// An immutable, indexed set of routes.
 #[derive(Debug)]
 pub struct RouteTable<R> {
@@ -127,6 +138,31 @@ impl<R: Routable> RouteTable<R> {
             .chain(self.regex.iter())
             .filter(|e| e.pattern.matches(host))
             .find_map(|e| e.find(path))
+    }
+
+    /// Finds the route for a request: `raw_path` is the path as the client sent it. The route
+    /// is looked up by the normalised path ([`crate::routing::route_path`]); when the path as
+    /// sent would take a different route, the request is [`Routed::Ambiguous`]: upstreams
+    /// disagree on how to read such a path (nginx resolves `/admin/../x` to `/x`, Flask
+    /// keeps it under `/admin`), so no route can be chosen safely.
+    pub fn route_request(&self, host: &str, raw_path: &str) -> Routed<'_, R> {
+        let normalised = crate::routing::route_path(raw_path);
+        let route = self.lookup(host, &normalised);
+        if normalised != raw_path {
+            let as_sent = self.lookup(host, raw_path);
+            let same = match (route, as_sent) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                return Routed::Ambiguous;
+            }
+        }
+        match route {
+            Some(r) => Routed::Route(r),
+            None => Routed::None,
+        }
     }
 
     /// Every route whose host pattern matches `host`, most specific host entry first (the
@@ -252,5 +288,44 @@ mod tests {
     fn regexes_keep_declaration_order() {
         let t = table(&[("~a", "/", "first"), ("~b", "/", "second")]);
         assert_eq!(t.lookup("ab.test", "/").map(|r| r.2), Some("first"));
+    }
+
+    #[test]
+    fn a_path_whose_spellings_take_different_routes_is_ambiguous() {
+        let t = table(&[("a.test", "/", "open"), ("a.test", "/admin", "admin")]);
+        let routed = |path: &str| match t.route_request("a.test", path) {
+            Routed::Route(r) => r.2,
+            Routed::None => "none",
+            Routed::Ambiguous => "ambiguous",
+        };
+        // One spelling, or spellings that agree: routed.
+        assert_eq!(routed("/admin/x"), "admin");
+        assert_eq!(routed("/public"), "open");
+        assert_eq!(routed("/x/../public"), "open");
+        assert_eq!(routed("/admin/./x"), "admin");
+        assert_eq!(routed("/admin/%2e/x"), "admin");
+        // Spellings that disagree, in either direction: nobody can tell which the upstream
+        // means.
+        for path in [
+            "//admin",
+            "/./admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/admin/../public",
+            "/admin/%2e%2e/x",
+            "/admin//../secret",
+            "/admin/x%2F..%2F..%2Fpublic",
+        ] {
+            assert_eq!(routed(path), "ambiguous", "{path}");
+        }
+        let none = table(&[("a.test", "/v2", "v2")]);
+        assert!(matches!(
+            none.route_request("a.test", "/x/../y"),
+            Routed::None
+        ));
+        assert!(matches!(
+            none.route_request("a.test", "/x/../v2"),
+            Routed::Ambiguous
+        ));
     }
 }

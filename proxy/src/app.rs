@@ -15,8 +15,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
 use berth_plugins::route::{HostPattern, UpstreamProto};
-use berth_plugins::routing::{request_target, route_path};
-use berth_plugins::table::RouteTable;
+use berth_plugins::routing::request_target;
+use berth_plugins::table::{RouteTable, Routed};
 use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme};
 
 use crate::observe::Observer;
@@ -127,11 +127,19 @@ impl ProxyHttp for Berth {
         ctx.host = target.host;
         ctx.authority = target.authority;
 
-        let route = self
-            .table
-            .load()
-            .lookup(&ctx.host, &route_path(session.req_header().uri.path()))
-            .cloned();
+        let table = self.table.load();
+        let route = match table.route_request(&ctx.host, session.req_header().uri.path()) {
+            Routed::Route(r) => Some(r.clone()),
+            Routed::None => None,
+            Routed::Ambiguous => {
+                let reply = Reply::text(
+                    http::StatusCode::BAD_REQUEST,
+                    "ambiguous path: it names different routes depending on how it is read",
+                );
+                self.respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
+        };
         ctx.route.clone_from(&route);
         // Challenges come first, for any host, routed or not: a certificate is often wanted
         // before its route is (the plugin itself stays out of `nohttp` routes).
@@ -337,15 +345,33 @@ fn log_failure(summary: &str, ctx: &RequestCtx, e: &Error, code: u16) {
         return;
     }
     let upstream = ctx.upstream.map(|u| u.to_string()).unwrap_or_default();
+    let error = describe(e);
     match e.esource() {
         ErrorSource::Downstream => {
-            tracing::debug!(request = %summary, error = %e, "the client went away or sent no more");
+            tracing::debug!(request = %summary, %error, "the client went away or sent no more");
         }
         ErrorSource::Upstream => {
-            tracing::warn!(request = %summary, status = code, %upstream, error = %e, "upstream failed");
+            tracing::warn!(request = %summary, status = code, %upstream, %error, "upstream failed");
         }
         _ => {
-            tracing::error!(request = %summary, status = code, %upstream, error = %e, "request failed")
+            tracing::error!(request = %summary, status = code, %upstream, %error, "request failed")
         }
+    }
+}
+
+/// What went wrong, for the log: the error's kind and its root cause's kind or I/O error,
+/// never Pingora's context text, which can quote the bytes of a request or response head
+/// (query strings and all).
+fn describe(e: &Error) -> String {
+    let root = e.root_cause();
+    match root.downcast_ref::<Error>() {
+        Some(inner) if !std::ptr::eq(inner, e) => {
+            format!("{:?} ({:?})", e.etype(), inner.etype())
+        }
+        Some(_) => format!("{:?}", e.etype()),
+        None => match root.downcast_ref::<std::io::Error>() {
+            Some(io) => format!("{:?}: {:?}", e.etype(), io.kind()),
+            None => format!("{:?}", e.etype()),
+        },
     }
 }

@@ -21,7 +21,9 @@
 //!   on the plain port, garbage) get berth's own 400 at once.
 //! - **keepalive-timeout**: the idle wait for the next request on a connection.
 //!
-//! HTTP/2 connections (ALPN `h2`) go to Pingora after the handshake: their header blocks are
+//! HTTP/2 connections (ALPN `h2`) must send the client connection preface within
+//! `header-timeout` of the accept too (berth reads it, then replays it to Pingora, whose
+//! HTTP/2 handshake would wait for it forever); after that they go to Pingora: their header blocks are
 //! limited to `max-header-size` by the HTTP/2 server's `SETTINGS_MAX_HEADER_LIST_SIZE` (431
 //! beyond it), and idle connections are closed after `keepalive-timeout` through Pingora's
 //! `h2_idle_timeout`. Both are read when berth starts: a reload changes them for HTTP/1 only.
@@ -147,6 +149,41 @@ impl<A> Guarded<A> {
         }
     }
 
+    /// Reads the HTTP/2 client preface within `header-timeout` of `accepted` and returns the
+    /// stream with the preface to be read again (by Pingora's HTTP/2 handshake).
+    async fn h2_preface(
+        &self,
+        mut stream: Stream,
+        accepted: Instant,
+        limits: &Limits,
+    ) -> Option<Stream> {
+        let mut preface = [0u8; H2_PREFACE.len()];
+        let deadline = accepted + limits.header_timeout;
+        match tokio::time::timeout_at(deadline, stream.read_exact(&mut preface)).await {
+            Ok(Ok(_)) if preface == *H2_PREFACE => Some(Box::new(Replayed {
+                prefix: bytes::Bytes::copy_from_slice(&preface),
+                inner: stream,
+            })),
+            Ok(Ok(_)) => {
+                count(&self.metrics.bad_request);
+                tracing::debug!(
+                    listener = self.name,
+                    "not an HTTP/2 connection preface after ALPN h2"
+                );
+                None
+            }
+            Ok(Err(_)) => None,
+            Err(_) => {
+                count(&self.metrics.header_timeout);
+                tracing::debug!(
+                    listener = self.name,
+                    "no HTTP/2 preface within limits.header-timeout"
+                );
+                None
+            }
+        }
+    }
+
     /// The number of client connections open on this listener, live.
     pub fn open_connections(&self) -> Arc<AtomicUsize> {
         self.open.clone()
@@ -170,6 +207,129 @@ impl<A> Guarded<A> {
         }
     }
 }
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A client stream with bytes berth has already read put back in front, so that the next
+/// reader (Pingora's HTTP/2 server) sees the connection from its start. Everything else is
+/// the stream's own.
+#[derive(Debug)]
+struct Replayed {
+    prefix: bytes::Bytes,
+    inner: Stream,
+}
+
+impl tokio::io::AsyncRead for Replayed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Replayed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl pingora_core::protocols::Shutdown for Replayed {
+    async fn shutdown(&mut self) {
+        pingora_core::protocols::Shutdown::shutdown(&mut *self.inner).await;
+    }
+}
+
+impl pingora_core::protocols::UniqueID for Replayed {
+    fn id(&self) -> pingora_core::protocols::UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl pingora_core::protocols::Ssl for Replayed {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl pingora_core::protocols::GetTimingDigest for Replayed {
+    fn get_timing_digest(&self) -> Vec<Option<pingora_core::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl pingora_core::protocols::GetProxyDigest for Replayed {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl pingora_core::protocols::GetSocketDigest for Replayed {
+    fn get_socket_digest(&self) -> Option<Arc<pingora_core::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, socket_digest: pingora_core::protocols::SocketDigest) {
+        self.inner.set_socket_digest(socket_digest);
+    }
+}
+
+impl pingora_core::protocols::Peek for Replayed {}
 
 /// Holds one slot of the listener's connection count until dropped.
 struct Slot<'a> {
@@ -312,8 +472,11 @@ async fn read_head(
             Parsed::Partial if buf.len() > limits.max_header_size => return Head::TooLarge,
             Parsed::Partial => {}
         }
+        // A bounded read: what berth hands Pingora (the head and whatever body came with it)
+        // stays under Pingora's own 1 MiB ceiling.
         buf.reserve(4096);
-        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+        let mut chunk = bytes::BufMut::limit(&mut buf, berth_plugins::limits::HEAD_READ_CHUNK);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut chunk)).await {
             Err(_) => return Head::TimedOut,
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return Head::Closed,
@@ -380,6 +543,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             None => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let stream = self.h2_preface(stream, accepted, &limits).await?;
             return self.inner.process_new(stream, shutdown).await;
         }
 

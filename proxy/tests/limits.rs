@@ -23,8 +23,11 @@ fn limited(limits: &str, routes: &str) -> String {
 }
 
 /// Reads until the peer closes (or `limit` passes); returns what arrived and whether the
-/// connection was closed.
-async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+/// connection was closed. Plain TCP or TLS.
+async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> (String, bool) {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + limit;
@@ -393,24 +396,6 @@ impl Tls {
     }
 }
 
-/// Reads from a TLS stream until it closes (or `limit` passes).
-async fn tls_read_to_close<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    limit: Duration,
-) -> (String, bool) {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into(), true),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
-        }
-    }
-}
-
 /// Over HTTPS the same limits hold, and the TLS handshake itself is under them: a client that
 /// never finishes its handshake is cut at header-timeout and holds one of max-connections
 /// meanwhile.
@@ -429,7 +414,7 @@ async fn limits_hold_over_https_and_bound_the_tls_handshake() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let (answer, _) = tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+    let (answer, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
     // A slowloris client over TLS: 408 at header-timeout.
@@ -441,7 +426,7 @@ async fn limits_hold_over_https_and_bound_the_tls_handshake() {
     let (answer, closed) = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         if s.write_all(b"a").await.is_err() || started.elapsed() > Duration::from_secs(2) {
-            break tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+            break read_to_close(&mut s, Duration::from_secs(5)).await;
         }
     };
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
@@ -454,7 +439,7 @@ async fn limits_hold_over_https_and_bound_the_tls_handshake() {
         "x".repeat(5000)
     );
     let _ = s.write_all(big.as_bytes()).await;
-    let (answer, _) = tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+    let (answer, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
 
     // Three connections that never start their handshake fill max-connections...
@@ -486,7 +471,7 @@ async fn limits_hold_over_https_and_bound_the_tls_handshake() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let (answer, _) = tls_read_to_close(&mut s, Duration::from_secs(5)).await;
+    let (answer, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
     let m = common::scrape(&b).await;
@@ -502,14 +487,15 @@ async fn limits_hold_over_https_and_bound_the_tls_handshake() {
     assert_eq!(refused("max_connections"), 1.0);
 }
 
-/// Over HTTP/2, max-header-size limits the header block (431) and max-connections counts
-/// connections as for HTTP/1.
+/// Over HTTP/2, max-header-size limits the header block (431), max-connections counts
+/// connections as for HTTP/1, and a client that completes TLS but never sends the HTTP/2
+/// preface is cut at header-timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_hold_over_http2() {
     let origin = Origin::start("app");
     let t = tls(&[b"h2"]);
     let b = berth(&t.config(
-        "max-header-size = \"4KiB\"\nmax-connections = 2",
+        "max-header-size = \"4KiB\"\nmax-connections = 2\nheader-timeout = \"2s\"",
         &route("app.test", &[origin.addr], ""),
     ));
     let https = b.https.unwrap();
@@ -541,11 +527,15 @@ async fn limits_hold_over_http2() {
         "the oversized request never reached the origin"
     );
 
-    // Two h2 connections held open fill max-connections; a third is refused.
+    // Two idle but proper HTTP/2 connections (preface and SETTINGS sent) fill
+    // max-connections; a third is refused.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let s = t.connect(https).await.unwrap();
+        let mut s = t.connect(https).await.unwrap();
         assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
         held.push(s);
     }
     common::wait_for(&b, "berth_open_connections{listener=\"https\"}", 2.0).await;
@@ -553,8 +543,68 @@ async fn limits_hold_over_http2() {
         t.connect(https).await.is_err(),
         "a third connection got through"
     );
-    drop(held);
+    // They stay past header-timeout: only keep-alive (75 s) bounds an idle HTTP/2 connection.
+    let mut buf = [0u8; 256];
+    let mut first = held.remove(0);
+    let idle = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match first.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // the server's SETTINGS and its ACK
+            }
+        }
+    })
+    .await;
+    assert!(
+        idle.is_err(),
+        "a proper idle HTTP/2 connection was cut early"
+    );
+    drop((first, held));
     common::wait_for(&b, "berth_open_connections{listener=\"https\"}", 0.0).await;
+
+    // A client that completes TLS with ALPN h2 and then sends nothing: cut at header-timeout.
+    let started = Instant::now();
+    let mut silent = t.connect(https).await.unwrap();
+    let (_, closed) = read_to_close(&mut silent, Duration::from_secs(6)).await;
+    assert!(closed, "a silent HTTP/2 client was never cut");
+    let at = started.elapsed();
+    assert!(
+        at >= Duration::from_millis(1900) && at < Duration::from_secs(4),
+        "cut after {at:?}"
+    );
     let again = curl("X-Small: s");
     assert_eq!(String::from_utf8_lossy(&again.stdout), "2 200", "{again:?}");
+}
+
+/// The largest allowed head, sent in one write with a body behind it, is served: what berth
+/// hands Pingora (head and the body bytes read with it) stays under Pingora's own ceiling.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_largest_allowed_head_with_a_body_behind_it_is_served() {
+    let origin = Origin::start("app");
+    let b = berth(&limited(
+        "max-header-size = \"512KiB\"",
+        &route("app.test", &[origin.addr], ""),
+    ));
+    let body = vec![b'b'; 600 << 10];
+    let mut head = String::from("POST / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n");
+    head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    for i in 0.. {
+        if head.len() + 4100 > 512 << 10 {
+            break;
+        }
+        head.push_str(&format!("X-Pad-{i}: {}\r\n", "p".repeat(4000)));
+    }
+    head.push_str("\r\n");
+    assert!(head.len() <= 512 << 10);
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    let mut all = head.into_bytes();
+    all.extend_from_slice(&body);
+    s.write_all(&all).await.unwrap();
+    let (answer, _) = read_to_close(&mut s, Duration::from_secs(10)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200 "),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert!(answer.contains(&format!("\"body_bytes\":{}", body.len())));
 }

@@ -31,17 +31,36 @@ async fn failed_requests_are_logged_without_their_query_and_at_the_right_level()
             held.push(s);
         }
     });
+    // And one that answers with a broken head that quotes the upload token (502).
+    let broken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broken_addr = broken.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = broken.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 202 Accepted\r\nLocation: /v2/app/blobs/uploads/u1?{SECRET}\r\n\
+                     X-Bad\x01: y\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+            });
+        }
+    });
     let origin = Origin::start("sink");
     let cfg = config(
         &[
             route("dead.test", &[dead], ""),
             route("silent.test", &[silent_addr], "read-timeout = \"500ms\""),
+            route("broken.test", &[broken_addr], ""),
             route("live.test", &[origin.addr], ""),
         ]
         .concat(),
     )
     .replace("[listen]\n", "[listen]\nmetrics = \"{admin}\"\n")
     .replace("[docker]", "[log]\naccess = \"stdout\"\n\n[docker]");
+    // Every level, debug included, must be free of query strings.
+    std::env::set_var("BERTH_LOG", "debug");
     let b = berth(&cfg);
 
     let target = format!("/v2/app/blobs/uploads/7a1c?{SECRET}");
@@ -49,6 +68,8 @@ async fn failed_requests_are_logged_without_their_query_and_at_the_right_level()
     assert_eq!(r.status, 502);
     let r = call(&b, &Request::new("PATCH", "silent.test", &target)).await;
     assert_eq!(r.status, 504);
+    let r = call(&b, &Request::new("PUT", "broken.test", &target)).await;
+    assert_eq!(r.status, 502);
     // A client that sends half of a 64 MiB body, then leaves.
     let mut s = TcpStream::connect(b.http).await.unwrap();
     let head = format!(
@@ -96,7 +117,11 @@ async fn failed_requests_are_logged_without_their_query_and_at_the_right_level()
     // The failures were logged (the check above saw lines, not silence): as warnings that
     // name the request and the upstream, not as errors.
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
-    for (host, upstream) in [("dead.test", dead), ("silent.test", silent_addr)] {
+    for (host, upstream) in [
+        ("dead.test", dead),
+        ("silent.test", silent_addr),
+        ("broken.test", broken_addr),
+    ] {
         assert!(
             warnings.iter().any(|l| l.contains(&format!("Host: {host}"))
                 && l.contains("/v2/app/blobs/uploads/7a1c")

@@ -119,7 +119,11 @@ impl Origin {
                                 };
                                 handle(req, name.clone(), counters)
                             });
+                            // Heads up to 2 MiB and 256 headers (Pingora's own limits): the
+                            // proxy's limits are what is tested.
                             let _ = http1::Builder::new()
+                                .max_buf_size(2 << 20)
+                                .max_headers(256)
                                 .serve_connection(TokioIo::new(stream), svc)
                                 .await;
                         });

@@ -91,20 +91,30 @@ impl Plugin for Allow {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
-        let xff = session
+        // A value that is not text at all makes the whole header unusable, rather than being
+        // skipped: the address behind it could be the one a proxy appended.
+        let xff: Option<Vec<&str>> = session
             .req_header()
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok());
-        Ok(if self.permits(ctx.downstream.client_ip, xff) {
-            Flow::Continue
-        } else {
-            Flow::Respond(Reply::text(
-                StatusCode::FORBIDDEN,
-                "this route does not accept requests from your address",
-            ))
-        })
+            .map(|v| v.to_str().ok())
+            .collect();
+        let unreadable = ["(unreadable)"];
+        let values = match &xff {
+            Some(v) => v.as_slice(),
+            None => &unreadable[..],
+        };
+        Ok(
+            if self.permits(ctx.downstream.client_ip, values.iter().copied()) {
+                Flow::Continue
+            } else {
+                Flow::Respond(Reply::text(
+                    StatusCode::FORBIDDEN,
+                    "this route does not accept requests from your address",
+                ))
+            },
+        )
     }
 }
 

@@ -194,7 +194,9 @@ impl Loader {
             let crt = self.dir.join(format!("{name}.crt"));
             let key = self.dir.join(format!("{name}.key"));
             let Some(crt_stat) = stat(&crt) else {
-                continue; // a dangling symlink: treated as absent
+                // A dangling symlink: treated as absent, with nothing left to wait for.
+                self.halves.remove(name);
+                continue;
             };
             let fp = Fingerprint {
                 crt: crt_stat,
@@ -298,4 +300,44 @@ fn load_pair(crt: &Path, key: &Path, name: &str) -> Result<CertEntry, CertError>
         not_after,
         path: crt.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_pending_mismatch_is_dropped_when_its_certificate_goes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (crt, key) = pair("a.test");
+        std::fs::write(dir.path().join("a.test.crt"), &crt).expect("crt");
+        std::fs::write(dir.path().join("a.test.key"), &key).expect("key");
+        let mut loader = Loader::new(dir.path().to_path_buf());
+        let store = loader.rescan(&CertStore::default()).expect("loaded");
+        assert!(store.get("a.test").is_some());
+
+        // A new key beside the old certificate: waited on, the old pair still served.
+        let (_, other_key) = pair("a.test");
+        std::fs::write(dir.path().join("a.test.key"), &other_key).expect("key");
+        let unchanged = loader.rescan(&store);
+        assert!(unchanged.is_none(), "nothing to swap while waiting");
+        assert!(loader.settle_deadline().is_some());
+
+        // The certificate becomes a dangling link: nothing is left to wait for, and the
+        // deadline must not stay behind (the watcher would rescan in a loop).
+        std::fs::remove_file(dir.path().join("a.test.crt")).expect("rm");
+        std::os::unix::fs::symlink("./gone/fullchain.pem", dir.path().join("a.test.crt"))
+            .expect("link");
+        let _ = loader.rescan(&store);
+        assert_eq!(loader.settle_deadline(), None);
+    }
 }
