@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use berth_plugins::route::HostPattern;
-use berth_plugins::routing::{host_of, route_path};
+use berth_plugins::path::route_path;
+use berth_plugins::routing::host_of;
 use berth_plugins::table::{Routable, RouteTable, Routed};
 use libfuzzer_sys::fuzz_target;
 

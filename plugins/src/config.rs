@@ -867,13 +867,13 @@ impl RawRoute {
                 key("path"),
                 format!("invalid path \"{path}\": must start with \"/\""),
             );
-        } else if crate::routing::route_path(&path) != path.as_str() {
+        } else if crate::path::route_path(&path) != path.as_str() {
             errors.push(
                 key("path"),
                 format!(
                     "path \"{path}\" can never match: requests are routed by their normalised \
                      path; write \"{}\"",
-                    crate::routing::route_path(&path)
+                    crate::path::route_path(&path)
                 ),
             );
         }

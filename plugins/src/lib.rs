@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod merge;
+pub mod path;
 pub mod plugin;
 pub mod rescue;
 pub mod route;

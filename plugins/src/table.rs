@@ -141,12 +141,12 @@ impl<R: Routable> RouteTable<R> {
     }
 
     /// Finds the route for a request: `raw_path` is the path as the client sent it. The route
-    /// is looked up by the normalised path ([`crate::routing::route_path`]); when the path as
+    /// is looked up by the normalised path ([`crate::path::route_path`]); when the path as
     /// sent would take a different route, the request is [`Routed::Ambiguous`]: upstreams
     /// disagree on how to read such a path (nginx resolves `/admin/../x` to `/x`, Flask
     /// keeps it under `/admin`), so no route can be chosen safely.
     pub fn route_request(&self, host: &str, raw_path: &str) -> Routed<'_, R> {
-        let normalised = crate::routing::route_path(raw_path);
+        let normalised = crate::path::route_path(raw_path);
         let route = self.lookup(host, &normalised);
         if normalised != raw_path {
             let as_sent = self.lookup(host, raw_path);
