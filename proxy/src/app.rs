@@ -359,19 +359,38 @@ fn log_failure(summary: &str, ctx: &RequestCtx, e: &Error, code: u16) {
     }
 }
 
-/// What went wrong, for the log: the error's kind and its root cause's kind or I/O error,
-/// never Pingora's context text, which can quote the bytes of a request or response head
-/// (query strings and all).
+/// What went wrong, for the log: each error of the chain with its kind and context, down to
+/// the root cause ("connection refused", "invalid peer certificate: UnknownIssuer") — except
+/// the contexts in which Pingora quotes the bytes of a request or response head (`buf: …`,
+/// query strings and all), which are left out.
 fn describe(e: &Error) -> String {
-    let root = e.root_cause();
-    match root.downcast_ref::<Error>() {
-        Some(inner) if !std::ptr::eq(inner, e) => {
-            format!("{:?} ({:?})", e.etype(), inner.etype())
+    let mut out = String::new();
+    let mut next: Option<&(dyn std::error::Error + Send + Sync)> = Some(e);
+    while let Some(current) = next {
+        if !out.is_empty() {
+            out.push_str(": ");
         }
-        Some(_) => format!("{:?}", e.etype()),
-        None => match root.downcast_ref::<std::io::Error>() {
-            Some(io) => format!("{:?}: {:?}", e.etype(), io.kind()),
-            None => format!("{:?}", e.etype()),
-        },
+        let pingora = current
+            .downcast_ref::<Error>()
+            .or_else(|| current.downcast_ref::<Box<Error>>().map(|b| b.as_ref()));
+        match pingora {
+            Some(p) => {
+                out.push_str(&format!("{:?}", p.etype()));
+                match p.context.as_ref().map(|c| c.as_str()) {
+                    Some(c) if c.starts_with("buf:") => out.push_str(" (head not logged)"),
+                    Some(c) if !c.is_empty() => {
+                        out.push(' ');
+                        out.push_str(c);
+                    }
+                    _ => {}
+                }
+                next = p.cause.as_deref();
+            }
+            None => {
+                out.push_str(&current.to_string());
+                next = None;
+            }
+        }
     }
+    out
 }
