@@ -11,9 +11,9 @@ use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
 };
 
-use berth_plugins::acme::KeyType;
-use berth_plugins::builtin::valid_token;
-use berth_plugins::files::write_atomic;
+use berth_core::acme::KeyType;
+use berth_core::contract::valid_token;
+use berth_core::contract::write_atomic;
 
 use crate::wanted::Wanted;
 use crate::Error;

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 
 use berth_acme::metrics::Metrics;
 use berth_acme::worker::Worker;
-use berth_plugins::config::{parse_config, Config, DockerEndpoint, EMBEDDED_DEFAULT};
-use berth_plugins::docker::{discovery_endpoint, list_once, DockerWatcher, Snapshot};
+use berth_core::config::{parse_config, Config, DockerEndpoint, EMBEDDED_DEFAULT};
+use berth_core::docker::{discovery_endpoint, list_once, DockerWatcher, Snapshot};
 
 /// berth-acme — obtains and renews the certificates berth serves.
 ///
@@ -65,7 +65,7 @@ fn docker_endpoint(config: &Config) -> Result<Option<DockerEndpoint>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    berth_plugins::logging::init();
+    berth_core::logging::init();
     let config = match load(cli.config.as_ref()) {
         Ok(c) => Arc::new(c),
         Err(e) => {

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use berth_plugins::config::ConfigError;
-use berth_plugins::docker::Snapshot;
-use berth_plugins::labels::acme_request;
-use berth_plugins::route::{HostPattern, RouteSpec};
+use berth_core::config::ConfigError;
+use berth_core::docker::Snapshot;
+use berth_core::labels::acme_request;
+use berth_core::route::{HostPattern, RouteSpec};
 
 /// A certificate berth-acme keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub fn read_leaf(pem: &[u8]) -> Result<Existing, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_plugins::labels::{ContainerInfo, ContainerNetwork, Health};
+    use berth_core::labels::{ContainerInfo, ContainerNetwork, Health};
     use std::sync::Arc;
 
     fn container(name: &str, env: &[(&str, &str)]) -> Arc<ContainerInfo> {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
 
-use berth_plugins::config::Config;
-use berth_plugins::docker::Snapshot;
+use berth_core::config::Config;
+use berth_core::docker::Snapshot;
 
 use crate::issue::issue;
 use crate::metrics::Metrics;

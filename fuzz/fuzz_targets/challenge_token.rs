@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-use berth_plugins::builtin::{valid_token, AcmeChallenge, CHALLENGE_PREFIX};
+use berth_core::contract::{valid_token, CHALLENGE_PREFIX};
+use berth_plugins::builtin::AcmeChallenge;
 use libfuzzer_sys::fuzz_target;
 
 const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";

@@ -2,8 +2,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use berth_plugins::config::parse_config;
-use berth_plugins::units::{parse_duration, parse_size};
+use berth_core::config::parse_config;
+use berth_core::units::{parse_duration, parse_size};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

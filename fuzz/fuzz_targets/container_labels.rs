@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use arbitrary::Arbitrary;
-use berth_plugins::config::builtin_defaults;
-use berth_plugins::labels::{
+use berth_core::config::builtin_defaults;
+use berth_core::labels::{
     acme_request, discover, AddressRules, ContainerInfo, ContainerNetwork, Discovery, Health,
 };
 use libfuzzer_sys::fuzz_target;

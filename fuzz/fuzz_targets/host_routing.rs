@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use berth_plugins::route::HostPattern;
-use berth_plugins::path::route_path;
-use berth_plugins::routing::host_of;
-use berth_plugins::table::{Routable, RouteTable, Routed};
+use berth_core::route::HostPattern;
+use berth_core::path::route_path;
+use berth_core::route::host_of;
+use berth_core::table::{Routable, RouteTable, Routed};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

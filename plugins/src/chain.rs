@@ -18,8 +18,8 @@ use crate::builtin::{
     RegistryProfile, Timeouts, UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
-use crate::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
-use crate::table::{Routable, RouteTable};
+use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
+use berth_core::table::{Routable, RouteTable};
 
 /// What plugins need from outside their route when they are built.
 #[derive(Clone, Default)]

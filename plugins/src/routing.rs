@@ -5,10 +5,12 @@
 //! (`GET http://other.example/ HTTP/1.1`) names the host that is routed — a host berth has
 //! no route for gets the same 503 as an unknown `Host`. The host is compared lowercase,
 //! without port and without a trailing dot; the path is compared normalised
-//! ([`crate::path::route_path`]).
+//! ([`berth_core::path::route_path`]).
 
 use http::{Method, StatusCode};
 use pingora_http::RequestHeader;
+
+use berth_core::route::host_of;
 
 use crate::plugin::Reply;
 
@@ -95,42 +97,6 @@ fn absolute_target(raw: &[u8]) -> Result<Option<http::Uri>, Reply> {
     }
 }
 
-/// The host name of an authority (`Host` header value): lowercase, port and trailing dot
-/// removed; `None` when it is empty or has characters no host name has.
-pub fn host_of(authority: &str) -> Option<String> {
-    if authority.contains('@') {
-        return None;
-    }
-    let name = if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let rest = &authority[end + 1..];
-        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(valid_port)) {
-            return None;
-        }
-        &authority[..=end]
-    } else {
-        match authority.rsplit_once(':') {
-            Some((name, port)) if valid_port(port) => name,
-            Some(_) => return None,
-            None => authority,
-        }
-    };
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    // No empty label (`a..b`, `.a`), as nginx: such a name matches no pattern as written.
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && !name.ends_with('.')
-        && !name.contains("..")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    ok.then_some(name)
-}
-
-fn valid_port(port: &str) -> bool {
-    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,29 +107,6 @@ mod tests {
             r.append_header("host", *h).expect("host");
         }
         r
-    }
-
-    #[test]
-    fn host_is_lowercased_without_port() {
-        let cases = [
-            ("Registry.Example.com:8443", Some("registry.example.com")),
-            ("registry.example.com.", Some("registry.example.com")),
-            ("registry.example.com", Some("registry.example.com")),
-            ("[::1]:8080", Some("[::1]")),
-            ("127.0.0.1:80", Some("127.0.0.1")),
-            ("", None),
-            ("a b", None),
-            ("user@host", None),
-            ("host:port", None),
-            ("host:", None),
-            ("[::1]x", None),
-            ("a..example.com", None),
-            (".example.com", None),
-            ("example.com..", None),
-        ];
-        for (authority, expected) in cases {
-            assert_eq!(host_of(authority).as_deref(), expected, "{authority:?}");
-        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use berth_plugins::config::AccessLog;
+use berth_core::config::AccessLog;
 
 /// Lines that may wait for the writer before new ones are dropped.
 pub const QUEUE_LINES: usize = 65_536;

@@ -18,8 +18,8 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde::Serialize;
 
-use berth_plugins::docker::DockerStatus;
-use berth_plugins::route::RouteSpec;
+use berth_core::docker::DockerStatus;
+use berth_core::route::RouteSpec;
 
 use crate::app::SharedTable;
 use crate::discovery::Report;

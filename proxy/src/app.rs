@@ -12,11 +12,11 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use berth_core::route::{HostPattern, UpstreamProto};
+use berth_core::table::{RouteTable, Routed};
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
-use berth_plugins::route::{HostPattern, UpstreamProto};
 use berth_plugins::routing::request_target;
-use berth_plugins::table::{RouteTable, Routed};
 use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme};
 
 use crate::observe::Observer;

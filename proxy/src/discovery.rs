@@ -1,5 +1,5 @@
 //! Docker discovery: a background service that follows the Docker daemon
-//! ([`berth_plugins::docker::DockerWatcher`]) and, on every change, rebuilds the route table
+//! ([`berth_core::docker::DockerWatcher`]) and, on every change, rebuilds the route table
 //! from the config file's routes plus what the label schema makes of each container, then
 //! swaps it in whole.
 //!
@@ -18,12 +18,12 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
 
-use berth_plugins::docker::{DockerStatus, DockerWatcher, Snapshot};
-use berth_plugins::labels::{discover, AddressRules, ContainerInfo, Discovery, Health};
-use berth_plugins::merge::merge_routes;
-use berth_plugins::route::{RouteSettings, RouteSpec};
-use berth_plugins::sync::lock;
-use berth_plugins::table::RouteTable;
+use berth_core::docker::{DockerStatus, DockerWatcher, Snapshot};
+use berth_core::labels::{discover, AddressRules, ContainerInfo, Discovery, Health};
+use berth_core::merge::merge_routes;
+use berth_core::route::{RouteSettings, RouteSpec};
+use berth_core::sync::lock;
+use berth_core::table::RouteTable;
 use berth_plugins::{ChainEnv, Route};
 
 use crate::app::SharedTable;

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         println!("berth: {source} is valid ({} routes)", config.routes.len());
         return ExitCode::SUCCESS;
     }
-    berth_plugins::logging::init();
+    berth_core::logging::init();
     let routes = config.routes.len();
     let (server, listeners) = match build_server(config, source.clone(), cli.upgrade) {
         Ok(built) => built,

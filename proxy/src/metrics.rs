@@ -18,8 +18,8 @@ use prometheus::{
     TextEncoder,
 };
 
-use berth_plugins::docker::DockerStatus;
-use berth_plugins::route::RouteSource;
+use berth_core::docker::DockerStatus;
+use berth_core::route::RouteSource;
 
 use crate::app::SharedTable;
 use crate::tls::CertStore;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use pingora_error::{Error, ErrorSource};
 use pingora_proxy::Session;
 
+use berth_core::route::Profile;
 use berth_plugins::builtin::{is_blob_upload, UploadResult};
-use berth_plugins::route::Profile;
 use berth_plugins::RequestCtx;
 
 use crate::access_log::{self, AccessLogger, Entry};
@@ -122,7 +122,7 @@ fn host_label(ctx: &RequestCtx) -> String {
 /// When the access-log file cannot be opened.
 pub fn observer(
     metrics: Option<Arc<Metrics>>,
-    access: &berth_plugins::config::AccessLog,
+    access: &berth_core::config::AccessLog,
 ) -> std::io::Result<Arc<Observer>> {
     Ok(Arc::new(Observer {
         metrics,

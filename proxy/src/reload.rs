@@ -21,9 +21,9 @@ use pingora_core::services::background::BackgroundService;
 use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 
-use berth_plugins::config::Config;
-use berth_plugins::limits::Limits;
-use berth_plugins::sync::lock;
+use berth_core::config::Config;
+use berth_core::limits::Limits;
+use berth_core::sync::lock;
 use berth_plugins::ChainEnv;
 
 use crate::discovery::{FileRoutes, RouteBuilder};

@@ -13,13 +13,13 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 
+use berth_core::config::{DefaultCert, TlsConfig};
+use berth_core::docker::{discovery_endpoint, DockerWatcher};
+use berth_core::lifecycle::ServerSettings;
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
-use berth_plugins::config::{DefaultCert, TlsConfig};
-use berth_plugins::docker::{discovery_endpoint, DockerWatcher};
-use berth_plugins::lifecycle::ServerSettings;
 
-use berth_plugins::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
-use berth_plugins::table::RouteTable;
+use berth_core::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
+use berth_core::table::RouteTable;
 use berth_plugins::{ChainEnv, Scheme};
 
 use crate::admin::Admin;
@@ -60,7 +60,7 @@ pub fn load_config(source: &ConfigSource) -> Result<Config, ConfigErrors> {
         ConfigSource::Embedded => parse_config(EMBEDDED_DEFAULT),
         ConfigSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigErrors(vec![berth_plugins::config::ConfigError {
+                ConfigErrors(vec![berth_core::config::ConfigError {
                     path: String::new(),
                     message: format!("cannot read {}: {e}", path.display()),
                 }])

@@ -170,7 +170,7 @@ fn every_toml_example_is_a_valid_configuration() {
             } else {
                 format!("[listen]\nhttp = \"127.0.0.1:8080\"\n\n{body}")
             };
-            if let Err(errors) = berth_plugins::config::parse_config(&whole) {
+            if let Err(errors) = berth_core::config::parse_config(&whole) {
                 invalid.push(format!(
                     "{}: a TOML example is not valid:\n  {}\n{body}",
                     path.display(),
@@ -262,7 +262,7 @@ fn every_metric_is_documented_once() {
 
 #[test]
 fn every_label_and_variable_is_documented_once() {
-    let names = berth_plugins::labels::schema_names();
+    let names = berth_core::labels::schema_names();
     assert!(names.iter().any(|n| n == "berth.host"));
     assert!(names.iter().any(|n| n == "LETSENCRYPT_HOST"));
     let found = table_rows_naming(&names);

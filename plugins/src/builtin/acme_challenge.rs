@@ -20,23 +20,13 @@ use http::StatusCode;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use crate::plugin::{Flow, Plugin, Reply, RequestCtx, Scheme};
-use crate::route::HttpsMode;
+use berth_core::contract::{challenge_tokens_dir, valid_token, CHALLENGE_PREFIX};
 
-/// The path prefix of HTTP-01 challenges.
-pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+use crate::plugin::{Flow, Plugin, Reply, RequestCtx, Scheme};
+use berth_core::route::HttpsMode;
 
 /// Longest key authorization served (a real one is under 100 bytes).
 const MAX_KEY_AUTHORIZATION: u64 = 4096;
-
-/// Whether `token` is a base64url token (RFC 8555 §8.1: `[A-Za-z0-9_-]+`), and not
-/// absurdly long.
-pub fn valid_token(token: &str) -> bool {
-    (1..=256).contains(&token.len())
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// Serves challenge files from a directory.
 #[derive(Debug, Clone)]
@@ -48,7 +38,7 @@ impl AcmeChallenge {
     /// Serves `<challenge-dir>/.well-known/acme-challenge/<token>`.
     pub fn new(challenge_dir: PathBuf) -> AcmeChallenge {
         AcmeChallenge {
-            dir: challenge_dir.join(".well-known").join("acme-challenge"),
+            dir: challenge_tokens_dir(&challenge_dir),
         }
     }
 

@@ -27,18 +27,6 @@ use pingora_proxy::Session;
 
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 
-/// The ranges nginx-proxy calls "internal" (`NETWORK_ACCESS=internal`): loopback, the
-/// RFC 1918 ranges, IPv6 unique-local and link-local.
-pub const INTERNAL_NETWORKS: [&str; 7] = [
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "::1/128",
-    "fc00::/7",
-    "fe80::/10",
-];
-
 /// Refuses clients outside a set of networks.
 #[derive(Debug)]
 pub struct Allow {
@@ -128,7 +116,10 @@ mod tests {
 
     #[test]
     fn peers_inside_and_outside() {
-        let allow = Allow::new(nets(&INTERNAL_NETWORKS), Arc::from(Vec::new()));
+        let allow = Allow::new(
+            nets(&berth_core::labels::INTERNAL_NETWORKS),
+            Arc::from(Vec::new()),
+        );
         let ip = |s: &str| Some(s.parse::<IpAddr>().expect(s));
         assert!(allow.permits(ip("10.1.2.3"), std::iter::empty()));
         assert!(allow.permits(ip("::1"), std::iter::empty()));

@@ -42,13 +42,10 @@ use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
-use crate::sync::lock;
+use berth_core::sync::lock;
 
 /// Successful checks remembered per file; the set is emptied when it is full.
 pub const VERIFIED_CACHE: usize = 1024;
-
-/// Realm sent in `WWW-Authenticate` when the route names none.
-pub const DEFAULT_REALM: &str = "berth";
 
 /// The users of one htpasswd file: name → bcrypt hash.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx, Scheme};
-use crate::route::HttpsMode;
+use berth_core::route::HttpsMode;
 
 /// Whether a host has a certificate of its own (not the default), asked at request time.
 pub trait OwnCertificate: Send + Sync {

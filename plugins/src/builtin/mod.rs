@@ -10,12 +10,9 @@ mod registry;
 mod timeouts;
 mod upstream_tls;
 
-pub use acme_challenge::{valid_token, AcmeChallenge, CHALLENGE_PREFIX};
-pub use allow::{Allow, INTERNAL_NETWORKS};
-pub use auth::{
-    parse_basic, parse_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile, Reload,
-    DEFAULT_REALM,
-};
+pub use acme_challenge::AcmeChallenge;
+pub use allow::Allow;
+pub use auth::{parse_basic, parse_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile, Reload};
 pub use body::BodyLimit;
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};

@@ -22,7 +22,7 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 
 use crate::plugin::{Flow, Plugin, RequestCtx};
-use crate::route::RouteSettings;
+use berth_core::route::RouteSettings;
 
 /// Applies a route's connect / read / write timeouts.
 #[derive(Debug)]

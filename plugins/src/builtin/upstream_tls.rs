@@ -21,7 +21,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
 use crate::plugin::{Plugin, RequestCtx};
-use crate::route::UpstreamTls;
+use berth_core::route::UpstreamTls;
 
 /// Applies a route's upstream TLS options to each connection.
 pub struct UpstreamTlsOptions {

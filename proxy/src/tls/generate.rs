@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 
-use berth_plugins::files::write_atomic;
+use berth_core::contract::write_atomic;
 
 use super::store::DEFAULT_NAME;
 

@@ -13,7 +13,7 @@ use notify::{RecursiveMode, Watcher};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
-use berth_plugins::sync::lock;
+use berth_core::sync::lock;
 
 use super::loader::Loader;
 use super::store::CertStore;

@@ -18,9 +18,20 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::builtin::INTERNAL_NETWORKS;
 use crate::config::{ConfigError, Errors, RawAuth, RawRoute};
 use crate::route::{HostPattern, RouteSettings, RouteSource, RouteSpec};
+
+/// The ranges nginx-proxy calls "internal" (`NETWORK_ACCESS=internal`): loopback, the
+/// RFC 1918 ranges, IPv6 unique-local and link-local.
+pub const INTERNAL_NETWORKS: [&str; 7] = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// Prefix of the native labels.
 pub const LABEL_PREFIX: &str = "berth.";

@@ -40,6 +40,9 @@ use crate::units::{parse_duration, parse_size};
 /// The default configuration, embedded in the binary: `configs/berth.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../configs/berth.toml");
 
+/// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
+pub const DEFAULT_REALM: &str = "berth";
+
 /// One problem in a configuration, with the key path it was found at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -237,7 +240,7 @@ pub struct RawAuth {
 impl RawAuth {
     fn validate(&self, key: &dyn Fn(&str) -> String, errors: &mut Errors) -> Option<AuthSpec> {
         let realm = match self.realm.as_deref() {
-            None => Some(crate::builtin::DEFAULT_REALM.to_string()),
+            None => Some(DEFAULT_REALM.to_string()),
             Some(r) => errors.check(&key("auth.realm"), parse_realm(r)),
         };
         match self.htpasswd.as_deref().map(str::trim) {
@@ -387,7 +390,7 @@ pub fn parse_docker_endpoint(value: &str) -> Result<DockerEndpoint, String> {
         .or_else(|| v.strip_prefix("http://"))
     {
         let addr = addr.trim_end_matches('/');
-        if crate::routing::host_of(addr).is_some() && addr.rsplit_once(':').is_some() {
+        if crate::route::host_of(addr).is_some() && addr.rsplit_once(':').is_some() {
             return Ok(DockerEndpoint::Tcp(addr.to_string()));
         }
     }
@@ -829,7 +832,7 @@ impl RawRoute {
         let sni = self.upstream_sni.as_deref().and_then(|name| {
             errors.check(
                 &key("upstream-sni"),
-                crate::routing::host_of(name)
+                crate::route::host_of(name)
                     .filter(|h| !h.contains(':') && !h.starts_with('['))
                     .ok_or_else(|| {
                         format!("invalid upstream-sni \"{name}\": expected a host name")

@@ -1,10 +1,43 @@
-//! Atomic file writes, the contract between berth and berth-acme for shared directories:
-//! write a temporary file in the same directory, fsync it, rename it over the target. A
-//! reader sees the old file or the new one, never half of one.
+//! The contract between `berth` and `berth-acme` over their shared directories, written once
+//! and used by both:
+//!
+//! - `tls.certs-dir`: a certificate named `<name>` is `<name>.crt` (full chain, PEM) and
+//!   `<name>.key` ([`cert_files`]);
+//! - `acme.challenge-dir`: HTTP-01 key authorizations under `.well-known/acme-challenge/`
+//!   ([`challenge_tokens_dir`]), one file per token, served at [`CHALLENGE_PREFIX`]`<token>`;
+//!   only base64url tokens exist ([`valid_token`]);
+//! - every write is atomic ([`write_atomic`]): a temporary file in the same directory,
+//!   fsynced, renamed over the target. A reader sees the old file or the new one, never half
+//!   of one.
 
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The URL path under which berth serves challenge tokens, on plain HTTP, for any host.
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Where the key authorizations live under `acme.challenge-dir`.
+pub fn challenge_tokens_dir(challenge_dir: &Path) -> PathBuf {
+    challenge_dir.join(".well-known").join("acme-challenge")
+}
+
+/// Whether `token` is a base64url token (RFC 8555 §8.1: `[A-Za-z0-9_-]+`), and not
+/// absurdly long: nothing else is ever written or served as a token.
+pub fn valid_token(token: &str) -> bool {
+    (1..=256).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The certificate and key files of the certificate named `name` in `certs_dir`.
+pub fn cert_files(certs_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        certs_dir.join(format!("{name}.crt")),
+        certs_dir.join(format!("{name}.key")),
+    )
+}
 
 /// Writes `bytes` to `path` atomically, with Unix permissions `mode` (e.g. `0o600` for keys).
 ///

@@ -277,6 +277,42 @@ pub struct RouteSpec {
     pub source: RouteSource,
 }
 
+/// The host name of an authority (`Host` header value): lowercase, port and trailing dot
+/// removed; `None` when it is empty or has characters no host name has.
+pub fn host_of(authority: &str) -> Option<String> {
+    if authority.contains('@') {
+        return None;
+    }
+    let name = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let rest = &authority[end + 1..];
+        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(valid_port)) {
+            return None;
+        }
+        &authority[..=end]
+    } else {
+        match authority.rsplit_once(':') {
+            Some((name, port)) if valid_port(port) => name,
+            Some(_) => return None,
+            None => authority,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    // No empty label (`a..b`, `.a`), as nginx: such a name matches no pattern as written.
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    ok.then_some(name)
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +361,28 @@ mod tests {
     fn host_patterns_display_as_written() {
         for text in ["a.example.com", "*.example.com", "www.example.*", "~^a$"] {
             assert_eq!(HostPattern::parse(text).expect(text).to_string(), text);
+        }
+    }
+    #[test]
+    fn host_is_lowercased_without_port() {
+        let cases = [
+            ("Registry.Example.com:8443", Some("registry.example.com")),
+            ("registry.example.com.", Some("registry.example.com")),
+            ("registry.example.com", Some("registry.example.com")),
+            ("[::1]:8080", Some("[::1]")),
+            ("127.0.0.1:80", Some("127.0.0.1")),
+            ("", None),
+            ("a b", None),
+            ("user@host", None),
+            ("host:port", None),
+            ("host:", None),
+            ("[::1]x", None),
+            ("a..example.com", None),
+            (".example.com", None),
+            ("example.com..", None),
+        ];
+        for (authority, expected) in cases {
+            assert_eq!(host_of(authority).as_deref(), expected, "{authority:?}");
         }
     }
 }
