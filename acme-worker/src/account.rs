@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use instant_acme::{Account, AccountBuilder, AccountCredentials, ExternalAccountKey, NewAccount};
 use sha2::{Digest, Sha256};
 
-use berth_core::acme::AcmeConfig;
+use berth_core::config::acme::AcmeConfig;
 use berth_core::contract::write_atomic;
 
 use crate::Error;

@@ -11,7 +11,7 @@ use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
 };
 
-use berth_core::acme::KeyType;
+use berth_core::config::acme::KeyType;
 use berth_core::contract::valid_token;
 use berth_core::contract::write_atomic;
 

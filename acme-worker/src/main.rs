@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use berth_acme::metrics::Metrics;
 use berth_acme::worker::Worker;
-use berth_core::config::{parse_config, Config, DockerEndpoint, EMBEDDED_DEFAULT};
+use berth_core::config::{load_config, Config, ConfigSource, DockerEndpoint};
 use berth_core::docker::{discovery_endpoint, list_once, DockerWatcher, Snapshot};
 
 /// berth-acme — obtains and renews the certificates berth serves.
@@ -45,16 +45,11 @@ enum Command {
     Once,
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, String> {
-    let text = match path {
-        Some(p) => {
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
-        }
-        None => EMBEDDED_DEFAULT.to_string(),
-    };
-    parse_config(&text).map_err(|errors| {
+fn load(path: Option<PathBuf>) -> Result<Config, String> {
+    let source = ConfigSource::from_arg(path);
+    load_config(&source).map_err(|errors| {
         let lines: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
-        format!("the configuration is not valid:\n{}", lines.join("\n"))
+        format!("{source} is not valid:\n{}", lines.join("\n"))
     })
 }
 
@@ -66,7 +61,7 @@ fn docker_endpoint(config: &Config) -> Result<Option<DockerEndpoint>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     berth_core::logging::init();
-    let config = match load(cli.config.as_ref()) {
+    let config = match load(cli.config) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("berth-acme: {e}");

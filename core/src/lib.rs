@@ -1,5 +1,5 @@
 //! What `berth` and `berth-acme` share, with no Pingora in it: the configuration schema
-//! ([`config`] and its sections [`acme`], [`limits`], [`lifecycle`], [`units`]), the route
+//! ([`config`], a module per section), the route
 //! model and table ([`route`], [`path`], [`table`], [`merge`]), the Docker client and label
 //! schema ([`docker`], [`labels`]), the file contract between the two processes
 //! ([`contract`]), and the logging setup both binaries use.
@@ -7,17 +7,13 @@
 //! Everything here is pure but for [`docker`] (the Docker API), [`contract`] (atomic writes)
 //! and [`logging`].
 
-pub mod acme;
 pub mod config;
 pub mod contract;
 pub mod docker;
 pub mod labels;
-pub mod lifecycle;
-pub mod limits;
 pub mod logging;
 pub mod merge;
 pub mod path;
 pub mod route;
 pub mod sync;
 pub mod table;
-pub mod units;

@@ -3,7 +3,7 @@
 
 use arbitrary::Arbitrary;
 use berth_core::config::parse_config;
-use berth_core::units::{parse_duration, parse_size};
+use berth_core::config::units::{parse_duration, parse_size};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

@@ -21,6 +21,10 @@ use crate::plugin::Plugin;
 use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
 
+/// The live route table, shared by everything that reads or swaps it: requests read the
+/// snapshot they started with, the one writer swaps a whole new table in.
+pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RouteTable<Route>>>;
+
 /// What plugins need from outside their route when they are built.
 #[derive(Clone, Default)]
 pub struct ChainEnv {

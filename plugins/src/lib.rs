@@ -13,5 +13,5 @@ pub mod plugin;
 pub mod rescue;
 pub mod routing;
 
-pub use chain::{build_table, ChainEnv, Route};
+pub use chain::{build_table, ChainEnv, Route, SharedTable};
 pub use plugin::{Downstream, Flow, Plugin, Reply, RequestCtx, Scheme};

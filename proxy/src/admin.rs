@@ -21,9 +21,9 @@ use serde::Serialize;
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSpec;
 
-use crate::app::SharedTable;
 use crate::discovery::Report;
 use crate::metrics::Metrics;
+use berth_plugins::SharedTable;
 
 /// State the admin endpoints read.
 pub struct Admin {

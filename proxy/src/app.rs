@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -13,16 +12,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use berth_core::route::{HostPattern, UpstreamProto};
-use berth_core::table::{RouteTable, Routed};
+use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
-use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme};
+use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
 
 use crate::observe::Observer;
-
-/// The live route table, swapped as a whole by whoever rebuilds it.
-pub type SharedTable = Arc<ArcSwap<RouteTable<Route>>>;
 
 /// The proxy application for one kind of listener (plain HTTP or HTTPS).
 pub struct Berth {

@@ -53,7 +53,7 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use berth_core::limits::Limits;
+use berth_core::config::limits::Limits;
 
 /// How long berth tries to deliver its own 408 / 431 before it closes anyway.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -475,7 +475,7 @@ async fn read_head(
         // A bounded read: what berth hands Pingora (the head and whatever body came with it)
         // stays under Pingora's own 1 MiB ceiling.
         buf.reserve(4096);
-        let mut chunk = bytes::BufMut::limit(&mut buf, berth_core::limits::HEAD_READ_CHUNK);
+        let mut chunk = bytes::BufMut::limit(&mut buf, berth_core::config::limits::HEAD_READ_CHUNK);
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut chunk)).await {
             Err(_) => return Head::TimedOut,
             Ok(Ok(n)) if n > 0 => {}

@@ -26,7 +26,7 @@ use berth_core::sync::lock;
 use berth_core::table::RouteTable;
 use berth_plugins::{ChainEnv, Route};
 
-use crate::app::SharedTable;
+use berth_plugins::SharedTable;
 
 /// What discovery made of the containers, for `/routes`.
 #[derive(Debug, Default, Clone, Serialize)]

@@ -1,11 +1,12 @@
 //! berth's proxy: the Pingora server wiring, the `ProxyHttp` implementation that runs each
-//! route's plugin chain, and configuration loading. The binary (`src/main.rs`) only parses
+//! route's plugin chain, and the checks `berth check` adds to the config schema's. The binary (`src/main.rs`) only parses
 //! the command line and calls into this crate.
 
 pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth_watch;
+pub mod check;
 pub mod connections;
 pub mod discovery;
 pub mod metrics;
@@ -15,4 +16,5 @@ pub mod server;
 pub mod tls;
 
 pub use app::Berth;
-pub use server::{build_server, check_files, load_config, ConfigSource};
+pub use check::check_files;
+pub use server::build_server;

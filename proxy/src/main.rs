@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use berth_proxy::{build_server, check_files, load_config, ConfigSource};
+use berth_core::config::{load_config, ConfigSource};
+use berth_proxy::{build_server, check_files};
 
 // glibc's allocator returns freed body buffers to the kernel and takes them back for the
 // next chunk; under load that costs page faults and cross-CPU TLB shootdowns on every
@@ -62,9 +63,7 @@ Example:
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let source = cli
-        .config
-        .map_or(ConfigSource::Embedded, ConfigSource::File);
+    let source = ConfigSource::from_arg(cli.config);
     let config = match load_config(&source) {
         Ok(c) => c,
         Err(errors) => {

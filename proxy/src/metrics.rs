@@ -21,8 +21,8 @@ use prometheus::{
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSource;
 
-use crate::app::SharedTable;
 use crate::tls::CertStore;
+use berth_plugins::SharedTable;
 
 /// `host` label value for requests no route took.
 pub const UNKNOWN_HOST: &str = "_unknown";

@@ -21,13 +21,15 @@ use pingora_core::services::background::BackgroundService;
 use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 
+use berth_core::config::limits::Limits;
 use berth_core::config::Config;
-use berth_core::limits::Limits;
 use berth_core::sync::lock;
 use berth_plugins::ChainEnv;
 
 use crate::discovery::{FileRoutes, RouteBuilder};
-use crate::server::{check_files, load_config, ConfigSource};
+use berth_core::config::{load_config, ConfigSource};
+
+use crate::check::check_files;
 
 /// Wakes the reloader once per SIGHUP.
 ///

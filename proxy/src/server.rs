@@ -13,17 +13,17 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 
+use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
 use berth_core::docker::{discovery_endpoint, DockerWatcher};
-use berth_core::lifecycle::ServerSettings;
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
 
-use berth_core::config::{parse_config, Config, ConfigErrors, EMBEDDED_DEFAULT};
+use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
-use berth_plugins::{ChainEnv, Scheme};
+use berth_plugins::{ChainEnv, Scheme, SharedTable};
 
 use crate::admin::Admin;
-use crate::app::{Berth, SharedTable};
+use crate::app::Berth;
 use crate::auth_watch::AuthWatcher;
 use crate::connections::{Drain, Guarded, ListenerMetrics};
 use crate::discovery::{DockerDiscovery, FileRoutes, RouteBuilder};
@@ -32,62 +32,6 @@ use crate::observe;
 use crate::reload::{hangups, Reloader};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
-
-/// Where the configuration comes from.
-#[derive(Debug, Clone)]
-pub enum ConfigSource {
-    /// `configs/berth.toml`, compiled into the binary.
-    Embedded,
-    /// A file given with `--config`.
-    File(PathBuf),
-}
-
-impl std::fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConfigSource::Embedded => f.write_str("the embedded default configuration"),
-            ConfigSource::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// Reads and validates the configuration.
-///
-/// # Errors
-/// Returns every problem found, or one that says the file could not be read.
-pub fn load_config(source: &ConfigSource) -> Result<Config, ConfigErrors> {
-    match source {
-        ConfigSource::Embedded => parse_config(EMBEDDED_DEFAULT),
-        ConfigSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigErrors(vec![berth_core::config::ConfigError {
-                    path: String::new(),
-                    message: format!("cannot read {}: {e}", path.display()),
-                }])
-            })?;
-            parse_config(&text)
-        }
-    }
-}
-
-/// Checks the files the configuration names that berth reads at run time (htpasswd files),
-/// for `berth check`: one line per problem, with the route's key path.
-pub fn check_files(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (i, route) in config.routes.iter().enumerate() {
-        let Some(auth) = &route.auth else { continue };
-        let path = auth.htpasswd.display();
-        let found = std::fs::read_to_string(&auth.htpasswd)
-            .map_err(|e| vec![format!("cannot read: {e}")])
-            .and_then(|text| berth_plugins::builtin::parse_htpasswd(&text).map(|_| ()));
-        if let Err(errors) = found {
-            for e in errors {
-                problems.push(format!("route[{i}].auth.htpasswd: {path}: {e}"));
-            }
-        }
-    }
-    problems
-}
 
 /// HTTP/2 flow-control window per stream. Pingora's default (64 KiB) holds one upload to a
 /// few hundred MB/s; 1 MiB lets an h2 upload run at HTTP/1.1 speed. The cost is memory: a

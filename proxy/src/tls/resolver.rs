@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::app::SharedTable;
+use berth_plugins::SharedTable;
 
 use super::store::CertStore;
 

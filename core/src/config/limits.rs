@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Errors;
-use crate::units::{parse_duration, parse_size};
+use super::errors::Errors;
+use super::units::{parse_duration, parse_size};
 
 /// `[limits]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]

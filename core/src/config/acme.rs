@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{check_ca_file, Errors};
-use crate::units::parse_duration;
+use super::errors::Errors;
+use super::units::check_ca_file;
+use super::units::parse_duration;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";

@@ -1,0 +1,691 @@
+//! The configuration file: serde structs that mirror the TOML (first layer) and their
+//! conversion into validated types (second layer). Docker labels go through the same
+//! [`RawRoute::validate`] as `[[route]]` tables do.
+//!
+//! Every error is collected with its key path (`route[2].upstreams[0]: invalid socket address
+//! "x:y"`), so `berth check` can list them all at once. Unknown keys are errors too: they are
+//! collected with `serde_ignored` rather than `deny_unknown_fields`, which would stop at the
+//! first one.
+//!
+//! ```toml
+//! [listen]
+//! http = "0.0.0.0:8080"
+//!
+//! [forwarded]
+//! trusted-proxies = ["10.0.0.0/8"]
+//!
+//! [defaults]
+//! max-body = "0"
+//! read-timeout = "900s"
+//!
+//! [[route]]
+//! host = "registry.example.com"
+//! upstreams = ["127.0.0.1:5000"]
+//! profile = "registry"
+//! ```
+
+mod docker;
+mod errors;
+mod route;
+mod source;
+
+pub mod acme;
+pub mod limits;
+pub mod server;
+pub mod units;
+
+pub use docker::*;
+pub use errors::*;
+pub use route::*;
+pub use source::*;
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::route::{RouteSettings, RouteSource, RouteSpec};
+
+/// The default configuration, embedded in the binary: `configs/berth.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/berth.toml");
+
+/// `[listen]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawListen {
+    /// Plain HTTP listener address.
+    pub http: Option<String>,
+    /// HTTPS listener address.
+    pub https: Option<String>,
+    /// Metrics and admin listener address.
+    pub metrics: Option<String>,
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawTls {
+    /// Directory of `<host>.crt` / `<host>.key` pairs.
+    pub certs_dir: Option<String>,
+    /// `generate` or `none`.
+    pub default_cert: Option<String>,
+}
+
+/// `[log]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawLog {
+    /// `stdout`, `off`, or a file path.
+    pub access: Option<String>,
+}
+
+/// `[forwarded]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawForwarded {
+    /// CIDRs whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawConfig {
+    /// `[listen]`.
+    pub listen: RawListen,
+    /// `[tls]`.
+    pub tls: RawTls,
+    /// `[docker]`.
+    pub docker: RawDocker,
+    /// `[acme]`.
+    pub acme: crate::config::acme::RawAcme,
+    /// `[log]`.
+    pub log: RawLog,
+    /// `[forwarded]`.
+    pub forwarded: RawForwarded,
+    /// `[limits]`.
+    pub limits: crate::config::limits::RawLimits,
+    /// `[server]`.
+    pub server: crate::config::server::RawServer,
+    /// `[defaults]`.
+    pub defaults: RawSettings,
+    /// `[[route]]` tables.
+    #[serde(rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// Validated `[listen]`.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Plain HTTP listener; `None` when set to `""`.
+    pub http: Option<SocketAddr>,
+    /// HTTPS listener; `None` when absent or `""`.
+    pub https: Option<SocketAddr>,
+    /// Metrics and admin listener (`/metrics`, `/routes`, `/healthz`); `None` when absent
+    /// or `""`.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// What to serve to a client whose SNI name has no certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultCert {
+    /// `default.crt` from certs-dir, generated (self-signed) on first start if missing.
+    Generate,
+    /// `default.crt` if present, else the handshake is refused.
+    None,
+}
+
+/// Validated `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Directory of certificates, acme-companion layout.
+    pub certs_dir: std::path::PathBuf,
+    /// Default-certificate policy.
+    pub default_cert: DefaultCert,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Not written.
+    Off,
+    /// One JSON line per request on standard output.
+    Stdout,
+    /// Appended to this file.
+    File(std::path::PathBuf),
+}
+
+/// Where certificates live when `tls.certs-dir` is not set.
+pub const DEFAULT_CERTS_DIR: &str = "berth-state/certs";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners.
+    pub listen: Listen,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// Docker discovery.
+    pub docker: DockerConfig,
+    /// Certificates from ACME (the challenge directory is berth's part of it).
+    pub acme: crate::config::acme::AcmeConfig,
+    /// The access log.
+    pub access_log: AccessLog,
+    /// Peers whose `X-Forwarded-*` headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Downstream limits.
+    pub limits: crate::config::limits::Limits,
+    /// Upgrade and shutdown.
+    pub server: crate::config::server::ServerSettings,
+    /// Settings every route starts from.
+    pub defaults: RouteSettings,
+    /// Static routes from the file.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Parses and validates a configuration file's text.
+///
+/// # Errors
+/// Returns every problem found: TOML syntax, unknown keys, and invalid values, each with its
+/// key path.
+pub fn parse_config(text: &str) -> Result<Config, ConfigErrors> {
+    let mut unknown = Vec::new();
+    let deserializer = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(ConfigError {
+            path: key_path(&path),
+            message: "unknown key".to_string(),
+        });
+    })
+    .map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: e.to_string().trim_end().to_string(),
+        }])
+    })?;
+    let mut errors = Errors(unknown);
+    let config = raw.validate(&mut errors);
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errors.into_inner())),
+    }
+}
+
+/// Formats a serde_ignored path as `route[2].foo`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
+fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
+    })
+}
+
+impl RawConfig {
+    /// Converts into a validated [`Config`], recording every problem in `errors`.
+    pub fn validate(&self, errors: &mut Errors) -> Option<Config> {
+        let http = match &self.listen.http {
+            Some(v) => errors.check("listen.http", parse_listen_addr(v)).flatten(),
+            None => None,
+        };
+        let https = match &self.listen.https {
+            Some(v) => errors.check("listen.https", parse_listen_addr(v)).flatten(),
+            None => None,
+        };
+        let metrics = match &self.listen.metrics {
+            Some(v) => errors
+                .check("listen.metrics", parse_listen_addr(v))
+                .flatten(),
+            None => None,
+        };
+        if http.is_none() && https.is_none() {
+            errors.push(
+                "listen",
+                "no listener configured; set listen.http or listen.https",
+            );
+        }
+        let certs_dir = match self.tls.certs_dir.as_deref().map(str::trim) {
+            None => DEFAULT_CERTS_DIR.into(),
+            Some("") => {
+                errors.push("tls.certs-dir", "empty; name a directory");
+                DEFAULT_CERTS_DIR.into()
+            }
+            Some(dir) => std::path::PathBuf::from(dir),
+        };
+        let default_cert = match self.tls.default_cert.as_deref().map(str::trim) {
+            None | Some("generate") => DefaultCert::Generate,
+            Some("none") => DefaultCert::None,
+            Some(other) => {
+                errors.push(
+                    "tls.default-cert",
+                    format!("invalid value \"{other}\": expected \"generate\" or \"none\""),
+                );
+                DefaultCert::Generate
+            }
+        };
+        let docker = self.docker.validate(errors);
+        let acme = self.acme.validate(errors);
+        let access_log = match self.log.access.as_deref().map(str::trim) {
+            None | Some("stdout") => AccessLog::Stdout,
+            Some("off") => AccessLog::Off,
+            Some(path) if path.starts_with('/') || path.starts_with('.') => {
+                AccessLog::File(path.into())
+            }
+            Some(other) => {
+                errors.push(
+                    "log.access",
+                    format!(
+                        "invalid value \"{other}\": expected \"stdout\", \"off\" or a file path \
+                         (starting with / or ./)"
+                    ),
+                );
+                AccessLog::Stdout
+            }
+        };
+        let trusted_proxies = self
+            .forwarded
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                errors.check(&format!("forwarded.trusted-proxies[{i}]"), parse_cidr(v))
+            })
+            .collect();
+        let limits = self.limits.validate(errors);
+        let server = self.server.validate(errors);
+        let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
+        let mut first_with: std::collections::HashMap<(String, String), usize> =
+            std::collections::HashMap::new();
+        let mut routes = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let Some(spec) =
+                r.validate(&format!("route[{i}]"), &defaults, RouteSource::File, errors)
+            else {
+                continue;
+            };
+            // Two routes for one host and path: only one could ever take requests, and the
+            // settings of the other (its auth, say) would silently not apply.
+            let key = (spec.host.to_string(), spec.path.clone());
+            if let Some(first) = first_with.get(&key) {
+                errors.push(
+                    format!("route[{i}]"),
+                    format!(
+                        "same host and path as route[{first}] ({} {}); merge the two routes",
+                        key.0, key.1
+                    ),
+                );
+                continue;
+            }
+            first_with.insert(key, i);
+            routes.push(spec);
+        }
+        Some(Config {
+            listen: Listen {
+                http,
+                https,
+                metrics,
+            },
+            tls: TlsConfig {
+                certs_dir,
+                default_cert,
+            },
+            docker,
+            acme,
+            access_log,
+            trusted_proxies,
+            limits,
+            server,
+            defaults,
+            routes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse_config(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = parse_config(EMBEDDED_DEFAULT).expect("embedded default must parse");
+        assert_eq!(
+            config.listen.http,
+            Some("0.0.0.0:8080".parse().expect("addr"))
+        );
+        assert_eq!(
+            config.listen.https,
+            Some("0.0.0.0:8443".parse().expect("addr"))
+        );
+        assert_eq!(
+            config.tls.certs_dir,
+            std::path::PathBuf::from("berth-state/certs")
+        );
+        assert_eq!(config.tls.default_cert, DefaultCert::Generate);
+        assert_eq!(config.defaults.https, crate::route::HttpsMode::Redirect);
+        assert_eq!(
+            config
+                .defaults
+                .hsts
+                .as_ref()
+                .map(|h| h.to_str().expect("ascii")),
+            Some("max-age=31536000")
+        );
+        assert_eq!(
+            config.listen.metrics,
+            Some("127.0.0.1:9180".parse().expect("addr"))
+        );
+        assert_eq!(config.docker.mode, DockerMode::Auto);
+        assert_eq!(
+            config.acme.metrics,
+            Some("127.0.0.1:9181".parse().expect("addr"))
+        );
+        assert_eq!(config.docker.endpoint, None);
+        assert_eq!(config.docker.network, None);
+    }
+
+    #[test]
+    fn docker_section() {
+        let base = "[listen]\nhttp = \"127.0.0.1:1\"\n[docker]\n";
+        let parse = |extra: &str| parse_config(&format!("{base}{extra}"));
+        let c = parse("enabled = true\nendpoint = \"tcp://127.0.0.1:2375\"\nnetwork = \"web\"\n")
+            .expect("valid");
+        assert_eq!(c.docker.mode, DockerMode::On);
+        assert_eq!(
+            c.docker.endpoint,
+            Some(DockerEndpoint::Tcp("127.0.0.1:2375".into()))
+        );
+        assert_eq!(c.docker.network.as_deref(), Some("web"));
+        let c =
+            parse("enabled = \"false\"\nendpoint = \"unix:///run/docker.sock\"\n").expect("valid");
+        assert_eq!(c.docker.mode, DockerMode::Off);
+        assert_eq!(
+            c.docker.endpoint,
+            Some(DockerEndpoint::Unix("/run/docker.sock".into()))
+        );
+        let errs = errors_of(&format!(
+            "{base}enabled = \"sometimes\"\nendpoint = \"/var/run/docker.sock\"\nnetwrk = \"x\"\n"
+        ));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e == "docker.netwrk: unknown key"));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("docker.enabled: invalid value \"sometimes\"")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("docker.endpoint: invalid endpoint \"/var/run/docker.sock\"")));
+    }
+
+    #[test]
+    fn allow_lists_are_checked() {
+        let route = "[listen]\nhttp = \"127.0.0.1:1\"\n[[route]]\nhost = \"a.example.com\"\nupstreams = [\"127.0.0.1:2\"]\n";
+        let c = parse_config(&format!("{route}allow = [\"10.0.0.0/8\", \"192.0.2.1\"]\n"))
+            .expect("valid");
+        assert_eq!(c.routes[0].allow.len(), 2);
+        let errs = errors_of(&format!("{route}allow = [\"10.0.0.0/33\"]\n"));
+        assert!(
+            errs[0].starts_with("route[0].allow[0]: invalid CIDR"),
+            "{errs:?}"
+        );
+        let errs = errors_of(&format!("{route}allow = []\n"));
+        assert!(
+            errs[0].starts_with("route[0].allow: empty list"),
+            "{errs:?}"
+        );
+        let errs = errors_of("[listen]\nmetrics = \"localhost\"\n");
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("listen.metrics: invalid socket address")));
+    }
+
+    #[test]
+    fn upstream_tls_keys_are_checked() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:1"
+[[route]]
+host = "a.test"
+upstreams = ["127.0.0.1:1"]
+dangerous-skip-verify = true
+[[route]]
+host = "b.test"
+upstreams = ["127.0.0.1:1"]
+proto = "https"
+upstream-ca-file = "/nonexistent/ca.pem"
+upstream-sni = "bad name"
+"#;
+        let errs = errors_of(text);
+        for e in [
+            "route[0].proto: upstream-ca-file, upstream-sni and dangerous-skip-verify need proto = \"https\"",
+            "route[1].upstream-ca-file: cannot read \"/nonexistent/ca.pem\"",
+            "route[1].upstream-sni: invalid upstream-sni \"bad name\"",
+        ] {
+            assert!(errs.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errs:#?}");
+        }
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+    }
+
+    #[test]
+    fn https_modes_hsts_and_tls_keys() {
+        let text = r#"
+[listen]
+https = "127.0.0.1:8443"
+[tls]
+default-cert = "maybe"
+[defaults]
+https = "sometimes"
+hsts = "max-age=abc"
+[[route]]
+host = "a.test"
+upstreams = ["127.0.0.1:1"]
+https = "NoHttp"
+hsts = "off"
+cert-name = "../etc/passwd"
+[[route]]
+host = "b.test"
+upstreams = ["127.0.0.1:1"]
+hsts = "max-age=600; includeSubDomains"
+"#;
+        let errs = errors_of(text);
+        for e in [
+            "tls.default-cert: invalid value \"maybe\"",
+            "defaults.https: invalid https mode \"sometimes\"",
+            "defaults.hsts: invalid hsts \"max-age=abc\"",
+            "route[0].cert-name: invalid cert-name \"../etc/passwd\"",
+        ] {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        let fixed = text
+            .replace("default-cert = \"maybe\"", "")
+            .replace("https = \"sometimes\"", "")
+            .replace("hsts = \"max-age=abc\"", "")
+            .replace(
+                "cert-name = \"../etc/passwd\"",
+                "cert-name = \"Example.com\"",
+            );
+        let config = parse_config(&fixed).expect("valid");
+        let a = &config.routes[0];
+        assert_eq!(a.settings.https, crate::route::HttpsMode::NoHttp);
+        assert!(a.settings.hsts.is_none());
+        assert_eq!(a.cert_name.as_deref(), Some("example.com"));
+        let b = &config.routes[1];
+        assert_eq!(
+            b.settings.hsts.as_ref().map(|h| h.to_str().expect("ascii")),
+            Some("max-age=600; includeSubDomains")
+        );
+        assert!(config.listen.http.is_none());
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_key_path() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:8080"
+htp = "typo"
+
+[defaults]
+read-timeout = "soon"
+
+[[route]]
+host = "a.example.com"
+upstreams = ["127.0.0.1:1"]
+
+[[route]]
+host = "b.example.com"
+upstreams = ["127.0.0.1:2"]
+
+[[route]]
+host = "c.example.com"
+upstreams = ["127.0.0.1:3", "x:y"]
+max-body = "lots"
+profil = "registry"
+"#;
+        let errs = errors_of(text);
+        let expected = [
+            "listen.htp: unknown key",
+            "route[2].profil: unknown key",
+            "defaults.read-timeout: invalid duration \"soon\"",
+            "route[2].upstreams[1]: invalid socket address \"x:y\"",
+            "route[2].max-body: invalid size \"lots\"",
+        ];
+        for e in expected {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let errs = errors_of("[listen\nhttp = 1");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("line 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_second_route_for_the_same_host_and_path_is_an_error_naming_both() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:8080"
+
+[[route]]
+host = "registry.example.com"
+upstreams = ["127.0.0.1:5000"]
+
+[[route]]
+host = "Registry.Example.com"
+path = "/"
+upstreams = ["127.0.0.1:5001"]
+auth.htpasswd = "/etc/berth/htpasswd"
+
+[[route]]
+host = "registry.example.com"
+path = "/v2"
+upstreams = ["127.0.0.1:5002"]
+
+[[route]]
+host = "registry.example.com"
+path = "/v2//x/../y"
+upstreams = ["127.0.0.1:5002"]
+"#;
+        let errors: Vec<String> = parse_config(text)
+            .expect_err("invalid")
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "route[1]: same host and path as route[0] (registry.example.com /); merge the two routes",
+                "route[3].path: path \"/v2//x/../y\" can never match: requests are routed by their normalised path; write \"/v2/y\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_require_host_and_upstreams() {
+        let errs = errors_of("[listen]\nhttp = \"127.0.0.1:1\"\n[[route]]\npath = \"x\"\n");
+        assert!(
+            errs.iter().any(|e| e.starts_with("route[0].host: missing")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("route[0].path: invalid path")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("route[0].upstreams: empty")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn profile_presets_sit_between_defaults_and_route() {
+        let text = r#"
+[listen]
+http = "127.0.0.1:8080"
+[defaults]
+max-body = "1MiB"
+read-timeout = "30s"
+[[route]]
+host = "r.example.com"
+upstreams = ["127.0.0.1:5000"]
+profile = "registry"
+[[route]]
+host = "s.example.com"
+upstreams = ["127.0.0.1:5000"]
+profile = "registry"
+read-timeout = "1h"
+[[route]]
+host = "t.example.com"
+upstreams = ["127.0.0.1:5000"]
+"#;
+        let config = parse_config(text).expect("valid");
+        let s: Vec<_> = config.routes.iter().map(|r| &r.settings).collect();
+        assert_eq!((s[0].max_body, s[0].read_timeout.as_secs()), (0, 900));
+        assert_eq!((s[1].max_body, s[1].read_timeout.as_secs()), (0, 3600));
+        assert_eq!((s[2].max_body, s[2].read_timeout.as_secs()), (1 << 20, 30));
+    }
+
+    #[test]
+    fn trusted_proxies_accept_cidrs_and_addresses() {
+        let text = "[listen]\nhttp = \"127.0.0.1:1\"\n[forwarded]\ntrusted-proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\", \"nope\"]\n";
+        let errs = errors_of(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("forwarded.trusted-proxies[3]: invalid CIDR \"nope\""));
+    }
+}

@@ -1,0 +1,439 @@
+//! `[defaults]` and `[[route]]`: the per-route settings as written, and their conversion into
+//! validated [`RouteSpec`]s. Docker labels go through the same [`RawRoute::validate`].
+//!
+//! ```toml
+//! [[route]]
+//! host = "registry.example.com"
+//! upstreams = ["127.0.0.1:5000"]
+//! profile = "registry"
+//! auth.htpasswd = "/etc/berth/htpasswd"
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::errors::Errors;
+use super::units::{check_ca_file, parse_duration, parse_size};
+use crate::route::{
+    AuthSpec, HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
+    UpstreamTls,
+};
+
+/// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
+pub const DEFAULT_REALM: &str = "berth";
+
+/// The per-route settings as written, in `[defaults]` or in a `[[route]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawSettings {
+    /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
+    pub https: Option<String>,
+    /// `Strict-Transport-Security` value, or `off`.
+    pub hsts: Option<String>,
+    /// Largest request body (`0` = unlimited).
+    pub max_body: Option<String>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Idle time allowed between reads.
+    pub read_timeout: Option<String>,
+    /// Time a write may block.
+    pub write_timeout: Option<String>,
+}
+
+/// A `[[route]]` as written (or as assembled from a container's labels).
+///
+/// The settings keys repeat those of [`RawSettings`] rather than `#[serde(flatten)]` them:
+/// with flatten, serde hands unknown keys to the flattened struct and drops them there, so
+/// `serde_ignored` would never report a typo in a route.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawRoute {
+    /// Host pattern.
+    pub host: Option<String>,
+    /// Path prefix (default `/`).
+    pub path: Option<String>,
+    /// Upstream socket addresses.
+    pub upstreams: Vec<String>,
+    /// `http` (default) or `https`.
+    pub proto: Option<String>,
+    /// Optional preset: `registry`.
+    pub profile: Option<String>,
+    /// Certificate (file name stem in certs-dir) to serve instead of the host's own.
+    pub cert_name: Option<String>,
+    /// Extra CA certificates (PEM file) for verifying `https` upstreams.
+    pub upstream_ca_file: Option<String>,
+    /// SNI (and verified name) for `https` upstreams.
+    pub upstream_sni: Option<String>,
+    /// Accept any upstream certificate.
+    pub dangerous_skip_verify: Option<bool>,
+    /// Client CIDRs allowed; others get 403.
+    pub allow: Option<Vec<String>>,
+    /// Basic auth (`auth.htpasswd`, `auth.realm`).
+    pub auth: Option<RawAuth>,
+    /// berth-acme obtains and renews a certificate for this host.
+    pub acme: Option<bool>,
+    /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
+    pub https: Option<String>,
+    /// `Strict-Transport-Security` value, or `off`.
+    pub hsts: Option<String>,
+    /// Largest request body (`0` = unlimited).
+    pub max_body: Option<String>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Option<String>,
+    /// Idle time allowed between reads.
+    pub read_timeout: Option<String>,
+    /// Time a write may block.
+    pub write_timeout: Option<String>,
+}
+
+/// A route's `auth` table as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RawAuth {
+    /// Path of an htpasswd file with bcrypt entries.
+    pub htpasswd: Option<String>,
+    /// Realm named in `WWW-Authenticate` (default `berth`).
+    pub realm: Option<String>,
+}
+
+impl RawAuth {
+    fn validate(&self, key: &dyn Fn(&str) -> String, errors: &mut Errors) -> Option<AuthSpec> {
+        let realm = match self.realm.as_deref() {
+            None => Some(DEFAULT_REALM.to_string()),
+            Some(r) => errors.check(&key("auth.realm"), parse_realm(r)),
+        };
+        match self.htpasswd.as_deref().map(str::trim) {
+            Some(path) if path.starts_with('/') => Some(AuthSpec {
+                htpasswd: path.into(),
+                realm: realm?,
+            }),
+            Some(path) => {
+                errors.push(
+                    key("auth.htpasswd"),
+                    format!("\"{path}\" is not an absolute path"),
+                );
+                None
+            }
+            None => {
+                errors.push(
+                    key("auth.htpasswd"),
+                    "missing; basic auth needs the path of an htpasswd file",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A realm is quoted in `WWW-Authenticate`: printable ASCII without quotes or backslashes.
+///
+/// # Errors
+/// A message naming the value otherwise.
+pub fn parse_realm(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "invalid realm \"{}\": use up to 128 printable ASCII characters without quotes or backslashes",
+            value.escape_debug()
+        ))
+    }
+}
+
+/// Built-in values of the `[defaults]` keys.
+pub fn builtin_defaults() -> RouteSettings {
+    RouteSettings {
+        https: crate::route::HttpsMode::Redirect,
+        hsts: Some(http::HeaderValue::from_static("max-age=31536000")),
+        max_body: 0,
+        connect_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(900),
+        write_timeout: Duration::from_secs(900),
+    }
+}
+
+/// Parses an HSTS setting: `off`, or a `Strict-Transport-Security` value that starts with
+/// `max-age=<seconds>`.
+///
+/// # Errors
+/// A message naming the value when it is neither.
+pub fn parse_hsts(value: &str) -> Result<Option<http::HeaderValue>, String> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let max_age_ok = v
+        .strip_prefix("max-age=")
+        .map(|rest| rest.split(';').next().unwrap_or("").trim())
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !max_age_ok {
+        return Err(format!(
+            "invalid hsts \"{value}\": expected \"off\" or e.g. \"max-age=31536000; includeSubDomains\""
+        ));
+    }
+    http::HeaderValue::from_str(v)
+        .map(Some)
+        .map_err(|_| format!("invalid hsts \"{value}\": not a valid header value"))
+}
+
+/// Checks a certificate name: the stem of `<name>.crt` in certs-dir, so a host-like name
+/// without path separators.
+///
+/// # Errors
+/// Returns a message naming the value when it could not be a file stem in certs-dir.
+pub fn parse_cert_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && !value.starts_with('.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "invalid cert-name \"{value}\": expected a name like \"example.com\" (the stem of example.com.crt)"
+        ))
+    }
+}
+
+/// Parses a CIDR (`10.0.0.0/8`) or a single address (`10.1.2.3`, taken as `/32` or `/128`).
+///
+/// # Errors
+/// Returns a message naming the value when it is neither.
+pub fn parse_cidr(value: &str) -> Result<IpNet, String> {
+    let v = value.trim();
+    v.parse::<IpNet>()
+        .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("invalid CIDR \"{value}\"; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")
+        })
+}
+
+impl RawSettings {
+    /// Overlays the keys that are set onto `base`, recording bad values under `prefix`.
+    pub fn apply(&self, base: &RouteSettings, prefix: &str, errors: &mut Errors) -> RouteSettings {
+        let mut s = base.clone();
+        let key = |k: &str| format!("{prefix}.{k}");
+        if let Some(v) = &self.https {
+            if let Some(mode) = errors.check(&key("https"), crate::route::HttpsMode::parse(v)) {
+                s.https = mode;
+            }
+        }
+        if let Some(v) = &self.hsts {
+            if let Some(h) = errors.check(&key("hsts"), parse_hsts(v)) {
+                s.hsts = h;
+            }
+        }
+        if let Some(v) = &self.max_body {
+            if let Some(n) = errors.check(&key("max-body"), parse_size(v)) {
+                s.max_body = n;
+            }
+        }
+        for (name, value, slot) in [
+            (
+                "connect-timeout",
+                &self.connect_timeout,
+                &mut s.connect_timeout,
+            ),
+            ("read-timeout", &self.read_timeout, &mut s.read_timeout),
+            ("write-timeout", &self.write_timeout, &mut s.write_timeout),
+        ] {
+            if let Some(v) = value {
+                if let Some(d) = errors.check(&key(name), parse_duration(v)) {
+                    *slot = d;
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Applies a profile's presets to settings that came from `[defaults]`.
+fn apply_profile(profile: Profile, settings: &mut RouteSettings) {
+    match profile {
+        Profile::Registry => {
+            settings.max_body = 0;
+            settings.read_timeout = Duration::from_secs(900);
+        }
+    }
+}
+
+impl RawRoute {
+    fn settings(&self) -> RawSettings {
+        RawSettings {
+            https: self.https.clone(),
+            hsts: self.hsts.clone(),
+            max_body: self.max_body.clone(),
+            connect_timeout: self.connect_timeout.clone(),
+            read_timeout: self.read_timeout.clone(),
+            write_timeout: self.write_timeout.clone(),
+        }
+    }
+
+    fn upstream_tls(&self, prefix: &str, proto: UpstreamProto, errors: &mut Errors) -> UpstreamTls {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let set = self.upstream_ca_file.is_some()
+            || self.upstream_sni.is_some()
+            || self.dangerous_skip_verify.is_some();
+        if set && proto != UpstreamProto::Https {
+            errors.push(
+                key("proto"),
+                "upstream-ca-file, upstream-sni and dangerous-skip-verify need proto = \"https\"",
+            );
+        }
+        let ca_file = self.upstream_ca_file.as_deref().and_then(|path| {
+            errors
+                .check(&key("upstream-ca-file"), check_ca_file(path))
+                .map(|()| std::path::PathBuf::from(path))
+        });
+        let sni = self.upstream_sni.as_deref().and_then(|name| {
+            errors.check(
+                &key("upstream-sni"),
+                crate::route::host_of(name)
+                    .filter(|h| !h.contains(':') && !h.starts_with('['))
+                    .ok_or_else(|| {
+                        format!("invalid upstream-sni \"{name}\": expected a host name")
+                    }),
+            )
+        });
+        UpstreamTls {
+            ca_file,
+            sni,
+            dangerous_skip_verify: self.dangerous_skip_verify.unwrap_or(false),
+        }
+    }
+
+    /// Converts into a validated [`RouteSpec`]; `prefix` is the key path used in errors
+    /// (`route[2]`, or a container's name and label for discovered routes).
+    pub fn validate(
+        &self,
+        prefix: &str,
+        defaults: &RouteSettings,
+        source: RouteSource,
+        errors: &mut Errors,
+    ) -> Option<RouteSpec> {
+        let before = errors.0.len();
+        let key = |k: &str| format!("{prefix}.{k}");
+        let host = match &self.host {
+            Some(h) => errors.check(&key("host"), HostPattern::parse(h)),
+            None => {
+                errors.push(key("host"), "missing; every route needs a host");
+                None
+            }
+        };
+        let path = self.path.clone().unwrap_or_else(|| "/".to_string());
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            errors.push(
+                key("path"),
+                format!("invalid path \"{path}\": must start with \"/\""),
+            );
+        } else if crate::path::route_path(&path) != path.as_str() {
+            errors.push(
+                key("path"),
+                format!(
+                    "path \"{path}\" can never match: requests are routed by their normalised \
+                     path; write \"{}\"",
+                    crate::path::route_path(&path)
+                ),
+            );
+        }
+        if self.upstreams.is_empty() {
+            errors.push(
+                key("upstreams"),
+                "empty; every route needs at least one upstream",
+            );
+        }
+        let upstreams: Vec<Upstream> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| {
+                let parsed = u.trim().parse::<SocketAddr>().map_err(|_| {
+                    format!("invalid socket address \"{u}\"; write e.g. \"127.0.0.1:5000\"")
+                });
+                errors.check(&format!("{}[{i}]", key("upstreams")), parsed)
+            })
+            .map(|addr| Upstream {
+                addr,
+                container: None,
+            })
+            .collect();
+        let proto = match self.proto.as_deref().map(str::trim) {
+            None | Some("http") => UpstreamProto::Http,
+            Some("https") => UpstreamProto::Https,
+            Some(other) => {
+                errors.push(
+                    key("proto"),
+                    format!("invalid proto \"{other}\": expected \"http\" or \"https\""),
+                );
+                UpstreamProto::Http
+            }
+        };
+        let profile = match self.profile.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("registry") => Some(Profile::Registry),
+            Some(other) => {
+                errors.push(
+                    key("profile"),
+                    format!("unknown profile \"{other}\": expected \"registry\""),
+                );
+                None
+            }
+        };
+        let upstream_tls = self.upstream_tls(prefix, proto, errors);
+        let cert_name = match self.cert_name.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
+        };
+        if self.acme == Some(true) && !matches!(host, Some(HostPattern::Exact(_))) {
+            errors.push(
+                key("acme"),
+                "needs a plain host name (wildcards and regexes cannot get an HTTP-01 certificate)",
+            );
+        }
+        let allow = self
+            .allow
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, v)| errors.check(&format!("{}[{i}]", key("allow")), parse_cidr(v)))
+            .collect();
+        let auth = self.auth.as_ref().and_then(|a| a.validate(&key, errors));
+        if self.allow.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(
+                key("allow"),
+                "empty list would refuse every client; remove the key to allow everyone",
+            );
+        }
+        let mut base = defaults.clone();
+        if let Some(p) = profile {
+            apply_profile(p, &mut base);
+        }
+        let settings = self.settings().apply(&base, prefix, errors);
+        if errors.0.len() != before {
+            return None;
+        }
+        Some(RouteSpec {
+            host: host?,
+            path,
+            upstreams,
+            proto,
+            upstream_tls,
+            profile,
+            settings,
+            cert_name,
+            allow,
+            auth,
+            acme: self.acme.unwrap_or(false),
+            source,
+        })
+    }
+}
