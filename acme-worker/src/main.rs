@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use berth_acme::metrics::Metrics;
 use berth_acme::worker::Worker;
 use berth_core::config::{load_config, Config, ConfigSource, DockerEndpoint};
-use berth_core::docker::{discovery_endpoint, list_once, DockerWatcher, Snapshot};
+use berth_core::docker::{endpoint_to_follow, list_once, DockerWatcher, Snapshot};
 
 /// berth-acme — obtains and renews the certificates berth serves.
 ///
@@ -55,7 +55,7 @@ fn load(path: Option<PathBuf>) -> Result<Config, String> {
 
 /// The Docker endpoint to follow, if discovery is on (the same rule as berth's).
 fn docker_endpoint(config: &Config) -> Result<Option<DockerEndpoint>, String> {
-    Ok(discovery_endpoint(&config.docker)?.ok())
+    Ok(endpoint_to_follow(&config.docker)?.ok())
 }
 
 fn main() -> ExitCode {

@@ -130,7 +130,7 @@ pub fn resolve_endpoint(configured: Option<&DockerEndpoint>) -> Result<DockerEnd
 ///
 /// # Errors
 /// When `DOCKER_HOST` is malformed.
-pub fn discovery_endpoint(
+pub fn endpoint_to_follow(
     config: &crate::config::DockerConfig,
 ) -> Result<Result<DockerEndpoint, String>, String> {
     use crate::config::DockerMode;

@@ -90,7 +90,7 @@ pub struct AddressRules {
 
 /// What berth makes of a container.
 #[derive(Debug, Clone)]
-pub enum Discovery {
+pub enum Verdict {
     /// Routed: one route per host.
     Routes(Vec<RouteSpec>),
     /// Not routed, on purpose (no host, or `berth.enable=false`).
@@ -245,7 +245,7 @@ fn parse_port(value: &str) -> Result<u16, String> {
 }
 
 /// What berth makes of `info`: its routes, or why it has none.
-pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSettings) -> Discovery {
+pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSettings) -> Verdict {
     let mut errors = Errors::default();
     for name in info.labels.keys() {
         if let Some(rest) = name.strip_prefix(LABEL_PREFIX) {
@@ -259,7 +259,7 @@ pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSett
     }
     if let Some(found) = info.get(&ENABLE) {
         match parse_bool(found.value) {
-            Ok(false) => return Discovery::Ignored("berth.enable=false"),
+            Ok(false) => return Verdict::Ignored("berth.enable=false"),
             Ok(true) => {}
             Err(e) => errors.push(info.error_path(&found.origin), e),
         }
@@ -270,9 +270,9 @@ pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSett
     let Some(hosts) = info.get(&HOST) else {
         // A certificate without a route is fine (the ACME worker still issues it).
         return if errors.is_empty() {
-            Discovery::Ignored("no berth.host label or VIRTUAL_HOST variable")
+            Verdict::Ignored("no berth.host label or VIRTUAL_HOST variable")
         } else {
-            Discovery::Invalid(errors.into_inner())
+            Verdict::Invalid(errors.into_inner())
         };
     };
     let host_list = comma_list(hosts.value);
@@ -318,7 +318,7 @@ pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSett
         ..RawRoute::default()
     };
     if !errors.is_empty() {
-        return Discovery::Invalid(errors.into_inner());
+        return Verdict::Invalid(errors.into_inner());
     }
     let mut routes = Vec::new();
     let mut route_errors = Errors::default();
@@ -336,11 +336,11 @@ pub fn discover(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSett
         }
     }
     if !route_errors.is_empty() {
-        return Discovery::Invalid(rename_route_errors(info, route_errors.into_inner()));
+        return Verdict::Invalid(rename_route_errors(info, route_errors.into_inner()));
     }
     match info.health {
-        Health::Starting | Health::Unhealthy => Discovery::Waiting(info.health),
-        Health::None | Health::Healthy => Discovery::Routes(routes),
+        Health::Starting | Health::Unhealthy => Verdict::Waiting(info.health),
+        Health::None | Health::Healthy => Verdict::Routes(routes),
     }
 }
 
@@ -548,15 +548,15 @@ mod tests {
     }
 
     fn routes(info: &ContainerInfo) -> Vec<RouteSpec> {
-        match discover(info, &AddressRules::default(), &builtin_defaults()) {
-            Discovery::Routes(r) => r,
+        match judge(info, &AddressRules::default(), &builtin_defaults()) {
+            Verdict::Routes(r) => r,
             other => panic!("expected routes, got {other:?}"),
         }
     }
 
     fn errors(info: &ContainerInfo) -> Vec<String> {
-        match discover(info, &AddressRules::default(), &builtin_defaults()) {
-            Discovery::Invalid(e) => e.iter().map(ToString::to_string).collect(),
+        match judge(info, &AddressRules::default(), &builtin_defaults()) {
+            Verdict::Invalid(e) => e.iter().map(ToString::to_string).collect(),
             other => panic!("expected errors, got {other:?}"),
         }
     }
@@ -709,12 +709,12 @@ mod tests {
             net("back", Some("10.1.0.2")),
             net("front", Some("10.2.0.2")),
         ];
-        let addr = |info: &ContainerInfo, rules: &AddressRules| match discover(
+        let addr = |info: &ContainerInfo, rules: &AddressRules| match judge(
             info,
             rules,
             &builtin_defaults(),
         ) {
-            Discovery::Routes(r) => r[0].upstreams[0].addr.ip().to_string(),
+            Verdict::Routes(r) => r[0].upstreams[0].addr.ip().to_string(),
             other => panic!("{other:?}"),
         };
         // First network by name that gives an address.
@@ -787,21 +787,20 @@ mod tests {
 
     #[test]
     fn opted_out_unlabelled_and_unhealthy_containers() {
-        let d =
-            |info: &ContainerInfo| discover(info, &AddressRules::default(), &builtin_defaults());
+        let d = |info: &ContainerInfo| judge(info, &AddressRules::default(), &builtin_defaults());
         let info = container(
             &[("berth.enable", "false")],
             &[("VIRTUAL_HOST", "a.example.com")],
         );
-        assert!(matches!(d(&info), Discovery::Ignored(_)));
-        assert!(matches!(d(&container(&[], &[])), Discovery::Ignored(_)));
+        assert!(matches!(d(&info), Verdict::Ignored(_)));
+        assert!(matches!(d(&container(&[], &[])), Verdict::Ignored(_)));
         let mut info = container(&[("berth.host", "a.example.com")], &[]);
         info.health = Health::Unhealthy;
-        assert!(matches!(d(&info), Discovery::Waiting(Health::Unhealthy)));
+        assert!(matches!(d(&info), Verdict::Waiting(Health::Unhealthy)));
         info.health = Health::Starting;
-        assert!(matches!(d(&info), Discovery::Waiting(Health::Starting)));
+        assert!(matches!(d(&info), Verdict::Waiting(Health::Starting)));
         info.health = Health::Healthy;
-        assert!(matches!(d(&info), Discovery::Routes(_)));
+        assert!(matches!(d(&info), Verdict::Routes(_)));
     }
 
     #[test]

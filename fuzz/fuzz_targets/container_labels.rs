@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use arbitrary::Arbitrary;
 use berth_core::config::builtin_defaults;
 use berth_core::labels::{
-    acme_request, discover, AddressRules, ContainerInfo, ContainerNetwork, Discovery, Health,
+    acme_request, judge, AddressRules, ContainerInfo, ContainerNetwork, Verdict, Health,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -87,20 +87,20 @@ fuzz_target!(|input: Input| {
         preferred_network: input.preferred,
         own_networks: input.own_networks,
     };
-    match discover(&info, &rules, &builtin_defaults()) {
-        Discovery::Routes(routes) => {
+    match judge(&info, &rules, &builtin_defaults()) {
+        Verdict::Routes(routes) => {
             for r in routes {
                 assert!(!r.upstreams.is_empty());
                 assert!(r.path.starts_with('/'));
             }
         }
-        Discovery::Invalid(errors) => {
+        Verdict::Invalid(errors) => {
             assert!(!errors.is_empty());
             for e in errors {
                 assert!(e.to_string().starts_with("container fuzzed"), "{e}");
             }
         }
-        Discovery::Ignored(_) | Discovery::Waiting(_) => {}
+        Verdict::Ignored(_) | Verdict::Waiting(_) => {}
     }
     if let Ok(Some(request)) = acme_request(&info) {
         assert!(!request.hosts.is_empty());

@@ -21,8 +21,8 @@ use serde::Serialize;
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSpec;
 
-use crate::discovery::Report;
 use crate::metrics::Metrics;
+use crate::route_writer::Report;
 use berth_plugins::SharedTable;
 
 /// State the admin endpoints read.
@@ -38,7 +38,7 @@ pub struct Admin {
 struct RoutesPage<'a> {
     routes: Vec<&'a RouteSpec>,
     docker: DockerPage,
-    containers: &'a [crate::discovery::ContainerReport],
+    containers: &'a [crate::route_writer::ContainerReport],
     conflicts: &'a [String],
 }
 

@@ -8,10 +8,11 @@ pub mod app;
 pub mod auth_watch;
 pub mod check;
 pub mod connections;
-pub mod discovery;
+pub mod docker_routes;
 pub mod metrics;
 pub mod observe;
 pub mod reload;
+pub mod route_writer;
 pub mod server;
 pub mod tls;
 

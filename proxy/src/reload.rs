@@ -26,7 +26,7 @@ use berth_core::config::Config;
 use berth_core::sync::lock;
 use berth_plugins::ChainEnv;
 
-use crate::discovery::{FileRoutes, RouteBuilder};
+use crate::route_writer::{FileRoutes, RouteWriter};
 use berth_core::config::{load_config, ConfigSource};
 
 use crate::check::check_files;
@@ -74,7 +74,7 @@ pub struct Reloader {
 
 struct State {
     source: ConfigSource,
-    builder: Arc<Mutex<RouteBuilder>>,
+    builder: Arc<Mutex<RouteWriter>>,
     limits: Arc<ArcSwap<Limits>>,
     /// What chains are built with besides the trusted proxies (kept across reloads).
     env: ChainEnv,
@@ -89,7 +89,7 @@ impl Reloader {
         source: ConfigSource,
         running: &Config,
         wake: Arc<Notify>,
-        builder: Arc<Mutex<RouteBuilder>>,
+        builder: Arc<Mutex<RouteWriter>>,
         limits: Arc<ArcSwap<Limits>>,
         env: ChainEnv,
         counter: Option<IntCounterVec>,

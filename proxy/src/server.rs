@@ -15,7 +15,7 @@ use pingora_proxy::http_proxy;
 
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
-use berth_core::docker::{discovery_endpoint, DockerWatcher};
+use berth_core::docker::{endpoint_to_follow, DockerWatcher};
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
 
 use berth_core::config::{Config, ConfigSource};
@@ -26,10 +26,11 @@ use crate::admin::Admin;
 use crate::app::Berth;
 use crate::auth_watch::AuthWatcher;
 use crate::connections::{Drain, Guarded, ListenerMetrics};
-use crate::discovery::{DockerDiscovery, FileRoutes, RouteBuilder};
+use crate::docker_routes::DockerRoutes;
 use crate::metrics::{LiveState, Metrics};
 use crate::observe;
 use crate::reload::{hangups, Reloader};
+use crate::route_writer::{FileRoutes, RouteWriter};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
@@ -149,7 +150,7 @@ pub fn build_server(
     // One builder makes the table from the file's routes (and the containers', with Docker
     // discovery); a reload hands it new file routes.
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
-    let mut builder = RouteBuilder::new(
+    let mut builder = RouteWriter::new(
         FileRoutes {
             routes: config.routes.clone(),
             defaults: config.defaults.clone(),
@@ -169,10 +170,10 @@ pub fn build_server(
 
     // Docker discovery rebuilds the table from the file's routes plus the containers'.
     let mut docker_status = None;
-    match discovery_endpoint(&config.docker).map_err(StartError::Docker)? {
+    match endpoint_to_follow(&config.docker).map_err(StartError::Docker)? {
         Ok(endpoint) => {
             let (watcher, snapshots) = DockerWatcher::new(endpoint.clone());
-            let discovery = DockerDiscovery::new(watcher, snapshots, builder.clone());
+            let discovery = DockerRoutes::new(watcher, snapshots, builder.clone());
             docker_status = Some(discovery.status());
             server.add_service(background_service("docker discovery", discovery));
             listeners.push(format!("docker discovery: following {endpoint}"));

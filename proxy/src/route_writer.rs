@@ -1,7 +1,7 @@
-//! Docker discovery: a background service that follows the Docker daemon
-//! ([`berth_core::docker::DockerWatcher`]) and, on every change, rebuilds the route table
-//! from the config file's routes plus what the label schema makes of each container, then
-//! swaps it in whole.
+//! The one writer of the route table: the config file's routes plus what the label schema
+//! makes of each container, merged, built into chains and swapped in whole. It is fed by the
+//! Docker service ([`crate::docker_routes`], on every change the daemon reports) and by
+//! SIGHUP ([`crate::reload`], with a new config file).
 //!
 //! A rebuild only re-reads containers whose inspect data changed, reuses the plugin chains of
 //! routes that did not change (so round-robin positions and upstream TLS settings survive),
@@ -10,19 +10,15 @@
 //! [`Report`] for `/routes`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
 
-use berth_core::docker::{DockerStatus, DockerWatcher, Snapshot};
-use berth_core::labels::{discover, AddressRules, ContainerInfo, Discovery, Health};
+use berth_core::docker::Snapshot;
+use berth_core::labels::{judge, AddressRules, ContainerInfo, Health, Verdict};
 use berth_core::merge::merge_routes;
 use berth_core::route::{RouteSettings, RouteSpec};
-use berth_core::sync::lock;
 use berth_core::table::RouteTable;
 use berth_plugins::{ChainEnv, Route};
 
@@ -64,7 +60,7 @@ pub struct FileRoutes {
 }
 
 /// The routes of the config file and the table they are merged into.
-pub struct RouteBuilder {
+pub struct RouteWriter {
     static_routes: Vec<RouteSpec>,
     defaults: RouteSettings,
     preferred_network: Option<String>,
@@ -72,7 +68,7 @@ pub struct RouteBuilder {
     table: SharedTable,
     report: Arc<ArcSwap<Report>>,
     /// Last outcome per container id, with the inspect data it came from.
-    outcomes: HashMap<String, (Arc<ContainerInfo>, Discovery)>,
+    outcomes: HashMap<String, (Arc<ContainerInfo>, Verdict)>,
     /// Routes of the current table by their serialised spec, for reuse.
     built: HashMap<String, Arc<Route>>,
     conflicts: BTreeSet<String>,
@@ -80,10 +76,10 @@ pub struct RouteBuilder {
     last: Arc<Snapshot>,
 }
 
-impl RouteBuilder {
+impl RouteWriter {
     /// A builder that merges discovered routes into `table` next to the file's routes.
-    pub fn new(file: FileRoutes, table: SharedTable) -> RouteBuilder {
-        RouteBuilder {
+    pub fn new(file: FileRoutes, table: SharedTable) -> RouteWriter {
+        RouteWriter {
             static_routes: file.routes,
             defaults: file.defaults,
             preferred_network: file.preferred_network,
@@ -114,7 +110,7 @@ impl RouteBuilder {
         self.rebuild(&last);
     }
 
-    /// The report `/routes` shows, kept up to date by [`RouteBuilder::rebuild`].
+    /// The report `/routes` shows, kept up to date by [`RouteWriter::rebuild`].
     pub fn report(&self) -> Arc<ArcSwap<Report>> {
         self.report.clone()
     }
@@ -128,7 +124,7 @@ impl RouteBuilder {
         };
         self.outcomes.retain(|id, (info, outcome)| {
             let kept = snapshot.containers.contains_key(id);
-            if !kept && matches!(outcome, Discovery::Routes(_) | Discovery::Waiting(_)) {
+            if !kept && matches!(outcome, Verdict::Routes(_) | Verdict::Waiting(_)) {
                 tracing::info!(container = %info.name, "docker: container gone; its routes are removed");
             }
             kept
@@ -141,7 +137,7 @@ impl RouteBuilder {
             if unchanged {
                 continue;
             }
-            let outcome = discover(info, &rules, &self.defaults);
+            let outcome = judge(info, &rules, &self.defaults);
             log_outcome(info, &outcome);
             self.outcomes.insert(id.clone(), (info.clone(), outcome));
         }
@@ -150,7 +146,7 @@ impl RouteBuilder {
             .outcomes
             .values()
             .filter_map(|(info, outcome)| match outcome {
-                Discovery::Routes(routes) => Some((info.name.clone(), routes.clone())),
+                Verdict::Routes(routes) => Some((info.name.clone(), routes.clone())),
                 _ => None,
             })
             .collect();
@@ -184,21 +180,21 @@ impl RouteBuilder {
             .values()
             .filter_map(|(info, outcome)| {
                 let (state, detail) = match outcome {
-                    Discovery::Routes(routes) => (
+                    Verdict::Routes(routes) => (
                         "routed",
                         routes
                             .iter()
                             .map(|r| format!("{}{}", r.host, r.path))
                             .collect(),
                     ),
-                    Discovery::Waiting(h) => ("waiting", vec![format!("health: {}", health(*h))]),
-                    Discovery::Invalid(errors) => {
+                    Verdict::Waiting(h) => ("waiting", vec![format!("health: {}", health(*h))]),
+                    Verdict::Invalid(errors) => {
                         ("invalid", errors.iter().map(ToString::to_string).collect())
                     }
-                    Discovery::Ignored(reason) if reason.starts_with("berth.enable") => {
+                    Verdict::Ignored(reason) if reason.starts_with("berth.enable") => {
                         ("disabled", vec![(*reason).to_string()])
                     }
-                    Discovery::Ignored(_) => return None,
+                    Verdict::Ignored(_) => return None,
                 };
                 Some(ContainerReport {
                     name: info.name.clone(),
@@ -225,9 +221,9 @@ fn health(h: Health) -> &'static str {
     }
 }
 
-fn log_outcome(info: &ContainerInfo, outcome: &Discovery) {
+fn log_outcome(info: &ContainerInfo, outcome: &Verdict) {
     match outcome {
-        Discovery::Routes(routes) => {
+        Verdict::Routes(routes) => {
             for r in routes {
                 let upstreams: Vec<String> =
                     r.upstreams.iter().map(|u| u.addr.to_string()).collect();
@@ -240,72 +236,18 @@ fn log_outcome(info: &ContainerInfo, outcome: &Discovery) {
                 );
             }
         }
-        Discovery::Waiting(h) => tracing::info!(
+        Verdict::Waiting(h) => tracing::info!(
             container = %info.name,
             "docker: health {}; left out until it is healthy",
             health(*h)
         ),
-        Discovery::Invalid(errors) => {
+        Verdict::Invalid(errors) => {
             for e in errors {
                 tracing::warn!("docker: {e}; container skipped");
             }
         }
-        Discovery::Ignored(reason) => {
+        Verdict::Ignored(reason) => {
             tracing::debug!(container = %info.name, "docker: not routed: {reason}");
         }
-    }
-}
-
-/// The background service: the Docker watcher and the route builder, together.
-pub struct DockerDiscovery {
-    watcher: DockerWatcher,
-    snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
-    builder: Arc<Mutex<RouteBuilder>>,
-}
-
-impl DockerDiscovery {
-    /// Joins a watcher (and its snapshot channel) to a route builder.
-    pub fn new(
-        watcher: DockerWatcher,
-        snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>>,
-        builder: Arc<Mutex<RouteBuilder>>,
-    ) -> DockerDiscovery {
-        DockerDiscovery {
-            watcher,
-            snapshots,
-            builder,
-        }
-    }
-
-    /// The connection state.
-    pub fn status(&self) -> Arc<DockerStatus> {
-        self.watcher.status()
-    }
-
-    async fn follow(&self, mut shutdown: ShutdownWatch) {
-        let mut snapshots = self.snapshots.clone();
-        loop {
-            tokio::select! {
-                changed = snapshots.changed() => if changed.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-            let snapshot = snapshots.borrow_and_update().clone();
-            let builder = self.builder.clone();
-            // Building a chain may read a CA file: keep it off the async threads.
-            let joined = tokio::task::spawn_blocking(move || {
-                lock(&builder).rebuild(&snapshot);
-            })
-            .await;
-            if let Err(e) = joined {
-                tracing::error!(error = %e, "route rebuild failed");
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for DockerDiscovery {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        tokio::join!(self.watcher.run(shutdown.clone()), self.follow(shutdown));
     }
 }
