@@ -1,7 +1,8 @@
 //! Builds the Pingora server from a validated configuration: the shared route table, one
 //! proxy service per listener, and the server's own settings.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -15,7 +16,7 @@ use pingora_proxy::http_proxy;
 
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
-use berth_core::docker::{endpoint_to_follow, DockerWatcher};
+use berth_core::docker::{endpoint_to_follow, DockerStatus, DockerWatcher};
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
 
 use berth_core::config::{Config, ConfigSource};
@@ -30,7 +31,7 @@ use crate::docker_routes::DockerRoutes;
 use crate::metrics::{LiveState, Metrics};
 use crate::observe;
 use crate::reload::{hangups, Reloader};
-use crate::route_writer::{FileRoutes, RouteWriter};
+use crate::route_writer::{FileRoutes, Report, RouteWriter};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
@@ -106,12 +107,55 @@ fn metrics_err(e: prometheus::Error) -> StartError {
     StartError::Metrics(e.to_string())
 }
 
-/// Builds the server: the shared route table, a proxy service per listener, for HTTPS the
-/// certificate store with its watcher, Docker discovery and the admin listener. Returns the
-/// server and one line per listener and watcher, for the start-up message.
+/// The certificate store and its reload counts, for metrics.
+type CertState = (Arc<ArcSwap<CertStore>>, Arc<crate::metrics::ReloadCounts>);
+
+/// What is being built: the server, the start-up message's lines, and the open-connection
+/// counts of the proxy listeners (for the drain on shutdown).
+struct Wiring {
+    server: Server,
+    lines: Vec<String>,
+    open_counts: Vec<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+/// What the listeners share: the route table, the observer (metrics and access log), the live
+/// limits and the metric handles.
+struct Shared {
+    table: SharedTable,
+    observer: Arc<observe::Observer>,
+    limits: Arc<ArcSwap<berth_core::config::limits::Limits>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Shared {
+    /// The metric handles of one listener.
+    fn listener_metrics(&self, listener: &str) -> ListenerMetrics {
+        let refused = |reason: &str| {
+            self.metrics
+                .as_ref()
+                .map(|m| m.refused_connections.with_label_values(&[listener, reason]))
+        };
+        ListenerMetrics {
+            open: self
+                .metrics
+                .as_ref()
+                .map(|m| m.open_connections.with_label_values(&[listener])),
+            over_limit: refused("max_connections"),
+            header_timeout: refused("header_timeout"),
+            header_too_large: refused("header_too_large"),
+            bad_request: refused("bad_request"),
+        }
+    }
+}
+
+/// Builds the server, one subsystem at a time: Pingora itself, the certificate store, the
+/// route table and its writer, Docker, metrics and the access log, config reload, the HTTP
+/// and HTTPS listeners, the admin listener, and the drain. Returns the server and one line
+/// per listener and watcher, for the start-up message.
 ///
 /// # Errors
-/// When certs-dir cannot be created or the default certificate cannot be written.
+/// When a subsystem cannot be set up (certs-dir, the access log, the upgrade socket's
+/// directory, the signal handler, a Docker endpoint that cannot be used).
 pub fn build_server(
     config: Config,
     source: ConfigSource,
@@ -119,38 +163,109 @@ pub fn build_server(
 ) -> Result<(Server, Vec<String>), StartError> {
     // Before anything listens: a SIGHUP must never end the process.
     let hangups = hangups().map_err(|e| StartError::Signals(e.to_string()))?;
-    if let Some(dir) = config.server.upgrade_socket.parent() {
+    let mut w = Wiring {
+        server: pingora_server(&config.server, upgrade)?,
+        lines: Vec::new(),
+        open_counts: Vec::new(),
+    };
+    // Certificates first: the routes' HTTPS policy asks the store whether a host has one.
+    let certs = match config.listen.https {
+        Some(addr) => Some((addr, load_certificates(&config.tls)?)),
+        None => None,
+    };
+    let env = chain_env(
+        &config,
+        certs.as_ref().map(|(addr, (_, store))| (*addr, store)),
+    );
+    w.server.add_service(background_service(
+        "htpasswd watcher",
+        AuthWatcher::new(env.auth_files.clone()),
+    ));
+    let (table, writer, report) = route_table(&config, &env);
+    let docker_status = docker(&mut w, &config, &writer)?;
+    // Metrics exist only with an admin listener to serve them.
+    let metrics = match config.listen.metrics {
+        Some(_) => Some(Arc::new(Metrics::new().map_err(metrics_err)?)),
+        None => None,
+    };
+    let shared = Shared {
+        observer: observe::observer(metrics.clone(), &config.access_log)
+            .map_err(|e| StartError::AccessLog(e.to_string()))?,
+        limits: Arc::new(ArcSwap::from_pointee(config.limits)),
+        table,
+        metrics,
+    };
+    w.server.add_service(background_service(
+        "config reload",
+        Reloader::new(
+            source,
+            &config,
+            hangups,
+            writer,
+            shared.limits.clone(),
+            env,
+            shared.metrics.as_ref().map(|m| m.config_reloads.clone()),
+        ),
+    ));
+    if let Some(addr) = config.listen.http {
+        http_listener(&mut w, &shared, addr, &config.acme.challenge_dir);
+    }
+    let cert_state = match certs {
+        Some((addr, (loader, store))) => Some(https_listener(
+            &mut w, &shared, addr, &config, loader, store,
+        )?),
+        None => None,
+    };
+    if let Some(addr) = config.listen.metrics {
+        admin_listener(&mut w, &shared, addr, report, cert_state, docker_status)?;
+    }
+    let Wiring {
+        mut server,
+        lines,
+        open_counts,
+    } = w;
+    server.add_service(background_service("drain", Drain::new(open_counts)));
+    Ok((server, lines))
+}
+
+/// Pingora's server, bootstrapped: with `upgrade` this waits (about 5 s at most) for the
+/// running berth, sent SIGQUIT, to hand over its listening sockets.
+fn pingora_server(settings: &ServerSettings, upgrade: bool) -> Result<Server, StartError> {
+    if let Some(dir) = settings.upgrade_socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StartError::Upgrade(format!("{}: {e}", config.server.upgrade_socket.display()))
+            StartError::Upgrade(format!("{}: {e}", settings.upgrade_socket.display()))
         })?;
     }
     let opt = Opt {
         upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(&config.server));
-    // With --upgrade this waits (about 5 s at most) for the running berth, sent SIGQUIT, to
-    // hand over its listening sockets.
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(settings));
     server.bootstrap();
-    let mut listeners = Vec::new();
+    Ok(server)
+}
 
-    // Certificates first: the routes' HTTPS policy asks the store whether a host has one.
-    let certs = match config.listen.https {
-        Some(addr) => Some((addr, load_certificates(&config.tls)?)),
-        None => None,
-    };
-    let env = ChainEnv {
+/// What every route's chain is built with: trusted proxies, the certificate lookup of the
+/// HTTPS policy (with the HTTPS port), the shared htpasswd files.
+fn chain_env(config: &Config, https: Option<(SocketAddr, &Arc<ArcSwap<CertStore>>)>) -> ChainEnv {
+    ChainEnv {
         trusted_proxies: config.trusted_proxies.clone().into(),
-        https: certs.as_ref().map(|(addr, (_, store))| {
+        https: https.map(|(addr, store)| {
             let lookup: Arc<dyn OwnCertificate> = Arc::new(LiveStore(store.clone()));
             (addr.port(), lookup)
         }),
         auth_files: Arc::default(),
-    };
-    // One builder makes the table from the file's routes (and the containers', with Docker
-    // discovery); a reload hands it new file routes.
+    }
+}
+
+/// The route table and its one writer, built from the file's routes (containers join when
+/// Docker reports them; a reload hands the writer new file routes).
+fn route_table(
+    config: &Config,
+    env: &ChainEnv,
+) -> (SharedTable, Arc<Mutex<RouteWriter>>, Arc<ArcSwap<Report>>) {
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
-    let mut builder = RouteWriter::new(
+    let mut writer = RouteWriter::new(
         FileRoutes {
             routes: config.routes.clone(),
             defaults: config.defaults.clone(),
@@ -159,128 +274,129 @@ pub fn build_server(
         },
         table.clone(),
     );
-    builder.rebuild(&Arc::default());
-    let report = builder.report();
-    let builder = Arc::new(Mutex::new(builder));
+    writer.rebuild(&Arc::default());
+    let report = writer.report();
+    (table, Arc::new(Mutex::new(writer)), report)
+}
 
-    server.add_service(background_service(
-        "htpasswd watcher",
-        AuthWatcher::new(env.auth_files.clone()),
-    ));
-
-    // Docker discovery rebuilds the table from the file's routes plus the containers'.
-    let mut docker_status = None;
+/// The Docker service, when `[docker]` asks for it and an endpoint answers the rules; its
+/// connection state, for metrics and `/routes`.
+fn docker(
+    w: &mut Wiring,
+    config: &Config,
+    writer: &Arc<Mutex<RouteWriter>>,
+) -> Result<Option<Arc<DockerStatus>>, StartError> {
     match endpoint_to_follow(&config.docker).map_err(StartError::Docker)? {
         Ok(endpoint) => {
             let (watcher, snapshots) = DockerWatcher::new(endpoint.clone());
-            let discovery = DockerRoutes::new(watcher, snapshots, builder.clone());
-            docker_status = Some(discovery.status());
-            server.add_service(background_service("docker discovery", discovery));
-            listeners.push(format!("docker discovery: following {endpoint}"));
+            let service = DockerRoutes::new(watcher, snapshots, writer.clone());
+            let status = service.status();
+            w.server
+                .add_service(background_service("docker discovery", service));
+            w.lines
+                .push(format!("docker discovery: following {endpoint}"));
+            Ok(Some(status))
         }
-        Err(reason) => listeners.push(format!("docker discovery: {reason}")),
+        Err(reason) => {
+            w.lines.push(format!("docker discovery: {reason}"));
+            Ok(None)
+        }
     }
+}
 
-    // Metrics exist only with an admin listener to serve them.
-    let metrics = match config.listen.metrics {
-        Some(_) => Some(Arc::new(Metrics::new().map_err(metrics_err)?)),
-        None => None,
-    };
-    let observer = observe::observer(metrics.clone(), &config.access_log)
-        .map_err(|e| StartError::AccessLog(e.to_string()))?;
-    let limits = Arc::new(ArcSwap::from_pointee(config.limits));
-    let mut open_counts = Vec::new();
-    server.add_service(background_service(
-        "config reload",
-        Reloader::new(
-            source,
-            &config,
-            hangups,
-            builder,
-            limits.clone(),
-            env.clone(),
-            metrics.as_ref().map(|m| m.config_reloads.clone()),
-        ),
+/// The plain HTTP listener, which also answers ACME challenges.
+fn http_listener(w: &mut Wiring, shared: &Shared, addr: SocketAddr, challenge_dir: &Path) {
+    let app = Berth::new(Scheme::Http, shared.table.clone(), shared.observer.clone())
+        .with_challenges(AcmeChallenge::new(challenge_dir.to_path_buf()));
+    let proxy = http_proxy(&w.server.configuration, app);
+    let guarded = Guarded::new(
+        proxy,
+        "http",
+        shared.limits.clone(),
+        shared.listener_metrics("http"),
+    );
+    w.open_counts.push(guarded.open_connections());
+    let mut service = Service::new("berth http".to_string(), guarded);
+    service.add_tcp(&addr.to_string());
+    w.server.add_service(service);
+    w.lines.push(format!(
+        "listening on http://{addr} (ACME challenges from {})",
+        challenge_dir.display()
     ));
-    let listener_metrics = |listener: &str| {
-        let refused = |reason: &str| {
-            metrics
-                .as_ref()
-                .map(|m| m.refused_connections.with_label_values(&[listener, reason]))
-        };
-        ListenerMetrics {
-            open: metrics
-                .as_ref()
-                .map(|m| m.open_connections.with_label_values(&[listener])),
-            over_limit: refused("max_connections"),
-            header_timeout: refused("header_timeout"),
-            header_too_large: refused("header_too_large"),
-            bad_request: refused("bad_request"),
-        }
+}
+
+/// The HTTPS listener and the certificate watcher; the certificate state, for metrics.
+fn https_listener(
+    w: &mut Wiring,
+    shared: &Shared,
+    addr: SocketAddr,
+    config: &Config,
+    loader: Loader,
+    store: Arc<ArcSwap<CertStore>>,
+) -> Result<CertState, StartError> {
+    let dir = loader.dir().to_path_buf();
+    let state = (store.clone(), loader.counts.clone());
+    let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
+    tls.set_cert_resolver(Arc::new(SniResolver::new(
+        store.clone(),
+        shared.table.clone(),
+    )));
+    tls.enable_h2();
+    let mut proxy = http_proxy(
+        &w.server.configuration,
+        Berth::new(Scheme::Https, shared.table.clone(), shared.observer.clone()),
+    );
+    proxy.h2_options = Some(h2_options(config.limits.max_header_size));
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.limits.keepalive_timeout).filter(|d| !d.is_zero());
+    proxy.server_options = Some(options);
+    // berth terminates TLS itself (Guarded), so that handshakes are bounded by
+    // limits.header-timeout and counted in limits.max-connections.
+    let guarded = Guarded::new(
+        proxy,
+        "https",
+        shared.limits.clone(),
+        shared.listener_metrics("https"),
+    )
+    .with_tls(tls.build());
+    w.open_counts.push(guarded.open_connections());
+    let mut service = Service::new("berth https".to_string(), guarded);
+    service.add_tcp(&addr.to_string());
+    w.server.add_service(service);
+    w.server.add_service(background_service(
+        "certificate watcher",
+        CertWatcher::new(loader, store),
+    ));
+    w.lines.push(format!(
+        "listening on https://{addr} (certificates from {})",
+        dir.display()
+    ));
+    Ok(state)
+}
+
+/// The admin listener: `/metrics`, `/routes`, `/healthz`.
+fn admin_listener(
+    w: &mut Wiring,
+    shared: &Shared,
+    addr: SocketAddr,
+    report: Arc<ArcSwap<Report>>,
+    cert_state: Option<CertState>,
+    docker_status: Option<Arc<DockerStatus>>,
+) -> Result<(), StartError> {
+    let Some(metrics) = shared.metrics.clone() else {
+        return Ok(());
     };
-
-    if let Some(addr) = config.listen.http {
-        let app = Berth::new(Scheme::Http, table.clone(), observer.clone())
-            .with_challenges(AcmeChallenge::new(config.acme.challenge_dir.clone()));
-        let proxy = http_proxy(&server.configuration, app);
-        let guarded = Guarded::new(proxy, "http", limits.clone(), listener_metrics("http"));
-        open_counts.push(guarded.open_connections());
-        let mut service = Service::new("berth http".to_string(), guarded);
-        service.add_tcp(&addr.to_string());
-        server.add_service(service);
-        listeners.push(format!(
-            "listening on http://{addr} (ACME challenges from {})",
-            config.acme.challenge_dir.display()
-        ));
-    }
-    let mut cert_state = None;
-    if let Some((addr, (loader, store))) = certs {
-        let dir = loader.dir().to_path_buf();
-        cert_state = Some((store.clone(), loader.counts.clone()));
-        let mut tls =
-            TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
-        tls.set_cert_resolver(Arc::new(SniResolver::new(store.clone(), table.clone())));
-        tls.enable_h2();
-        let mut proxy = http_proxy(
-            &server.configuration,
-            Berth::new(Scheme::Https, table.clone(), observer.clone()),
-        );
-        proxy.h2_options = Some(h2_options(config.limits.max_header_size));
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(config.limits.keepalive_timeout).filter(|d| !d.is_zero());
-        proxy.server_options = Some(options);
-        // berth terminates TLS itself (Guarded), so that handshakes are bounded by
-        // limits.header-timeout and counted in limits.max-connections.
-        let guarded = Guarded::new(proxy, "https", limits.clone(), listener_metrics("https"))
-            .with_tls(tls.build());
-        open_counts.push(guarded.open_connections());
-        let mut service = Service::new("berth https".to_string(), guarded);
-        service.add_tcp(&addr.to_string());
-        server.add_service(service);
-        server.add_service(background_service(
-            "certificate watcher",
-            CertWatcher::new(loader, store),
-        ));
-        listeners.push(format!(
-            "listening on https://{addr} (certificates from {})",
-            dir.display()
-        ));
-    }
-
-    if let (Some(addr), Some(metrics)) = (config.listen.metrics, metrics) {
-        let live = LiveState::new(table.clone(), cert_state, docker_status.clone())
-            .map_err(metrics_err)?;
-        metrics.register(Box::new(live)).map_err(metrics_err)?;
-        let admin = Admin::new(table.clone(), report, docker_status, metrics);
-        let mut service = Service::new("berth admin".to_string(), admin);
-        service.add_tcp(&addr.to_string());
-        server.add_service(service);
-        listeners.push(format!(
-            "listening on http://{addr} (admin: /metrics, /routes, /healthz)"
-        ));
-    }
-    server.add_service(background_service("drain", Drain::new(open_counts)));
-    Ok((server, listeners))
+    let live = LiveState::new(shared.table.clone(), cert_state, docker_status.clone())
+        .map_err(metrics_err)?;
+    metrics.register(Box::new(live)).map_err(metrics_err)?;
+    let admin = Admin::new(shared.table.clone(), report, docker_status, metrics);
+    let mut service = Service::new("berth admin".to_string(), admin);
+    service.add_tcp(&addr.to_string());
+    w.server.add_service(service);
+    w.lines.push(format!(
+        "listening on http://{addr} (admin: /metrics, /routes, /healthz)"
+    ));
+    Ok(())
 }
 
 /// Prepares certs-dir (creating it, and the default certificate when asked) and loads it.
