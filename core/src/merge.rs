@@ -27,7 +27,7 @@ fn settings_key(spec: &RouteSpec) -> String {
     let mut bare = spec.clone();
     bare.upstreams.clear();
     bare.source = RouteSource::File;
-    serde_json::to_string(&bare).unwrap_or_default()
+    bare.fingerprint()
 }
 
 /// Merges `file` routes with `discovered` ones, given per container as

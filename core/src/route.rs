@@ -277,6 +277,15 @@ pub struct RouteSpec {
     pub source: RouteSource,
 }
 
+impl RouteSpec {
+    /// Everything the route says, as one string: two specs with the same fingerprint build
+    /// the same route. (Serialising plain data cannot fail; if it ever did, the debug form
+    /// stands in, never an empty key two different routes could share.)
+    pub fn fingerprint(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"))
+    }
+}
+
 /// The host name of an authority (`Host` header value): lowercase, port and trailing dot
 /// removed; `None` when it is empty or has characters no host name has.
 pub fn host_of(authority: &str) -> Option<String> {

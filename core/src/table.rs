@@ -1,5 +1,6 @@
 //! The route table: an immutable snapshot that the request path reads through `ArcSwap`.
-//! Watchers (the config file today, Docker tomorrow) build a new table and swap it in.
+//! Its one writer (the proxy's route writer: file routes plus container routes) builds a new
+//! table and swaps it in.
 //!
 //! Lookup order for a request's host (lowercase, port removed):
 //! 1. exact names,

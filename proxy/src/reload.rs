@@ -49,21 +49,50 @@ pub fn hangups() -> std::io::Result<Arc<Notify>> {
     Ok(notify)
 }
 
-/// The parts of a configuration that only a restart or an upgrade changes, by key.
-fn fixed_parts(config: &Config) -> Vec<(&'static str, String)> {
-    vec![
-        ("listen", format!("{:?}", config.listen)),
-        ("tls", format!("{:?}", config.tls)),
-        (
-            "docker.enabled / docker.endpoint",
-            format!("{:?} {:?}", config.docker.mode, config.docker.endpoint),
-        ),
-        (
-            "acme.challenge-dir",
-            format!("{:?}", config.acme.challenge_dir),
-        ),
-        ("log.access", format!("{:?}", config.access_log)),
-    ]
+/// The parts of a configuration that only a restart or an upgrade changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FixedParts {
+    listen: berth_core::config::Listen,
+    tls: berth_core::config::TlsConfig,
+    docker: (
+        berth_core::config::DockerMode,
+        Option<berth_core::config::DockerEndpoint>,
+    ),
+    challenge_dir: std::path::PathBuf,
+    access_log: berth_core::config::AccessLog,
+}
+
+impl FixedParts {
+    fn of(config: &Config) -> FixedParts {
+        FixedParts {
+            listen: config.listen.clone(),
+            tls: config.tls.clone(),
+            docker: (config.docker.mode, config.docker.endpoint.clone()),
+            challenge_dir: config.acme.challenge_dir.clone(),
+            access_log: config.access_log.clone(),
+        }
+    }
+
+    /// The keys whose values differ in `next`.
+    fn changed_in(&self, next: &FixedParts) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != next.listen {
+            keys.push("listen");
+        }
+        if self.tls != next.tls {
+            keys.push("tls");
+        }
+        if self.docker != next.docker {
+            keys.push("docker.enabled / docker.endpoint");
+        }
+        if self.challenge_dir != next.challenge_dir {
+            keys.push("acme.challenge-dir");
+        }
+        if self.access_log != next.access_log {
+            keys.push("log.access");
+        }
+        keys
+    }
 }
 
 /// Re-reads the configuration on SIGHUP.
@@ -78,7 +107,7 @@ struct State {
     limits: Arc<ArcSwap<Limits>>,
     /// What chains are built with besides the trusted proxies (kept across reloads).
     env: ChainEnv,
-    fixed: Mutex<Vec<(&'static str, String)>>,
+    fixed: Mutex<FixedParts>,
     counter: Option<IntCounterVec>,
 }
 
@@ -101,7 +130,7 @@ impl Reloader {
                 builder,
                 limits,
                 env,
-                fixed: Mutex::new(fixed_parts(running)),
+                fixed: Mutex::new(FixedParts::of(running)),
                 counter,
             }),
         }
@@ -147,15 +176,14 @@ impl State {
         }
         {
             let mut fixed = lock(&self.fixed);
-            for ((key, old), (_, new)) in fixed.iter().zip(fixed_parts(&config)) {
-                if *old != new {
-                    tracing::warn!(
-                        "reload: {key} changed; that takes a restart or an upgrade (berth --upgrade)"
-                    );
-                }
+            let next = FixedParts::of(&config);
+            for key in fixed.changed_in(&next) {
+                tracing::warn!(
+                    "reload: {key} changed; that takes a restart or an upgrade (berth --upgrade)"
+                );
             }
             // Warn once per change, not again on every later reload.
-            *fixed = fixed_parts(&config);
+            *fixed = next;
         }
         let routes = config.routes.len();
         self.limits.store(Arc::new(config.limits));

@@ -160,7 +160,7 @@ impl RouteWriter {
         let mut built = HashMap::with_capacity(merged.routes.len());
         let mut routes = Vec::with_capacity(merged.routes.len());
         for spec in merged.routes {
-            let key = serde_json::to_string(&spec).unwrap_or_default();
+            let key = spec.fingerprint();
             let route = match self.built.get(&key) {
                 Some(r) => r.clone(),
                 None => Arc::new(Route::build(spec, &self.env)),

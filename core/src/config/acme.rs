@@ -199,14 +199,9 @@ impl RawAcme {
                 None
             }
         };
-        let metrics = non_empty(&self.metrics).and_then(|v| {
-            errors.check(
-                "acme.metrics",
-                v.parse::<SocketAddr>().map_err(|_| {
-                    format!("invalid socket address \"{v}\"; write e.g. \"127.0.0.1:9181\"")
-                }),
-            )
-        });
+        let metrics = non_empty(&self.metrics)
+            .and_then(|v| errors.check("acme.metrics", super::units::parse_listen_addr(v)))
+            .flatten();
         let retry_after = match non_empty(&self.retry_after) {
             None => DEFAULT_RETRY_AFTER,
             Some(v) => match errors.check("acme.retry-after", parse_duration(v)) {

@@ -39,6 +39,8 @@ pub use errors::*;
 pub use route::*;
 pub use source::*;
 
+use units::parse_listen_addr;
+
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
@@ -115,7 +117,7 @@ pub struct RawConfig {
 }
 
 /// Validated `[listen]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     /// Plain HTTP listener; `None` when set to `""`.
     pub http: Option<SocketAddr>,
@@ -136,7 +138,7 @@ pub enum DefaultCert {
 }
 
 /// Validated `[tls]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Directory of certificates, acme-companion layout.
     pub certs_dir: std::path::PathBuf,
@@ -229,15 +231,6 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => key_path(parent),
     }
-}
-
-fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
-    if value.trim().is_empty() {
-        return Ok(None);
-    }
-    value.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
-        format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
-    })
 }
 
 impl RawConfig {

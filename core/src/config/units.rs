@@ -51,6 +51,23 @@ pub fn check_ca_file(path: &str) -> Result<(), String> {
     }
 }
 
+/// Parses a listen address (`listen.*`, `acme.metrics`): `""` means none.
+///
+/// # Errors
+/// A message naming the value when it is not a socket address.
+pub fn parse_listen_addr(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value
+        .trim()
+        .parse::<std::net::SocketAddr>()
+        .map(Some)
+        .map_err(|_| {
+            format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

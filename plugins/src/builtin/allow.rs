@@ -46,11 +46,10 @@ impl Allow {
         peer: Option<IpAddr>,
         forwarded_for: impl Iterator<Item = &'a str>,
     ) -> bool {
-        let client = match peer {
-            Some(ip) if self.trusted.iter().any(|n| n.contains(&ip)) => {
-                last_forwarded(forwarded_for)
-            }
-            other => other,
+        let client = if super::forwarded::trusted_peer(&self.trusted, peer) {
+            last_forwarded(forwarded_for)
+        } else {
+            peer
         };
         client.is_some_and(|ip| self.allowed.iter().any(|n| n.contains(&ip)))
     }

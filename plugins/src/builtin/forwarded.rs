@@ -43,8 +43,14 @@ impl Forwarded {
     }
 
     fn is_trusted(&self, ip: Option<IpAddr>) -> bool {
-        ip.is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)))
+        trusted_peer(&self.trusted, ip)
     }
+}
+
+/// Whether `peer` may speak for its client (its `X-Forwarded-*` headers are believed): it is
+/// inside `forwarded.trusted-proxies`. The forwarding headers and the allowlist both ask this.
+pub fn trusted_peer(trusted: &[IpNet], peer: Option<IpAddr>) -> bool {
+    peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
 }
 
 /// Rewrites the forwarding headers of `req` for a request that arrived from `downstream`
