@@ -5,8 +5,8 @@
 
 /// The path a request is routed by: `path` with percent-escapes of unreserved characters
 /// (`A-Z a-z 0-9 - . _ ~`) and of `/` decoded, runs of `/` merged into one, `.` and `..`
-/// segments resolved (never above the root), the remaining escapes in upper case, and bytes
-/// outside ASCII escaped — one spelling per path, as nginx matches `location` prefixes on a
+/// segments resolved (never above the root), the remaining escapes in upper case, a `%` that
+/// starts no escape written `%25`, and bytes outside ASCII escaped — one spelling per path, as nginx matches `location` prefixes on a
 /// normalised path. Case is kept otherwise: paths are case-sensitive. A path that needs none
 /// of this (the common case) is returned as it is, without allocating. See
 /// [`crate::table::RouteTable::route_request`] for what happens when the spelling matters.
@@ -44,7 +44,9 @@ pub fn route_path(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `path` with `%XX` decoded where XX is an unreserved character or `/`, other escapes in
-/// upper case, and non-ASCII bytes escaped.
+/// upper case, and non-ASCII bytes and a `%` that starts no escape escaped — so that the
+/// result reads the same when normalised again (`%%32e` is `%252e`, not `%2e`, which a second
+/// pass would turn into `.`).
 fn canonical_escapes(path: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
@@ -69,7 +71,7 @@ fn canonical_escapes(path: &str) -> String {
                 out.push(char::from(HEX[usize::from(c & 15)]));
                 i += 3;
             }
-            None if b.is_ascii() => {
+            None if b.is_ascii() && b != b'%' => {
                 out.push(char::from(b));
                 i += 1;
             }
@@ -113,13 +115,16 @@ mod tests {
             ("/a%20b", "/a%20b"),
             ("/caf%c3%a9", "/caf%C3%A9"),
             ("/caf\u{e9}", "/caf%C3%A9"),
-            ("/%2", "/%2"),
-            ("/%zz/x", "/%zz/x"),
+            ("/%2", "/%252"),
+            ("/%zz/x", "/%25zz/x"),
+            ("/%%32e", "/%252e"),
+            ("/%%32e%%32e/admin", "/%252e%252e/admin"),
             ("/%252e%252e/admin", "/%252e%252e/admin"),
             ("*", "*"),
         ];
         for (raw, routed) in cases {
             assert_eq!(route_path(raw), routed, "{raw}");
+            assert_eq!(route_path(routed), routed, "normalising {raw} again");
         }
         assert!(matches!(
             route_path("/v2/app/blobs/"),

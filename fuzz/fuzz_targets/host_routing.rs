@@ -4,7 +4,7 @@
 //! declaration order; within the first host entry that covers the path, the longest prefix),
 //! and paths matched after normalisation (nginx's: unreserved escapes and `%2F` decoded,
 //! slashes merged, then RFC 3986 dot-segment removal; other escapes upper case, non-ASCII
-//! escaped), with a request whose path as sent and normalised would take different routes
+//! and stray `%` escaped), with a request whose path as sent and normalised would take different routes
 //! refused as ambiguous. The table must answer exactly what the model answers.
 #![no_main]
 
@@ -125,7 +125,7 @@ fn model_path(raw: &str) -> String {
         return raw.to_string();
     }
     // One spelling per byte: unreserved characters and `/` bare, other escapes upper case,
-    // non-ASCII escaped.
+    // non-ASCII and a `%` that starts no escape escaped.
     let mut decoded = String::new();
     let bytes = raw.as_bytes();
     let mut i = 0;
@@ -143,7 +143,7 @@ fn model_path(raw: &str) -> String {
                 decoded.push_str(&format!("%{b:02X}"));
                 i += 3;
             }
-            _ if bytes[i] >= 0x80 => {
+            _ if bytes[i] >= 0x80 || bytes[i] == b'%' => {
                 decoded.push_str(&format!("%{:02X}", bytes[i]));
                 i += 1;
             }
