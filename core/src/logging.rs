@@ -5,13 +5,25 @@
 //! few that Pingora logs as errors although nobody has to act on them are passed on at debug
 //! level instead ([`demoted`]). An ERROR line from berth means an operator should look.
 //! Pingora's own debug and trace output is not passed on: it quotes requests whole.
+//!
+//! `log`'s level is set to the most verbose level the filter can let through (`info` by
+//! default), not to trace: a `log` macro evaluates its arguments before any logger sees the
+//! record, and Pingora's trace lines copy each body chunk of a chunked upload into a string
+//! (with trace on, chunked uploads through berth ran at half speed).
 
 use log::{Level, Log, Metadata, Record};
 
 /// Installs the subscriber; call once, first thing in `main`.
 pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    install(
+        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+}
+
+/// Installs the subscriber with `filter`, and the `log` logger at the filter's level.
+fn install(filter: tracing_subscriber::EnvFilter) {
+    let most_verbose = log_level(filter.max_level_hint());
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -19,8 +31,15 @@ pub fn init() {
         .finish();
     let _ = tracing::subscriber::set_global_default(subscriber);
     if log::set_boxed_logger(Box::new(FromLog)).is_ok() {
-        log::set_max_level(log::LevelFilter::Trace);
+        log::set_max_level(most_verbose);
     }
+}
+
+/// The `log` level that lets through what a filter with this hint can show (trace when the
+/// filter cannot tell).
+fn log_level(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::LevelFilter {
+    use tracing_log::AsLog;
+    hint.map_or(log::LevelFilter::Trace, |level| level.as_log())
 }
 
 /// What a `log` record from a dependency says when it is routine although logged as an error
@@ -92,6 +111,19 @@ impl Log for FromLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_macros_are_off_above_the_filter() {
+        let level = |directive: &str| {
+            log_level(tracing_subscriber::EnvFilter::new(directive).max_level_hint())
+        };
+        assert_eq!(level("warn,berth_proxy=debug"), log::LevelFilter::Debug);
+        assert_eq!(level("trace"), log::LevelFilter::Trace);
+        // The only test here that installs the logger (it is global to the process).
+        install(tracing_subscriber::EnvFilter::new("info"));
+        assert_eq!(log::max_level(), log::LevelFilter::Info);
+        assert!(!log::log_enabled!(target: "pingora_core::protocols", log::Level::Trace));
+    }
 
     #[test]
     fn only_the_routine_lines_are_demoted() {
