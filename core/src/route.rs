@@ -191,8 +191,9 @@ fn ser_header_opt<S: serde::Serializer>(
     h: &Option<http::HeaderValue>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match h.as_ref().and_then(|v| v.to_str().ok()) {
-        Some(v) => s.serialize_str(v),
+    // Escaped, so that two values never read the same (a value need not be UTF-8).
+    match h {
+        Some(v) => s.collect_str(&v.as_bytes().escape_ascii()),
         None => s.serialize_str("off"),
     }
 }
@@ -279,8 +280,10 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     /// Everything the route says, as one string: two specs with the same fingerprint build
-    /// the same route. (Serialising plain data cannot fail; if it ever did, the debug form
-    /// stands in, never an empty key two different routes could share.)
+    /// the same route from the same files (a route naming a file, such as `upstream-ca-file`,
+    /// is built again when the file may have changed). Serialising plain data cannot fail;
+    /// if it ever did, the debug form stands in, never an empty key two different routes
+    /// could share.
     pub fn fingerprint(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"))
     }
@@ -325,6 +328,61 @@ fn valid_port(port: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_changes_with_every_setting() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ca = dir.path().join("ca.pem");
+        let other = dir.path().join("other.pem");
+        for file in [&ca, &other] {
+            std::fs::write(file, "-----BEGIN CERTIFICATE-----\n").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (ca, other) = (ca.display(), other.display());
+        let https = "proto = \"https\"";
+        let settings = [
+            String::new(),
+            "path = \"/v2\"".into(),
+            "upstreams = [\"127.0.0.1:2\"]".into(),
+            "upstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"]".into(),
+            https.into(),
+            "profile = \"registry\"".into(),
+            "cert-name = \"other\"".into(),
+            format!("{https}\nupstream-ca-file = \"{ca}\""),
+            format!("{https}\nupstream-ca-file = \"{other}\""),
+            format!("{https}\nupstream-sni = \"b.test\""),
+            format!("{https}\ndangerous-skip-verify = true"),
+            "allow = [\"10.0.0.0/8\"]".into(),
+            "allow = [\"10.0.0.0/16\"]".into(),
+            "auth.htpasswd = \"/a\"".into(),
+            "auth.htpasswd = \"/b\"".into(),
+            "auth.htpasswd = \"/a\"\nauth.realm = \"r\"".into(),
+            "acme = true".into(),
+            "https = \"nohttp\"".into(),
+            "hsts = \"off\"".into(),
+            "hsts = \"max-age=1\"".into(),
+            "hsts = \"max-age=1; caf\u{e9}\"".into(),
+            "hsts = \"max-age=1; caf\u{e8}\"".into(),
+            "max-body = \"1m\"".into(),
+            "connect-timeout = \"1s\"".into(),
+            "read-timeout = \"1s\"".into(),
+            "write-timeout = \"1s\"".into(),
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for extra in &settings {
+            let text = format!(
+                "[listen]\nhttp = \"127.0.0.1:8080\"\n[docker]\nenabled = false\n[[route]]\nhost = \"a.test\"\n\
+                 upstreams = [\"127.0.0.1:1\"]\n{extra}"
+            );
+            // A key given twice (upstreams) is the later one's.
+            let text = text.replacen("upstreams = [\"127.0.0.1:1\"]\nupstreams", "upstreams", 1);
+            let config =
+                crate::config::parse_config(&text).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            let print = config.routes[0].fingerprint();
+            if let Some(before) = seen.insert(print, extra) {
+                panic!("{before:?} and {extra:?} have the same fingerprint");
+            }
+        }
+    }
 
     #[test]
     fn host_patterns_parse_and_match() {

@@ -358,7 +358,8 @@ fn log_failure(summary: &str, ctx: &RequestCtx, e: &Error, code: u16) {
 /// What went wrong, for the log: each error of the chain with its kind and context, down to
 /// the root cause ("connection refused", "invalid peer certificate: UnknownIssuer") — except
 /// the contexts in which Pingora quotes the bytes of a request or response head (`buf: …`,
-/// query strings and all), which are left out.
+/// query strings and all), which are left out, and anything that reads like a query string
+/// elsewhere (`?` up to the next space or quote), which is cut to `?…`.
 fn describe(e: &Error) -> String {
     let mut out = String::new();
     let mut next: Option<&(dyn std::error::Error + Send + Sync)> = Some(e);
@@ -376,17 +377,65 @@ fn describe(e: &Error) -> String {
                     Some(c) if c.starts_with("buf:") => out.push_str(" (head not logged)"),
                     Some(c) if !c.is_empty() => {
                         out.push(' ');
-                        out.push_str(c);
+                        out.push_str(&without_queries(c));
                     }
                     _ => {}
                 }
                 next = p.cause.as_deref();
             }
             None => {
-                out.push_str(&current.to_string());
+                out.push_str(&without_queries(&current.to_string()));
                 next = None;
             }
         }
     }
     out
+}
+
+/// `text` with every `?` and what follows it up to a space or a quote replaced by `?…`.
+fn without_queries(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('?') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_query = false;
+    for c in text.chars() {
+        if c == '?' {
+            in_query = true;
+            out.push_str("?…");
+        } else if in_query && !(c.is_whitespace() || c == '"' || c == '\'') {
+            continue;
+        } else {
+            in_query = false;
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_described_without_heads_or_query_strings() {
+        let uri = Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "invalid uri /v2/x?token=s3cret",
+        );
+        let head = Error::explain(ErrorType::InvalidHTTPHeader, "buf: GET /?token=s3cret");
+        let mut outer = Error::new(ErrorType::ConnectRefused);
+        outer.context = Some("upstream 10.0.0.1:80".into());
+        outer.cause = Some(Box::new(*uri));
+        let said = [describe(&outer), describe(&head)];
+        for line in &said {
+            assert!(!line.contains("s3cret"), "{line}");
+        }
+        assert_eq!(
+            said[0],
+            "ConnectRefused upstream 10.0.0.1:80: InvalidHTTPHeader invalid uri /v2/x?…"
+        );
+        assert_eq!(said[1], "InvalidHTTPHeader (head not logged)");
+        assert_eq!(without_queries("a \"b?c=d\" e?f g"), "a \"b?…\" e?… g");
+    }
 }

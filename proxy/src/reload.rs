@@ -60,6 +60,7 @@ struct FixedParts {
     ),
     challenge_dir: std::path::PathBuf,
     access_log: berth_core::config::AccessLog,
+    server: berth_core::config::server::ServerSettings,
 }
 
 impl FixedParts {
@@ -70,6 +71,7 @@ impl FixedParts {
             docker: (config.docker.mode, config.docker.endpoint.clone()),
             challenge_dir: config.acme.challenge_dir.clone(),
             access_log: config.access_log.clone(),
+            server: config.server.clone(),
         }
     }
 
@@ -91,6 +93,33 @@ impl FixedParts {
         if self.access_log != next.access_log {
             keys.push("log.access");
         }
+        if self.server != next.server {
+            keys.push("server");
+        }
+        keys
+    }
+}
+
+/// The fixed parts berth runs with, and those of the last file read.
+#[derive(Debug)]
+struct Fixed {
+    running: FixedParts,
+    last: FixedParts,
+}
+
+impl Fixed {
+    /// The keys to warn about when `next` is read: those that differ from what runs, unless
+    /// the last file read already differed the same way (warned then). A file that puts a key
+    /// back as it runs is not warned about.
+    fn warn_for(&mut self, next: FixedParts) -> Vec<&'static str> {
+        let warned = self.running.changed_in(&self.last);
+        let keys = self
+            .running
+            .changed_in(&next)
+            .into_iter()
+            .filter(|key| !warned.contains(key) || self.last.changed_in(&next).contains(key))
+            .collect();
+        self.last = next;
         keys
     }
 }
@@ -107,7 +136,7 @@ struct State {
     limits: Arc<ArcSwap<Limits>>,
     /// What chains are built with besides the trusted proxies (kept across reloads).
     env: ChainEnv,
-    fixed: Mutex<FixedParts>,
+    fixed: Mutex<Fixed>,
     counter: Option<IntCounterVec>,
 }
 
@@ -130,7 +159,10 @@ impl Reloader {
                 builder,
                 limits,
                 env,
-                fixed: Mutex::new(FixedParts::of(running)),
+                fixed: Mutex::new(Fixed {
+                    running: FixedParts::of(running),
+                    last: FixedParts::of(running),
+                }),
                 counter,
             }),
         }
@@ -175,15 +207,11 @@ impl State {
             return;
         }
         {
-            let mut fixed = lock(&self.fixed);
-            let next = FixedParts::of(&config);
-            for key in fixed.changed_in(&next) {
+            for key in lock(&self.fixed).warn_for(FixedParts::of(&config)) {
                 tracing::warn!(
                     "reload: {key} changed; that takes a restart or an upgrade (berth --upgrade)"
                 );
             }
-            // Warn once per change, not again on every later reload.
-            *fixed = next;
         }
         let routes = config.routes.len();
         self.limits.store(Arc::new(config.limits));
@@ -217,5 +245,65 @@ impl BackgroundService for Reloader {
                 tracing::error!(error = %e, "reload failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(extra: &str) -> FixedParts {
+        let listen = if extra.starts_with("[listen]") {
+            ""
+        } else {
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n"
+        };
+        let text = format!("{listen}[docker]\nenabled = false\n{extra}");
+        FixedParts::of(&berth_core::config::parse_config(&text).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    #[test]
+    fn every_fixed_part_is_compared_by_value() {
+        let base = parts("");
+        assert_eq!(base.changed_in(&parts("")), Vec::<&str>::new());
+        let cases = [
+            ("[listen]\nhttp = \"127.0.0.1:8081\"", "listen"),
+            ("[tls]\ncerts-dir = \"/elsewhere\"", "tls"),
+            (
+                "[acme]\nchallenge-dir = \"/elsewhere\"",
+                "acme.challenge-dir",
+            ),
+            ("[log]\naccess = \"off\"", "log.access"),
+            ("[server]\ngrace-period = \"3s\"", "server"),
+        ];
+        for (extra, key) in cases {
+            assert_eq!(base.changed_in(&parts(extra)), [key], "{extra}");
+        }
+        let docker = parts("");
+        let other = FixedParts {
+            docker: (berth_core::config::DockerMode::On, None),
+            ..docker.clone()
+        };
+        assert_eq!(
+            docker.changed_in(&other),
+            ["docker.enabled / docker.endpoint"]
+        );
+    }
+
+    #[test]
+    fn a_change_is_warned_once_and_a_change_back_not_at_all() {
+        let (running, moved) = (parts(""), parts("[server]\ngrace-period = \"3s\""));
+        let mut fixed = Fixed {
+            running: running.clone(),
+            last: running.clone(),
+        };
+        assert_eq!(fixed.warn_for(moved.clone()), ["server"]);
+        assert_eq!(fixed.warn_for(moved), Vec::<&str>::new());
+        assert_eq!(fixed.warn_for(running.clone()), Vec::<&str>::new());
+        assert_eq!(
+            fixed.warn_for(parts("[server]\ngrace-period = \"4s\"")),
+            ["server"]
+        );
+        assert_eq!(fixed.warn_for(running), Vec::<&str>::new());
     }
 }

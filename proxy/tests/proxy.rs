@@ -451,9 +451,26 @@ async fn https_upstreams_are_verified_unless_dangerously_told_not_to() {
     ] {
         results.push((host, call(&b, &Request::get(host, "/")).await.status));
     }
+    // The CA file replaced and berth told to reload: the route verifies with the new file.
+    std::fs::write(&other_file, ca.pem()).unwrap();
+    b.signal("HUP").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.log().contains("reload: ") || !b.log().contains(" applied (") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after_reload = call(&b, &Request::get("wrongca.test", "/")).await.status;
     let log = b.log();
     let _ = server.kill();
     let _ = server.wait();
+    assert_eq!(
+        after_reload, 200,
+        "the replaced CA file is read on reload:\n{log}"
+    );
     assert_eq!(
         results,
         [

@@ -64,7 +64,7 @@ pub fn parse_listen_addr(value: &str) -> Result<Option<std::net::SocketAddr>, St
         .parse::<std::net::SocketAddr>()
         .map(Some)
         .map_err(|_| {
-            format!("invalid socket address \"{value}\"; write e.g. \"0.0.0.0:80\" or \"[::]:80\"")
+            format!("invalid socket address \"{value}\"; write an IP address and a port, e.g. \"0.0.0.0:443\" or \"[::1]:9180\"")
         })
 }
 
