@@ -21,6 +21,7 @@ use berth_testkit::{BerthProcess, Origin};
 
 mod nginx;
 mod overhead;
+mod peers;
 mod propagation;
 mod registry;
 mod report;
@@ -90,16 +91,26 @@ enum Cmd {
         #[arg(long, default_value = "benches/results/propagation.md")]
         out: PathBuf,
     },
-    /// TLS: uploads over h1 and h2, small GETs (wrk), certificate reload latency.
+    /// Small GETs over TLS through berth, HAProxy, Caddy, nginx (two ways) and a bare Pingora
+    /// proxy: req/s, p99 and CPU per request.
+    Peers {
+        /// Seconds of wrk per proxy.
+        #[arg(long, default_value_t = 10)]
+        wrk_secs: u64,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/peers.md")]
+        out: PathBuf,
+    },
+    /// TLS: uploads over h1 and h2, certificate reload latency.
     Tls {
         #[command(flatten)]
         args: UploadArgs,
         /// Repetitions per upload scenario above concurrency 1.
         #[arg(long, default_value_t = 1)]
         concurrent_runs: usize,
-        /// Seconds of wrk per target.
-        #[arg(long, default_value_t = 10)]
-        wrk_secs: u64,
         /// Where to write the markdown report.
         #[arg(long, default_value = "benches/results/tls.md")]
         out: PathBuf,
@@ -212,10 +223,31 @@ fn main() -> ExitCode {
                 );
                 write_report(&out, &report)
             }),
+        Cmd::Peers {
+            wrk_secs,
+            berth,
+            out,
+        } => berth_binary(berth).and_then(|berth| {
+            let rows = peers::run(&peers::PeersBench {
+                secs: wrk_secs,
+                berth,
+                bare_pingora: bare_pingora()?,
+            })?;
+            write_report(
+                &out,
+                &format!(
+                    "{}\n\n{}\n\n{}\n\n{}\n{}",
+                    measured_on(),
+                    versions(),
+                    peers::method(wrk_secs),
+                    peers::markdown(&rows),
+                    peer_goals(&rows)
+                ),
+            )
+        }),
         Cmd::Tls {
             args,
             concurrent_runs,
-            wrk_secs,
             out,
         } => {
             let (runs, mib) = (args.runs, args.mib);
@@ -226,7 +258,6 @@ fn main() -> ExitCode {
                         concurrency: args.concurrency,
                         runs,
                         concurrent_runs,
-                        wrk_secs,
                         reloads: 10,
                         berth,
                     })
@@ -234,7 +265,7 @@ fn main() -> ExitCode {
                 .and_then(|rows| {
                     let header = machine_header(runs, mib).replace(
                         "Upload throughput over plain HTTP/1.1",
-                        "TLS uploads (h2load, HTTP/1.1 and HTTP/2), small GETs (wrk) and certificate reloads; uploads go",
+                        "TLS uploads (h2load, HTTP/1.1 and HTTP/2) and certificate reloads; uploads go",
                     );
                     write_report(&out, &format!("{header}\n{}", report::markdown(&rows)))
                 })
@@ -272,10 +303,14 @@ fn main() -> ExitCode {
                 concurrency,
                 runs,
                 concurrent_runs,
-                wrk_secs,
                 reloads: 10,
                 berth: berth.clone(),
             })?);
+            let peers = peers::run(&peers::PeersBench {
+                secs: wrk_secs,
+                berth: berth.clone(),
+                bare_pingora: bare_pingora()?,
+            })?;
             rows.extend(propagation::rows(&propagation::run(&berth, containers)?));
             let chart = out.with_extension("png");
             let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -289,6 +324,7 @@ fn main() -> ExitCode {
             )?;
             let text = full_report(
                 &rows,
+                &peers,
                 Repeats { runs, push_runs, concurrent_runs },
                 mib,
                 patch_mib,
@@ -299,7 +335,7 @@ fn main() -> ExitCode {
             );
             write_report(&out, &text)?;
             if docs {
-                update_docs(&rows, &chart, &out)?;
+                update_docs(&rows, &peers, &chart, &out)?;
             }
             Ok(())
         }),
@@ -324,6 +360,7 @@ struct Repeats {
 #[allow(clippy::too_many_arguments)]
 fn full_report(
     rows: &[report::Row],
+    peers: &[peers::PeerRow],
     repeats: Repeats,
     mib: u64,
     patch_mib: u64,
@@ -361,20 +398,23 @@ fn full_report(
          proxy_http_version 1.1;`. **nginx seed recipe**: what the nginx-proxy recipe ends up with \
          (`client_max_body_size 0; chunked_transfer_encoding on; proxy_read_timeout 900;`, request \
          buffering on). Both with `ssl http2`, TLS 1.2/1.3, `worker_processes auto`.\n\
-         - **Small GETs**: wrk, 2 threads, 64 keep-alive connections, {wrk_secs} s per target.\n\
+         {}\n\
          - **Certificate reload**: a renewed certificate is put in place by rename; berth notices \
          it by itself, nginx is sent SIGHUP (as acme-companion does); latency until the first new \
          handshake gets the new certificate, 10 renewals each.\n\
          - **Route propagation**: {containers} labelled containers started and stopped one at a \
          time; from the docker command returning to berth's first answer that reflects it. \
          nginx-proxy (docker-gen + reload) is not measured here.\n\n\
-         ![speed relative to direct]({chart_name})\n\n{}\n## Goals\n\n{}",
+         ![speed relative to direct]({chart_name})\n\n{}\n### Small GETs over TLS beside the peers\n\n{}\n## Goals\n\n{}{}",
         measured_on(),
         versions(),
         started.elapsed().as_secs_f64() / 60.0,
         if concurrent_runs == 1 { "" } else { "s" },
+        peers::method(wrk_secs),
         report::markdown(rows),
+        peers::markdown(peers),
         report::goals(rows),
+        peer_goals(peers),
     )
 }
 
@@ -384,19 +424,27 @@ const README_END: &str = "<!-- report:end -->";
 /// Replaces the part of docs/benchmarks.md between the report markers with this run's
 /// tables. `out` and `chart` are relative to the workspace root; the page links them from
 /// `docs/`.
-fn update_docs(rows: &[report::Row], chart: &Path, out: &Path) -> Result<(), String> {
+fn update_docs(
+    rows: &[report::Row],
+    peers: &[peers::PeerRow],
+    chart: &Path,
+    out: &Path,
+) -> Result<(), String> {
     const PAGE: &str = "docs/benchmarks.md";
     let path = workspace_root().join(PAGE);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{PAGE}: {e}"))?;
     let section = format!(
-        "{}\n\n{}\n\nMethod and notes: [`{}`](../{}).\n\n![speed relative to direct](../{})\n\n{}Goals:\n\n{}",
+        "{}\n\n{}\n\nMethod and notes: [`{}`](../{}).\n\n![speed relative to direct](../{})\n\n{}\
+         ### Small GETs over TLS beside the peers\n\n{}\nGoals:\n\n{}{}",
         measured_on(),
         versions(),
         out.display(),
         out.display(),
         chart.display(),
         report::markdown(rows),
+        peers::markdown(peers),
         report::goals(rows),
+        peer_goals(peers),
     );
     let updated = replace_marked(&text, &section).map_err(|e| format!("{PAGE}: {e}"))?;
     std::fs::write(&path, updated).map_err(|e| format!("{PAGE}: {e}"))
@@ -488,6 +536,30 @@ fn measured_on() -> String {
         .nth(1)
         .unwrap_or("")
         .to_string()
+}
+
+/// The goals of the peer comparison as report lines.
+fn peer_goals(rows: &[peers::PeerRow]) -> String {
+    peers::goals(rows)
+        .iter()
+        .map(|(text, met)| format!("- {text} — {}\n", if *met { "met" } else { "**not met**" }))
+        .collect()
+}
+
+/// The bare Pingora proxy, built beside this harness (`cargo build --release -p
+/// berth-benches`).
+fn bare_pingora() -> Result<PathBuf, String> {
+    let path = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("bare-pingora");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release -p berth-benches` first",
+            path.display()
+        ))
+    }
 }
 
 fn berth_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {

@@ -3,7 +3,9 @@
 //!   proxy_request_buffering off; proxy_http_version 1.1;`);
 //! - `SeedRecipe`: what the nginx-proxy recipe ends up with after its fixes
 //!   (`client_max_body_size 0; chunked_transfer_encoding on; proxy_read_timeout 900;`,
-//!   request buffering left on, so bodies are spooled to disk first).
+//!   request buffering left on, so bodies are spooled to disk first);
+//! - `NginxProxy`: what nginx-proxy's template generates for a container (HTTP/1.1 to the
+//!   upstream, `Connection: close`, so no upstream keep-alive).
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +22,8 @@ pub enum NginxFlavour {
     Streaming,
     /// The seed recipe's buffering proxy.
     SeedRecipe,
+    /// What nginx-proxy's template generates: no upstream keep-alive.
+    NginxProxy,
 }
 
 /// A running nginx; stopped when dropped.
@@ -49,16 +53,47 @@ impl Nginx {
         upstream: SocketAddr,
         tls: Option<(&std::path::Path, &std::path::Path)>,
     ) -> io::Result<Nginx> {
+        let (keepalive, body) = match flavour {
+            NginxFlavour::Streaming => (
+                " keepalive 64;",
+                "client_max_body_size 0;\n        proxy_request_buffering off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";",
+            ),
+            NginxFlavour::SeedRecipe => (
+                " keepalive 64;",
+                "client_max_body_size 0;\n        chunked_transfer_encoding on;\n        proxy_read_timeout 900;",
+            ),
+            // nginx-proxy's template: HTTP/1.1 upstream, buffering off, and `Connection:
+            // $proxy_connection`, which is `close` for a request that is no upgrade unless a
+            // container asks for keep-alive.
+            NginxFlavour::NginxProxy => (
+                "",
+                "client_max_body_size 0;\n        proxy_http_version 1.1;\n        proxy_buffering off;\n        proxy_set_header Connection close;",
+            ),
+        };
+        let server = format!(
+            "{body}\n        proxy_set_header Host $http_host;\n\
+             proxy_set_header X-Real-IP $remote_addr;\n        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+             proxy_set_header X-Forwarded-Proto $scheme;\n        location / {{ proxy_pass http://sink; }}"
+        );
+        Nginx::start_raw(
+            "worker_processes auto;",
+            &format!("upstream sink {{ server {upstream};{keepalive} }}\n"),
+            &server,
+            tls,
+        )
+    }
+
+    /// nginx with `main` directives, `http` directives and one server block holding
+    /// `server`, listening on a free port (TLS 1.2/1.3 and HTTP/2 when `tls` names a
+    /// certificate and key file).
+    pub(crate) fn start_raw(
+        main: &str,
+        http: &str,
+        server: &str,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> io::Result<Nginx> {
         let dir = tempfile::tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let body = match flavour {
-            NginxFlavour::Streaming => {
-                "client_max_body_size 0;\n        proxy_request_buffering off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";"
-            }
-            NginxFlavour::SeedRecipe => {
-                "client_max_body_size 0;\n        chunked_transfer_encoding on;\n        proxy_read_timeout 900;"
-            }
-        };
         let user = if is_root() { "user root;\n" } else { "" };
         let listen = match tls {
             Some((cert, key)) => format!(
@@ -70,14 +105,12 @@ impl Nginx {
         };
         let d = dir.path().display();
         let conf = format!(
-            "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+            "{user}{main}\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
              http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
-             upstream sink {{ server {upstream}; keepalive 64; }}\n\
-             server {{\n        {listen}\n        {body}\n        proxy_set_header Host $http_host;\n\
-             proxy_set_header X-Real-IP $remote_addr;\n        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-             proxy_set_header X-Forwarded-Proto $scheme;\n        location / {{ proxy_pass http://sink; }}\n    }}\n}}\n"
+             {http}\
+             server {{\n        {listen}\n        {server}\n    }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;

@@ -1,7 +1,7 @@
 //! TLS benchmarks, berth vs nginx (streaming config, TLS, HTTP/2) vs direct plain, one run:
 //! - 1 GiB uploads over TLS with HTTP/1.1 and HTTP/2 (h2load as the client: curl's HTTP/2
-//!   uploads could not drive more than a few connections here), at each concurrency;
-//! - small GETs over TLS with keep-alive (wrk, 64 connections): requests/s and p99;
+//!   uploads could not drive more than a few connections here), at each concurrency (small
+//!   GETs are measured beside every peer, in `peers`);
 //! - certificate reload latency: rename → first handshake that gets the new certificate
 //!   (berth watches its directory; nginx is sent SIGHUP, as acme-companion does).
 
@@ -30,8 +30,6 @@ pub struct TlsBench {
     pub runs: usize,
     /// Repetitions per upload scenario above concurrency 1.
     pub concurrent_runs: usize,
-    /// wrk duration per target, seconds.
-    pub wrk_secs: u64,
     /// Certificate renewals timed per server.
     pub reloads: usize,
     /// The berth binary.
@@ -45,7 +43,6 @@ struct Target {
 }
 
 const UPLOADS: &str = "TLS uploads to a full-read sink (direct is plain HTTP/1.1)";
-const GETS: &str = "Small GETs over TLS, keep-alive, 64 connections (direct is plain HTTP/1.1)";
 const RELOAD: &str = "Certificate reload";
 
 /// Runs everything and returns the rows.
@@ -138,39 +135,6 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
             });
         }
     }
-
-    let direct_get = crate::wrk::run(&format!("http://{}/v2/", sink.addr), bench.wrk_secs)?;
-    let mut gets = Vec::new();
-    for t in [&berth_t, &nginx_t] {
-        let (r, p99) = wrk(t, bench.wrk_secs)?;
-        eprintln!(
-            "get_tls_keepalive_c64 {}: {r:.0} req/s, p99 {p99:.2} ms",
-            t.name
-        );
-        gets.push((r, p99));
-    }
-    rows.push(
-        Row {
-            section: GETS,
-            scenario: "get_tls_keepalive_c64".to_string(),
-            unit: "req/s",
-            direct: Some(direct_get.rps),
-            berth: gets[0].0,
-            nginx_streaming: Some(gets[1].0),
-            ..Row::default()
-        }
-        .goal(Against::NginxStreaming, 1.5),
-    );
-    rows.push(Row {
-        section: GETS,
-        scenario: "get_tls_keepalive_c64_p99".to_string(),
-        unit: "ms",
-        better: Better::Lower,
-        direct: direct_get.p99_ms(),
-        berth: gets[0].1,
-        nginx_streaming: Some(gets[1].1),
-        ..Row::default()
-    });
 
     let mut berth_reloads = reload_latency(&ca, berth_tls, bench.reloads, |pem| {
         install(&certs, "bench.test", pem).map_err(|e| e.to_string())
@@ -282,17 +246,6 @@ fn upload(
         ));
     }
     Ok(((len * c as u64) as f64 / secs / 1e6, peak))
-}
-
-/// wrk against the target: requests/s and the p99 latency in milliseconds.
-fn wrk(t: &Target, secs: u64) -> Result<(f64, f64), String> {
-    let port = t.url_base.rsplit(':').next().unwrap_or("0");
-    let report = crate::wrk::run(&format!("https://127.0.0.1:{port}/v2/"), secs)
-        .map_err(|e| format!("{}: {e}", t.name))?;
-    let p99 = report
-        .p99_ms()
-        .ok_or_else(|| format!("{}: wrk printed no p99", t.name))?;
-    Ok((report.rps, p99))
 }
 
 /// Renews the certificate `n` times (`renew` puts it in place) and measures how long until a
