@@ -370,8 +370,8 @@ pub fn method(secs: u64) -> String {
         "- **Small GETs beside the peers**: wrk, 2 threads, 64 keep-alive connections over TLS, \
          {secs} s per proxy after a 1 s warm-up, all against one nginx origin (one worker) \
          answering a 3-byte body. berth: the registry profile. *bare Pingora*: a Pingora \
-         `ProxyHttp` with one fixed upstream and nothing else, same Pingora, TLS library and \
-         server settings as berth. HAProxy: `http-reuse safe`, `option forwardfor`, one thread \
+         `ProxyHttp` with one fixed upstream and nothing else, same Pingora, TLS library, \
+         allocator (mimalloc) and server settings as berth. HAProxy: `http-reuse safe`, `option forwardfor`, one thread \
          per core. nginx: `worker_processes auto`, `proxy_http_version 1.1`, `keepalive 64` in \
          the upstream; *as nginx-proxy generates it*: the same without upstream keep-alive \
          (nginx-proxy's default). Caddy: `reverse_proxy` with its defaults. CPU per request is \

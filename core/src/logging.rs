@@ -44,12 +44,13 @@ fn log_level(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::Leve
 
 /// What a `log` record from a dependency says when it is routine although logged as an error
 /// or warning: Pingora's connection pool losing a race with its own idle check (a new
-/// upstream connection is opened instead), and clients that leave or speak garbage before or
-/// while their request is read (nothing berth or its operator can do). The replacement is a
+/// upstream connection is opened instead), clients that leave or speak garbage before or
+/// while their request is read, and clients that send an IP address as SNI (rustls ignores
+/// it; the default certificate answers) — nothing berth or its operator can do. The replacement is a
 /// fixed sentence: Pingora's own text can quote the bytes of the request, query string and
 /// all.
 pub fn demoted(target: &str, message: &str) -> Option<&'static str> {
-    const ROUTINE: [(&str, &str, &str); 3] = [
+    const ROUTINE: [(&str, &str, &str); 4] = [
         (
             "pingora_core::connectors",
             "failed to acquire reusable stream",
@@ -64,6 +65,11 @@ pub fn demoted(target: &str, message: &str) -> Option<&'static str> {
             "pingora_proxy",
             "Fail to proxy: Downstream",
             "a client went away or sent garbage while its request was read",
+        ),
+        (
+            "rustls::msgs::handshake",
+            "Illegal SNI extension",
+            "a client sent an IP address as its TLS server name; it was ignored",
         ),
     ];
     ROUTINE
@@ -138,6 +144,12 @@ mod tests {
         );
         assert!(said.is_some_and(|s| !s.contains("_state")));
         assert!(demoted("pingora_core::apps", "H2 handshake error Downstream ...").is_some());
+        // wrk and other clients send an address as SNI on every handshake.
+        assert!(demoted(
+            "rustls::msgs::handshake",
+            "Illegal SNI extension: ignoring IP address presented as hostname (3132372e302e302e31)"
+        )
+        .is_some());
         // Everything else keeps its level and its text.
         assert!(demoted("pingora_proxy", "Fail to proxy: Upstream ConnectRefused").is_none());
         assert!(demoted("pingora_core::connectors", "something else").is_none());

@@ -1,7 +1,8 @@
 //! The floor of the small-request benchmark: a Pingora proxy with one fixed upstream and
 //! nothing of berth's — no routing, plugins, limits, head gate, metrics or logging — built
-//! with the same Pingora version, TLS library and server settings as berth (one thread per
-//! core, no work stealing). What berth costs on top of Pingora is its figure minus this one.
+//! with the same Pingora version, TLS library, allocator and server settings as berth (one
+//! thread per core, no work stealing). What berth costs on top of Pingora is its figure minus
+//! this one.
 //!
 //!   bare-pingora LISTEN UPSTREAM CERT KEY     # e.g. 127.0.0.1:9443 127.0.0.1:8080 c.pem k.pem
 
@@ -10,6 +11,10 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
+
+// berth's allocator, so that the difference is berth's code and not the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Sends every request to one upstream over plain HTTP/1.1 (connections pooled by Pingora).
 struct Bare {
