@@ -201,9 +201,18 @@ async fn registry_blob_uploads_are_counted_by_result() {
     )
     .await
     .unwrap();
+    let before = origin.bytes_received();
     sock.write_all(&vec![7u8; 65536]).await.unwrap();
     sock.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Gone once the 64 KiB have reached the registry (so they were counted as sent on).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while origin.bytes_received() < before + 65536 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 64 KiB never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     drop(sock);
 
     let m = wait_for(
