@@ -54,7 +54,12 @@ async fn sighup_swaps_a_valid_config_and_keeps_the_old_one_on_errors() {
     });
     let http = b.http;
     let upload = tokio::spawn(async move { send(http, &slow).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Under way at a before the file changes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.bytes_received() == 0 {
+        assert!(Instant::now() < deadline, "the upload never reached a");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // The new file: app.test moves to b, new.test appears, heads over 2 KiB are refused.
     b.rewrite_config(&config(
