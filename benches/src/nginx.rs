@@ -86,7 +86,7 @@ impl Nginx {
     /// nginx with `main` directives, `http` directives and one server block holding
     /// `server`, listening on a free port (TLS 1.2/1.3 and HTTP/2 when `tls` names a
     /// certificate and key file).
-    pub(crate) fn start_raw(
+    fn start_raw(
         main: &str,
         http: &str,
         server: &str,
@@ -135,6 +135,20 @@ impl Nginx {
             return Err(e);
         }
         Ok(nginx)
+    }
+
+    /// The origin of the small-GET comparison: one worker answering `ok\n` to everything,
+    /// keeping connections open for as many requests as come.
+    ///
+    /// # Errors
+    /// When nginx is missing or does not listen.
+    pub fn origin() -> io::Result<Nginx> {
+        Nginx::start_raw(
+            "worker_processes 1;",
+            "",
+            "keepalive_requests 10000000;\n        location / { return 200 \"ok\\n\"; }",
+            None,
+        )
     }
 
     /// Asks the master to reload its configuration and certificates (SIGHUP), as

@@ -30,18 +30,7 @@ pub struct Outcome {
 
 /// CPU time (user + system) of a process so far, seconds.
 fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    Ok((ticks(11) + ticks(12)) / 100.0)
+    berth_testkit::process::cpu_seconds(pid).ok_or_else(|| format!("/proc/{pid}/stat: unreadable"))
 }
 
 /// wrk against berth, with berth's CPU time measured around it.

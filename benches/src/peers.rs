@@ -6,7 +6,6 @@
 //! each proxy spent per request (user + system, from /proc, the proxy's processes only).
 
 use std::fmt::Write as _;
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,14 +102,14 @@ pub fn run(bench: &PeersBench) -> Result<Vec<PeerRow>, String> {
         let url = format!("https://127.0.0.1:{port}/");
         // A short warm-up, so that every proxy has its upstream connections open.
         crate::wrk::run(&url, 1).map_err(|e| format!("{name}: {e}"))?;
-        let before = cpu_ticks(&pids)?;
+        let before = cpu_seconds(&pids)?;
         let report = crate::wrk::run(&url, bench.secs).map_err(|e| format!("{name}: {e}"))?;
-        let ticks = cpu_ticks(&pids)? - before;
+        let cpu = cpu_seconds(&pids)? - before;
         let row = PeerRow {
             name,
             rps: report.rps,
             p99_ms: report.p99_ms(),
-            cpu_us: ticks as f64 * 1e6 / clock_ticks()? as f64 / report.requests.max(1.0),
+            cpu_us: cpu * 1e6 / report.requests.max(1.0),
         };
         eprintln!(
             "get_tls_keepalive_c64 {name:>34}: {:.0} req/s, p99 {:.2} ms, {:.1} µs CPU/request",
@@ -123,39 +122,14 @@ pub fn run(bench: &PeersBench) -> Result<Vec<PeerRow>, String> {
     Ok(rows)
 }
 
-/// The user and system time of `pids` (every thread), in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> Result<u64, String> {
+/// The user and system time of `pids` (every thread), in seconds.
+fn cpu_seconds(pids: &[u32]) -> Result<f64, String> {
     pids.iter()
-        .map(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_err(|e| format!("/proc/{pid}/stat: {e}"))
-                .and_then(|stat| {
-                    stat_cpu_ticks(&stat).ok_or_else(|| format!("/proc/{pid}/stat: {stat}"))
-                })
+        .map(|&pid| {
+            berth_testkit::process::cpu_seconds(pid)
+                .ok_or_else(|| format!("/proc/{pid}/stat: unreadable"))
         })
         .sum()
-}
-
-/// utime + stime of one `/proc/PID/stat` line (fields 14 and 15; the command name, field 2,
-/// is in parentheses and may hold spaces).
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // after_name starts at field 3.
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks() -> Result<u64, String> {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .map_err(|e| format!("getconf: {e}"))?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| "getconf CLK_TCK printed no number".to_string())
 }
 
 /// A proxy process of the comparison; killed when dropped.
@@ -380,32 +354,9 @@ pub fn method(secs: u64) -> String {
     )
 }
 
-impl Nginx {
-    /// The origin of the small-GET comparison: one worker answering `ok\n` to everything,
-    /// keeping connections open for as many requests as come.
-    ///
-    /// # Errors
-    /// When nginx is missing or does not listen.
-    pub fn origin() -> io::Result<Nginx> {
-        Nginx::start_raw(
-            "worker_processes 1;",
-            "",
-            "keepalive_requests 10000000;\n        location / { return 200 \"ok\\n\"; }",
-            None,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_is_read_past_a_command_name_with_spaces() {
-        let stat = "4242 (bare (x) y) S 1 4242 4242 0 -1 4194560 500 0 0 0 170 31 0 0 20 0 3 0";
-        assert_eq!(stat_cpu_ticks(stat), Some(201));
-        assert_eq!(stat_cpu_ticks("4242 (x) S 1"), None);
-    }
 
     fn peer(name: &'static str, rps: f64, p99: f64, cpu: f64) -> PeerRow {
         PeerRow {

@@ -108,16 +108,16 @@ struct Fixed {
 }
 
 impl Fixed {
-    /// The keys to warn about when `next` is read: those that differ from what runs, unless
-    /// the last file read already differed the same way (warned then). A file that puts a key
+    /// The keys to warn about when `next` is read: those that differ both from what runs and
+    /// from the last file read (that one was warned about already). A file that puts a key
     /// back as it runs is not warned about.
     fn warn_for(&mut self, next: FixedParts) -> Vec<&'static str> {
-        let warned = self.running.changed_in(&self.last);
+        let since_last = self.last.changed_in(&next);
         let keys = self
             .running
             .changed_in(&next)
             .into_iter()
-            .filter(|key| !warned.contains(key) || self.last.changed_in(&next).contains(key))
+            .filter(|key| since_last.contains(key))
             .collect();
         self.last = next;
         keys

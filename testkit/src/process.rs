@@ -64,6 +64,24 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user + system, every thread) a process has used so far, in seconds. `/proc`
+/// counts it in USER_HZ ticks, which Linux fixes at 100 per second for user space.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// utime + stime of one `/proc/PID/stat` line (fields 14 and 15; the command name, field 2,
+/// is in parentheses and may hold spaces and parentheses).
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Samples the summed resident memory of some processes every 20 ms, in a thread, until
 /// stopped; reports the peak.
 pub struct PeakRss {
@@ -277,5 +295,17 @@ impl Drop for BerthProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_cpu_ticks;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        let stat = "4242 (bare (x) y) S 1 4242 4242 0 -1 4194560 500 0 0 0 170 31 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(201));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1"), None);
     }
 }
