@@ -111,6 +111,10 @@ enum Cmd {
         /// Repetitions per upload scenario above concurrency 1.
         #[arg(long, default_value_t = 1)]
         concurrent_runs: usize,
+        /// Uploads at once over one HTTP/2 connection, against as many HTTP/1.1 connections
+        /// (0: not measured).
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
         /// Where to write the markdown report.
         #[arg(long, default_value = "benches/results/tls.md")]
         out: PathBuf,
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
         Cmd::Tls {
             args,
             concurrent_runs,
+            streams,
             out,
         } => {
             let (runs, mib) = (args.runs, args.mib);
@@ -258,6 +263,7 @@ fn main() -> ExitCode {
                         concurrency: args.concurrency,
                         runs,
                         concurrent_runs,
+                        streams,
                         reloads: 10,
                         berth,
                     })
@@ -303,6 +309,7 @@ fn main() -> ExitCode {
                 concurrency,
                 runs,
                 concurrent_runs,
+                streams: 4,
                 reloads: 10,
                 berth: berth.clone(),
             })?);

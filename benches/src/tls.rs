@@ -30,6 +30,9 @@ pub struct TlsBench {
     pub runs: usize,
     /// Repetitions per upload scenario above concurrency 1.
     pub concurrent_runs: usize,
+    /// Uploads sent at once over one HTTP/2 connection, as `docker push` sends layers; measured
+    /// against as many HTTP/1.1 connections.
+    pub streams: usize,
     /// Certificate renewals timed per server.
     pub reloads: usize,
     /// The berth binary.
@@ -104,11 +107,12 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
         } else {
             bench.concurrent_runs
         };
-        let d = median(runs, || upload(&direct, &sink, &body, false, c, len))?;
+        let d = median(runs, || upload(&direct, &sink, &body, Mode::H1(c), len))?;
         let mut h1_berth = 0.0;
         for (proto, h2) in [("h1", false), ("h2", true)] {
-            let b = median(runs, || upload(&berth_t, &sink, &body, h2, c, len))?;
-            let n = median(runs, || upload(&nginx_t, &sink, &body, h2, c, len))?;
+            let mode = if h2 { Mode::H2(c, 1) } else { Mode::H1(c) };
+            let b = median(runs, || upload(&berth_t, &sink, &body, mode, len))?;
+            let n = median(runs, || upload(&nginx_t, &sink, &body, mode, len))?;
             let scenario = format!("upload_tls_{proto}_cl_c{c}_{}mib", bench.mib);
             eprintln!(
                 "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
@@ -134,6 +138,15 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
                 row.goal_text(format!("≥ 0.90× berth h1 ({h1_berth:.0})"), met)
             });
         }
+    }
+
+    if bench.streams > 1 {
+        rows.extend(multiplexed(
+            bench,
+            &[&direct, &berth_t, &nginx_t],
+            &sink,
+            &body,
+        )?);
     }
 
     let mut berth_reloads = reload_latency(&ca, berth_tls, bench.reloads, |pem| {
@@ -169,6 +182,70 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
+/// `streams` uploads at once over one HTTP/2 connection (as `docker push` sends layers)
+/// against as many HTTP/1.1 connections; the goal is the HTTP/2 figure at 0.9× of berth's
+/// own HTTP/1.1 one.
+fn multiplexed(
+    bench: &TlsBench,
+    [direct, berth, nginx]: &[&Target; 3],
+    sink: &Origin,
+    body: &Path,
+) -> Result<Vec<Row>, String> {
+    let (n, len, runs) = (bench.streams, bench.mib << 20, bench.concurrent_runs);
+    let d = median(runs, || upload(direct, sink, body, Mode::H1(n), len))?;
+    let mut rows = Vec::new();
+    let mut h1_berth = 0.0;
+    for (scenario, mode) in [
+        (
+            format!("upload_tls_h1_{n}conns_{}mib", bench.mib),
+            Mode::H1(n),
+        ),
+        (
+            format!("upload_tls_h2_1conn_{n}streams_{}mib", bench.mib),
+            Mode::H2(1, n),
+        ),
+    ] {
+        let b = median(runs, || upload(berth, sink, body, mode, len))?;
+        let ng = median(runs, || upload(nginx, sink, body, mode, len))?;
+        eprintln!(
+            "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
+            d.0, b.0, ng.0
+        );
+        let row = Row {
+            section: UPLOADS,
+            scenario,
+            unit: "MB/s",
+            direct: Some(d.0),
+            berth: b.0,
+            nginx_streaming: Some(ng.0),
+            berth_rss_kib: Some(b.1),
+            nginx_rss_kib: Some(ng.1),
+            chart: true,
+            ..Row::default()
+        };
+        rows.push(match mode {
+            Mode::H1(_) => {
+                h1_berth = b.0;
+                row
+            }
+            Mode::H2(..) => row.goal_text(
+                format!("≥ 0.90× berth h1, {n} connections ({h1_berth:.0})"),
+                b.0 >= 0.9 * h1_berth,
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+/// How h2load sends the uploads.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// HTTP/1.1, this many connections, one upload each.
+    H1(usize),
+    /// HTTP/2, this many connections with this many concurrent uploads on each.
+    H2(usize, usize),
+}
+
 /// Median throughput and the largest peak RSS over `runs` runs.
 fn median(
     runs: usize,
@@ -183,33 +260,36 @@ fn median(
     Ok((samples[samples.len() / 2].0, peak))
 }
 
-/// `c` concurrent uploads of `body` with h2load (one process, a connection per upload,
-/// HTTP/1.1 or HTTP/2); aggregate MB/s and the target's peak RSS. Every upload must have been
-/// answered by the sink, which answers only once it has read the whole body, and no body may
-/// have broken off on the way.
+/// Concurrent uploads of `body` with h2load (one process; HTTP/1.1 or HTTP/2, see [`Mode`]);
+/// aggregate MB/s and the target's peak RSS. Every upload must have been answered by the sink,
+/// which answers only once it has read the whole body, and no body may have broken off on the
+/// way.
 fn upload(
     t: &Target,
     sink: &Origin,
     body: &Path,
-    h2: bool,
-    c: usize,
+    mode: Mode,
     len: u64,
 ) -> Result<(f64, u64), String> {
     let (hits, broken) = (sink.hits(), sink.broken_bodies());
     let port = t.url_base.rsplit(':').next().unwrap_or("0");
-    let n = c.to_string();
+    let (conns, streams) = match mode {
+        Mode::H1(conns) => (conns, 1),
+        Mode::H2(conns, streams) => (conns, streams),
+    };
+    let c = conns * streams;
     let mut cmd = Command::new("h2load");
     cmd.args([
         "-n",
-        &n,
+        &c.to_string(),
         "-c",
-        &n,
+        &conns.to_string(),
         "-m",
-        "1",
+        &streams.to_string(),
         "-t",
-        &c.clamp(1, 2).to_string(),
+        &conns.clamp(1, 2).to_string(),
     ]);
-    if !h2 {
+    if matches!(mode, Mode::H1(_)) {
         cmd.arg("--h1");
     }
     cmd.arg("-d")

@@ -36,13 +36,16 @@ use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
 /// HTTP/2 flow-control window per stream. Pingora's default (64 KiB) holds one upload to a
-/// few hundred MB/s; 1 MiB lets an h2 upload run at HTTP/1.1 speed. The cost is memory: a
-/// stream whose upstream reads slower than the client sends has up to this much buffered in
-/// berth (measured: 64 concurrent 1 GiB h2 uploads peaked at 340 MiB RSS with 4 MiB windows,
-/// 123 MiB with 1 MiB, at the same throughput).
-pub const H2_STREAM_WINDOW: u32 = 1 << 20;
-/// HTTP/2 flow-control window per connection (all its streams together).
-pub const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+/// few hundred MB/s. Measured on 2 cores with 512 MiB h2 uploads (`docs/benchmarks.md`): one
+/// upload runs as fast with 512 KiB as with 1 MiB or 4 MiB, and 17 % slower with 256 KiB
+/// (more WINDOW_UPDATEs, more wake-ups); 64 concurrent uploads peak at about 75 MiB RSS with
+/// 512 KiB against 100-105 MiB with 1 MiB, since a stream whose upstream reads slower than the
+/// client sends has up to this much buffered in berth.
+pub const H2_STREAM_WINDOW: u32 = 512 << 10;
+/// HTTP/2 flow-control window per connection, all its streams together: four streams at full
+/// window, as `docker push` sends layers (one connection with 4 uploads ran no faster with
+/// 16 MiB).
+pub const H2_CONNECTION_WINDOW: u32 = 4 * H2_STREAM_WINDOW;
 
 fn h2_options(max_header_size: usize) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut options = pingora_core::protocols::http::v2::server::default_h2_options();

@@ -549,6 +549,77 @@ fn one_gib_uploads_over_h2_and_h1_arrive_byte_exact() {
     }
 }
 
+/// `docker push` sends several layers at once over one HTTP/2 connection: four uploads,
+/// each larger than the connection's flow-control window, multiplexed on one connection,
+/// every one arriving byte-exact at its own request.
+#[test]
+fn concurrent_uploads_on_one_h2_connection_arrive_byte_exact() {
+    use sha2::Digest as _;
+    let Pki {
+        dir,
+        certs,
+        ca_file,
+        ..
+    } = pki(&["a.test"]);
+    let origin = Origin::start("sink");
+    let b = berth(&tls_config(
+        &certs,
+        "none",
+        &route("a.test", &[origin.addr], "profile = \"registry\""),
+    ));
+    let port = https(&b).port();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "120", "--http2", "-Z", "--cacert"])
+        .arg(&ca_file)
+        .arg("--resolve")
+        .arg(format!("a.test:{port}:127.0.0.1"))
+        .args(["-w", "%{url} %{http_version} %{num_connects}\\n"]);
+    let mut want = Vec::new();
+    for i in 0u8..4 {
+        // 48 MiB each, a different byte pattern per upload: a mix-up changes a digest.
+        let body: Vec<u8> = (0..48u32 << 20).map(|n| (n % 251) as u8 ^ i).collect();
+        let file = dir.path().join(format!("layer{i}"));
+        std::fs::write(&file, &body).unwrap();
+        want.push((
+            format!("/layer{i}"),
+            hex::encode(sha2::Sha256::digest(&body)),
+        ));
+        cmd.arg("-T")
+            .arg(&file)
+            .arg("-o")
+            .arg(dir.path().join(format!("answer{i}")))
+            .arg(format!("https://a.test:{port}/layer{i}"));
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 4, "{report}");
+    assert!(
+        lines.iter().all(|l| l.contains(" 2 ")),
+        "not all over HTTP/2: {report}"
+    );
+    // One connection for all four: the first transfer opened it, the others were multiplexed.
+    let connects: u32 = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(connects, 1, "{report}");
+    for (i, (path, digest)) in want.iter().enumerate() {
+        let answer = std::fs::read(dir.path().join(format!("answer{i}"))).unwrap();
+        let seen: berth_testkit::Seen = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(&seen.target, path);
+        assert_eq!(seen.body_bytes, 48 << 20, "{path}");
+        assert_eq!(&seen.body_sha256, digest, "{path}");
+    }
+    let concurrent = 4 * (48 << 20);
+    assert!(concurrent > berth_proxy::server::H2_CONNECTION_WINDOW as usize);
+}
+
 /// SNI picks the certificate, `Host` picks the route (as nginx does); a port in `Host` other
 /// than the listener's does not change either, and reaches the upstream as the client sent it.
 #[tokio::test(flavor = "multi_thread")]
