@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +19,7 @@ use berth_testkit::client::{send, Body, Request};
 use berth_testkit::process::PeakRss;
 use berth_testkit::{BerthProcess, Origin};
 
+mod idle;
 mod nginx;
 mod overhead;
 mod peers;
@@ -91,6 +92,22 @@ enum Cmd {
         #[arg(long, default_value = "benches/results/propagation.md")]
         out: PathBuf,
     },
+    /// Idle keep-alive TLS connections held against berth, nginx and HAProxy: kB per
+    /// connection, and RSS after they close.
+    Idle {
+        /// Connections held at once.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Seconds after the clients closed when RSS is read again.
+        #[arg(long, default_value_t = 30)]
+        settle_secs: u64,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/idle.md")]
+        out: PathBuf,
+    },
     /// Small GETs over TLS through berth, HAProxy, Caddy, nginx (two ways) and a bare Pingora
     /// proxy: req/s, p99 and CPU per request.
     Peers {
@@ -151,6 +168,9 @@ enum Cmd {
         /// Containers started and stopped for route propagation.
         #[arg(long, default_value_t = 30)]
         containers: usize,
+        /// Idle TLS connections held per proxy and protocol.
+        #[arg(long, default_value_t = 10_000)]
+        idle_conns: usize,
         /// The berth binary (release build); default target/release/berth.
         #[arg(long)]
         berth: Option<PathBuf>,
@@ -249,6 +269,29 @@ fn main() -> ExitCode {
                 ),
             )
         }),
+        Cmd::Idle {
+            conns,
+            settle_secs,
+            berth,
+            out,
+        } => berth_binary(berth).and_then(|berth| {
+            let settle = Duration::from_secs(settle_secs);
+            let rows = idle::run(&idle::IdleBench {
+                conns,
+                settle,
+                berth,
+            })?;
+            write_report(
+                &out,
+                &format!(
+                    "# Idle keep-alive TLS connections\n\n{}\n\n{}\n\n{}\n{}",
+                    measured_on(),
+                    idle::method(conns, settle),
+                    idle::markdown(&rows, settle),
+                    goal_lines(&idle::goals(&rows))
+                ),
+            )
+        }),
         Cmd::Tls {
             args,
             concurrent_runs,
@@ -286,6 +329,7 @@ fn main() -> ExitCode {
             patch_concurrency,
             wrk_secs,
             containers,
+            idle_conns,
             berth,
             out,
             docs,
@@ -318,6 +362,17 @@ fn main() -> ExitCode {
                 berth: berth.clone(),
                 bare_pingora: bare_pingora()?,
             })?;
+            let settle = Duration::from_secs(30);
+            let idle = idle::run(&idle::IdleBench {
+                conns: idle_conns,
+                settle,
+                berth: berth.clone(),
+            })?;
+            let idle = Idle {
+                table: idle::markdown(&idle, settle),
+                goals: goal_lines(&idle::goals(&idle)),
+                method: idle::method(idle_conns, settle),
+            };
             rows.extend(propagation::rows(&propagation::run(&berth, containers)?));
             let chart = out.with_extension("png");
             let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -332,6 +387,7 @@ fn main() -> ExitCode {
             let text = full_report(
                 &rows,
                 &peers,
+                &idle,
                 Repeats { runs, push_runs, concurrent_runs },
                 mib,
                 patch_mib,
@@ -342,7 +398,7 @@ fn main() -> ExitCode {
             );
             write_report(&out, &text)?;
             if docs {
-                update_docs(&rows, &peers, &chart, &out)?;
+                update_docs(&rows, &peers, &idle, &chart, &out)?;
             }
             Ok(())
         }),
@@ -354,6 +410,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The idle-connection part of the report, rendered.
+struct Idle {
+    table: String,
+    goals: String,
+    method: String,
 }
 
 /// How often each kind of scenario was repeated.
@@ -368,6 +431,7 @@ struct Repeats {
 fn full_report(
     rows: &[report::Row],
     peers: &[peers::PeerRow],
+    idle: &Idle,
     repeats: Repeats,
     mib: u64,
     patch_mib: u64,
@@ -412,16 +476,21 @@ fn full_report(
          - **Route propagation**: {containers} labelled containers started and stopped one at a \
          time; from the docker command returning to berth's first answer that reflects it. \
          nginx-proxy (docker-gen + reload) is not measured here.\n\n\
-         ![speed relative to direct]({chart_name})\n\n{}\n### Small GETs over TLS beside the peers\n\n{}\n## Goals\n\n{}{}",
+         - **Idle connections**: {}\n\n\
+         ![speed relative to direct]({chart_name})\n\n{}\n### Small GETs over TLS beside the peers\n\n{}\n\
+         ### Idle keep-alive TLS connections\n\n{}\n## Goals\n\n{}{}{}",
         measured_on(),
         versions(),
         started.elapsed().as_secs_f64() / 60.0,
         if concurrent_runs == 1 { "" } else { "s" },
         peers::method(wrk_secs),
+        idle.method,
         report::markdown(rows),
         peers::markdown(peers),
+        idle.table,
         report::goals(rows),
         peer_goals(peers),
+        idle.goals,
     )
 }
 
@@ -434,6 +503,7 @@ const README_END: &str = "<!-- report:end -->";
 fn update_docs(
     rows: &[report::Row],
     peers: &[peers::PeerRow],
+    idle: &Idle,
     chart: &Path,
     out: &Path,
 ) -> Result<(), String> {
@@ -442,7 +512,8 @@ fn update_docs(
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{PAGE}: {e}"))?;
     let section = format!(
         "{}\n\n{}\n\nMethod and notes: [`{}`](../{}).\n\n![speed relative to direct](../{})\n\n{}\
-         ### Small GETs over TLS beside the peers\n\n{}\nGoals:\n\n{}{}",
+         ### Small GETs over TLS beside the peers\n\n{}\n### Idle keep-alive TLS connections\n\n{}\n\
+         Goals:\n\n{}{}{}",
         measured_on(),
         versions(),
         out.display(),
@@ -450,8 +521,10 @@ fn update_docs(
         chart.display(),
         report::markdown(rows),
         peers::markdown(peers),
+        idle.table,
         report::goals(rows),
         peer_goals(peers),
+        idle.goals,
     );
     let updated = replace_marked(&text, &section).map_err(|e| format!("{PAGE}: {e}"))?;
     std::fs::write(&path, updated).map_err(|e| format!("{PAGE}: {e}"))
@@ -547,7 +620,12 @@ fn measured_on() -> String {
 
 /// The goals of the peer comparison as report lines.
 fn peer_goals(rows: &[peers::PeerRow]) -> String {
-    peers::goals(rows)
+    goal_lines(&peers::goals(rows))
+}
+
+/// Goals as report lines.
+fn goal_lines(goals: &[(String, bool)]) -> String {
+    goals
         .iter()
         .map(|(text, met)| format!("- {text} — {}\n", if *met { "met" } else { "**not met**" }))
         .collect()

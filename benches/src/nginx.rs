@@ -80,6 +80,29 @@ impl Nginx {
             &format!("upstream sink {{ server {upstream};{keepalive} }}\n"),
             &server,
             tls,
+            4096,
+        )
+    }
+
+    /// The streaming configuration with TLS, for `connections` clients at once: one worker
+    /// per core, each allowed that many connections (and file descriptors).
+    ///
+    /// # Errors
+    /// When nginx is missing or does not listen.
+    pub fn start_for_connections(
+        upstream: SocketAddr,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        connections: usize,
+    ) -> io::Result<Nginx> {
+        let n = connections + 64;
+        Nginx::start_raw(
+            &format!("worker_processes auto;\nworker_rlimit_nofile {};", 2 * n),
+            &format!("upstream sink {{ server {upstream}; keepalive 64; }}\n"),
+            "proxy_http_version 1.1;\n        proxy_set_header Connection \"\";\n        \
+             location / { proxy_pass http://sink; }",
+            Some((cert, key)),
+            n,
         )
     }
 
@@ -91,6 +114,7 @@ impl Nginx {
         http: &str,
         server: &str,
         tls: Option<(&std::path::Path, &std::path::Path)>,
+        worker_connections: usize,
     ) -> io::Result<Nginx> {
         let dir = tempfile::tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -106,7 +130,7 @@ impl Nginx {
         let d = dir.path().display();
         let conf = format!(
             "{user}{main}\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
+             events {{ worker_connections {worker_connections}; }}\n\
              http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
              {http}\
@@ -148,6 +172,7 @@ impl Nginx {
             "",
             "keepalive_requests 10000000;\n        location / { return 200 \"ok\\n\"; }",
             None,
+            4096,
         )
     }
 

@@ -86,7 +86,7 @@ pub fn run(bench: &PeersBench) -> Result<Vec<PeerRow>, String> {
         .map_err(|e| format!("nginx: {e}"))?;
     let generated = Nginx::start_with_tls(NginxFlavour::NginxProxy, o, tls)
         .map_err(|e| format!("nginx: {e}"))?;
-    let haproxy = Proc::haproxy(dir.path(), o, &combined)?;
+    let haproxy = Proc::haproxy(dir.path(), o, &combined, 4096)?;
     let caddy = Proc::caddy(dir.path(), o, &cert, &key)?;
 
     let targets: [(&'static str, u16, Vec<u32>); 6] = [
@@ -133,9 +133,10 @@ fn cpu_seconds(pids: &[u32]) -> Result<f64, String> {
 }
 
 /// A proxy process of the comparison; killed when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    addr: SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 impl Proc {
@@ -163,7 +164,7 @@ impl Proc {
         Ok(proc)
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -190,12 +191,19 @@ impl Proc {
 
     /// HAProxy as its users set it up for a registry: TLS with ALPN h2 and http/1.1, long
     /// timeouts, connections to the upstream kept alive and reused (its default), one thread
-    /// per core.
-    fn haproxy(dir: &Path, upstream: SocketAddr, pem: &Path) -> Result<Proc, String> {
+    /// per core, at most `maxconn` client connections.
+    pub fn haproxy(
+        dir: &Path,
+        upstream: SocketAddr,
+        pem: &Path,
+        maxconn: usize,
+    ) -> Result<Proc, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // HAProxy wants descriptors for a server connection per client (2 × maxconn).
+        let fds = 2 * maxconn + 128;
         let conf = format!(
-            "global\n    maxconn 4096\n    nbthread {threads}\n    ssl-default-bind-options ssl-min-ver TLSv1.2\n\
+            "global\n    maxconn {maxconn}\n    ulimit-n {fds}\n    nbthread {threads}\n    ssl-default-bind-options ssl-min-ver TLSv1.2\n\
              defaults\n    mode http\n    timeout connect 5s\n    timeout client 900s\n    timeout server 900s\n\
              \x20   timeout http-request 60s\n    option forwardfor\n    http-reuse safe\n\
              frontend edge\n    bind {addr} ssl crt {} alpn h2,http/1.1\n    http-request set-header X-Forwarded-Proto https\n\
@@ -233,6 +241,18 @@ impl Proc {
             .env("XDG_CONFIG_HOME", dir.join("xdg-config"));
         Proc::spawn(cmd, "caddy", "caddy", addr, &dir.join("caddy.log"))
     }
+}
+
+/// This process's hard limit on open files (`/proc/self/limits`), or 65536 if unreadable.
+pub(crate) fn open_files_hard_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(4).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(65536)
 }
 
 impl Drop for Proc {

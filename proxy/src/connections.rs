@@ -446,7 +446,9 @@ async fn read_head(
     limits: &Limits,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(4096);
+    // An idle keep-alive connection waits here holding this buffer: small until the first
+    // bytes come (most heads fit; a larger one gets another read).
+    let mut buf = BytesMut::with_capacity(1024);
     let mut shutdown = shutdown.clone();
     // Before the first byte: a new connection counts against the header timeout; a reused
     // one may idle for the keep-alive timeout.
@@ -535,15 +537,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             self.warn_refused(limits.max_connections);
             return None;
         }
+        // The handshake and the preface read are boxed: this future lives as long as the
+        // connection, and would otherwise keep room for their (larger) state all along.
         let mut stream = match &self.tls {
             Some(acceptor) => {
-                self.tls_handshake(acceptor, stream, accepted, &limits)
-                    .await?
+                Box::pin(self.tls_handshake(acceptor, stream, accepted, &limits)).await?
             }
             None => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            let stream = self.h2_preface(stream, accepted, &limits).await?;
+            let stream = Box::pin(self.h2_preface(stream, accepted, &limits)).await?;
             return self.inner.process_new(stream, shutdown).await;
         }
 

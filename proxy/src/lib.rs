@@ -9,6 +9,7 @@ pub mod auth_watch;
 pub mod check;
 pub mod connections;
 pub mod docker_routes;
+pub mod memory;
 pub mod metrics;
 pub mod observe;
 pub mod reload;

@@ -99,5 +99,6 @@ fn main() -> ExitCode {
     for l in &listeners {
         println!("berth: {l}");
     }
+    berth_proxy::memory::start_purger();
     server.run_forever()
 }

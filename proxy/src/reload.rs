@@ -49,6 +49,25 @@ pub fn hangups() -> std::io::Result<Arc<Notify>> {
     Ok(notify)
 }
 
+/// Stops the process at once on SIGINT (Ctrl-C), with exit status 130. Pingora's own fast
+/// shutdown on SIGINT stops its runtimes without telling its accept loops, which then spin
+/// on "Accept() failed" errors and keep the process from exiting; in-flight requests end
+/// either way. For a graceful stop that lets uploads finish, send SIGTERM.
+///
+/// # Errors
+/// When the signal handler cannot be installed.
+pub fn stop_on_interrupt() -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
+    std::thread::Builder::new()
+        .name("berth-sigint".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                std::process::exit(130);
+            }
+        })?;
+    Ok(())
+}
+
 /// The parts of a configuration that only a restart or an upgrade changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FixedParts {

@@ -65,6 +65,7 @@ pub struct Origin {
     hits: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -88,10 +89,12 @@ impl Origin {
         let hits = Arc::new(AtomicU64::new(0));
         let broken = Arc::new(AtomicU64::new(0));
         let received = Arc::new(AtomicU64::new(0));
+        let (active, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let name = name.to_string();
         let (h, b, r) = (hits.clone(), broken.clone(), received.clone());
+        let (a, p) = (active.clone(), peak.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -109,13 +112,15 @@ impl Origin {
                         };
                         let _ = stream.set_nodelay(true);
                         let (name, hits, broken) = (name.clone(), h.clone(), b.clone());
-                        let received = r.clone();
+                        let (received, active, peak) = (r.clone(), a.clone(), p.clone());
                         tokio::spawn(async move {
                             let svc = service_fn(move |req| {
                                 let counters = Counters {
                                     hits: hits.clone(),
                                     broken: broken.clone(),
                                     received: received.clone(),
+                                    active: active.clone(),
+                                    peak: peak.clone(),
                                 };
                                 handle(req, name.clone(), counters)
                             });
@@ -141,6 +146,7 @@ impl Origin {
             hits,
             broken,
             received,
+            peak,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -160,6 +166,11 @@ impl Origin {
     pub fn bytes_received(&self) -> u64 {
         self.received.load(Ordering::SeqCst)
     }
+
+    /// The most requests that were being received at the same time, so far.
+    pub fn peak_concurrent_requests(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Origin {
@@ -178,6 +189,9 @@ struct Counters {
     hits: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
+    /// Requests whose body is being read now, and the most there ever were.
+    active: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
 }
 
 async fn handle(
@@ -189,7 +203,10 @@ async fn handle(
         hits,
         broken,
         received,
+        active,
+        peak,
     } = counters;
+    peak.fetch_max(active.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
     let method = req.method().to_string();
     let target = req
         .uri()
@@ -225,6 +242,7 @@ async fn handle(
             }
         }
     }
+    active.fetch_sub(1, Ordering::SeqCst);
     let seen = Seen {
         origin: name.to_string(),
         method,

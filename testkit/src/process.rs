@@ -275,6 +275,21 @@ impl BerthProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits up to `limit` for the process to exit; its exit status, or `None` if it still
+    /// runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Resident and peak resident memory, KiB.
     pub fn memory_kib(&self) -> Option<(u64, u64)> {
         memory_kib(self.pid())
