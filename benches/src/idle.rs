@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_testkit::process::memory_kib;
-use berth_testkit::tls::{install, TestCa};
+use berth_testkit::tls::TestCa;
 use berth_testkit::BerthProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::nginx::Nginx;
 use crate::peers::Proc;
+use crate::pki::BenchPki;
 
 /// What to run.
 pub struct IdleBench {
@@ -66,16 +67,13 @@ const H2: &str = "HTTP/2";
 /// When a proxy does not start, or a connection or its request fails.
 pub fn run(bench: &IdleBench) -> Result<Vec<IdleRow>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).map_err(|e| e.to_string())?;
-    let ca = TestCa::new("bench CA");
-    let leaf = ca.issue(&["bench.test"]);
-    install(&certs, "bench.test", &leaf).map_err(|e| e.to_string())?;
-    let (cert, key) = (dir.path().join("leaf.crt"), dir.path().join("leaf.key"));
-    std::fs::write(&cert, &leaf.cert).map_err(|e| e.to_string())?;
-    std::fs::write(&key, &leaf.key).map_err(|e| e.to_string())?;
-    let combined = dir.path().join("leaf.pem");
-    std::fs::write(&combined, format!("{}{}", leaf.cert, leaf.key)).map_err(|e| e.to_string())?;
+    let BenchPki {
+        ca,
+        certs,
+        cert,
+        key,
+        combined,
+    } = BenchPki::new(dir.path(), &["bench.test"])?;
 
     let origin =
         Nginx::origin().map_err(|e| format!("nginx origin (apt-get install nginx): {e}"))?;

@@ -23,6 +23,7 @@ mod idle;
 mod nginx;
 mod overhead;
 mod peers;
+mod pki;
 mod propagation;
 mod registry;
 mod report;

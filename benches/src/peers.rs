@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use berth_testkit::free_port;
 use berth_testkit::process::wait_for_port;
-use berth_testkit::tls::{install, TestCa};
 use berth_testkit::BerthProcess;
 
 use crate::nginx::{Nginx, NginxFlavour};
+use crate::pki::BenchPki;
 
 /// What to run.
 pub struct PeersBench {
@@ -56,18 +56,15 @@ const CADDY: &str = "Caddy";
 /// When a proxy is missing (naming the package), does not start, or wrk sees errors.
 pub fn run(bench: &PeersBench) -> Result<Vec<PeerRow>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).map_err(|e| e.to_string())?;
-    let ca = TestCa::new("bench CA");
     // wrk sends the URL's host as SNI, 127.0.0.1 here; Caddy picks certificates by SNI
     // alone, so the address is on the certificate too.
-    let leaf = ca.issue(&["bench.test", "127.0.0.1"]);
-    install(&certs, "bench.test", &leaf).map_err(|e| e.to_string())?;
-    let (cert, key) = (dir.path().join("leaf.crt"), dir.path().join("leaf.key"));
-    std::fs::write(&cert, &leaf.cert).map_err(|e| e.to_string())?;
-    std::fs::write(&key, &leaf.key).map_err(|e| e.to_string())?;
-    let combined = dir.path().join("leaf.pem");
-    std::fs::write(&combined, format!("{}{}", leaf.cert, leaf.key)).map_err(|e| e.to_string())?;
+    let BenchPki {
+        certs,
+        cert,
+        key,
+        combined,
+        ..
+    } = BenchPki::new(dir.path(), &["bench.test", "127.0.0.1"])?;
 
     let origin =
         Nginx::origin().map_err(|e| format!("nginx origin (apt-get install nginx): {e}"))?;

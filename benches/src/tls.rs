@@ -17,6 +17,7 @@ use berth_testkit::tls::{install, replace, Pem, TestCa};
 use berth_testkit::{BerthProcess, Origin};
 
 use crate::nginx::{Nginx, NginxFlavour};
+use crate::pki::BenchPki;
 use crate::propagation::percentile;
 use crate::report::{Against, Better, Row};
 
@@ -54,14 +55,13 @@ const RELOAD: &str = "Certificate reload";
 /// When a server does not start or an upload does not arrive complete.
 pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).map_err(|e| e.to_string())?;
-    let ca = TestCa::new("bench CA");
-    let leaf = ca.issue(&["bench.test"]);
-    install(&certs, "bench.test", &leaf).map_err(|e| e.to_string())?;
-    let (cert_file, key_file) = (dir.path().join("nginx.crt"), dir.path().join("nginx.key"));
-    std::fs::write(&cert_file, &leaf.cert).map_err(|e| e.to_string())?;
-    std::fs::write(&key_file, &leaf.key).map_err(|e| e.to_string())?;
+    let BenchPki {
+        ca,
+        certs,
+        cert: cert_file,
+        key: key_file,
+        ..
+    } = BenchPki::new(dir.path(), &["bench.test"])?;
     let body = dir.path().join("body");
     std::fs::File::create(&body)
         .and_then(|f| f.set_len(bench.mib << 20))
@@ -113,23 +113,12 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
             let mode = if h2 { Mode::H2(c, 1) } else { Mode::H1(c) };
             let b = median(runs, || upload(&berth_t, &sink, &body, mode, len))?;
             let n = median(runs, || upload(&nginx_t, &sink, &body, mode, len))?;
-            let scenario = format!("upload_tls_{proto}_cl_c{c}_{}mib", bench.mib);
-            eprintln!(
-                "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
-                d.0, b.0, n.0
+            let row = upload_row(
+                format!("upload_tls_{proto}_cl_c{c}_{}mib", bench.mib),
+                d,
+                b,
+                n,
             );
-            let row = Row {
-                section: UPLOADS,
-                scenario,
-                unit: "MB/s",
-                direct: Some(d.0),
-                berth: b.0,
-                nginx_streaming: Some(n.0),
-                berth_rss_kib: Some(b.1),
-                nginx_rss_kib: Some(n.1),
-                chart: true,
-                ..Row::default()
-            };
             rows.push(if proto == "h1" {
                 h1_berth = b.0;
                 row.goal(Against::NginxStreaming, 1.3)
@@ -207,22 +196,7 @@ fn multiplexed(
     ] {
         let b = median(runs, || upload(berth, sink, body, mode, len))?;
         let ng = median(runs, || upload(nginx, sink, body, mode, len))?;
-        eprintln!(
-            "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
-            d.0, b.0, ng.0
-        );
-        let row = Row {
-            section: UPLOADS,
-            scenario,
-            unit: "MB/s",
-            direct: Some(d.0),
-            berth: b.0,
-            nginx_streaming: Some(ng.0),
-            berth_rss_kib: Some(b.1),
-            nginx_rss_kib: Some(ng.1),
-            chart: true,
-            ..Row::default()
-        };
+        let row = upload_row(scenario, d, b, ng);
         rows.push(match mode {
             Mode::H1(_) => {
                 h1_berth = b.0;
@@ -235,6 +209,27 @@ fn multiplexed(
         });
     }
     Ok(rows)
+}
+
+/// One upload scenario's row from the (MB/s, peak RSS KiB) of direct, berth and nginx,
+/// printed as it is measured.
+fn upload_row(scenario: String, direct: (f64, u64), berth: (f64, u64), nginx: (f64, u64)) -> Row {
+    eprintln!(
+        "{scenario}: direct {:.0}, berth {:.0}, nginx {:.0} MB/s",
+        direct.0, berth.0, nginx.0
+    );
+    Row {
+        section: UPLOADS,
+        scenario,
+        unit: "MB/s",
+        direct: Some(direct.0),
+        berth: berth.0,
+        nginx_streaming: Some(nginx.0),
+        berth_rss_kib: Some(berth.1),
+        nginx_rss_kib: Some(nginx.1),
+        chart: true,
+        ..Row::default()
+    }
 }
 
 /// How h2load sends the uploads.

@@ -85,25 +85,3 @@ async fn an_upload_in_flight_survives_an_upgrade() {
         200
     );
 }
-
-/// Ctrl-C (SIGINT) stops berth at once, with an idle client connection open, and quietly:
-/// Pingora's own fast shutdown left its accept loops spinning on errors, logging hundreds of
-/// thousands of lines a second and never exiting.
-#[test]
-fn an_interrupt_stops_berth_at_once() {
-    let origin = Origin::start("app");
-    let mut b = berth(&common::config(&route("app.test", &[origin.addr], "")));
-    let idle = std::net::TcpStream::connect(b.http).unwrap();
-    b.signal("INT").unwrap();
-    let status = b.wait_exit(Duration::from_secs(10));
-    let log = b.log();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(130),
-        "berth did not exit after SIGINT; {} lines of log",
-        log.lines().count()
-    );
-    let errors = log.matches("Accept() failed").count();
-    assert!(errors < 100, "{errors} accept errors logged");
-    drop(idle);
-}

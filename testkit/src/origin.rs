@@ -65,6 +65,7 @@ pub struct Origin {
     hits: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
+    active: Arc<AtomicU64>,
     peak: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -146,6 +147,7 @@ impl Origin {
             hits,
             broken,
             received,
+            active,
             peak,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -171,6 +173,11 @@ impl Origin {
     pub fn peak_concurrent_requests(&self) -> u64 {
         self.peak.load(Ordering::SeqCst)
     }
+
+    /// Requests being received or answered now.
+    pub fn in_flight(&self) -> u64 {
+        self.active.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Origin {
@@ -194,6 +201,23 @@ struct Counters {
     peak: Arc<AtomicU64>,
 }
 
+/// One request in the origin's `active` count, from its head until its answer (or until
+/// hyper drops the handler).
+struct Receiving(Arc<AtomicU64>);
+
+impl Receiving {
+    fn start(active: Arc<AtomicU64>, peak: &AtomicU64) -> Receiving {
+        peak.fetch_max(active.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        Receiving(active)
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn handle(
     req: hyper::Request<Incoming>,
     name: Arc<str>,
@@ -206,7 +230,7 @@ async fn handle(
         active,
         peak,
     } = counters;
-    peak.fetch_max(active.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+    let _receiving = Receiving::start(active, &peak);
     let method = req.method().to_string();
     let target = req
         .uri()
@@ -242,7 +266,6 @@ async fn handle(
             }
         }
     }
-    active.fetch_sub(1, Ordering::SeqCst);
     let seen = Seen {
         origin: name.to_string(),
         method,
