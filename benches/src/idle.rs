@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_testkit::process::memory_kib;
-use berth_testkit::tls::TestCa;
 use berth_testkit::BerthProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -67,25 +66,20 @@ const H2: &str = "HTTP/2";
 /// When a proxy does not start, or a connection or its request fails.
 pub fn run(bench: &IdleBench) -> Result<Vec<IdleRow>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let BenchPki {
-        ca,
-        certs,
-        cert,
-        key,
-        combined,
-    } = BenchPki::new(dir.path(), &["bench.test"])?;
+    let pki = BenchPki::new(dir.path(), &["bench.test"])?;
+    let (cert, key, combined) = (&pki.cert, &pki.key, &pki.combined);
 
     let origin =
         Nginx::origin().map_err(|e| format!("nginx origin (apt-get install nginx): {e}"))?;
     let o = origin.addr;
-    let config = format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[docker]\nenabled = false\n\
-         [log]\naccess = \"off\"\n[tls]\ncerts-dir = \"{}\"\n[limits]\nmax-connections = {}\n\
-         [[route]]\nhost = \"bench.test\"\nupstreams = [\"{o}\"]\nprofile = \"registry\"\nhttps = \"noredirect\"\n",
-        certs.display(),
-        bench.conns + 64,
+    let config = pki.berth_config(
+        o,
+        &format!(
+            "[log]\naccess = \"off\"\n[limits]\nmax-connections = {}\n",
+            bench.conns + 64
+        ),
     );
-    let client = Arc::new(client_config(&ca)?);
+    let client = Arc::new(pki.ca.client_config());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,14 +91,14 @@ pub fn run(bench: &IdleBench) -> Result<Vec<IdleRow>, String> {
         let berth =
             BerthProcess::start(&bench.berth, &config).map_err(|e| format!("berth: {e}"))?;
         let berth_addr = berth.https.ok_or("berth has no HTTPS listener")?;
-        let nginx = Nginx::start_for_connections(o, &cert, &key, bench.conns)
+        let nginx = Nginx::start_for_connections(o, cert, key, bench.conns)
             .map_err(|e| format!("nginx: {e}"))?;
         // HAProxy refuses to start unless it has descriptors for a server connection per
         // client (2 × maxconn + some): under a lower limit it holds fewer connections.
         let haproxy_conns = bench.conns.min(
             (crate::peers::open_files_hard_limit().saturating_sub(256) / 2).saturating_sub(64),
         );
-        let haproxy = Proc::haproxy(dir.path(), o, &combined, haproxy_conns + 64)?;
+        let haproxy = Proc::haproxy(dir.path(), o, combined, haproxy_conns + 64)?;
         for (name, addr, pids, conns) in [
             (BERTH, berth_addr, vec![berth.pid()], bench.conns),
             (NGINX, nginx.addr, nginx.pids(), bench.conns),
@@ -170,22 +164,6 @@ fn rss_kib(pids: &[u32]) -> Result<u64, String> {
                 .ok_or_else(|| format!("/proc/{pid}/status: unreadable"))
         })
         .sum()
-}
-
-fn client_config(ca: &TestCa) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let der = rustls_pemfile_der(&ca.pem())?;
-    roots.add(der).map_err(|e| e.to_string())?;
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// The DER of the first certificate in a PEM text.
-fn rustls_pemfile_der(pem: &str) -> Result<rustls::pki_types::CertificateDer<'static>, String> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// One idle client: whatever keeps its connection open.

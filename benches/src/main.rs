@@ -638,25 +638,22 @@ fn bare_pingora() -> Result<PathBuf, String> {
     let path = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("bare-pingora");
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found: run `cargo build --release -p berth-benches` first",
-            path.display()
-        ))
-    }
+    built(path, "cargo build --release -p berth-benches")
 }
 
 fn berth_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    let path = given.unwrap_or_else(|| workspace_root().join("target/release/berth"));
+    built(
+        given.unwrap_or_else(|| workspace_root().join("target/release/berth")),
+        "cargo build --release --bin berth",
+    )
+}
+
+/// `path` if it exists; otherwise an error saying which command builds it.
+fn built(path: PathBuf, build: &str) -> Result<PathBuf, String> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!(
-            "{} not found: run `cargo build --release --bin berth` first",
-            path.display()
-        ))
+        Err(format!("{} not found: run `{build}` first", path.display()))
     }
 }
 

@@ -58,33 +58,23 @@ pub fn run(bench: &PeersBench) -> Result<Vec<PeerRow>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     // wrk sends the URL's host as SNI, 127.0.0.1 here; Caddy picks certificates by SNI
     // alone, so the address is on the certificate too.
-    let BenchPki {
-        certs,
-        cert,
-        key,
-        combined,
-        ..
-    } = BenchPki::new(dir.path(), &["bench.test", "127.0.0.1"])?;
+    let pki = BenchPki::new(dir.path(), &["bench.test", "127.0.0.1"])?;
+    let (cert, key, combined) = (&pki.cert, &pki.key, &pki.combined);
 
     let origin =
         Nginx::origin().map_err(|e| format!("nginx origin (apt-get install nginx): {e}"))?;
     let o = origin.addr;
-    let config = format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[docker]\nenabled = false\n\
-         [log]\naccess = \"off\"\n[tls]\ncerts-dir = \"{}\"\n\
-         [[route]]\nhost = \"bench.test\"\nupstreams = [\"{o}\"]\nprofile = \"registry\"\nhttps = \"noredirect\"\n",
-        certs.display(),
-    );
+    let config = pki.berth_config(o, "[log]\naccess = \"off\"\n");
     let berth = BerthProcess::start(&bench.berth, &config).map_err(|e| format!("berth: {e}"))?;
     let berth_port = berth.https.ok_or("berth has no HTTPS listener")?.port();
-    let bare = Proc::bare_pingora(&bench.bare_pingora, o, &cert, &key)?;
+    let bare = Proc::bare_pingora(&bench.bare_pingora, o, cert, key)?;
     let tls = Some((cert.as_path(), key.as_path()));
     let keepalive = Nginx::start_with_tls(NginxFlavour::Streaming, o, tls)
         .map_err(|e| format!("nginx: {e}"))?;
     let generated = Nginx::start_with_tls(NginxFlavour::NginxProxy, o, tls)
         .map_err(|e| format!("nginx: {e}"))?;
-    let haproxy = Proc::haproxy(dir.path(), o, &combined, 4096)?;
-    let caddy = Proc::caddy(dir.path(), o, &cert, &key)?;
+    let haproxy = Proc::haproxy(dir.path(), o, combined, 4096)?;
+    let caddy = Proc::caddy(dir.path(), o, cert, key)?;
 
     let targets: [(&'static str, u16, Vec<u32>); 6] = [
         (BERTH, berth_port, vec![berth.pid()]),

@@ -1,6 +1,7 @@
 //! The certificate the benchmarks' proxies serve: a test CA and a leaf for `bench.test`,
 //! installed in a berth certs-dir and written as files for nginx, HAProxy and Caddy.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use berth_testkit::tls::{install, TestCa};
@@ -50,5 +51,17 @@ impl BenchPki {
             key,
             combined,
         })
+    }
+
+    /// A berth config serving `bench.test` over HTTPS (no redirect) from this certs-dir,
+    /// with the registry profile in front of `upstream`; `settings` (TOML tables) goes
+    /// before the route.
+    pub fn berth_config(&self, upstream: SocketAddr, settings: &str) -> String {
+        format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[docker]\nenabled = false\n\
+             [tls]\ncerts-dir = \"{}\"\n{settings}\
+             [[route]]\nhost = \"bench.test\"\nupstreams = [\"{upstream}\"]\nprofile = \"registry\"\nhttps = \"noredirect\"\n",
+            self.certs.display(),
+        )
     }
 }

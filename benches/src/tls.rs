@@ -55,31 +55,21 @@ const RELOAD: &str = "Certificate reload";
 /// When a server does not start or an upload does not arrive complete.
 pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let BenchPki {
-        ca,
-        certs,
-        cert: cert_file,
-        key: key_file,
-        ..
-    } = BenchPki::new(dir.path(), &["bench.test"])?;
+    let pki = BenchPki::new(dir.path(), &["bench.test"])?;
+    let (ca, certs, cert_file, key_file) = (&pki.ca, &pki.certs, &pki.cert, &pki.key);
     let body = dir.path().join("body");
     std::fs::File::create(&body)
         .and_then(|f| f.set_len(bench.mib << 20))
         .map_err(|e| e.to_string())?;
 
     let sink = Origin::start("sink");
-    let config = format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n[docker]\nenabled = false\n[tls]\ncerts-dir = \"{}\"\n\
-         [[route]]\nhost = \"bench.test\"\nupstreams = [\"{}\"]\nprofile = \"registry\"\nhttps = \"noredirect\"\n",
-        certs.display(),
-        sink.addr
-    );
+    let config = pki.berth_config(sink.addr, "");
     let berth = BerthProcess::start(&bench.berth, &config).map_err(|e| e.to_string())?;
     let berth_tls = berth.https.ok_or("berth has no HTTPS listener")?;
     let nginx = Nginx::start_with_tls(
         NginxFlavour::Streaming,
         sink.addr,
-        Some((&cert_file, &key_file)),
+        Some((cert_file, key_file)),
     )
     .map_err(|e| e.to_string())?;
 
@@ -138,12 +128,12 @@ pub fn run(bench: &TlsBench) -> Result<Vec<Row>, String> {
         )?);
     }
 
-    let mut berth_reloads = reload_latency(&ca, berth_tls, bench.reloads, |pem| {
-        install(&certs, "bench.test", pem).map_err(|e| e.to_string())
+    let mut berth_reloads = reload_latency(ca, berth_tls, bench.reloads, |pem| {
+        install(certs, "bench.test", pem).map_err(|e| e.to_string())
     })?;
-    let mut nginx_reloads = reload_latency(&ca, nginx.addr, bench.reloads, |pem| {
-        replace(&key_file, pem.key.as_bytes())
-            .and_then(|()| replace(&cert_file, pem.cert.as_bytes()))
+    let mut nginx_reloads = reload_latency(ca, nginx.addr, bench.reloads, |pem| {
+        replace(key_file, pem.key.as_bytes())
+            .and_then(|()| replace(cert_file, pem.cert.as_bytes()))
             .map_err(|e| e.to_string())?;
         nginx.reload()
     })?;

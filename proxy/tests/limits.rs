@@ -355,16 +355,7 @@ fn tls(alpn: &[&[u8]]) -> Tls {
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
     berth_testkit::tls::install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca.pem().as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = ca.client_config();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();

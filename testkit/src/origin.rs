@@ -169,7 +169,7 @@ impl Origin {
         self.received.load(Ordering::SeqCst)
     }
 
-    /// The most requests that were being received at the same time, so far.
+    /// The most requests that were being received or answered at the same time, so far.
     pub fn peak_concurrent_requests(&self) -> u64 {
         self.peak.load(Ordering::SeqCst)
     }
@@ -196,7 +196,7 @@ struct Counters {
     hits: Arc<AtomicU64>,
     broken: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
-    /// Requests whose body is being read now, and the most there ever were.
+    /// Requests being received or answered now, and the most there ever were.
     active: Arc<AtomicU64>,
     peak: Arc<AtomicU64>,
 }

@@ -42,6 +42,23 @@ impl TestCa {
         self.cert.pem()
     }
 
+    /// A rustls client configuration (ring, TLS 1.2/1.3) that trusts this CA alone.
+    ///
+    /// # Panics
+    /// If rustls refuses the CA certificate or the protocol versions (never with these).
+    #[allow(clippy::unwrap_used)]
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
     /// A leaf for `names` (first one is also the CN), signed by this CA.
     ///
     /// # Panics
