@@ -9,9 +9,11 @@
 //! - [`account`]: ACME accounts, created once per directory and email and kept on disk;
 //! - [`issue`]: one order, from new order to the files in certs-dir;
 //! - [`worker`]: the loop — renewal windows, per-certificate backoff, Docker events;
-//! - [`metrics`]: `berth_acme_*` on its own listener.
+//! - [`metrics`]: `berth_acme_*` on its own listener;
+//! - [`feed`]: the certificate feed edges on other hosts mirror (`acme.feed`).
 
 pub mod account;
+pub mod feed;
 pub mod issue;
 pub mod metrics;
 pub mod wanted;

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use berth_acme::feed::Published;
 use berth_acme::metrics::Metrics;
 use berth_acme::worker::Worker;
 use berth_core::config::{load_config, Config, ConfigSource, DockerEndpoint};
 use berth_core::docker::{endpoint_to_follow, list_once, DockerWatcher, Snapshot};
+use berth_core::feed::FEED_PATH;
 
 /// berth-acme — obtains and renews the certificates berth serves.
 ///
@@ -131,6 +133,7 @@ async fn daemon(config: Arc<Config>) -> Result<ExitCode, String> {
         Some(endpoint) => {
             println!("berth-acme: following docker at {endpoint}");
             let (watcher, rx) = DockerWatcher::new(endpoint);
+            let watcher = watcher.with_swarm(config.docker.swarm, config.docker.swarm_poll);
             let shutdown = shutdown_rx.clone();
             tokio::spawn(async move { watcher.run(shutdown).await });
             Some(rx)
@@ -143,6 +146,18 @@ async fn daemon(config: Arc<Config>) -> Result<ExitCode, String> {
         config.tls.certs_dir.display()
     );
     let mut worker = Worker::new(config.clone(), metrics);
+    if let Some((addr, token_file)) = &config.acme.feed {
+        let token = berth_core::feed::read_token(token_file)
+            .map_err(|e| format!("acme.feed-token-file: {e}"))?;
+        let (published, published_rx) = tokio::sync::watch::channel(Published::default());
+        let (served, served_rx) = tokio::sync::watch::channel(0);
+        let certs_dir = config.tls.certs_dir.clone();
+        let bound = berth_acme::feed::serve(*addr, token, certs_dir, published_rx, served)
+            .await
+            .map_err(|e| format!("acme.feed {addr}: {e}"))?;
+        println!("berth-acme: certificate feed on http://{bound}{FEED_PATH}");
+        worker = worker.with_feed(published, served_rx);
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     loop {

@@ -43,7 +43,7 @@ pub fn wanted(routes: &[RouteSpec], containers: &Snapshot) -> (Vec<Wanted>, Vec<
         }
     }
     let mut errors = Vec::new();
-    let mut infos: Vec<_> = containers.containers.values().collect();
+    let mut infos: Vec<_> = containers.entries().map(|(_, info)| info).collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     for info in infos {
         match acme_request(info) {
@@ -157,6 +157,7 @@ mod tests {
             }],
             network_mode: None,
             health: Health::None,
+            service: None,
         })
     }
 

@@ -14,6 +14,7 @@ use instant_acme::Account;
 use berth_core::config::Config;
 use berth_core::docker::Snapshot;
 
+use crate::feed::Published;
 use crate::issue::issue;
 use crate::metrics::Metrics;
 use crate::wanted::{ari_renew_at, due, read_leaf, wanted, Due, Existing, Wanted};
@@ -21,6 +22,9 @@ use crate::Error;
 
 /// Longest wait after failures (the first is `acme.retry-after`, doubling per failure).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+/// With a feed: longest wait for an edge to read a newly published thumbprint (edges retry
+/// an unreachable feed at least every 10 s).
+pub const FEED_SETTLE: Duration = Duration::from_secs(12);
 /// Longest time between passes, even when nothing is due.
 pub const PASS_EVERY: Duration = Duration::from_secs(3600);
 
@@ -49,6 +53,12 @@ pub struct Worker {
     reported: Vec<String>,
     /// The directory has no `renewalInfo` (ACME Renewal Information): use the fixed window.
     ari_unsupported: bool,
+    /// With `acme.feed`: where the thumbprint and certificate changes are published, and
+    /// how many documents with the thumbprint the feed has served.
+    feed: Option<(
+        tokio::sync::watch::Sender<Published>,
+        tokio::sync::watch::Receiver<u64>,
+    )>,
 }
 
 fn now_unix() -> i64 {
@@ -94,6 +104,59 @@ impl Worker {
             backoff: HashMap::new(),
             reported: Vec::new(),
             ari_unsupported: false,
+            feed: None,
+        }
+    }
+
+    /// Publishes to the certificate feed: the thumbprint of the one account every order then
+    /// uses (the edges answer HTTP-01 with it, so it cannot vary per container), and a change
+    /// after certificates are written. `served` counts documents the feed handed out with
+    /// the thumbprint.
+    #[must_use]
+    pub fn with_feed(
+        mut self,
+        published: tokio::sync::watch::Sender<Published>,
+        served: tokio::sync::watch::Receiver<u64>,
+    ) -> Worker {
+        self.feed = Some((published, served));
+        self
+    }
+
+    /// The account email for `w`: its own, else `acme.email`; with a feed always `acme.email`.
+    fn email_for(&self, w: &Wanted) -> Option<String> {
+        match (&self.feed, &w.email) {
+            (None, Some(own)) => Some(own.clone()),
+            _ => self.config.acme.email.clone(),
+        }
+    }
+
+    /// With a feed: loads (or registers) the account and publishes its thumbprint, then
+    /// gives the edges up to [`FEED_SETTLE`] to read it (an edge waiting on the feed has it
+    /// at once), so that the first challenges find edges that can answer them.
+    async fn publish_thumbprint(&mut self) {
+        let Some((feed, mut served)) = self.feed.clone() else {
+            return;
+        };
+        if feed.borrow().thumbprint.is_some() {
+            return;
+        }
+        let thumbprint = match self.account(self.config.acme.email.clone()).await {
+            Ok(account) => account.key_thumbprint().to_string(),
+            Err(e) => {
+                tracing::warn!("acme: cannot load or register the account: {e}");
+                return;
+            }
+        };
+        tracing::info!(%thumbprint, "acme: account thumbprint published on the feed");
+        let before = *served.borrow_and_update();
+        feed.send_modify(|p| p.thumbprint = Some(thumbprint));
+        let read = tokio::time::timeout(FEED_SETTLE, served.wait_for(|n| *n > before)).await;
+        if read.is_err() {
+            tracing::warn!(
+                "acme: no edge has read the certificate feed in {}s; ordering anyway \
+                 (challenges fail on edges that do not know the thumbprint yet)",
+                FEED_SETTLE.as_secs()
+            );
         }
     }
 
@@ -110,7 +173,7 @@ impl Worker {
     /// already retried three times per request) is started again at once, twice at most,
     /// rather than waiting out a backoff for a fault that is not the certificate's.
     async fn order(&mut self, w: &Wanted) -> Result<(), Error> {
-        let email = w.email.clone().or_else(|| self.config.acme.email.clone());
+        let email = self.email_for(w);
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -145,6 +208,7 @@ impl Worker {
             tracing::warn!("acme: {m}; no certificate for that container");
         }
         self.reported = messages;
+        self.publish_thumbprint().await;
 
         let renew_before =
             i64::try_from(self.config.acme.renew_before.as_secs()).unwrap_or(i64::MAX);
@@ -230,6 +294,9 @@ impl Worker {
                 }
             }
         }
+        if let (Some((feed, _)), false) = (&self.feed, report.issued.is_empty()) {
+            feed.send_modify(|p| p.generation += 1);
+        }
         (report, next)
     }
 
@@ -240,7 +307,7 @@ impl Worker {
         if self.ari_unsupported {
             return None;
         }
-        let email = w.email.clone().or_else(|| self.config.acme.email.clone());
+        let email = self.email_for(w);
         let account = match self.accounts.get(&email) {
             Some(a) => a.clone(),
             None => {

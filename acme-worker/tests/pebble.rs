@@ -8,6 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::{berth_binary, serial, wait_for_verified_https, Daemon};
+
 use berth_testkit::pebble::Pebble;
 use berth_testkit::{BerthProcess, Origin};
 
@@ -19,19 +23,6 @@ fn docker_alone() -> std::sync::MutexGuard<'static, ()> {
     DOCKER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The `berth` binary, built beside this test's own binaries.
-fn berth_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = dir.join("berth");
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace",
-        path.display()
-    );
-    path
 }
 
 struct Stack {
@@ -120,50 +111,6 @@ fn curl_verified(s: &Stack, host: &str, root: &Path) -> Output {
         .unwrap()
 }
 
-/// Retries `curl` to `https://host:port/path` through berth, verifying against `root`, until
-/// what it printed (response head and body) satisfies `accept`, for up to 60 s; returns
-/// that output. On timeout, fails with curl's error and `logs()`.
-fn wait_for_verified_https(
-    https: std::net::SocketAddr,
-    host: &str,
-    path: &str,
-    root: &Path,
-    accept: impl Fn(&str) -> bool,
-    logs: impl Fn() -> String,
-) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let r = Command::new("curl")
-            .args(["-sS", "--max-time", "10", "-D", "-", "--cacert"])
-            .arg(root)
-            .arg("--resolve")
-            .arg(format!("{host}:{}:127.0.0.1", https.port()))
-            .arg(format!("https://{host}:{}{path}", https.port()))
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&r.stdout).to_string();
-        if r.status.success() && accept(&out) {
-            return out;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no verified HTTPS to {host}: {}\n{}",
-            String::from_utf8_lossy(&r.stderr),
-            logs()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-}
-
-fn serial(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn a_static_route_gets_a_certificate_berth_serves_and_it_is_renewed_only_when_due() {
     let origin = Origin::start("app");
@@ -246,53 +193,12 @@ fn a_static_route_gets_a_certificate_berth_serves_and_it_is_renewed_only_when_du
     assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
     let after = serial(&crt);
     assert_ne!(before, after);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let served = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo | openssl s_client -connect 127.0.0.1:{} -servername app.acme.test 2>/dev/null | openssl x509 -noout -serial",
-                s.berth.https.unwrap().port()
-            ))
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&served.stdout).trim() == after {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the renewed certificate was not served"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-/// A berth-acme daemon, killed when dropped.
-struct Daemon(std::process::Child, PathBuf);
-
-impl Daemon {
-    fn start(config: &Path, log: PathBuf) -> Daemon {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth-acme"))
-            .arg("--config")
-            .arg(config)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon(child, log)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the renewed certificate was not served",
+        || common::served_serial(s.berth.https.unwrap(), "app.acme.test") == after,
+        || s.berth.log(),
+    );
 }
 
 #[test]

@@ -55,6 +55,9 @@ pub struct ContainerInfo {
     pub network_mode: Option<String>,
     /// The health check's verdict.
     pub health: Health,
+    /// The Swarm service this task (or, with `berth.swarm.lb = "vip"`, this service entry)
+    /// belongs to; `None` for a plain container.
+    pub service: Option<String>,
 }
 
 /// One network attachment of a container.
@@ -138,13 +141,14 @@ const ACME_HOST: Key = key("", &["LETSENCRYPT_HOST", "ACME_HOST"]);
 const NETWORK_ACCESS: Key = key("", &["NETWORK_ACCESS"]);
 const AUTH_HTPASSWD: Key = key("auth.htpasswd", &[]);
 const AUTH_REALM: Key = key("auth.realm", &[]);
+const SWARM_LB: Key = key("swarm.lb", &[]);
 
 const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
     Key { label, env }
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 19] = [
+const LABELS: [&Key; 20] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -164,6 +168,7 @@ const LABELS: [&Key; 19] = [
     &ACME_EMAIL,
     &AUTH_HTPASSWD,
     &AUTH_REALM,
+    &SWARM_LB,
 ];
 
 /// Every name a container can carry for berth: the native labels (with their prefix) and the
@@ -207,7 +212,13 @@ impl ContainerInfo {
     }
 
     fn error_path(&self, origin: &str) -> String {
-        format!("container {}, {origin}", self.name)
+        match &self.service {
+            Some(service) if *service != self.name => {
+                format!("service {service} (task {}), {origin}", self.name)
+            }
+            Some(service) => format!("service {service}, {origin}"),
+            None => format!("container {}, {origin}", self.name),
+        }
     }
 }
 
@@ -287,12 +298,30 @@ pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSetting
         .get(&NETWORK)
         .map(|f| f.value.trim().to_string())
         .or_else(|| rules.preferred_network.clone());
+    let vip = match info.get(&SWARM_LB) {
+        Some(found) => match found.value.trim().to_ascii_lowercase().as_str() {
+            "vip" => true,
+            "task" => false,
+            other => {
+                errors.push(
+                    info.error_path(&found.origin),
+                    format!("invalid value \"{other}\": expected \"task\" or \"vip\""),
+                );
+                false
+            }
+        },
+        None => false,
+    };
     let ip = address(info, preferred.as_deref(), &rules.own_networks);
     if ip.is_none() {
-        errors.push(
-            info.error_path("networks"),
-            "no IP address on any network; attach it to a network berth can reach",
-        );
+        let message = if vip && info.service.is_some() {
+            "berth.swarm.lb=vip, but the service has no virtual IP on a network berth can use \
+             (endpoint mode dnsrr, or only the ingress network); leave the label out to route \
+             to its tasks"
+        } else {
+            "no IP address on any network; attach it to a network berth can reach"
+        };
+        errors.push(info.error_path("networks"), message);
     }
     let allow = allow_list(info, &mut errors);
     let raw = RawRoute {
@@ -327,7 +356,10 @@ pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSetting
             host: Some(host),
             ..raw.clone()
         };
-        let source = RouteSource::Containers(vec![info.name.clone()]);
+        let source = match &info.service {
+            Some(service) => RouteSource::Services(vec![service.clone()]),
+            None => RouteSource::Containers(vec![info.name.clone()]),
+        };
         if let Some(mut spec) = raw.validate("", defaults, source, &mut route_errors) {
             for u in &mut spec.upstreams {
                 u.container = Some(info.name.clone());
@@ -544,6 +576,7 @@ mod tests {
             }],
             network_mode: Some("default".into()),
             health: Health::None,
+            service: None,
         }
     }
 
@@ -559,6 +592,53 @@ mod tests {
             Verdict::Invalid(e) => e.iter().map(ToString::to_string).collect(),
             other => panic!("expected errors, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn swarm_tasks_are_routed_under_their_service_and_named_in_errors() {
+        let mut task = container(
+            &[("berth.host", "w.example.com"), ("berth.port", "8080")],
+            &[],
+        );
+        task.name = "web.2".into();
+        task.service = Some("web".into());
+        let r = routes(&task);
+        assert_eq!(r[0].source, RouteSource::Services(vec!["web".into()]));
+        assert_eq!(r[0].upstreams[0].container.as_deref(), Some("web.2"));
+
+        task.labels
+            .insert("berth.swarm.lb".into(), "round-robin".into());
+        assert_eq!(
+            errors(&task),
+            [
+                "service web (task web.2), label berth.swarm.lb: invalid value \"round-robin\": \
+              expected \"task\" or \"vip\""
+            ]
+        );
+
+        // vip asked for, but no virtual IP (a dnsrr service): the error says what to do.
+        let mut vip = container(
+            &[("berth.host", "w.example.com"), ("berth.swarm.lb", "vip")],
+            &[],
+        );
+        vip.service = Some("web".into());
+        vip.networks.clear();
+        let e = errors(&vip);
+        assert!(
+            e[0].starts_with(
+                "service web, networks: berth.swarm.lb=vip, but the service has no virtual IP"
+            ),
+            "{e:?}"
+        );
+        // The same label on a plain container is accepted and changes nothing.
+        let plain = container(
+            &[("berth.host", "w.example.com"), ("berth.swarm.lb", "vip")],
+            &[],
+        );
+        assert_eq!(
+            routes(&plain)[0].source,
+            RouteSource::Containers(vec!["web".into()])
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod contract;
 pub mod docker;
+pub mod feed;
 pub mod labels;
 pub mod logging;
 pub mod merge;

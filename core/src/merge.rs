@@ -55,35 +55,56 @@ pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<Route
                     merged.routes.push(spec);
                 }
                 Some(&(_, true)) => merged.conflicts.push(format!(
-                    "container {container}: {} {} is also a route in the config file; \
+                    "{}: {} {} is also a route in the config file; \
                      the config file's route is used",
-                    key.0, key.1
+                    spec.source, key.0, key.1
                 )),
                 Some(&(index, false)) => {
                     let Some(existing) = merged.routes.get_mut(index) else {
                         continue;
                     };
                     let same = settings_key(existing) == settings_key(&spec);
-                    let RouteSource::Containers(names) = &mut existing.source else {
-                        continue;
-                    };
-                    if names.contains(&container) {
-                        merged.conflicts.push(format!(
-                            "container {container} lists {} {} twice; the first is used",
-                            key.0, key.1
-                        ));
-                    } else if same {
-                        names.push(container.clone());
-                        existing.upstreams.extend(spec.upstreams);
-                    } else {
-                        merged.conflicts.push(format!(
-                            "containers {} and {container} both route {} {} with different \
-                             settings; {}'s are used (first by name), {container} is left out",
-                            names.join(", "),
+                    match (&mut existing.source, &spec.source) {
+                        (RouteSource::Containers(names), RouteSource::Containers(_)) => {
+                            if names.contains(&container) {
+                                merged.conflicts.push(format!(
+                                    "container {container} lists {} {} twice; the first is used",
+                                    key.0, key.1
+                                ));
+                            } else if same {
+                                names.push(container.clone());
+                                existing.upstreams.extend(spec.upstreams);
+                            } else {
+                                merged.conflicts.push(format!(
+                                    "containers {} and {container} both route {} {} with \
+                                     different settings; {}'s are used (first by name), \
+                                     {container} is left out",
+                                    names.join(", "),
+                                    key.0,
+                                    key.1,
+                                    names.first().map_or("", String::as_str),
+                                ));
+                            }
+                        }
+                        // Tasks of one service (or several services) with the same settings
+                        // are load-balanced, as containers are.
+                        (RouteSource::Services(names), RouteSource::Services(new)) if same => {
+                            for n in new {
+                                if !names.contains(n) {
+                                    names.push(n.clone());
+                                }
+                            }
+                            existing.upstreams.extend(spec.upstreams);
+                        }
+                        (first, _) => merged.conflicts.push(format!(
+                            "{} and {} both route {} {}{}; {first}'s route is used (first by \
+                             name), the other is left out",
+                            first,
+                            spec.source,
                             key.0,
                             key.1,
-                            names.first().map_or("", String::as_str),
-                        ));
+                            if same { "" } else { " with different settings" },
+                        )),
                     }
                 }
             }
@@ -136,6 +157,38 @@ mod tests {
         assert_eq!(
             r.source,
             RouteSource::Containers(vec!["web-1".into(), "web-2".into()])
+        );
+    }
+
+    fn task(name: &str, service: &str, host: &str, upstream: &str) -> (String, Vec<RouteSpec>) {
+        let source = RouteSource::Services(vec![service.into()]);
+        (name.into(), vec![spec(host, upstream, source, None)])
+    }
+
+    #[test]
+    fn tasks_of_a_service_are_load_balanced_under_the_service_name() {
+        let merged = merge_routes(
+            Vec::new(),
+            vec![
+                task("web.2", "web", "w.example.com", "10.0.1.6:80"),
+                task("web.1", "web", "w.example.com", "10.0.1.5:80"),
+                from("www", "w.example.com", "172.17.0.2:80", None),
+                task("api.1", "api", "a.example.com", "10.0.1.9:80"),
+            ],
+        );
+        assert_eq!(merged.routes.len(), 2, "{:?}", merged.routes);
+        let a = &merged.routes[0];
+        assert_eq!(a.source, RouteSource::Services(vec!["api".into()]));
+        let w = &merged.routes[1];
+        assert_eq!(w.source, RouteSource::Services(vec!["web".into()]));
+        let addrs: Vec<String> = w.upstreams.iter().map(|u| u.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.1.5:80", "10.0.1.6:80"]);
+        assert_eq!(merged.conflicts.len(), 1, "{:?}", merged.conflicts);
+        assert!(
+            merged.conflicts[0]
+                .starts_with("service web and container www both route w.example.com /;"),
+            "{:?}",
+            merged.conflicts
         );
     }
 

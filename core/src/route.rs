@@ -237,6 +237,8 @@ pub enum RouteSource {
     File,
     /// Docker containers (their names, sorted); several when they are load-balanced.
     Containers(Vec<String>),
+    /// Swarm services (their names, sorted): each one's tasks, or its virtual IP.
+    Services(Vec<String>),
 }
 
 impl fmt::Display for RouteSource {
@@ -244,6 +246,7 @@ impl fmt::Display for RouteSource {
         match self {
             RouteSource::File => f.write_str("file"),
             RouteSource::Containers(names) => write!(f, "container {}", names.join(", ")),
+            RouteSource::Services(names) => write!(f, "service {}", names.join(", ")),
         }
     }
 }

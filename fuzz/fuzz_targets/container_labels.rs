@@ -82,6 +82,7 @@ fuzz_target!(|input: Input| {
             2 => Health::Healthy,
             _ => Health::Unhealthy,
         },
+        service: input.host_network.then(|| "svc".to_string()),
     };
     let rules = AddressRules {
         preferred_network: input.preferred,

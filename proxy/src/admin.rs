@@ -46,6 +46,8 @@ struct RoutesPage<'a> {
 struct DockerPage {
     enabled: bool,
     connected: bool,
+    /// Swarm services are read (the daemon is a manager).
+    swarm: bool,
 }
 
 impl Admin {
@@ -73,6 +75,7 @@ impl Admin {
             docker: DockerPage {
                 enabled: self.docker.is_some(),
                 connected: self.docker.as_ref().is_some_and(|d| d.connected()),
+                swarm: self.docker.as_ref().is_some_and(|d| d.swarm()),
             },
             containers: &report.containers,
             conflicts: &report.conflicts,

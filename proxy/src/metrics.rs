@@ -19,6 +19,8 @@ use prometheus::{
 };
 
 use berth_core::docker::DockerStatus;
+
+use crate::tls::feed::FeedStatus;
 use berth_core::route::RouteSource;
 
 use crate::tls::CertStore;
@@ -190,38 +192,47 @@ pub fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// State read at scrape time: routes, certificates, Docker.
+/// The certificate store and its reload counts.
+pub type CertState = (Arc<ArcSwap<CertStore>>, Arc<ReloadCounts>);
+
+/// What runs besides the table, read at scrape time: each part only when it runs.
+#[derive(Default)]
+pub struct Live {
+    /// The certificate store (with an HTTPS listener).
+    pub certs: Option<CertState>,
+    /// Docker discovery.
+    pub docker: Option<Arc<DockerStatus>>,
+    /// The certificate feed mirror (`tls.feed`).
+    pub feed: Option<Arc<FeedStatus>>,
+}
+
+/// State read at scrape time: routes, certificates, Docker, the certificate feed.
 pub struct LiveState {
     table: SharedTable,
-    certs: Option<(Arc<ArcSwap<CertStore>>, Arc<ReloadCounts>)>,
-    docker: Option<Arc<DockerStatus>>,
+    live: Live,
     routes: IntGaugeVec,
     cert_not_after: IntGaugeVec,
     cert_reloads: IntCounterVec,
     docker_connected: IntGauge,
     docker_events: IntCounterVec,
+    feed_connected: IntGauge,
     /// Serialises scrapes: each one resets and refills the vectors above.
     lock: Mutex<()>,
 }
 
 impl LiveState {
-    /// Reads `table`, and the certificate store and Docker status when those run.
+    /// Reads `table`, and the parts of `live` that run.
     ///
     /// # Errors
     /// Only if a metric definition is invalid (a programming error).
-    pub fn new(
-        table: SharedTable,
-        certs: Option<(Arc<ArcSwap<CertStore>>, Arc<ReloadCounts>)>,
-        docker: Option<Arc<DockerStatus>>,
-    ) -> prometheus::Result<LiveState> {
+    pub fn new(table: SharedTable, live: Live) -> prometheus::Result<LiveState> {
         Ok(LiveState {
             table,
-            certs,
-            docker,
+            live,
             routes: IntGaugeVec::new(
                 Opts::new(
                     "berth_routes",
-                    "Routes in the live table, by source (file, docker).",
+                    "Routes in the live table, by source (file, docker, swarm).",
                 ),
                 &["source"],
             )?,
@@ -250,6 +261,10 @@ impl LiveState {
                 ),
                 &["action"],
             )?,
+            feed_connected: IntGauge::new(
+                "berth_cert_feed_connected",
+                "1 while the last exchange with the certificate feed (tls.feed) succeeded.",
+            )?,
             lock: Mutex::new(()),
         })
     }
@@ -263,24 +278,27 @@ impl Collector for LiveState {
         d.extend(self.cert_reloads.desc());
         d.extend(self.docker_connected.desc());
         d.extend(self.docker_events.desc());
+        d.extend(self.feed_connected.desc());
         d
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         let _serial = self.lock.lock();
         let table = self.table.load();
-        let (mut file, mut docker) = (0, 0);
+        let (mut file, mut docker, mut swarm) = (0, 0, 0);
         for r in table.routes() {
             match r.spec.source {
                 RouteSource::File => file += 1,
                 RouteSource::Containers(_) => docker += 1,
+                RouteSource::Services(_) => swarm += 1,
             }
         }
         self.routes.with_label_values(&["file"]).set(file);
         self.routes.with_label_values(&["docker"]).set(docker);
+        self.routes.with_label_values(&["swarm"]).set(swarm);
         let mut families = self.routes.collect();
 
-        if let Some((store, counts)) = &self.certs {
+        if let Some((store, counts)) = &self.live.certs {
             self.cert_not_after.reset();
             for entry in store.load().entries() {
                 self.cert_not_after
@@ -297,7 +315,11 @@ impl Collector for LiveState {
             families.extend(self.cert_not_after.collect());
             families.extend(self.cert_reloads.collect());
         }
-        if let Some(status) = &self.docker {
+        if let Some(status) = &self.live.feed {
+            self.feed_connected.set(i64::from(status.connected()));
+            families.extend(self.feed_connected.collect());
+        }
+        if let Some(status) = &self.live.docker {
             self.docker_connected.set(i64::from(status.connected()));
             self.docker_events.reset();
             for (action, n) in status.events() {

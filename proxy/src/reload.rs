@@ -76,8 +76,9 @@ struct FixedParts {
     docker: (
         berth_core::config::DockerMode,
         Option<berth_core::config::DockerEndpoint>,
+        (berth_core::config::DockerMode, std::time::Duration),
     ),
-    challenge_dir: std::path::PathBuf,
+    challenge_dir: (std::path::PathBuf, Option<String>),
     access_log: berth_core::config::AccessLog,
     server: berth_core::config::server::ServerSettings,
 }
@@ -87,8 +88,15 @@ impl FixedParts {
         FixedParts {
             listen: config.listen.clone(),
             tls: config.tls.clone(),
-            docker: (config.docker.mode, config.docker.endpoint.clone()),
-            challenge_dir: config.acme.challenge_dir.clone(),
+            docker: (
+                config.docker.mode,
+                config.docker.endpoint.clone(),
+                (config.docker.swarm, config.docker.swarm_poll),
+            ),
+            challenge_dir: (
+                config.acme.challenge_dir.clone(),
+                config.acme.account_thumbprint.clone(),
+            ),
             access_log: config.access_log.clone(),
             server: config.server.clone(),
         }
@@ -104,10 +112,10 @@ impl FixedParts {
             keys.push("tls");
         }
         if self.docker != next.docker {
-            keys.push("docker.enabled / docker.endpoint");
+            keys.push("docker.enabled / docker.endpoint / docker.swarm / docker.swarm-poll");
         }
         if self.challenge_dir != next.challenge_dir {
-            keys.push("acme.challenge-dir");
+            keys.push("acme.challenge-dir / acme.account-thumbprint");
         }
         if self.access_log != next.access_log {
             keys.push("log.access");
@@ -290,7 +298,15 @@ mod tests {
             ("[tls]\ncerts-dir = \"/elsewhere\"", "tls"),
             (
                 "[acme]\nchallenge-dir = \"/elsewhere\"",
-                "acme.challenge-dir",
+                "acme.challenge-dir / acme.account-thumbprint",
+            ),
+            (
+                "[acme]\naccount-thumbprint = \"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\"",
+                "acme.challenge-dir / acme.account-thumbprint",
+            ),
+            (
+                "swarm-poll = \"9s\"",
+                "docker.enabled / docker.endpoint / docker.swarm / docker.swarm-poll",
             ),
             ("[log]\naccess = \"off\"", "log.access"),
             ("[server]\ngrace-period = \"3s\"", "server"),
@@ -300,12 +316,12 @@ mod tests {
         }
         let docker = parts("");
         let other = FixedParts {
-            docker: (berth_core::config::DockerMode::On, None),
+            docker: (berth_core::config::DockerMode::On, None, docker.docker.2),
             ..docker.clone()
         };
         assert_eq!(
             docker.changed_in(&other),
-            ["docker.enabled / docker.endpoint"]
+            ["docker.enabled / docker.endpoint / docker.swarm / docker.swarm-poll"]
         );
     }
 

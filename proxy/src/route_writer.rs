@@ -127,13 +127,13 @@ impl RouteWriter {
             own_networks: snapshot.own_networks.clone(),
         };
         self.outcomes.retain(|id, (info, outcome)| {
-            let kept = snapshot.containers.contains_key(id);
+            let kept = snapshot.get(id).is_some();
             if !kept && matches!(outcome, Verdict::Routes(_) | Verdict::Waiting(_)) {
                 tracing::info!(container = %info.name, "docker: container gone; its routes are removed");
             }
             kept
         });
-        for (id, info) in &snapshot.containers {
+        for (id, info) in snapshot.entries() {
             let unchanged = self
                 .outcomes
                 .get(id)

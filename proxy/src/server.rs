@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -17,7 +17,7 @@ use pingora_proxy::http_proxy;
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
 use berth_core::docker::{endpoint_to_follow, DockerStatus, DockerWatcher};
-use berth_plugins::builtin::{AcmeChallenge, OwnCertificate};
+use berth_plugins::builtin::{AcmeChallenge, OwnCertificate, SharedThumbprint};
 
 use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
@@ -28,10 +28,11 @@ use crate::app::Berth;
 use crate::auth_watch::AuthWatcher;
 use crate::connections::{Drain, Guarded, ListenerMetrics};
 use crate::docker_routes::DockerRoutes;
-use crate::metrics::{LiveState, Metrics};
+use crate::metrics::{Live, LiveState, Metrics};
 use crate::observe;
 use crate::reload::{hangups, stop_on_interrupt, Reloader};
 use crate::route_writer::{FileRoutes, Report, RouteWriter};
+use crate::tls::feed::{FeedMirror, FeedStatus};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
 
@@ -114,6 +115,9 @@ pub enum StartError {
     /// A metric could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The certificate feed's token could not be read.
+    #[error("tls.feed-token-file: {0}")]
+    Feed(String),
 }
 
 fn metrics_err(e: prometheus::Error) -> StartError {
@@ -121,7 +125,7 @@ fn metrics_err(e: prometheus::Error) -> StartError {
 }
 
 /// The certificate store and its reload counts, for metrics.
-type CertState = (Arc<ArcSwap<CertStore>>, Arc<crate::metrics::ReloadCounts>);
+type CertState = crate::metrics::CertState;
 
 /// What is being built: the server, the start-up message's lines, and the open-connection
 /// counts of the proxy listeners (for the drain on shutdown).
@@ -197,6 +201,10 @@ pub fn build_server(
     ));
     let (table, writer, report) = route_table(&config, &env);
     let docker_status = docker(&mut w, &config, &writer)?;
+    let thumbprint: SharedThumbprint = Arc::new(ArcSwapOption::from(
+        config.acme.account_thumbprint.clone().map(Arc::new),
+    ));
+    let feed_status = cert_feed(&mut w, &config.tls, &thumbprint)?;
     // Metrics exist only with an admin listener to serve them.
     let metrics = match config.listen.metrics {
         Some(_) => Some(Arc::new(Metrics::new().map_err(metrics_err)?)),
@@ -222,7 +230,13 @@ pub fn build_server(
         ),
     ));
     if let Some(addr) = config.listen.http {
-        http_listener(&mut w, &shared, addr, &config.acme.challenge_dir);
+        http_listener(
+            &mut w,
+            &shared,
+            addr,
+            &config.acme.challenge_dir,
+            thumbprint,
+        );
     }
     let cert_state = match certs {
         Some((addr, (loader, store))) => Some(https_listener(
@@ -231,7 +245,12 @@ pub fn build_server(
         None => None,
     };
     if let Some(addr) = config.listen.metrics {
-        admin_listener(&mut w, &shared, addr, report, cert_state, docker_status)?;
+        let live = Live {
+            certs: cert_state,
+            docker: docker_status,
+            feed: feed_status,
+        };
+        admin_listener(&mut w, &shared, addr, report, live)?;
     }
     let Wiring {
         mut server,
@@ -303,6 +322,7 @@ fn docker(
     match endpoint_to_follow(&config.docker).map_err(StartError::Docker)? {
         Ok(endpoint) => {
             let (watcher, snapshots) = DockerWatcher::new(endpoint.clone());
+            let watcher = watcher.with_swarm(config.docker.swarm, config.docker.swarm_poll);
             let service = DockerRoutes::new(watcher, snapshots, writer.clone());
             let status = service.status();
             w.server
@@ -318,10 +338,39 @@ fn docker(
     }
 }
 
+/// The certificate feed mirror, on an edge with `tls.feed`; its connection state, for
+/// metrics. It keeps `thumbprint` up to date for stateless HTTP-01 answers.
+fn cert_feed(
+    w: &mut Wiring,
+    tls: &TlsConfig,
+    thumbprint: &SharedThumbprint,
+) -> Result<Option<Arc<FeedStatus>>, StartError> {
+    let Some(feed) = &tls.feed else {
+        return Ok(None);
+    };
+    let mirror = FeedMirror::new(feed, tls.certs_dir.clone(), thumbprint.clone())
+        .map_err(StartError::Feed)?;
+    let status = mirror.status();
+    w.server
+        .add_service(background_service("certificate feed", mirror));
+    w.lines.push(format!(
+        "certificate feed: mirroring http://{} into {}",
+        feed.authority,
+        tls.certs_dir.display()
+    ));
+    Ok(Some(status))
+}
+
 /// The plain HTTP listener, which also answers ACME challenges.
-fn http_listener(w: &mut Wiring, shared: &Shared, addr: SocketAddr, challenge_dir: &Path) {
+fn http_listener(
+    w: &mut Wiring,
+    shared: &Shared,
+    addr: SocketAddr,
+    challenge_dir: &Path,
+    thumbprint: SharedThumbprint,
+) {
     let app = Berth::new(Scheme::Http, shared.table.clone(), shared.observer.clone())
-        .with_challenges(AcmeChallenge::new(challenge_dir.to_path_buf()));
+        .with_challenges(AcmeChallenge::new(challenge_dir.to_path_buf(), thumbprint));
     let proxy = http_proxy(&w.server.configuration, app);
     let guarded = Guarded::new(
         proxy,
@@ -394,14 +443,13 @@ fn admin_listener(
     shared: &Shared,
     addr: SocketAddr,
     report: Arc<ArcSwap<Report>>,
-    cert_state: Option<CertState>,
-    docker_status: Option<Arc<DockerStatus>>,
+    live: Live,
 ) -> Result<(), StartError> {
     let Some(metrics) = shared.metrics.clone() else {
         return Ok(());
     };
-    let live = LiveState::new(shared.table.clone(), cert_state, docker_status.clone())
-        .map_err(metrics_err)?;
+    let docker_status = live.docker.clone();
+    let live = LiveState::new(shared.table.clone(), live).map_err(metrics_err)?;
     metrics.register(Box::new(live)).map_err(metrics_err)?;
     let admin = Admin::new(shared.table.clone(), report, docker_status, metrics);
     let mut service = Service::new("berth admin".to_string(), admin);

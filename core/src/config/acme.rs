@@ -14,6 +14,9 @@
 //! eab-hmac-key = ""           # base64url, as the CA hands it out
 //! metrics = "127.0.0.1:9181"  # berth-acme's own /metrics
 //! retry-after = "1m"          # first wait after a failed order; doubles, up to 1 h
+//! feed = "0.0.0.0:9182"       # several hosts: serve certificates to the edges (berth-acme)
+//! feed-token-file = "/run/secrets/berth-feed-token"
+//! account-thumbprint = ""     # an edge answers HTTP-01 from this when it has no feed
 //! ```
 
 use std::net::SocketAddr;
@@ -59,6 +62,12 @@ pub struct RawAcme {
     pub metrics: Option<String>,
     /// First wait after a failed order (doubles per failure, up to an hour).
     pub retry_after: Option<String>,
+    /// berth-acme's certificate feed listener.
+    pub feed: Option<String>,
+    /// File holding the feed's bearer token.
+    pub feed_token_file: Option<String>,
+    /// The ACME account's key thumbprint, for stateless HTTP-01 answers on an edge.
+    pub account_thumbprint: Option<String>,
 }
 
 /// Key type of issued certificates.
@@ -114,6 +123,10 @@ pub struct AcmeConfig {
     pub metrics: Option<SocketAddr>,
     /// First wait after a failed order; doubles per failure up to an hour.
     pub retry_after: Duration,
+    /// berth-acme's certificate feed: listener and token file.
+    pub feed: Option<(SocketAddr, PathBuf)>,
+    /// Thumbprint an edge answers HTTP-01 challenges with (`<token>.<thumbprint>`).
+    pub account_thumbprint: Option<String>,
 }
 
 /// First wait after a failed order when `acme.retry-after` is not set.
@@ -213,6 +226,28 @@ impl RawAcme {
                 None => DEFAULT_RETRY_AFTER,
             },
         };
+        let feed = super::units::with_token_file(
+            errors,
+            "acme.feed",
+            non_empty(&self.feed),
+            non_empty(&self.feed_token_file),
+            super::units::parse_listen_addr,
+        )
+        .and_then(|(addr, file)| addr.map(|a| (a, file)));
+        let account_thumbprint = non_empty(&self.account_thumbprint).and_then(|t| {
+            if crate::feed::valid_thumbprint(t) {
+                Some(t.to_string())
+            } else {
+                errors.push(
+                    "acme.account-thumbprint",
+                    format!(
+                        "invalid thumbprint \"{t}\": expected the 43 base64url characters \
+                         berth-acme prints at start"
+                    ),
+                );
+                None
+            }
+        });
         let dir = |v: &Option<String>, default: &str| {
             non_empty(v).map_or_else(|| PathBuf::from(default), PathBuf::from)
         };
@@ -227,6 +262,8 @@ impl RawAcme {
             eab,
             metrics,
             retry_after,
+            feed,
+            account_thumbprint,
         }
     }
 }
@@ -268,6 +305,8 @@ mod tests {
             key_type: Some("dsa".into()),
             eab_kid: Some("kid".into()),
             metrics: Some("x".into()),
+            feed: Some("0.0.0.0:9182".into()),
+            account_thumbprint: Some("abc".into()),
             ..RawAcme::default()
         });
         for key in [
@@ -277,6 +316,8 @@ mod tests {
             "acme.key-type",
             "acme: eab-kid",
             "acme.metrics",
+            "acme.feed-token-file: required",
+            "acme.account-thumbprint: invalid thumbprint \"abc\"",
         ] {
             assert!(e.iter().any(|m| m.starts_with(key)), "{key} in {e:?}");
         }

@@ -5,6 +5,8 @@
 //! enabled = "auto"                 # auto | true | false
 //! endpoint = "unix:///var/run/docker.sock"
 //! network = ""
+//! swarm = "auto"                   # auto (on when the daemon is a Swarm manager) | true | false
+//! swarm-poll = "5s"                # how often Swarm tasks are re-read
 //! ```
 
 use std::fmt;
@@ -23,6 +25,10 @@ pub struct RawDocker {
     pub endpoint: Option<String>,
     /// Preferred network when a container has several.
     pub network: Option<String>,
+    /// `auto`, `true` or `false`: read Swarm services.
+    pub swarm: Option<toml::Value>,
+    /// How often Swarm tasks are re-read.
+    pub swarm_poll: Option<String>,
 }
 
 /// Whether to discover routes from Docker.
@@ -81,6 +87,9 @@ pub fn parse_docker_endpoint(value: &str) -> Result<DockerEndpoint, String> {
     ))
 }
 
+/// How often Swarm tasks are re-read when `docker.swarm-poll` is not set.
+pub const DEFAULT_SWARM_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Validated `[docker]`.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
@@ -90,33 +99,54 @@ pub struct DockerConfig {
     pub endpoint: Option<DockerEndpoint>,
     /// Preferred network for container addresses.
     pub network: Option<String>,
+    /// Whether Swarm services are read (`Auto`: when the daemon is a manager).
+    pub swarm: DockerMode,
+    /// How often Swarm tasks are re-read.
+    pub swarm_poll: std::time::Duration,
+}
+
+/// `auto`, `true` / `false` (booleans or strings) for `key`.
+fn tri_state(value: Option<&toml::Value>, key: &str, errors: &mut Errors) -> DockerMode {
+    match value {
+        None => DockerMode::Auto,
+        Some(toml::Value::Boolean(true)) => DockerMode::On,
+        Some(toml::Value::Boolean(false)) => DockerMode::Off,
+        Some(toml::Value::String(s)) => match s.trim() {
+            "auto" => DockerMode::Auto,
+            "true" => DockerMode::On,
+            "false" => DockerMode::Off,
+            other => {
+                errors.push(
+                    key,
+                    format!("invalid value \"{other}\": expected \"auto\", true or false"),
+                );
+                DockerMode::Auto
+            }
+        },
+        Some(other) => {
+            errors.push(
+                key,
+                format!("invalid value {other}: expected \"auto\", true or false"),
+            );
+            DockerMode::Auto
+        }
+    }
 }
 
 impl RawDocker {
     pub(super) fn validate(&self, errors: &mut Errors) -> DockerConfig {
-        let mode = match &self.enabled {
-            None => DockerMode::Auto,
-            Some(toml::Value::Boolean(true)) => DockerMode::On,
-            Some(toml::Value::Boolean(false)) => DockerMode::Off,
-            Some(toml::Value::String(s)) => match s.trim() {
-                "auto" => DockerMode::Auto,
-                "true" => DockerMode::On,
-                "false" => DockerMode::Off,
-                other => {
-                    errors.push(
-                        "docker.enabled",
-                        format!("invalid value \"{other}\": expected \"auto\", true or false"),
-                    );
-                    DockerMode::Auto
+        let mode = tri_state(self.enabled.as_ref(), "docker.enabled", errors);
+        let swarm = tri_state(self.swarm.as_ref(), "docker.swarm", errors);
+        let swarm_poll = match self.swarm_poll.as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_SWARM_POLL,
+            Some(v) => match errors.check("docker.swarm-poll", super::units::parse_duration(v)) {
+                Some(d) if d >= std::time::Duration::from_millis(500) => d,
+                Some(_) => {
+                    errors.push("docker.swarm-poll", "must be at least 500ms");
+                    DEFAULT_SWARM_POLL
                 }
+                None => DEFAULT_SWARM_POLL,
             },
-            Some(other) => {
-                errors.push(
-                    "docker.enabled",
-                    format!("invalid value {other}: expected \"auto\", true or false"),
-                );
-                DockerMode::Auto
-            }
         };
         let endpoint = match self.endpoint.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -132,6 +162,8 @@ impl RawDocker {
             mode,
             endpoint,
             network,
+            swarm,
+            swarm_poll,
         }
     }
 }

@@ -28,6 +28,7 @@ mod docker;
 mod errors;
 mod route;
 mod source;
+mod tls;
 
 pub mod acme;
 pub mod limits;
@@ -38,6 +39,7 @@ pub use docker::*;
 pub use errors::*;
 pub use route::*;
 pub use source::*;
+pub use tls::*;
 
 use units::parse_listen_addr;
 
@@ -61,16 +63,6 @@ pub struct RawListen {
     pub https: Option<String>,
     /// Metrics and admin listener address.
     pub metrics: Option<String>,
-}
-
-/// `[tls]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", default)]
-pub struct RawTls {
-    /// Directory of `<host>.crt` / `<host>.key` pairs.
-    pub certs_dir: Option<String>,
-    /// `generate` or `none`.
-    pub default_cert: Option<String>,
 }
 
 /// `[log]` as written.
@@ -128,24 +120,6 @@ pub struct Listen {
     pub metrics: Option<SocketAddr>,
 }
 
-/// What to serve to a client whose SNI name has no certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DefaultCert {
-    /// `default.crt` from certs-dir, generated (self-signed) on first start if missing.
-    Generate,
-    /// `default.crt` if present, else the handshake is refused.
-    None,
-}
-
-/// Validated `[tls]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// Directory of certificates, acme-companion layout.
-    pub certs_dir: std::path::PathBuf,
-    /// Default-certificate policy.
-    pub default_cert: DefaultCert,
-}
-
 /// Where the access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLog {
@@ -156,9 +130,6 @@ pub enum AccessLog {
     /// Appended to this file.
     File(std::path::PathBuf),
 }
-
-/// Where certificates live when `tls.certs-dir` is not set.
-pub const DEFAULT_CERTS_DIR: &str = "berth-state/certs";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -256,25 +227,7 @@ impl RawConfig {
                 "no listener configured; set listen.http or listen.https",
             );
         }
-        let certs_dir = match self.tls.certs_dir.as_deref().map(str::trim) {
-            None => DEFAULT_CERTS_DIR.into(),
-            Some("") => {
-                errors.push("tls.certs-dir", "empty; name a directory");
-                DEFAULT_CERTS_DIR.into()
-            }
-            Some(dir) => std::path::PathBuf::from(dir),
-        };
-        let default_cert = match self.tls.default_cert.as_deref().map(str::trim) {
-            None | Some("generate") => DefaultCert::Generate,
-            Some("none") => DefaultCert::None,
-            Some(other) => {
-                errors.push(
-                    "tls.default-cert",
-                    format!("invalid value \"{other}\": expected \"generate\" or \"none\""),
-                );
-                DefaultCert::Generate
-            }
-        };
+        let tls = self.tls.validate(errors);
         let docker = self.docker.validate(errors);
         let acme = self.acme.validate(errors);
         let access_log = match self.log.access.as_deref().map(str::trim) {
@@ -337,10 +290,7 @@ impl RawConfig {
                 https,
                 metrics,
             },
-            tls: TlsConfig {
-                certs_dir,
-                default_cert,
-            },
+            tls,
             docker,
             acme,
             access_log,
@@ -432,6 +382,21 @@ mod tests {
         assert!(errs
             .iter()
             .any(|e| e.starts_with("docker.endpoint: invalid endpoint \"/var/run/docker.sock\"")));
+
+        let c = parse("swarm = true\nswarm-poll = \"2s\"\n").expect("valid");
+        assert_eq!(c.docker.swarm, DockerMode::On);
+        assert_eq!(c.docker.swarm_poll, std::time::Duration::from_secs(2));
+        let c = parse("").expect("valid");
+        assert_eq!(c.docker.swarm, DockerMode::Auto);
+        assert_eq!(c.docker.swarm_poll, DEFAULT_SWARM_POLL);
+        let errs = errors_of(&format!("{base}swarm = \"yes\"\nswarm-poll = \"10ms\"\n"));
+        assert_eq!(
+            errs,
+            [
+                "docker.swarm: invalid value \"yes\": expected \"auto\", true or false",
+                "docker.swarm-poll: must be at least 500ms"
+            ]
+        );
     }
 
     #[test]

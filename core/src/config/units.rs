@@ -68,6 +68,44 @@ pub fn parse_listen_addr(value: &str) -> Result<Option<std::net::SocketAddr>, St
         })
 }
 
+/// A key that needs a bearer token file beside it (`acme.feed`, `tls.feed`): both set, or
+/// neither. The value goes through `parse`; the token file must hold a usable token
+/// ([`crate::feed::read_token`]). `None` when unset or on an error (recorded in `errors`).
+pub(super) fn with_token_file<T>(
+    errors: &mut super::errors::Errors,
+    key: &str,
+    value: Option<&str>,
+    file: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<(T, std::path::PathBuf)> {
+    let file_key = format!("{key}-token-file");
+    match (value, file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push(
+                file_key,
+                format!(
+                    "required with {key}: the feed hands out private keys only to holders of \
+                     its token"
+                ),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(key, format!("{file_key} is set but {key} is not"));
+            None
+        }
+        (Some(value), Some(file)) => {
+            let parsed = errors.check(key, parse(value));
+            let file = std::path::PathBuf::from(file);
+            let token_ok = errors
+                .check(&file_key, crate::feed::read_token(&file))
+                .is_some();
+            parsed.filter(|_| token_ok).map(|v| (v, file))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

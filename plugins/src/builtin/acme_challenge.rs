@@ -1,5 +1,9 @@
 //! ACME HTTP-01 challenges: `GET /.well-known/acme-challenge/<token>` on plain HTTP is
 //! answered from `acme.challenge-dir`, where `berth-acme` writes the key authorizations.
+//! On an edge of several (no shared challenge directory) a token with no file is answered
+//! statelessly, `<token>.<thumbprint>`, from the ACME account's thumbprint
+//! (`acme.account-thumbprint`, or the one the certificate feed carries): a key authorization
+//! is the token and that thumbprint, whichever edge the CA reaches.
 //!
 //! Phase: `request_filter`, ahead of every route's chain (so before HTTPS redirects and
 //! auth) and for any host, routed or not — a certificate is often wanted before its route
@@ -10,9 +14,13 @@
 //! ```toml
 //! [acme]
 //! challenge-dir = "/var/lib/berth/challenges"
+//! account-thumbprint = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"   # optional
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,17 +36,23 @@ use berth_core::route::HttpsMode;
 /// Longest key authorization served (a real one is under 100 bytes).
 const MAX_KEY_AUTHORIZATION: u64 = 4096;
 
-/// Serves challenge files from a directory.
+/// The ACME account's thumbprint, when an edge knows it; replaced whole when it changes.
+pub type SharedThumbprint = Arc<ArcSwapOption<String>>;
+
+/// Serves challenge files from a directory, else stateless answers from the thumbprint.
 #[derive(Debug, Clone)]
 pub struct AcmeChallenge {
     dir: PathBuf,
+    thumbprint: SharedThumbprint,
 }
 
 impl AcmeChallenge {
-    /// Serves `<challenge-dir>/.well-known/acme-challenge/<token>`.
-    pub fn new(challenge_dir: PathBuf) -> AcmeChallenge {
+    /// Serves `<challenge-dir>/.well-known/acme-challenge/<token>`, and `<token>.<thumbprint>`
+    /// for a token without a file while `thumbprint` holds one.
+    pub fn new(challenge_dir: PathBuf, thumbprint: SharedThumbprint) -> AcmeChallenge {
         AcmeChallenge {
             dir: challenge_tokens_dir(&challenge_dir),
+            thumbprint,
         }
     }
 
@@ -53,7 +67,7 @@ impl AcmeChallenge {
             .await
             .is_ok_and(|m| m.is_file() && m.len() <= MAX_KEY_AUTHORIZATION);
         if !small {
-            return Some(not_found());
+            return Some(self.stateless(token));
         }
         match tokio::fs::read(&file).await {
             Ok(body) => Some(Reply {
@@ -62,6 +76,20 @@ impl AcmeChallenge {
                 body: Bytes::from(body),
             }),
             Err(_) => Some(not_found()),
+        }
+    }
+}
+
+impl AcmeChallenge {
+    /// `<token>.<thumbprint>` when the thumbprint is known, else a 404.
+    fn stateless(&self, token: &str) -> Reply {
+        match self.thumbprint.load().as_deref() {
+            Some(thumbprint) => Reply {
+                status: StatusCode::OK,
+                headers: Vec::new(),
+                body: Bytes::from(format!("{token}.{thumbprint}")),
+            },
+            None => not_found(),
         }
     }
 }
@@ -129,7 +157,8 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("tok_EN-1"), "tok_EN-1.thumbprint").expect("write");
         std::fs::write(root.join("secret"), "do not serve").expect("write");
-        let plugin = AcmeChallenge::new(root.clone());
+        let thumbprint = SharedThumbprint::default();
+        let plugin = AcmeChallenge::new(root.clone(), thumbprint.clone());
         let ok = plugin.answer("/.well-known/acme-challenge/tok_EN-1").await;
         assert_eq!(
             ok.map(|r| (r.status, r.body)),
@@ -145,6 +174,30 @@ mod tests {
             assert_eq!(r, Some(StatusCode::NOT_FOUND), "{path}");
         }
         assert!(plugin.answer("/other").await.is_none());
+
+        // Stateless: a token without a file is answered from the thumbprint; the file still
+        // wins, and invalid tokens stay 404s.
+        thumbprint.store(Some(Arc::new("THUMB".to_string())));
+        let reply = |path: &'static str| {
+            let plugin = plugin.clone();
+            async move { plugin.answer(path).await.map(|r| (r.status, r.body)) }
+        };
+        assert_eq!(
+            reply("/.well-known/acme-challenge/other_tok").await,
+            Some((StatusCode::OK, Bytes::from("other_tok.THUMB")))
+        );
+        assert_eq!(
+            reply("/.well-known/acme-challenge/tok_EN-1").await,
+            Some((StatusCode::OK, Bytes::from("tok_EN-1.thumbprint")))
+        );
+        for path in [
+            "/.well-known/acme-challenge/../../secret",
+            "/.well-known/acme-challenge/%2e%2e",
+            "/.well-known/acme-challenge/",
+        ] {
+            let r = plugin.answer(path).await.map(|r| r.status);
+            assert_eq!(r, Some(StatusCode::NOT_FOUND), "{path}");
+        }
         let _ = std::fs::remove_dir_all(root);
     }
 }

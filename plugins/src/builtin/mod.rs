@@ -10,7 +10,7 @@ mod registry;
 mod timeouts;
 mod upstream_tls;
 
-pub use acme_challenge::AcmeChallenge;
+pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
 pub use auth::{parse_basic, parse_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile, Reload};
 pub use body::BodyLimit;

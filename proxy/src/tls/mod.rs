@@ -1,6 +1,7 @@
 //! TLS termination: the certificate store read from certs-dir, the SNI resolver that picks a
 //! certificate per handshake from the live snapshot, the watcher that hot-reloads the
-//! directory, and the generated default certificate.
+//! directory, the generated default certificate, and on an edge of several the mirror of
+//! berth-acme's certificate feed.
 //!
 //! ```toml
 //! [listen]
@@ -11,6 +12,7 @@
 //! default-cert = "generate"            # or "none": unknown names are refused
 //! ```
 
+pub mod feed;
 pub mod generate;
 pub mod loader;
 pub mod resolver;

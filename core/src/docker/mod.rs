@@ -13,27 +13,38 @@
 //! known routes); the watcher reconnects with backoff and re-lists everything, so nothing
 //! that happened in between is lost. Only read endpoints of the API are used.
 //!
+//! When the daemon is a Swarm manager (and `docker.swarm` allows it), the watcher also reads
+//! services and their tasks ([`swarm`]): at once on a service event, and every
+//! `docker.swarm-poll`, since task changes are not announced on every manager. Containers of
+//! Swarm tasks are then read through their service, not as containers.
+//!
 //! ```toml
 //! [docker]
 //! enabled = "auto"                       # auto | true | false
 //! endpoint = "unix:///var/run/docker.sock"
 //! network = ""                           # preferred network for container addresses
+//! swarm = "auto"                         # auto | true | false
+//! swarm-poll = "5s"
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
+use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::config::{parse_docker_endpoint, DockerEndpoint, DEFAULT_DOCKER_ENDPOINT};
-use crate::labels::{ContainerInfo, ContainerNetwork, Health};
+use crate::config::{parse_docker_endpoint, DockerEndpoint, DockerMode, DEFAULT_DOCKER_ENDPOINT};
+use crate::labels::ContainerInfo;
+
+mod container;
+pub mod swarm;
+
+pub use container::{container_info, own_container_id};
 
 /// Container events that can change what a container looks like to berth.
 const CONTAINER_ACTIONS: [&str; 9] = [
@@ -49,6 +60,10 @@ const CONTAINER_ACTIONS: [&str; 9] = [
 ];
 /// Network events that can change a container's addresses.
 const NETWORK_ACTIONS: [&str; 2] = ["connect", "disconnect"];
+/// Service events (Swarm managers): the service's spec or existence changed.
+const SERVICE_ACTIONS: [&str; 3] = ["create", "update", "remove"];
+/// Largest Engine API answer read directly (the task list of a large Swarm).
+const MAX_ENGINE_ANSWER: usize = 64 * 1024 * 1024;
 
 /// Time allowed for one API call (list, inspect, the events stream's first answer).
 const API_TIMEOUT_SECS: u64 = 10;
@@ -61,14 +76,30 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub struct Snapshot {
     /// Running containers by id.
     pub containers: BTreeMap<String, Arc<ContainerInfo>>,
+    /// Swarm tasks (`task:<id>`) and virtual-IP services (`service:<id>`), when berth reads
+    /// Swarm.
+    pub services: BTreeMap<String, Arc<ContainerInfo>>,
     /// Networks of the container berth itself runs in, if it runs in one.
     pub own_networks: Vec<String>,
+}
+
+impl Snapshot {
+    /// Containers, then Swarm entries, by key.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Arc<ContainerInfo>)> {
+        self.containers.iter().chain(self.services.iter())
+    }
+
+    /// The container or Swarm entry under `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<ContainerInfo>> {
+        self.containers.get(key).or_else(|| self.services.get(key))
+    }
 }
 
 /// Live state of the connection, for metrics and `/routes`.
 #[derive(Debug, Default)]
 pub struct DockerStatus {
     connected: AtomicBool,
+    swarm: AtomicBool,
     events: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -76,6 +107,12 @@ impl DockerStatus {
     /// Whether the events stream is up.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether Swarm services are being read (the daemon is a manager and `docker.swarm`
+    /// allows it).
+    pub fn swarm(&self) -> bool {
+        self.swarm.load(Ordering::Relaxed)
     }
 
     /// Events received so far, by action (`start`, `die`, `health_status`, `connect`, ...).
@@ -97,14 +134,18 @@ enum SessionError {
     Docker(#[from] bollard::errors::Error),
     #[error("the events stream ended")]
     StreamEnded,
+    #[error("{0}")]
+    Engine(String),
 }
 
-/// Follows the containers of one Docker daemon.
+/// Follows the containers (and, on a Swarm manager, the services) of one Docker daemon.
 #[derive(Debug)]
 pub struct DockerWatcher {
     endpoint: DockerEndpoint,
     tx: watch::Sender<Arc<Snapshot>>,
     status: Arc<DockerStatus>,
+    swarm: DockerMode,
+    swarm_poll: Duration,
 }
 
 /// Resolves the endpoint to use: the configured one, else `DOCKER_HOST`, else the default
@@ -156,8 +197,19 @@ impl DockerWatcher {
             endpoint,
             tx,
             status: Arc::default(),
+            swarm: DockerMode::Auto,
+            swarm_poll: crate::config::DEFAULT_SWARM_POLL,
         };
         (watcher, rx)
+    }
+
+    /// Reads Swarm services as `mode` says (`Auto`: when the daemon is a manager), tasks
+    /// every `poll`.
+    #[must_use]
+    pub fn with_swarm(mut self, mode: DockerMode, poll: Duration) -> DockerWatcher {
+        self.swarm = mode;
+        self.swarm_poll = poll;
+        self
     }
 
     /// The connection state, shared.
@@ -214,51 +266,108 @@ impl DockerWatcher {
         }
     }
 
+    /// Whether to read Swarm services from this daemon: a manager, unless `docker.swarm`
+    /// is false.
+    async fn swarm_on(&self, docker: &Docker) -> bool {
+        if self.swarm == DockerMode::Off {
+            return false;
+        }
+        let manager = match docker.info().await {
+            Ok(info) => info
+                .swarm
+                .and_then(|s| s.control_available)
+                .unwrap_or(false),
+            Err(e) => {
+                tracing::debug!("docker: info failed: {e}");
+                false
+            }
+        };
+        if !manager && self.swarm == DockerMode::On {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                "docker: docker.swarm = true, but this daemon is not a Swarm manager; reading \
+                 containers only (point docker.endpoint at a manager)"
+            );
+        }
+        manager
+    }
+
     /// One connection: list everything, then follow events until the stream fails.
     async fn session(&self, connected: &mut bool) -> Result<(), SessionError> {
         let docker = self.connect()?.negotiate_version().await?;
+        let swarm = self.swarm_on(&docker).await;
+        self.status.swarm.store(swarm, Ordering::Relaxed);
         // Events from one second before the listing on are replayed (`since` has whole-second
         // resolution), so a change between listing and subscribing is not lost.
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs().saturating_sub(1));
+        let mut types = vec!["container", "network"];
+        let mut actions: Vec<&str> = CONTAINER_ACTIONS
+            .iter()
+            .chain(&NETWORK_ACTIONS)
+            .copied()
+            .collect();
+        if swarm {
+            types.push("service");
+            actions.extend(SERVICE_ACTIONS);
+        }
         let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
-        filters.insert("type", vec!["container", "network"]);
-        filters.insert(
-            "event",
-            CONTAINER_ACTIONS
-                .iter()
-                .chain(&NETWORK_ACTIONS)
-                .copied()
-                .collect(),
-        );
+        filters.insert("type", types);
+        filters.insert("event", actions);
         let options = EventsOptionsBuilder::new()
             .since(&since.to_string())
             .filters(&filters)
             .build();
         let mut events = docker.events(Some(options));
 
-        let snapshot = list(&docker).await?;
+        let mut swarm_reader = swarm.then(|| SwarmReader::new(&self.endpoint, &docker));
+        let mut snapshot = list(&docker, swarm).await?;
+        if let Some(reader) = swarm_reader.as_mut() {
+            snapshot.services = reader.read(&docker).await?;
+        }
         tracing::info!(
             endpoint = %self.endpoint,
             containers = snapshot.containers.len(),
+            swarm,
+            swarm_entries = snapshot.services.len(),
             "docker: connected"
         );
         self.tx.send_replace(Arc::new(snapshot));
         self.status.connected.store(true, Ordering::Relaxed);
         *connected = true;
 
+        let mut poll = tokio::time::interval(self.swarm_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.reset();
         loop {
-            let event = match events.next().await {
+            let event = tokio::select! {
+                event = events.next() => event,
+                _ = poll.tick(), if swarm_reader.is_some() => {
+                    self.refresh_swarm(&docker, swarm_reader.as_mut()).await?;
+                    continue;
+                }
+            };
+            let event = match event {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(SessionError::StreamEnded),
             };
+            if event.typ == Some(EventMessageTypeEnum::SERVICE) {
+                if let Some(action) = event.action.as_deref() {
+                    self.status.count(&format!("service_{action}"));
+                }
+                self.refresh_swarm(&docker, swarm_reader.as_mut()).await?;
+                poll.reset();
+                continue;
+            }
             let Some((action, id)) = event_target(&event) else {
                 continue;
             };
             self.status.count(&action);
-            let info = inspect(&docker, &id).await?;
+            let info = inspect(&docker, &id)
+                .await?
+                .filter(|i| !(swarm && swarm::is_task_container(i)));
             let current = self.tx.borrow().containers.get(&id).cloned();
             if current.as_deref() == info.as_ref() {
                 continue;
@@ -277,6 +386,171 @@ impl DockerWatcher {
             });
         }
     }
+
+    /// Reads services and tasks again and publishes when they changed.
+    async fn refresh_swarm(
+        &self,
+        docker: &Docker,
+        reader: Option<&mut SwarmReader>,
+    ) -> Result<(), SessionError> {
+        let Some(reader) = reader else {
+            return Ok(());
+        };
+        let services = reader.read(docker).await?;
+        if self.tx.borrow().services == services {
+            return Ok(());
+        }
+        tracing::debug!(entries = services.len(), "docker: swarm tasks changed");
+        self.tx
+            .send_modify(|snapshot| Arc::make_mut(snapshot).services = services);
+        Ok(())
+    }
+}
+
+/// Reads Swarm services, their running tasks and the networks, and remembers the exposed
+/// ports of images it has looked up.
+struct SwarmReader {
+    endpoint: DockerEndpoint,
+    /// `/v1.41` — the negotiated API version, for the requests made without the client.
+    prefix: String,
+    image_ports: HashMap<String, Vec<u16>>,
+}
+
+impl SwarmReader {
+    fn new(endpoint: &DockerEndpoint, docker: &Docker) -> SwarmReader {
+        let v = docker.client_version();
+        SwarmReader {
+            endpoint: endpoint.clone(),
+            prefix: format!("/v{}.{}", v.major_version, v.minor_version),
+            image_ports: HashMap::new(),
+        }
+    }
+
+    async fn read(
+        &mut self,
+        docker: &Docker,
+    ) -> Result<BTreeMap<String, Arc<ContainerInfo>>, SessionError> {
+        let services: Vec<swarm::ServiceView> = docker
+            .list_services(None::<bollard::query_parameters::ListServicesOptions>)
+            .await?
+            .into_iter()
+            .filter_map(swarm::service_view)
+            .collect();
+        // {"desired-state":["running"]}
+        let path = format!(
+            "{}/tasks?filters=%7B%22desired-state%22%3A%5B%22running%22%5D%7D",
+            self.prefix
+        );
+        let body = engine_get(&self.endpoint, &path).await?;
+        let tasks: Vec<swarm::RawTask> = serde_json::from_slice(&body)
+            .map_err(|e| SessionError::Engine(format!("GET /tasks: {e}")))?;
+        let networks: HashMap<String, swarm::NetworkName> = docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await?
+            .into_iter()
+            .filter_map(|n| {
+                let name = swarm::NetworkName {
+                    name: n.name?,
+                    ingress: n.ingress == Some(true),
+                };
+                Some((n.id?, name))
+            })
+            .collect();
+        for image in services.iter().filter_map(|s| s.image.clone()) {
+            if self.image_ports.contains_key(&image) {
+                continue;
+            }
+            // An image this daemon has not pulled leaves the port to labels (or 80).
+            let ports = match docker.inspect_image(&image).await {
+                Ok(i) => tcp_ports(i.config.and_then(|c| c.exposed_ports).unwrap_or_default()),
+                Err(_) => Vec::new(),
+            };
+            self.image_ports.insert(image, ports);
+        }
+        Ok(swarm::entries(
+            &services,
+            &tasks,
+            &networks,
+            &self.image_ports,
+        ))
+    }
+}
+
+/// Exposed TCP ports from `["5000/tcp", "53/udp"]`, sorted.
+fn tcp_ports(exposed: impl IntoIterator<Item = String>) -> Vec<u16> {
+    let mut ports: Vec<u16> = exposed
+        .into_iter()
+        .filter_map(|p| {
+            let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+            (proto == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+type Http1 = (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// An HTTP/1 client connection over a freshly connected stream, driven by a task.
+async fn http1<S>(stream: std::io::Result<S>) -> Result<Http1, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = stream.map_err(|e| e.to_string())?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok((
+        sender,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    ))
+}
+
+/// `GET path` on the Engine API, without the client library (whose task model leaves out
+/// what berth needs); the body of a 200.
+async fn engine_get(endpoint: &DockerEndpoint, path: &str) -> Result<bytes::Bytes, SessionError> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let fail = |e: String| SessionError::Engine(format!("GET {path}: {e}"));
+    let exchange = async {
+        let (mut sender, conn) = match endpoint {
+            DockerEndpoint::Unix(p) => http1(tokio::net::UnixStream::connect(p).await).await,
+            DockerEndpoint::Tcp(a) => http1(tokio::net::TcpStream::connect(a).await).await,
+        }
+        .map_err(fail)?;
+        let request = http::Request::get(path)
+            .header(http::header::HOST, "docker")
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ENGINE_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .to_bytes();
+        conn.abort();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(fail(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(API_TIMEOUT_SECS), exchange)
+        .await
+        .unwrap_or_else(|_| Err(fail("timed out".to_string())))
 }
 
 /// Lists and inspects every running container once (for one-shot runs such as
@@ -287,11 +561,23 @@ impl DockerWatcher {
 pub async fn list_once(endpoint: &DockerEndpoint) -> Result<Snapshot, bollard::errors::Error> {
     let (watcher, _rx) = DockerWatcher::new(endpoint.clone());
     let docker = watcher.connect()?.negotiate_version().await?;
-    list(&docker).await
+    let swarm = watcher.swarm_on(&docker).await;
+    let mut snapshot = list(&docker, swarm).await?;
+    if swarm {
+        let mut reader = SwarmReader::new(endpoint, &docker);
+        snapshot.services = reader.read(&docker).await.map_err(|e| match e {
+            SessionError::Docker(e) => e,
+            other => bollard::errors::Error::IOError {
+                err: std::io::Error::other(other.to_string()),
+            },
+        })?;
+    }
+    Ok(snapshot)
 }
 
-/// Every running container, inspected, and berth's own networks.
-async fn list(docker: &Docker) -> Result<Snapshot, bollard::errors::Error> {
+/// Every running container, inspected (with `swarm`, those of Swarm tasks are left to their
+/// service), and berth's own networks.
+async fn list(docker: &Docker, swarm: bool) -> Result<Snapshot, bollard::errors::Error> {
     let own_networks = own_networks(docker).await;
     let summaries = docker
         .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
@@ -300,11 +586,15 @@ async fn list(docker: &Docker) -> Result<Snapshot, bollard::errors::Error> {
     for summary in summaries {
         let Some(id) = summary.id else { continue };
         if let Some(info) = inspect(docker, &id).await? {
+            if swarm && swarm::is_task_container(&info) {
+                continue;
+            }
             containers.insert(id, Arc::new(info));
         }
     }
     Ok(Snapshot {
         containers,
+        services: BTreeMap::new(),
         own_networks,
     })
 }
@@ -341,69 +631,6 @@ async fn inspect(
     }
 }
 
-/// Reduces Docker's inspect answer to what the label schema reads; `None` unless running.
-pub fn container_info(c: ContainerInspectResponse) -> Option<ContainerInfo> {
-    let state = c.state.unwrap_or_default();
-    let running =
-        state.running == Some(true) && state.paused != Some(true) && state.restarting != Some(true);
-    if !running {
-        return None;
-    }
-    let health = match state.health.and_then(|h| h.status) {
-        Some(bollard::models::HealthStatusEnum::STARTING) => Health::Starting,
-        Some(bollard::models::HealthStatusEnum::HEALTHY) => Health::Healthy,
-        Some(bollard::models::HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-        _ => Health::None,
-    };
-    let config = c.config.unwrap_or_default();
-    let env = config
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.to_string()))
-        })
-        .collect();
-    let mut exposed_tcp_ports: Vec<u16> = config
-        .exposed_ports
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| {
-            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-            (proto == "tcp").then(|| port.parse().ok()).flatten()
-        })
-        .collect();
-    exposed_tcp_ports.sort_unstable();
-    exposed_tcp_ports.dedup();
-    let mut networks: Vec<ContainerNetwork> = c
-        .network_settings
-        .and_then(|n| n.networks)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, ep)| {
-            let parse = |s: Option<String>| s.and_then(|s| s.parse::<IpAddr>().ok());
-            let ip = parse(ep.ip_address).or_else(|| parse(ep.global_ipv6_address));
-            ContainerNetwork { name, ip }
-        })
-        .collect();
-    networks.sort_by(|a, b| a.name.cmp(&b.name));
-    Some(ContainerInfo {
-        id: c.id.unwrap_or_default(),
-        name: c
-            .name
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
-        labels: config.labels.unwrap_or_default().into_iter().collect(),
-        env,
-        exposed_tcp_ports,
-        networks,
-        network_mode: c.host_config.and_then(|h| h.network_mode),
-        health,
-    })
-}
-
 /// The networks of the container berth runs in, found through its id in
 /// `/proc/self/mountinfo` (Docker bind-mounts `/etc/hostname` from the container's own
 /// directory); empty when berth does not run in a container.
@@ -421,68 +648,5 @@ async fn own_networks(docker: &Docker) -> Vec<String> {
             .map(|n| n.into_keys().collect())
             .unwrap_or_default(),
         Err(_) => Vec::new(),
-    }
-}
-
-/// Finds `/containers/<64 hex digits>/` in mountinfo text.
-pub fn own_container_id(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|line| {
-        let (_, rest) = line.split_once("/containers/")?;
-        let id = rest.get(..64)?;
-        let ok = id.bytes().all(|b| b.is_ascii_hexdigit()) && rest[64..].starts_with('/');
-        ok.then(|| id.to_string())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_own_container_id() {
-        let id = "a".repeat(64);
-        let text = format!(
-            "1 0 0:1 / / rw - overlay overlay rw\n\
-             2 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
-        );
-        assert_eq!(own_container_id(&text), Some(id));
-        assert_eq!(
-            own_container_id("1 0 0:1 / / rw - ext4 /dev/sda1 rw\n"),
-            None
-        );
-        assert_eq!(own_container_id("x /containers/abc/hostname"), None);
-    }
-
-    #[test]
-    fn inspect_answers_become_container_info() {
-        let json = serde_json::json!({
-            "Id": "c0ffee",
-            "Name": "/registry",
-            "State": {"Running": true, "Health": {"Status": "healthy"}},
-            "Config": {
-                "Labels": {"berth.port": "5000"},
-                "Env": ["VIRTUAL_HOST=r.example.com", "EMPTY=", "A=b=c"],
-                "ExposedPorts": {"5000/tcp": {}, "53/udp": {}}
-            },
-            "HostConfig": {"NetworkMode": "default"},
-            "NetworkSettings": {"Networks": {
-                "zeta": {"IPAddress": "10.9.0.2"},
-                "alpha": {"IPAddress": "", "GlobalIPv6Address": "fd00::2"}
-            }}
-        });
-        let response: ContainerInspectResponse = serde_json::from_value(json).expect("json");
-        let info = container_info(response).expect("running");
-        assert_eq!(info.name, "registry");
-        assert_eq!(info.health, Health::Healthy);
-        assert_eq!(info.env.get("A").map(String::as_str), Some("b=c"));
-        assert_eq!(info.env.get("EMPTY").map(String::as_str), Some(""));
-        assert_eq!(info.exposed_tcp_ports, [5000]);
-        let names: Vec<&str> = info.networks.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(names, ["alpha", "zeta"]);
-        assert_eq!(info.networks[0].ip, Some("fd00::2".parse().expect("ip")));
-
-        let stopped: ContainerInspectResponse =
-            serde_json::from_value(serde_json::json!({"State": {"Running": false}})).expect("json");
-        assert!(container_info(stopped).is_none());
     }
 }

@@ -1,0 +1,284 @@
+//! Edges that share no filesystem with berth-acme: berth-acme serves its certificates on the
+//! feed (`acme.feed`), every edge mirrors them (`tls.feed`) and answers HTTP-01 challenges
+//! from the account thumbprint. Real pebble validates through one edge whose challenge
+//! directory berth-acme never writes to; both edges serve the issued certificate, a renewal
+//! reaches both, both keep serving while berth-acme is down, and an edge started later is
+//! served within seconds. The feed refuses clients without the token.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use berth_testkit::pebble::Pebble;
+use berth_testkit::{free_port, BerthProcess, Origin};
+use common::{berth_binary, serial, served_serial, wait_for_verified_https, wait_until, Daemon};
+
+const HOST: &str = "feed.acme.test";
+const TOKEN: &str = "3f1c9a7e0b5d42c8a6e1f09b7d3c5a2e";
+
+struct Edge {
+    berth: BerthProcess,
+    certs: PathBuf,
+}
+
+/// An edge with its own certs-dir and challenge-dir under `dir`, mirroring the feed.
+fn edge(dir: &Path, feed: SocketAddr, token_file: &Path, route: &str) -> Edge {
+    let certs = dir.join("certs");
+    let berth = BerthProcess::start(
+        &berth_binary(),
+        &format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
+             [docker]\nenabled = false\n\n\
+             [tls]\ncerts-dir = \"{}\"\nfeed = \"http://{feed}\"\nfeed-token-file = \"{}\"\n\n\
+             [acme]\nchallenge-dir = \"{}\"\n\n{route}",
+            certs.display(),
+            token_file.display(),
+            dir.join("challenges").display(),
+        ),
+    )
+    .unwrap();
+    Edge { berth, certs }
+}
+
+fn metric(edge: &Edge, name: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://{}/metrics", edge.berth.admin.unwrap()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+}
+
+/// `curl` the feed with `auth` as the Authorization header (none when empty): status and body.
+fn ask_feed(feed: SocketAddr, auth: &str) -> (String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"]);
+    if !auth.is_empty() {
+        cmd.args(["-H", &format!("Authorization: {auth}")]);
+    }
+    let out = cmd
+        .arg(format!("http://{feed}/v1/certificates"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_writer() {
+    let work = tempfile::tempdir().unwrap();
+    let origin = Origin::start("fed");
+    let route = format!(
+        "[[route]]\nhost = \"{HOST}\"\nupstreams = [\"{}\"]\nacme = true\n",
+        origin.addr
+    );
+    let token_file = work.path().join("feed-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let feed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+
+    // Two edges, each with its own directories; pebble validates through edge A's port.
+    let edge_a = edge(&work.path().join("edge-a"), feed, &token_file, &route);
+    let edge_b = edge(&work.path().join("edge-b"), feed, &token_file, &route);
+    let pebble = Pebble::start(edge_a.berth.http.port(), false).unwrap();
+    let acme_dir = work.path().join("acme");
+    let acme_certs = acme_dir.join("certs");
+    let config = work.path().join("acme.toml");
+    let acme_config = |extra: &str| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:1\"\n\n[docker]\nenabled = false\n\n\
+             [tls]\ncerts-dir = \"{}\"\n\n\
+             [acme]\nchallenge-dir = \"{}\"\naccount-dir = \"{}\"\ndirectory = \"{}\"\n\
+             ca-bundle = \"{}\"\nemail = \"ops@example.test\"\nmetrics = \"\"\n\
+             feed = \"{feed}\"\nfeed-token-file = \"{}\"\n{extra}\n\n{route}",
+            acme_certs.display(),
+            acme_dir.join("challenges").display(),
+            acme_dir.join("accounts").display(),
+            pebble.directory,
+            pebble.tls_ca.display(),
+            token_file.display(),
+        )
+    };
+    std::fs::write(&config, acme_config("")).unwrap();
+    let daemon = Daemon::start(&config, work.path().join("acme-1.log"));
+    let logs = || {
+        format!(
+            "berth-acme:\n{}\nedge A:\n{}\nedge B:\n{}\npebble:\n{}",
+            std::fs::read_to_string(work.path().join("acme-1.log")).unwrap_or_default(),
+            edge_a.berth.log(),
+            edge_b.berth.log(),
+            pebble.log()
+        )
+    };
+
+    // Both edges serve the certificate pebble issued once, verified against pebble's root.
+    let root = pebble.issuing_root().unwrap();
+    for e in [&edge_a, &edge_b] {
+        let out = wait_for_verified_https(
+            e.berth.https.unwrap(),
+            HOST,
+            "/",
+            &root,
+            |o| o.contains("\"origin\":\"fed\""),
+            logs,
+        );
+        assert!(out.starts_with("HTTP/"), "{out}");
+    }
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    let issued = serial(&acme_certs.join(format!("{HOST}.crt")));
+    for e in [&edge_a, &edge_b] {
+        assert_eq!(serial(&e.certs.join(format!("{HOST}.crt"))), issued);
+        use std::os::unix::fs::PermissionsExt;
+        let key = e.certs.join(format!("{HOST}.key"));
+        assert_eq!(key.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(metric(e, "berth_cert_feed_connected").as_deref(), Some("1"));
+    }
+    // The validation was answered statelessly: berth-acme's challenge directory is its own,
+    // and edge B answers any token with the account's thumbprint.
+    let thumbprint = daemon
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("thumbprint=")
+                .nth(1)
+                .map(|t| t.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .expect("berth-acme logs the thumbprint it publishes");
+    let challenge = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!(
+            "http://{}/.well-known/acme-challenge/tok-123_x",
+            edge_b.berth.http
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&challenge.stdout),
+        format!("tok-123_x.{thumbprint}")
+    );
+    // Pebble's validation request reached edge A, which has no token file (nothing writes
+    // its challenge-dir): the 200 it got was the stateless answer. (That pebble accepted it
+    // is what proves the thumbprint is the account's.)
+    let validated = edge_a.berth.log().lines().any(|l| {
+        l.contains("\"path\":\"/.well-known/acme-challenge/") && l.contains("\"status\":200")
+    });
+    assert!(validated, "{}", edge_a.berth.log());
+    assert!(!work.path().join("edge-a/challenges").exists());
+
+    // No token, a wrong one, another scheme: 401 and no key material.
+    for auth in [
+        "",
+        "Bearer 3f1c9a7e0b5d42c8a6e1f09b7d3c5a2f",
+        &format!("Basic {TOKEN}"),
+        &format!("Bearer {TOKEN}x"),
+    ] {
+        let (code, body) = ask_feed(feed, auth);
+        assert_eq!(code, "401", "{auth:?}: {body}");
+        assert!(!body.contains("PRIVATE KEY"), "{auth:?}");
+    }
+    // Without the token, a request asking to wait is refused at once, with no tag.
+    let refused = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-D",
+            "-",
+            "-H",
+            "If-None-Match: \"x\"",
+        ])
+        .arg(format!("http://{feed}/v1/certificates?wait=60"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&refused.stdout).to_ascii_lowercase();
+    assert!(
+        refused.status.success() && head.starts_with("http/1.1 401"),
+        "{head}"
+    );
+    assert!(!head.contains("etag"), "{head}");
+    let (code, body) = ask_feed(feed, &format!("Bearer {TOKEN}"));
+    assert_eq!(code, "200");
+    assert!(body.contains("PRIVATE KEY") && body.contains(&thumbprint));
+
+    // A renewal (berth-acme restarted with a window longer than the certificate's life)
+    // reaches both edges without a restart.
+    drop(daemon);
+    std::fs::write(&config, acme_config("renew-before = \"36500d\"")).unwrap();
+    let daemon = Daemon::start(&config, work.path().join("acme-2.log"));
+    wait_until(
+        Duration::from_secs(60),
+        "berth-acme never renewed",
+        || serial(&acme_certs.join(format!("{HOST}.crt"))) != issued,
+        || daemon.log(),
+    );
+    let renewed = serial(&acme_certs.join(format!("{HOST}.crt")));
+    for e in [&edge_a, &edge_b] {
+        let took = wait_until(
+            Duration::from_secs(10),
+            "an edge never served the renewed certificate",
+            || served_serial(e.berth.https.unwrap(), HOST) == renewed,
+            || format!("{}\n{}", daemon.log(), e.berth.log()),
+        );
+        eprintln!("renewal served by an edge {took:?} after berth-acme wrote it");
+    }
+
+    // berth-acme gone: both edges say so and keep serving the certificate.
+    drop(daemon);
+    for e in [&edge_a, &edge_b] {
+        wait_until(
+            Duration::from_secs(20),
+            "the feed's loss never showed in berth_cert_feed_connected",
+            || metric(e, "berth_cert_feed_connected").as_deref() == Some("0"),
+            || e.berth.log(),
+        );
+        wait_for_verified_https(
+            e.berth.https.unwrap(),
+            HOST,
+            "/",
+            &root,
+            |o| o.contains("\"origin\":\"fed\""),
+            || e.berth.log(),
+        );
+        assert_eq!(served_serial(e.berth.https.unwrap(), HOST), renewed);
+        assert!(
+            e.berth
+                .log()
+                .contains("serving the certificates this edge has and retrying"),
+            "{}",
+            e.berth.log()
+        );
+    }
+
+    // berth-acme back (nothing due now), and a new edge: served within seconds of its start.
+    std::fs::write(&config, acme_config("")).unwrap();
+    let daemon = Daemon::start(&config, work.path().join("acme-3.log"));
+    let edge_c = edge(&work.path().join("edge-c"), feed, &token_file, &route);
+    let took = wait_until(
+        Duration::from_secs(10),
+        "a new edge was not served",
+        || served_serial(edge_c.berth.https.unwrap(), HOST) == renewed,
+        || format!("{}\n{}", daemon.log(), edge_c.berth.log()),
+    );
+    eprintln!("a new edge served the certificate {took:?} after it listened");
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    for e in [&edge_a, &edge_b] {
+        wait_until(
+            Duration::from_secs(15),
+            "an edge never reconnected to the feed",
+            || metric(e, "berth_cert_feed_connected").as_deref() == Some("1"),
+            || e.berth.log(),
+        );
+        assert!(
+            e.berth.log().contains("reachable again"),
+            "{}",
+            e.berth.log()
+        );
+    }
+}

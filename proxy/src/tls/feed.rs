@@ -1,0 +1,313 @@
+//! The certificate feed mirror (`tls.feed`): on an edge that shares no filesystem with
+//! `berth-acme`, a background service fetches berth-acme's feed ([`berth_core::feed`]) and
+//! writes every certificate pair into this edge's own certs-dir (atomically, key first),
+//! where the certificate watcher hot-loads it like any other file. It also keeps the ACME
+//! account's thumbprint, with which the HTTP listener answers HTTP-01 challenges itself.
+//!
+//! The first fetch happens at start; after that the service asks with the last `ETag` and
+//! `?wait=`, so the feed answers the moment something changes (a renewal reaches every edge
+//! at once) and otherwise after [`WAIT`]. When the feed cannot be reached the edge keeps
+//! serving what it has and retries with backoff; the failure is logged once, and so is the
+//! recovery.
+//!
+//! ```toml
+//! [tls]
+//! certs-dir = "/var/lib/berth/certs"
+//! feed = "http://berth-acme:9182"
+//! feed-token-file = "/run/secrets/berth-feed-token"
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+use berth_core::config::CertFeed;
+use berth_core::feed::{
+    mirror, printable, valid_thumbprint, FeedDocument, FEED_PATH, MAX_DOCUMENT_BYTES,
+};
+
+/// How long the feed may hold a request before answering "unchanged".
+pub const WAIT: Duration = Duration::from_secs(30);
+/// Time allowed to connect to the feed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for an answer beyond the wait.
+const ANSWER_SLACK: Duration = Duration::from_secs(15);
+/// First and longest wait between attempts after a failure.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Whether the last exchange with the feed succeeded, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FeedStatus {
+    connected: AtomicBool,
+}
+
+impl FeedStatus {
+    /// Whether the last fetch got an answer.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("no answer in time")]
+    Timeout,
+    #[error(
+        "the feed refused the token (401); check tls.feed-token-file against acme.feed-token-file"
+    )]
+    Unauthorized,
+    #[error("the feed answered {0}")]
+    Status(http::StatusCode),
+    #[error("the document is not readable: {0}")]
+    Body(String),
+}
+
+enum Fetched {
+    Document(FeedDocument, Option<String>),
+    Unchanged,
+}
+
+/// The mirror service.
+pub struct FeedMirror {
+    authority: String,
+    token: String,
+    certs_dir: PathBuf,
+    thumbprint: Arc<ArcSwapOption<String>>,
+    /// `acme.account-thumbprint`: when set, it wins over the feed's.
+    configured_thumbprint: Option<String>,
+    status: Arc<FeedStatus>,
+}
+
+impl FeedMirror {
+    /// Mirrors `feed` into `certs_dir`, publishing the account thumbprint into `thumbprint`
+    /// (unless `thumbprint` already holds one, from `acme.account-thumbprint`, which wins).
+    ///
+    /// # Errors
+    /// When the token file cannot be read (a message naming the file, never the token).
+    pub fn new(
+        feed: &CertFeed,
+        certs_dir: PathBuf,
+        thumbprint: Arc<ArcSwapOption<String>>,
+    ) -> Result<FeedMirror, String> {
+        let token = berth_core::feed::read_token(&feed.token_file)?;
+        let configured_thumbprint = thumbprint.load().as_deref().cloned();
+        Ok(FeedMirror {
+            authority: feed.authority.clone(),
+            token,
+            certs_dir,
+            thumbprint,
+            configured_thumbprint,
+            status: Arc::default(),
+        })
+    }
+
+    /// The connection state, shared.
+    pub fn status(&self) -> Arc<FeedStatus> {
+        self.status.clone()
+    }
+
+    /// One exchange; with `wait`, the feed may hold it until something changes.
+    async fn fetch(&self, etag: Option<&str>, wait: bool) -> Result<Fetched, FetchError> {
+        let wait = if wait && etag.is_some() {
+            WAIT
+        } else {
+            Duration::ZERO
+        };
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(&self.authority),
+        )
+        .await
+        .map_err(|_| FetchError::Connect(self.authority.clone(), "timed out".into()))?
+        .map_err(|e| FetchError::Connect(self.authority.clone(), e.to_string()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(conn);
+        let mut request = http::Request::get(format!("{FEED_PATH}?wait={}", wait.as_secs()))
+            .header(http::header::HOST, &self.authority)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        if let Some(tag) = etag {
+            request = request.header(http::header::IF_NONE_MATCH, tag);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| FetchError::Body(e.to_string()))?;
+        let exchange = async {
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let tag = response
+                .headers()
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match status {
+                http::StatusCode::OK => {
+                    let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| FetchError::Body(e.to_string()))?
+                        .to_bytes();
+                    // serde's message may quote the document: only where it went wrong.
+                    let doc: FeedDocument = serde_json::from_slice(&body).map_err(|e| {
+                        FetchError::Body(format!(
+                            "invalid JSON ({:?}) at line {} column {}",
+                            e.classify(),
+                            e.line(),
+                            e.column()
+                        ))
+                    })?;
+                    Ok(Fetched::Document(doc, tag))
+                }
+                http::StatusCode::NOT_MODIFIED => Ok(Fetched::Unchanged),
+                http::StatusCode::UNAUTHORIZED => Err(FetchError::Unauthorized),
+                other => Err(FetchError::Status(other)),
+            }
+        };
+        let result = tokio::time::timeout(wait + ANSWER_SLACK, exchange)
+            .await
+            .unwrap_or(Err(FetchError::Timeout));
+        driver.abort();
+        result
+    }
+
+    /// Writes the document's certificates and takes its thumbprint; `false` when a write
+    /// failed (the document is then fetched again after a pause).
+    async fn apply(&self, doc: FeedDocument) -> bool {
+        match doc.thumbprint.as_deref() {
+            Some(t)
+                if self
+                    .configured_thumbprint
+                    .as_deref()
+                    .is_some_and(|c| c != t) =>
+            {
+                tracing::warn!(
+                    thumbprint = %printable(t),
+                    "certificate feed: its thumbprint differs from acme.account-thumbprint; \
+                     keeping the configured one"
+                );
+            }
+            Some(t) if valid_thumbprint(t) => {
+                let known = self.thumbprint.load();
+                if known.as_deref().map(String::as_str) != Some(t) {
+                    tracing::info!(thumbprint = %t, "certificate feed: answering HTTP-01 challenges with the account's thumbprint");
+                    self.thumbprint.store(Some(Arc::new(t.to_string())));
+                }
+            }
+            Some(t) => {
+                tracing::warn!(thumbprint = %printable(t), "certificate feed: invalid thumbprint ignored")
+            }
+            None => {}
+        }
+        let dir = self.certs_dir.clone();
+        let Ok(outcome) = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map(|()| mirror(&doc, &dir))
+        })
+        .await
+        else {
+            return false;
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(dir = %self.certs_dir.display(), "certificate feed: cannot create certs-dir: {e}");
+                return false;
+            }
+        };
+        if !outcome.written.is_empty() {
+            tracing::info!(
+                certificates = ?outcome.written,
+                unchanged = outcome.unchanged,
+                "certificate feed: certificates written to certs-dir"
+            );
+        }
+        for (name, why) in &outcome.failed {
+            tracing::warn!(cert = %printable(name), "certificate feed: not written: {why}");
+        }
+        outcome.failed.is_empty()
+    }
+
+    async fn run(&self, mut shutdown: ShutdownWatch) {
+        let mut etag: Option<String> = None;
+        let mut backoff = BACKOFF_FIRST;
+        let mut failing = false;
+        loop {
+            let started = std::time::Instant::now();
+            let fetched = tokio::select! {
+                // After a failure, ask without waiting: the state is known at once.
+                r = self.fetch(etag.as_deref(), !failing) => r,
+                _ = shutdown.changed() => return,
+            };
+            let pause = match fetched {
+                Ok(fetched) => {
+                    self.status.connected.store(true, Ordering::Relaxed);
+                    if failing {
+                        tracing::info!(feed = %self.authority, "certificate feed: reachable again");
+                        failing = false;
+                    }
+                    backoff = BACKOFF_FIRST;
+                    match fetched {
+                        // A feed that answers "unchanged" without holding the request is
+                        // not polled faster than once a second.
+                        Fetched::Unchanged => (started.elapsed() < Duration::from_secs(1))
+                            .then_some(Duration::from_secs(1)),
+                        // Refusals repeat on every fetch of the same document: keep its tag
+                        // (so it is not fetched again until it changes), and log them once.
+                        // A feed that sends no tag is not asked more than once a second.
+                        Fetched::Document(doc, tag) => {
+                            let applied = self.apply(doc).await;
+                            let pause =
+                                (tag.is_none() || !applied).then_some(Duration::from_secs(1));
+                            etag = tag;
+                            pause
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.status.connected.store(false, Ordering::Relaxed);
+                    if failing {
+                        tracing::debug!(feed = %self.authority, "certificate feed: still failing: {e}");
+                    } else {
+                        tracing::warn!(
+                            feed = %self.authority,
+                            "certificate feed: {e}; serving the certificates this edge has and retrying"
+                        );
+                        failing = true;
+                    }
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    Some(wait)
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for FeedMirror {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await;
+    }
+}
