@@ -2,10 +2,12 @@
 //! account's thumbprint to the edges, as [`berth_core::feed`] describes, to clients that
 //! present the bearer token of `acme.feed-token-file`.
 //!
-//! `GET /v1/certificates` answers the document with its `ETag`. With `If-None-Match` naming
+//! `GET /v1/certificates` answers the document, sealed with the key derived from the token
+//! ([`FeedKeys`]), with its `ETag`. With `If-None-Match` naming
 //! the current tag and `?wait=N`, the request is held until the worker publishes a change
 //! ([`Published`]) or N seconds (at most 60) pass, then answered `304` if nothing changed. A
-//! request without the token gets `401` and nothing else: private keys never leave without it.
+//! request without the derived bearer gets `401` and nothing else, and what a client with the
+//! bearer gets opens only with the token: private keys never leave readable without it.
 //!
 //! ```toml
 //! [acme]
@@ -24,7 +26,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use berth_core::feed::{bearer_matches, collect, FeedDocument, FEED_PATH, MAX_WAIT_SECS};
+use berth_core::feed::{collect, valid_nonce, FeedDocument, FeedKeys, FEED_PATH, MAX_WAIT_SECS};
 
 /// What the worker publishes to the feed: the account thumbprint, and a counter bumped
 /// whenever certificates were written.
@@ -37,7 +39,7 @@ pub struct Published {
 }
 
 struct FeedState {
-    token: String,
+    keys: FeedKeys,
     certs_dir: PathBuf,
     published: watch::Receiver<Published>,
     /// Counts documents served that carried a thumbprint.
@@ -61,7 +63,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let state = Arc::new(FeedState {
-        token,
+        keys: FeedKeys::derive(&token),
         certs_dir,
         published,
         served,
@@ -102,12 +104,17 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-/// `wait=N` from the query, capped.
-fn wait_of(query: Option<&str>) -> Duration {
-    let secs = query
+/// The value of `name` in the query.
+fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query
         .unwrap_or("")
         .split('&')
-        .find_map(|kv| kv.strip_prefix("wait="))
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `wait=N` from the query, capped.
+fn wait_of(query: Option<&str>) -> Duration {
+    let secs = param(query, "wait")
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
         .min(MAX_WAIT_SECS);
@@ -138,7 +145,7 @@ async fn answer<B>(state: &FeedState, req: &Request<B>, peer: SocketAddr) -> Res
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if !bearer_matches(&state.token, auth) {
+    if !state.keys.authorizes(auth) {
         tracing::debug!(%peer, "acme feed: request without the right token refused");
         let mut r = plain(StatusCode::UNAUTHORIZED, "token required\n");
         r.headers_mut().insert(
@@ -147,6 +154,11 @@ async fn answer<B>(state: &FeedState, req: &Request<B>, peer: SocketAddr) -> Res
         );
         return r;
     }
+    let nonce = match param(req.uri().query(), "nonce") {
+        Some(n) if valid_nonce(n) => Some(n.to_string()),
+        Some(_) => return plain(StatusCode::BAD_REQUEST, "nonce: 16 to 64 hex digits\n"),
+        None => None,
+    };
     let known = req
         .headers()
         .get(hyper::header::IF_NONE_MATCH)
@@ -156,21 +168,22 @@ async fn answer<B>(state: &FeedState, req: &Request<B>, peer: SocketAddr) -> Res
     let mut published = state.published.clone();
     published.mark_unchanged();
     loop {
-        let Some(doc) = document(state).await else {
+        let Some(mut doc) = document(state).await else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "certs-dir unreadable\n");
         };
         let etag = doc.etag();
         if known.as_deref() != Some(etag.as_str()) {
-            let body = match serde_json::to_vec(&doc) {
+            doc.request_nonce = nonce;
+            let body = match state.keys.seal(&doc) {
                 Ok(b) => b,
-                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "sealing failed\n"),
             };
             tracing::debug!(%peer, certificates = doc.certificates.len(), "acme feed: document sent");
             if doc.thumbprint.is_some() {
                 state.served.send_modify(|n| *n += 1);
             }
             return Response::builder()
-                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
                 .header(hyper::header::ETAG, etag)
                 .header(hyper::header::CACHE_CONTROL, "no-store")
                 .body(Full::new(Bytes::from(body)))
@@ -207,5 +220,7 @@ mod tests {
             Duration::from_secs(MAX_WAIT_SECS)
         );
         assert_eq!(wait_of(Some("wait=x")), Duration::ZERO);
+        assert_eq!(wait_of(Some("nowait=5")), Duration::ZERO);
+        assert_eq!(param(Some("wait=1&nonce=ab"), "nonce"), Some("ab"));
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use berth_core::feed::FeedKeys;
 use berth_testkit::pebble::Pebble;
 use berth_testkit::{free_port, BerthProcess, Origin};
 use common::{berth_binary, serial, served_serial, wait_for_verified_https, wait_until, Daemon};
@@ -57,19 +58,29 @@ fn metric(edge: &Edge, name: &str) -> Option<String> {
 }
 
 /// `curl` the feed with `auth` as the Authorization header (none when empty): status and body.
-fn ask_feed(feed: SocketAddr, auth: &str) -> (String, String) {
+fn ask_feed(feed: SocketAddr, auth: &str) -> (String, Vec<u8>) {
+    let work = tempfile::tempdir().unwrap();
+    let body = work.path().join("body");
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"]);
+    cmd.args(["-sS", "--max-time", "5", "-w", "%{http_code}", "-o"])
+        .arg(&body);
     if !auth.is_empty() {
         cmd.args(["-H", &format!("Authorization: {auth}")]);
     }
     let out = cmd
-        .arg(format!("http://{feed}/v1/certificates"))
+        .arg(format!(
+            "http://{feed}/v1/certificates?nonce=00112233445566778899aabbccddeeff"
+        ))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.to_string(), body.to_string())
+    let code = String::from_utf8_lossy(&out.stdout).to_string();
+    (code, std::fs::read(&body).unwrap_or_default())
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[test]
@@ -172,16 +183,19 @@ fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_wr
     assert!(validated, "{}", edge_a.berth.log());
     assert!(!work.path().join("edge-a/challenges").exists());
 
-    // No token, a wrong one, another scheme: 401 and no key material.
+    // No credential, a wrong one, another scheme, the token itself (only the bearer derived
+    // from it is accepted: the token never crosses the network): 401.
+    let keys = FeedKeys::derive(TOKEN);
+    let bearer = keys.authorization();
     for auth in [
         "",
         "Bearer 3f1c9a7e0b5d42c8a6e1f09b7d3c5a2f",
-        &format!("Basic {TOKEN}"),
-        &format!("Bearer {TOKEN}x"),
+        &format!("Basic {}", bearer.trim_start_matches("Bearer ")),
+        &format!("{bearer}x"),
+        &format!("Bearer {TOKEN}"),
     ] {
         let (code, body) = ask_feed(feed, auth);
-        assert_eq!(code, "401", "{auth:?}: {body}");
-        assert!(!body.contains("PRIVATE KEY"), "{auth:?}");
+        assert_eq!(code, "401", "{auth:?}: {}", String::from_utf8_lossy(&body));
     }
     // Without the token, a request asking to wait is refused at once, with no tag.
     let refused = Command::new("curl")
@@ -203,9 +217,23 @@ fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_wr
         "{head}"
     );
     assert!(!head.contains("etag"), "{head}");
-    let (code, body) = ask_feed(feed, &format!("Bearer {TOKEN}"));
+    // With the bearer: the document, sealed. Only the token opens it; it answers this request.
+    let (code, body) = ask_feed(feed, &bearer);
     assert_eq!(code, "200");
-    assert!(body.contains("PRIVATE KEY") && body.contains(&thumbprint));
+    assert!(!contains(&body, "PRIVATE KEY") && !contains(&body, &thumbprint));
+    let doc = keys.open(&body).expect("opens with the token");
+    assert_eq!(doc.thumbprint.as_deref(), Some(thumbprint.as_str()));
+    assert_eq!(
+        doc.request_nonce.as_deref(),
+        Some("00112233445566778899aabbccddeeff")
+    );
+    assert!(doc
+        .certificates
+        .iter()
+        .any(|c| c.name == HOST && c.key.contains("PRIVATE KEY")));
+    assert!(FeedKeys::derive("another-token-0123456789")
+        .open(&body)
+        .is_err());
 
     // A renewal (berth-acme restarted with a window longer than the certificate's life)
     // reaches both edges without a restart.

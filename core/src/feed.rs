@@ -7,6 +7,15 @@
 //! document into its own certs-dir with atomic writes ([`mirror`]), where the certificate
 //! watcher hot-loads it, and answers HTTP-01 challenges from the thumbprint.
 //!
+//! The token itself never crosses the network: both ends derive two keys from it
+//! ([`FeedKeys`]). One is the bearer credential the edge presents; the other seals the
+//! document (ChaCha20-Poly1305, a fresh random nonce per answer). So a client that learnt the
+//! bearer (a service on the overlay posing as `berth-acme`, say) can fetch sealed bytes it
+//! cannot read, and a document nobody holding the token made — a forged certificate or
+//! thumbprint — does not open on an edge. Each request carries a fresh random `nonce` that
+//! the feed seals into its answer, and an edge takes only the answer to its own request (an
+//! old answer replayed does not count).
+//!
 //! The document carries an `ETag` (a digest of its content, [`FeedDocument::etag`]). An edge
 //! asks with `If-None-Match` and `?wait=SECONDS`; the feed holds the request until something
 //! changes or the wait runs out (then `304`), so a renewal reaches every edge at once without
@@ -45,6 +54,10 @@ pub const MAX_PEM_BYTES: u64 = 256 * 1024;
 /// What the feed serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedDocument {
+    /// The `nonce` of the request this answers, sealed with it: an edge takes only the
+    /// answer to its own request. Not part of the [`FeedDocument::etag`].
+    #[serde(default)]
+    pub request_nonce: Option<String>,
     /// RFC 7638 thumbprint of the ACME account key, once the account exists.
     pub thumbprint: Option<String>,
     /// Certificate pairs, by name.
@@ -88,6 +101,140 @@ impl FeedDocument {
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         format!("\"{hex}\"")
     }
+}
+
+/// The two keys both ends derive from the shared token (HMAC-SHA256 with fixed labels): the
+/// bearer credential requests carry, and the key that seals documents.
+pub struct FeedKeys {
+    bearer: String,
+    seal: ring::aead::LessSafeKey,
+}
+
+impl std::fmt::Debug for FeedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FeedKeys(<redacted>)")
+    }
+}
+
+/// Why a sealed document did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Too short to hold a nonce and a tag.
+    #[error("the document is truncated")]
+    Truncated,
+    /// Authentication failed: another token, or not made by berth-acme.
+    #[error("the document does not authenticate: not sealed with this token (a different token, or not berth-acme)")]
+    Forged,
+    /// It opened, but is not a feed document.
+    #[error("the document opened but is not valid JSON: {0}")]
+    Json(String),
+    /// Sealing failed (no randomness).
+    #[error("sealing failed")]
+    Seal,
+}
+
+const NONCE_LEN: usize = ring::aead::NONCE_LEN;
+/// Bound into every sealed document, so it opens only as what it is.
+const SEAL_CONTEXT: &[u8] = b"berth feed v1 document";
+
+impl FeedKeys {
+    /// Derives the keys from `token`.
+    pub fn derive(token: &str) -> FeedKeys {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+        let bearer = ring::hmac::sign(&key, b"berth feed v1 bearer");
+        let seal = ring::hmac::sign(&key, b"berth feed v1 seal");
+        let bearer = bearer.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        // 32 bytes of HMAC output make a ChaCha20 key; the length always fits.
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, seal.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC-SHA256 output is 32 bytes"));
+        FeedKeys {
+            bearer,
+            seal: ring::aead::LessSafeKey::new(unbound),
+        }
+    }
+
+    /// The `Authorization` header value an edge sends.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.bearer)
+    }
+
+    /// Whether an `Authorization` header carries this bearer ([`bearer_matches`]).
+    pub fn authorizes(&self, header: Option<&[u8]>) -> bool {
+        bearer_matches(&self.bearer, header)
+    }
+
+    /// Seals `doc`: nonce, then ciphertext and tag.
+    ///
+    /// # Errors
+    /// When no random nonce can be drawn.
+    pub fn seal(&self, doc: &FeedDocument) -> Result<Vec<u8>, SealError> {
+        use ring::rand::SecureRandom;
+        let mut nonce = [0u8; NONCE_LEN];
+        ring::rand::SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| SealError::Seal)?;
+        let mut body = serde_json::to_vec(doc).map_err(|e| SealError::Json(e.to_string()))?;
+        self.seal
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(SEAL_CONTEXT),
+                &mut body,
+            )
+            .map_err(|_| SealError::Seal)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + body.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Opens what [`FeedKeys::seal`] made.
+    ///
+    /// # Errors
+    /// When the bytes were not sealed with this token, or are not a document.
+    pub fn open(&self, sealed: &[u8]) -> Result<FeedDocument, SealError> {
+        if sealed.len() < NONCE_LEN + ring::aead::CHACHA20_POLY1305.tag_len() {
+            return Err(SealError::Truncated);
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let mut nonce_bytes = [0u8; NONCE_LEN];
+        nonce_bytes.copy_from_slice(nonce);
+        let mut body = rest.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce_bytes),
+                ring::aead::Aad::from(SEAL_CONTEXT),
+                &mut body,
+            )
+            .map_err(|_| SealError::Forged)?;
+        // serde's message may quote the document (keys): only where it went wrong.
+        serde_json::from_slice(plain).map_err(|e| {
+            SealError::Json(format!(
+                "{:?} at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
+
+/// A fresh request nonce: 16 random bytes, hex.
+///
+/// # Errors
+/// When the system has no randomness to give.
+pub fn request_nonce() -> Result<String, SealError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| SealError::Seal)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether a request nonce is acceptable: 16 to 64 hex digits.
+pub fn valid_nonce(nonce: &str) -> bool {
+    (16..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether `name` may name a certificate file: what a host name or a certificate name can be
@@ -194,6 +341,7 @@ pub fn collect(certs_dir: &Path, thumbprint: Option<String>) -> io::Result<FeedD
     }
     certificates.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(FeedDocument {
+        request_nonce: None,
         thumbprint,
         certificates,
     })
@@ -380,6 +528,7 @@ mod tests {
 
         std::fs::write(dst.path().join("kept.crt"), CRT).expect("w");
         let renewed = FeedDocument {
+            request_nonce: None,
             thumbprint: None,
             certificates: vec![cert("a.example.com", &format!("{CRT}{CRT}"))],
         };
@@ -395,6 +544,7 @@ mod tests {
     fn a_hostile_document_writes_nothing_outside_the_directory() {
         let dst = tempfile::tempdir().expect("dst");
         let doc = FeedDocument {
+            request_nonce: None,
             thumbprint: None,
             certificates: vec![
                 cert("../escape", CRT),
@@ -422,6 +572,7 @@ mod tests {
         std::fs::write(&target, "keep").expect("w");
         std::os::unix::fs::symlink(&target, dst.path().join("a.key")).expect("symlink");
         let doc = FeedDocument {
+            request_nonce: None,
             thumbprint: None,
             certificates: vec![cert("a", CRT)],
         };
@@ -438,6 +589,7 @@ mod tests {
         );
 
         let many = FeedDocument {
+            request_nonce: None,
             thumbprint: None,
             certificates: (0..=MAX_CERTIFICATES)
                 .map(|i| cert(&format!("c{i}"), CRT))
@@ -450,12 +602,55 @@ mod tests {
             out.failed
         );
         let huge = FeedDocument {
+            request_nonce: None,
             thumbprint: None,
             certificates: vec![cert("big", &CRT.repeat(5000))],
         };
         assert_eq!(mirror(&huge, dst.path()).failed.len(), 1);
         assert_eq!(printable("a\nb"), "a\\nb");
         assert_eq!(printable(&"x".repeat(70)).chars().count(), 65);
+    }
+
+    #[test]
+    fn documents_open_only_with_the_token_they_were_sealed_with() {
+        let keys = FeedKeys::derive("0123456789abcdef0123");
+        let doc = FeedDocument {
+            request_nonce: Some("n".into()),
+            thumbprint: Some("t".into()),
+            certificates: vec![cert("a", CRT)],
+        };
+        let sealed = keys.seal(&doc).expect("seal");
+        assert!(
+            !String::from_utf8_lossy(&sealed).contains("BBBB"),
+            "the key is not readable"
+        );
+        assert_ne!(
+            sealed,
+            keys.seal(&doc).expect("seal"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(keys.open(&sealed).expect("open"), doc);
+
+        let other = FeedKeys::derive("0123456789abcdef0124");
+        assert!(matches!(other.open(&sealed), Err(SealError::Forged)));
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(keys.open(&flipped), Err(SealError::Forged)));
+        assert!(matches!(
+            keys.open(&sealed[..20]),
+            Err(SealError::Truncated)
+        ));
+
+        // The bearer is derived: the token is never sent, and the bearer does not open
+        // documents.
+        let auth = keys.authorization();
+        assert!(!auth.contains("0123456789abcdef0123"));
+        assert!(keys.authorizes(Some(auth.as_bytes())));
+        assert!(!other.authorizes(Some(auth.as_bytes())));
+        let bearer_as_token = FeedKeys::derive(auth.trim_start_matches("Bearer "));
+        assert!(bearer_as_token.open(&sealed).is_err());
+        assert_eq!(format!("{keys:?}"), "FeedKeys(<redacted>)");
     }
 
     #[test]
@@ -467,6 +662,7 @@ mod tests {
     #[test]
     fn etag_depends_on_every_part() {
         let base = FeedDocument {
+            request_nonce: None,
             thumbprint: Some("t".into()),
             certificates: vec![cert("a", CRT)],
         };

@@ -31,7 +31,8 @@ use pingora_core::services::background::BackgroundService;
 
 use berth_core::config::CertFeed;
 use berth_core::feed::{
-    mirror, printable, valid_thumbprint, FeedDocument, FEED_PATH, MAX_DOCUMENT_BYTES,
+    mirror, printable, request_nonce, valid_thumbprint, FeedDocument, FeedKeys, FEED_PATH,
+    MAX_DOCUMENT_BYTES,
 };
 
 /// How long the feed may hold a request before answering "unchanged".
@@ -84,7 +85,7 @@ enum Fetched {
 /// The mirror service.
 pub struct FeedMirror {
     authority: String,
-    token: String,
+    keys: FeedKeys,
     certs_dir: PathBuf,
     thumbprint: Arc<ArcSwapOption<String>>,
     /// `acme.account-thumbprint`: when set, it wins over the feed's.
@@ -107,7 +108,7 @@ impl FeedMirror {
         let configured_thumbprint = thumbprint.load().as_deref().cloned();
         Ok(FeedMirror {
             authority: feed.authority.clone(),
-            token,
+            keys: FeedKeys::derive(&token),
             certs_dir,
             thumbprint,
             configured_thumbprint,
@@ -137,12 +138,11 @@ impl FeedMirror {
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         let driver = tokio::spawn(conn);
-        let mut request = http::Request::get(format!("{FEED_PATH}?wait={}", wait.as_secs()))
-            .header(http::header::HOST, &self.authority)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
+        let nonce = request_nonce().map_err(|e| FetchError::Body(e.to_string()))?;
+        let mut request =
+            http::Request::get(format!("{FEED_PATH}?wait={}&nonce={nonce}", wait.as_secs()))
+                .header(http::header::HOST, &self.authority)
+                .header(http::header::AUTHORIZATION, self.keys.authorization());
         if let Some(tag) = etag {
             request = request.header(http::header::IF_NONE_MATCH, tag);
         }
@@ -164,15 +164,15 @@ impl FeedMirror {
                         .await
                         .map_err(|e| FetchError::Body(e.to_string()))?
                         .to_bytes();
-                    // serde's message may quote the document: only where it went wrong.
-                    let doc: FeedDocument = serde_json::from_slice(&body).map_err(|e| {
-                        FetchError::Body(format!(
-                            "invalid JSON ({:?}) at line {} column {}",
-                            e.classify(),
-                            e.line(),
-                            e.column()
-                        ))
-                    })?;
+                    let doc = self
+                        .keys
+                        .open(&body)
+                        .map_err(|e| FetchError::Body(e.to_string()))?;
+                    if doc.request_nonce.as_deref() != Some(nonce.as_str()) {
+                        return Err(FetchError::Body(
+                            "the answer is not to this request (replayed?)".to_string(),
+                        ));
+                    }
                     Ok(Fetched::Document(doc, tag))
                 }
                 http::StatusCode::NOT_MODIFIED => Ok(Fetched::Unchanged),

@@ -1,0 +1,160 @@
+//! An edge's certificate feed mirror (`tls.feed`) against feeds of the test's making: one
+//! that seals with another token (an impostor on the network, posing as berth-acme), one that
+//! replays an answer made for another request, and the genuine article. The edge takes only
+//! the genuine document — certificates and the thumbprint it answers HTTP-01 with — and says
+//! why it refused the others.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_core::feed::{FeedCert, FeedDocument, FeedKeys};
+use berth_testkit::BerthProcess;
+
+const TOKEN: &str = "9c2e51b7a04d4f6e8a13c5d7e9f0b2a4";
+const THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+const CRT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n";
+
+/// How a fake feed answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Sealed with another token.
+    OtherToken,
+    /// Sealed with the right token, for a nonce the edge never sent.
+    Replayed,
+    /// Sealed with the right token, for this request.
+    Genuine,
+}
+
+/// A feed answering every request as `answer` says, until the test ends. Returns its address
+/// and a counter of the requests it saw that carried the derived bearer.
+fn fake_feed(answer: Answer) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        let right = FeedKeys::derive(TOKEN);
+        let wrong = FeedKeys::derive("an-impostor-knows-another-token");
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            if head.contains(&right.authorization()) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let nonce = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|target| target.split("nonce=").nth(1))
+                .map(|n| n.split('&').next().unwrap_or("").to_string());
+            let doc = |nonce: Option<String>| FeedDocument {
+                request_nonce: nonce,
+                thumbprint: Some(THUMBPRINT.into()),
+                certificates: vec![FeedCert {
+                    name: "fed.test".into(),
+                    crt: CRT.into(),
+                    key: KEY.into(),
+                }],
+            };
+            let body = match answer {
+                Answer::OtherToken => wrong.seal(&doc(nonce)).unwrap(),
+                Answer::Replayed => right
+                    .seal(&doc(Some("00000000000000000000000000000000".into())))
+                    .unwrap(),
+                Answer::Genuine => right.seal(&doc(nonce)).unwrap(),
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                     Content-Length: {}\r\nETag: \"same\"\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (addr, seen)
+}
+
+fn edge(feed: SocketAddr, dir: &std::path::Path) -> BerthProcess {
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    BerthProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
+        &format!(
+            "[listen]\nhttp = \"{{http}}\"\n\n[docker]\nenabled = false\n\n\
+             [tls]\ncerts-dir = \"{}\"\nfeed = \"http://{feed}\"\nfeed-token-file = \"{}\"\n\n\
+             [acme]\nchallenge-dir = \"{}\"\n",
+            dir.join("certs").display(),
+            token.display(),
+            dir.join("challenges").display()
+        ),
+    )
+    .unwrap()
+}
+
+fn challenge(edge: &BerthProcess) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-w", " %{http_code}"])
+        .arg(format!(
+            "http://{}/.well-known/acme-challenge/tok-1",
+            edge.http
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn wait_for_log(edge: &BerthProcess, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !edge.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no \"{needle}\" in the log:\n{}",
+            edge.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_edge_takes_only_documents_sealed_with_its_token_for_its_own_request() {
+    for (answer, refusal) in [
+        (Answer::OtherToken, "does not authenticate"),
+        (Answer::Replayed, "not to this request"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (feed, seen) = fake_feed(answer);
+        let b = edge(feed, dir.path());
+        wait_for_log(&b, refusal);
+        assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        assert!(!b.log().contains(TOKEN), "the token is never logged");
+        assert!(!b.log().contains("BBBB"), "no key material in the log");
+        assert!(challenge(&b).ends_with(" 404"), "{}", b.log());
+        assert!(
+            !dir.path().join("certs/fed.test.key").exists(),
+            "nothing written from a refused document"
+        );
+    }
+
+    // The genuine feed, made the same way: taken (so the refusals above were the seal's).
+    let dir = tempfile::tempdir().unwrap();
+    let (feed, _) = fake_feed(Answer::Genuine);
+    let b = edge(feed, dir.path());
+    wait_for_log(&b, "certificates written to certs-dir");
+    assert_eq!(challenge(&b), format!("tok-1.{THUMBPRINT} 200"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("certs/fed.test.key")).unwrap(),
+        KEY
+    );
+}
