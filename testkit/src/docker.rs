@@ -117,16 +117,30 @@ fn build_if_missing(image: &str, build: fn(&Path) -> io::Result<Vec<String>>) ->
     }
     let root = tempfile::tempdir()?;
     let changes = build(root.path())?;
-    let mut args = vec!["import".to_string()];
+    import(None, root.path(), image, &changes)
+}
+
+/// `docker import` of the directory `root` as `image`, with Dockerfile-style `changes`, into
+/// the daemon at `host` (the default one when `None`).
+///
+/// # Errors
+/// When tar or the import fails.
+pub fn import(host: Option<&str>, root: &Path, image: &str, changes: &[String]) -> io::Result<()> {
+    let mut args = Vec::new();
+    if let Some(h) = host {
+        args.push("-H".to_string());
+        args.push(h.to_string());
+    }
+    args.push("import".to_string());
     for c in changes {
         args.push("--change".into());
-        args.push(c);
+        args.push(c.clone());
     }
     args.push("-".into());
     args.push(image.into());
     let tar = Command::new("tar")
         .arg("-C")
-        .arg(root.path())
+        .arg(root)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()?;
@@ -139,6 +153,35 @@ fn build_if_missing(image: &str, build: fn(&Path) -> io::Result<Vec<String>>) ->
             "docker import {image}: {}",
             String::from_utf8_lossy(&out.stderr)
         )));
+    }
+    Ok(())
+}
+
+/// Copies `binary` to `at` under `root` (an image's root), with the shared libraries `ldd`
+/// names at their own paths.
+///
+/// # Errors
+/// When a file cannot be read or written.
+pub fn copy_with_libraries(binary: &Path, at: &Path, root: &Path) -> io::Result<()> {
+    let mut files = vec![(binary.to_path_buf(), at.to_path_buf())];
+    let ldd = Command::new("ldd").arg(binary).output()?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|s| s.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            files.push((p.into(), p.into()));
+        }
+    }
+    for (from, to) in files {
+        let target = root.join(to.strip_prefix("/").unwrap_or(&to));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&from, &target)?;
     }
     Ok(())
 }
@@ -175,26 +218,7 @@ fn build_registry(root: &Path) -> io::Result<Vec<String>> {
             "/usr/bin/docker-registry is missing: install docker-registry",
         ));
     }
-    let mut files = vec![binary.to_path_buf()];
-    let ldd = Command::new("ldd").arg(binary).output()?;
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = line
-            .split("=>")
-            .last()
-            .and_then(|s| s.split_whitespace().next())
-            .filter(|p| p.starts_with('/'));
-        if let Some(p) = path {
-            files.push(p.into());
-        }
-    }
-    for file in files {
-        let target = root.join(file.strip_prefix("/").unwrap_or(&file));
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(&file, &target)?;
-    }
+    copy_with_libraries(binary, binary, root)?;
     for dir in ["tmp", "var/lib/registry", "etc/docker/registry", "auth"] {
         std::fs::create_dir_all(root.join(dir))?;
     }

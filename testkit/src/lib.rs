@@ -18,6 +18,7 @@ pub mod origin;
 pub mod pebble;
 pub mod process;
 pub mod registry;
+pub mod swarm;
 pub mod tls;
 
 pub use client::{Body, Request, Response};

@@ -1,0 +1,245 @@
+//! A real Docker Swarm for tests: the single-node Swarm that `./scripts/swarm-daemon start`
+//! runs beside the host's daemon (in a network namespace of its own, see that script), the
+//! test images loaded into it, an image of berth made of the built binaries, and services and
+//! overlay networks that remove themselves when dropped.
+//!
+//! Task addresses live on overlay networks that only containers reach, so berth runs as a
+//! service on the overlay; tests reach it through host-mode published ports on the node's
+//! address, [`NODE_IP`].
+
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::docker::{copy_with_libraries, ensure_images, import, unique, BUSYBOX, REGISTRY};
+
+/// The Swarm daemon's socket.
+pub const SOCKET: &str = "unix:///run/berth-swarm/docker.sock";
+/// The node's address, where host-mode published ports answer.
+pub const NODE_IP: &str = "10.231.0.2";
+/// The host's address as the node's containers reach it.
+pub const HOST_IP: &str = "10.231.0.1";
+
+/// Runs the docker CLI against the Swarm daemon; returns its trimmed stdout.
+///
+/// # Errors
+/// When the command fails (its stderr is included).
+pub fn sdocker(args: &[&str]) -> io::Result<String> {
+    let out = Command::new("docker")
+        .args(["-H", SOCKET])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(io::Error::other(format!(
+            "docker -H {SOCKET} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Requires the Swarm daemon, a manager of an active Swarm, with the test images loaded. A
+/// test that needs it fails without it — the test command starts it.
+///
+/// # Panics
+/// When the daemon does not answer or is not in a Swarm, or the images cannot be loaded.
+pub fn require() {
+    let state = sdocker(&[
+        "info",
+        "--format",
+        "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+    ]);
+    assert_eq!(
+        state.as_deref().ok(),
+        Some("active true"),
+        "no Swarm manager answers at {SOCKET} ({state:?}): run ./scripts/test, which starts \
+         one with ./scripts/swarm-daemon start"
+    );
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(|| {
+        ensure_images().map_err(|e| e.to_string())?;
+        for image in [BUSYBOX, REGISTRY] {
+            load(image).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+    if let Err(e) = loaded {
+        panic!("loading the test images into the Swarm daemon: {e}");
+    }
+}
+
+/// Copies `image` from the host's daemon into the Swarm daemon, unless it is there.
+fn load(image: &str) -> io::Result<()> {
+    if sdocker(&["image", "inspect", "--format", "{{.Id}}", image]).is_ok() {
+        return Ok(());
+    }
+    let save = Command::new("docker")
+        .args(["save", image])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = save
+        .stdout
+        .ok_or_else(|| io::Error::other("docker save gave no stdout"))?;
+    let out = Command::new("docker")
+        .args(["-H", SOCKET, "load"])
+        .stdin(stdout)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "docker load {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// Builds an image of berth in the Swarm daemon from the built binaries (debug symbols
+/// stripped, with their libraries): `/usr/local/bin/berth` (the entrypoint) and
+/// `/usr/local/bin/berth-acme`. One per test process; returns its name.
+///
+/// # Errors
+/// When a binary is missing or the import fails.
+pub fn berth_image(berth: &Path, berth_acme: &Path) -> io::Result<String> {
+    static BUILT: OnceLock<Result<String, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_berth_image(berth, berth_acme).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(io::Error::other)
+}
+
+fn build_berth_image(berth: &Path, berth_acme: &Path) -> io::Result<String> {
+    let root = tempfile::tempdir()?;
+    let bin = root.path().join("usr/local/bin");
+    std::fs::create_dir_all(&bin)?;
+    for (binary, name) in [(berth, "berth"), (berth_acme, "berth-acme")] {
+        copy_with_libraries(binary, &Path::new("/usr/local/bin").join(name), root.path())?;
+        let status = Command::new("strip")
+            .arg("--strip-debug")
+            .arg(bin.join(name))
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other("strip failed: install binutils"));
+        }
+    }
+    for dir in ["tmp", "var/lib/berth", "etc/berth"] {
+        std::fs::create_dir_all(root.path().join(dir))?;
+    }
+    let image = format!("berth-test/berth:{}", std::process::id());
+    import(
+        Some(SOCKET),
+        root.path(),
+        &image,
+        &[
+            "WORKDIR /var/lib/berth".to_string(),
+            r#"ENTRYPOINT ["/usr/local/bin/berth"]"#.to_string(),
+        ],
+    )?;
+    Ok(image)
+}
+
+/// A Swarm service, removed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    /// Its unique name.
+    pub name: String,
+}
+
+impl Service {
+    /// `docker service create --detach --name <unique> <args...>`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn create(what: &str, args: &[&str]) -> io::Result<Service> {
+        let name = unique(what);
+        let service = Service { name: name.clone() };
+        let mut full = vec!["service", "create", "--detach", "--name", &name];
+        full.extend_from_slice(args);
+        sdocker(&full)?;
+        Ok(service)
+    }
+
+    /// `docker service scale --detach <name>=<replicas>`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn scale(&self, replicas: u32) -> io::Result<()> {
+        sdocker(&[
+            "service",
+            "scale",
+            "--detach",
+            &format!("{}={replicas}", self.name),
+        ])
+        .map(|_| ())
+    }
+
+    /// How many of its tasks Swarm reports running (and wants running).
+    pub fn running_tasks(&self) -> usize {
+        sdocker(&[
+            "service",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}",
+            &self.name,
+        ])
+        .map(|out| out.lines().filter(|l| l.starts_with("Running")).count())
+        .unwrap_or(0)
+    }
+
+    /// The service's logs (for failure messages).
+    pub fn logs(&self) -> String {
+        sdocker(&["service", "logs", "--raw", &self.name]).unwrap_or_else(|e| e.to_string())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = sdocker(&["service", "rm", &self.name]);
+    }
+}
+
+/// An attachable, encrypted overlay network, removed when dropped (once its services'
+/// tasks are gone).
+#[derive(Debug)]
+pub struct Overlay {
+    /// Its unique name.
+    pub name: String,
+}
+
+impl Overlay {
+    /// `docker network create -d overlay --attachable --opt encrypted <unique>`.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn create(what: &str) -> io::Result<Overlay> {
+        let name = unique(what);
+        sdocker(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--attachable",
+            "--opt",
+            "encrypted",
+            &name,
+        ])?;
+        Ok(Overlay { name })
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        // Removing a service leaves its tasks' endpoints for a moment.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sdocker(&["network", "rm", &self.name]).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
