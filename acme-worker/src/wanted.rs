@@ -55,7 +55,10 @@ pub fn wanted(routes: &[RouteSpec], containers: &Snapshot) -> (Vec<Wanted>, Vec<
                     name: first,
                     hosts: request.hosts,
                     email: request.email,
-                    source: format!("container {}", info.name),
+                    source: match &info.service {
+                        Some(service) => format!("service {service}"),
+                        None => format!("container {}", info.name),
+                    },
                 });
             }
             Ok(None) => {}

@@ -15,6 +15,15 @@ use berth_testkit::swarm::{berth_image, require, Overlay, Service, NODE_IP};
 
 const HOST: &str = "web.swarm.test";
 
+/// Each test's berth reads every service of the Swarm: one test at a time.
+static SWARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn swarm_alone() -> std::sync::MutexGuard<'static, ()> {
+    SWARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The `berth-acme` binary beside `berth`.
 fn berth_acme() -> std::path::PathBuf {
     Path::new(env!("CARGO_BIN_EXE_berth")).with_file_name("berth-acme")
@@ -69,6 +78,7 @@ fn wait_until(
 
 #[test]
 fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
+    let _alone = swarm_alone();
     require();
     let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
     let overlay = Overlay::create("edge").unwrap();
@@ -178,16 +188,445 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     );
     eprintln!("scaled 1 -> 3: routed {took:?} after Swarm reported the tasks running");
 
-    let metrics = Command::new("curl")
-        .args(["-sS", &format!("http://{NODE_IP}:{admin}/metrics")])
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
-    assert!(
-        metrics.contains("berth_routes{source=\"swarm\"} 1"),
-        "{metrics}"
+    // berth.swarm.lb=vip: one upstream, the service's virtual IP on the overlay (traffic
+    // through it needs IPVS, which this machine's kernel lacks, so only the route is
+    // checked); asked of a dnsrr service, which has none, it is an error naming the service.
+    let vip = Service::create(
+        "vip",
+        &[
+            "--network",
+            &overlay.name,
+            "--label",
+            "berth.host=vip.swarm.test",
+            "--label",
+            "berth.swarm.lb=vip",
+            berth_testkit::docker::BUSYBOX,
+        ],
+    )
+    .unwrap();
+    let dnsrr = Service::create(
+        "dnsrr",
+        &[
+            "--network",
+            &overlay.name,
+            "--endpoint-mode",
+            "dnsrr",
+            "--label",
+            "berth.host=dnsrr.swarm.test",
+            "--label",
+            "berth.swarm.lb=vip",
+            berth_testkit::docker::BUSYBOX,
+        ],
+    )
+    .unwrap();
+    let expected_vip = berth_testkit::swarm::sdocker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{range .Endpoint.VirtualIPs}}{{.Addr}} {{end}}",
+        &vip.name,
+    ])
+    .unwrap();
+    let page = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("http://{NODE_IP}:{admin}/routes"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the vip service was not routed to its virtual IP, or the dnsrr one not refused",
+        || {
+            let p = page();
+            let vip_addr = expected_vip
+                .split_whitespace()
+                .map(|a| a.split('/').next().unwrap_or(""))
+                .find(|a| p.contains(&format!("\"{a}:80\"")));
+            vip_addr.is_some()
+                && p.contains("berth.swarm.lb=vip, but the service has no virtual IP")
+        },
+        || format!("{}\n{}", page(), logs()),
+    );
+    assert!(!page().contains("dnsrr.swarm.test/\""), "{}", page());
+    drop(vip);
+    drop(dnsrr);
+
+    // The two are gone again (service removal is an event): one route from Swarm.
+    let metrics = || {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://{NODE_IP}:{admin}/metrics")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "berth_routes{source=\"swarm\"} is not 1",
+        || metrics().contains("berth_routes{source=\"swarm\"} 1"),
+        metrics,
     );
     drop(edge);
     drop(web);
     drop(overlay);
+}
+
+/// `docker stack deploy` of `configs/swarm-stack.yml` as written (images, ports, the config
+/// file, secrets and the network given through its variables; a test override adds pebble's
+/// CA and a second edge on other ports): the registry, with the seed's variables, is served
+/// by both edges with one certificate pebble issued through one of them, pushed to and
+/// pulled from with skopeo through each; with berth-acme gone both edges keep serving; an
+/// edge started later is served within seconds.
+#[test]
+fn the_swarm_stack_serves_a_registry_behind_two_edges_with_one_certificate() {
+    use berth_testkit::oci::{build_image, manifest_digest};
+    use berth_testkit::pebble::Pebble;
+    use berth_testkit::registry::{skopeo_resolving_to, PASSWORD, USER};
+    use berth_testkit::swarm::{sdocker, HOST_IP};
+
+    let _alone = swarm_alone();
+    require();
+    let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let work = tempfile::tempdir().unwrap();
+    let overlay = Overlay::create("stack").unwrap();
+    let host = "registry.swarm.test";
+    let (http_a, https_a, http_b, https_b, http_c, https_c) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    // Certificates live 100 s and renew 60 s ahead: the first renewal is due 40 s after the
+    // first issue, while both edges serve it.
+    let pebble = Pebble::start_at(
+        HOST_IP.parse().unwrap(),
+        NODE_IP.parse().unwrap(),
+        http_a,
+        false,
+        Some(100),
+    )
+    .unwrap();
+    let stack = berth_testkit::docker::unique("stack");
+    let secret = |what: &str, value: &[u8]| {
+        let name = berth_testkit::docker::unique(what);
+        let file = work.path().join(&name);
+        std::fs::write(&file, value).unwrap();
+        sdocker(&["secret", "create", &name, &file.display().to_string()]).unwrap();
+        name
+    };
+    let token = secret("feed", b"5f0e7c2a9b1d4e6f8a0c2e4b6d8f0a1c\n");
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", USER, PASSWORD])
+        .output()
+        .unwrap()
+        .stdout;
+    let htpasswd = secret("htpasswd", &htpasswd);
+    // The stack's own berth.toml, pointed at pebble and this test's network.
+    let config = std::fs::read_to_string(repo.join("configs/swarm/berth.toml"))
+        .unwrap()
+        .replace(
+            "directory = \"https://acme-v02.api.letsencrypt.org/directory\"",
+            &format!(
+                "directory = \"{}\"\nca-bundle = \"/etc/berth/pebble-ca.pem\"",
+                pebble.directory
+            ),
+        )
+        .replace(
+            "network = \"berth-edge\"",
+            &format!("network = \"{}\"", overlay.name),
+        )
+        .replace("swarm-poll = \"5s\"", "swarm-poll = \"1s\"")
+        .replace("renew-before = \"30d\"", "renew-before = \"60s\"");
+    let config_file = work.path().join("berth.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let override_file = work.path().join("override.yml");
+    std::fs::write(
+        &override_file,
+        format!(
+            "version: \"3.8\"\n\
+             services:\n\
+             \x20 berth:\n    user: \"0\"\n    configs:\n\
+             \x20     - {{ source: berth-config, target: /etc/berth/berth.toml }}\n\
+             \x20     - {{ source: pebble-ca, target: /etc/berth/pebble-ca.pem }}\n\
+             \x20 berth-acme:\n    user: \"0\"\n    configs:\n\
+             \x20     - {{ source: berth-config, target: /etc/berth/berth.toml }}\n\
+             \x20     - {{ source: pebble-ca, target: /etc/berth/pebble-ca.pem }}\n\
+             configs:\n  pebble-ca:\n    file: {}\n",
+            pebble.tls_ca.display()
+        ),
+    )
+    .unwrap();
+    let deploy = Command::new("docker")
+        .args(["-H", berth_testkit::swarm::SOCKET, "stack", "deploy", "-c"])
+        .arg(repo.join("configs/swarm-stack.yml"))
+        .arg("-c")
+        .arg(&override_file)
+        .arg(&stack)
+        .env("BERTH_IMAGE", &image)
+        .env("REGISTRY_IMAGE", berth_testkit::docker::REGISTRY)
+        .env("REGISTRY_HOST", host)
+        .env("HTTP_PORT", http_a.to_string())
+        .env("HTTPS_PORT", https_a.to_string())
+        .env("DOCKER_SOCKET", "/run/berth-swarm/docker.sock")
+        .env("EDGE_NETWORK", &overlay.name)
+        .env("BERTH_CONFIG", &config_file)
+        .env("FEED_TOKEN_SECRET", &token)
+        .env("HTPASSWD_SECRET", &htpasswd)
+        .output()
+        .unwrap();
+    let _cleanup = StackCleanup {
+        stack: stack.clone(),
+        secrets: vec![token.clone(), htpasswd.clone()],
+    };
+    assert!(
+        deploy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    let logs = |service: &str| berth_testkit::swarm::service_logs(&format!("{stack}_{service}"));
+    let all_logs = || {
+        format!(
+            "berth:\n{}\nberth-acme:\n{}\npebble:\n{}",
+            logs("berth"),
+            logs("berth-acme"),
+            pebble.log()
+        )
+    };
+    let root = pebble.issuing_root().unwrap();
+    let verified = |port: u16| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+            ])
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("{host}:{port}:{NODE_IP}"))
+            .arg(format!("https://{host}:{port}/v2/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(
+        Duration::from_secs(120),
+        "edge A never served the registry with pebble's certificate",
+        || verified(https_a) == "401",
+        all_logs,
+    );
+
+    // A second edge (same image and config, other ports) is served the same certificate.
+    let second = Service::create(
+        "edge-b",
+        &[
+            "--network",
+            &overlay.name,
+            "--publish",
+            &format!("mode=host,target=80,published={http_b}"),
+            "--publish",
+            &format!("mode=host,target=443,published={https_b}"),
+            "--mount",
+            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
+            "--config",
+            &format!("source={stack}_berth-config,target=/etc/berth/berth.toml"),
+            "--config",
+            &format!("source={stack}_pebble-ca,target=/etc/berth/pebble-ca.pem"),
+            "--secret",
+            &format!("source={token},target=berth-feed-token"),
+            &image,
+            "--config",
+            "/etc/berth/berth.toml",
+        ],
+    )
+    .unwrap();
+    let took = wait_until(
+        Duration::from_secs(30),
+        "edge B was never served the certificate",
+        || verified(https_b) == "401",
+        || second.logs(),
+    );
+    eprintln!("edge B served the certificate {took:?} after it was created");
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+
+    // skopeo pushes through edge A and pulls through edge B, over verified TLS.
+    let certs = work.path().join("skopeo-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&root, certs.join("ca.crt")).unwrap();
+    let certs = certs.display().to_string();
+    let layout = work.path().join("image");
+    let built = build_image(&layout, "v1", &[8 << 20, 4 << 20], 41).unwrap();
+    let creds = format!("{USER}:{PASSWORD}");
+    let push = skopeo_resolving_to(
+        NODE_IP,
+        &[host],
+        &[
+            "copy",
+            "--dest-cert-dir",
+            &certs,
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{host}:{https_a}/swarm/app:v1"),
+        ],
+    )
+    .unwrap();
+    assert!(
+        push.status.success(),
+        "push: {}\n{}",
+        String::from_utf8_lossy(&push.stderr),
+        all_logs()
+    );
+    let back = work.path().join("back");
+    let pull = skopeo_resolving_to(
+        NODE_IP,
+        &[host],
+        &[
+            "copy",
+            "--src-cert-dir",
+            &certs,
+            "--src-creds",
+            &creds,
+            &format!("docker://{host}:{https_b}/swarm/app:v1"),
+            &format!("oci:{}:v1", back.display()),
+        ],
+    )
+    .unwrap();
+    assert!(
+        pull.status.success(),
+        "pull: {}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    assert_eq!(manifest_digest(&back, "v1").unwrap(), built.manifest_digest);
+
+    // berth-acme gone: both edges keep serving.
+    sdocker(&[
+        "service",
+        "scale",
+        "--detach",
+        &format!("{stack}_berth-acme=0"),
+    ])
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "berth-acme never stopped",
+        || {
+            sdocker(&[
+                "service",
+                "ps",
+                "-q",
+                "--filter",
+                "desired-state=running",
+                &format!("{stack}_berth-acme"),
+            ])
+            .map(|o| o.is_empty())
+            .unwrap_or(false)
+        },
+        all_logs,
+    );
+    for port in [https_a, https_b] {
+        assert_eq!(verified(port), "401", "{}", all_logs());
+    }
+
+    let serial = |port: u16| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo | openssl s_client -connect {NODE_IP}:{port} -servername {host} 2>/dev/null \
+                 | openssl x509 -noout -serial"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = serial(https_a);
+    assert!(first.starts_with("serial="), "{first}");
+    assert_eq!(serial(https_b), first);
+
+    // Back: it renews when the window opens, and both edges serve the renewed certificate
+    // without a restart; a third edge started afterwards serves it within seconds.
+    sdocker(&[
+        "service",
+        "scale",
+        "--detach",
+        &format!("{stack}_berth-acme=1"),
+    ])
+    .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the certificate was never renewed",
+        || pebble.orders() == 2 && serial(https_a) != first,
+        all_logs,
+    );
+    let renewed = serial(https_a);
+    let took = wait_until(
+        Duration::from_secs(10),
+        "edge B never served the renewed certificate",
+        || serial(https_b) == renewed,
+        || second.logs(),
+    );
+    eprintln!("edge B served the renewal {took:?} after edge A");
+    let third = Service::create(
+        "edge-c",
+        &[
+            "--network",
+            &overlay.name,
+            "--publish",
+            &format!("mode=host,target=80,published={http_c}"),
+            "--publish",
+            &format!("mode=host,target=443,published={https_c}"),
+            "--mount",
+            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
+            "--config",
+            &format!("source={stack}_berth-config,target=/etc/berth/berth.toml"),
+            "--config",
+            &format!("source={stack}_pebble-ca,target=/etc/berth/pebble-ca.pem"),
+            "--secret",
+            &format!("source={token},target=berth-feed-token"),
+            &image,
+            "--config",
+            "/etc/berth/berth.toml",
+        ],
+    )
+    .unwrap();
+    let took = wait_until(
+        Duration::from_secs(30),
+        "edge C was never served the certificate",
+        || verified(https_c) == "401" && serial(https_c) == serial(https_a),
+        || third.logs(),
+    );
+    eprintln!("edge C served the certificate {took:?} after it was created");
+    drop(third);
+    drop(second);
+}
+
+/// Removes a deployed stack and its secrets when dropped.
+struct StackCleanup {
+    stack: String,
+    secrets: Vec<String>,
+}
+
+impl Drop for StackCleanup {
+    fn drop(&mut self) {
+        use berth_testkit::swarm::sdocker;
+        let _ = sdocker(&["stack", "rm", &self.stack]);
+        // Secrets in use by a task being removed are refused for a moment.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for s in &self.secrets {
+            while sdocker(&["secret", "rm", s]).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
 }

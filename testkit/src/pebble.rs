@@ -44,9 +44,33 @@ impl Pebble {
     /// # Errors
     /// When pebble or its DNS server cannot be started (install `pebble`).
     pub fn start(http_port: u16, require_eab: bool) -> io::Result<Pebble> {
+        Pebble::start_at(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            http_port,
+            require_eab,
+            None,
+        )
+    }
+
+    /// Starts pebble listening on `listen` (its directory and management API), with every
+    /// name resolving to `validate_at`, where it validates HTTP-01 on `http_port` (e.g. a
+    /// Swarm node's address, from a berth-acme that runs on that node); certificates valid for
+    /// `validity_secs` when given (pebble's default is five years).
+    ///
+    /// # Errors
+    /// When pebble or its DNS server cannot be started (install `pebble`).
+    pub fn start_at(
+        listen: std::net::IpAddr,
+        validate_at: std::net::IpAddr,
+        http_port: u16,
+        require_eab: bool,
+        validity_secs: Option<u64>,
+    ) -> io::Result<Pebble> {
         let dir = tempfile::tempdir()?;
         let ca = TestCa::new("pebble test CA");
-        let pem = ca.issue(&["localhost", "127.0.0.1"]);
+        let listen_name = listen.to_string();
+        let pem = ca.issue(&["localhost", "127.0.0.1", &listen_name]);
         let tls_ca = dir.path().join("pebble-ca.pem");
         std::fs::write(&tls_ca, ca.pem())?;
         let cert = dir.path().join("pebble.crt");
@@ -58,7 +82,12 @@ impl Pebble {
         let dns_log = std::fs::File::create(dir.path().join("challtestsrv.log"))?;
         let dns = Command::new("pebble-challtestsrv")
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-dns01", &dns_addr.to_string(), "-defaultIPv4", "127.0.0.1"])
+            .args([
+                "-dns01",
+                &dns_addr.to_string(),
+                "-defaultIPv4",
+                &validate_at.to_string(),
+            ])
             .args(["-defaultIPv6", ""])
             .args(["-management", &format!("127.0.0.1:{}", free_port())])
             .stdout(dns_log.try_clone()?)
@@ -66,8 +95,8 @@ impl Pebble {
             .stdin(Stdio::null())
             .spawn()?;
 
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = SocketAddr::new(listen, free_port());
+        let management = SocketAddr::new(listen, free_port());
         let eab = if require_eab {
             format!(
                 ",\n    \"externalAccountBindingRequired\": true,\n    \"externalAccountMACKeys\": {{\"{}\": \"{}\"}}",
@@ -76,13 +105,16 @@ impl Pebble {
         } else {
             ",\n    \"externalAccountBindingRequired\": false".to_string()
         };
+        let validity = validity_secs
+            .map(|v| format!(",\n    \"certificateValidityPeriod\": {v}"))
+            .unwrap_or_default();
         let config = dir.path().join("pebble.json");
         std::fs::write(
             &config,
             format!(
                 "{{\"pebble\": {{\n    \"listenAddress\": \"{addr}\",\n    \"managementListenAddress\": \"{management}\",\n    \
                  \"certificate\": \"{}\",\n    \"privateKey\": \"{}\",\n    \"httpPort\": {http_port},\n    \
-                 \"tlsPort\": {},\n    \"ocspResponderURL\": \"\"{eab}\n}}}}\n",
+                 \"tlsPort\": {},\n    \"ocspResponderURL\": \"\"{eab}{validity}\n}}}}\n",
                 cert.display(),
                 key.display(),
                 free_port()

@@ -136,6 +136,14 @@ pub fn skopeo(args: &[&str]) -> io::Result<Output> {
 /// # Errors
 /// When skopeo cannot be run; a failed copy is in the returned output's status.
 pub fn skopeo_resolving(names: &[&str], args: &[&str]) -> io::Result<Output> {
+    skopeo_resolving_to("127.0.0.1", names, args)
+}
+
+/// [`skopeo_resolving`], with `names` resolving to `ip` (a Swarm node's address, say).
+///
+/// # Errors
+/// When skopeo cannot be run; a failed copy is in the returned output's status.
+pub fn skopeo_resolving_to(ip: &str, names: &[&str], args: &[&str]) -> io::Result<Output> {
     if names.is_empty() {
         return Command::new("skopeo")
             .arg("--insecure-policy")
@@ -146,7 +154,7 @@ pub fn skopeo_resolving(names: &[&str], args: &[&str]) -> io::Result<Output> {
     let mut hosts = tempfile::NamedTempFile::new()?;
     let mut text = String::from("127.0.0.1 localhost\n");
     for n in names {
-        text.push_str(&format!("127.0.0.1 {n}\n"));
+        text.push_str(&format!("{ip} {n}\n"));
     }
     std::io::Write::write_all(&mut hosts, text.as_bytes())?;
     Command::new("unshare")

@@ -131,6 +131,17 @@ fn build_berth_image(berth: &Path, berth_acme: &Path) -> io::Result<String> {
         std::fs::create_dir_all(root.path().join(dir))?;
     }
     let image = format!("berth-test/berth:{}", std::process::id());
+    // Images of earlier test runs (one in use is kept: the removal fails).
+    if let Ok(old) = sdocker(&[
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "berth-test/berth",
+    ]) {
+        for stale in old.lines().filter(|i| *i != image) {
+            let _ = sdocker(&["image", "rm", stale]);
+        }
+    }
     import(
         Some(SOCKET),
         root.path(),
@@ -141,6 +152,22 @@ fn build_berth_image(berth: &Path, berth_acme: &Path) -> io::Result<String> {
         ],
     )?;
     Ok(image)
+}
+
+/// What the tasks of service `name` wrote, standard output and standard error.
+pub fn service_logs(name: &str) -> String {
+    match Command::new("docker")
+        .args(["-H", SOCKET, "service", "logs", "--raw", name])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// A Swarm service, removed when dropped.
@@ -195,7 +222,7 @@ impl Service {
 
     /// The service's logs (for failure messages).
     pub fn logs(&self) -> String {
-        sdocker(&["service", "logs", "--raw", &self.name]).unwrap_or_else(|e| e.to_string())
+        service_logs(&self.name)
     }
 }
 
