@@ -81,11 +81,15 @@ enum Cmd {
         #[arg(long, default_value = "benches/results/overhead.md")]
         out: PathBuf,
     },
-    /// Docker route propagation: `docker run` → first 200, `docker stop` → 503.
+    /// Docker route propagation: `docker run` → first 200, `docker stop` → 503; and on the
+    /// Swarm of `./scripts/swarm-daemon`, a service scaled up and down.
     Propagation {
         /// Containers started and stopped, one after another.
         #[arg(long, default_value_t = 50)]
         containers: usize,
+        /// Times a Swarm service is scaled 1 → 2 → 1 (0: no Swarm part).
+        #[arg(long, default_value_t = 10)]
+        swarm_scalings: usize,
         /// The berth binary (release build); default target/release/berth.
         #[arg(long)]
         berth: Option<PathBuf>,
@@ -228,11 +232,28 @@ fn main() -> ExitCode {
             }),
         Cmd::Propagation {
             containers,
+            swarm_scalings,
             berth,
             out,
         } => berth_binary(berth)
-            .and_then(|berth| propagation::run(&berth, containers))
-            .and_then(|samples| {
+            .and_then(|berth| {
+                let samples = propagation::run(&berth, containers)?;
+                let swarm = match swarm_scalings {
+                    0 => String::new(),
+                    n => format!(
+                        "\n\nOn Docker Swarm (`swarm_route_propagation`, berth as a service on the \
+                         single-node Swarm of `scripts/swarm-daemon`, a service scaled 1 → 2 → 1 \
+                         replicas {n} times; the goal is p90 ≤ swarm-poll + 1 s):\n\n{}",
+                        propagation::swarm_table(&propagation::run_swarm(
+                            &berth,
+                            &berth_acme_binary(&berth)?,
+                            n
+                        )?)
+                    ),
+                };
+                Ok((samples, swarm))
+            })
+            .and_then(|(samples, swarm)| {
                 let daemon = berth_testkit::docker::docker(&[
                     "version",
                     "--format",
@@ -245,7 +266,7 @@ fn main() -> ExitCode {
                      docker command returning to the first answer from berth that reflects it.\n\n{}",
                     measured_on(),
                     propagation::table(&samples)
-                );
+                ) + &swarm;
                 write_report(&out, &report)
             }),
         Cmd::Peers {
@@ -375,6 +396,11 @@ fn main() -> ExitCode {
                 method: idle::method(idle_conns, settle),
             };
             rows.extend(propagation::rows(&propagation::run(&berth, containers)?));
+            rows.extend(propagation::swarm_rows(&propagation::run_swarm(
+                &berth,
+                &berth_acme_binary(&berth)?,
+                10,
+            )?));
             let chart = out.with_extension("png");
             let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
             report::chart(
@@ -639,6 +665,14 @@ fn bare_pingora() -> Result<PathBuf, String> {
         .map_err(|e| e.to_string())?
         .with_file_name("bare-pingora");
     built(path, "cargo build --release -p berth-benches")
+}
+
+/// `berth-acme` beside `berth` (the Swarm image holds both).
+fn berth_acme_binary(berth: &Path) -> Result<PathBuf, String> {
+    built(
+        berth.with_file_name("berth-acme"),
+        "cargo build --release --bin berth-acme",
+    )
 }
 
 fn berth_binary(given: Option<PathBuf>) -> Result<PathBuf, String> {

@@ -125,3 +125,190 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
         row("docker_stop_to_503_p90", &stop, 0.9),
     ]
 }
+
+/// Latencies measured for one scaling of a Swarm service (1 → 2 → 1 replicas).
+pub struct SwarmSample {
+    /// Swarm reports the new task running → berth routes to it.
+    pub up: Duration,
+    /// `docker service scale` to 1 returned → berth routes to one task.
+    pub down: Duration,
+}
+
+/// The upstream count of `host`'s route in `/routes` of the admin listener at `admin`.
+fn swarm_upstreams(admin: &str, host: &str) -> usize {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "2"])
+        .arg(format!("http://{admin}/routes"))
+        .output();
+    let Ok(out) = out else { return 0 };
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    page["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["host"] == host)
+        .map(|r| r["upstreams"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+fn poll_until(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) -> Result<Instant, String> {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return Ok(Instant::now());
+        }
+        if started.elapsed() > limit {
+            return Err(format!("{what} within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Scales a service between 1 and 2 replicas `n` times on the Swarm of
+/// `./scripts/swarm-daemon`, with berth running as a service there at the default
+/// `docker.swarm-poll` (5 s) (scenario `swarm_route_propagation`).
+///
+/// # Errors
+/// When the Swarm daemon is not there or a route does not follow in time.
+pub fn run_swarm(berth: &Path, berth_acme: &Path, n: usize) -> Result<Vec<SwarmSample>, String> {
+    use berth_testkit::swarm::{berth_image, sdocker, Overlay, Service, NODE_IP};
+    let state = sdocker(&["info", "--format", "{{.Swarm.ControlAvailable}}"]);
+    if state.as_deref().ok() != Some("true") {
+        return Err("no Swarm manager answers: run ./scripts/swarm-daemon start".to_string());
+    }
+    berth_testkit::swarm::require();
+    let image = berth_image(berth, berth_acme).map_err(|e| e.to_string())?;
+    let overlay = Overlay::create("bench").map_err(|e| e.to_string())?;
+    let conf = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::write(
+        conf.path().join("berth.toml"),
+        format!(
+            "[listen]\nhttp = \"0.0.0.0:8080\"\nmetrics = \"0.0.0.0:9180\"\n\n\
+             [docker]\nenabled = true\nendpoint = \"unix:///var/run/docker.sock\"\n\
+             network = \"{}\"\n\n[log]\naccess = \"off\"\n",
+            overlay.name
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let host = "scale.bench.test";
+    let web = Service::create(
+        "scale",
+        &[
+            "--network",
+            &overlay.name,
+            "--label",
+            &format!("berth.host={host}"),
+            BUSYBOX,
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let admin_port = berth_testkit::free_port();
+    let _edge = Service::create(
+        "berth",
+        &[
+            "--network",
+            &overlay.name,
+            "--publish",
+            &format!("mode=host,target=9180,published={admin_port}"),
+            "--mount",
+            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
+            "--mount",
+            &format!(
+                "type=bind,source={},target=/etc/berth",
+                conf.path().display()
+            ),
+            &image,
+            "--config",
+            "/etc/berth/berth.toml",
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let admin = format!("{NODE_IP}:{admin_port}");
+    poll_until(
+        Duration::from_secs(60),
+        "the service was not routed",
+        || swarm_upstreams(&admin, host) == 1,
+    )?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        web.scale(2).map_err(|e| e.to_string())?;
+        let running = poll_until(Duration::from_secs(60), "Swarm did not run 2 tasks", || {
+            web.running_tasks() == 2
+        })?;
+        let routed = poll_until(Duration::from_secs(30), "2 tasks were not routed", || {
+            swarm_upstreams(&admin, host) == 2
+        })?;
+        let scaled = Instant::now();
+        web.scale(1).map_err(|e| e.to_string())?;
+        let unrouted = poll_until(Duration::from_secs(30), "1 task was not routed", || {
+            swarm_upstreams(&admin, host) == 1
+        })?;
+        samples.push(SwarmSample {
+            up: routed.saturating_duration_since(running),
+            down: unrouted.saturating_duration_since(scaled),
+        });
+        // The removed task must be gone before the next round counts running tasks.
+        poll_until(
+            Duration::from_secs(60),
+            "Swarm did not stop the task",
+            || web.running_tasks() == 1,
+        )?;
+    }
+    Ok(samples)
+}
+
+fn sorted(v: impl Iterator<Item = Duration>) -> Vec<Duration> {
+    let mut v: Vec<Duration> = v.collect();
+    v.sort();
+    v
+}
+
+/// The markdown table for the Swarm samples.
+pub fn swarm_table(samples: &[SwarmSample]) -> String {
+    let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
+    let row = |name: &str, v: &[Duration]| {
+        format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            v.len(),
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.9)),
+            ms(v.last().copied().unwrap_or_default())
+        )
+    };
+    let mut out = String::from(
+        "| scenario (docker.swarm-poll = 5 s) | scalings | p50 ms | p90 ms | max ms |\n|---|---|---|---|---|\n",
+    );
+    out.push_str(&row(
+        "Swarm reports a new task running → berth routes to it",
+        &sorted(samples.iter().map(|s| s.up)),
+    ));
+    out.push_str(&row(
+        "docker service scale (down) returned → berth stops routing to the task",
+        &sorted(samples.iter().map(|s| s.down)),
+    ));
+    out
+}
+
+/// The Swarm samples as report rows.
+pub fn swarm_rows(samples: &[SwarmSample]) -> Vec<Row> {
+    let up = sorted(samples.iter().map(|s| s.up));
+    let down = sorted(samples.iter().map(|s| s.down));
+    let row = |scenario: &str, v: &[Duration], p: f64| Row {
+        section: "Route propagation from Docker events",
+        scenario: scenario.to_string(),
+        unit: "ms",
+        better: Better::Lower,
+        berth: percentile(v, p).as_secs_f64() * 1000.0,
+        ..Row::default()
+    };
+    vec![
+        row("swarm_task_running_to_routed_p50", &up, 0.5),
+        row("swarm_task_running_to_routed_p90", &up, 0.9),
+        row("swarm_scale_down_to_unrouted_p50", &down, 0.5),
+        row("swarm_scale_down_to_unrouted_p90", &down, 0.9),
+    ]
+}

@@ -62,6 +62,7 @@ pub fn require() {
     );
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     let loaded = LOADED.get_or_init(|| {
+        remove_leftovers();
         ensure_images().map_err(|e| e.to_string())?;
         for image in [BUSYBOX, REGISTRY] {
             load(image).map_err(|e| e.to_string())?;
@@ -70,6 +71,50 @@ pub fn require() {
     });
     if let Err(e) = loaded {
         panic!("loading the test images into the Swarm daemon: {e}");
+    }
+}
+
+/// Removes what test runs that are no longer alive left behind (a killed run's services
+/// would otherwise be routed by every later test's berth): services, stacks' volumes,
+/// secrets and networks named `berth-test-<pid>-...` whose process is gone.
+fn remove_leftovers() {
+    let dead = |name: &str| {
+        name.strip_prefix("berth-test-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+    };
+    let names = |args: &[&str]| -> Vec<String> {
+        sdocker(args)
+            .map(|out| {
+                out.lines()
+                    .map(str::to_string)
+                    .filter(|n| dead(n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for s in names(&["service", "ls", "--format", "{{.Name}}"]) {
+        let _ = sdocker(&["service", "rm", &s]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for v in names(&["volume", "ls", "--format", "{{.Name}}"]) {
+        while sdocker(&["volume", "rm", &v]).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for s in names(&["secret", "ls", "--format", "{{.Name}}"]) {
+        let _ = sdocker(&["secret", "rm", &s]);
+    }
+    for c in names(&["config", "ls", "--format", "{{.Name}}"]) {
+        let _ = sdocker(&["config", "rm", &c]);
+    }
+    for n in names(&["network", "ls", "--format", "{{.Name}}"]) {
+        while sdocker(&["network", "rm", &n]).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 

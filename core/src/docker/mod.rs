@@ -62,6 +62,9 @@ const CONTAINER_ACTIONS: [&str; 9] = [
 const NETWORK_ACTIONS: [&str; 2] = ["connect", "disconnect"];
 /// Service events (Swarm managers): the service's spec or existence changed.
 const SERVICE_ACTIONS: [&str; 3] = ["create", "update", "remove"];
+/// After a service event, when to read the tasks again (Swarm acts on the change a moment
+/// after announcing it).
+const SERVICE_SETTLE: Duration = Duration::from_millis(500);
 /// Largest Engine API answer read directly (the task list of a large Swarm).
 const MAX_ENGINE_ANSWER: usize = 64 * 1024 * 1024;
 
@@ -268,9 +271,9 @@ impl DockerWatcher {
 
     /// Whether to read Swarm services from this daemon: a manager, unless `docker.swarm`
     /// is false.
-    async fn swarm_on(&self, docker: &Docker) -> bool {
+    async fn swarm_on(&self, docker: &Docker) -> Result<bool, SessionError> {
         if self.swarm == DockerMode::Off {
-            return false;
+            return Ok(false);
         }
         let manager = match docker.info().await {
             Ok(info) => info
@@ -278,8 +281,9 @@ impl DockerWatcher {
                 .and_then(|s| s.control_available)
                 .unwrap_or(false),
             Err(e) => {
-                tracing::debug!("docker: info failed: {e}");
-                false
+                // Not knowing is not "no": the session is retried rather than run without
+                // the services.
+                return Err(e.into());
             }
         };
         if !manager && self.swarm == DockerMode::On {
@@ -289,13 +293,13 @@ impl DockerWatcher {
                  containers only (point docker.endpoint at a manager)"
             );
         }
-        manager
+        Ok(manager)
     }
 
     /// One connection: list everything, then follow events until the stream fails.
     async fn session(&self, connected: &mut bool) -> Result<(), SessionError> {
         let docker = self.connect()?.negotiate_version().await?;
-        let swarm = self.swarm_on(&docker).await;
+        let swarm = self.swarm_on(&docker).await?;
         self.status.swarm.store(swarm, Ordering::Relaxed);
         // Events from one second before the listing on are replayed (`since` has whole-second
         // resolution), so a change between listing and subscribing is not lost.
@@ -358,13 +362,26 @@ impl DockerWatcher {
                     self.status.count(&format!("service_{action}"));
                 }
                 self.refresh_swarm(&docker, swarm_reader.as_mut()).await?;
-                poll.reset();
+                // Swarm changes the tasks shortly after it announces the service change
+                // (a scale-down marks tasks for shutdown a moment later): look again soon.
+                poll.reset_after(SERVICE_SETTLE.min(self.swarm_poll));
                 continue;
             }
             let Some((action, id)) = event_target(&event) else {
                 continue;
             };
             self.status.count(&action);
+            let of_task = event
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .is_some_and(|a| a.contains_key("com.docker.swarm.task.id"));
+            if swarm && of_task {
+                // A task's container started or stopped on this node: its service is read
+                // now rather than at the next poll.
+                self.refresh_swarm(&docker, swarm_reader.as_mut()).await?;
+                continue;
+            }
             let info = inspect(&docker, &id)
                 .await?
                 .filter(|i| !(swarm && swarm::is_task_container(i)));
@@ -387,7 +404,9 @@ impl DockerWatcher {
         }
     }
 
-    /// Reads services and tasks again and publishes when they changed.
+    /// Reads services and tasks again and publishes when they changed. A failed read (no
+    /// leader for a moment, a timeout) keeps what was last read and is retried at the next
+    /// poll; only the events stream ends a session.
     async fn refresh_swarm(
         &self,
         docker: &Docker,
@@ -396,7 +415,22 @@ impl DockerWatcher {
         let Some(reader) = reader else {
             return Ok(());
         };
-        let services = reader.read(docker).await?;
+        let services = match reader.read(docker).await {
+            Ok(s) => {
+                if reader.failing {
+                    tracing::info!("docker: swarm services readable again");
+                    reader.failing = false;
+                }
+                s
+            }
+            Err(e) => {
+                if !reader.failing {
+                    tracing::warn!("docker: reading swarm services failed: {e}; keeping the last ones and retrying");
+                    reader.failing = true;
+                }
+                return Ok(());
+            }
+        };
         if self.tx.borrow().services == services {
             return Ok(());
         }
@@ -413,7 +447,11 @@ struct SwarmReader {
     endpoint: DockerEndpoint,
     /// `/v1.41` — the negotiated API version, for the requests made without the client.
     prefix: String,
+    /// Exposed ports of images found on this daemon (an image it does not have is asked
+    /// about again on the next read).
     image_ports: HashMap<String, Vec<u16>>,
+    /// The last read failed (logged once).
+    failing: bool,
 }
 
 impl SwarmReader {
@@ -423,6 +461,7 @@ impl SwarmReader {
             endpoint: endpoint.clone(),
             prefix: format!("/v{}.{}", v.major_version, v.minor_version),
             image_ports: HashMap::new(),
+            failing: false,
         }
     }
 
@@ -456,16 +495,19 @@ impl SwarmReader {
                 Some((n.id?, name))
             })
             .collect();
-        for image in services.iter().filter_map(|s| s.image.clone()) {
+        let images: std::collections::HashSet<String> =
+            services.iter().filter_map(|s| s.image.clone()).collect();
+        self.image_ports.retain(|image, _| images.contains(image));
+        for image in images {
             if self.image_ports.contains_key(&image) {
                 continue;
             }
-            // An image this daemon has not pulled leaves the port to labels (or 80).
-            let ports = match docker.inspect_image(&image).await {
-                Ok(i) => tcp_ports(i.config.and_then(|c| c.exposed_ports).unwrap_or_default()),
-                Err(_) => Vec::new(),
-            };
-            self.image_ports.insert(image, ports);
+            // An image this daemon has not pulled leaves the port to labels (or 80); it is
+            // asked about again next time.
+            if let Ok(i) = docker.inspect_image(&image).await {
+                let ports = tcp_ports(i.config.and_then(|c| c.exposed_ports).unwrap_or_default());
+                self.image_ports.insert(image, ports);
+            }
         }
         Ok(swarm::entries(
             &services,
@@ -561,16 +603,17 @@ async fn engine_get(endpoint: &DockerEndpoint, path: &str) -> Result<bytes::Byte
 pub async fn list_once(endpoint: &DockerEndpoint) -> Result<Snapshot, bollard::errors::Error> {
     let (watcher, _rx) = DockerWatcher::new(endpoint.clone());
     let docker = watcher.connect()?.negotiate_version().await?;
-    let swarm = watcher.swarm_on(&docker).await;
+    let to_docker = |e: SessionError| match e {
+        SessionError::Docker(e) => e,
+        other => bollard::errors::Error::IOError {
+            err: std::io::Error::other(other.to_string()),
+        },
+    };
+    let swarm = watcher.swarm_on(&docker).await.map_err(to_docker)?;
     let mut snapshot = list(&docker, swarm).await?;
     if swarm {
         let mut reader = SwarmReader::new(endpoint, &docker);
-        snapshot.services = reader.read(&docker).await.map_err(|e| match e {
-            SessionError::Docker(e) => e,
-            other => bollard::errors::Error::IOError {
-                err: std::io::Error::other(other.to_string()),
-            },
-        })?;
+        snapshot.services = reader.read(&docker).await.map_err(to_docker)?;
     }
     Ok(snapshot)
 }

@@ -307,14 +307,21 @@ mod tests {
             {"ID": "t1", "ServiceID": "s1", "Slot": 1, "NodeID": "n1",
              "Status": {"State": "running"}, "DesiredState": "running",
              "NetworksAttachments": [
-                {"Network": {"ID": "ing", "Spec": {"Name": "mesh", "Ingress": true}},
+                {"Network": {"ID": "ing", "Spec": {"Name": "mesh"}},
                  "Addresses": ["10.0.0.5/24"]},
                 {"Network": {"ID": "e", "Spec": {"Name": "edge"}}, "Addresses": ["10.0.1.5/24"]}
              ]},
             {"ID": "t2", "ServiceID": "s1", "Slot": 2, "NodeID": "n1",
              "Status": {"State": "running"}, "DesiredState": "running",
              "NetworksAttachments": [
+                {"Network": {"ID": "other", "Spec": {"Name": "mesh2", "Ingress": true}},
+                 "Addresses": ["10.0.9.5/24"]},
                 {"Network": {"ID": "e", "Spec": {"Name": "edge"}}, "Addresses": ["10.0.1.6/24"]}
+             ]},
+            {"ID": "q1", "ServiceID": "s3", "Slot": 1, "NodeID": "n1",
+             "Status": {"State": "running"}, "DesiredState": "running",
+             "NetworksAttachments": [
+                {"Network": {"ID": "e", "Spec": {"Name": "edge"}}, "Addresses": ["10.0.1.8/24"]}
              ]},
             {"ID": "t3", "ServiceID": "s1", "Slot": 3, "NodeID": "n1",
              "Status": {"State": "starting"}, "DesiredState": "running",
@@ -389,7 +396,12 @@ mod tests {
         assert_eq!(t1.name, "web.1");
         assert_eq!(t1.service.as_deref(), Some("web"));
         assert_eq!(t1.exposed_tcp_ports, [8080]);
-        assert_eq!(t1.networks.len(), 1, "never ingress");
+        assert_eq!(t1.networks.len(), 1, "never ingress (known by its id)");
+        assert_eq!(
+            out["task:t2"].networks.len(),
+            1,
+            "never ingress (flagged in the attachment)"
+        );
         assert_eq!(t1.networks[0].ip, Some("10.0.1.5".parse().expect("ip")));
         assert_eq!(out["task:g1"].name, "agent.abcdef012345");
         assert!(out["task:g1"].exposed_tcp_ports.is_empty());
