@@ -378,8 +378,10 @@ impl DockerWatcher {
                 .is_some_and(|a| a.contains_key("com.docker.swarm.task.id"));
             if swarm && of_task {
                 // A task's container started or stopped on this node: its service is read
-                // now rather than at the next poll.
+                // now, and again a moment later (Swarm reports the task running only after
+                // its container started), rather than at the next poll.
                 self.refresh_swarm(&docker, swarm_reader.as_mut()).await?;
+                poll.reset_after(SERVICE_SETTLE.min(self.swarm_poll));
                 continue;
             }
             let info = inspect(&docker, &id)
