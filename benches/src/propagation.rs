@@ -77,31 +77,46 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// The markdown table for the samples.
-pub fn table(samples: &[Sample]) -> String {
-    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-    let mut start: Vec<Duration> = samples.iter().map(|s| s.start).collect();
-    let mut stop: Vec<Duration> = samples.iter().map(|s| s.stop).collect();
-    start.sort();
-    stop.sort();
-    let row = |name: &str, v: &[Duration]| {
-        format!(
+/// A markdown table of latency percentiles: a header naming the scenario and count columns,
+/// then one row per `(name, sorted samples)`, in ms with `decimals`.
+fn latency_table(
+    header: &str,
+    count: &str,
+    rows: &[(&str, Vec<Duration>)],
+    decimals: usize,
+) -> String {
+    let ms = |d: Duration| format!("{:.*}", decimals, d.as_secs_f64() * 1000.0);
+    let mut out =
+        format!("| {header} | {count} | p50 ms | p90 ms | max ms |\n|---|---|---|---|---|\n");
+    for (name, v) in rows {
+        out.push_str(&format!(
             "| {name} | {} | {} | {} | {} |\n",
             v.len(),
             ms(percentile(v, 0.5)),
             ms(percentile(v, 0.9)),
             ms(v.last().copied().unwrap_or_default())
-        )
-    };
-    let mut out = String::from(
-        "| scenario | containers | p50 ms | p90 ms | max ms |\n|---|---|---|---|---|\n",
-    );
-    out.push_str(&row(
-        "docker run returned → first 200 through berth",
-        &start,
-    ));
-    out.push_str(&row("docker stop returned → 503 from berth", &stop));
+        ));
+    }
     out
+}
+
+/// The markdown table for the samples.
+pub fn table(samples: &[Sample]) -> String {
+    latency_table(
+        "scenario",
+        "containers",
+        &[
+            (
+                "docker run returned → first 200 through berth",
+                sorted(samples.iter().map(|s| s.start)),
+            ),
+            (
+                "docker stop returned → 503 from berth",
+                sorted(samples.iter().map(|s| s.stop)),
+            ),
+        ],
+        1,
+    )
 }
 
 /// The samples as report rows (berth only: the peers' equivalent is not measured here).
@@ -134,23 +149,6 @@ pub struct SwarmSample {
     pub down: Duration,
 }
 
-/// The upstream count of `host`'s route in `/routes` of the admin listener at `admin`.
-fn swarm_upstreams(admin: &str, host: &str) -> usize {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "2"])
-        .arg(format!("http://{admin}/routes"))
-        .output();
-    let Ok(out) = out else { return 0 };
-    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    page["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["host"] == host)
-        .map(|r| r["upstreams"].as_array().map_or(0, Vec::len))
-        .sum()
-}
-
 fn poll_until(
     limit: Duration,
     what: &str,
@@ -175,7 +173,7 @@ fn poll_until(
 /// # Errors
 /// When the Swarm daemon is not there or a route does not follow in time.
 pub fn run_swarm(berth: &Path, berth_acme: &Path, n: usize) -> Result<Vec<SwarmSample>, String> {
-    use berth_testkit::swarm::{berth_image, sdocker, Overlay, Service, NODE_IP};
+    use berth_testkit::swarm::{berth_image, route_upstreams, sdocker, Overlay, Service, NODE_IP};
     let state = sdocker(&["info", "--format", "{{.Swarm.ControlAvailable}}"]);
     if state.as_deref().ok() != Some("true") {
         return Err("no Swarm manager answers: run ./scripts/swarm-daemon start".to_string());
@@ -231,7 +229,7 @@ pub fn run_swarm(berth: &Path, berth_acme: &Path, n: usize) -> Result<Vec<SwarmS
     poll_until(
         Duration::from_secs(60),
         "the service was not routed",
-        || swarm_upstreams(&admin, host) == 1,
+        || route_upstreams(&admin, host) == 1,
     )?;
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -240,12 +238,12 @@ pub fn run_swarm(berth: &Path, berth_acme: &Path, n: usize) -> Result<Vec<SwarmS
             web.running_tasks() == 2
         })?;
         let routed = poll_until(Duration::from_secs(30), "2 tasks were not routed", || {
-            swarm_upstreams(&admin, host) == 2
+            route_upstreams(&admin, host) == 2
         })?;
         let scaled = Instant::now();
         web.scale(1).map_err(|e| e.to_string())?;
         let unrouted = poll_until(Duration::from_secs(30), "1 task was not routed", || {
-            swarm_upstreams(&admin, host) == 1
+            route_upstreams(&admin, host) == 1
         })?;
         samples.push(SwarmSample {
             up: routed.saturating_duration_since(running),
@@ -269,28 +267,21 @@ fn sorted(v: impl Iterator<Item = Duration>) -> Vec<Duration> {
 
 /// The markdown table for the Swarm samples.
 pub fn swarm_table(samples: &[SwarmSample]) -> String {
-    let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
-    let row = |name: &str, v: &[Duration]| {
-        format!(
-            "| {name} | {} | {} | {} | {} |\n",
-            v.len(),
-            ms(percentile(v, 0.5)),
-            ms(percentile(v, 0.9)),
-            ms(v.last().copied().unwrap_or_default())
-        )
-    };
-    let mut out = String::from(
-        "| scenario (docker.swarm-poll = 5 s) | scalings | p50 ms | p90 ms | max ms |\n|---|---|---|---|---|\n",
-    );
-    out.push_str(&row(
-        "Swarm reports a new task running → berth routes to it",
-        &sorted(samples.iter().map(|s| s.up)),
-    ));
-    out.push_str(&row(
-        "docker service scale (down) returned → berth stops routing to the task",
-        &sorted(samples.iter().map(|s| s.down)),
-    ));
-    out
+    latency_table(
+        "scenario (docker.swarm-poll = 5 s)",
+        "scalings",
+        &[
+            (
+                "Swarm reports a new task running → berth routes to it",
+                sorted(samples.iter().map(|s| s.up)),
+            ),
+            (
+                "docker service scale (down) returned → berth stops routing to the task",
+                sorted(samples.iter().map(|s| s.down)),
+            ),
+        ],
+        0,
+    )
 }
 
 /// The Swarm samples as report rows.

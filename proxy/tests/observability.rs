@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::client::{send, Body, Request};
 use berth_testkit::Origin;
-use common::{berth, call, route, value, wait_for};
+use common::{berth, call, route, scrape, value, wait_for};
 use tokio::io::AsyncWriteExt;
 
 fn observed(routes: &str, log: &str) -> String {
@@ -335,8 +335,15 @@ async fn certificate_expiry_and_reloads_are_exported() {
 
     let ca = TestCa::new("metrics test CA");
     install(certs.path(), "app.test", &ca.issue(&["app.test"])).unwrap();
-    let m = wait_for(&b, r#"berth_cert_reloads_total{result="ok"}"#, 2.0).await;
-    assert!(value(&m, r#"berth_tls_cert_not_after_seconds{cert="app.test"}"#) > now);
+    // The count goes up as the file is read, the store a moment later: wait for both.
+    let mut m = wait_for(&b, r#"berth_cert_reloads_total{result="ok"}"#, 2.0).await;
+    let key = r#"berth_tls_cert_not_after_seconds{cert="app.test"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !m.contains_key(key) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        m = scrape(&b).await;
+    }
+    assert!(value(&m, key) > now);
 
     std::fs::write(certs.path().join("broken.test.key"), "not a key").unwrap();
     std::fs::write(certs.path().join("broken.test.crt"), "not a certificate").unwrap();

@@ -42,22 +42,9 @@ fn get(port: u16, host: &str, path: &str) -> (String, String) {
     (code.to_string(), body.trim().to_string())
 }
 
-/// The upstream addresses of `host`'s route in `/routes` on the admin port.
-fn upstreams(admin: u16) -> Vec<String> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://{NODE_IP}:{admin}/routes"))
-        .output()
-        .unwrap();
-    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    page["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["host"] == HOST)
-        .flat_map(|r| r["upstreams"].as_array().cloned().unwrap_or_default())
-        .filter_map(|u| u["addr"].as_str().map(str::to_string))
-        .collect()
+/// The number of upstreams of `HOST`'s route in `/routes` on the admin port.
+fn upstreams(admin: u16) -> usize {
+    berth_testkit::swarm::route_upstreams(&format!("{NODE_IP}:{admin}"), HOST)
 }
 
 fn wait_until(
@@ -145,7 +132,7 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     wait_until(
         Duration::from_secs(60),
         "the service never had three routed tasks",
-        || upstreams(admin).len() == 3 && get(http, HOST, "/").0 == "200",
+        || upstreams(admin) == 3 && get(http, HOST, "/").0 == "200",
         logs,
     );
     let mut seen = BTreeSet::new();
@@ -163,7 +150,7 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     wait_until(
         Duration::from_millis(2500),
         "scaling down did not reach the route before the next poll (the service event)",
-        || upstreams(admin).len() == 1,
+        || upstreams(admin) == 1,
         logs,
     );
     eprintln!("scaled 3 -> 1: one upstream after {:?}", started.elapsed());
@@ -184,7 +171,7 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     let took = wait_until(
         poll + Duration::from_secs(1),
         "three running tasks were not routed within swarm-poll + 1 s",
-        || upstreams(admin).len() == 3,
+        || upstreams(admin) == 3,
         logs,
     );
     eprintln!("scaled 1 -> 3: routed {took:?} after Swarm reported the tasks running");
@@ -432,30 +419,34 @@ fn the_swarm_stack_serves_a_registry_behind_two_edges_with_one_certificate() {
         all_logs,
     );
 
+    // Another edge of the stack's image, config and token, on other ports.
+    let extra_edge = |what: &str, http: u16, https: u16| {
+        Service::create(
+            what,
+            &[
+                "--network",
+                &overlay.name,
+                "--publish",
+                &format!("mode=host,target=80,published={http}"),
+                "--publish",
+                &format!("mode=host,target=443,published={https}"),
+                "--mount",
+                "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
+                "--config",
+                &format!("source={stack}_berth-config,target=/etc/berth/berth.toml"),
+                "--config",
+                &format!("source={stack}_pebble-ca,target=/etc/berth/pebble-ca.pem"),
+                "--secret",
+                &format!("source={token},target=berth-feed-token"),
+                &image,
+                "--config",
+                "/etc/berth/berth.toml",
+            ],
+        )
+        .unwrap()
+    };
     // A second edge (same image and config, other ports) is served the same certificate.
-    let second = Service::create(
-        "edge-b",
-        &[
-            "--network",
-            &overlay.name,
-            "--publish",
-            &format!("mode=host,target=80,published={http_b}"),
-            "--publish",
-            &format!("mode=host,target=443,published={https_b}"),
-            "--mount",
-            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
-            "--config",
-            &format!("source={stack}_berth-config,target=/etc/berth/berth.toml"),
-            "--config",
-            &format!("source={stack}_pebble-ca,target=/etc/berth/pebble-ca.pem"),
-            "--secret",
-            &format!("source={token},target=berth-feed-token"),
-            &image,
-            "--config",
-            "/etc/berth/berth.toml",
-        ],
-    )
-    .unwrap();
+    let second = extra_edge("edge-b", http_b, https_b);
     let took = wait_until(
         Duration::from_secs(30),
         "edge B was never served the certificate",
@@ -591,29 +582,7 @@ fn the_swarm_stack_serves_a_registry_behind_two_edges_with_one_certificate() {
         || second.logs(),
     );
     eprintln!("edge B served the renewal {took:?} after edge A");
-    let third = Service::create(
-        "edge-c",
-        &[
-            "--network",
-            &overlay.name,
-            "--publish",
-            &format!("mode=host,target=80,published={http_c}"),
-            "--publish",
-            &format!("mode=host,target=443,published={https_c}"),
-            "--mount",
-            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
-            "--config",
-            &format!("source={stack}_berth-config,target=/etc/berth/berth.toml"),
-            "--config",
-            &format!("source={stack}_pebble-ca,target=/etc/berth/pebble-ca.pem"),
-            "--secret",
-            &format!("source={token},target=berth-feed-token"),
-            &image,
-            "--config",
-            "/etc/berth/berth.toml",
-        ],
-    )
-    .unwrap();
+    let third = extra_edge("edge-c", http_c, https_c);
     let took = wait_until(
         Duration::from_secs(30),
         "edge C was never served the certificate",

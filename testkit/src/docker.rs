@@ -27,10 +27,20 @@ pub const REGISTRY: &str = "berth-test/registry:1";
 /// # Errors
 /// When the command fails (its stderr is included).
 pub fn docker(args: &[&str]) -> io::Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
+    docker_on(None, args)
+}
+
+/// Runs the docker CLI against the daemon at `host` (`-H`; the default one when `None`);
+/// returns its trimmed stdout.
+///
+/// # Errors
+/// When the command fails (its stderr is included).
+pub fn docker_on(host: Option<&str>, args: &[&str]) -> io::Result<String> {
+    let mut cmd = Command::new("docker");
+    if let Some(h) = host {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.args(args).stdin(Stdio::null()).output()?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {

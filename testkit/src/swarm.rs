@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::docker::{copy_with_libraries, ensure_images, import, unique, BUSYBOX, REGISTRY};
+use crate::docker::{
+    copy_with_libraries, docker_on, ensure_images, import, unique, BUSYBOX, REGISTRY,
+};
 
 /// The Swarm daemon's socket.
 pub const SOCKET: &str = "unix:///run/berth-swarm/docker.sock";
@@ -27,20 +29,25 @@ pub const HOST_IP: &str = "10.231.0.1";
 /// # Errors
 /// When the command fails (its stderr is included).
 pub fn sdocker(args: &[&str]) -> io::Result<String> {
-    let out = Command::new("docker")
-        .args(["-H", SOCKET])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(io::Error::other(format!(
-            "docker -H {SOCKET} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    docker_on(Some(SOCKET), args)
+}
+
+/// The number of upstreams of `host`'s routes in `/routes` of the admin listener at
+/// `admin` (`ip:port`); 0 when it does not answer.
+pub fn route_upstreams(admin: &str, host: &str) -> usize {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "2"])
+        .arg(format!("http://{admin}/routes"))
+        .output();
+    let Ok(out) = out else { return 0 };
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    page["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["host"] == host)
+        .map(|r| r["upstreams"].as_array().map_or(0, Vec::len))
+        .sum()
 }
 
 /// Requires the Swarm daemon, a manager of an active Swarm, with the test images loaded. A
