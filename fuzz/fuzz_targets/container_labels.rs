@@ -97,8 +97,14 @@ fuzz_target!(|input: Input| {
         }
         Verdict::Invalid(errors) => {
             assert!(!errors.is_empty());
+            // Named by container, or for a Swarm task by service and task.
+            let named = if info.service.is_some() {
+                "service svc (task fuzzed)"
+            } else {
+                "container fuzzed"
+            };
             for e in errors {
-                assert!(e.to_string().starts_with("container fuzzed"), "{e}");
+                assert!(e.to_string().starts_with(named), "{e}");
             }
         }
         Verdict::Ignored(_) | Verdict::Waiting(_) => {}
