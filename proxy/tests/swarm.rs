@@ -628,3 +628,98 @@ impl Drop for StackCleanup {
         }
     }
 }
+
+/// A second Swarm node (a worker in a namespace of its own, joined for this test): a task
+/// placed on it is routed by the edge on the first node, across the overlay. The overlay is
+/// not encrypted here: on these machines an encrypted overlay passes no traffic between the
+/// two nodes (IPsec between network namespaces of one host), while a plain one does.
+#[test]
+fn a_task_on_a_second_node_is_routed_by_an_edge_on_the_first() {
+    use berth_testkit::swarm::SecondNode;
+    let _alone = swarm_alone();
+    require();
+    let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
+    let node2 = SecondNode::join().unwrap();
+    let overlay = Overlay::create_with("two-nodes", false).unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(
+        conf.path().join("berth.toml"),
+        format!(
+            "[listen]\nhttp = \"0.0.0.0:8080\"\nmetrics = \"0.0.0.0:9180\"\n\n\
+             [docker]\nenabled = true\nendpoint = \"unix:///var/run/docker.sock\"\n\
+             network = \"{}\"\nswarm-poll = \"1s\"\n\n\
+             [tls]\ncerts-dir = \"/var/lib/berth/certs\"\n\n\
+             [acme]\nchallenge-dir = \"/var/lib/berth/challenges\"\n",
+            overlay.name
+        ),
+    )
+    .unwrap();
+    let far = Service::create(
+        "far",
+        &[
+            "--network",
+            &overlay.name,
+            "--constraint",
+            &format!("node.id=={}", node2.id),
+            "--label",
+            "berth.host=far.swarm.test",
+            berth_testkit::docker::BUSYBOX,
+            "sh",
+            "-c",
+            "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+    )
+    .unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let edge = Service::create(
+        "berth",
+        &[
+            "--network",
+            &overlay.name,
+            "--constraint",
+            "node.role==manager",
+            "--publish",
+            &format!("mode=host,target=8080,published={http}"),
+            "--publish",
+            &format!("mode=host,target=9180,published={admin}"),
+            "--mount",
+            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
+            "--mount",
+            &format!(
+                "type=bind,source={},target=/etc/berth",
+                conf.path().display()
+            ),
+            &image,
+            "--config",
+            "/etc/berth/berth.toml",
+        ],
+    )
+    .unwrap();
+    let answered = wait_until(
+        Duration::from_secs(60),
+        "the task on the second node was never answered through the edge",
+        || get(http, "far.swarm.test", "/").0 == "200",
+        || format!("edge:\n{}\nfar:\n{}", edge.logs(), far.logs()),
+    );
+    eprintln!("task on node 2 answered through the edge on node 1 after {answered:?}");
+    let (_, body) = get(http, "far.swarm.test", "/");
+    // The task that answered runs on the second node (both nodes share a hostname here:
+    // compared by node id).
+    let task = berth_testkit::swarm::sdocker(&[
+        "service",
+        "ps",
+        "-q",
+        "--filter",
+        "desired-state=running",
+        &far.name,
+    ])
+    .unwrap();
+    let node = berth_testkit::swarm::sdocker(&["inspect", "--format", "{{.NodeID}}", task.trim()])
+        .unwrap();
+    assert_eq!(node, node2.id, "the task runs on the second node");
+    assert!(!body.is_empty(), "the task answered with its hostname");
+    drop(edge);
+    drop(far);
+    drop(overlay);
+    drop(node2);
+}

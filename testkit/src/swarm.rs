@@ -298,17 +298,22 @@ impl Overlay {
     /// # Errors
     /// When the command fails.
     pub fn create(what: &str) -> io::Result<Overlay> {
+        Overlay::create_with(what, true)
+    }
+
+    /// An overlay, encrypted or not (an encrypted one passes no traffic between the two
+    /// nodes of the test Swarm on these machines; on one node it does).
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub fn create_with(what: &str, encrypted: bool) -> io::Result<Overlay> {
         let name = unique(what);
-        sdocker(&[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--attachable",
-            "--opt",
-            "encrypted",
-            &name,
-        ])?;
+        let mut args = vec!["network", "create", "-d", "overlay", "--attachable"];
+        if encrypted {
+            args.extend(["--opt", "encrypted"]);
+        }
+        args.push(&name);
+        sdocker(&args)?;
         Ok(Overlay { name })
     }
 }
@@ -320,5 +325,71 @@ impl Drop for Overlay {
         while sdocker(&["network", "rm", &self.name]).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// The second node's Docker socket (see `scripts/swarm-daemon join2`).
+pub const SOCKET2: &str = "unix:///run/berth-swarm2/docker.sock";
+
+/// A second node (a worker, in a network namespace of its own) joined to the test Swarm;
+/// it leaves, is removed and is stopped when dropped.
+#[derive(Debug)]
+pub struct SecondNode {
+    /// Its node id in the Swarm.
+    pub id: String,
+}
+
+fn swarm_daemon(command: &str) -> io::Result<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts/swarm-daemon");
+    let out = Command::new(script)
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(io::Error::other(format!(
+            "scripts/swarm-daemon {command}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl SecondNode {
+    /// Starts and joins the second node, with the busybox test image loaded into it.
+    ///
+    /// # Errors
+    /// When the node cannot be started or joined, or the image not loaded.
+    pub fn join() -> io::Result<SecondNode> {
+        let id = swarm_daemon("join2")?;
+        let node = SecondNode {
+            id: id.lines().last().unwrap_or_default().to_string(),
+        };
+        let save = Command::new("docker")
+            .args(["save", BUSYBOX])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = save
+            .stdout
+            .ok_or_else(|| io::Error::other("docker save gave no stdout"))?;
+        let out = Command::new("docker")
+            .args(["-H", SOCKET2, "load"])
+            .stdin(stdout)
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "loading {BUSYBOX} into the second node: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(node)
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        let _ = swarm_daemon("leave2");
     }
 }
