@@ -129,7 +129,7 @@ impl RouteWriter {
         self.outcomes.retain(|id, (info, outcome)| {
             let kept = snapshot.get(id).is_some();
             if !kept && matches!(outcome, Verdict::Routes(_) | Verdict::Waiting(_)) {
-                tracing::info!(container = %info.name, "docker: container gone; its routes are removed");
+                tracing::info!("docker: {} gone; its routes are removed", described(info));
             }
             kept
         });
@@ -225,15 +225,26 @@ fn health(h: Health) -> &'static str {
     }
 }
 
+/// `container web` or `task web.2 of service web`, for log lines.
+fn described(info: &ContainerInfo) -> String {
+    match &info.service {
+        Some(service) if *service != info.name => {
+            format!("task {} of service {service}", info.name)
+        }
+        Some(service) => format!("service {service}"),
+        None => format!("container {}", info.name),
+    }
+}
+
 fn log_outcome(info: &ContainerInfo, outcome: &Verdict) {
+    let what = described(info);
     match outcome {
         Verdict::Routes(routes) => {
             for r in routes {
                 let upstreams: Vec<String> =
                     r.upstreams.iter().map(|u| u.addr.to_string()).collect();
                 tracing::info!(
-                    container = %info.name,
-                    "docker: routing {}{} to {}",
+                    "docker: {what}: routing {}{} to {}",
                     r.host,
                     r.path,
                     upstreams.join(", ")
@@ -241,17 +252,16 @@ fn log_outcome(info: &ContainerInfo, outcome: &Verdict) {
             }
         }
         Verdict::Waiting(h) => tracing::info!(
-            container = %info.name,
-            "docker: health {}; left out until it is healthy",
+            "docker: {what}: health {}; left out until it is healthy",
             health(*h)
         ),
         Verdict::Invalid(errors) => {
             for e in errors {
-                tracing::warn!("docker: {e}; container skipped");
+                tracing::warn!("docker: {e}; {what} skipped");
             }
         }
         Verdict::Ignored(reason) => {
-            tracing::debug!(container = %info.name, "docker: not routed: {reason}");
+            tracing::debug!("docker: {what}: not routed: {reason}");
         }
     }
 }
