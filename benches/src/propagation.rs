@@ -119,20 +119,22 @@ pub fn table(samples: &[Sample]) -> String {
     )
 }
 
-/// The samples as report rows (berth only: the peers' equivalent is not measured here).
-pub fn rows(samples: &[Sample]) -> Vec<Row> {
-    let mut start: Vec<Duration> = samples.iter().map(|s| s.start).collect();
-    let mut stop: Vec<Duration> = samples.iter().map(|s| s.stop).collect();
-    start.sort();
-    stop.sort();
-    let row = |scenario: &str, v: &[Duration], p: f64| Row {
+/// A report row of the `p` percentile of `v` (sorted), in ms.
+fn row(scenario: &str, v: &[Duration], p: f64) -> Row {
+    Row {
         section: "Route propagation from Docker events",
         scenario: scenario.to_string(),
         unit: "ms",
         better: Better::Lower,
         berth: percentile(v, p).as_secs_f64() * 1000.0,
         ..Row::default()
-    };
+    }
+}
+
+/// The samples as report rows (berth only: the peers' equivalent is not measured here).
+pub fn rows(samples: &[Sample]) -> Vec<Row> {
+    let start = sorted(samples.iter().map(|s| s.start));
+    let stop = sorted(samples.iter().map(|s| s.stop));
     vec![
         row("docker_run_to_routed_p50", &start, 0.5),
         row("docker_run_to_routed_p90", &start, 0.9),
@@ -173,7 +175,9 @@ fn poll_until(
 /// # Errors
 /// When the Swarm daemon is not there or a route does not follow in time.
 pub fn run_swarm(berth: &Path, berth_acme: &Path, n: usize) -> Result<Vec<SwarmSample>, String> {
-    use berth_testkit::swarm::{berth_image, route_upstreams, sdocker, Overlay, Service, NODE_IP};
+    use berth_testkit::swarm::{
+        berth_image, berth_service, route_upstreams, sdocker, Overlay, Service, NODE_IP,
+    };
     let state = sdocker(&["info", "--format", "{{.Swarm.ControlAvailable}}"]);
     if state.as_deref().ok() != Some("true") {
         return Err("no Swarm manager answers: run ./scripts/swarm-daemon start".to_string());
@@ -205,24 +209,12 @@ pub fn run_swarm(berth: &Path, berth_acme: &Path, n: usize) -> Result<Vec<SwarmS
     )
     .map_err(|e| e.to_string())?;
     let admin_port = berth_testkit::free_port();
-    let _edge = Service::create(
-        "berth",
-        &[
-            "--network",
-            &overlay.name,
-            "--publish",
-            &format!("mode=host,target=9180,published={admin_port}"),
-            "--mount",
-            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
-            "--mount",
-            &format!(
-                "type=bind,source={},target=/etc/berth",
-                conf.path().display()
-            ),
-            &image,
-            "--config",
-            "/etc/berth/berth.toml",
-        ],
+    let _edge = berth_service(
+        &image,
+        &overlay.name,
+        conf.path(),
+        &[(9180, admin_port)],
+        &[],
     )
     .map_err(|e| e.to_string())?;
     let admin = format!("{NODE_IP}:{admin_port}");
@@ -288,14 +280,6 @@ pub fn swarm_table(samples: &[SwarmSample]) -> String {
 pub fn swarm_rows(samples: &[SwarmSample]) -> Vec<Row> {
     let up = sorted(samples.iter().map(|s| s.up));
     let down = sorted(samples.iter().map(|s| s.down));
-    let row = |scenario: &str, v: &[Duration], p: f64| Row {
-        section: "Route propagation from Docker events",
-        scenario: scenario.to_string(),
-        unit: "ms",
-        better: Better::Lower,
-        berth: percentile(v, p).as_secs_f64() * 1000.0,
-        ..Row::default()
-    };
     // The goal: the default swarm-poll (5 s) + 1 s, Traefik's Swarm provider polls every 15 s.
     let p90 = row("swarm_task_running_to_routed_p90", &up, 0.9);
     let met = p90.berth <= 6000.0;

@@ -87,6 +87,11 @@ fn fake_feed(answer: Answer) -> (SocketAddr, std::sync::Arc<std::sync::atomic::A
 }
 
 fn edge(feed: SocketAddr, dir: &std::path::Path) -> BerthProcess {
+    edge_with(feed, dir, "")
+}
+
+/// [`edge`], with more `[acme]` keys.
+fn edge_with(feed: SocketAddr, dir: &std::path::Path, acme: &str) -> BerthProcess {
     let token = dir.join("token");
     std::fs::write(&token, TOKEN).unwrap();
     BerthProcess::start(
@@ -94,7 +99,7 @@ fn edge(feed: SocketAddr, dir: &std::path::Path) -> BerthProcess {
         &format!(
             "[listen]\nhttp = \"{{http}}\"\n\n[docker]\nenabled = false\n\n\
              [tls]\ncerts-dir = \"{}\"\nfeed = \"http://{feed}\"\nfeed-token-file = \"{}\"\n\n\
-             [acme]\nchallenge-dir = \"{}\"\n",
+             [acme]\nchallenge-dir = \"{}\"\n{acme}\n",
             dir.join("certs").display(),
             token.display(),
             dir.join("challenges").display()
@@ -157,4 +162,20 @@ fn an_edge_takes_only_documents_sealed_with_its_token_for_its_own_request() {
         std::fs::read_to_string(dir.path().join("certs/fed.test.key")).unwrap(),
         KEY
     );
+}
+
+#[test]
+fn a_configured_account_thumbprint_wins_over_the_feeds() {
+    const CONFIGURED: &str = "ujvCEy_fJLaiSv5sV7kiO0_G05dxuKqbq_jlTxcDKVE";
+    let dir = tempfile::tempdir().unwrap();
+    let (feed, _) = fake_feed(Answer::Genuine);
+    let b = edge_with(
+        feed,
+        dir.path(),
+        &format!("account-thumbprint = \"{CONFIGURED}\""),
+    );
+    wait_for_log(&b, "differs from acme.account-thumbprint");
+    // The certificates are still taken; the thumbprint is not.
+    wait_for_log(&b, "certificates written to certs-dir");
+    assert_eq!(challenge(&b), format!("tok-1.{CONFIGURED} 200"));
 }

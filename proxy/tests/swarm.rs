@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_testkit::free_port;
-use berth_testkit::swarm::{berth_image, require, Overlay, Service, NODE_IP};
+use berth_testkit::swarm::{berth_image, berth_service, require, Overlay, Service, NODE_IP};
+use berth_testkit::{free_port, wait_until};
 
 const HOST: &str = "web.swarm.test";
 
@@ -45,22 +45,6 @@ fn get(port: u16, host: &str, path: &str) -> (String, String) {
 /// The number of upstreams of `HOST`'s route in `/routes` on the admin port.
 fn upstreams(admin: u16) -> usize {
     berth_testkit::swarm::route_upstreams(&format!("{NODE_IP}:{admin}"), HOST)
-}
-
-fn wait_until(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> bool,
-    logs: impl Fn() -> String,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        if check() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}\n{}", logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -104,26 +88,12 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     )
     .unwrap();
     let (http, admin) = (free_port(), free_port());
-    let edge = Service::create(
-        "berth",
-        &[
-            "--network",
-            &overlay.name,
-            "--publish",
-            &format!("mode=host,target=8080,published={http}"),
-            "--publish",
-            &format!("mode=host,target=9180,published={admin}"),
-            "--mount",
-            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
-            "--mount",
-            &format!(
-                "type=bind,source={},target=/etc/berth",
-                conf.path().display()
-            ),
-            &image,
-            "--config",
-            "/etc/berth/berth.toml",
-        ],
+    let edge = berth_service(
+        &image,
+        &overlay.name,
+        conf.path(),
+        &[(8080, http), (9180, admin)],
+        &[],
     )
     .unwrap();
     let logs = || format!("berth:\n{}", edge.logs());
@@ -671,28 +641,12 @@ fn a_task_on_a_second_node_is_routed_by_an_edge_on_the_first() {
     )
     .unwrap();
     let (http, admin) = (free_port(), free_port());
-    let edge = Service::create(
-        "berth",
-        &[
-            "--network",
-            &overlay.name,
-            "--constraint",
-            "node.role==manager",
-            "--publish",
-            &format!("mode=host,target=8080,published={http}"),
-            "--publish",
-            &format!("mode=host,target=9180,published={admin}"),
-            "--mount",
-            "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
-            "--mount",
-            &format!(
-                "type=bind,source={},target=/etc/berth",
-                conf.path().display()
-            ),
-            &image,
-            "--config",
-            "/etc/berth/berth.toml",
-        ],
+    let edge = berth_service(
+        &image,
+        &overlay.name,
+        conf.path(),
+        &[(8080, http), (9180, admin)],
+        &["--constraint", "node.role==manager"],
     )
     .unwrap();
     let answered = wait_until(

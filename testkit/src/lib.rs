@@ -23,4 +23,4 @@ pub mod tls;
 
 pub use client::{Body, Request, Response};
 pub use origin::{Origin, Seen};
-pub use process::{free_port, BerthProcess};
+pub use process::{free_port, wait_until, BerthProcess};

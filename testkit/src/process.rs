@@ -152,6 +152,26 @@ fn spawn(binary: &Path, dir: &Path, extra: &[&str]) -> io::Result<Child> {
         .spawn()
 }
 
+/// Polls `check` every 50 ms until it holds; returns how long that took.
+///
+/// # Panics
+/// When it does not hold within `limit`: the message is `what` and `logs()`.
+pub fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+    logs: impl Fn() -> String,
+) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if check() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A running `berth`; killed when dropped.
 pub struct BerthProcess {
     child: Child,

@@ -130,6 +130,11 @@ fn load(image: &str) -> io::Result<()> {
     if sdocker(&["image", "inspect", "--format", "{{.Id}}", image]).is_ok() {
         return Ok(());
     }
+    copy_image(image, SOCKET)
+}
+
+/// `docker save image | docker -H to load`: an image of the host's daemon into another.
+fn copy_image(image: &str, to: &str) -> io::Result<()> {
     let save = Command::new("docker")
         .args(["save", image])
         .stdout(Stdio::piped())
@@ -138,14 +143,14 @@ fn load(image: &str) -> io::Result<()> {
         .stdout
         .ok_or_else(|| io::Error::other("docker save gave no stdout"))?;
     let out = Command::new("docker")
-        .args(["-H", SOCKET, "load"])
+        .args(["-H", to, "load"])
         .stdin(stdout)
         .output()?;
     if out.status.success() {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "docker load {image}: {}",
+            "docker -H {to} load {image}: {}",
             String::from_utf8_lossy(&out.stderr)
         )))
     }
@@ -220,6 +225,39 @@ pub fn service_logs(name: &str) -> String {
         ),
         Err(e) => e.to_string(),
     }
+}
+
+/// berth as a service of the test Swarm: `image` on `network`, reading the Swarm daemon's
+/// socket and `<conf_dir>/berth.toml`, with host-mode `ports` (`(target, published)`) and
+/// any `extra` arguments of `docker service create` (a placement constraint, say).
+///
+/// # Errors
+/// When the service cannot be created.
+pub fn berth_service(
+    image: &str,
+    network: &str,
+    conf_dir: &Path,
+    ports: &[(u16, u16)],
+    extra: &[&str],
+) -> io::Result<Service> {
+    let publish: Vec<String> = ports
+        .iter()
+        .map(|(target, published)| format!("mode=host,target={target},published={published}"))
+        .collect();
+    let conf = format!("type=bind,source={},target=/etc/berth", conf_dir.display());
+    let mut args: Vec<&str> = vec!["--network", network];
+    for p in &publish {
+        args.extend(["--publish", p.as_str()]);
+    }
+    args.extend([
+        "--mount",
+        "type=bind,source=/run/berth-swarm/docker.sock,target=/var/run/docker.sock",
+        "--mount",
+        &conf,
+    ]);
+    args.extend_from_slice(extra);
+    args.extend([image, "--config", "/etc/berth/berth.toml"]);
+    Service::create("berth", &args)
 }
 
 /// A Swarm service, removed when dropped.
@@ -367,23 +405,7 @@ impl SecondNode {
         let node = SecondNode {
             id: id.lines().last().unwrap_or_default().to_string(),
         };
-        let save = Command::new("docker")
-            .args(["save", BUSYBOX])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = save
-            .stdout
-            .ok_or_else(|| io::Error::other("docker save gave no stdout"))?;
-        let out = Command::new("docker")
-            .args(["-H", SOCKET2, "load"])
-            .stdin(stdout)
-            .output()?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "loading {BUSYBOX} into the second node: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        copy_image(BUSYBOX, SOCKET2)?;
         Ok(node)
     }
 }

@@ -104,19 +104,4 @@ pub fn served_serial(https: std::net::SocketAddr, host: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Waits up to `limit` for `check` to hold, polling; fails with `what` and `logs()`.
-pub fn wait_until(
-    limit: std::time::Duration,
-    what: &str,
-    mut check: impl FnMut() -> bool,
-    logs: impl Fn() -> String,
-) -> std::time::Duration {
-    let started = std::time::Instant::now();
-    loop {
-        if check() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}\n{}", logs());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
+pub use berth_testkit::wait_until;
