@@ -1,20 +1,27 @@
-//! One certificate order, start to finish: new order → HTTP-01 key authorizations written
-//! into the challenge directory (which berth serves) → ready → wait for validation → CSR
-//! with a fresh key → finalize → download the chain → `<name>.key` then `<name>.crt`
-//! written atomically into certs-dir, where berth's watcher picks them up. Challenge files
-//! are removed again whatever the outcome.
+//! One certificate order, start to finish: new order (with the profile and the certificate
+//! it replaces, when asked) → the challenges answered — HTTP-01 key authorizations written
+//! into the challenge directory (which berth serves), or DNS-01 TXT records published and
+//! seen on every authoritative server — → ready → wait for validation → CSR with a fresh
+//! key → finalize → download the chain → `<name>.key` then `<name>.crt` written atomically
+//! into certs-dir, where berth's watcher picks them up. Challenge files and records are
+//! removed again whatever the outcome; an order whose records never show is abandoned
+//! (its authorizations deactivated), never left pending at the CA.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    Order, OrderStatus, RetryPolicy,
 };
 
 use berth_core::config::acme::KeyType;
+use berth_core::config::dns::DnsConfig;
 use berth_core::contract::valid_token;
 use berth_core::contract::write_atomic;
+use berth_core::route::Challenge;
 
+use crate::dns::{ChallengeRecord, Dns};
 use crate::wanted::Wanted;
 use crate::Error;
 
@@ -73,27 +80,122 @@ async fn new_key(key_type: KeyType) -> Result<rcgen::KeyPair, Error> {
     rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(Error::Key)
 }
 
+/// How an order is carried out.
+pub struct Settings<'a> {
+    /// Where HTTP-01 key authorizations go (berth serves them).
+    pub challenge_dir: &'a Path,
+    /// Where the certificate goes.
+    pub certs_dir: &'a Path,
+    /// Key type of the new certificate.
+    pub key_type: KeyType,
+    /// DNS-01 set-up, when configured.
+    pub dns: Option<&'a DnsConfig>,
+    /// The CA profile to ask for.
+    pub profile: Option<&'a str>,
+    /// The certificate this order renews (ARI `replaces`).
+    pub replaces: Option<CertificateIdentifier<'static>>,
+}
+
+/// What an order took besides the certificate.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    /// DNS-01: the time the records took to reach every authoritative server.
+    pub propagation: Option<Duration>,
+}
+
 /// Orders a certificate for `wanted` and installs it in `certs_dir`.
 ///
 /// # Errors
-/// Any failure of the order (the CA's problem document is in the message), of validation,
-/// or of writing the files; nothing in certs-dir is touched unless the whole chain arrived.
+/// Any failure of the order (the CA's problem document is in the message), of the challenge
+/// records, of validation, or of writing the files; nothing in certs-dir is touched unless
+/// the whole chain arrived.
 pub async fn issue(
     account: &Account,
     wanted: &Wanted,
-    challenge_dir: &Path,
-    certs_dir: &Path,
-    key_type: KeyType,
-) -> Result<(), Error> {
+    how: &Settings<'_>,
+) -> Result<Outcome, Error> {
     let identifiers: Vec<Identifier> = wanted
         .hosts
         .iter()
         .map(|h| Identifier::Dns(h.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(Error::Acme)?;
+    let mut new_order = NewOrder::new(&identifiers);
+    if let Some(profile) = how.profile {
+        new_order = new_order.profile(profile);
+    }
+    if let Some(replaces) = &how.replaces {
+        new_order = new_order.replaces(replaces.clone());
+    }
+    let mut order = account.new_order(&new_order).await.map_err(Error::Acme)?;
+    let retry = RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .timeout(ORDER_TIMEOUT);
+    let outcome = match wanted.challenge {
+        Challenge::Http01 => {
+            let files = http01(&mut order, how.challenge_dir).await?;
+            ready(&mut order, &retry).await?;
+            drop(files);
+            Outcome::default()
+        }
+        Challenge::Dns01 => {
+            let config = how.dns.ok_or_else(|| {
+                Error::Config("dns-01 needs acme.dns-provider (rfc2136 or exec)".into())
+            })?;
+            let dns = Dns::new(config);
+            let mut records = Vec::new();
+            let result = dns01(&mut order, &dns, &mut records, &retry).await;
+            if result.is_err() {
+                abandon(&mut order).await;
+            }
+            for record in &records {
+                if let Err(e) = dns.cleanup(record).await {
+                    tracing::warn!(
+                        cert = %wanted.name,
+                        record = %record.fqdn,
+                        "acme: cannot remove a challenge record: {e}"
+                    );
+                }
+            }
+            Outcome {
+                propagation: Some(result?),
+            }
+        }
+    };
+
+    let key = new_key(how.key_type).await?;
+    let params = rcgen::CertificateParams::new(wanted.hosts.clone()).map_err(Error::Key)?;
+    let csr = params.serialize_request(&key).map_err(Error::Key)?;
+    order.finalize_csr(csr.der()).await.map_err(Error::Acme)?;
+    let chain = order.poll_certificate(&retry).await.map_err(Error::Acme)?;
+
+    // Key first, then the certificate: berth reloads when the .crt changes, and by then the
+    // matching key is in place.
+    tokio::fs::create_dir_all(how.certs_dir).await?;
+    let key_path = how.certs_dir.join(format!("{}.key", wanted.name));
+    let crt_path = how.certs_dir.join(format!("{}.crt", wanted.name));
+    let key_pem = key.serialize_pem();
+    tokio::task::spawn_blocking(move || {
+        write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
+        write_atomic(&crt_path, chain.as_bytes(), 0o644)
+    })
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    Ok(outcome)
+}
+
+/// Whether an authorization still needs proving; a failed or expired one fails the order.
+fn needs_proof(status: &AuthorizationStatus, identifier: &str) -> Result<bool, Error> {
+    match status {
+        AuthorizationStatus::Valid => Ok(false),
+        AuthorizationStatus::Pending => Ok(true),
+        other => Err(Error::Order(format!(
+            "authorization for {identifier} is {other:?}"
+        ))),
+    }
+}
+
+/// Writes the key authorization of every pending HTTP-01 challenge and tells the CA.
+async fn http01(order: &mut Order, challenge_dir: &Path) -> Result<ChallengeFiles, Error> {
     let tokens_dir = challenge_dir.join(".well-known").join("acme-challenge");
     let mut files = ChallengeFiles {
         written: Vec::new(),
@@ -101,15 +203,8 @@ pub async fn issue(
     let mut authorizations = order.authorizations();
     while let Some(result) = authorizations.next().await {
         let mut authz = result.map_err(Error::Acme)?;
-        match authz.status {
-            AuthorizationStatus::Valid => continue,
-            AuthorizationStatus::Pending => {}
-            other => {
-                return Err(Error::Order(format!(
-                    "authorization for {} is {other:?}",
-                    authz.identifier()
-                )))
-            }
+        if !needs_proof(&authz.status, &authz.identifier().to_string())? {
+            continue;
         }
         let mut challenge = authz
             .challenge(ChallengeType::Http01)
@@ -118,37 +213,87 @@ pub async fn issue(
         files.write(&tokens_dir, &challenge.token, key_authorization.as_str())?;
         challenge.set_ready().await.map_err(Error::Acme)?;
     }
-    let retry = RetryPolicy::new()
-        .initial_delay(Duration::from_millis(250))
-        .timeout(ORDER_TIMEOUT);
-    let status = order.poll_ready(&retry).await.map_err(Error::Acme)?;
-    if status != OrderStatus::Ready {
-        let why = order
-            .state()
-            .error
-            .as_ref()
-            .map_or_else(|| format!("{status:?}"), |p| p.to_string());
-        return Err(Error::Order(format!("validation failed: {why}")));
+    Ok(files)
+}
+
+/// Publishes a TXT record for every pending DNS-01 challenge (each one pushed onto `records`
+/// as soon as it is out, so the caller removes whatever was published), waits until every
+/// authoritative server answers them all, then tells the CA and waits for validation.
+/// Returns the propagation time.
+async fn dns01(
+    order: &mut Order,
+    dns: &Dns<'_>,
+    records: &mut Vec<ChallengeRecord>,
+    retry: &RetryPolicy,
+) -> Result<Duration, Error> {
+    let mut authorizations = order.authorizations();
+    while let Some(result) = authorizations.next().await {
+        let mut authz = result.map_err(Error::Acme)?;
+        let identifier = authz.identifier().to_string();
+        if !needs_proof(&authz.status, &identifier)? {
+            continue;
+        }
+        let challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(|| {
+            Error::Order(format!(
+                "the CA offers no dns-01 challenge for {identifier}"
+            ))
+        })?;
+        let record = ChallengeRecord::new(&identifier, challenge.key_authorization().dns_value())
+            .map_err(Error::Dns)?;
+        dns.present(&record)
+            .await
+            .map_err(|e| Error::Dns(format!("publishing {}: {e}", record.fqdn)))?;
+        tracing::debug!(record = %record.fqdn, "acme: challenge record published");
+        records.push(record);
     }
-    drop(files);
+    let took = dns.wait_for(records).await.map_err(Error::Dns)?;
+    tracing::info!(
+        seconds = took.as_secs_f64(),
+        records = records.len(),
+        "acme: challenge records answered by every authoritative server"
+    );
+    let mut authorizations = order.authorizations();
+    while let Some(result) = authorizations.next().await {
+        let mut authz = result.map_err(Error::Acme)?;
+        if !needs_proof(&authz.status, &authz.identifier().to_string())? {
+            continue;
+        }
+        if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) {
+            challenge.set_ready().await.map_err(Error::Acme)?;
+        }
+    }
+    ready(order, retry).await?;
+    Ok(took)
+}
 
-    let key = new_key(key_type).await?;
-    let params = rcgen::CertificateParams::new(wanted.hosts.clone()).map_err(Error::Key)?;
-    let csr = params.serialize_request(&key).map_err(Error::Key)?;
-    order.finalize_csr(csr.der()).await.map_err(Error::Acme)?;
-    let chain = order.poll_certificate(&retry).await.map_err(Error::Acme)?;
+/// Deactivates the order's pending authorizations, so that the CA does not keep it open
+/// (the order turns invalid); failures are logged, the order's own error is what counts.
+async fn abandon(order: &mut Order) {
+    let mut authorizations = order.authorizations();
+    while let Some(result) = authorizations.next().await {
+        let Ok(mut authz) = result else { continue };
+        if authz.status == AuthorizationStatus::Pending {
+            let identifier = authz.identifier().to_string();
+            match authz.deactivate().await {
+                Ok(_) => tracing::info!(%identifier, "acme: authorization deactivated"),
+                Err(e) => {
+                    tracing::debug!(%identifier, "acme: cannot deactivate the authorization: {e}")
+                }
+            }
+        }
+    }
+}
 
-    // Key first, then the certificate: berth reloads when the .crt changes, and by then the
-    // matching key is in place.
-    tokio::fs::create_dir_all(certs_dir).await?;
-    let key_path = certs_dir.join(format!("{}.key", wanted.name));
-    let crt_path = certs_dir.join(format!("{}.crt", wanted.name));
-    let key_pem = key.serialize_pem();
-    tokio::task::spawn_blocking(move || {
-        write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
-        write_atomic(&crt_path, chain.as_bytes(), 0o644)
-    })
-    .await
-    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-    Ok(())
+/// Waits until the CA has validated the order.
+async fn ready(order: &mut Order, retry: &RetryPolicy) -> Result<(), Error> {
+    let status = order.poll_ready(retry).await.map_err(Error::Acme)?;
+    if status == OrderStatus::Ready {
+        return Ok(());
+    }
+    let why = order
+        .state()
+        .error
+        .as_ref()
+        .map_or_else(|| format!("{status:?}"), |p| p.to_string());
+    Err(Error::Order(format!("validation failed: {why}")))
 }

@@ -13,6 +13,7 @@
 //! - [`feed`]: the certificate feed edges on other hosts mirror (`acme.feed`).
 
 pub mod account;
+pub mod dns;
 pub mod feed;
 pub mod issue;
 pub mod metrics;
@@ -34,6 +35,9 @@ pub enum Error {
     /// Reading or writing files failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A DNS-01 challenge record could not be published or was not seen in time.
+    #[error("dns-01: {0}")]
+    Dns(String),
     /// The configuration cannot work.
     #[error("{0}")]
     Config(String),

@@ -19,8 +19,10 @@ use berth_core::feed::FEED_PATH;
 /// Reads the same config file as berth. For every [[route]] with acme = true and every
 /// container with LETSENCRYPT_HOST / ACME_HOST or berth.acme=true, it orders a certificate
 /// from the ACME CA (acme.directory, Let's Encrypt by default) with HTTP-01 challenges that
-/// berth answers, and writes <host>.key and <host>.crt into tls.certs-dir, where berth
-/// picks them up. It renews them acme.renew-before ahead of expiry (or in the CA's ARI window).
+/// berth answers, or DNS-01 records published through acme.dns-provider (wildcards), and
+/// writes <host>.key and <host>.crt into tls.certs-dir, where berth picks them up. It renews
+/// them when a third of their lifetime remains (acme.renew-before), or in the CA's ARI
+/// window when that is earlier.
 #[derive(Debug, Parser)]
 #[command(
     name = "berth-acme",
@@ -109,9 +111,10 @@ async fn once(config: Arc<Config>) -> Result<ExitCode, String> {
     let mut worker = Worker::new(config.clone(), metrics()?);
     let (report, _) = worker.pass(&containers).await;
     println!(
-        "berth-acme: {} issued, {} failed",
+        "berth-acme: {} issued, {} failed, {} put off by acme.max-orders-per-minute",
         report.issued.len(),
-        report.failed.len()
+        report.failed.len(),
+        report.throttled.len()
     );
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS

@@ -2,22 +2,25 @@
 //! feeds them the config's routes, the containers Docker reports and what certs-dir holds.
 //!
 //! One certificate per container (its `LETSENCRYPT_HOST` / `berth.acme` host list as SANs,
-//! named after the first host, as acme-companion does) and one per static route with
-//! `acme = true`. A certificate is due when it is missing, does not cover the wanted names,
-//! or expires within `renew-before`; a valid one that covers the names is never re-issued,
-//! so restarts cannot burn the CA's rate limits.
+//! named after the first host, as acme-companion does; a wildcard `*.example.com` names the
+//! files `example.com`, where berth looks for wildcards) and one per static route with
+//! `acme = true`. Sources that want the same file get one certificate naming all their
+//! hosts. A certificate is due when it is missing, does not cover the wanted names, or is in
+//! its renewal window (`renew-before`); a valid one that covers the names is never
+//! re-issued, so restarts cannot burn the CA's rate limits.
 
 use std::collections::BTreeMap;
 
+use berth_core::config::acme::RenewBefore;
 use berth_core::config::ConfigError;
 use berth_core::docker::Snapshot;
 use berth_core::labels::acme_request;
-use berth_core::route::{HostPattern, RouteSpec};
+use berth_core::route::{Challenge, RouteSpec};
 
 /// A certificate berth-acme keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
-    /// File stem in certs-dir: the first host.
+    /// File stem in certs-dir: the first host (a wildcard's base name).
     pub name: String,
     /// Names on the certificate.
     pub hosts: Vec<String>,
@@ -25,21 +28,64 @@ pub struct Wanted {
     pub email: Option<String>,
     /// Who asked (`file`, `container registry`), for logs.
     pub source: String,
+    /// How the names are proved.
+    pub challenge: Challenge,
+}
+
+impl Wanted {
+    fn new(
+        hosts: Vec<String>,
+        email: Option<String>,
+        source: String,
+        challenge: Challenge,
+    ) -> Option<Wanted> {
+        let first = hosts.first()?;
+        Some(Wanted {
+            name: first.strip_prefix("*.").unwrap_or(first).to_string(),
+            hosts,
+            email,
+            source,
+            challenge,
+        })
+    }
+
+    /// Takes in another source's wish for the same file: its hosts join, and `dns-01` wins
+    /// (it proves every name; `http-01` proves no wildcard).
+    fn merge(&mut self, other: Wanted) {
+        for h in other.hosts {
+            if !self.hosts.contains(&h) {
+                self.hosts.push(h);
+            }
+        }
+        self.challenge = self.challenge.max(other.challenge);
+    }
 }
 
 /// Certificates wanted by the config's routes and the running containers, by name. Where two
-/// sources want the same name, the config file's wins, then the container first by name.
-/// Returns the problems of containers whose certificate keys are invalid, too.
-pub fn wanted(routes: &[RouteSpec], containers: &Snapshot) -> (Vec<Wanted>, Vec<ConfigError>) {
+/// sources want the same name, one certificate names the hosts of both (the config file's
+/// first, then containers by name; the first source's email). Returns the problems of
+/// containers whose certificate keys are invalid, or that ask for `dns-01` when
+/// `dns_configured` is false, too.
+pub fn wanted(
+    routes: &[RouteSpec],
+    containers: &Snapshot,
+    dns_configured: bool,
+) -> (Vec<Wanted>, Vec<ConfigError>) {
     let mut by_name: BTreeMap<String, Wanted> = BTreeMap::new();
+    let mut add = |w: Wanted| match by_name.get_mut(&w.name) {
+        Some(first) => first.merge(w),
+        None => {
+            by_name.insert(w.name.clone(), w);
+        }
+    };
     for r in routes.iter().filter(|r| r.acme) {
-        if let HostPattern::Exact(host) = &r.host {
-            by_name.entry(host.clone()).or_insert_with(|| Wanted {
-                name: host.clone(),
-                hosts: vec![host.clone()],
-                email: None,
-                source: "file".to_string(),
-            });
+        let Some(host) = r.host.certificate_name() else {
+            continue;
+        };
+        let challenge = Challenge::effective(r.acme_challenge, std::slice::from_ref(&host))
+            .unwrap_or(Challenge::Http01);
+        if let Some(w) = Wanted::new(vec![host], None, "file".to_string(), challenge) {
+            add(w);
         }
     }
     let mut errors = Vec::new();
@@ -48,18 +94,26 @@ pub fn wanted(routes: &[RouteSpec], containers: &Snapshot) -> (Vec<Wanted>, Vec<
     for info in infos {
         match acme_request(info) {
             Ok(Some(request)) => {
-                let Some(first) = request.hosts.first().cloned() else {
-                    continue;
+                let source = match &info.service {
+                    Some(service) => format!("service {service}"),
+                    None => format!("container {}", info.name),
                 };
-                by_name.entry(first.clone()).or_insert_with(|| Wanted {
-                    name: first,
-                    hosts: request.hosts,
-                    email: request.email,
-                    source: match &info.service {
-                        Some(service) => format!("service {service}"),
-                        None => format!("container {}", info.name),
-                    },
-                });
+                if request.challenge == Challenge::Dns01 && !dns_configured {
+                    errors.push(ConfigError {
+                        path: source,
+                        message: format!(
+                            "{} is proved with dns-01, and no acme.dns-provider is set (rfc2136 \
+                             or exec; see docs/certificates.md)",
+                            request.hosts.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+                if let Some(w) =
+                    Wanted::new(request.hosts, request.email, source, request.challenge)
+                {
+                    add(w);
+                }
             }
             Ok(None) => {}
             Err(e) => errors.extend(e),
@@ -73,6 +127,8 @@ pub fn wanted(routes: &[RouteSpec], containers: &Snapshot) -> (Vec<Wanted>, Vec<
 pub struct Existing {
     /// DNS names of the leaf (lowercase).
     pub sans: Vec<String>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
     /// Expiry, Unix seconds.
     pub not_after: i64,
     /// The leaf, DER (to ask the CA about it).
@@ -86,25 +142,35 @@ pub enum Due {
     Missing,
     /// It does not name every wanted host.
     Uncovered,
-    /// It expires within `renew-before` (or has expired).
+    /// It is in its renewal window (or has expired).
     Expiring,
     /// Fine until this Unix time, when it enters the renewal window.
     NotUntil(i64),
 }
 
-/// Decides for `hosts` given what exists, the renewal window and the time now.
-pub fn due(existing: Option<&Existing>, hosts: &[String], renew_before_secs: i64, now: i64) -> Due {
+/// When `existing` enters its renewal window (Unix time).
+pub fn renew_at(existing: &Existing, renew_before: RenewBefore) -> i64 {
+    existing.not_after - renew_before.seconds_before_expiry(existing.not_before, existing.not_after)
+}
+
+/// Decides for `hosts` given what exists, the renewal rule and the time now.
+pub fn due(
+    existing: Option<&Existing>,
+    hosts: &[String],
+    renew_before: RenewBefore,
+    now: i64,
+) -> Due {
     let Some(e) = existing else {
         return Due::Missing;
     };
     if !hosts.iter().all(|h| e.sans.iter().any(|s| s == h)) {
         return Due::Uncovered;
     }
-    let renew_at = e.not_after - renew_before_secs;
-    if now >= renew_at {
+    let at = renew_at(e, renew_before);
+    if now >= at {
         Due::Expiring
     } else {
-        Due::NotUntil(renew_at)
+        Due::NotUntil(at)
     }
 }
 
@@ -133,6 +199,7 @@ pub fn read_leaf(pem: &[u8]) -> Result<Existing, String> {
     }
     Ok(Existing {
         sans,
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         der: block.contents.clone(),
     })
@@ -165,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn one_certificate_per_container_named_after_its_first_host() {
+    fn one_certificate_per_file_naming_every_host_that_wants_it() {
         let mut snapshot = Snapshot::default();
         for (name, env) in [
             (
@@ -176,19 +243,45 @@ mod tests {
                 ],
             ),
             ("plain", vec![("VIRTUAL_HOST", "p.example.com")]),
-            ("broken", vec![("LETSENCRYPT_HOST", "*.example.com")]),
+            (
+                "broken",
+                vec![
+                    ("LETSENCRYPT_HOST", "*.example.com"),
+                    ("ACME_CHALLENGE", "HTTP-01"),
+                ],
+            ),
             ("again", vec![("ACME_HOST", "r.example.com")]),
+            ("wild", vec![("LETSENCRYPT_HOST", "*.w.example.com")]),
+            ("apex", vec![("LETSENCRYPT_HOST", "w.example.com")]),
         ] {
             let c = container(name, &env);
             snapshot.containers.insert(c.id.clone(), c);
         }
-        let (wanted, errors) = wanted(&[], &snapshot);
-        assert_eq!(wanted.len(), 1, "{wanted:?}");
-        assert_eq!(wanted[0].name, "r.example.com");
-        // "again" sorts first and wants the same name; the first container by name wins.
-        assert_eq!(wanted[0].source, "container again");
-        assert_eq!(errors.len(), 1);
+        let (found, errors) = wanted(&[], &snapshot, true);
+        assert_eq!(found.len(), 2, "{found:?}");
+        // "again" sorts first and wants the same file: one certificate names both's hosts.
+        assert_eq!(found[0].name, "r.example.com");
+        assert_eq!(found[0].source, "container again");
+        assert_eq!(found[0].hosts, ["r.example.com", "www.r.example.com"]);
+        assert_eq!(found[0].challenge, Challenge::Http01);
+        // A wildcard is kept under its base name, with the base's own wish merged in, and
+        // proved by dns-01 as a whole.
+        assert_eq!(found[1].name, "w.example.com");
+        assert_eq!(found[1].hosts, ["w.example.com", "*.w.example.com"]);
+        assert_eq!(found[1].challenge, Challenge::Dns01);
+        assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].to_string().contains("container broken"));
+
+        // Without a DNS provider, dns-01 wishes are refused with the fix, the rest stands.
+        let (found, errors) = wanted(&[], &snapshot, false);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[1].hosts, ["w.example.com"]);
+        assert!(
+            errors.iter().any(|e| e.to_string().starts_with(
+                "container wild: *.w.example.com is proved with dns-01, and no acme.dns-provider"
+            )),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -205,13 +298,45 @@ mod tests {
         let hosts = vec!["a.example.com".to_string()];
         let e = Existing {
             sans: hosts.clone(),
+            not_before: 0,
             not_after: 1_000_000,
             der: Vec::new(),
         };
-        assert_eq!(due(None, &hosts, 100, 0), Due::Missing);
-        assert_eq!(due(Some(&e), &hosts, 100, 0), Due::NotUntil(999_900));
-        assert_eq!(due(Some(&e), &hosts, 100, 999_900), Due::Expiring);
+        let fixed = RenewBefore::Fixed(std::time::Duration::from_secs(100));
+        assert_eq!(due(None, &hosts, fixed, 0), Due::Missing);
+        assert_eq!(due(Some(&e), &hosts, fixed, 0), Due::NotUntil(999_900));
+        assert_eq!(due(Some(&e), &hosts, fixed, 999_900), Due::Expiring);
         let more = vec!["a.example.com".to_string(), "b.example.com".to_string()];
-        assert_eq!(due(Some(&e), &more, 100, 0), Due::Uncovered);
+        assert_eq!(due(Some(&e), &more, fixed, 0), Due::Uncovered);
+    }
+
+    #[test]
+    fn automatic_windows_for_6_45_and_90_day_certificates() {
+        let day = 86_400;
+        let issued = 1_800_000_000;
+        for (days, renew_after_days) in [(90, 60), (45, 30), (6, 3)] {
+            let e = Existing {
+                sans: vec!["a.example.com".into()],
+                not_before: issued,
+                not_after: issued + days * day,
+                der: Vec::new(),
+            };
+            let at = issued + renew_after_days * day;
+            assert_eq!(
+                renew_at(&e, RenewBefore::Auto),
+                at,
+                "{days}-day certificate"
+            );
+            assert_eq!(
+                due(Some(&e), &e.sans, RenewBefore::Auto, at - 1),
+                Due::NotUntil(at),
+                "{days}-day certificate, a second before"
+            );
+            assert_eq!(
+                due(Some(&e), &e.sans, RenewBefore::Auto, at),
+                Due::Expiring,
+                "{days}-day certificate, on time"
+            );
+        }
     }
 }

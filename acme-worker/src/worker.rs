@@ -1,23 +1,26 @@
 //! The worker: one pass looks at every wanted certificate, orders those that are due and
 //! says when the next pass should run; the daemon repeats passes at that time or as soon as
 //! Docker reports a change. Failures back off per certificate (`acme.retry-after`, 1 min by
-//! default, doubling to 1 h, with the reason logged), so one failing host never holds up the others and a broken setup
-//! does not hammer the CA.
+//! default, doubling to 1 h, with the reason logged), so one failing host never holds up
+//! the others and a broken setup does not hammer the CA. Orders are throttled
+//! (`acme.max-orders-per-minute`), so a host with hundreds of containers does not run into
+//! the CA's rate limits in one burst.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
 
+use berth_core::config::acme::RenewBefore;
 use berth_core::config::Config;
 use berth_core::docker::Snapshot;
 
 use crate::feed::Published;
-use crate::issue::issue;
+use crate::issue::{issue, Outcome, Settings};
 use crate::metrics::Metrics;
-use crate::wanted::{ari_renew_at, due, read_leaf, wanted, Due, Existing, Wanted};
+use crate::wanted::{ari_renew_at, due, read_leaf, renew_at, wanted, Due, Existing, Wanted};
 use crate::Error;
 
 /// Longest wait after failures (the first is `acme.retry-after`, doubling per failure).
@@ -27,6 +30,49 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
 pub const FEED_SETTLE: Duration = Duration::from_secs(12);
 /// Longest time between passes, even when nothing is due.
 pub const PASS_EVERY: Duration = Duration::from_secs(3600);
+
+/// The window `acme.max-orders-per-minute` counts in.
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// At most so many orders started in any minute.
+#[derive(Debug)]
+pub struct Throttle {
+    per_minute: usize,
+    started: VecDeque<Instant>,
+}
+
+impl Throttle {
+    /// A throttle letting `per_minute` orders start in any 60 s.
+    pub fn new(per_minute: u32) -> Throttle {
+        Throttle {
+            per_minute: usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX),
+            started: VecDeque::new(),
+        }
+    }
+
+    /// Counts an order starting at `now`, or says how long until one may start.
+    ///
+    /// # Errors
+    /// The wait, when `per_minute` orders started in the minute before `now`.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        while self
+            .started
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
+        {
+            self.started.pop_front();
+        }
+        match self.started.front() {
+            Some(first) if self.started.len() >= self.per_minute => {
+                Err(MINUTE - now.saturating_duration_since(*first))
+            }
+            _ => {
+                self.started.push_back(now);
+                Ok(())
+            }
+        }
+    }
+}
 
 /// Failures of one certificate in a row, and when to try again.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +88,8 @@ pub struct PassReport {
     pub issued: Vec<String>,
     /// Certificates whose order failed.
     pub failed: Vec<String>,
+    /// Certificates due but put off by `acme.max-orders-per-minute`.
+    pub throttled: Vec<String>,
 }
 
 /// The certificate worker's state between passes.
@@ -51,8 +99,16 @@ pub struct Worker {
     accounts: HashMap<Option<String>, Account>,
     backoff: HashMap<String, Backoff>,
     reported: Vec<String>,
-    /// The directory has no `renewalInfo` (ACME Renewal Information): use the fixed window.
+    /// The directory has no `renewalInfo` (ACME Renewal Information): use our own window.
     ari_unsupported: bool,
+    /// The directory answered a `renewalInfo` request: renewals say what they replace.
+    ari_supported: bool,
+    /// `acme.profile` is set and the CA offers no profiles; said once.
+    profile_warned: bool,
+    throttle: Throttle,
+    /// Certificates whose fixed `renew-before` is longer than their lifetime: a fresh one
+    /// would be due at once, so they renew as with `auto` for the rest of this process.
+    too_short: std::collections::HashSet<String>,
     /// With `acme.feed`: where the thumbprint and certificate changes are published, and
     /// how many documents with the thumbprint the feed has served.
     feed: Option<(
@@ -98,12 +154,16 @@ impl Worker {
     /// A worker for `config`, recording into `metrics`.
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Worker {
         Worker {
+            throttle: Throttle::new(config.acme.max_orders_per_minute),
             config,
             metrics,
             accounts: HashMap::new(),
             backoff: HashMap::new(),
             reported: Vec::new(),
             ari_unsupported: false,
+            ari_supported: false,
+            profile_warned: false,
+            too_short: std::collections::HashSet::new(),
             feed: None,
         }
     }
@@ -169,30 +229,75 @@ impl Worker {
         Ok(a)
     }
 
+    /// The profile to ask for: `acme.profile` when the CA offers it; none (said once) when
+    /// the CA offers no profiles at all.
+    ///
+    /// # Errors
+    /// The CA offers profiles, but not that one: the order would be refused.
+    fn profile_for(&mut self, account: &Account) -> Result<Option<String>, Error> {
+        let Some(wanted) = self.config.acme.profile.as_deref() else {
+            return Ok(None);
+        };
+        let offered: Vec<String> = account.profiles().map(|p| p.name.to_string()).collect();
+        if offered.is_empty() {
+            if !self.profile_warned {
+                tracing::warn!(
+                    profile = wanted,
+                    directory = %self.config.acme.directory,
+                    "acme: the CA offers no certificate profiles; ordering without acme.profile"
+                );
+                self.profile_warned = true;
+            }
+            return Ok(None);
+        }
+        if offered.iter().any(|p| p == wanted) {
+            Ok(Some(wanted.to_string()))
+        } else {
+            Err(Error::Config(format!(
+                "acme.profile \"{wanted}\": the CA offers {}",
+                offered.join(", ")
+            )))
+        }
+    }
+
     /// Orders `w`; an order that fails only on stale nonces (`badNonce`, which the client
     /// already retried three times per request) is started again at once, twice at most,
-    /// rather than waiting out a backoff for a fault that is not the certificate's.
-    async fn order(&mut self, w: &Wanted) -> Result<(), Error> {
+    /// rather than waiting out a backoff for a fault that is not the certificate's. A
+    /// renewal the CA will not take as replacing the old certificate is ordered plainly.
+    async fn order(&mut self, w: &Wanted, replaces: Option<&Existing>) -> Result<Outcome, Error> {
         let email = self.email_for(w);
+        let config = self.config.clone();
+        let mut replaces = replaces.filter(|_| self.ari_supported).and_then(|e| {
+            let der = rustls_pki_types::CertificateDer::from(e.der.clone());
+            instant_acme::CertificateIdentifier::try_from(&der)
+                .ok()
+                .map(|id| id.into_owned())
+        });
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let result = match self.account(email.clone()).await {
-                Ok(account) => {
-                    issue(
-                        &account,
-                        w,
-                        &self.config.acme.challenge_dir,
-                        &self.config.tls.certs_dir,
-                        self.config.acme.key_type,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
+            let account = self.account(email.clone()).await?;
+            let profile = self.profile_for(&account)?;
+            let settings = Settings {
+                challenge_dir: &config.acme.challenge_dir,
+                certs_dir: &config.tls.certs_dir,
+                key_type: config.acme.key_type,
+                dns: config.acme.dns.as_ref(),
+                profile: profile.as_deref(),
+                replaces: replaces.clone(),
             };
-            match result {
+            match issue(&account, w, &settings).await {
                 Err(e) if is_bad_nonce(&e) && attempts < 3 => {
                     tracing::info!(cert = %w.name, "acme: the CA refused a nonce; ordering again");
+                }
+                Err(Error::Acme(instant_acme::Error::Api(p)))
+                    if replaces.is_some() && attempts < 3 =>
+                {
+                    tracing::info!(
+                        cert = %w.name,
+                        "acme: the CA refused the order as a replacement ({p}); ordering it plainly"
+                    );
+                    replaces = None;
                 }
                 other => return other,
             }
@@ -202,7 +307,11 @@ impl Worker {
     /// Looks at every wanted certificate once, orders the due ones, and returns what it did
     /// and how long until the next pass should run.
     pub async fn pass(&mut self, containers: &Snapshot) -> (PassReport, Duration) {
-        let (wanted, errors) = wanted(&self.config.routes, containers);
+        let (wanted, errors) = wanted(
+            &self.config.routes,
+            containers,
+            self.config.acme.dns.is_some(),
+        );
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for m in messages.iter().filter(|m| !self.reported.contains(m)) {
             tracing::warn!("acme: {m}; no certificate for that container");
@@ -210,28 +319,35 @@ impl Worker {
         self.reported = messages;
         self.publish_thumbprint().await;
 
-        let renew_before =
-            i64::try_from(self.config.acme.renew_before.as_secs()).unwrap_or(i64::MAX);
+        let renew_before = self.config.acme.renew_before;
         let certs_dir = self.config.tls.certs_dir.clone();
         let mut report = PassReport::default();
         let mut next = PASS_EVERY;
+        self.metrics
+            .forget_except(wanted.iter().map(|w| w.name.as_str()));
         for w in &wanted {
             let current = existing(&certs_dir, &w.name).await;
             let now = now_unix();
-            let reason = match due(current.as_ref(), &w.hosts, renew_before, now) {
-                Due::NotUntil(fixed) => {
-                    // The CA's own window, when it publishes one, comes first.
-                    let ari = match &current {
-                        Some(e) => self.ari_renew_at(w, e).await,
-                        None => None,
-                    };
+            let renew_before = if self.too_short.contains(&w.name) {
+                RenewBefore::Auto
+            } else {
+                renew_before
+            };
+            let decision = due(current.as_ref(), &w.hosts, renew_before, now);
+            // The CA's own window, when it publishes one, comes first when it is earlier.
+            let ari = match (&current, decision) {
+                (Some(e), Due::NotUntil(_) | Due::Expiring) => self.ari_renew_at(w, e).await,
+                _ => None,
+            };
+            let reason = match decision {
+                Due::NotUntil(own) => {
                     let (at, recheck) = match ari {
                         Some((at, _)) if at <= now => (at, Duration::ZERO),
-                        Some((at, recheck)) => (at.min(fixed), recheck),
-                        None => (fixed, PASS_EVERY),
+                        Some((at, recheck)) => (at.min(own), recheck),
+                        None => (own, PASS_EVERY),
                     };
                     if at > now {
-                        self.record(&w.name, current.as_ref(), Some(at));
+                        self.record(w, current.as_ref(), Some(at));
                         self.backoff.remove(&w.name);
                         let wait = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
                         next = next.min(wait).min(recheck.max(Duration::from_secs(60)));
@@ -250,25 +366,85 @@ impl Worker {
                     continue;
                 }
             }
-            tracing::info!(cert = %w.name, hosts = ?w.hosts, source = %w.source, "acme: ordering a certificate: {reason}");
+            if let Err(wait) = self.throttle.admit(Instant::now()) {
+                tracing::info!(
+                    cert = %w.name,
+                    wait_secs = wait.as_secs_f64().ceil(),
+                    "acme: {} orders started in the last minute (acme.max-orders-per-minute); \
+                     this one waits",
+                    self.config.acme.max_orders_per_minute
+                );
+                self.metrics.throttled.inc();
+                report.throttled.push(w.name.clone());
+                next = next.min(wait);
+                continue;
+            }
+            tracing::info!(
+                cert = %w.name,
+                hosts = ?w.hosts,
+                source = %w.source,
+                challenge = %w.challenge,
+                "acme: ordering a certificate: {reason}"
+            );
+            self.metrics.update(&w.name, |s| s.state = "ordering");
             let started = Instant::now();
-            match self.order(w).await {
-                Ok(()) => {
-                    self.metrics.orders.with_label_values(&["ok"]).inc();
+            let renewing = current.as_ref().filter(|_| decision != Due::Missing);
+            let result = self.order(w, renewing).await;
+            let challenge = w.challenge.as_str();
+            match result {
+                Ok(outcome) => {
+                    self.metrics
+                        .orders
+                        .with_label_values(&["ok", challenge])
+                        .inc();
+                    if let Some(took) = outcome.propagation {
+                        self.metrics.propagation.observe(took.as_secs_f64());
+                    }
                     self.backoff.remove(&w.name);
                     let fresh = existing(&certs_dir, &w.name).await;
-                    let at = fresh.as_ref().map(|e| e.not_after - renew_before);
-                    self.record(&w.name, fresh.as_ref(), at);
+                    let mut at = fresh.as_ref().map(|e| renew_at(e, renew_before));
+                    if let (Some(e), Some(due_at)) = (&fresh, at) {
+                        if due_at <= now_unix() {
+                            tracing::warn!(
+                                cert = %w.name,
+                                lifetime_secs = e.not_after - e.not_before,
+                                "acme: acme.renew-before ({}) is longer than this certificate's \
+                                 lifetime, so it would be renewed at every pass; renewing it \
+                                 when a third of its lifetime remains instead (set \
+                                 renew-before = \"auto\")",
+                                self.config.acme.renew_before
+                            );
+                            self.too_short.insert(w.name.clone());
+                            at = Some(renew_at(e, RenewBefore::Auto));
+                        }
+                    }
+                    self.record(w, fresh.as_ref(), at);
+                    if let Some(at) = at {
+                        let wait = u64::try_from(at - now_unix()).unwrap_or(0);
+                        next = next.min(Duration::from_secs(wait.max(1)));
+                    }
+                    self.metrics.update(&w.name, |s| {
+                        s.failures = 0;
+                        s.last_error = None;
+                        s.retry_at = None;
+                        if let Some(took) = outcome.propagation {
+                            s.last_propagation_seconds = Some(took.as_secs_f64());
+                        }
+                    });
                     tracing::info!(
                         cert = %w.name,
                         seconds = started.elapsed().as_secs_f64(),
                         not_after = fresh.as_ref().map_or(0, |e| e.not_after),
+                        renew_at = at.unwrap_or(0),
                         "acme: certificate installed"
                     );
                     report.issued.push(w.name.clone());
                 }
                 Err(e) => {
-                    self.metrics.orders.with_label_values(&["error"]).inc();
+                    self.metrics
+                        .orders
+                        .with_label_values(&["error", challenge])
+                        .inc();
                     let failures = self.backoff.get(&w.name).map_or(0, |b| b.failures) + 1;
                     let wait = self
                         .config
@@ -284,11 +460,19 @@ impl Worker {
                         },
                     );
                     next = next.min(wait);
+                    let message = e.to_string();
+                    self.metrics.update(&w.name, |s| {
+                        s.state = "failed";
+                        s.failures = failures;
+                        s.last_error = Some(message.clone());
+                        s.retry_at = Some(now_unix() + i64::try_from(wait.as_secs()).unwrap_or(0));
+                    });
                     tracing::warn!(
                         cert = %w.name,
+                        challenge,
                         failures,
                         retry_in_secs = wait.as_secs(),
-                        "acme: order failed: {e}"
+                        "acme: order failed: {message}"
                     );
                     report.failed.push(w.name.clone());
                 }
@@ -324,6 +508,7 @@ impl Worker {
         let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
         match account.renewal_info(&id).await {
             Ok((info, recheck)) => {
+                self.ari_supported = true;
                 let window = &info.suggested_window;
                 let at = ari_renew_at(
                     window.start.unix_timestamp(),
@@ -335,8 +520,8 @@ impl Worker {
             Err(instant_acme::Error::Unsupported(_)) => {
                 tracing::info!(
                     directory = %self.config.acme.directory,
-                    "acme: the CA publishes no renewal information; renewing {} days before expiry",
-                    self.config.acme.renew_before.as_secs() / 86_400
+                    "acme: the CA publishes no renewal information; renewing {}",
+                    self.config.acme.renew_before
                 );
                 self.ari_unsupported = true;
                 None
@@ -348,15 +533,58 @@ impl Worker {
         }
     }
 
-    fn record(&self, name: &str, existing: Option<&Existing>, renew_at: Option<i64>) {
+    fn record(&self, w: &Wanted, existing: Option<&Existing>, renew_at: Option<i64>) {
         if let Some(e) = existing {
             self.metrics
                 .not_after
-                .with_label_values(&[name])
+                .with_label_values(&[&w.name])
                 .set(e.not_after);
         }
         if let Some(at) = renew_at {
-            self.metrics.next_renewal.with_label_values(&[name]).set(at);
+            self.metrics
+                .next_renewal
+                .with_label_values(&[&w.name])
+                .set(at);
         }
+        let failing = self.backoff.contains_key(&w.name);
+        self.metrics.update(&w.name, |s| {
+            s.hosts.clone_from(&w.hosts);
+            s.challenge = w.challenge.as_str();
+            s.source.clone_from(&w.source);
+            s.not_after = existing.map(|e| e.not_after);
+            s.renew_at = renew_at;
+            if !failing {
+                s.state = if existing.is_some() {
+                    "valid"
+                } else {
+                    "missing"
+                };
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_lets_so_many_orders_start_in_any_minute() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut t = Throttle::new(2);
+        assert_eq!(t.admit(at(0)), Ok(()));
+        assert_eq!(t.admit(at(10)), Ok(()));
+        assert_eq!(
+            t.admit(at(20)),
+            Err(Duration::from_secs(40)),
+            "third in the minute"
+        );
+        assert_eq!(t.admit(at(59)), Err(Duration::from_secs(1)));
+        assert_eq!(t.admit(at(60)), Ok(()), "the first has left the window");
+        assert_eq!(t.admit(at(65)), Err(Duration::from_secs(5)));
+        assert_eq!(t.admit(at(200)), Ok(()));
+        assert_eq!(t.admit(at(200)), Ok(()));
+        assert_eq!(t.admit(at(200)), Err(Duration::from_secs(60)));
     }
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::config::{ConfigError, Errors, RawAuth, RawRoute};
-use crate::route::{HostPattern, RouteSettings, RouteSource, RouteSpec};
+use crate::route::{Challenge, HostPattern, RouteSettings, RouteSource, RouteSpec};
 
 /// The ranges nginx-proxy calls "internal" (`NETWORK_ACCESS=internal`): loopback, the
 /// RFC 1918 ranges, IPv6 unique-local and link-local.
@@ -112,6 +112,9 @@ pub struct AcmeRequest {
     pub hosts: Vec<String>,
     /// Account email, when the container names one.
     pub email: Option<String>,
+    /// How the names are proved (`berth.acme.challenge`, `ACME_CHALLENGE`; `dns-01` for
+    /// wildcards, `http-01` otherwise).
+    pub challenge: Challenge,
 }
 
 /// A key of the schema: the native label and the environment variables that mean the same.
@@ -137,6 +140,7 @@ const NETWORK: Key = key("network", &[]);
 const ENABLE: Key = key("enable", &[]);
 const ACME: Key = key("acme", &[]);
 const ACME_EMAIL: Key = key("acme.email", &["LETSENCRYPT_EMAIL", "ACME_EMAIL"]);
+const ACME_CHALLENGE: Key = key("acme.challenge", &["ACME_CHALLENGE"]);
 const ACME_HOST: Key = key("", &["LETSENCRYPT_HOST", "ACME_HOST"]);
 const NETWORK_ACCESS: Key = key("", &["NETWORK_ACCESS"]);
 const AUTH_HTPASSWD: Key = key("auth.htpasswd", &[]);
@@ -148,7 +152,7 @@ const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 20] = [
+const LABELS: [&Key; 21] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -166,6 +170,7 @@ const LABELS: [&Key; 20] = [
     &ENABLE,
     &ACME,
     &ACME_EMAIL,
+    &ACME_CHALLENGE,
     &AUTH_HTPASSWD,
     &AUTH_REALM,
     &SWARM_LB,
@@ -490,14 +495,16 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
             let mut hosts = Vec::new();
             for name in &names {
                 match HostPattern::parse(name) {
-                    Ok(HostPattern::Exact(h)) => hosts.push(h),
-                    Ok(_) => errors.push(
-                        info.error_path(&found.origin),
-                        format!(
-                            "\"{name}\": a certificate needs plain host names (wildcards need \
-                             DNS-01, which berth-acme does not do)"
+                    Ok(pattern) => match pattern.certificate_name() {
+                        Some(h) => hosts.push(h),
+                        None => errors.push(
+                            info.error_path(&found.origin),
+                            format!(
+                                "\"{name}\": a certificate names plain hosts or leading \
+                                 wildcards (*.example.com), never a regex or a trailing wildcard"
+                            ),
                         ),
-                    ),
+                    },
                     Err(e) => errors.push(info.error_path(&found.origin), e),
                 }
             }
@@ -512,9 +519,11 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
                 .map(|f| comma_list(f.value))
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|h| match HostPattern::parse(h) {
-                    Ok(HostPattern::Exact(name)) => Some(name),
-                    _ => None,
+                .filter_map(|h| {
+                    HostPattern::parse(h)
+                        .ok()
+                        .as_ref()
+                        .and_then(HostPattern::certificate_name)
                 })
                 .collect();
             if hosts.is_empty() {
@@ -545,9 +554,17 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
             unique.push(h);
         }
     }
-    (!unique.is_empty()).then_some(AcmeRequest {
+    let found = info.get(&ACME_CHALLENGE);
+    let origin = info.error_path(found.as_ref().map_or("label berth.acme", |f| &f.origin));
+    let asked = found.and_then(|f| errors.check(&origin, Challenge::parse(f.value)));
+    if unique.is_empty() {
+        return None;
+    }
+    let challenge = errors.check(&origin, Challenge::effective(asked, &unique))?;
+    Some(AcmeRequest {
         hosts: unique,
         email,
+        challenge,
     })
 }
 
@@ -664,6 +681,7 @@ mod tests {
             Ok(Some(AcmeRequest {
                 hosts: vec!["registry.example.com".into()],
                 email: Some("ops@example.com".into()),
+                challenge: Challenge::Http01,
             }))
         );
     }
@@ -895,8 +913,9 @@ mod tests {
         assert_eq!(
             acme_request(&info),
             Ok(Some(AcmeRequest {
-                hosts: vec!["a.example.com".into()],
+                hosts: vec!["a.example.com".into(), "*.w.example.com".into()],
                 email: Some("me@example.com".into()),
+                challenge: Challenge::Dns01,
             }))
         );
         let off = container(
@@ -904,9 +923,47 @@ mod tests {
             &[("LETSENCRYPT_HOST", "a.example.com")],
         );
         assert_eq!(acme_request(&off), Ok(None));
+        // A wildcard is proved with dns-01 unless http-01 is asked for, which cannot work.
         let wild = container(&[], &[("LETSENCRYPT_HOST", "*.example.com")]);
-        let e = acme_request(&wild).expect_err("wildcard");
-        assert!(e[0].to_string().contains("DNS-01"));
+        assert_eq!(
+            acme_request(&wild).map(|r| r.map(|r| r.challenge)),
+            Ok(Some(Challenge::Dns01))
+        );
+        let wild_http = container(
+            &[],
+            &[
+                ("LETSENCRYPT_HOST", "*.example.com"),
+                ("ACME_CHALLENGE", "HTTP-01"),
+            ],
+        );
+        let e = acme_request(&wild_http).expect_err("wildcard over http-01");
+        assert!(
+            e[0].to_string()
+                .starts_with("container web, env ACME_CHALLENGE: \"*.example.com\" is a wildcard"),
+            "{e:?}"
+        );
+        assert!(e[0].to_string().contains("acme.dns-provider"), "{e:?}");
+        let dns = container(
+            &[("berth.acme.challenge", "dns-01")],
+            &[
+                ("ACME_CHALLENGE", "HTTP-01"),
+                ("LETSENCRYPT_HOST", "a.example.com"),
+            ],
+        );
+        assert_eq!(
+            acme_request(&dns).map(|r| r.map(|r| r.challenge)),
+            Ok(Some(Challenge::Dns01)),
+            "the label wins over the variable"
+        );
+        let bad = container(
+            &[("berth.acme.challenge", "tls-alpn-01")],
+            &[("LETSENCRYPT_HOST", "a.example.com")],
+        );
+        assert!(acme_request(&bad).expect_err("bad")[0]
+            .to_string()
+            .contains("label berth.acme.challenge: invalid challenge \"tls-alpn-01\""));
+        let regex = container(&[], &[("LETSENCRYPT_HOST", "~^a$")]);
+        assert!(acme_request(&regex).is_err());
         let email = container(
             &[("berth.acme.email", "not an email")],
             &[("LETSENCRYPT_HOST", "a.example.com")],

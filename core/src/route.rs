@@ -35,6 +35,16 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
+    /// The name a certificate carries for this pattern: the host, or `*.example.com` for a
+    /// leading wildcard; `None` for patterns no certificate can name.
+    pub fn certificate_name(&self) -> Option<String> {
+        match self {
+            HostPattern::Exact(h) => Some(h.clone()),
+            HostPattern::LeadingWildcard(base) => Some(format!("*{base}")),
+            HostPattern::TrailingWildcard(_) | HostPattern::Regex(_) => None,
+        }
+    }
+
     /// Parses a host pattern as written in the config or a label.
     ///
     /// # Errors
@@ -127,6 +137,68 @@ pub enum Profile {
     /// A Docker registry (distribution): unlimited body, 900 s read timeout, HTTP/1.1 upstream,
     /// `Docker-Distribution-Api-Version` on berth's own responses, `Location` rewriting.
     Registry,
+}
+
+/// How berth-acme proves control of a name to the CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Challenge {
+    /// `http-01`: a token served by berth on plain HTTP port 80 (the default).
+    #[serde(rename = "http-01")]
+    Http01,
+    /// `dns-01`: a TXT record at `_acme-challenge.<name>`, published through
+    /// `acme.dns-provider`; the only way to a wildcard certificate.
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl Challenge {
+    /// Parses `http-01` or `dns-01` (any case: acme-companion's `ACME_CHALLENGE` says
+    /// `DNS-01`).
+    ///
+    /// # Errors
+    /// A message naming the value otherwise.
+    pub fn parse(value: &str) -> Result<Challenge, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "http-01" => Ok(Challenge::Http01),
+            "dns-01" => Ok(Challenge::Dns01),
+            _ => Err(format!(
+                "invalid challenge \"{value}\": expected http-01 or dns-01"
+            )),
+        }
+    }
+
+    /// The name the CA and the RFC use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "http-01",
+            Challenge::Dns01 => "dns-01",
+        }
+    }
+
+    /// The challenge for a certificate naming `hosts`: the one asked for, else `dns-01` when
+    /// a name is a wildcard (nothing else can prove it), else `http-01`.
+    ///
+    /// # Errors
+    /// `http-01` asked for a wildcard, with the fix.
+    pub fn effective(asked: Option<Challenge>, hosts: &[String]) -> Result<Challenge, String> {
+        let wildcard = hosts.iter().find(|h| h.starts_with("*."));
+        match (asked, wildcard) {
+            (Some(Challenge::Http01), Some(w)) => Err(format!(
+                "\"{w}\" is a wildcard, and a wildcard certificate can only be proved with \
+                 dns-01: ask for acme-challenge dns-01 (label berth.acme.challenge=dns-01, or \
+                 ACME_CHALLENGE=DNS-01) and set acme.dns-provider"
+            )),
+            (Some(c), _) => Ok(c),
+            (None, Some(_)) => Ok(Challenge::Dns01),
+            (None, None) => Ok(Challenge::Http01),
+        }
+    }
+}
+
+impl std::fmt::Display for Challenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What to do about plain HTTP versus HTTPS for a route (nginx-proxy's `HTTPS_METHOD`).
@@ -277,6 +349,9 @@ pub struct RouteSpec {
     /// berth-acme keeps a certificate for this host (`acme = true`; containers ask through
     /// their labels instead).
     pub acme: bool,
+    /// How berth-acme proves the host (`acme-challenge`); `None`: `dns-01` for a wildcard,
+    /// else `http-01`.
+    pub acme_challenge: Option<Challenge>,
     /// Where the route came from.
     pub source: RouteSource,
 }
@@ -360,6 +435,7 @@ mod tests {
             "auth.htpasswd = \"/b\"".into(),
             "auth.htpasswd = \"/a\"\nauth.realm = \"r\"".into(),
             "acme = true".into(),
+            "acme = true\nacme-challenge = \"http-01\"".into(),
             "https = \"nohttp\"".into(),
             "hsts = \"off\"".into(),
             "hsts = \"max-age=1\"".into(),

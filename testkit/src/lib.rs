@@ -11,6 +11,7 @@
 //! - [`docker`]: locally built test images, and containers and networks that clean up after
 //!   themselves.
 
+pub mod bind;
 pub mod client;
 pub mod docker;
 pub mod oci;

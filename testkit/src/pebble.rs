@@ -16,7 +16,8 @@ use crate::tls::TestCa;
 /// A running pebble and its DNS server; both killed when dropped.
 pub struct Pebble {
     pebble: Option<Child>,
-    dns: Child,
+    /// pebble-challtestsrv, unless pebble asks another DNS server.
+    dns: Option<Child>,
     /// The ACME directory URL.
     pub directory: String,
     /// PEM of the CA that signed pebble's own TLS certificate (for `acme.ca-bundle`).
@@ -68,16 +69,6 @@ impl Pebble {
         validity_secs: Option<u64>,
     ) -> io::Result<Pebble> {
         let dir = tempfile::tempdir()?;
-        let ca = TestCa::new("pebble test CA");
-        let listen_name = listen.to_string();
-        let pem = ca.issue(&["localhost", "127.0.0.1", &listen_name]);
-        let tls_ca = dir.path().join("pebble-ca.pem");
-        std::fs::write(&tls_ca, ca.pem())?;
-        let cert = dir.path().join("pebble.crt");
-        let key = dir.path().join("pebble.key");
-        std::fs::write(&cert, &pem.cert)?;
-        std::fs::write(&key, &pem.key)?;
-
         let dns_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dns_log = std::fs::File::create(dir.path().join("challtestsrv.log"))?;
         let dns = Command::new("pebble-challtestsrv")
@@ -94,6 +85,54 @@ impl Pebble {
             .stderr(dns_log)
             .stdin(Stdio::null())
             .spawn()?;
+        Pebble::start_in(
+            dir,
+            listen,
+            (Some(dns), dns_addr),
+            http_port,
+            require_eab,
+            validity_secs,
+        )
+    }
+
+    /// Starts pebble on 127.0.0.1 asking `dns` (e.g. a [`crate::bind::Bind`]) for every name:
+    /// HTTP-01 validates on `http_port` of the address it answers, DNS-01 reads its TXT
+    /// records; certificates valid for `validity_secs` when given.
+    ///
+    /// # Errors
+    /// When pebble cannot be started.
+    pub fn start_with_dns(
+        dns: SocketAddr,
+        http_port: u16,
+        validity_secs: Option<u64>,
+    ) -> io::Result<Pebble> {
+        Pebble::start_in(
+            tempfile::tempdir()?,
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            (None, dns),
+            http_port,
+            false,
+            validity_secs,
+        )
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        listen: std::net::IpAddr,
+        (dns, dns_addr): (Option<Child>, SocketAddr),
+        http_port: u16,
+        require_eab: bool,
+        validity_secs: Option<u64>,
+    ) -> io::Result<Pebble> {
+        let ca = TestCa::new("pebble test CA");
+        let listen_name = listen.to_string();
+        let pem = ca.issue(&["localhost", "127.0.0.1", &listen_name]);
+        let tls_ca = dir.path().join("pebble-ca.pem");
+        std::fs::write(&tls_ca, ca.pem())?;
+        let cert = dir.path().join("pebble.crt");
+        let key = dir.path().join("pebble.key");
+        std::fs::write(&cert, &pem.cert)?;
+        std::fs::write(&key, &pem.key)?;
 
         let addr = SocketAddr::new(listen, free_port());
         let management = SocketAddr::new(listen, free_port());
@@ -207,7 +246,9 @@ impl Pebble {
 impl Drop for Pebble {
     fn drop(&mut self) {
         self.stop();
-        let _ = self.dns.kill();
-        let _ = self.dns.wait();
+        if let Some(dns) = self.dns.as_mut() {
+            let _ = dns.kill();
+            let _ = dns.wait();
+        }
     }
 }

@@ -8,7 +8,9 @@
 //! directory = "https://acme-v02.api.letsencrypt.org/directory"
 //! email = "ops@example.com"
 //! ca-bundle = ""              # extra root for the directory's TLS (a test CA)
-//! renew-before = "30d"
+//! renew-before = "auto"      # a third of the lifetime (half under 10 days), or e.g. "30d"
+//! max-orders-per-minute = 10  # orders started per minute, at most
+//! profile = ""                # a certificate profile the CA offers (e.g. "shortlived")
 //! key-type = "ecdsa-p256"     # ecdsa-p256 | rsa2048 | rsa4096
 //! eab-kid = ""                # external account binding, when the CA asks for one
 //! eab-hmac-key = ""           # base64url, as the CA hands it out
@@ -18,6 +20,8 @@
 //! feed-token-file = "/run/secrets/berth-feed-token"
 //! account-thumbprint = ""     # an edge answers HTTP-01 from this when it has no feed
 //! ```
+//!
+//! DNS-01 (`dns-provider` and the other `dns-*` keys) is in [`super::dns`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::dns::{DnsConfig, RawDns};
 use super::errors::Errors;
 use super::units::check_ca_file;
 use super::units::parse_duration;
@@ -68,6 +73,61 @@ pub struct RawAcme {
     pub feed_token_file: Option<String>,
     /// The ACME account's key thumbprint, for stateless HTTP-01 answers on an edge.
     pub account_thumbprint: Option<String>,
+    /// Orders started per minute, at most.
+    pub max_orders_per_minute: Option<u32>,
+    /// A certificate profile the CA offers.
+    pub profile: Option<String>,
+    /// `rfc2136` or `exec`.
+    pub dns_provider: Option<String>,
+    /// rfc2136: the primary server.
+    pub dns_server: Option<String>,
+    /// rfc2136: TSIG key name.
+    pub dns_tsig_key: Option<String>,
+    /// rfc2136: TSIG algorithm.
+    pub dns_tsig_algorithm: Option<String>,
+    /// rfc2136: file holding the TSIG secret.
+    pub dns_tsig_secret_file: Option<String>,
+    /// exec: the program.
+    pub dns_exec: Option<String>,
+    /// Longest wait for the authoritative servers.
+    pub dns_propagation_timeout: Option<String>,
+    /// Recursive resolvers for finding zones.
+    pub dns_resolvers: Vec<String>,
+    /// Authoritative servers to wait for.
+    pub dns_nameservers: Vec<String>,
+}
+
+/// When a certificate is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewBefore {
+    /// When a third of its lifetime remains (half, for lifetimes under 10 days).
+    Auto,
+    /// This long before it expires.
+    Fixed(Duration),
+}
+
+impl RenewBefore {
+    /// How long before `not_after` a certificate valid from `not_before` renews (seconds).
+    pub fn seconds_before_expiry(self, not_before: i64, not_after: i64) -> i64 {
+        let lifetime = (not_after - not_before).max(0);
+        match self {
+            RenewBefore::Fixed(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            RenewBefore::Auto if lifetime < 10 * 86_400 => lifetime / 2,
+            RenewBefore::Auto => lifetime / 3,
+        }
+    }
+}
+
+impl std::fmt::Display for RenewBefore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenewBefore::Auto => f.write_str("when a third of its lifetime remains"),
+            RenewBefore::Fixed(d) if d.as_secs() % 86_400 == 0 => {
+                write!(f, "{} days before expiry", d.as_secs() / 86_400)
+            }
+            RenewBefore::Fixed(d) => write!(f, "{}s before expiry", d.as_secs()),
+        }
+    }
 }
 
 /// Key type of issued certificates.
@@ -113,8 +173,8 @@ pub struct AcmeConfig {
     pub email: Option<String>,
     /// Extra root for the directory's TLS.
     pub ca_bundle: Option<PathBuf>,
-    /// Renew when a certificate expires sooner than this.
-    pub renew_before: Duration,
+    /// When certificates renew.
+    pub renew_before: RenewBefore,
     /// Key type of new certificates.
     pub key_type: KeyType,
     /// External account binding, when configured.
@@ -127,7 +187,16 @@ pub struct AcmeConfig {
     pub feed: Option<(SocketAddr, PathBuf)>,
     /// Thumbprint an edge answers HTTP-01 challenges with (`<token>.<thumbprint>`).
     pub account_thumbprint: Option<String>,
+    /// Orders started per minute, at most.
+    pub max_orders_per_minute: u32,
+    /// The CA certificate profile to ask for.
+    pub profile: Option<String>,
+    /// DNS-01: where records are published, when configured.
+    pub dns: Option<DnsConfig>,
 }
+
+/// Orders per minute when `acme.max-orders-per-minute` is not set.
+pub const DEFAULT_MAX_ORDERS_PER_MINUTE: u32 = 10;
 
 /// First wait after a failed order when `acme.retry-after` is not set.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -166,11 +235,45 @@ impl RawAcme {
                 .map(|()| PathBuf::from(p))
         });
         let renew_before = match non_empty(&self.renew_before) {
-            None => Duration::from_secs(30 * 86_400),
+            None | Some("auto") => RenewBefore::Auto,
             Some(v) => errors
-                .check("acme.renew-before", parse_duration(v))
-                .unwrap_or(Duration::from_secs(30 * 86_400)),
+                .check(
+                    "acme.renew-before",
+                    parse_duration(v).map_err(|e| format!("{e}, or \"auto\"")),
+                )
+                .map_or(RenewBefore::Auto, RenewBefore::Fixed),
         };
+        let max_orders_per_minute = match self.max_orders_per_minute {
+            None => DEFAULT_MAX_ORDERS_PER_MINUTE,
+            Some(0) => {
+                errors.push(
+                    "acme.max-orders-per-minute",
+                    "must be at least 1 (0 would never order)",
+                );
+                DEFAULT_MAX_ORDERS_PER_MINUTE
+            }
+            Some(n) => n,
+        };
+        let profile = non_empty(&self.profile).and_then(|p| {
+            if p.bytes().all(|b| b.is_ascii_graphic()) && p.len() <= 64 {
+                Some(p.to_string())
+            } else {
+                errors.push("acme.profile", format!("invalid profile name \"{p}\""));
+                None
+            }
+        });
+        let dns = RawDns {
+            provider: non_empty(&self.dns_provider),
+            server: non_empty(&self.dns_server),
+            tsig_key: non_empty(&self.dns_tsig_key),
+            tsig_algorithm: non_empty(&self.dns_tsig_algorithm),
+            tsig_secret_file: non_empty(&self.dns_tsig_secret_file),
+            exec: non_empty(&self.dns_exec),
+            propagation_timeout: non_empty(&self.dns_propagation_timeout),
+            resolvers: &self.dns_resolvers,
+            nameservers: &self.dns_nameservers,
+        }
+        .validate(errors);
         let key_type = match non_empty(&self.key_type) {
             None | Some("ecdsa-p256") => KeyType::EcdsaP256,
             Some("rsa2048") => KeyType::Rsa2048,
@@ -264,6 +367,9 @@ impl RawAcme {
             retry_after,
             feed,
             account_thumbprint,
+            max_orders_per_minute,
+            profile,
+            dns,
         }
     }
 }
@@ -291,7 +397,9 @@ mod tests {
         assert!(e.is_empty());
         assert_eq!(c.directory, LETS_ENCRYPT);
         assert_eq!(c.challenge_dir, PathBuf::from(DEFAULT_CHALLENGE_DIR));
-        assert_eq!(c.renew_before, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.renew_before, RenewBefore::Auto);
+        assert_eq!(c.max_orders_per_minute, DEFAULT_MAX_ORDERS_PER_MINUTE);
+        assert!(c.dns.is_none() && c.profile.is_none());
         assert_eq!(c.key_type, KeyType::EcdsaP256);
         assert!(c.eab.is_none() && c.metrics.is_none() && c.email.is_none());
     }
@@ -307,6 +415,8 @@ mod tests {
             metrics: Some("x".into()),
             feed: Some("0.0.0.0:9182".into()),
             account_thumbprint: Some("abc".into()),
+            max_orders_per_minute: Some(0),
+            profile: Some("short lived".into()),
             ..RawAcme::default()
         });
         for key in [
@@ -318,9 +428,66 @@ mod tests {
             "acme.metrics",
             "acme.feed-token-file: required",
             "acme.account-thumbprint: invalid thumbprint \"abc\"",
+            "acme.max-orders-per-minute: must be at least 1",
+            "acme.profile: invalid profile name",
         ] {
             assert!(e.iter().any(|m| m.starts_with(key)), "{key} in {e:?}");
         }
+    }
+
+    #[test]
+    fn auto_renewal_leaves_a_third_of_the_lifetime_or_half_of_a_short_one() {
+        let day = 86_400;
+        let auto = |days: i64| RenewBefore::Auto.seconds_before_expiry(1_000, 1_000 + days * day);
+        assert_eq!(
+            auto(90),
+            30 * day,
+            "90-day certificates renew with 30 days left"
+        );
+        assert_eq!(
+            auto(45),
+            15 * day,
+            "45-day certificates renew with 15 days left"
+        );
+        assert_eq!(
+            auto(6),
+            3 * day,
+            "6-day certificates renew with 3 days left"
+        );
+        assert_eq!(auto(10), 10 * day / 3, "from 10 days, a third");
+        assert_eq!(
+            RenewBefore::Auto.seconds_before_expiry(1_000, 1_000 + 9 * day + day / 2),
+            (9 * day + day / 2) / 2,
+            "under 10 days, half"
+        );
+        assert_eq!(RenewBefore::Auto.seconds_before_expiry(1_000, 900), 0);
+        let fixed = RenewBefore::Fixed(Duration::from_secs(30 * 86_400));
+        assert_eq!(fixed.seconds_before_expiry(0, 90 * day), 30 * day);
+        assert_eq!(fixed.seconds_before_expiry(0, 6 * day), 30 * day);
+    }
+
+    #[test]
+    fn renew_before_values() {
+        for (text, want) in [
+            (None, RenewBefore::Auto),
+            (Some("auto"), RenewBefore::Auto),
+            (
+                Some("30d"),
+                RenewBefore::Fixed(Duration::from_secs(30 * 86_400)),
+            ),
+        ] {
+            let (c, e) = validate(RawAcme {
+                renew_before: text.map(Into::into),
+                ..RawAcme::default()
+            });
+            assert!(e.is_empty(), "{e:?}");
+            assert_eq!(c.renew_before, want, "{text:?}");
+        }
+        let (_, e) = validate(RawAcme {
+            renew_before: Some("soon".into()),
+            ..RawAcme::default()
+        });
+        assert!(e[0].contains("or \"auto\""), "{e:?}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod source;
 mod tls;
 
 pub mod acme;
+pub mod dns;
 pub mod limits;
 pub mod server;
 pub mod units;
@@ -48,7 +49,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::route::{RouteSettings, RouteSource, RouteSpec};
+use crate::route::{Challenge, RouteSettings, RouteSource, RouteSpec};
 
 /// The default configuration, embedded in the binary: `configs/berth.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/berth.toml");
@@ -282,6 +283,19 @@ impl RawConfig {
                 continue;
             }
             first_with.insert(key, i);
+            let dns01 = spec.host.certificate_name().is_some_and(|name| {
+                Challenge::effective(spec.acme_challenge, &[name]) == Ok(Challenge::Dns01)
+            });
+            if spec.acme && dns01 && acme.dns.is_none() {
+                errors.push(
+                    format!("route[{i}].acme-challenge"),
+                    format!(
+                        "{} is proved with dns-01, and no acme.dns-provider is set (rfc2136 or \
+                         exec; see docs/certificates.md)",
+                        spec.host
+                    ),
+                );
+            }
             routes.push(spec);
         }
         Some(Config {
@@ -542,6 +556,67 @@ profil = "registry"
             );
         }
         assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn certificates_by_dns_01_need_a_provider_and_wildcards_need_dns_01() {
+        let routes = r#"
+[[route]]
+host = "*.w.example.com"
+upstreams = ["127.0.0.1:1"]
+acme = true
+
+[[route]]
+host = "*.h.example.com"
+upstreams = ["127.0.0.1:1"]
+acme = true
+acme-challenge = "http-01"
+
+[[route]]
+host = "a.example.com"
+upstreams = ["127.0.0.1:1"]
+acme = true
+acme-challenge = "DNS-01"
+
+[[route]]
+host = "b.example.com"
+upstreams = ["127.0.0.1:1"]
+acme = true
+
+[[route]]
+host = "~^c$"
+upstreams = ["127.0.0.1:1"]
+acme = true
+
+[[route]]
+host = "d.example.com"
+upstreams = ["127.0.0.1:1"]
+acme-challenge = "tls-alpn-01"
+"#;
+        let errs = errors_of(&format!("[listen]\nhttp = \"127.0.0.1:8080\"\n{routes}"));
+        let expected = [
+            "route[0].acme-challenge: *.w.example.com is proved with dns-01, and no acme.dns-provider",
+            "route[1].acme-challenge: \"*.h.example.com\" is a wildcard",
+            "route[2].acme-challenge: a.example.com is proved with dns-01, and no acme.dns-provider",
+            "route[4].acme: needs a plain host name or a leading wildcard",
+            "route[5].acme-challenge: invalid challenge \"tls-alpn-01\"",
+        ];
+        for e in expected {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+
+        // With a provider, the wildcard and the dns-01 route are fine.
+        let with_dns = format!(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n[acme]\ndns-provider = \"exec\"\n\
+             dns-exec = \"/bin/true\"\n{routes}"
+        );
+        let errs = errors_of(&with_dns);
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs[0].starts_with("route[1].acme-challenge"), "{errs:#?}");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use super::errors::Errors;
 use super::units::{check_ca_file, parse_duration, parse_size};
 use crate::route::{
-    AuthSpec, HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
-    UpstreamTls,
+    AuthSpec, Challenge, HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream,
+    UpstreamProto, UpstreamTls,
 };
 
 /// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
@@ -75,6 +75,8 @@ pub struct RawRoute {
     pub auth: Option<RawAuth>,
     /// berth-acme obtains and renews a certificate for this host.
     pub acme: Option<bool>,
+    /// `http-01` or `dns-01`: how berth-acme proves the host.
+    pub acme_challenge: Option<String>,
     /// `redirect`, `noredirect`, `nohttp` or `nohttps`.
     pub https: Option<String>,
     /// `Strict-Transport-Security` value, or `off`.
@@ -393,11 +395,24 @@ impl RawRoute {
             None | Some("") => None,
             Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
         };
-        if self.acme == Some(true) && !matches!(host, Some(HostPattern::Exact(_))) {
-            errors.push(
-                key("acme"),
-                "needs a plain host name (wildcards and regexes cannot get an HTTP-01 certificate)",
-            );
+        let acme_challenge = match self.acme_challenge.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => errors.check(&key("acme-challenge"), Challenge::parse(v)),
+        };
+        if self.acme == Some(true) {
+            match host.as_ref().map(HostPattern::certificate_name) {
+                Some(Some(name)) => {
+                    if let Err(e) = Challenge::effective(acme_challenge, &[name]) {
+                        errors.push(key("acme-challenge"), e);
+                    }
+                }
+                Some(None) => errors.push(
+                    key("acme"),
+                    "needs a plain host name or a leading wildcard (*.example.com): a \
+                     certificate cannot name a regex or a trailing wildcard",
+                ),
+                None => {}
+            }
         }
         let allow = self
             .allow
@@ -433,6 +448,7 @@ impl RawRoute {
             allow,
             auth,
             acme: self.acme.unwrap_or(false),
+            acme_challenge,
             source,
         })
     }

@@ -1,0 +1,207 @@
+//! DNS-01: challenge records published through the configured provider (`acme.dns-provider`),
+//! a wait until every authoritative server of the zone answers them, and their removal.
+//!
+//! - [`lookup`]: zones, name servers and TXT answers (plain DNS);
+//! - [`rfc2136`]: dynamic updates signed with TSIG;
+//! - [`exec`]: `CMD present|cleanup FQDN VALUE`.
+
+pub mod exec;
+pub mod lookup;
+pub mod rfc2136;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_client::proto::rr::Name;
+
+use berth_core::config::dns::{DnsConfig, DnsProvider};
+
+use rfc2136::Rfc2136;
+
+/// How often the authoritative servers are asked again while a record propagates.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// A challenge record: `_acme-challenge.<name>` TXT `<value>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    /// `_acme-challenge.example.com.` (a wildcard's record is its base name's).
+    pub fqdn: Name,
+    /// The key authorization's digest, base64url.
+    pub value: String,
+}
+
+impl ChallengeRecord {
+    /// The record proving `identifier` (`example.com`; for `*.example.com` the CA names the
+    /// base too) with `value`.
+    ///
+    /// # Errors
+    /// When the identifier is no DNS name.
+    pub fn new(identifier: &str, value: String) -> Result<ChallengeRecord, String> {
+        let base = identifier.strip_prefix("*.").unwrap_or(identifier);
+        Ok(ChallengeRecord {
+            fqdn: lookup::name(&format!("_acme-challenge.{base}"))?,
+            value,
+        })
+    }
+}
+
+/// The configured DNS-01 set-up.
+pub struct Dns<'a> {
+    config: &'a DnsConfig,
+}
+
+impl<'a> Dns<'a> {
+    /// DNS-01 as configured.
+    pub fn new(config: &'a DnsConfig) -> Dns<'a> {
+        Dns { config }
+    }
+
+    fn resolvers(&self) -> Vec<SocketAddr> {
+        if self.config.resolvers.is_empty() {
+            lookup::system_resolvers()
+        } else {
+            self.config.resolvers.clone()
+        }
+    }
+
+    fn rfc2136(&self) -> Option<Rfc2136<'_>> {
+        match &self.config.provider {
+            DnsProvider::Rfc2136 {
+                server,
+                key_name,
+                algorithm,
+                secret_file,
+            } => Some(Rfc2136 {
+                server,
+                key_name,
+                algorithm: *algorithm,
+                secret_file,
+            }),
+            DnsProvider::Exec { .. } => None,
+        }
+    }
+
+    /// Publishes `record`.
+    ///
+    /// # Errors
+    /// The provider's failure, said plainly.
+    pub async fn present(&self, record: &ChallengeRecord) -> Result<(), String> {
+        match &self.config.provider {
+            DnsProvider::Exec { command } => {
+                exec::run(command, "present", &record.fqdn.to_string(), &record.value).await
+            }
+            DnsProvider::Rfc2136 { .. } => {
+                let Some(p) = self.rfc2136() else {
+                    return Err("no rfc2136 provider".into());
+                };
+                let zone = p.zone(&record.fqdn, &self.config.resolvers).await?;
+                p.present(&zone, &record.fqdn, &record.value).await
+            }
+        }
+    }
+
+    /// Removes `record`.
+    ///
+    /// # Errors
+    /// As [`Dns::present`].
+    pub async fn cleanup(&self, record: &ChallengeRecord) -> Result<(), String> {
+        match &self.config.provider {
+            DnsProvider::Exec { command } => {
+                exec::run(command, "cleanup", &record.fqdn.to_string(), &record.value).await
+            }
+            DnsProvider::Rfc2136 { .. } => {
+                let Some(p) = self.rfc2136() else {
+                    return Err("no rfc2136 provider".into());
+                };
+                let zone = p.zone(&record.fqdn, &self.config.resolvers).await?;
+                p.cleanup(&zone, &record.fqdn, &record.value).await
+            }
+        }
+    }
+
+    /// The servers that must answer `fqdn`: `acme.dns-nameservers`, else every address of
+    /// the NS records of its zone.
+    async fn servers_for(&self, fqdn: &Name) -> Result<Vec<SocketAddr>, String> {
+        if !self.config.nameservers.is_empty() {
+            return Ok(self.config.nameservers.clone());
+        }
+        let resolvers = self.resolvers();
+        let zone = lookup::zone_of(fqdn, &resolvers).await?;
+        lookup::authoritative_servers(&zone, &resolvers).await
+    }
+
+    /// Waits until every authoritative server answers every record, asking each again every
+    /// [`POLL_EVERY`], for at most `acme.dns-propagation-timeout`. Returns the time it took.
+    ///
+    /// # Errors
+    /// On timeout: which record which server did not answer, and what it answered instead.
+    pub async fn wait_for(&self, records: &[ChallengeRecord]) -> Result<Duration, String> {
+        let started = Instant::now();
+        let deadline = started + self.config.propagation_timeout;
+        // (record index, server) → the last answer, until it holds the value.
+        let mut pending: BTreeMap<(usize, SocketAddr), String> = BTreeMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let servers =
+                tokio::time::timeout(self.config.propagation_timeout, self.servers_for(&r.fqdn))
+                    .await
+                    .map_err(|_| format!("finding the name servers of {} took too long", r.fqdn))?
+                    .map_err(|e| format!("cannot find the name servers of {}: {e}", r.fqdn))?;
+            for s in servers {
+                pending.insert((i, s), "not asked yet".into());
+            }
+        }
+        loop {
+            let mut still = BTreeMap::new();
+            for ((i, server), _) in std::mem::take(&mut pending) {
+                let r = &records[i];
+                match lookup::txt_values(server, &r.fqdn).await {
+                    Ok(values) if values.contains(&r.value) => {}
+                    Ok(values) if values.is_empty() => {
+                        still.insert((i, server), "no TXT record".to_string());
+                    }
+                    Ok(values) => {
+                        still.insert((i, server), format!("other values {values:?}"));
+                    }
+                    Err(e) => {
+                        still.insert((i, server), e);
+                    }
+                }
+            }
+            if still.is_empty() {
+                return Ok(started.elapsed());
+            }
+            if Instant::now() + POLL_EVERY > deadline {
+                let missing: Vec<String> = still
+                    .iter()
+                    .map(|((i, server), last)| {
+                        format!("{server} for {} (last answer: {last})", records[*i].fqdn)
+                    })
+                    .collect();
+                return Err(format!(
+                    "the challenge records did not reach every authoritative server within {}s \
+                     (acme.dns-propagation-timeout): {}",
+                    self.config.propagation_timeout.as_secs(),
+                    missing.join("; ")
+                ));
+            }
+            pending = still;
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_is_proved_at_its_base_name() {
+        let plain =
+            ChallengeRecord::new("a.example.com", "v".into()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.fqdn.to_string(), "_acme-challenge.a.example.com.");
+        let wild =
+            ChallengeRecord::new("*.example.com", "v".into()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wild.fqdn.to_string(), "_acme-challenge.example.com.");
+    }
+}

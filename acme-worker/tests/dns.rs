@@ -1,0 +1,473 @@
+//! DNS-01 against real parts: Debian's `bind9` authoritative for a test zone (TSIG-signed
+//! dynamic updates allowed for TXT records), Debian's `pebble` validating through it, and
+//! the real berth serving what berth-acme obtains. Pebble's HTTP-01 port is closed in the
+//! DNS-01 cases, so nothing but DNS can prove the names.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+mod common;
+
+use common::{berth_binary, wait_for_verified_https, wait_until, Daemon};
+
+use berth_testkit::bind::{Bind, KEY_NAME};
+use berth_testkit::pebble::Pebble;
+use berth_testkit::{free_port, BerthProcess, Origin};
+
+struct Stack {
+    bind: Bind,
+    pebble: Pebble,
+    berth: BerthProcess,
+    origin: Origin,
+    work: tempfile::TempDir,
+    certs: PathBuf,
+    challenges: PathBuf,
+}
+
+/// bind9 for `zone`, pebble asking it (validating HTTP-01 on berth's port when `http`, on a
+/// closed port otherwise), berth with `routes` (`{origin}` stands for a test upstream).
+fn stack(zone: &str, routes: &str, http: bool, validity: Option<u64>) -> Stack {
+    let bind = Bind::start(zone).unwrap();
+    let origin = Origin::start("app");
+    let work = tempfile::tempdir().unwrap();
+    let certs = work.path().join("certs");
+    let challenges = work.path().join("challenges");
+    let routes = routes.replace("{origin}", &origin.addr.to_string());
+    let berth = BerthProcess::start(
+        &berth_binary(),
+        &format!(
+            "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
+             [tls]\ncerts-dir = \"{}\"\n\n[acme]\nchallenge-dir = \"{}\"\n\
+             dns-provider = \"exec\"\ndns-exec = \"/bin/true\"\n\n{routes}",
+            certs.display(),
+            challenges.display()
+        ),
+    )
+    .unwrap();
+    let http_port = if http { berth.http.port() } else { free_port() };
+    let pebble = Pebble::start_with_dns(bind.addr, http_port, validity).unwrap();
+    Stack {
+        bind,
+        pebble,
+        berth,
+        origin,
+        work,
+        certs,
+        challenges,
+    }
+}
+
+impl Stack {
+    /// berth-acme's config: the same routes and directories, `[acme]` with `acme`.
+    fn config(&self, acme: &str, routes: &str) -> PathBuf {
+        let path = self.work.path().join("berth-acme.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[listen]\nhttp = \"{}\"\n\n[docker]\nenabled = false\n\n[tls]\ncerts-dir = \"{}\"\n\n\
+                 [acme]\nchallenge-dir = \"{}\"\naccount-dir = \"{}\"\ndirectory = \"{}\"\n\
+                 ca-bundle = \"{}\"\nemail = \"ops@example.test\"\n{acme}\n\n{}",
+                self.berth.http,
+                self.certs.display(),
+                self.challenges.display(),
+                self.work.path().join("accounts").display(),
+                self.pebble.directory,
+                self.pebble.tls_ca.display(),
+                routes.replace("{origin}", &self.origin.addr.to_string()),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// `[acme]` keys for the rfc2136 provider against this stack's bind9, with `secret_file`.
+    fn rfc2136(&self, secret_file: &Path) -> String {
+        format!(
+            "dns-provider = \"rfc2136\"\ndns-server = \"{}\"\ndns-tsig-key = \"{KEY_NAME}\"\n\
+             dns-tsig-secret-file = \"{}\"\ndns-resolvers = [\"{}\"]\ndns-propagation-timeout = \"20s\"",
+            self.bind.addr,
+            secret_file.display(),
+            self.bind.addr
+        )
+    }
+
+    /// A script for the exec provider: it records each call in `calls`, and publishes
+    /// through `nsupdate` with the zone's key unless `publish` is false.
+    fn hook(&self, publish: bool) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let calls = self.work.path().join("calls");
+        let script = self.work.path().join("dns-hook");
+        let update = if publish {
+            format!(
+                "case \"$1\" in present) verb=add;; cleanup) verb=delete;; *) exit 2;; esac\n\
+                 nsupdate -k {} <<EOF\nserver {} 53\nupdate $verb $2 60 TXT \"$3\"\nsend\nEOF\n",
+                self.bind.key_file.display(),
+                self.bind.addr.ip()
+            )
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nset -e\necho \"$1 $2 $3\" >> {}\n{update}",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (script, calls)
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- pebble\n{}\n--- named\n{}\n--- berth\n{}",
+            self.pebble.log(),
+            self.bind.log(),
+            self.berth.log()
+        )
+    }
+}
+
+fn berth_acme(config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth-acme"))
+        .arg("--config")
+        .arg(config)
+        .arg("once")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The DNS names on a PEM certificate, as openssl prints them.
+fn sans(crt: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(crt)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn get(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+const WILDCARD_ROUTES: &str =
+    "[[route]]\nhost = \"*.wild.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\n\
+     [[route]]\nhost = \"plain.wild.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\
+     acme-challenge = \"dns-01\"\n";
+
+#[test]
+fn rfc2136_obtains_a_wildcard_berth_serves_for_two_names_and_removes_its_records() {
+    let s = stack("wild.test", WILDCARD_ROUTES, false, None);
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = s.config(
+        &format!("{}\nmetrics = \"{metrics}\"", s.rfc2136(&s.bind.key_file)),
+        WILDCARD_ROUTES,
+    );
+    let daemon = Daemon::start(&config, s.work.path().join("acme.log"));
+    let wild = s.certs.join("wild.test.crt");
+    let plain = s.certs.join("plain.wild.test.crt");
+    wait_until(
+        Duration::from_secs(60),
+        "berth-acme never installed both certificates",
+        || wild.exists() && plain.exists(),
+        || format!("{}\n--- berth-acme\n{}", s.logs(), daemon.log()),
+    );
+    // The wildcard is kept under its base name and names only the wildcard.
+    assert!(sans(&wild).contains("DNS:*.wild.test"), "{}", sans(&wild));
+    assert!(
+        sans(&plain).contains("DNS:plain.wild.test"),
+        "{}",
+        sans(&plain)
+    );
+
+    // berth serves the wildcard for two names, verified against pebble's root.
+    let root = s.pebble.issuing_root().unwrap();
+    for host in ["a.wild.test", "registry.wild.test"] {
+        let out = wait_for_verified_https(
+            s.berth.https.unwrap(),
+            host,
+            "/",
+            &root,
+            |o| o.contains("\"origin\":\"app\""),
+            || s.logs(),
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/2 200"),
+            "{out}"
+        );
+    }
+
+    // The challenge records are gone from the zone.
+    for name in [
+        "_acme-challenge.wild.test",
+        "_acme-challenge.plain.wild.test",
+    ] {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{name} is still in the zone"),
+            || s.bind.txt(name).unwrap().is_empty(),
+            || daemon.log(),
+        );
+    }
+    // Pebble validated over DNS, never over HTTP (its HTTP port is closed).
+    assert!(!s.pebble.log().contains("http-01"), "{}", s.pebble.log());
+
+    // Counted by challenge type, with the propagation time; the status names both.
+    let text = get(&format!("http://{metrics}/metrics"));
+    assert_eq!(
+        metric(
+            &text,
+            "berth_acme_orders_total{challenge=\"dns-01\",result=\"ok\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "berth_acme_orders_total{challenge=\"http-01\",result=\"ok\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "berth_acme_dns_propagation_seconds_count"),
+        Some(2.0),
+        "{text}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&format!("http://{metrics}/certificates"))).unwrap();
+    assert_eq!(status["wild.test"]["hosts"][0], "*.wild.test", "{status}");
+    assert_eq!(status["wild.test"]["challenge"], "dns-01", "{status}");
+    assert_eq!(status["wild.test"]["state"], "valid", "{status}");
+    assert!(
+        status["wild.test"]["last_propagation_seconds"]
+            .as_f64()
+            .is_some(),
+        "{status}"
+    );
+    assert!(
+        status["plain.wild.test"]["renew_at"].as_i64().is_some(),
+        "{status}"
+    );
+    // No secret in what berth-acme said.
+    assert!(
+        !daemon.log().contains(&s.bind.secret),
+        "the TSIG secret was logged"
+    );
+}
+
+#[test]
+fn a_wrong_tsig_secret_fails_that_certificate_alone_and_says_why() {
+    let routes = "[[route]]\nhost = \"dns.tsig.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\
+                  acme-challenge = \"dns-01\"\n\n\
+                  [[route]]\nhost = \"http.tsig.test\"\nupstreams = [\"{origin}\"]\nacme = true\n";
+    let s = stack("tsig.test", routes, true, None);
+    let wrong = "d3JvbmctYnV0LXdlbGwtZm9ybWVkLXNlY3JldC0wMTIzNDU2Nzg5YWI=";
+    let secret = Bind::write_secret(s.work.path(), wrong).unwrap();
+    let out = berth_acme(&s.config(&s.rfc2136(&secret), routes));
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("1 issued, 1 failed"), "{said}\n{}", s.logs());
+    assert!(s.certs.join("http.tsig.test.crt").exists(), "{said}");
+    assert!(!s.certs.join("dns.tsig.test.crt").exists(), "{said}");
+    let line = said
+        .lines()
+        .find(|l| l.contains("order failed"))
+        .unwrap_or_else(|| panic!("no failure line: {said}"));
+    assert!(
+        line.contains("dns.tsig.test")
+            && line.contains("publishing _acme-challenge.dns.tsig.test.")
+            && line.contains("acme.dns-tsig-secret-file"),
+        "{line}"
+    );
+    assert!(
+        !said.contains(wrong) && !said.contains(&s.bind.secret),
+        "a secret was logged"
+    );
+    assert!(s
+        .bind
+        .txt("_acme-challenge.dns.tsig.test")
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn the_exec_provider_publishes_and_removes_through_a_script() {
+    let routes = "[[route]]\nhost = \"app.exec.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\
+                  acme-challenge = \"dns-01\"\n";
+    let s = stack("exec.test", routes, false, None);
+    let (hook, calls) = s.hook(true);
+    let out = berth_acme(&s.config(
+        &format!(
+            "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]",
+            hook.display(),
+            s.bind.addr
+        ),
+        routes,
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), s.logs());
+    assert!(s.certs.join("app.exec.test.crt").exists());
+    // present, then cleanup, of the same record and value, with lego's arguments.
+    let calls = std::fs::read_to_string(calls).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    let present = lines[0].strip_prefix("present _acme-challenge.app.exec.test. ");
+    let cleanup = lines[1].strip_prefix("cleanup _acme-challenge.app.exec.test. ");
+    assert!(present.is_some() && present == cleanup, "{calls}");
+    assert_eq!(
+        present.unwrap().len(),
+        43,
+        "a SHA-256 digest, base64url: {calls}"
+    );
+    assert!(s
+        .bind
+        .txt("_acme-challenge.app.exec.test")
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_record_that_never_shows_times_out_cleans_up_and_abandons_the_order() {
+    let routes = "[[route]]\nhost = \"app.silent.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\
+                  acme-challenge = \"dns-01\"\n";
+    let s = stack("silent.test", routes, false, None);
+    // The script says it published, and did not.
+    let (hook, calls) = s.hook(false);
+    let out = berth_acme(&s.config(
+        &format!(
+            "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]\n\
+             dns-propagation-timeout = \"3s\"",
+            hook.display(),
+            s.bind.addr
+        ),
+        routes,
+    ));
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("did not reach every authoritative server within 3s")
+            && said.contains(&format!(
+                "{} for _acme-challenge.app.silent.test.",
+                s.bind.addr
+            )),
+        "{said}"
+    );
+    assert!(said.contains("authorization deactivated"), "{said}");
+    let calls = std::fs::read_to_string(calls).unwrap();
+    assert!(
+        calls.starts_with("present ")
+            && calls
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("cleanup ")),
+        "{calls}"
+    );
+    // The CA was never asked to validate: the challenge was not set ready.
+    assert!(
+        !s.pebble
+            .log()
+            .contains("Pulled a task from the Tasks queue"),
+        "{}",
+        s.pebble.log()
+    );
+}
+
+#[test]
+fn short_lived_certificates_renew_on_time_with_auto_and_orders_are_throttled() {
+    // Pebble issues 24-second certificates: with renew-before = "auto" each renews when
+    // half of its life is left (lifetimes under 10 days), 12 s after it was issued.
+    let routes = "[[route]]\nhost = \"a.short.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\n\
+                  [[route]]\nhost = \"b.short.test\"\nupstreams = [\"{origin}\"]\nacme = true\n";
+    let s = stack("short.test", routes, true, Some(24));
+    // One order a minute: the second certificate waits for the first to leave the window.
+    let throttled = s.config(
+        "max-orders-per-minute = 1\nprofile = \"shortlived\"",
+        routes,
+    );
+    let out = berth_acme(&throttled);
+    let said = text(&out);
+    assert!(
+        said.contains("1 issued, 0 failed, 1 put off by acme.max-orders-per-minute"),
+        "{said}\n{}",
+        s.logs()
+    );
+    assert!(said.contains("this one waits"), "{said}");
+    // Pebble offers no profiles: said, and ordered without.
+    assert!(
+        said.contains("the CA offers no certificate profiles"),
+        "{said}"
+    );
+
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = s.config(&format!("metrics = \"{metrics}\""), routes);
+    let daemon = Daemon::start(&config, s.work.path().join("acme.log"));
+    let crt = s.certs.join("a.short.test.crt");
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&get(&format!("http://{metrics}/certificates"))).unwrap_or_default()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "b.short.test was never issued",
+        || s.certs.join("b.short.test.crt").exists(),
+        || daemon.log(),
+    );
+    let first = common::serial(&crt);
+    let dates = |path: &Path| -> (i64, i64) {
+        let e = berth_acme::wanted::read_leaf(&std::fs::read(path).unwrap()).unwrap();
+        (e.not_before, e.not_after)
+    };
+    let (not_before, not_after) = dates(&crt);
+    let lifetime = not_after - not_before;
+    wait_until(
+        Duration::from_secs(10),
+        "no renewal time in /certificates",
+        || status()["a.short.test"]["renew_at"].as_i64().is_some(),
+        || daemon.log(),
+    );
+    let renew_at = status()["a.short.test"]["renew_at"].as_i64().unwrap();
+    assert_eq!(renew_at, not_after - lifetime / 2, "{}", status());
+    // The daemon renews by itself, after the renewal time and before the expiry.
+    wait_until(
+        Duration::from_secs(lifetime.unsigned_abs() + 10),
+        "the certificate was not renewed",
+        || common::serial(&crt) != first,
+        || daemon.log(),
+    );
+    let renewed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let renewed_at = i64::try_from(renewed_at).unwrap();
+    assert!(
+        renewed_at >= renew_at && renewed_at < not_after,
+        "renewed at {renewed_at}, window {renew_at}..{not_after}\n{}",
+        daemon.log()
+    );
+    let (_, next_after) = dates(&crt);
+    assert!(next_after > not_after);
+}
