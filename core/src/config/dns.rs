@@ -46,7 +46,7 @@ pub enum DnsProvider {
         key_name: String,
         /// TSIG algorithm.
         algorithm: TsigAlgorithm,
-        /// File holding the secret (read at each use, never logged).
+        /// File holding the secret (read by berth-acme at each use, never logged).
         secret_file: PathBuf,
     },
     /// A program run as `CMD present|cleanup FQDN VALUE`.
@@ -289,10 +289,9 @@ impl RawDns<'_> {
             }
         };
         let key_name = self.tsig_key.map(|k| k.trim_end_matches('.').to_string());
+        // Read at each use, by berth-acme only: berth reads this file too, and the secret
+        // is mounted where berth-acme runs, not necessarily where berth does.
         let secret_file = self.tsig_secret_file.map(PathBuf::from);
-        if let Some(file) = &secret_file {
-            errors.check("acme.dns-tsig-secret-file", read_tsig_secret(file));
-        }
         if missing {
             return None;
         }
