@@ -126,7 +126,18 @@ pub async fn issue(
     if let Some(replaces) = &how.replaces {
         new_order = new_order.replaces(replaces.clone());
     }
-    let mut order = account.new_order(&new_order).await.map_err(Error::Acme)?;
+    let dns = match (wanted.challenge, how.dns) {
+        (Challenge::Dns01, None) => {
+            return Err(Error::Config(
+                "dns-01 needs acme.dns-provider (rfc2136 or exec)".into(),
+            ))
+        }
+        (_, dns) => dns.map(Dns::new),
+    };
+    let mut order = account
+        .new_order(&new_order)
+        .await
+        .map_err(Error::NewOrder)?;
     let retry = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .timeout(ORDER_TIMEOUT);
@@ -138,10 +149,9 @@ pub async fn issue(
             Outcome::default()
         }
         Challenge::Dns01 => {
-            let config = how.dns.ok_or_else(|| {
-                Error::Config("dns-01 needs acme.dns-provider (rfc2136 or exec)".into())
-            })?;
-            let dns = Dns::new(config);
+            let Some(dns) = dns else {
+                return Err(Error::Config("dns-01 needs acme.dns-provider".into()));
+            };
             let mut records = Vec::new();
             let result = dns01(&mut order, &dns, &mut records, &retry).await;
             if result.is_err() {
@@ -157,7 +167,7 @@ pub async fn issue(
                 }
             }
             Outcome {
-                propagation: Some(result?),
+                propagation: result?,
             }
         }
     };
@@ -217,15 +227,16 @@ async fn http01(order: &mut Order, challenge_dir: &Path) -> Result<ChallengeFile
 }
 
 /// Publishes a TXT record for every pending DNS-01 challenge (each one pushed onto `records`
-/// as soon as it is out, so the caller removes whatever was published), waits until every
-/// authoritative server answers them all, then tells the CA and waits for validation.
-/// Returns the propagation time.
+/// before it is published, so the caller removes whatever may be out, even after a failure
+/// half-way), waits until every authoritative server answers them all, then tells the CA and
+/// waits for validation. Returns the propagation time; `None` when the CA still held valid
+/// authorizations for every name and nothing was published.
 async fn dns01(
     order: &mut Order,
     dns: &Dns<'_>,
     records: &mut Vec<ChallengeRecord>,
     retry: &RetryPolicy,
-) -> Result<Duration, Error> {
+) -> Result<Option<Duration>, Error> {
     let mut authorizations = order.authorizations();
     while let Some(result) = authorizations.next().await {
         let mut authz = result.map_err(Error::Acme)?;
@@ -240,11 +251,15 @@ async fn dns01(
         })?;
         let record = ChallengeRecord::new(&identifier, challenge.key_authorization().dns_value())
             .map_err(Error::Dns)?;
+        records.push(record.clone());
         dns.present(&record)
             .await
             .map_err(|e| Error::Dns(format!("publishing {}: {e}", record.fqdn)))?;
         tracing::debug!(record = %record.fqdn, "acme: challenge record published");
-        records.push(record);
+    }
+    if records.is_empty() {
+        ready(order, retry).await?;
+        return Ok(None);
     }
     let took = dns.wait_for(records).await.map_err(Error::Dns)?;
     tracing::info!(
@@ -263,7 +278,7 @@ async fn dns01(
         }
     }
     ready(order, retry).await?;
-    Ok(took)
+    Ok(Some(took))
 }
 
 /// Deactivates the order's pending authorizations, so that the CA does not keep it open

@@ -26,6 +26,9 @@ pub enum Error {
     /// The ACME exchange failed (the CA's problem document, or a transport error).
     #[error("{0}")]
     Acme(instant_acme::Error),
+    /// The CA did not take the new order.
+    #[error("new order: {0}")]
+    NewOrder(instant_acme::Error),
     /// The order did not validate or finish.
     #[error("{0}")]
     Order(String),

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use berth_core::config::acme::RenewBefore;
+use berth_core::config::dns::DnsConfig;
 use berth_core::config::ConfigError;
 use berth_core::docker::Snapshot;
 use berth_core::labels::acme_request;
@@ -48,75 +49,119 @@ impl Wanted {
             challenge,
         })
     }
-
-    /// Takes in another source's wish for the same file: its hosts join, and `dns-01` wins
-    /// (it proves every name; `http-01` proves no wildcard).
-    fn merge(&mut self, other: Wanted) {
-        for h in other.hosts {
-            if !self.hosts.contains(&h) {
-                self.hosts.push(h);
-            }
-        }
-        self.challenge = self.challenge.max(other.challenge);
-    }
 }
 
-/// Certificates wanted by the config's routes and the running containers, by name. Where two
-/// sources want the same name, one certificate names the hosts of both (the config file's
-/// first, then containers by name; the first source's email). Returns the problems of
-/// containers whose certificate keys are invalid, or that ask for `dns-01` when
-/// `dns_configured` is false, too.
+/// Certificates wanted by the config's routes and the running containers, by name (the
+/// file stem in certs-dir). Routes of the config file that want the same file — `*.example.com`
+/// and `example.com`, both kept as `example.com.crt` — get one certificate naming both, proved
+/// by DNS-01. Otherwise the first source wants the file (the config file's routes first, then
+/// containers by name), and a later one whose hosts it does not name is reported, rather than
+/// folded in: a container could otherwise add a name nobody can prove to another's
+/// certificate. Returns those conflicts and the problems of containers whose certificate keys
+/// are invalid, too; a container may have DNS-01 prove only the names `acme.dns-names` allows
+/// (`dns` is `None` when no provider is configured).
 pub fn wanted(
     routes: &[RouteSpec],
     containers: &Snapshot,
-    dns_configured: bool,
+    dns: Option<&DnsConfig>,
 ) -> (Vec<Wanted>, Vec<ConfigError>) {
     let mut by_name: BTreeMap<String, Wanted> = BTreeMap::new();
-    let mut add = |w: Wanted| match by_name.get_mut(&w.name) {
-        Some(first) => first.merge(w),
-        None => {
-            by_name.insert(w.name.clone(), w);
-        }
-    };
     for r in routes.iter().filter(|r| r.acme) {
         let Some(host) = r.host.certificate_name() else {
             continue;
         };
         let challenge = Challenge::effective(r.acme_challenge, std::slice::from_ref(&host))
             .unwrap_or(Challenge::Http01);
-        if let Some(w) = Wanted::new(vec![host], None, "file".to_string(), challenge) {
-            add(w);
+        let Some(w) = Wanted::new(vec![host], None, "file".to_string(), challenge) else {
+            continue;
+        };
+        match by_name.get_mut(&w.name) {
+            Some(first) => {
+                for h in w.hosts {
+                    if !first.hosts.contains(&h) {
+                        first.hosts.push(h);
+                    }
+                }
+                // A wildcard and its base in one certificate: only DNS-01 proves both.
+                first.challenge = Challenge::effective(None, &first.hosts)
+                    .unwrap_or(Challenge::Dns01)
+                    .max(first.challenge)
+                    .max(w.challenge);
+            }
+            None => {
+                by_name.insert(w.name.clone(), w);
+            }
         }
     }
     let mut errors = Vec::new();
     let mut infos: Vec<_> = containers.entries().map(|(_, info)| info).collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     for info in infos {
-        match acme_request(info) {
-            Ok(Some(request)) => {
-                let source = match &info.service {
-                    Some(service) => format!("service {service}"),
-                    None => format!("container {}", info.name),
+        let request = match acme_request(info) {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.extend(e);
+                continue;
+            }
+        };
+        let source = match &info.service {
+            Some(service) => format!("service {service}"),
+            None => format!("container {}", info.name),
+        };
+        if request.challenge == Challenge::Dns01 {
+            let refused: Vec<&String> = match dns {
+                None => request.hosts.iter().collect(),
+                Some(d) => request.hosts.iter().filter(|h| !d.allows(h)).collect(),
+            };
+            if !refused.is_empty() {
+                let why = if dns.is_none() {
+                    "no acme.dns-provider is set (rfc2136 or exec; see docs/certificates.md)"
+                } else {
+                    "acme.dns-names does not allow it: a container's DNS-01 certificate may name \
+                     only what the operator allows (e.g. dns-names = [\"*.apps.example.com\"])"
                 };
-                if request.challenge == Challenge::Dns01 && !dns_configured {
+                errors.push(ConfigError {
+                    path: source,
+                    message: format!(
+                        "{} would be proved with dns-01, and {why}",
+                        refused
+                            .iter()
+                            .map(|h| h.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+                continue;
+            }
+        }
+        let Some(w) = Wanted::new(request.hosts, request.email, source, request.challenge) else {
+            continue;
+        };
+        match by_name.get(&w.name) {
+            Some(first) => {
+                let missing: Vec<&str> = w
+                    .hosts
+                    .iter()
+                    .filter(|h| !first.hosts.contains(h))
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() {
                     errors.push(ConfigError {
-                        path: source,
+                        path: w.source.clone(),
                         message: format!(
-                            "{} is proved with dns-01, and no acme.dns-provider is set (rfc2136 \
-                             or exec; see docs/certificates.md)",
-                            request.hosts.join(", ")
+                            "the certificate file {} is already wanted by {}, which does not \
+                             name {}; ask for these names there, or under another first host",
+                            w.name,
+                            first.source,
+                            missing.join(", ")
                         ),
                     });
-                    continue;
-                }
-                if let Some(w) =
-                    Wanted::new(request.hosts, request.email, source, request.challenge)
-                {
-                    add(w);
                 }
             }
-            Ok(None) => {}
-            Err(e) => errors.extend(e),
+            None => {
+                by_name.insert(w.name.clone(), w);
+            }
         }
     }
     (by_name.into_values().collect(), errors)
@@ -150,7 +195,9 @@ pub enum Due {
 
 /// When `existing` enters its renewal window (Unix time).
 pub fn renew_at(existing: &Existing, renew_before: RenewBefore) -> i64 {
-    existing.not_after - renew_before.seconds_before_expiry(existing.not_before, existing.not_after)
+    existing
+        .not_after
+        .saturating_sub(renew_before.seconds_before_expiry(existing.not_before, existing.not_after))
 }
 
 /// Decides for `hosts` given what exists, the renewal rule and the time now.
@@ -232,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn one_certificate_per_file_naming_every_host_that_wants_it() {
+    fn one_certificate_per_file_and_dns_01_for_containers_only_where_allowed() {
         let mut snapshot = Snapshot::default();
         for (name, env) in [
             (
@@ -252,33 +299,67 @@ mod tests {
             ),
             ("again", vec![("ACME_HOST", "r.example.com")]),
             ("wild", vec![("LETSENCRYPT_HOST", "*.w.example.com")]),
-            ("apex", vec![("LETSENCRYPT_HOST", "w.example.com")]),
+            (
+                "evil",
+                vec![
+                    ("LETSENCRYPT_HOST", "mail.example.com"),
+                    ("ACME_CHALLENGE", "DNS-01"),
+                ],
+            ),
         ] {
             let c = container(name, &env);
             snapshot.containers.insert(c.id.clone(), c);
         }
-        let (found, errors) = wanted(&[], &snapshot, true);
-        assert_eq!(found.len(), 2, "{found:?}");
-        // "again" sorts first and wants the same file: one certificate names both's hosts.
-        assert_eq!(found[0].name, "r.example.com");
-        assert_eq!(found[0].source, "container again");
-        assert_eq!(found[0].hosts, ["r.example.com", "www.r.example.com"]);
-        assert_eq!(found[0].challenge, Challenge::Http01);
-        // A wildcard is kept under its base name, with the base's own wish merged in, and
-        // proved by dns-01 as a whole.
-        assert_eq!(found[1].name, "w.example.com");
-        assert_eq!(found[1].hosts, ["w.example.com", "*.w.example.com"]);
-        assert_eq!(found[1].challenge, Challenge::Dns01);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].to_string().contains("container broken"));
+        let config = berth_core::config::parse_config(
+            "[listen]\nhttp = \"127.0.0.1:80\"\n[acme]\ndns-provider = \"exec\"\n\
+             dns-exec = \"/bin/hook\"\ndns-names = [\"*.w.example.com\"]\n\
+             [[route]]\nhost = \"*.f.example.com\"\nupstreams = [\"127.0.0.1:1\"]\nacme = true\n\
+             [[route]]\nhost = \"f.example.com\"\nupstreams = [\"127.0.0.1:1\"]\nacme = true\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (found, errors) = wanted(&config.routes, &snapshot, config.acme.dns.as_ref());
+        let names: Vec<&str> = found.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["f.example.com", "r.example.com", "w.example.com"],
+            "{found:?}"
+        );
+        // The operator's wildcard and base routes share a file: one certificate, by DNS-01.
+        assert_eq!(found[0].hosts, ["*.f.example.com", "f.example.com"]);
+        assert_eq!(found[0].challenge, Challenge::Dns01);
+        // "again" sorts first and wants r.example.com; "registry" wants the same file with a
+        // name "again" does not carry: reported, not folded into the other's certificate.
+        assert_eq!(found[1].source, "container again");
+        assert_eq!(found[1].hosts, ["r.example.com"]);
+        assert_eq!(found[1].challenge, Challenge::Http01);
+        // A container's wildcard, under its base name, by DNS-01, as dns-names allows.
+        assert_eq!(found[2].hosts, ["*.w.example.com"]);
+        assert_eq!(found[2].challenge, Challenge::Dns01);
+        let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(said.len(), 3, "{said:#?}");
+        assert!(
+            said.iter().any(|e| e.starts_with("container broken")),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(|e| e.starts_with(
+                "container evil: mail.example.com would be proved with dns-01, and acme.dns-names does not allow it"
+            )),
+            "{said:#?}"
+        );
+        assert!(
+            said.iter().any(|e| e.starts_with(
+                "container registry: the certificate file r.example.com is already wanted by container again, which does not name www.r.example.com"
+            )),
+            "{said:#?}"
+        );
 
-        // Without a DNS provider, dns-01 wishes are refused with the fix, the rest stands.
-        let (found, errors) = wanted(&[], &snapshot, false);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[1].hosts, ["w.example.com"]);
+        // Without a DNS provider, no container gets DNS-01; the rest stands.
+        let (found, errors) = wanted(&[], &snapshot, None);
+        assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             errors.iter().any(|e| e.to_string().starts_with(
-                "container wild: *.w.example.com is proved with dns-01, and no acme.dns-provider"
+                "container wild: *.w.example.com would be proved with dns-01, and no acme.dns-provider"
             )),
             "{errors:?}"
         );

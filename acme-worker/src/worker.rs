@@ -125,8 +125,21 @@ fn now_unix() -> i64 {
 
 /// Whether an error is the CA refusing a stale nonce (transient by definition).
 fn is_bad_nonce(e: &Error) -> bool {
-    matches!(e, Error::Acme(instant_acme::Error::Api(p))
+    matches!(e, Error::Acme(instant_acme::Error::Api(p)) | Error::NewOrder(instant_acme::Error::Api(p))
         if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+}
+
+/// Whether a CA's refusal of a new order is about its `replaces` (RFC 9773: the certificate
+/// was replaced already, or the CA will not take it as replaced): worth one plain order.
+fn refuses_replacement(p: &instant_acme::Problem) -> bool {
+    matches!(
+        p.r#type.as_deref(),
+        Some(
+            "urn:ietf:params:acme:error:alreadyReplaced"
+                | "urn:ietf:params:acme:error:conflict"
+                | "urn:ietf:params:acme:error:malformed"
+        )
+    )
 }
 
 /// Where in a renewal window this certificate renews, in 0..1: fixed per name, so restarts
@@ -290,8 +303,8 @@ impl Worker {
                 Err(e) if is_bad_nonce(&e) && attempts < 3 => {
                     tracing::info!(cert = %w.name, "acme: the CA refused a nonce; ordering again");
                 }
-                Err(Error::Acme(instant_acme::Error::Api(p)))
-                    if replaces.is_some() && attempts < 3 =>
+                Err(Error::NewOrder(instant_acme::Error::Api(p)))
+                    if replaces.is_some() && refuses_replacement(&p) =>
                 {
                     tracing::info!(
                         cert = %w.name,
@@ -310,11 +323,11 @@ impl Worker {
         let (wanted, errors) = wanted(
             &self.config.routes,
             containers,
-            self.config.acme.dns.is_some(),
+            self.config.acme.dns.as_ref(),
         );
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for m in messages.iter().filter(|m| !self.reported.contains(m)) {
-            tracing::warn!("acme: {m}; no certificate for that container");
+            tracing::warn!("acme: {m}");
         }
         self.reported = messages;
         self.publish_thumbprint().await;
@@ -461,10 +474,16 @@ impl Worker {
                     );
                     next = next.min(wait);
                     let message = e.to_string();
+                    // A hook's stderr is for the log only.
+                    let shown = message
+                        .split(crate::dns::exec::STDERR_MARK)
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     self.metrics.update(&w.name, |s| {
                         s.state = "failed";
                         s.failures = failures;
-                        s.last_error = Some(message.clone());
+                        s.last_error = Some(shown);
                         s.retry_at = Some(now_unix() + i64::try_from(wait.as_secs()).unwrap_or(0));
                     });
                     tracing::warn!(

@@ -264,7 +264,7 @@ fn the_seed_recipe_container_gets_its_certificate_live_and_a_restart_orders_noth
         .unwrap();
     let scraped = String::from_utf8_lossy(&scraped.stdout).to_string();
     assert!(
-        scraped.contains("berth_acme_orders_total{result=\"ok\"} 1"),
+        scraped.contains("berth_acme_orders_total{challenge=\"http-01\",result=\"ok\"} 1"),
         "{scraped}"
     );
     assert!(

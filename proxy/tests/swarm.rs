@@ -305,7 +305,7 @@ fn the_swarm_stack_serves_a_registry_behind_two_edges_with_one_certificate() {
             &format!("network = \"{}\"", overlay.name),
         )
         .replace("swarm-poll = \"5s\"", "swarm-poll = \"1s\"")
-        .replace("renew-before = \"30d\"", "renew-before = \"60s\"");
+        .replace("renew-before = \"auto\"", "renew-before = \"60s\"");
     let config_file = work.path().join("berth.toml");
     std::fs::write(&config_file, config).unwrap();
     let override_file = work.path().join("override.yml");

@@ -20,6 +20,30 @@ pub const KEY_NAME: &str = "berth-acme";
 
 static NEXT: AtomicU8 = AtomicU8::new(0);
 
+/// Adds an address of 127.0.53.0/24 to `lo` that no other server holds (one another test
+/// process added, or a dead run left behind, is skipped) and returns it.
+fn claim_address() -> io::Result<IpAddr> {
+    let start = std::process::id().wrapping_mul(7);
+    for _ in 0..250 {
+        let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let host = 1 + u8::try_from(start.wrapping_add(n) % 250).unwrap_or(0);
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 53, host));
+        let added = Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .output()?;
+        if added.status.success() {
+            return Ok(ip);
+        }
+        let stderr = String::from_utf8_lossy(&added.stderr);
+        if !stderr.contains("File exists") {
+            return Err(io::Error::other(format!(
+                "ip addr add {ip}/32 dev lo: {stderr}"
+            )));
+        }
+    }
+    Err(io::Error::other("no free address left in 127.0.53.0/24"))
+}
+
 /// A running `named`.
 pub struct Bind {
     child: Child,
@@ -35,15 +59,6 @@ pub struct Bind {
     _dir: tempfile::TempDir,
 }
 
-/// An address of its own for each server a test process starts, apart from those of other
-/// test processes running at the same time.
-fn next_address() -> IpAddr {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    let host = 1 + u8::try_from((pid.wrapping_mul(7) + u32::from(n)) % 250).unwrap_or(0);
-    IpAddr::V4(Ipv4Addr::new(127, 0, 53, host))
-}
-
 impl Bind {
     /// Starts `named` for `zone` (`* IN A 127.0.0.1`, NS and SOA naming itself).
     ///
@@ -53,17 +68,8 @@ impl Bind {
     pub fn start(zone: &str) -> io::Result<Bind> {
         let dir = tempfile::tempdir()?;
         let path = dir.path();
-        let addr = SocketAddr::new(next_address(), 53);
+        let addr = SocketAddr::new(claim_address()?, 53);
         let ip = addr.ip();
-        let added = Command::new("ip")
-            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-            .output()?;
-        let stderr = String::from_utf8_lossy(&added.stderr);
-        if !added.status.success() && !stderr.contains("File exists") {
-            return Err(io::Error::other(format!(
-                "ip addr add {ip}/32 dev lo: {stderr}"
-            )));
-        }
         let keygen = Command::new("tsig-keygen")
             .args(["-a", "hmac-sha256", KEY_NAME])
             .output()?;
@@ -157,6 +163,37 @@ impl Bind {
             .map(|l| l.trim().trim_matches('"').to_string())
             .filter(|l| !l.is_empty())
             .collect())
+    }
+
+    /// Adds a TXT record with the zone's key, as another client of the zone would.
+    ///
+    /// # Errors
+    /// When `nsupdate` fails.
+    pub fn add_txt(&self, name: &str, value: &str) -> io::Result<()> {
+        use std::io::Write;
+        let mut child = Command::new("nsupdate")
+            .arg("-k")
+            .arg(&self.key_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            write!(
+                stdin,
+                "server {} 53\nupdate add {name} 60 TXT \"{value}\"\nsend\n",
+                self.addr.ip()
+            )?;
+        }
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "nsupdate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
     }
 
     /// Writes a file holding `secret` as a TSIG secret (for a wrong-key test).

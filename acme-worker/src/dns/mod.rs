@@ -21,6 +21,9 @@ use rfc2136::Rfc2136;
 
 /// How often the authoritative servers are asked again while a record propagates.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// The most name servers waited for per record (a zone rarely lists more than a dozen
+/// addresses; one that lists hundreds does not make berth-acme ask hundreds).
+pub const MAX_SERVERS: usize = 16;
 
 /// A challenge record: `_acme-challenge.<name>` TXT `<value>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +134,9 @@ impl<'a> Dns<'a> {
         lookup::authoritative_servers(&zone, &resolvers).await
     }
 
-    /// Waits until every authoritative server answers every record, asking each again every
-    /// [`POLL_EVERY`], for at most `acme.dns-propagation-timeout`. Returns the time it took.
+    /// Waits until every authoritative server answers every record, asking them all at once
+    /// every [`POLL_EVERY`], for at most `acme.dns-propagation-timeout` (no question outlives
+    /// it). Returns the time it took.
     ///
     /// # Errors
     /// On timeout: which record which server did not answer, and what it answered instead.
@@ -142,29 +146,49 @@ impl<'a> Dns<'a> {
         // (record index, server) → the last answer, until it holds the value.
         let mut pending: BTreeMap<(usize, SocketAddr), String> = BTreeMap::new();
         for (i, r) in records.iter().enumerate() {
-            let servers =
-                tokio::time::timeout(self.config.propagation_timeout, self.servers_for(&r.fqdn))
-                    .await
-                    .map_err(|_| format!("finding the name servers of {} took too long", r.fqdn))?
-                    .map_err(|e| format!("cannot find the name servers of {}: {e}", r.fqdn))?;
-            for s in servers {
+            let servers = tokio::time::timeout_at(deadline.into(), self.servers_for(&r.fqdn))
+                .await
+                .map_err(|_| format!("finding the name servers of {} took too long", r.fqdn))?
+                .map_err(|e| format!("cannot find the name servers of {}: {e}", r.fqdn))?;
+            if servers.len() > MAX_SERVERS {
+                tracing::info!(
+                    record = %r.fqdn,
+                    servers = servers.len(),
+                    "acme: waiting for the first {MAX_SERVERS} name servers only"
+                );
+            }
+            for s in servers.into_iter().take(MAX_SERVERS) {
                 pending.insert((i, s), "not asked yet".into());
             }
         }
         loop {
+            let mut asking = tokio::task::JoinSet::new();
+            for &(i, server) in pending.keys() {
+                let fqdn = records[i].fqdn.clone();
+                asking.spawn(async move {
+                    let answer =
+                        tokio::time::timeout_at(deadline.into(), lookup::txt_values(server, &fqdn))
+                            .await
+                            .unwrap_or_else(|_| Err(format!("{server}: no answer in time")));
+                    ((i, server), answer)
+                });
+            }
             let mut still = BTreeMap::new();
-            for ((i, server), _) in std::mem::take(&mut pending) {
-                let r = &records[i];
-                match lookup::txt_values(server, &r.fqdn).await {
-                    Ok(values) if values.contains(&r.value) => {}
+            while let Some(done) = asking.join_next().await {
+                let Ok((key, answer)) = done else { continue };
+                let wanted = &records[key.0].value;
+                match answer {
+                    Ok(values) if values.contains(wanted) => {}
                     Ok(values) if values.is_empty() => {
-                        still.insert((i, server), "no TXT record".to_string());
+                        still.insert(key, "no TXT record".to_string());
                     }
                     Ok(values) => {
-                        still.insert((i, server), format!("other values {values:?}"));
+                        let mut shown = format!("other values {values:?}");
+                        shown.truncate(200);
+                        still.insert(key, shown);
                     }
                     Err(e) => {
-                        still.insert((i, server), e);
+                        still.insert(key, e);
                     }
                 }
             }

@@ -47,10 +47,19 @@ impl Rfc2136<'_> {
     /// The primary's addresses (a host name is resolved by the system).
     async fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
         let (host, port) = self.server;
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
-            .await
-            .map_err(|e| format!("acme.dns-server {host}: {e}"))?
-            .collect();
+        let found: Vec<SocketAddr> = tokio::time::timeout(
+            QUESTION_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), *port)),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "acme.dns-server {host}: no address within {}s",
+                QUESTION_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("acme.dns-server {host}: {e}"))?
+        .collect();
         if found.is_empty() {
             return Err(format!("acme.dns-server {host}: no address"));
         }
@@ -58,7 +67,7 @@ impl Rfc2136<'_> {
     }
 
     fn signer(&self) -> Result<TSigner, String> {
-        let secret = read_tsig_secret(self.secret_file)?;
+        let secret = read_tsig_secret(self.secret_file, self.key_name, self.algorithm)?;
         let algorithm = match self.algorithm {
             TsigAlgorithm::HmacSha256 => HickoryAlgorithm::HmacSha256,
             TsigAlgorithm::HmacSha384 => HickoryAlgorithm::HmacSha384,

@@ -95,6 +95,8 @@ pub struct RawAcme {
     pub dns_resolvers: Vec<String>,
     /// Authoritative servers to wait for.
     pub dns_nameservers: Vec<String>,
+    /// Names containers may have proved by DNS-01.
+    pub dns_names: Vec<String>,
 }
 
 /// When a certificate is renewed.
@@ -272,6 +274,7 @@ impl RawAcme {
             propagation_timeout: non_empty(&self.dns_propagation_timeout),
             resolvers: &self.dns_resolvers,
             nameservers: &self.dns_nameservers,
+            names: &self.dns_names,
         }
         .validate(errors);
         let key_type = match non_empty(&self.key_type) {

@@ -12,7 +12,13 @@
 //! dns-propagation-timeout = "2m"        # wait this long for every authoritative server
 //! dns-resolvers = ["1.1.1.1:53"]        # find zones and their servers (default: resolv.conf)
 //! dns-nameservers = []                  # servers to wait for (default: the zone's NS, port 53)
+//! dns-names = ["*.example.com"]         # names containers may have proved with these credentials
 //! ```
+//!
+//! Routes in the config file are the operator's own and may use DNS-01 for any name. A
+//! container asks through its labels, and with DNS-01 nothing but the DNS credentials limits
+//! which names it could get (HTTP-01 at least needs the name to point at this host): a
+//! container's DNS-01 certificate may name only what `dns-names` allows.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +73,22 @@ pub struct DnsConfig {
     pub resolvers: Vec<SocketAddr>,
     /// Authoritative servers to wait for; empty: the addresses of the zone's NS records.
     pub nameservers: Vec<SocketAddr>,
+    /// Names containers may ask for by DNS-01 (`example.com`, or `*.example.com` for every
+    /// name below it, wildcards included); empty: none.
+    pub names: Vec<String>,
+}
+
+impl DnsConfig {
+    /// Whether a container may have `host` (a name or `*.name`) proved by DNS-01.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.names
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('*') {
+                Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+                None => *allowed == host,
+            })
+    }
 }
 
 /// The `dns-*` keys as written.
@@ -90,6 +112,8 @@ pub struct RawDns<'a> {
     pub resolvers: &'a [String],
     /// `dns-nameservers`.
     pub nameservers: &'a [String],
+    /// `dns-names`.
+    pub names: &'a [String],
 }
 
 /// Parses `host`, `host:port`, `IP`, `IP:port` or `[IPv6]:port` (port 53 by default).
@@ -139,22 +163,67 @@ fn parse_ip_port(value: &str) -> Result<SocketAddr, String> {
         })
 }
 
-/// Reads a TSIG secret: the bare base64 secret, or BIND's key clause as `tsig-keygen` prints
-/// it (`key "name" { algorithm hmac-sha256; secret "..."; };`). Returns the decoded bytes.
+/// What a TSIG key file holds: the secret, and with BIND's key clause the key's name and
+/// algorithm too.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TsigFile {
+    /// The decoded secret.
+    pub secret: Vec<u8>,
+    /// `key "<name>"`, when the file is a key clause.
+    pub name: Option<String>,
+    /// `algorithm <name>;`, when the file is a key clause.
+    pub algorithm: Option<String>,
+}
+
+/// The statements of a key clause (`key "n" { algorithm a; secret "s"; };`): the key name,
+/// and each statement's keyword with its (unquoted) value.
+fn key_clause(text: &str) -> Option<(String, Vec<(String, String)>)> {
+    let rest = text.trim_start().strip_prefix("key")?;
+    let (head, body) = rest.split_once('{')?;
+    let name = head
+        .trim()
+        .trim_matches('"')
+        .trim_end_matches('.')
+        .to_string();
+    let body = body.rsplit_once('}').map_or(body, |(b, _)| b);
+    let statements = body
+        .split(';')
+        .filter_map(|st| {
+            let st = st.trim();
+            let (keyword, value) = st.split_once(char::is_whitespace)?;
+            Some((
+                keyword.to_ascii_lowercase(),
+                value.trim().trim_matches('"').to_string(),
+            ))
+        })
+        .collect();
+    Some((name, statements))
+}
+
+/// Reads a TSIG key file: the bare base64 secret, or BIND's key clause as `tsig-keygen`
+/// prints it (`key "name" { algorithm hmac-sha256; secret "..."; };`).
 ///
 /// # Errors
 /// A message naming the file (never its contents) when it cannot be read or decoded.
-pub fn read_tsig_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub fn read_tsig_file(path: &std::path::Path) -> Result<TsigFile, String> {
     use base64::Engine;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
-    let secret = match text.find("secret") {
-        Some(at) if text.contains('{') => text[at + "secret".len()..]
-            .split('"')
-            .nth(1)
-            .unwrap_or_default()
-            .to_string(),
-        _ => text.trim().to_string(),
+    let (secret, name, algorithm) = match key_clause(&text) {
+        Some((name, statements)) => {
+            let find = |k: &str| {
+                statements
+                    .iter()
+                    .find(|(kw, _)| kw == k)
+                    .map(|(_, v)| v.clone())
+            };
+            (
+                find("secret").unwrap_or_default(),
+                Some(name),
+                find("algorithm"),
+            )
+        }
+        None => (text.trim().to_string(), None, None),
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(secret.trim())
@@ -168,7 +237,59 @@ pub fn read_tsig_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     if bytes.is_empty() {
         return Err(format!("\"{}\" holds an empty TSIG secret", path.display()));
     }
-    Ok(bytes)
+    Ok(TsigFile {
+        secret: bytes,
+        name,
+        algorithm: algorithm.map(|a| a.to_ascii_lowercase()),
+    })
+}
+
+impl TsigAlgorithm {
+    /// The name BIND and the RFC use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+/// The secret of `path` for the key `key_name` with `algorithm`: a key clause that names
+/// another key or algorithm is refused, with both named, rather than sent to the server to
+/// come back as BADKEY.
+///
+/// # Errors
+/// As [`read_tsig_file`], or the mismatch.
+pub fn read_tsig_secret(
+    path: &std::path::Path,
+    key_name: &str,
+    algorithm: TsigAlgorithm,
+) -> Result<Vec<u8>, String> {
+    let file = read_tsig_file(path)?;
+    let key_name = key_name.trim_end_matches('.');
+    if let Some(name) = file
+        .name
+        .as_deref()
+        .filter(|n| !n.eq_ignore_ascii_case(key_name))
+    {
+        return Err(format!(
+            "\"{}\" holds the key \"{name}\", and acme.dns-tsig-key is \"{key_name}\"",
+            path.display()
+        ));
+    }
+    if let Some(a) = file
+        .algorithm
+        .as_deref()
+        .filter(|a| *a != algorithm.as_str())
+    {
+        return Err(format!(
+            "\"{}\" holds a {a} key, and acme.dns-tsig-algorithm is {}",
+            path.display(),
+            algorithm.as_str()
+        ));
+    }
+    Ok(file.secret)
 }
 
 impl RawDns<'_> {
@@ -234,11 +355,34 @@ impl RawDns<'_> {
                 .filter_map(|(i, v)| errors.check(&format!("{key}[{i}]"), parse_ip_port(v)))
                 .collect()
         };
+        let names = self
+            .names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let key = format!("acme.dns-names[{i}]");
+                match crate::route::HostPattern::parse(n).map(|p| p.certificate_name()) {
+                    Ok(Some(name)) => Some(name),
+                    Ok(None) => {
+                        errors.push(
+                            key,
+                            format!("\"{n}\": write a name or *.name (no regex, no trailing *)"),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(key, e);
+                        None
+                    }
+                }
+            })
+            .collect();
         Some(DnsConfig {
             provider,
             propagation_timeout,
             resolvers: list("acme.dns-resolvers", self.resolvers, errors),
             nameservers: list("acme.dns-nameservers", self.nameservers, errors),
+            names,
         })
     }
 
@@ -344,23 +488,74 @@ mod tests {
     #[test]
     fn tsig_secrets_bare_or_as_tsig_keygen_prints_them() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sha256 = TsigAlgorithm::HmacSha256;
         let bare = dir.path().join("bare");
         std::fs::write(&bare, "c2VjcmV0\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read_tsig_secret(&bare).as_deref(), Ok(&b"secret"[..]));
+        assert_eq!(
+            read_tsig_secret(&bare, "k", sha256).as_deref(),
+            Ok(&b"secret"[..])
+        );
+        // A key whose name holds the word "secret" is read by its statements, not by a search.
         let clause = dir.path().join("clause");
         std::fs::write(
             &clause,
-            "key \"berth\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n",
+            "key \"acme-secret\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0\";\n};\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(read_tsig_secret(&clause).as_deref(), Ok(&b"secret"[..]));
-        let bad = dir.path().join("bad");
-        std::fs::write(&bad, "not base64 at all!").unwrap_or_else(|e| panic!("{e}"));
-        let e = read_tsig_secret(&bad).expect_err("bad");
+        assert_eq!(
+            read_tsig_secret(&clause, "acme-secret.", sha256).as_deref(),
+            Ok(&b"secret"[..])
+        );
+        let e = read_tsig_secret(&clause, "other", sha256).expect_err("name");
         assert!(
-            e.contains("holds no base64") && !e.contains("not base64 at all"),
+            e.contains("holds the key \"acme-secret\", and acme.dns-tsig-key is \"other\""),
             "{e}"
         );
+        let e =
+            read_tsig_secret(&clause, "acme-secret", TsigAlgorithm::HmacSha512).expect_err("alg");
+        assert!(
+            e.contains("holds a hmac-sha256 key, and acme.dns-tsig-algorithm is hmac-sha512"),
+            "{e}"
+        );
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, "not base64 at all!").unwrap_or_else(|e| panic!("{e}"));
+        let e = read_tsig_secret(&bad, "k", sha256).expect_err("bad");
+        assert!(e.contains("holds no base64"), "{e}");
+    }
+
+    #[test]
+    fn containers_may_use_dns_01_for_the_allowed_names_only() {
+        let names = vec!["*.apps.example.com".to_string(), "Example.com".to_string()];
+        let exec = "/bin/hook";
+        let (c, e) = validate(&RawDns {
+            provider: Some("exec"),
+            exec: Some(exec),
+            names: &names,
+            ..RawDns::default()
+        });
+        assert!(e.is_empty(), "{e:?}");
+        let c = c.unwrap_or_else(|| panic!("config"));
+        for (host, allowed) in [
+            ("a.apps.example.com", true),
+            ("*.apps.example.com", true),
+            ("x.y.apps.example.com", true),
+            ("apps.example.com", false),
+            ("evilapps.example.com", false),
+            ("example.com", true),
+            ("EXAMPLE.com", true),
+            ("*.example.com", false),
+            ("mail.example.com", false),
+        ] {
+            assert_eq!(c.allows(host), allowed, "{host}");
+        }
+        let bad = vec!["~^a$".to_string()];
+        let (_, e) = validate(&RawDns {
+            provider: Some("exec"),
+            exec: Some(exec),
+            names: &bad,
+            ..RawDns::default()
+        });
+        assert!(e[0].starts_with("acme.dns-names[0]: \"~^a$\""), "{e:?}");
     }
 
     #[test]
@@ -388,6 +583,16 @@ mod tests {
             }
         );
         assert_eq!(c.propagation_timeout, DEFAULT_PROPAGATION_TIMEOUT);
+        // berth validates the same file and need not read the secret: a file it cannot
+        // read is berth-acme's business, at use.
+        let (c, e) = validate(&RawDns {
+            provider: Some("rfc2136"),
+            server: Some("127.0.0.1"),
+            tsig_key: Some("k"),
+            tsig_secret_file: Some("/run/secrets/not-here"),
+            ..RawDns::default()
+        });
+        assert!(c.is_some() && e.is_empty(), "{e:?}");
 
         let (c, e) = validate(&RawDns {
             provider: Some("rfc2136"),
@@ -405,10 +610,20 @@ mod tests {
         }
 
         let resolvers = vec!["192.0.2.1".to_string(), "x".to_string()];
+        let (c, e) = validate(&RawDns {
+            provider: Some("exec"),
+            exec: Some("/bin/hook"),
+            propagation_timeout: Some("0s"),
+            ..RawDns::default()
+        });
+        assert!(c.is_none());
+        assert!(
+            e[0].starts_with("acme.dns-propagation-timeout: must be at least 1s"),
+            "{e:?}"
+        );
         let (_, e) = validate(&RawDns {
             provider: Some("exec"),
             exec: Some("dns-hook"),
-            propagation_timeout: Some("0s"),
             resolvers: &resolvers,
             ..RawDns::default()
         });
