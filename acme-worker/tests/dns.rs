@@ -484,6 +484,20 @@ fn short_lived_certificates_renew_on_time_with_auto_and_orders_are_throttled() {
     );
     let (_, next_after) = dates(&crt);
     assert!(next_after > not_after);
+
+    // A fixed window longer than these certificates' life: each is renewed once, then as
+    // with "auto" — said in the log, rather than ordered again at every pass.
+    drop(daemon);
+    let fixed = s.config("renew-before = \"30d\"", routes);
+    let out = berth_acme(&fixed);
+    let said = text(&out);
+    assert!(said.contains("2 issued, 0 failed"), "{said}");
+    assert!(
+        said.contains(
+            "acme.renew-before (30 days before expiry) is longer than this certificate's lifetime"
+        ),
+        "{said}"
+    );
 }
 
 #[test]

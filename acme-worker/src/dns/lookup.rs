@@ -226,6 +226,27 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_on_in_time() {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = silent.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let started = std::time::Instant::now();
+        let asked = txt_values(
+            addr,
+            &name("_acme-challenge.a.test").unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert!(asked.is_err(), "{asked:?}");
+        assert!(
+            started.elapsed() < QUESTION_TIMEOUT + Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(silent);
+    }
+
     #[test]
     fn names() {
         assert_eq!(
