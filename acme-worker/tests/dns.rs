@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
 
-use common::{berth_binary, wait_for_verified_https, wait_until, Daemon};
+use common::{berth_acme, berth_binary, text, wait_for_verified_https, wait_until, Daemon};
 
 use berth_testkit::bind::{Bind, KEY_NAME};
 use berth_testkit::pebble::Pebble;
@@ -130,23 +130,6 @@ impl Stack {
             self.berth.log()
         )
     }
-}
-
-fn berth_acme(config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-acme"))
-        .arg("--config")
-        .arg(config)
-        .arg("once")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The DNS names on a PEM certificate, as openssl prints them.
@@ -304,7 +287,7 @@ fn a_wrong_tsig_secret_fails_that_certificate_alone_and_says_why() {
     let s = stack("tsig.test", routes, true, None);
     let wrong = "d3JvbmctYnV0LXdlbGwtZm9ybWVkLXNlY3JldC0wMTIzNDU2Nzg5YWI=";
     let secret = Bind::write_secret(s.work.path(), wrong).unwrap();
-    let out = berth_acme(&s.config(&s.rfc2136(&secret), routes));
+    let out = berth_acme(&s.config(&s.rfc2136(&secret), routes), &["once"]);
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("1 issued, 1 failed"), "{said}\n{}", s.logs());
@@ -334,14 +317,17 @@ fn the_exec_provider_publishes_and_removes_through_a_script() {
                   acme-challenge = \"dns-01\"\n";
     let s = stack("exec.test", routes, false, None);
     let (hook, calls) = s.hook(true);
-    let out = berth_acme(&s.config(
-        &format!(
-            "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]",
-            hook.display(),
-            s.bind.addr
+    let out = berth_acme(
+        &s.config(
+            &format!(
+                "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]",
+                hook.display(),
+                s.bind.addr
+            ),
+            routes,
         ),
-        routes,
-    ));
+        &["once"],
+    );
     assert!(out.status.success(), "{}\n{}", text(&out), s.logs());
     assert!(s.certs.join("app.exec.test.crt").exists());
     // present, then cleanup, of the same record and value, with lego's arguments.
@@ -370,15 +356,18 @@ fn a_record_that_never_shows_times_out_cleans_up_and_abandons_the_order() {
     let s = stack("silent.test", routes, false, None);
     // The script says it published, and did not.
     let (hook, calls) = s.hook(false);
-    let out = berth_acme(&s.config(
-        &format!(
-            "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]\n\
+    let out = berth_acme(
+        &s.config(
+            &format!(
+                "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]\n\
              dns-propagation-timeout = \"3s\"",
-            hook.display(),
-            s.bind.addr
+                hook.display(),
+                s.bind.addr
+            ),
+            routes,
         ),
-        routes,
-    ));
+        &["once"],
+    );
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
@@ -423,7 +412,7 @@ fn short_lived_certificates_renew_on_time_with_auto_and_orders_are_throttled() {
         "max-orders-per-minute = 1\nprofile = \"shortlived\"",
         routes,
     );
-    let out = berth_acme(&throttled);
+    let out = berth_acme(&throttled, &["once"]);
     let said = text(&out);
     assert!(
         said.contains("1 issued, 0 failed, 1 put off by acme.max-orders-per-minute"),
@@ -489,7 +478,7 @@ fn short_lived_certificates_renew_on_time_with_auto_and_orders_are_throttled() {
     // with "auto" — said in the log, rather than ordered again at every pass.
     drop(daemon);
     let fixed = s.config("renew-before = \"30d\"", routes);
-    let out = berth_acme(&fixed);
+    let out = berth_acme(&fixed, &["once"]);
     let said = text(&out);
     assert!(said.contains("2 issued, 0 failed"), "{said}");
     assert!(
@@ -507,18 +496,21 @@ fn every_authoritative_server_must_answer_not_just_one() {
     let s = stack("two.test", routes, false, None);
     // A second server for the zone that never gets the update (a secondary lagging behind).
     let lagging = Bind::start("two.test").unwrap();
-    let out = berth_acme(&s.config(
-        &format!(
-            "{}\ndns-nameservers = [\"{}\", \"{}\"]",
-            s.rfc2136(&s.bind.key_file).replace(
-                "dns-propagation-timeout = \"20s\"",
-                "dns-propagation-timeout = \"3s\""
+    let out = berth_acme(
+        &s.config(
+            &format!(
+                "{}\ndns-nameservers = [\"{}\", \"{}\"]",
+                s.rfc2136(&s.bind.key_file).replace(
+                    "dns-propagation-timeout = \"20s\"",
+                    "dns-propagation-timeout = \"3s\""
+                ),
+                s.bind.addr,
+                lagging.addr
             ),
-            s.bind.addr,
-            lagging.addr
+            routes,
         ),
-        routes,
-    ));
+        &["once"],
+    );
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     let line = said
@@ -568,7 +560,7 @@ fn containers_get_dns_01_certificates_only_for_the_names_the_operator_allows() {
         .unwrap()
         .replace("[docker]\nenabled = false", "[docker]\nenabled = true");
     std::fs::write(&config, config_text).unwrap();
-    let out = berth_acme(&config);
+    let out = berth_acme(&config, &["once"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}\n{}", s.logs());
     assert!(said.contains("1 issued, 0 failed"), "{said}");

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{berth_binary, serial, wait_for_verified_https, Daemon};
+use common::{berth_acme, berth_binary, serial, text, wait_for_verified_https, Daemon};
 
 use berth_testkit::pebble::Pebble;
 use berth_testkit::{BerthProcess, Origin};
@@ -79,23 +79,6 @@ fn stack_with(acme_extra: &str, routes: &str, eab: bool) -> Stack {
         certs,
         _work: work,
     }
-}
-
-fn berth_acme(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-acme"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `curl` through berth's HTTPS listener to `host`, verifying against `root`.

@@ -13,7 +13,7 @@ use berth_core::labels::{
 use libfuzzer_sys::fuzz_target;
 
 /// Keys the schema knows, so the fuzzer reaches past "not for berth" quickly.
-const KEYS: [&str; 24] = [
+const KEYS: [&str; 26] = [
     "berth.host",
     "berth.port",
     "berth.proto",
@@ -29,6 +29,7 @@ const KEYS: [&str; 24] = [
     "berth.enable",
     "berth.acme",
     "berth.acme.email",
+    "berth.acme.challenge",
     "berth.auth.htpasswd",
     "berth.auth.realm",
     "VIRTUAL_HOST",
@@ -37,6 +38,7 @@ const KEYS: [&str; 24] = [
     "NETWORK_ACCESS",
     "LETSENCRYPT_HOST",
     "LETSENCRYPT_EMAIL",
+    "ACME_CHALLENGE",
     "HTTPS_METHOD",
 ];
 
@@ -111,5 +113,15 @@ fuzz_target!(|input: Input| {
     }
     if let Ok(Some(request)) = acme_request(&info) {
         assert!(!request.hosts.is_empty());
+        // Every name is one a certificate can carry, and a wildcard is never left to
+        // HTTP-01, which cannot prove it.
+        for h in &request.hosts {
+            let base = h.strip_prefix("*.").unwrap_or(h);
+            assert!(!base.is_empty() && !base.contains('*') && !h.starts_with('~'), "{h}");
+            assert!(
+                !(h.starts_with("*.") && request.challenge == berth_core::route::Challenge::Http01),
+                "{h} by http-01"
+            );
+        }
     }
 });

@@ -26,6 +26,24 @@ pub fn name(text: &str) -> Result<Name, String> {
     Ok(n)
 }
 
+/// Asks one question on a connected client, its exchange running meanwhile.
+async fn ask_on<B>(
+    mut client: Client,
+    background: B,
+    server: SocketAddr,
+    name: &Name,
+    rtype: RecordType,
+) -> Result<DnsResponse, String>
+where
+    B: std::future::Future + Send + 'static,
+    B::Output: Send + 'static,
+{
+    let task = tokio::spawn(background);
+    let answer = client.query(name.clone(), DNSClass::IN, rtype).await;
+    task.abort();
+    answer.map_err(|e| format!("{server}: {e}"))
+}
+
 async fn ask_udp(
     server: SocketAddr,
     name: &Name,
@@ -34,13 +52,10 @@ async fn ask_udp(
     let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
         .with_timeout(Some(QUESTION_TIMEOUT))
         .build();
-    let (mut client, background) = Client::connect(stream)
+    let (client, background) = Client::connect(stream)
         .await
         .map_err(|e| format!("{server}: {e}"))?;
-    let task = tokio::spawn(background);
-    let answer = client.query(name.clone(), DNSClass::IN, rtype).await;
-    task.abort();
-    answer.map_err(|e| format!("{server}: {e}"))
+    ask_on(client, background, server, name, rtype).await
 }
 
 async fn ask_tcp(
@@ -54,13 +69,10 @@ async fn ask_tcp(
         Some(QUESTION_TIMEOUT),
         TokioRuntimeProvider::default(),
     );
-    let (mut client, background) = Client::with_timeout(stream, handle, QUESTION_TIMEOUT, None)
+    let (client, background) = Client::with_timeout(stream, handle, QUESTION_TIMEOUT, None)
         .await
         .map_err(|e| format!("{server}: {e}"))?;
-    let task = tokio::spawn(background);
-    let answer = client.query(name.clone(), DNSClass::IN, rtype).await;
-    task.abort();
-    answer.map_err(|e| format!("{server}: {e}"))
+    ask_on(client, background, server, name, rtype).await
 }
 
 /// Asks `server` one question; a truncated answer is asked again over TCP.

@@ -25,6 +25,25 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// addresses; one that lists hundreds does not make berth-acme ask hundreds).
 pub const MAX_SERVERS: usize = 16;
 
+/// What is done to a challenge record: the exec contract's verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Publish it.
+    Present,
+    /// Remove it (that value only).
+    Cleanup,
+}
+
+impl Change {
+    /// `present` or `cleanup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Present => "present",
+            Change::Cleanup => "cleanup",
+        }
+    }
+}
+
 /// A challenge record: `_acme-challenge.<name>` TXT `<value>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChallengeRecord {
@@ -68,59 +87,42 @@ impl<'a> Dns<'a> {
         }
     }
 
-    fn rfc2136(&self) -> Option<Rfc2136<'_>> {
-        match &self.config.provider {
-            DnsProvider::Rfc2136 {
-                server,
-                key_name,
-                algorithm,
-                secret_file,
-            } => Some(Rfc2136 {
-                server,
-                key_name,
-                algorithm: *algorithm,
-                secret_file,
-            }),
-            DnsProvider::Exec { .. } => None,
-        }
-    }
-
     /// Publishes `record`.
     ///
     /// # Errors
     /// The provider's failure, said plainly.
     pub async fn present(&self, record: &ChallengeRecord) -> Result<(), String> {
-        match &self.config.provider {
-            DnsProvider::Exec { command } => {
-                exec::run(command, "present", &record.fqdn.to_string(), &record.value).await
-            }
-            DnsProvider::Rfc2136 { .. } => {
-                let Some(p) = self.rfc2136() else {
-                    return Err("no rfc2136 provider".into());
-                };
-                let zone = p.zone(&record.fqdn, &self.config.resolvers).await?;
-                p.present(&zone, &record.fqdn, &record.value).await
-            }
-        }
+        self.change(record, Change::Present).await
     }
 
-    /// Removes `record`.
+    /// Removes `record` (that value only).
     ///
     /// # Errors
     /// As [`Dns::present`].
     pub async fn cleanup(&self, record: &ChallengeRecord) -> Result<(), String> {
-        match &self.config.provider {
+        self.change(record, Change::Cleanup).await
+    }
+
+    async fn change(&self, record: &ChallengeRecord, change: Change) -> Result<(), String> {
+        let p = match &self.config.provider {
             DnsProvider::Exec { command } => {
-                exec::run(command, "cleanup", &record.fqdn.to_string(), &record.value).await
+                let fqdn = record.fqdn.to_string();
+                return exec::run(command, change.as_str(), &fqdn, &record.value).await;
             }
-            DnsProvider::Rfc2136 { .. } => {
-                let Some(p) = self.rfc2136() else {
-                    return Err("no rfc2136 provider".into());
-                };
-                let zone = p.zone(&record.fqdn, &self.config.resolvers).await?;
-                p.cleanup(&zone, &record.fqdn, &record.value).await
-            }
-        }
+            DnsProvider::Rfc2136 {
+                server,
+                key_name,
+                algorithm,
+                secret_file,
+            } => Rfc2136 {
+                server,
+                key_name,
+                algorithm: *algorithm,
+                secret_file,
+            },
+        };
+        let zone = p.zone(&record.fqdn, &self.config.resolvers).await?;
+        p.update(&zone, &record.fqdn, &record.value, change).await
     }
 
     /// The servers that must answer `fqdn`: `acme.dns-nameservers`, else every address of

@@ -18,6 +18,7 @@ use hickory_client::proto::udp::UdpClientStream;
 use berth_core::config::dns::{read_tsig_secret, TsigAlgorithm};
 
 use super::lookup::{self, QUESTION_TIMEOUT};
+use super::Change;
 
 /// Allowed clock difference between berth-acme and the server, seconds (BIND's default).
 const FUDGE: u16 = 300;
@@ -34,13 +35,6 @@ pub struct Rfc2136<'a> {
     pub algorithm: TsigAlgorithm,
     /// File holding the secret.
     pub secret_file: &'a Path,
-}
-
-/// What the update does.
-#[derive(Clone, Copy)]
-enum Change {
-    Add,
-    Delete,
 }
 
 impl Rfc2136<'_> {
@@ -86,23 +80,12 @@ impl Rfc2136<'_> {
         }
     }
 
-    /// Adds the TXT record `fqdn` = `value` in `zone`.
+    /// Adds (`Present`) or removes (`Cleanup`, that value only) the TXT record `fqdn` =
+    /// `value` in `zone`.
     ///
     /// # Errors
     /// The server's refusal (with what it likely means) or a transport failure.
-    pub async fn present(&self, zone: &Name, fqdn: &Name, value: &str) -> Result<(), String> {
-        self.update(zone, fqdn, value, Change::Add).await
-    }
-
-    /// Removes the TXT record `fqdn` = `value` from `zone` (other values stay).
-    ///
-    /// # Errors
-    /// As [`Rfc2136::present`].
-    pub async fn cleanup(&self, zone: &Name, fqdn: &Name, value: &str) -> Result<(), String> {
-        self.update(zone, fqdn, value, Change::Delete).await
-    }
-
-    async fn update(
+    pub async fn update(
         &self,
         zone: &Name,
         fqdn: &Name,
@@ -132,8 +115,8 @@ impl Rfc2136<'_> {
             };
             let task = tokio::spawn(background);
             let answer = match change {
-                Change::Add => client.append(rrset.clone(), zone.clone(), false).await,
-                Change::Delete => client.delete_by_rdata(rrset.clone(), zone.clone()).await,
+                Change::Present => client.append(rrset.clone(), zone.clone(), false).await,
+                Change::Cleanup => client.delete_by_rdata(rrset.clone(), zone.clone()).await,
             };
             task.abort();
             match answer {

@@ -63,6 +63,25 @@ pub fn serial(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs berth-acme on `config` with `args` (`["once"]`) and waits for it.
+pub fn berth_acme(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth-acme"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// What a finished process printed, stdout then stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A berth-acme daemon, killed when dropped.
 pub struct Daemon(pub std::process::Child, pub PathBuf);
 
