@@ -31,6 +31,7 @@ use berth_core::feed::FEED_PATH;
 Examples:
   berth-acme --config /etc/berth/berth.toml        # daemon: follows Docker, renews on time
   berth-acme --config /etc/berth/berth.toml once   # do what is due now, then exit (cron)
+  berth-acme --config /etc/berth/berth.toml once --force-renewal   # renew everything now
 
 Reference: docs/certificates.md"
 )]
@@ -38,6 +39,10 @@ struct Cli {
     /// Configuration file (TOML), the same file berth reads. Without it, the embedded default.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Order every certificate once now, due or not (a key that may have leaked, a new
+    /// key type); then renew on time as usual.
+    #[arg(long, global = true)]
+    force_renewal: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -84,8 +89,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Once) => once(config).await,
-            None => daemon(config).await,
+            Some(Command::Once) => once(config, cli.force_renewal).await,
+            None => daemon(config, cli.force_renewal).await,
         }
     });
     match result {
@@ -101,14 +106,14 @@ fn metrics() -> Result<Arc<Metrics>, String> {
     Metrics::new().map(Arc::new).map_err(|e| e.to_string())
 }
 
-async fn once(config: Arc<Config>) -> Result<ExitCode, String> {
+async fn once(config: Arc<Config>, force: bool) -> Result<ExitCode, String> {
     let containers = match docker_endpoint(&config)? {
         Some(endpoint) => list_once(&endpoint)
             .await
             .map_err(|e| format!("docker {endpoint}: {e}"))?,
         None => Snapshot::default(),
     };
-    let mut worker = Worker::new(config.clone(), metrics()?);
+    let mut worker = Worker::new(config.clone(), metrics()?).force_renewal(force);
     let (report, _) = worker.pass(&containers).await;
     println!(
         "berth-acme: {} issued, {} failed, {} put off by acme.max-orders-per-minute",
@@ -123,7 +128,7 @@ async fn once(config: Arc<Config>) -> Result<ExitCode, String> {
     })
 }
 
-async fn daemon(config: Arc<Config>) -> Result<ExitCode, String> {
+async fn daemon(config: Arc<Config>, force: bool) -> Result<ExitCode, String> {
     let metrics = metrics()?;
     if let Some(addr) = config.acme.metrics {
         berth_acme::metrics::serve(addr, metrics.clone())
@@ -148,7 +153,7 @@ async fn daemon(config: Arc<Config>) -> Result<ExitCode, String> {
         config.acme.directory,
         config.tls.certs_dir.display()
     );
-    let mut worker = Worker::new(config.clone(), metrics);
+    let mut worker = Worker::new(config.clone(), metrics).force_renewal(force);
     if let Some((addr, token_file)) = &config.acme.feed {
         let token = berth_core::feed::read_token(token_file)
             .map_err(|e| format!("acme.feed-token-file: {e}"))?;

@@ -4,10 +4,12 @@
 //! One certificate per container (its `LETSENCRYPT_HOST` / `berth.acme` host list as SANs,
 //! named after the first host, as acme-companion does; a wildcard `*.example.com` names the
 //! files `example.com`, where berth looks for wildcards) and one per static route with
-//! `acme = true`. Sources that want the same file get one certificate naming all their
-//! hosts. A certificate is due when it is missing, does not cover the wanted names, or is in
-//! its renewal window (`renew-before`); a valid one that covers the names is never
-//! re-issued, so restarts cannot burn the CA's rate limits.
+//! `acme = true`. Routes that want the same file (`*.example.com` and `example.com`) get one
+//! certificate naming both; otherwise the first source wants a file and a later one with
+//! other names is reported. A container's DNS-01 certificate names only what
+//! `acme.dns-names` allows. A certificate is due when it is missing, does not cover the
+//! wanted names, or is in its renewal window (`renew-before`); a valid one that covers the
+//! names is never re-issued, so restarts cannot burn the CA's rate limits.
 
 use std::collections::BTreeMap;
 
@@ -306,6 +308,13 @@ mod tests {
                     ("ACME_CHALLENGE", "DNS-01"),
                 ],
             ),
+            (
+                "mixed",
+                vec![
+                    ("LETSENCRYPT_HOST", "m.w.example.com, mail.example.com"),
+                    ("ACME_CHALLENGE", "DNS-01"),
+                ],
+            ),
         ] {
             let c = container(name, &env);
             snapshot.containers.insert(c.id.clone(), c);
@@ -336,7 +345,15 @@ mod tests {
         assert_eq!(found[2].hosts, ["*.w.example.com"]);
         assert_eq!(found[2].challenge, Challenge::Dns01);
         let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(said.len(), 3, "{said:#?}");
+        assert_eq!(said.len(), 4, "{said:#?}");
+        // One name it may not have refuses the container's certificate as a whole; the
+        // message names only that one.
+        assert!(
+            said.iter().any(|e| e.starts_with(
+                "container mixed: mail.example.com would be proved with dns-01, and acme.dns-names"
+            )),
+            "{said:#?}"
+        );
         assert!(
             said.iter().any(|e| e.starts_with("container broken")),
             "{said:#?}"

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use instant_acme::Account;
 
-use berth_core::config::acme::RenewBefore;
 use berth_core::config::Config;
 use berth_core::docker::Snapshot;
 
@@ -106,9 +105,11 @@ pub struct Worker {
     /// `acme.profile` is set and the CA offers no profiles; said once.
     profile_warned: bool,
     throttle: Throttle,
-    /// Certificates whose fixed `renew-before` is longer than their lifetime: a fresh one
-    /// would be due at once, so they renew as with `auto` for the rest of this process.
-    too_short: std::collections::HashSet<String>,
+    /// Certificates already warned about: a fixed `renew-before` not shorter than their
+    /// lifetime (they renew as with `auto`).
+    warned_window: std::collections::HashSet<String>,
+    /// `--force-renewal`: the next pass orders every certificate, due or not.
+    force: bool,
     /// With `acme.feed`: where the thumbprint and certificate changes are published, and
     /// how many documents with the thumbprint the feed has served.
     feed: Option<(
@@ -127,19 +128,6 @@ fn now_unix() -> i64 {
 fn is_bad_nonce(e: &Error) -> bool {
     matches!(e, Error::Acme(instant_acme::Error::Api(p)) | Error::NewOrder(instant_acme::Error::Api(p))
         if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
-}
-
-/// Whether a CA's refusal of a new order is about its `replaces` (RFC 9773: the certificate
-/// was replaced already, or the CA will not take it as replaced): worth one plain order.
-fn refuses_replacement(p: &instant_acme::Problem) -> bool {
-    matches!(
-        p.r#type.as_deref(),
-        Some(
-            "urn:ietf:params:acme:error:alreadyReplaced"
-                | "urn:ietf:params:acme:error:conflict"
-                | "urn:ietf:params:acme:error:malformed"
-        )
-    )
 }
 
 /// Where in a renewal window this certificate renews, in 0..1: fixed per name, so restarts
@@ -176,7 +164,8 @@ impl Worker {
             ari_unsupported: false,
             ari_supported: false,
             profile_warned: false,
-            too_short: std::collections::HashSet::new(),
+            warned_window: std::collections::HashSet::new(),
+            force: false,
             feed: None,
         }
     }
@@ -192,6 +181,14 @@ impl Worker {
         served: tokio::sync::watch::Receiver<u64>,
     ) -> Worker {
         self.feed = Some((published, served));
+        self
+    }
+
+    /// Makes the next pass order every certificate, due or not (`--force-renewal`: a key
+    /// that may have leaked, a changed key type).
+    #[must_use]
+    pub fn force_renewal(mut self, force: bool) -> Worker {
+        self.force = force;
         self
     }
 
@@ -276,7 +273,9 @@ impl Worker {
     /// Orders `w`; an order that fails only on stale nonces (`badNonce`, which the client
     /// already retried three times per request) is started again at once, twice at most,
     /// rather than waiting out a backoff for a fault that is not the certificate's. A
-    /// renewal the CA will not take as replacing the old certificate is ordered plainly.
+    /// renewal whose new order the CA refuses while it names the certificate it replaces is
+    /// ordered once more without (the CA may not take it as replaced: already replaced, or
+    /// ordered by another account).
     async fn order(&mut self, w: &Wanted, replaces: Option<&Existing>) -> Result<Outcome, Error> {
         let email = self.email_for(w);
         let config = self.config.clone();
@@ -303,9 +302,7 @@ impl Worker {
                 Err(e) if is_bad_nonce(&e) && attempts < 3 => {
                     tracing::info!(cert = %w.name, "acme: the CA refused a nonce; ordering again");
                 }
-                Err(Error::NewOrder(instant_acme::Error::Api(p)))
-                    if replaces.is_some() && refuses_replacement(&p) =>
-                {
+                Err(Error::NewOrder(instant_acme::Error::Api(p))) if replaces.is_some() => {
                     tracing::info!(
                         cert = %w.name,
                         "acme: the CA refused the order as a replacement ({p}); ordering it plainly"
@@ -341,11 +338,19 @@ impl Worker {
         for w in &wanted {
             let current = existing(&certs_dir, &w.name).await;
             let now = now_unix();
-            let renew_before = if self.too_short.contains(&w.name) {
-                RenewBefore::Auto
-            } else {
-                renew_before
-            };
+            if let Some(e) = &current {
+                if renew_before.too_long_for(e.not_before, e.not_after)
+                    && self.warned_window.insert(w.name.clone())
+                {
+                    tracing::warn!(
+                        cert = %w.name,
+                        lifetime_secs = e.not_after - e.not_before,
+                        "acme: acme.renew-before ({renew_before}) is not shorter than this \
+                         certificate's lifetime; renewing it when a third of its lifetime is \
+                         left (half, under 10 days) instead, as with renew-before = \"auto\""
+                    );
+                }
+            }
             let decision = due(current.as_ref(), &w.hosts, renew_before, now);
             // The CA's own window, when it publishes one, comes first when it is earlier.
             let ari = match (&current, decision) {
@@ -353,6 +358,7 @@ impl Worker {
                 _ => None,
             };
             let reason = match decision {
+                Due::NotUntil(_) if self.force => "renewal forced (--force-renewal)",
                 Due::NotUntil(own) => {
                     let (at, recheck) = match ari {
                         Some((at, _)) if at <= now => (at, Duration::ZERO),
@@ -415,22 +421,7 @@ impl Worker {
                     }
                     self.backoff.remove(&w.name);
                     let fresh = existing(&certs_dir, &w.name).await;
-                    let mut at = fresh.as_ref().map(|e| renew_at(e, renew_before));
-                    if let (Some(e), Some(due_at)) = (&fresh, at) {
-                        if due_at <= now_unix() {
-                            tracing::warn!(
-                                cert = %w.name,
-                                lifetime_secs = e.not_after - e.not_before,
-                                "acme: acme.renew-before ({}) is longer than this certificate's \
-                                 lifetime, so it would be renewed at every pass; renewing it \
-                                 when a third of its lifetime remains instead (set \
-                                 renew-before = \"auto\")",
-                                self.config.acme.renew_before
-                            );
-                            self.too_short.insert(w.name.clone());
-                            at = Some(renew_at(e, RenewBefore::Auto));
-                        }
-                    }
+                    let at = fresh.as_ref().map(|e| renew_at(e, renew_before));
                     self.record(w, fresh.as_ref(), at);
                     if let Some(at) = at {
                         let wait = u64::try_from(at - now_unix()).unwrap_or(0);
@@ -497,6 +488,7 @@ impl Worker {
                 }
             }
         }
+        self.force = false;
         if let (Some((feed, _)), false) = (&self.feed, report.issued.is_empty()) {
             feed.send_modify(|p| p.generation += 1);
         }

@@ -474,19 +474,20 @@ fn short_lived_certificates_renew_on_time_with_auto_and_orders_are_throttled() {
     let (_, next_after) = dates(&crt);
     assert!(next_after > not_after);
 
-    // A fixed window longer than these certificates' life: each is renewed once, then as
-    // with "auto" — said in the log, rather than ordered again at every pass.
+    // A fixed window longer than these certificates' life would make each due at every
+    // run: they renew as with "auto" instead, and the log says so. The one just renewed is
+    // left alone.
     drop(daemon);
+    let renewed = common::serial(&crt);
     let fixed = s.config("renew-before = \"30d\"", routes);
     let out = berth_acme(&fixed, &["once"]);
     let said = text(&out);
-    assert!(said.contains("2 issued, 0 failed"), "{said}");
+    assert!(out.status.success(), "{said}");
     assert!(
-        said.contains(
-            "acme.renew-before (30 days before expiry) is longer than this certificate's lifetime"
-        ),
+        said.contains("acme.renew-before (30 days before expiry) is not shorter than this certificate's lifetime"),
         "{said}"
     );
+    assert_eq!(common::serial(&crt), renewed, "{said}");
 }
 
 #[test]
@@ -581,4 +582,69 @@ fn containers_get_dns_01_certificates_only_for_the_names_the_operator_allows() {
         "{said}"
     );
     drop((wild, evil));
+}
+
+#[test]
+fn a_failed_present_is_cleaned_up_and_its_stderr_stays_in_the_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let routes = "[[route]]\nhost = \"app.fail.test\"\nupstreams = [\"{origin}\"]\nacme = true\n\
+                  acme-challenge = \"dns-01\"\n";
+    let s = stack("fail.test", routes, false, None);
+    // An API that refuses the record, and says so with a token in its output.
+    let calls = s.work.path().join("calls");
+    let hook = s.work.path().join("dns-hook");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $3\" >> {}\n\
+             [ \"$1\" = present ] && {{ echo 'refused for token tkn-0123456789' >&2; exit 3; }}\n\
+             exit 0\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = s.config(
+        &format!(
+            "dns-provider = \"exec\"\ndns-exec = \"{}\"\ndns-resolvers = [\"{}\"]\n\
+             metrics = \"{metrics}\"",
+            hook.display(),
+            s.bind.addr
+        ),
+        routes,
+    );
+    let daemon = Daemon::start(&config, s.work.path().join("acme.log"));
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&get(&format!("http://{metrics}/certificates"))).unwrap_or_default()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the order never failed",
+        || status()["app.fail.test"]["state"] == "failed",
+        || daemon.log(),
+    );
+    // The record that may have gone out is removed all the same.
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    assert!(
+        lines[0].starts_with("present _acme-challenge.app.fail.test. ")
+            && lines[1].starts_with("cleanup _acme-challenge.app.fail.test. "),
+        "{calls}"
+    );
+    // The log has the program's stderr; /certificates has the status only.
+    let error = status()["app.fail.test"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("exit status: 3"), "{error}");
+    assert!(!error.contains("tkn-0123456789"), "{error}");
+    assert!(
+        daemon
+            .log()
+            .contains("stderr: refused for token tkn-0123456789"),
+        "{}",
+        daemon.log()
+    );
 }

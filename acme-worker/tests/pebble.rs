@@ -165,14 +165,26 @@ fn a_static_route_gets_a_certificate_berth_serves_and_it_is_renewed_only_when_du
         text(&out)
     );
 
-    // A renewal window longer than the certificate's life: renewed, and served.
-    let before = serial(&crt);
-    let renewing = std::fs::read_to_string(&s.config).unwrap().replace(
+    // A fixed window not shorter than the certificate's life would make it due at every
+    // run: it renews as with "auto" instead, and says so.
+    let fixed = std::fs::read_to_string(&s.config).unwrap().replace(
         "email = \"ops@example.test\"",
         "email = \"ops@example.test\"\nrenew-before = \"36500d\"",
     );
-    std::fs::write(&s.config, renewing).unwrap();
-    let out = berth_acme(&s.config, &["once"]);
+    let fixed_config = s.config.with_file_name("fixed.toml");
+    std::fs::write(&fixed_config, fixed).unwrap();
+    let out = berth_acme(&fixed_config, &["once"]);
+    assert!(text(&out).contains("0 issued, 0 failed"), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not shorter than this certificate's lifetime"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(s.pebble.orders(), orders);
+
+    // --force-renewal renews what is not due, and berth serves the new certificate.
+    let before = serial(&crt);
+    let out = berth_acme(&s.config, &["once", "--force-renewal"]);
     assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
     let after = serial(&crt);
     assert_ne!(before, after);
@@ -456,14 +468,9 @@ fn a_renewal_during_a_push_fails_nothing() {
         })
     };
 
-    // Renew in the middle of it: a window longer than the certificate's life makes it due.
+    // Renew in the middle of it (--force-renewal: it is not due).
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let renew = s.config.with_file_name("renew.toml");
-    let text_config = std::fs::read_to_string(&s.config)
-        .unwrap()
-        .replace("[acme]\n", "[acme]\nrenew-before = \"36500d\"\n");
-    std::fs::write(&renew, text_config).unwrap();
-    let out = berth_acme(&renew, &["once"]);
+    let out = berth_acme(&s.config, &["once", "--force-renewal"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("1 issued, 0 failed"), "{}", text(&out));
     assert_ne!(serial(&crt), first);

@@ -48,7 +48,8 @@ pub async fn run(command: &Path, action: &str, fqdn: &str, value: &str) -> Resul
 }
 
 /// [`run`] with its own time limit. The program runs in a process group of its own, which is
-/// killed as a whole when the time is up.
+/// killed as a whole when the time is up, and after the program exited (whatever it left
+/// running in the background goes with it).
 ///
 /// # Errors
 /// As [`run`].
@@ -91,16 +92,12 @@ pub async fn run_within(
     let status = match waited {
         Ok(status) => status,
         Err(_) => {
-            if let Some(pid) = group {
-                let _ = tokio::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .stderr(Stdio::null())
-                    .status()
-                    .await;
-            }
+            kill_group(group);
+            let _ = child.wait().await;
             return Err(format!(
-                "acme.dns-exec {shown} {action}: still running after {}s; killed",
-                limit.as_secs()
+                "acme.dns-exec {shown} {action}: still running after {}s; killed{}",
+                limit.as_secs(),
+                quote(&kept)
             ));
         }
     };
@@ -109,24 +106,47 @@ pub async fn run_within(
         // open, and is not waited for.
         let _ = tokio::time::timeout(STDERR_GRACE, &mut reading).await;
     }
+    // Whatever it left running in its group goes with it.
+    kill_group(group);
     let status = status.map_err(|e| format!("acme.dns-exec {shown}: {e}"))?;
     if status.success() {
         return Ok(());
     }
-    let kept = kept
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let text = String::from_utf8_lossy(&kept);
-    let text = text.trim();
     Err(format!(
         "acme.dns-exec {shown} {action} {fqdn}: {status}{}",
-        if text.is_empty() {
-            String::new()
-        } else {
-            format!("{STDERR_MARK}{}", text.escape_debug())
-        }
+        quote(&kept)
     ))
+}
+
+/// The end of the program's stderr, after [`STDERR_MARK`]; empty when it wrote nothing.
+fn quote(kept: &std::sync::Mutex<Vec<u8>>) -> String {
+    let kept = kept
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = String::from_utf8_lossy(&kept);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{STDERR_MARK}{}", text.escape_debug())
+    }
+}
+
+/// Kills the process group `leader` leads (the program and whatever it started); a group
+/// that is gone already is fine.
+fn kill_group(leader: Option<u32>) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let Some(pid) = leader.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    match killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(
+            pgid = pid,
+            "acme: cannot kill the dns-exec process group: {e}"
+        ),
+    }
 }
 
 #[cfg(test)]

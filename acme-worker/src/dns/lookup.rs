@@ -135,7 +135,8 @@ pub async fn zone_of(fqdn: &Name, servers: &[SocketAddr]) -> Result<Name, String
         .ok_or_else(|| format!("no SOA record for {fqdn} or a parent of it"))
 }
 
-/// The addresses (port 53) of the servers named by `zone`'s NS records.
+/// The addresses (port 53) of the servers named by `zone`'s NS records, each host's first
+/// address before any host's second.
 ///
 /// # Errors
 /// When the NS records or their addresses cannot be found.
@@ -155,7 +156,7 @@ pub async fn authoritative_servers(
     if hosts.is_empty() {
         return Err(format!("no NS records for {zone}"));
     }
-    let mut servers = Vec::new();
+    let mut per_host = Vec::new();
     for host in &hosts {
         let mut found = Vec::new();
         for rtype in [RecordType::A, RecordType::AAAA] {
@@ -171,10 +172,22 @@ pub async fn authoritative_servers(
         if found.is_empty() {
             return Err(format!("no address for {host}, a name server of {zone}"));
         }
-        servers.extend(found.into_iter().map(|ip| SocketAddr::new(ip, 53)));
+        per_host.push(found);
     }
-    servers.sort();
-    servers.dedup();
+    // Each host's first address, then each one's second, ...: a cut after the first few
+    // still covers every host.
+    let mut servers: Vec<SocketAddr> = Vec::new();
+    let deepest = per_host.iter().map(Vec::len).max().unwrap_or(0);
+    for n in 0..deepest {
+        for found in &per_host {
+            if let Some(ip) = found.get(n) {
+                let addr = SocketAddr::new(*ip, 53);
+                if !servers.contains(&addr) {
+                    servers.push(addr);
+                }
+            }
+        }
+    }
     Ok(servers)
 }
 

@@ -21,9 +21,11 @@ use rfc2136::Rfc2136;
 
 /// How often the authoritative servers are asked again while a record propagates.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
-/// The most name servers waited for per record (a zone rarely lists more than a dozen
-/// addresses; one that lists hundreds does not make berth-acme ask hundreds).
+/// The most name server addresses of a zone waited for (a zone rarely lists more than a
+/// dozen; one that lists hundreds does not make berth-acme ask hundreds).
 pub const MAX_SERVERS: usize = 16;
+/// The most propagation questions in flight at once (each is a socket).
+pub const IN_FLIGHT: usize = 32;
 
 /// What is done to a challenge record: the exec contract's verbs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,68 +127,90 @@ impl<'a> Dns<'a> {
         p.update(&zone, &record.fqdn, &record.value, change).await
     }
 
-    /// The servers that must answer `fqdn`: `acme.dns-nameservers`, else every address of
-    /// the NS records of its zone.
+    /// The servers that must answer `fqdn`: `acme.dns-nameservers`, else the addresses of the
+    /// NS records of its zone (at most [`MAX_SERVERS`], spread over the NS hosts).
     async fn servers_for(&self, fqdn: &Name) -> Result<Vec<SocketAddr>, String> {
         if !self.config.nameservers.is_empty() {
             return Ok(self.config.nameservers.clone());
         }
         let resolvers = self.resolvers();
         let zone = lookup::zone_of(fqdn, &resolvers).await?;
-        lookup::authoritative_servers(&zone, &resolvers).await
+        let servers = lookup::authoritative_servers(&zone, &resolvers).await?;
+        if servers.len() > MAX_SERVERS {
+            tracing::info!(
+                %zone,
+                servers = servers.len(),
+                "acme: waiting for {MAX_SERVERS} of the zone's name server addresses only"
+            );
+        }
+        Ok(servers.into_iter().take(MAX_SERVERS).collect())
     }
 
-    /// Waits until every authoritative server answers every record, asking them all at once
-    /// every [`POLL_EVERY`], for at most `acme.dns-propagation-timeout` (no question outlives
-    /// it). Returns the time it took.
+    /// Waits until every authoritative server answers every record, asking them again every
+    /// [`POLL_EVERY`] (at most [`IN_FLIGHT`] questions at once), for at most
+    /// `acme.dns-propagation-timeout` (no question outlives it). Returns the time it took.
     ///
     /// # Errors
     /// On timeout: which record which server did not answer, and what it answered instead.
     pub async fn wait_for(&self, records: &[ChallengeRecord]) -> Result<Duration, String> {
         let started = Instant::now();
         let deadline = started + self.config.propagation_timeout;
-        // (record index, server) → the last answer, until it holds the value.
+        // (record index, server) → the last answer, until it holds the value. A wildcard and
+        // its base share a record name: their servers are found once.
         let mut pending: BTreeMap<(usize, SocketAddr), String> = BTreeMap::new();
+        let mut found: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
         for (i, r) in records.iter().enumerate() {
-            let servers = tokio::time::timeout_at(deadline.into(), self.servers_for(&r.fqdn))
-                .await
-                .map_err(|_| format!("finding the name servers of {} took too long", r.fqdn))?
-                .map_err(|e| format!("cannot find the name servers of {}: {e}", r.fqdn))?;
-            if servers.len() > MAX_SERVERS {
-                tracing::info!(
-                    record = %r.fqdn,
-                    servers = servers.len(),
-                    "acme: waiting for the first {MAX_SERVERS} name servers only"
-                );
+            let key = r.fqdn.to_string();
+            if !found.contains_key(&key) {
+                let servers = tokio::time::timeout_at(deadline.into(), self.servers_for(&r.fqdn))
+                    .await
+                    .map_err(|_| format!("finding the name servers of {} took too long", r.fqdn))?
+                    .map_err(|e| format!("cannot find the name servers of {}: {e}", r.fqdn))?;
+                found.insert(key.clone(), servers);
             }
-            for s in servers.into_iter().take(MAX_SERVERS) {
-                pending.insert((i, s), "not asked yet".into());
+            for s in found.get(&key).into_iter().flatten() {
+                pending.insert((i, *s), "not asked yet".into());
             }
         }
         loop {
+            // Every pair stays pending until its answer holds the value: a question that
+            // failed in any way (its task panicking too) counts as not answered.
+            let mut still = pending.clone();
             let mut asking = tokio::task::JoinSet::new();
-            for &(i, server) in pending.keys() {
-                let fqdn = records[i].fqdn.clone();
-                asking.spawn(async move {
-                    let answer =
-                        tokio::time::timeout_at(deadline.into(), lookup::txt_values(server, &fqdn))
-                            .await
-                            .unwrap_or_else(|_| Err(format!("{server}: no answer in time")));
-                    ((i, server), answer)
-                });
-            }
-            let mut still = BTreeMap::new();
-            while let Some(done) = asking.join_next().await {
+            let mut queue = pending.keys().copied();
+            loop {
+                while asking.len() < IN_FLIGHT {
+                    let Some((i, server)) = queue.next() else {
+                        break;
+                    };
+                    let fqdn = records[i].fqdn.clone();
+                    asking.spawn(async move {
+                        let answer = tokio::time::timeout_at(
+                            deadline.into(),
+                            lookup::txt_values(server, &fqdn),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err(format!("{server}: no answer in time")));
+                        ((i, server), answer)
+                    });
+                }
+                let Some(done) = asking.join_next().await else {
+                    break;
+                };
                 let Ok((key, answer)) = done else { continue };
                 let wanted = &records[key.0].value;
                 match answer {
-                    Ok(values) if values.contains(wanted) => {}
+                    Ok(values) if values.contains(wanted) => {
+                        still.remove(&key);
+                    }
                     Ok(values) if values.is_empty() => {
                         still.insert(key, "no TXT record".to_string());
                     }
                     Ok(values) => {
-                        let mut shown = format!("other values {values:?}");
-                        shown.truncate(200);
+                        let shown: String = format!("other values {values:?}")
+                            .chars()
+                            .take(200)
+                            .collect();
                         still.insert(key, shown);
                     }
                     Err(e) => {

@@ -87,10 +87,16 @@ pub struct Daemon(pub std::process::Child, pub PathBuf);
 
 impl Daemon {
     pub fn start(config: &Path, log: PathBuf) -> Daemon {
+        Daemon::start_with(config, log, &[])
+    }
+
+    /// [`Daemon::start`] with more arguments (`--force-renewal`).
+    pub fn start_with(config: &Path, log: PathBuf, args: &[&str]) -> Daemon {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_berth-acme"))
             .arg("--config")
             .arg(config)
+            .args(args)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

@@ -109,14 +109,25 @@ pub enum RenewBefore {
 }
 
 impl RenewBefore {
-    /// How long before `not_after` a certificate valid from `not_before` renews (seconds).
+    /// How long before `not_after` a certificate valid from `not_before` renews (seconds). A
+    /// fixed time that is not shorter than the lifetime would make every new certificate due
+    /// at once (ordered again at every pass, or every cron run): such a certificate renews
+    /// as with `auto` instead.
     pub fn seconds_before_expiry(self, not_before: i64, not_after: i64) -> i64 {
-        let lifetime = (not_after - not_before).max(0);
+        let lifetime = not_after.saturating_sub(not_before).max(0);
         match self {
-            RenewBefore::Fixed(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            RenewBefore::Auto if lifetime < 10 * 86_400 => lifetime / 2,
-            RenewBefore::Auto => lifetime / 3,
+            RenewBefore::Fixed(d) if !self.too_long_for(not_before, not_after) => {
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+            }
+            _ if lifetime < 10 * 86_400 => lifetime / 2,
+            _ => lifetime / 3,
         }
+    }
+
+    /// Whether this is a fixed time not shorter than the certificate's lifetime.
+    pub fn too_long_for(self, not_before: i64, not_after: i64) -> bool {
+        let lifetime = not_after.saturating_sub(not_before).max(0);
+        matches!(self, RenewBefore::Fixed(d) if i64::try_from(d.as_secs()).unwrap_or(i64::MAX) >= lifetime)
     }
 }
 
@@ -466,7 +477,23 @@ mod tests {
         assert_eq!(RenewBefore::Auto.seconds_before_expiry(1_000, 900), 0);
         let fixed = RenewBefore::Fixed(Duration::from_secs(30 * 86_400));
         assert_eq!(fixed.seconds_before_expiry(0, 90 * day), 30 * day);
-        assert_eq!(fixed.seconds_before_expiry(0, 6 * day), 30 * day);
+        assert_eq!(
+            fixed.seconds_before_expiry(0, 6 * day),
+            3 * day,
+            "a fixed time longer than the lifetime renews as auto"
+        );
+        assert_eq!(
+            fixed.seconds_before_expiry(0, 30 * day),
+            10 * day,
+            "as long as it: auto"
+        );
+        assert_eq!(
+            fixed.seconds_before_expiry(0, 30 * day + 1),
+            30 * day,
+            "shorter: as written"
+        );
+        assert!(fixed.too_long_for(0, 6 * day) && !fixed.too_long_for(0, 90 * day));
+        assert!(!RenewBefore::Auto.too_long_for(0, 1));
     }
 
     #[test]

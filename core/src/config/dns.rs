@@ -175,17 +175,30 @@ pub struct TsigFile {
     pub algorithm: Option<String>,
 }
 
-/// The statements of a key clause (`key "n" { algorithm a; secret "s"; };`): the key name,
-/// and each statement's keyword with its (unquoted) value.
+/// The statements of a key clause (`key "n" { algorithm a; secret "s"; };`), as BIND's tools
+/// write it, comments (`#`, `//`) and other clauses around it allowed: the key name, and each
+/// statement's keyword with its (unquoted) value.
 fn key_clause(text: &str) -> Option<(String, Vec<(String, String)>)> {
-    let rest = text.trim_start().strip_prefix("key")?;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            let l = l.split("//").next().unwrap_or_default();
+            l.split('#').next().unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let start = text.match_indices("key").map(|(i, _)| i).find(|&i| {
+        (i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric())
+            && text[i + 3..].starts_with(char::is_whitespace)
+    })?;
+    let rest = &text[start + 3..];
     let (head, body) = rest.split_once('{')?;
     let name = head
         .trim()
         .trim_matches('"')
         .trim_end_matches('.')
         .to_string();
-    let body = body.rsplit_once('}').map_or(body, |(b, _)| b);
+    let body = body.split_once('}').map_or(body, |(b, _)| b);
     let statements = body
         .split(';')
         .filter_map(|st| {
@@ -303,6 +316,9 @@ impl RawDns<'_> {
                     ("acme.dns-tsig-key", self.tsig_key.is_some()),
                     ("acme.dns-tsig-secret-file", self.tsig_secret_file.is_some()),
                     ("acme.dns-exec", self.exec.is_some()),
+                    ("acme.dns-names", !self.names.is_empty()),
+                    ("acme.dns-nameservers", !self.nameservers.is_empty()),
+                    ("acme.dns-resolvers", !self.resolvers.is_empty()),
                 ] {
                     if set {
                         errors.push(key, "set, but acme.dns-provider is not");
@@ -517,10 +533,28 @@ mod tests {
             e.contains("holds a hmac-sha256 key, and acme.dns-tsig-algorithm is hmac-sha512"),
             "{e}"
         );
+        // ddns-confgen's output: comments around the clause, and another clause after it.
+        let confgen = dir.path().join("confgen");
+        std::fs::write(
+            &confgen,
+            "# To activate this key, place the following in named.conf:\n\
+             key \"ddns-key.example.com\" {\n\talgorithm hmac-sha256;\n\
+             \tsecret \"c2VjcmV0\"; // the secret\n};\n\
+             # zone \"example.com\" { update-policy { grant ddns-key.example.com zonesub ANY; }; };\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_tsig_secret(&confgen, "ddns-key.example.com", sha256).as_deref(),
+            Ok(&b"secret"[..])
+        );
         let bad = dir.path().join("bad");
         std::fs::write(&bad, "not base64 at all!").unwrap_or_else(|e| panic!("{e}"));
         let e = read_tsig_secret(&bad, "k", sha256).expect_err("bad");
         assert!(e.contains("holds no base64"), "{e}");
+        assert!(
+            !e.contains("not base64 at all"),
+            "the file's text is not quoted: {e}"
+        );
     }
 
     #[test]
