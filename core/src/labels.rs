@@ -145,6 +145,8 @@ const ACME_HOST: Key = key("", &["LETSENCRYPT_HOST", "ACME_HOST"]);
 const NETWORK_ACCESS: Key = key("", &["NETWORK_ACCESS"]);
 const AUTH_HTPASSWD: Key = key("auth.htpasswd", &[]);
 const AUTH_REALM: Key = key("auth.realm", &[]);
+const AUTH_METHODS: Key = key("auth.methods", &[]);
+const AUTH_ANONYMOUS_READ: Key = key("auth.anonymous-read", &[]);
 const SWARM_LB: Key = key("swarm.lb", &[]);
 
 const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
@@ -152,7 +154,7 @@ const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 21] = [
+const LABELS: [&Key; 23] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -173,6 +175,8 @@ const LABELS: [&Key; 21] = [
     &ACME_CHALLENGE,
     &AUTH_HTPASSWD,
     &AUTH_REALM,
+    &AUTH_METHODS,
+    &AUTH_ANONYMOUS_READ,
     &SWARM_LB,
 ];
 
@@ -342,7 +346,7 @@ pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSetting
         profile: info.get(&PROFILE).map(|f| f.value.to_string()),
         cert_name: info.get(&CERT_NAME).map(|f| f.value.to_string()),
         allow,
-        auth: auth(info),
+        auth: auth(info, &mut errors),
         https: info.get(&HTTPS).map(|f| f.value.to_string()),
         hsts: info.get(&HSTS).map(|f| f.value.to_string()),
         max_body: info.get(&MAX_BODY).map(|f| f.value.to_string()),
@@ -404,11 +408,23 @@ fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<Co
     out
 }
 
-/// `berth.auth.htpasswd` and `berth.auth.realm`; validated with the route.
-fn auth(info: &ContainerInfo) -> Option<RawAuth> {
+/// `berth.auth.htpasswd`, `.realm`, `.methods` (comma list) and `.anonymous-read`;
+/// validated with the route.
+fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
     let htpasswd = info.get(&AUTH_HTPASSWD).map(|f| f.value.to_string());
     let realm = info.get(&AUTH_REALM).map(|f| f.value.to_string());
-    (htpasswd.is_some() || realm.is_some()).then_some(RawAuth { htpasswd, realm })
+    let methods = info.get(&AUTH_METHODS).map(|f| comma_list(f.value));
+    let anonymous_read = info
+        .get(&AUTH_ANONYMOUS_READ)
+        .and_then(|f| errors.check(&info.error_path(&f.origin), parse_bool(f.value)));
+    let any =
+        htpasswd.is_some() || realm.is_some() || methods.is_some() || anonymous_read.is_some();
+    any.then_some(RawAuth {
+        htpasswd,
+        realm,
+        methods,
+        anonymous_read,
+    })
 }
 
 /// `berth.allow` (comma list of CIDRs), else `NETWORK_ACCESS=internal` (private ranges).
@@ -899,6 +915,52 @@ mod tests {
         assert!(matches!(d(&info), Verdict::Waiting(Health::Starting)));
         info.health = Health::Healthy;
         assert!(matches!(d(&info), Verdict::Routes(_)));
+    }
+
+    #[test]
+    fn auth_labels_say_which_requests_go_without_credentials() {
+        let info = container(
+            &[
+                ("berth.host", "r.example.com"),
+                ("berth.profile", "registry"),
+                ("berth.auth.htpasswd", "/etc/berth/htpasswd"),
+                ("berth.auth.anonymous-read", "true"),
+            ],
+            &[],
+        );
+        let r = routes(&info);
+        assert_eq!(
+            r[0].auth.as_ref().map(|a| a.open.clone()),
+            Some(crate::route::OpenAccess::RegistryReads)
+        );
+        let info = container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.auth.htpasswd", "/etc/berth/htpasswd"),
+                ("berth.auth.methods", "POST, delete"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            routes(&info)[0].auth.as_ref().map(|a| a.open.clone()),
+            Some(crate::route::OpenAccess::MethodsOtherThan(vec![
+                "POST".into(),
+                "DELETE".into()
+            ]))
+        );
+        let bad = container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.auth.htpasswd", "/etc/berth/htpasswd"),
+                ("berth.auth.anonymous-read", "yes please"),
+            ],
+            &[],
+        );
+        let e = errors(&bad);
+        assert!(
+            e[0].starts_with("container web, label berth.auth.anonymous-read:"),
+            "{e:?}"
+        );
     }
 
     #[test]

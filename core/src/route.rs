@@ -292,13 +292,118 @@ pub struct UpstreamTls {
     pub dangerous_skip_verify: bool,
 }
 
-/// Basic auth for a route (`auth.htpasswd`, `auth.realm`).
+/// Basic auth for a route (`auth.htpasswd`, `auth.realm`, `auth.methods`,
+/// `auth.anonymous-read`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthSpec {
     /// The htpasswd file (bcrypt entries).
     pub htpasswd: std::path::PathBuf,
     /// The realm named in `WWW-Authenticate`.
     pub realm: String,
+    /// Which requests may go without credentials.
+    pub open: OpenAccess,
+}
+
+/// Which requests of an authenticated route pass without credentials (credentials that are
+/// sent are checked all the same: a wrong password is a 401 whatever the request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpenAccess {
+    /// None: every request needs a valid user (the default).
+    Nothing,
+    /// Requests whose method is not in this list (`auth.methods`, upper case).
+    MethodsOtherThan(Vec<String>),
+    /// Registry reads (`auth.anonymous-read`): GET and HEAD of manifests, blobs, tag lists
+    /// and the catalog, spelled as the registry API spells them. Everything else — every
+    /// write, upload status, and `GET /v2/`, which `docker login` asks to see challenged —
+    /// needs a valid user.
+    RegistryReads,
+}
+
+/// The HTTP methods `auth.methods` may name.
+pub const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+impl OpenAccess {
+    /// Whether a request with `method` for `path_and_query` (as sent, not normalised) may
+    /// go without credentials.
+    pub fn lets_through(&self, method: &str, path_and_query: &str) -> bool {
+        match self {
+            OpenAccess::Nothing => false,
+            OpenAccess::MethodsOtherThan(methods) => !methods.iter().any(|m| m == method),
+            OpenAccess::RegistryReads => {
+                (method == "GET" || method == "HEAD") && registry_read(path_and_query)
+            }
+        }
+    }
+}
+
+/// Whether `path_and_query` is a registry read spelled exactly as the distribution API
+/// does: `/v2/_catalog`, `/v2/<name>/tags/list`, `/v2/<name>/manifests/<tag or digest>`,
+/// `/v2/<name>/blobs/<digest>`. Any other spelling (escapes, dot segments, doubled
+/// slashes, upload URLs) is not, so no path trick turns a request into an anonymous one.
+pub fn registry_read(path_and_query: &str) -> bool {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(p, _)| p);
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return false;
+    };
+    if rest == "_catalog" {
+        return true;
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return repository_name(name);
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        return repository_name(name) && (tag(reference) || digest(reference));
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/blobs/") {
+        return repository_name(name) && digest(reference);
+    }
+    false
+}
+
+/// A repository name: components of `[a-z0-9]` joined by `.`, `_`, `__` or runs of `-`,
+/// separated by `/`.
+fn repository_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|c| {
+            let b = c.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && c.bytes()
+                    .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(&x))
+                && !c.contains("..")
+        })
+}
+
+/// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && t.bytes()
+            .all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(&x))
+}
+
+/// A digest: `algorithm:encoded` (`sha256:` and 64 hex digits, or another algorithm).
+fn digest(d: &str) -> bool {
+    let Some((algorithm, encoded)) = d.split_once(':') else {
+        return false;
+    };
+    !algorithm.is_empty()
+        && algorithm
+            .bytes()
+            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"+._-".contains(&x))
+        && encoded.len() >= 32
+        && encoded
+            .bytes()
+            .all(|x| x.is_ascii_alphanumeric() || b"=_-".contains(&x))
 }
 
 /// Where a route came from.
@@ -461,6 +566,58 @@ mod tests {
                 panic!("{before:?} and {extra:?} have the same fingerprint");
             }
         }
+    }
+
+    #[test]
+    fn registry_reads_are_spelled_as_the_api_spells_them() {
+        let d = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945";
+        let reads = [
+            "/v2/_catalog".to_string(),
+            "/v2/_catalog?n=10&last=a".to_string(),
+            "/v2/library/busybox/tags/list".to_string(),
+            "/v2/berth/auth/manifests/v1".to_string(),
+            format!("/v2/berth/auth/manifests/{d}"),
+            format!("/v2/a.b_c-d/e__f/blobs/{d}"),
+            "/v2/x/manifests/latest?ns=docker.io".to_string(),
+        ];
+        for r in &reads {
+            assert!(registry_read(r), "{r}");
+        }
+        let not = [
+            "/v2/".to_string(),
+            "/v2".to_string(),
+            "/v2/x/blobs/uploads/".to_string(),
+            "/v2/x/blobs/uploads/5f9c1b0e-1d1b-4b0b-9b8e-0f3b6d1c2a3e".to_string(),
+            format!("/v2/x/blobs/uploads/{d}"),
+            "/v2/x/manifests/".to_string(),
+            "/v2/x/manifests/a/b".to_string(),
+            "/v2/X/manifests/v1".to_string(),
+            "/v2//x/manifests/v1".to_string(),
+            "/v2/x/../y/manifests/v1".to_string(),
+            "/v2/./x/manifests/v1".to_string(),
+            "/v2/x%2fy/manifests/v1".to_string(),
+            "/v2/x/manifests/v1%2f..".to_string(),
+            "/v2/x/blobs/v1".to_string(),
+            "/v2/x/tags/list/".to_string(),
+            "/V2/x/manifests/v1".to_string(),
+            "/other/v2/x/manifests/v1".to_string(),
+            format!("/v2/-x/blobs/{d}"),
+            format!("/v2/x-/blobs/{d}"),
+        ];
+        for r in &not {
+            assert!(!registry_read(r), "{r}");
+        }
+        let open = OpenAccess::RegistryReads;
+        assert!(open.lets_through("GET", "/v2/x/manifests/v1"));
+        assert!(open.lets_through("HEAD", "/v2/x/manifests/v1"));
+        for method in ["PUT", "POST", "PATCH", "DELETE", "OPTIONS", "get"] {
+            assert!(!open.lets_through(method, "/v2/x/manifests/v1"), "{method}");
+        }
+        let methods = OpenAccess::MethodsOtherThan(vec!["POST".into(), "DELETE".into()]);
+        assert!(methods.lets_through("GET", "/anything"));
+        assert!(!methods.lets_through("POST", "/anything"));
+        assert!(!methods.lets_through("DELETE", "/"));
+        assert!(!OpenAccess::Nothing.lets_through("GET", "/v2/x/manifests/v1"));
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
         chain.push(Arc::new(BasicAuth::new(
             env.auth_files.get(&auth.htpasswd),
             &auth.realm,
+            auth.open.clone(),
         )));
     }
     // Forwarding headers describe the client as berth saw it; they come first so that every

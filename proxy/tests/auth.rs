@@ -259,3 +259,176 @@ async fn skopeo_logs_in_and_pushes_through_berths_auth() {
     );
     assert_eq!(manifest_digest(&back, "v1").unwrap(), image.manifest_digest);
 }
+
+/// Every file below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {
+    let registry =
+        Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("htpasswd");
+    htpasswd(&file, USER, PASSWORD);
+    let b = berth(&config(&route(
+        "127.0.0.1",
+        &[registry.addr],
+        &format!(
+            "profile = \"registry\"\nauth.htpasswd = \"{}\"\nauth.anonymous-read = true",
+            file.display()
+        ),
+    )));
+    let authority = b.http.to_string();
+    let authfile = work.path().join("auth.json");
+    let authfile = authfile.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = tokio::task::block_in_place(|| skopeo(args).unwrap());
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let login = |password: &str| {
+        run(&[
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            &authfile,
+            "-u",
+            USER,
+            "-p",
+            password,
+            &authority,
+        ])
+    };
+
+    // docker login / skopeo login still see the challenge: a wrong password is refused.
+    let (ok, said) = login("not-the-password");
+    assert!(!ok, "a wrong password logged in: {said}");
+    let (ok, said) = login(PASSWORD);
+    assert!(ok, "{said}\nberth log:\n{}", b.log());
+
+    let mib = 1 << 20;
+    let layout = work.path().join("image");
+    let image = build_image(&layout, "v1", &[6 * mib, 2 * mib], 21).unwrap();
+    let src = format!("oci:{}:v1", layout.display());
+    let dst = format!("docker://{authority}/berth/public:v1");
+
+    // An anonymous push is refused before a byte of it reaches the registry.
+    let (ok, said) = run(&["copy", "--dest-tls-verify=false", &src, &dst]);
+    assert!(!ok, "an anonymous push went through: {said}");
+    assert!(
+        said.contains("401") || said.to_lowercase().contains("unauthorized"),
+        "{said}"
+    );
+    let stored = files_below(&registry.storage());
+    assert!(stored.is_empty(), "the registry stored {stored:?}");
+
+    // With the login: pushed.
+    let (ok, said) = run(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-authfile",
+        &authfile,
+        &src,
+        &dst,
+    ]);
+    assert!(
+        ok,
+        "{said}\nberth log:\n{}\nregistry log:\n{}",
+        b.log(),
+        registry.log()
+    );
+
+    // Anonymous: pulled back, same digest, and the tag list read.
+    let back = work.path().join("back");
+    let back_ref = format!("oci:{}:v1", back.display());
+    let (ok, said) = run(&["copy", "--src-tls-verify=false", &dst, &back_ref]);
+    assert!(
+        ok,
+        "an anonymous pull failed: {said}\nberth log:\n{}",
+        b.log()
+    );
+    assert_eq!(manifest_digest(&back, "v1").unwrap(), image.manifest_digest);
+    let (ok, said) = run(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{authority}/berth/public"),
+    ]);
+    assert!(ok && said.contains("\"v1\""), "{said}");
+
+    // A wrong password is refused even for a read, and for a push.
+    let wrong = work.path().join("wrong.json");
+    std::fs::write(&wrong, std::fs::read_to_string(&authfile).unwrap()).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let bad = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:wrong"));
+    let text = std::fs::read_to_string(&wrong)
+        .unwrap()
+        .replace(&encoded, &bad);
+    assert!(text.contains(&bad), "{text}");
+    std::fs::write(&wrong, text).unwrap();
+    let (ok, said) = run(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-authfile",
+        wrong.to_str().unwrap(),
+        &src,
+        &format!("docker://{authority}/berth/public:v2"),
+    ]);
+    assert!(!ok, "a wrong password pushed: {said}");
+
+    // What each request needs, as sent.
+    let digest = &image.manifest_digest;
+    for (method, target, expected) in [
+        ("GET", "/v2/".to_string(), 401),
+        ("HEAD", "/v2/berth/public/manifests/v1".to_string(), 200),
+        ("GET", format!("/v2/berth/public/manifests/{digest}"), 200),
+        ("GET", "/v2/_catalog".to_string(), 200),
+        (
+            "DELETE",
+            format!("/v2/berth/public/manifests/{digest}"),
+            401,
+        ),
+        ("POST", "/v2/berth/public/blobs/uploads/".to_string(), 401),
+        (
+            "GET",
+            "/v2/berth/public/blobs/uploads/0123".to_string(),
+            401,
+        ),
+        ("GET", "/v2/berth//public/manifests/v1".to_string(), 401),
+        ("GET", "/v2/berth/%70ublic/manifests/v1".to_string(), 401),
+        ("GET", "/v2/berth/x/../public/manifests/v1".to_string(), 401),
+    ] {
+        let mut req = Request::new(method, "127.0.0.1", &target);
+        if method == "GET" || method == "HEAD" {
+            req = req.header(
+                "Accept",
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+            );
+        }
+        let r = call(&b, &req).await;
+        assert_eq!(r.status, expected, "{method} {target}: {}", r.text());
+        if expected == 401 {
+            assert!(r.header("www-authenticate").is_some(), "{method} {target}");
+        }
+    }
+    let with_wrong = Request::get("127.0.0.1", "/v2/berth/public/manifests/v1")
+        .header("Authorization", &basic(USER, "wrong"));
+    assert_eq!(call(&b, &with_wrong).await.status, 401);
+}

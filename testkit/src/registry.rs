@@ -102,6 +102,12 @@ impl Registry {
         Ok(registry)
     }
 
+    /// The registry's storage root (`docker/registry/v2/...` below it once something is
+    /// stored).
+    pub fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("storage")
+    }
+
     /// Kills the registry process (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

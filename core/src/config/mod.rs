@@ -620,6 +620,50 @@ acme-challenge = "tls-alpn-01"
     }
 
     #[test]
+    fn which_requests_go_without_credentials() {
+        let base = "[listen]\nhttp = \"127.0.0.1:8080\"\n[[route]]\nhost = \"r.example.com\"\n\
+                    upstreams = [\"127.0.0.1:1\"]\nauth.htpasswd = \"/etc/berth/htpasswd\"\n";
+        let open = |extra: &str| {
+            parse_config(&format!("{base}{extra}"))
+                .map(|c| c.routes[0].auth.as_ref().map(|a| a.open.clone()))
+                .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(open(""), Ok(Some(crate::route::OpenAccess::Nothing)));
+        assert_eq!(
+            open("auth.methods = [\"post\", \"PUT\", \"post\"]"),
+            Ok(Some(crate::route::OpenAccess::MethodsOtherThan(vec![
+                "POST".into(),
+                "PUT".into()
+            ])))
+        );
+        assert_eq!(
+            open("profile = \"registry\"\nauth.anonymous-read = true"),
+            Ok(Some(crate::route::OpenAccess::RegistryReads))
+        );
+        for (extra, error) in [
+            (
+                "auth.anonymous-read = true",
+                "route[0].auth.anonymous-read: only for profile = \"registry\"",
+            ),
+            (
+                "profile = \"registry\"\nauth.anonymous-read = true\nauth.methods = [\"POST\"]",
+                "route[0].auth: methods and anonymous-read",
+            ),
+            (
+                "auth.methods = [\"PUTT\"]",
+                "route[0].auth.methods[0]: unknown method \"PUTT\"",
+            ),
+            ("auth.methods = []", "route[0].auth.methods: empty"),
+        ] {
+            let errs = open(extra).expect_err(extra);
+            assert!(
+                errs.iter().any(|e| e.starts_with(error)),
+                "{extra}: {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn syntax_error_is_reported() {
         let errs = errors_of("[listen\nhttp = 1");
         assert_eq!(errs.len(), 1);

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use super::errors::Errors;
 use super::units::{check_ca_file, parse_duration, parse_size};
 use crate::route::{
-    AuthSpec, Challenge, HostPattern, Profile, RouteSettings, RouteSource, RouteSpec, Upstream,
-    UpstreamProto, UpstreamTls,
+    AuthSpec, Challenge, HostPattern, OpenAccess, Profile, RouteSettings, RouteSource, RouteSpec,
+    Upstream, UpstreamProto, UpstreamTls, METHODS,
 };
 
 /// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
@@ -99,6 +99,10 @@ pub struct RawAuth {
     pub htpasswd: Option<String>,
     /// Realm named in `WWW-Authenticate` (default `berth`).
     pub realm: Option<String>,
+    /// Methods that need credentials (default: all).
+    pub methods: Option<Vec<String>>,
+    /// Registry profile: reads need no credentials, writes do.
+    pub anonymous_read: Option<bool>,
 }
 
 impl RawAuth {
@@ -107,10 +111,50 @@ impl RawAuth {
             None => Some(DEFAULT_REALM.to_string()),
             Some(r) => errors.check(&key("auth.realm"), parse_realm(r)),
         };
+        let open = match (&self.methods, self.anonymous_read) {
+            (Some(_), Some(true)) => {
+                errors.push(
+                    key("auth"),
+                    "methods and anonymous-read both say which requests go without \
+                     credentials: keep one",
+                );
+                None
+            }
+            (_, Some(true)) => Some(OpenAccess::RegistryReads),
+            (Some(methods), _) => {
+                let mut upper = Vec::new();
+                for (i, m) in methods.iter().enumerate() {
+                    let m = m.trim().to_ascii_uppercase();
+                    if METHODS.contains(&m.as_str()) {
+                        if !upper.contains(&m) {
+                            upper.push(m);
+                        }
+                    } else {
+                        errors.push(
+                            format!("{}[{i}]", key("auth.methods")),
+                            format!(
+                                "unknown method \"{m}\": expected one of {}",
+                                METHODS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                if methods.is_empty() {
+                    errors.push(
+                        key("auth.methods"),
+                        "empty: no request would need credentials; remove auth to open the \
+                         route, or list the methods that need a user",
+                    );
+                }
+                Some(OpenAccess::MethodsOtherThan(upper))
+            }
+            (None, _) => Some(OpenAccess::Nothing),
+        };
         match self.htpasswd.as_deref().map(str::trim) {
             Some(path) if path.starts_with('/') => Some(AuthSpec {
                 htpasswd: path.into(),
                 realm: realm?,
+                open: open?,
             }),
             Some(path) => {
                 errors.push(
@@ -422,6 +466,17 @@ impl RawRoute {
             .filter_map(|(i, v)| errors.check(&format!("{}[{i}]", key("allow")), parse_cidr(v)))
             .collect();
         let auth = self.auth.as_ref().and_then(|a| a.validate(&key, errors));
+        if auth
+            .as_ref()
+            .is_some_and(|a| a.open == OpenAccess::RegistryReads)
+            && profile != Some(Profile::Registry)
+        {
+            errors.push(
+                key("auth.anonymous-read"),
+                "only for profile = \"registry\": it knows which registry requests are reads; \
+                 elsewhere, list the methods that need credentials in auth.methods",
+            );
+        }
         if self.allow.as_ref().is_some_and(Vec::is_empty) {
             errors.push(
                 key("allow"),

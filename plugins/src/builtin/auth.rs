@@ -14,7 +14,14 @@
 //! profile = "registry"
 //! auth.htpasswd = "/etc/berth/htpasswd/registry"   # htpasswd -B entries only
 //! auth.realm = "registry"                          # optional, default "berth"
+//! auth.anonymous-read = true                       # pulls open, pushes need a user
 //! ```
+//!
+//! Which requests go without credentials ([`OpenAccess`]): none by default; with
+//! `auth.methods = ["POST", "PUT", ...]` those whose method is not listed; with
+//! `auth.anonymous-read` (registry profile) registry reads, recognised only when spelled as
+//! the registry API spells them. A request that carries credentials has them checked all
+//! the same, so a wrong password is refused even where none is needed.
 //!
 //! The file holds `user:hash` lines with bcrypt hashes (`$2y$`, `$2b$`, `$2a$`, as written by
 //! `htpasswd -B`); blank lines and `#` comments are skipped. It is read when the route is
@@ -42,6 +49,7 @@ use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
+use berth_core::route::OpenAccess;
 use berth_core::sync::lock;
 
 /// Successful checks remembered per file; the set is emptied when it is full.
@@ -355,14 +363,20 @@ impl AuthFiles {
 pub struct BasicAuth {
     file: Arc<HtpasswdFile>,
     challenge: HeaderValue,
+    open: OpenAccess,
 }
 
 impl BasicAuth {
-    /// Checks requests against `file`, naming `realm` in the challenge.
-    pub fn new(file: Arc<HtpasswdFile>, realm: &str) -> BasicAuth {
+    /// Checks requests against `file`, naming `realm` in the challenge; requests `open` lets
+    /// through pass without credentials (credentials they carry are checked all the same).
+    pub fn new(file: Arc<HtpasswdFile>, realm: &str, open: OpenAccess) -> BasicAuth {
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\""));
-        BasicAuth { file, challenge }
+        BasicAuth {
+            file,
+            challenge,
+            open,
+        }
     }
 
     /// The 401 reply with its challenge.
@@ -383,11 +397,22 @@ impl Plugin for BasicAuth {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
-        let credentials = session
-            .req_header()
+        let head = session.req_header();
+        // Empty user and password (`Basic Og==`) is what registry clients send when they
+        // have no login for a host that challenged them: no credentials at all.
+        let credentials = head
             .headers
             .get(http::header::AUTHORIZATION)
-            .map(|v| parse_basic(v.as_bytes()));
+            .map(|v| parse_basic(v.as_bytes()))
+            .filter(
+                |c| !matches!(c, Some((user, password)) if user.is_empty() && password.is_empty()),
+            );
+        if credentials.is_none() {
+            let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+            if self.open.lets_through(head.method.as_str(), target) {
+                return Ok(Flow::Continue);
+            }
+        }
         match credentials {
             Some(Some((user, password))) => {
                 if self.file.verify(&user, &password).await {
