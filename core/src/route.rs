@@ -311,7 +311,8 @@ pub struct AuthSpec {
 pub enum OpenAccess {
     /// None: every request needs a valid user (the default).
     Nothing,
-    /// Requests whose method is not in this list (`auth.methods`, upper case).
+    /// Requests whose method is one of the standard [`METHODS`], spelled exactly so, and
+    /// not in this list (`auth.methods`, upper case; `GET` brings `HEAD` with it).
     MethodsOtherThan(Vec<String>),
     /// Registry reads (`auth.anonymous-read`): GET and HEAD of manifests, blobs, tag lists
     /// and the catalog, spelled as the registry API spells them. Everything else — every
@@ -331,7 +332,11 @@ impl OpenAccess {
     pub fn lets_through(&self, method: &str, path_and_query: &str) -> bool {
         match self {
             OpenAccess::Nothing => false,
-            OpenAccess::MethodsOtherThan(methods) => !methods.iter().any(|m| m == method),
+            // Fails closed: a method berth does not know by its exact standard name (a
+            // lower-case `post`, `MKCOL`, `PURGE`) needs credentials, whatever the list says.
+            OpenAccess::MethodsOtherThan(methods) => {
+                METHODS.contains(&method) && !methods.iter().any(|m| m == method)
+            }
             OpenAccess::RegistryReads => {
                 (method == "GET" || method == "HEAD") && registry_read(path_and_query)
             }
@@ -341,8 +346,9 @@ impl OpenAccess {
 
 /// Whether `path_and_query` is a registry read spelled exactly as the distribution API
 /// does: `/v2/_catalog`, `/v2/<name>/tags/list`, `/v2/<name>/manifests/<tag or digest>`,
-/// `/v2/<name>/blobs/<digest>`. Any other spelling (escapes, dot segments, doubled
-/// slashes, upload URLs) is not, so no path trick turns a request into an anonymous one.
+/// `/v2/<name>/blobs/<digest>`, `/v2/<name>/referrers/<digest>` (OCI 1.1). Any other
+/// spelling (escapes, dot segments, doubled slashes, upload URLs) is not, so no path trick
+/// turns a request into an anonymous one.
 pub fn registry_read(path_and_query: &str) -> bool {
     let path = path_and_query
         .split_once('?')
@@ -353,16 +359,14 @@ pub fn registry_read(path_and_query: &str) -> bool {
     if rest == "_catalog" {
         return true;
     }
-    if let Some(name) = rest.strip_suffix("/tags/list") {
-        return repository_name(name);
-    }
-    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
-        return repository_name(name) && (tag(reference) || digest(reference));
-    }
-    if let Some((name, reference)) = rest.rsplit_once("/blobs/") {
-        return repository_name(name) && digest(reference);
-    }
-    false
+    let ends = |marker: &str, reference: fn(&str) -> bool| {
+        rest.rsplit_once(marker)
+            .is_some_and(|(name, r)| repository_name(name) && reference(r))
+    };
+    rest.strip_suffix("/tags/list").is_some_and(repository_name)
+        || ends("/manifests/", |r| tag(r) || digest(r))
+        || ends("/blobs/", digest)
+        || ends("/referrers/", digest)
 }
 
 /// A repository name: components of `[a-z0-9]` joined by `.`, `_`, `__` or runs of `-`,
@@ -579,6 +583,8 @@ mod tests {
             format!("/v2/berth/auth/manifests/{d}"),
             format!("/v2/a.b_c-d/e__f/blobs/{d}"),
             "/v2/x/manifests/latest?ns=docker.io".to_string(),
+            format!("/v2/a/manifests/b/blobs/{d}"),
+            format!("/v2/x/referrers/{d}"),
         ];
         for r in &reads {
             assert!(registry_read(r), "{r}");
@@ -615,8 +621,13 @@ mod tests {
         }
         let methods = OpenAccess::MethodsOtherThan(vec!["POST".into(), "DELETE".into()]);
         assert!(methods.lets_through("GET", "/anything"));
+        assert!(methods.lets_through("PUT", "/anything"));
         assert!(!methods.lets_through("POST", "/anything"));
         assert!(!methods.lets_through("DELETE", "/"));
+        // Fails closed: spellings and methods it does not know need credentials.
+        for method in ["post", "Post", "get", "MKCOL", "PURGE", "FOO", ""] {
+            assert!(!methods.lets_through(method, "/anything"), "{method}");
+        }
         assert!(!OpenAccess::Nothing.lets_through("GET", "/v2/x/manifests/v1"));
     }
 

@@ -355,6 +355,8 @@ async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {
         b.log(),
         registry.log()
     );
+    // The storage looked at above is where the registry keeps what it is given.
+    assert!(!files_below(&registry.storage()).is_empty());
 
     // Anonymous: pulled back, same digest, and the tag list read.
     let back = work.path().join("back");
@@ -414,6 +416,14 @@ async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {
         ("GET", "/v2/berth//public/manifests/v1".to_string(), 401),
         ("GET", "/v2/berth/%70ublic/manifests/v1".to_string(), 401),
         ("GET", "/v2/berth/x/../public/manifests/v1".to_string(), 401),
+        (
+            "GET",
+            "/v2/berth/public/manifests/v1?ns=example".to_string(),
+            200,
+        ),
+        ("GET", "/v2/berth/public/tags/list".to_string(), 200),
+        ("get", "/v2/berth/public/manifests/v1".to_string(), 401),
+        ("OPTIONS", "/v2/berth/public/manifests/v1".to_string(), 401),
     ] {
         let mut req = Request::new(method, "127.0.0.1", &target);
         if method == "GET" || method == "HEAD" {
@@ -431,4 +441,65 @@ async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {
     let with_wrong = Request::get("127.0.0.1", "/v2/berth/public/manifests/v1")
         .header("Authorization", &basic(USER, "wrong"));
     assert_eq!(call(&b, &with_wrong).await.status, 401);
+    // An empty login (`Basic Og==`, what registry clients send without one) is none: a read
+    // passes, a write does not; two Authorization headers are refused whatever they say.
+    let empty = "Basic Og==";
+    let read =
+        Request::get("127.0.0.1", "/v2/berth/public/tags/list").header("Authorization", empty);
+    assert_eq!(call(&b, &read).await.status, 200);
+    let write = Request::new("POST", "127.0.0.1", "/v2/berth/public/blobs/uploads/")
+        .header("Authorization", empty);
+    assert_eq!(call(&b, &write).await.status, 401);
+    let two = Request::get("127.0.0.1", "/v2/berth/public/tags/list")
+        .header("Authorization", empty)
+        .header("Authorization", &basic(USER, "wrong"));
+    assert_eq!(call(&b, &two).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_methods_open_the_methods_not_listed_and_fail_closed() {
+    let origin = Origin::start("app");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("htpasswd");
+    htpasswd(&file, "alice", "correct horse");
+    let b = berth(&config(&route(
+        "wiki.test",
+        &[origin.addr],
+        &format!(
+            "auth.htpasswd = \"{}\"\nauth.methods = [\"POST\", \"DELETE\", \"GET\"]",
+            file.display()
+        ),
+    )));
+    let right = basic("alice", "correct horse");
+    let wrong = basic("alice", "battery staple");
+    for (method, authorization, expected) in [
+        ("PUT", None, 200),
+        ("PATCH", None, 200),
+        ("OPTIONS", None, 200),
+        ("PUT", Some(wrong.as_str()), 401),
+        ("PUT", Some("Basic Og=="), 200),
+        ("POST", None, 401),
+        ("POST", Some("Basic Og=="), 401),
+        ("POST", Some(right.as_str()), 200),
+        ("DELETE", None, 401),
+        ("GET", None, 401),
+        ("HEAD", None, 401),
+        ("GET", Some(right.as_str()), 200),
+        // Not one of the standard methods as spelled: credentials needed, whatever the list.
+        ("post", None, 401),
+        ("MKCOL", None, 401),
+        ("PURGE", None, 401),
+    ] {
+        let mut req = Request::new(method, "wiki.test", "/page");
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        let r = call(&b, &req).await;
+        assert_eq!(
+            r.status,
+            expected,
+            "{method} {authorization:?}: {}",
+            r.text()
+        );
+    }
 }

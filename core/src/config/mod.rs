@@ -637,6 +637,14 @@ acme-challenge = "tls-alpn-01"
             ])))
         );
         assert_eq!(
+            open("auth.methods = [\"GET\"]"),
+            Ok(Some(crate::route::OpenAccess::MethodsOtherThan(vec![
+                "GET".into(),
+                "HEAD".into()
+            ]))),
+            "GET brings HEAD"
+        );
+        assert_eq!(
             open("profile = \"registry\"\nauth.anonymous-read = true"),
             Ok(Some(crate::route::OpenAccess::RegistryReads))
         );
@@ -654,6 +662,10 @@ acme-challenge = "tls-alpn-01"
                 "route[0].auth.methods[0]: unknown method \"PUTT\"",
             ),
             ("auth.methods = []", "route[0].auth.methods: empty"),
+            (
+                "profile = \"registry\"\nauth.methods = [\"POST\"]",
+                "route[0].auth.methods: not on the registry profile",
+            ),
         ] {
             let errs = open(extra).expect_err(extra);
             assert!(

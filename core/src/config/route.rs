@@ -139,6 +139,10 @@ impl RawAuth {
                         );
                     }
                 }
+                // HEAD answers what GET would: it needs what GET needs.
+                if upper.iter().any(|m| m == "GET") && !upper.iter().any(|m| m == "HEAD") {
+                    upper.push("HEAD".to_string());
+                }
                 if methods.is_empty() {
                     errors.push(
                         key("auth.methods"),
@@ -466,6 +470,17 @@ impl RawRoute {
             .filter_map(|(i, v)| errors.check(&format!("{}[{i}]", key("allow")), parse_cidr(v)))
             .collect();
         let auth = self.auth.as_ref().and_then(|a| a.validate(&key, errors));
+        if profile == Some(Profile::Registry)
+            && auth
+                .as_ref()
+                .is_some_and(|a| matches!(a.open, OpenAccess::MethodsOtherThan(_)))
+        {
+            errors.push(
+                key("auth.methods"),
+                "not on the registry profile: an open GET /v2/ tells docker login that no \
+                 credentials are needed, and pushes then fail; use auth.anonymous-read",
+            );
+        }
         if auth
             .as_ref()
             .is_some_and(|a| a.open == OpenAccess::RegistryReads)

@@ -398,6 +398,21 @@ impl Plugin for BasicAuth {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
         let head = session.req_header();
+        // Two Authorization headers: which one counts is anybody's guess; refuse both.
+        if head
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            tracing::info!(
+                host = %ctx.host,
+                client = ?ctx.downstream.client_ip,
+                "basic auth: more than one Authorization header"
+            );
+            return Ok(Flow::Respond(self.unauthorized()));
+        }
         // Empty user and password (`Basic Og==`) is what registry clients send when they
         // have no login for a host that challenged them: no credentials at all.
         let credentials = head
