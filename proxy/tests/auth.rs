@@ -14,7 +14,7 @@ use base64::Engine;
 use berth_testkit::client::{Body, Request};
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{skopeo, Registry, PASSWORD, USER};
-use berth_testkit::Origin;
+use berth_testkit::{BerthProcess, Origin};
 use common::{berth, call, config, route};
 
 fn htpasswd(file: &Path, user: &str, password: &str) {
@@ -166,8 +166,9 @@ async fn basic_auth_right_wrong_missing_malformed_and_reloaded() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn skopeo_logs_in_and_pushes_through_berths_auth() {
+/// A registry with no auth of its own behind berth, whose route has basic auth for
+/// [`USER`] plus `extra`; returns them with the work directory and its skopeo auth file.
+fn registry_behind_auth(extra: &str) -> (Registry, BerthProcess, tempfile::TempDir, String) {
     let registry =
         Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
     let work = tempfile::tempdir().unwrap();
@@ -177,13 +178,19 @@ async fn skopeo_logs_in_and_pushes_through_berths_auth() {
         "127.0.0.1",
         &[registry.addr],
         &format!(
-            "profile = \"registry\"\nauth.htpasswd = \"{}\"",
+            "profile = \"registry\"\nauth.htpasswd = \"{}\"\n{extra}",
             file.display()
         ),
     )));
+    let authfile = work.path().join("auth.json").to_str().unwrap().to_string();
+    (registry, b, work, authfile)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_logs_in_and_pushes_through_berths_auth() {
+    let (registry, b, work, authfile) = registry_behind_auth("");
+    let authfile = authfile.as_str();
     let authority = b.http.to_string();
-    let authfile = work.path().join("auth.json");
-    let authfile = authfile.to_str().unwrap();
 
     let login = |password: &str| {
         skopeo(&[
@@ -279,22 +286,8 @@ fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {
-    let registry =
-        Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
-    let work = tempfile::tempdir().unwrap();
-    let file = work.path().join("htpasswd");
-    htpasswd(&file, USER, PASSWORD);
-    let b = berth(&config(&route(
-        "127.0.0.1",
-        &[registry.addr],
-        &format!(
-            "profile = \"registry\"\nauth.htpasswd = \"{}\"\nauth.anonymous-read = true",
-            file.display()
-        ),
-    )));
+    let (registry, b, work, authfile) = registry_behind_auth("auth.anonymous-read = true");
     let authority = b.http.to_string();
-    let authfile = work.path().join("auth.json");
-    let authfile = authfile.to_str().unwrap().to_string();
     let run = |args: &[&str]| {
         let out = tokio::task::block_in_place(|| skopeo(args).unwrap());
         let said = format!(
