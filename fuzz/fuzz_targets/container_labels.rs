@@ -13,7 +13,7 @@ use berth_core::labels::{
 use libfuzzer_sys::fuzz_target;
 
 /// Keys the schema knows, so the fuzzer reaches past "not for berth" quickly.
-const KEYS: [&str; 26] = [
+const KEYS: [&str; 28] = [
     "berth.host",
     "berth.port",
     "berth.proto",
@@ -32,6 +32,8 @@ const KEYS: [&str; 26] = [
     "berth.acme.challenge",
     "berth.auth.htpasswd",
     "berth.auth.realm",
+    "berth.auth.methods",
+    "berth.auth.anonymous-read",
     "VIRTUAL_HOST",
     "VIRTUAL_PORT",
     "VIRTUAL_PATH",
