@@ -76,9 +76,12 @@ impl BackgroundService for CertWatcher {
             }
         };
         let mut tick = tokio::time::interval(RESCAN_EVERY);
-        tick.tick().await; // the first tick is immediate; the store is already loaded
-                           // A pair found half-written at start-up is judged once its settle time is over.
-        let mut halves = lock(&self.loader).settle_deadline();
+        tick.tick().await; // the first tick is immediate: the rescan below stands for it
+                           // The store was loaded before the watch existed: a certificate written in between
+                           // (the certificate feed mirrors its first document at start-up) raised no event, so
+                           // look once more now that changes are seen. A pair found half-written is judged once
+                           // its settle time is over.
+        let mut halves = self.rescan().await;
         loop {
             let settle = async {
                 match halves {
@@ -97,5 +100,41 @@ impl BackgroundService for CertWatcher {
                 _ = shutdown.changed() => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_certificate_written_before_the_watch_began_is_loaded_at_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut loader = Loader::new(dir.path().to_path_buf());
+        let store = Arc::new(ArcSwap::from_pointee(
+            loader.rescan(&CertStore::default()).unwrap_or_default(),
+        ));
+        // Written after the store was loaded and before the watcher runs: no event for it.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["late.test".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.path().join("late.test.key"), key.serialize_pem()).expect("key");
+        std::fs::write(dir.path().join("late.test.crt"), cert.pem()).expect("crt");
+        let watcher = Arc::new(CertWatcher::new(loader, store.clone()));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let running = watcher.clone();
+        let task = tokio::spawn(async move { running.start(shutdown).await });
+        // Well before the periodic rescan (RESCAN_EVERY) would find it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while store.load().get("late.test").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the certificate written before the watch was not loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
     }
 }
