@@ -126,13 +126,12 @@ pub async fn issue(
     if let Some(replaces) = &how.replaces {
         new_order = new_order.replaces(replaces.clone());
     }
-    let dns = match (wanted.challenge, how.dns) {
-        (Challenge::Dns01, None) => {
-            return Err(Error::Config(
-                "dns-01 needs acme.dns-provider (rfc2136 or exec)".into(),
-            ))
-        }
-        (_, dns) => dns.map(Dns::new),
+    // Known before the order exists, so that a missing provider leaves none pending.
+    let dns = match wanted.challenge {
+        Challenge::Http01 => None,
+        Challenge::Dns01 => Some(Dns::new(how.dns.ok_or_else(|| {
+            Error::Config("dns-01 needs acme.dns-provider (rfc2136 or exec)".into())
+        })?)),
     };
     let mut order = account
         .new_order(&new_order)
@@ -141,17 +140,14 @@ pub async fn issue(
     let retry = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .timeout(ORDER_TIMEOUT);
-    let outcome = match wanted.challenge {
-        Challenge::Http01 => {
+    let outcome = match dns {
+        None => {
             let files = http01(&mut order, how.challenge_dir).await?;
             ready(&mut order, &retry).await?;
             drop(files);
             Outcome::default()
         }
-        Challenge::Dns01 => {
-            let Some(dns) = dns else {
-                return Err(Error::Config("dns-01 needs acme.dns-provider".into()));
-            };
+        Some(dns) => {
             let mut records = Vec::new();
             let result = dns01(&mut order, &dns, &mut records, &retry).await;
             if result.is_err() {

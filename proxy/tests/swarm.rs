@@ -42,6 +42,37 @@ fn get(port: u16, host: &str, path: &str) -> (String, String) {
     (code.to_string(), body.trim().to_string())
 }
 
+/// A config directory for an edge on `network`, reading Docker (and Swarm) through the
+/// node's socket; `docker` adds to `[docker]`.
+fn edge_config(network: &str, docker: &str) -> tempfile::TempDir {
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(
+        conf.path().join("berth.toml"),
+        format!(
+            "[listen]\nhttp = \"0.0.0.0:8080\"\nmetrics = \"0.0.0.0:9180\"\n\n\
+             [docker]\nenabled = true\nendpoint = \"unix:///var/run/docker.sock\"\n\
+             network = \"{network}\"\n{docker}\n\n\
+             [tls]\ncerts-dir = \"/var/lib/berth/certs\"\n\n\
+             [acme]\nchallenge-dir = \"/var/lib/berth/challenges\"\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// A service of busybox httpd tasks that answer with their own hostname (so a test sees
+/// which task answered), created with `args` ahead of the image.
+fn hostname_web(what: &str, args: &[&str]) -> Service {
+    let mut all = args.to_vec();
+    all.extend([
+        berth_testkit::docker::BUSYBOX,
+        "sh",
+        "-c",
+        "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    Service::create(what, &all).unwrap()
+}
+
 /// The number of upstreams of `HOST`'s route in `/routes` on the admin port.
 fn upstreams(admin: u16) -> usize {
     berth_testkit::swarm::route_upstreams(&format!("{NODE_IP}:{admin}"), HOST)
@@ -53,23 +84,13 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     require();
     let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
     let overlay = Overlay::create("edge").unwrap();
-    let conf = tempfile::tempdir().unwrap();
     let poll = Duration::from_secs(3);
-    std::fs::write(
-        conf.path().join("berth.toml"),
-        format!(
-            "[listen]\nhttp = \"0.0.0.0:8080\"\nmetrics = \"0.0.0.0:9180\"\n\n\
-             [docker]\nenabled = true\nendpoint = \"unix:///var/run/docker.sock\"\n\
-             network = \"{}\"\nswarm = true\nswarm-poll = \"{}ms\"\n\n\
-             [tls]\ncerts-dir = \"/var/lib/berth/certs\"\n\n\
-             [acme]\nchallenge-dir = \"/var/lib/berth/challenges\"\n",
-            overlay.name,
-            poll.as_millis()
-        ),
-    )
-    .unwrap();
+    let conf = edge_config(
+        &overlay.name,
+        &format!("swarm = true\nswarm-poll = \"{}ms\"", poll.as_millis()),
+    );
     // Each task answers with its own hostname, so the test sees which task answered.
-    let web = Service::create(
+    let web = hostname_web(
         "web",
         &[
             "--replicas",
@@ -80,13 +101,8 @@ fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
             &format!("berth.host={HOST}"),
             "--label",
             "berth.port=80",
-            berth_testkit::docker::BUSYBOX,
-            "sh",
-            "-c",
-            "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
         ],
-    )
-    .unwrap();
+    );
     let (http, admin) = (free_port(), free_port());
     let edge = berth_service(
         &image,
@@ -611,20 +627,8 @@ fn a_task_on_a_second_node_is_routed_by_an_edge_on_the_first() {
     let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
     let node2 = SecondNode::join().unwrap();
     let overlay = Overlay::create_with("two-nodes", false).unwrap();
-    let conf = tempfile::tempdir().unwrap();
-    std::fs::write(
-        conf.path().join("berth.toml"),
-        format!(
-            "[listen]\nhttp = \"0.0.0.0:8080\"\nmetrics = \"0.0.0.0:9180\"\n\n\
-             [docker]\nenabled = true\nendpoint = \"unix:///var/run/docker.sock\"\n\
-             network = \"{}\"\nswarm-poll = \"1s\"\n\n\
-             [tls]\ncerts-dir = \"/var/lib/berth/certs\"\n\n\
-             [acme]\nchallenge-dir = \"/var/lib/berth/challenges\"\n",
-            overlay.name
-        ),
-    )
-    .unwrap();
-    let far = Service::create(
+    let conf = edge_config(&overlay.name, "swarm-poll = \"1s\"");
+    let far = hostname_web(
         "far",
         &[
             "--network",
@@ -633,13 +637,8 @@ fn a_task_on_a_second_node_is_routed_by_an_edge_on_the_first() {
             &format!("node.id=={}", node2.id),
             "--label",
             "berth.host=far.swarm.test",
-            berth_testkit::docker::BUSYBOX,
-            "sh",
-            "-c",
-            "hostname > /www/index.html && exec httpd -f -p 80 -h /www",
         ],
-    )
-    .unwrap();
+    );
     let (http, admin) = (free_port(), free_port());
     let edge = berth_service(
         &image,

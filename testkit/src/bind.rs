@@ -53,8 +53,6 @@ pub struct Bind {
     pub zone: String,
     /// The TSIG key as `tsig-keygen` wrote it (BIND's `key` clause).
     pub key_file: PathBuf,
-    /// The base64 secret of that key.
-    pub secret: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -80,12 +78,9 @@ impl Bind {
             )));
         }
         let key_clause = String::from_utf8_lossy(&keygen.stdout).to_string();
-        let secret = key_clause
-            .split("secret \"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .ok_or_else(|| io::Error::other("tsig-keygen printed no secret"))?
-            .to_string();
+        if !key_clause.contains("secret \"") {
+            return Err(io::Error::other("tsig-keygen printed no secret"));
+        }
         let key_file = path.join("tsig.key");
         std::fs::write(&key_file, &key_clause)?;
         std::fs::write(
@@ -123,7 +118,6 @@ impl Bind {
             addr,
             zone: zone.to_string(),
             key_file,
-            secret,
             log,
             _dir: dir,
         };
