@@ -147,6 +147,11 @@ const AUTH_HTPASSWD: Key = key("auth.htpasswd", &[]);
 const AUTH_REALM: Key = key("auth.realm", &[]);
 const AUTH_METHODS: Key = key("auth.methods", &[]);
 const AUTH_ANONYMOUS_READ: Key = key("auth.anonymous-read", &[]);
+const AUTH_FORWARD: Key = key("auth.forward", &[]);
+const AUTH_FORWARD_HEADERS: Key = key("auth.forward-headers", &[]);
+const AUTH_FORWARD_CACHE: Key = key("auth.forward-cache", &[]);
+const RATE_LIMIT: Key = key("rate-limit", &[]);
+const RATE_BURST: Key = key("rate-burst", &[]);
 const SWARM_LB: Key = key("swarm.lb", &[]);
 
 const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
@@ -154,7 +159,7 @@ const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 23] = [
+const LABELS: [&Key; 28] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -177,6 +182,11 @@ const LABELS: [&Key; 23] = [
     &AUTH_REALM,
     &AUTH_METHODS,
     &AUTH_ANONYMOUS_READ,
+    &AUTH_FORWARD,
+    &AUTH_FORWARD_HEADERS,
+    &AUTH_FORWARD_CACHE,
+    &RATE_LIMIT,
+    &RATE_BURST,
     &SWARM_LB,
 ];
 
@@ -347,6 +357,18 @@ pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSetting
         cert_name: info.get(&CERT_NAME).map(|f| f.value.to_string()),
         allow,
         auth: auth(info, &mut errors),
+        rate_limit: info.get(&RATE_LIMIT).map(|f| f.value.to_string()),
+        rate_burst: info.get(&RATE_BURST).and_then(|f| {
+            errors.check(
+                &info.error_path(&f.origin),
+                f.value.trim().parse::<u32>().map_err(|_| {
+                    format!(
+                        "invalid rate-burst \"{}\": expected a whole number",
+                        f.value
+                    )
+                }),
+            )
+        }),
         https: info.get(&HTTPS).map(|f| f.value.to_string()),
         hsts: info.get(&HSTS).map(|f| f.value.to_string()),
         max_body: info.get(&MAX_BODY).map(|f| f.value.to_string()),
@@ -408,23 +430,32 @@ fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<Co
     out
 }
 
-/// `berth.auth.htpasswd`, `.realm`, `.methods` (comma list) and `.anonymous-read`;
-/// validated with the route.
+/// `berth.auth.htpasswd`, `.realm`, `.methods` (comma list) and `.anonymous-read`, or
+/// `berth.auth.forward`, `.forward-headers` (comma list) and `.forward-cache`; validated
+/// with the route.
 fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
-    let htpasswd = info.get(&AUTH_HTPASSWD).map(|f| f.value.to_string());
-    let realm = info.get(&AUTH_REALM).map(|f| f.value.to_string());
-    let methods = info.get(&AUTH_METHODS).map(|f| comma_list(f.value));
-    let anonymous_read = info
-        .get(&AUTH_ANONYMOUS_READ)
-        .and_then(|f| errors.check(&info.error_path(&f.origin), parse_bool(f.value)));
-    let any =
-        htpasswd.is_some() || realm.is_some() || methods.is_some() || anonymous_read.is_some();
-    any.then_some(RawAuth {
-        htpasswd,
-        realm,
-        methods,
-        anonymous_read,
-    })
+    let text = |k: &Key| info.get(k).map(|f| f.value.to_string());
+    let raw = RawAuth {
+        htpasswd: text(&AUTH_HTPASSWD),
+        realm: text(&AUTH_REALM),
+        methods: info.get(&AUTH_METHODS).map(|f| comma_list(f.value)),
+        anonymous_read: info
+            .get(&AUTH_ANONYMOUS_READ)
+            .and_then(|f| errors.check(&info.error_path(&f.origin), parse_bool(f.value))),
+        forward: text(&AUTH_FORWARD),
+        forward_headers: info.get(&AUTH_FORWARD_HEADERS).map(|f| comma_list(f.value)),
+        forward_cache: text(&AUTH_FORWARD_CACHE),
+    };
+    let keys = [
+        &AUTH_HTPASSWD,
+        &AUTH_REALM,
+        &AUTH_METHODS,
+        &AUTH_ANONYMOUS_READ,
+        &AUTH_FORWARD,
+        &AUTH_FORWARD_HEADERS,
+        &AUTH_FORWARD_CACHE,
+    ];
+    keys.iter().any(|k| info.get(k).is_some()).then_some(raw)
 }
 
 /// `berth.allow` (comma list of CIDRs), else `NETWORK_ACCESS=internal` (private ranges).
@@ -961,6 +992,57 @@ mod tests {
             e[0].starts_with("container web, label berth.auth.anonymous-read:"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn forward_auth_and_rate_limit_labels() {
+        let info = container(
+            &[
+                ("berth.host", "app.example.com"),
+                (
+                    "berth.auth.forward",
+                    "http://authelia:9091/api/authz/forward-auth",
+                ),
+                ("berth.auth.forward-headers", "Remote-User, Remote-Groups"),
+                ("berth.auth.forward-cache", "1m"),
+                ("berth.rate-limit", "10r/s"),
+                ("berth.rate-burst", "30"),
+            ],
+            &[],
+        );
+        let r = routes(&info);
+        let forward = r[0].forward_auth.clone().expect("forward auth");
+        assert_eq!(forward.headers, ["remote-user", "remote-groups"]);
+        assert_eq!(forward.cache, Some(std::time::Duration::from_secs(60)));
+        let limit = r[0].rate_limit.expect("rate limit");
+        assert_eq!((limit.requests, limit.burst), (10, 30));
+
+        for (labels, error) in [
+            (
+                vec![("berth.rate-burst", "lots"), ("berth.rate-limit", "1r/s")],
+                "container web, label berth.rate-burst: invalid rate-burst \"lots\"",
+            ),
+            (
+                vec![("berth.rate-limit", "fast")],
+                "container web, label berth.rate-limit: invalid rate-limit \"fast\"",
+            ),
+            (
+                vec![
+                    ("berth.auth.forward", "http://a/"),
+                    ("berth.auth.htpasswd", "/etc/htpasswd"),
+                ],
+                "container web, label berth.auth.htpasswd: not with auth.forward",
+            ),
+            (
+                vec![("berth.auth.forward", "ftp://a/")],
+                "container web, label berth.auth.forward: invalid auth.forward",
+            ),
+        ] {
+            let mut all = vec![("berth.host", "app.example.com")];
+            all.extend(labels);
+            let e = errors(&container(&all, &[]));
+            assert!(e.iter().any(|x| x.starts_with(error)), "{all:?}: {e:#?}");
+        }
     }
 
     #[test]

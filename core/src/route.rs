@@ -304,6 +304,86 @@ pub struct AuthSpec {
     pub open: OpenAccess,
 }
 
+/// Forward auth for a route (`auth.forward`, `auth.forward-headers`, `auth.forward-cache`):
+/// an auth service (Authelia, Authentik, oauth2-proxy) decides on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForwardAuthSpec {
+    /// The auth service's URL: `http://host:port/path`.
+    pub url: String,
+    /// Headers of the service's 2xx answer copied onto the upstream request (lower case);
+    /// a client never sets them itself.
+    pub headers: Vec<String>,
+    /// How long an allowed decision is reused for the same credentials; `None`: never.
+    #[serde(serialize_with = "ser_duration_opt")]
+    pub cache: Option<Duration>,
+}
+
+fn ser_duration_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(&humantime::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A route's request rate limit (`rate-limit = "20r/s"`, `rate-burst`), per client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// Requests allowed per `per`.
+    pub requests: u32,
+    /// The period `requests` are counted over: one second, minute or hour.
+    #[serde(serialize_with = "ser_duration")]
+    pub per: Duration,
+    /// Requests a client may send at once before the rate applies.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// Parses `"<n>r/s"`, `"<n>r/m"` or `"<n>r/h"` (nginx's spelling), with `burst` or, by
+    /// default, a burst of `n`.
+    ///
+    /// # Errors
+    /// A message naming the value when it is not a rate (1 to 1000000 requests), or the
+    /// burst is not 1 to 1000000.
+    pub fn parse(rate: &str, burst: Option<u32>) -> Result<RateLimit, String> {
+        let bad = || {
+            format!(
+                "invalid rate-limit \"{rate}\": expected requests per second, minute or hour, \
+                 e.g. \"20r/s\", \"100r/m\""
+            )
+        };
+        let (n, unit) = rate.trim().split_once("r/").ok_or_else(bad)?;
+        let per = match unit {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let requests: u32 = n
+            .parse()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(bad)?;
+        let burst = match burst {
+            Some(0) => {
+                return Err("rate-burst 0 would refuse every request: use 1 or more".to_string())
+            }
+            Some(b) if b > 1_000_000 => return Err(format!("rate-burst {b} is more than 1000000")),
+            Some(b) => b,
+            None => requests,
+        };
+        Ok(RateLimit {
+            requests,
+            per,
+            burst,
+        })
+    }
+
+    /// The time one request's allowance takes to come back.
+    pub fn interval(&self) -> Duration {
+        self.per / self.requests.max(1)
+    }
+}
+
 /// Which requests of an authenticated route pass without credentials (credentials that are
 /// sent are checked all the same: a wrong password is a 401 whatever the request).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -455,6 +535,10 @@ pub struct RouteSpec {
     pub allow: Vec<ipnet::IpNet>,
     /// Basic auth, when the route asks for it.
     pub auth: Option<AuthSpec>,
+    /// Forward auth, when the route asks for it (never together with basic auth).
+    pub forward_auth: Option<ForwardAuthSpec>,
+    /// Requests per client, when the route limits them.
+    pub rate_limit: Option<RateLimit>,
     /// berth-acme keeps a certificate for this host (`acme = true`; containers ask through
     /// their labels instead).
     pub acme: bool,

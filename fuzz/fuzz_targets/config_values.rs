@@ -14,7 +14,7 @@ struct Input {
     key: u8,
 }
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 12] = [
     "read-timeout",
     "connect-timeout",
     "max-body",
@@ -24,6 +24,9 @@ const KEYS: [&str; 9] = [
     "host",
     "allow",
     "auth.htpasswd",
+    "auth.forward",
+    "auth.forward-cache",
+    "rate-limit",
 ];
 
 fuzz_target!(|input: Input| {

@@ -13,7 +13,7 @@ use berth_core::labels::{
 use libfuzzer_sys::fuzz_target;
 
 /// Keys the schema knows, so the fuzzer reaches past "not for berth" quickly.
-const KEYS: [&str; 28] = [
+const KEYS: [&str; 33] = [
     "berth.host",
     "berth.port",
     "berth.proto",
@@ -34,6 +34,11 @@ const KEYS: [&str; 28] = [
     "berth.auth.realm",
     "berth.auth.methods",
     "berth.auth.anonymous-read",
+    "berth.auth.forward",
+    "berth.auth.forward-headers",
+    "berth.auth.forward-cache",
+    "berth.rate-limit",
+    "berth.rate-burst",
     "VIRTUAL_HOST",
     "VIRTUAL_PORT",
     "VIRTUAL_PATH",

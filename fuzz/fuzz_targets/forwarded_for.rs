@@ -1,13 +1,16 @@
-//! `X-Forwarded-*` handling and the allowlist with hostile header values: never a panic; an
-//! untrusted peer's own claims never survive, and never decide an allowlist.
+//! `X-Forwarded-*` handling, the allowlist, the rate limit's client and the forward-auth
+//! request with hostile header values: never a panic; an untrusted peer's own claims never
+//! survive, never decide an allowlist, never pick a rate-limit bucket, and never reach an
+//! auth service.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use berth_plugins::builtin::{forward_headers, Allow};
-use berth_plugins::{Downstream, Scheme};
+use berth_core::route::{ForwardAuthSpec, RateLimit};
+use berth_plugins::builtin::{forward_headers, Allow, ClientKey, ForwardAuth, RateLimiter};
+use berth_plugins::{Downstream, RequestCtx, Scheme};
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 use pingora_http::RequestHeader;
@@ -21,7 +24,7 @@ struct Input {
     authority: String,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "x-forwarded-for",
     "x-real-ip",
     "x-forwarded-proto",
@@ -29,14 +32,19 @@ const NAMES: [&str; 7] = [
     "x-forwarded-port",
     "forwarded",
     "proxy",
+    "authorization",
 ];
 
 fuzz_target!(|input: Input| {
     let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+    let mut authorization = Vec::new();
     let mut xff = Vec::new();
     for (n, value) in &input.headers {
         let name = NAMES[*n as usize % NAMES.len()];
         if let Ok(v) = http::HeaderValue::from_bytes(value) {
+            if name == "authorization" {
+                authorization.push(value.clone());
+            }
             if name == "x-forwarded-for" {
                 if let Ok(s) = v.to_str() {
                     xff.push(s.to_string());
@@ -46,6 +54,7 @@ fuzz_target!(|input: Input| {
         }
     }
     let peer = IpAddr::V4(Ipv4Addr::from(input.peer));
+    let original = req.clone();
     let downstream = Downstream {
         scheme: if input.https {
             Scheme::Https
@@ -76,4 +85,35 @@ fuzz_target!(|input: Input| {
         assert_eq!(permitted, allowed.contains(&peer), "{peer} {xff:?}");
     }
     assert!(!allow.permits(None, std::iter::empty()));
+
+    // The rate limit counts an untrusted peer as itself, whatever it claims.
+    let limit = RateLimit::parse("1r/s", None).expect("rate");
+    let limiter = RateLimiter::new(limit, allow_trusted(), None);
+    let authorization: Vec<&[u8]> = authorization.iter().map(Vec::as_slice).collect();
+    let key = limiter.key("h.test", Some(peer), xff.iter().map(String::as_str), &authorization);
+    if input.peer[0] != 192 || input.peer[1] != 168 {
+        assert_eq!(key, ClientKey::Address(peer), "{xff:?}");
+    }
+
+    // The forward-auth request: an untrusted peer's X-Forwarded-* are replaced by berth's.
+    let spec = ForwardAuthSpec {
+        url: "http://127.0.0.1:9/verify".into(),
+        headers: vec!["remote-user".into()],
+        cache: None,
+    };
+    let forward = ForwardAuth::new(&spec, Arc::from([]));
+    let mut ctx = RequestCtx::new(downstream.scheme);
+    ctx.downstream = downstream.clone();
+    ctx.authority = input.authority.clone();
+    if let Ok(asked) = forward.auth_request(&original, &ctx) {
+        let get = |name: &str| asked.headers().get(name).map(|v| v.as_bytes());
+        assert_eq!(get("x-forwarded-for"), Some(peer.to_string().as_bytes()));
+        assert_eq!(get("x-forwarded-proto"), Some(downstream.scheme.as_str().as_bytes()));
+        assert_eq!(get("x-forwarded-host"), Some(input.authority.as_bytes()));
+        assert_eq!(asked.headers().get_all("x-forwarded-for").iter().count(), 1);
+    }
 });
+
+fn allow_trusted() -> Arc<[IpNet]> {
+    vec!["192.168.0.0/16".parse().expect("net")].into()
+}

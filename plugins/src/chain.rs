@@ -1,7 +1,8 @@
 //! Routes with their plugin chains. The order of the chain is decided here, in one place.
 //!
 //! ```text
-//! https → allow → auth → forwarded → body-limit → timeouts → upstream-tls → registry
+//! https → allow → rate-limit → auth | forward-auth → forwarded → body-limit → timeouts
+//!       → upstream-tls → registry
 //! ```
 //! The ACME challenge step ([`crate::builtin::AcmeChallenge`]) runs ahead of every chain, in
 //! the proxy, because it answers for hosts that have no route yet; so neither a challenge nor
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::builtin::{
-    Allow, AuthFiles, BasicAuth, BodyLimit, Forwarded, HttpsPolicy, OwnCertificate,
-    RegistryProfile, Timeouts, UpstreamTlsOptions,
+    Allow, AuthFiles, BasicAuth, BodyLimit, ForwardAuth, Forwarded, HttpsPolicy, OwnCertificate,
+    RateLimiter, RegistryProfile, Timeouts, UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
 use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
@@ -119,13 +120,31 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
             env.trusted_proxies.clone(),
         )));
     }
+    let users = spec.auth.as_ref().map(|a| env.auth_files.get(&a.htpasswd));
+    // The rate limit comes before auth: a client guessing passwords is slowed before a
+    // bcrypt check (or a call to the auth service) runs for it.
+    if let Some(limit) = spec.rate_limit {
+        chain.push(Arc::new(RateLimiter::new(
+            limit,
+            env.trusted_proxies.clone(),
+            users.clone(),
+        )));
+    }
     // Credentials are asked for only once the client may be served at all: after the HTTPS
     // redirect (no password over plain HTTP when HTTPS is there) and the allowlist.
-    if let Some(auth) = &spec.auth {
+    if let (Some(auth), Some(users)) = (&spec.auth, users) {
         chain.push(Arc::new(BasicAuth::new(
-            env.auth_files.get(&auth.htpasswd),
+            users,
             &auth.realm,
             auth.open.clone(),
+        )));
+    }
+    // Forward auth sits where basic auth would (a route has one or the other), and before
+    // anything reads the request body, so an upload waits for the decision unbuffered.
+    if let Some(forward) = &spec.forward_auth {
+        chain.push(Arc::new(ForwardAuth::new(
+            forward,
+            env.trusted_proxies.clone(),
         )));
     }
     // Forwarding headers describe the client as berth saw it; they come first so that every

@@ -56,7 +56,8 @@ impl Reply {
         Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no route for this host")
     }
 
-    /// Builds the response header (status, extra headers, `Content-Type`, `Content-Length`).
+    /// Builds the response header (status, extra headers, `Content-Type` unless they have
+    /// one, `Content-Length`).
     ///
     /// # Errors
     /// Fails only if a header cannot be inserted (never for the values berth generates).
@@ -65,7 +66,13 @@ impl Reply {
         for (name, value) in &self.headers {
             resp.append_header(name.clone(), value.clone())?;
         }
-        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        if !self
+            .headers
+            .iter()
+            .any(|(name, _)| name == http::header::CONTENT_TYPE)
+        {
+            resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        }
         resp.insert_header(http::header::CONTENT_LENGTH, self.body.len().to_string())?;
         resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         Ok(resp)
@@ -127,6 +134,10 @@ pub struct RequestCtx {
     pub pending_reply: Option<Reply>,
     /// True while a response that berth generated itself is being filtered.
     pub generated: bool,
+    /// The rate limit refused the request.
+    pub rate_limited: bool,
+    /// Headers the forward-auth service's answer named for the upstream request.
+    pub auth_headers: Vec<(HeaderName, HeaderValue)>,
     /// When the request started.
     pub started: Instant,
 }
@@ -150,6 +161,8 @@ impl RequestCtx {
             connect_started: None,
             pending_reply: None,
             generated: false,
+            rate_limited: false,
+            auth_headers: Vec::new(),
             started: Instant::now(),
         }
     }

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub blob_bytes: IntCounterVec,
     /// `berth_registry_blob_uploads_total{host,result}`.
     pub blob_uploads: IntCounterVec,
+    /// `berth_rate_limited_total{host}`.
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -152,6 +154,11 @@ impl Metrics {
                 "Blob upload requests by route host and result (completed, client_aborted, \
                  rejected, upstream_error).",
                 &["host", "result"],
+            )?,
+            rate_limited: counter(
+                "berth_rate_limited_total",
+                "Requests refused with 429 by a route's rate limit, by route host.",
+                &["host"],
             )?,
             registry,
         })

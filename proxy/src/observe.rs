@@ -61,6 +61,9 @@ impl Observer {
             m.response_bytes
                 .with_label_values(&[host.as_str()])
                 .inc_by(bytes_out);
+            if ctx.rate_limited {
+                m.rate_limited.with_label_values(&[host.as_str()]).inc();
+            }
             let registry = ctx
                 .route
                 .as_ref()

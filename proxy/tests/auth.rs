@@ -496,3 +496,220 @@ async fn auth_methods_open_the_methods_not_listed_and_fail_closed() {
         );
     }
 }
+
+/// `docker` with its own (empty) client config, so no login of the machine is used.
+fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::task::block_in_place(|| {
+        Command::new("docker")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("docker must be installed (scripts/test installs docker.io)")
+    });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_cli_pulls_anonymously_and_pushes_after_login() {
+    berth_testkit::docker::require();
+    let (registry, b, work, authfile) = registry_behind_auth("auth.anonymous-read = true");
+    let authority = b.http.to_string();
+    // An image pushed with a login (skopeo), for the Docker CLI to pull.
+    let login = tokio::task::block_in_place(|| {
+        skopeo(&[
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            &authfile,
+            "-u",
+            USER,
+            "-p",
+            PASSWORD,
+            &authority,
+        ])
+        .unwrap()
+    });
+    assert!(login.status.success());
+    let layout = work.path().join("image");
+    let image = build_image(&layout, "v1", &[3 << 20, 1 << 20], 22).unwrap();
+    let public = format!("{authority}/berth/public:v1");
+    let copied = tokio::task::block_in_place(|| {
+        skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-authfile",
+            &authfile,
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{public}"),
+        ])
+        .unwrap()
+    });
+    assert!(copied.status.success(), "{copied:?}");
+
+    // No login: `docker pull` fetches an anonymous token and pulls.
+    let cli = work.path().join("docker-config");
+    std::fs::create_dir_all(&cli).unwrap();
+    let (ok, said) = docker_cli(&cli, &["pull", &public]);
+    assert!(ok, "anonymous docker pull: {said}\nberth log:\n{}", b.log());
+    assert!(said.contains(&image.manifest_digest), "{said}");
+
+    // No login: a push is refused, and nothing of it is stored.
+    let other = format!("{authority}/berth/other:v1");
+    let (ok, said) = docker_cli(&cli, &["tag", &public, &other]);
+    assert!(ok, "{said}");
+    let (ok, said) = docker_cli(&cli, &["push", &other]);
+    assert!(!ok, "an anonymous docker push went through: {said}");
+    assert!(said.contains("unauthorized"), "{said}");
+    let stored = files_below(&registry.storage());
+    assert!(
+        !stored
+            .iter()
+            .any(|p| p.to_string_lossy().contains("repositories/berth/other")),
+        "{stored:?}"
+    );
+
+    // docker login: a wrong password is refused, the right one logs in; then the push works.
+    let (ok, said) = docker_cli(&cli, &["login", "-u", USER, "-p", "wrong", &authority]);
+    assert!(!ok, "a wrong password logged in: {said}");
+    let (ok, said) = docker_cli(&cli, &["login", "-u", USER, "-p", PASSWORD, &authority]);
+    assert!(
+        ok && said.contains("Login Succeeded"),
+        "{said}\nberth log:\n{}",
+        b.log()
+    );
+    let (ok, said) = docker_cli(&cli, &["push", &other]);
+    assert!(
+        ok,
+        "docker push after login: {said}\nberth log:\n{}",
+        b.log()
+    );
+    let tags = call(&b, &Request::get("127.0.0.1", "/v2/berth/other/tags/list")).await;
+    assert_eq!(tags.status, 200);
+    assert!(tags.text().contains("\"v1\""), "{}", tags.text());
+    for image in [&public, &other] {
+        docker_cli(&cli, &["rmi", image]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_endpoint_hands_out_anonymous_and_user_tokens() {
+    let (_registry, b, _work, _authfile) = registry_behind_auth("auth.anonymous-read = true");
+    let port = b.http.port();
+    let host = format!("127.0.0.1:{port}");
+    let host = host.as_str();
+    let token_of = |r: &berth_testkit::Response| -> String {
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(json["token"], json["access_token"]);
+        assert_eq!(json["expires_in"], 300);
+        assert!(json["issued_at"].as_str().unwrap().ends_with('Z'));
+        json["token"].as_str().unwrap().to_string()
+    };
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    // The challenge names the token endpoint on the host and port the client used.
+    let r = call(&b, &Request::get(host, "/v2/")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"http://127.0.0.1:{port}/v2/_berth/token\",service=\"127.0.0.1\""
+            )
+            .as_str()
+        )
+    );
+
+    // Anonymous: a token that reads, and does nothing else.
+    let r = call(
+        &b,
+        &Request::get(
+            host,
+            "/v2/_berth/token?service=127.0.0.1&scope=repository:berth/x:pull,push",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let anonymous = token_of(&r);
+    let read =
+        Request::get(host, "/v2/berth/x/tags/list").header("Authorization", &bearer(&anonymous));
+    assert_eq!(
+        call(&b, &read).await.status,
+        404,
+        "a read reaches the registry"
+    );
+    for (method, target) in [("GET", "/v2/"), ("POST", "/v2/berth/x/blobs/uploads/")] {
+        let r = call(
+            &b,
+            &Request::new(method, host, target).header("Authorization", &bearer(&anonymous)),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{method} {target}");
+    }
+
+    // A user's token: everything, as with the login itself.
+    let r = call(
+        &b,
+        &Request::get(host, "/v2/_berth/token?account=x&service=127.0.0.1")
+            .header("Authorization", &basic(USER, PASSWORD)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let user = token_of(&r);
+    assert_ne!(user, anonymous);
+    for (method, target, status) in [
+        ("GET", "/v2/", 200),
+        ("POST", "/v2/berth/x/blobs/uploads/", 202),
+    ] {
+        let r = call(
+            &b,
+            &Request::new(method, host, target).header("Authorization", &bearer(&user)),
+        )
+        .await;
+        assert_eq!(r.status, status, "{method} {target}: {}", r.text());
+    }
+
+    // A wrong password gets no token; neither does a token, nor a POST.
+    let r = call(
+        &b,
+        &Request::get(host, "/v2/_berth/token").header("Authorization", &basic(USER, "wrong")),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("UNAUTHORIZED"), "{}", r.text());
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic "));
+    let r = call(
+        &b,
+        &Request::get(host, "/v2/_berth/token").header("Authorization", &bearer(&user)),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = call(&b, &Request::new("POST", host, "/v2/_berth/token")).await;
+    assert_eq!(r.status, 405);
+
+    // A token changed by a single character is refused, with invalid_token.
+    let mut forged = user.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = call(
+        &b,
+        &Request::get(host, "/v2/").header("Authorization", &bearer(&forged)),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .ends_with(",error=\"invalid_token\""),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+}

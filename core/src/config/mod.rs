@@ -676,6 +676,103 @@ acme-challenge = "tls-alpn-01"
     }
 
     #[test]
+    fn forward_auth_and_rate_limits_are_validated() {
+        let base = "[listen]\nhttp = \"127.0.0.1:8080\"\n[[route]]\nhost = \"app.example.com\"\n\
+                    upstreams = [\"127.0.0.1:1\"]\n";
+        let route = |extra: &str| {
+            parse_config(&format!("{base}{extra}"))
+                .map(|c| c.routes[0].clone())
+                .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let r = route(
+            "auth.forward = \"http://authelia:9091/api/authz/forward-auth?x=1\"\n\
+             auth.forward-headers = [\"Remote-User\", \"remote-groups\", \"Remote-User\"]\n\
+             auth.forward-cache = \"30s\"\nrate-limit = \"20r/s\"",
+        )
+        .expect("valid");
+        assert!(r.auth.is_none());
+        assert_eq!(
+            r.forward_auth,
+            Some(crate::route::ForwardAuthSpec {
+                url: "http://authelia:9091/api/authz/forward-auth?x=1".into(),
+                headers: vec!["remote-user".into(), "remote-groups".into()],
+                cache: Some(std::time::Duration::from_secs(30)),
+            })
+        );
+        let limit = r.rate_limit.expect("rate limit");
+        assert_eq!(
+            (limit.requests, limit.burst),
+            (20, 20),
+            "the burst defaults to the rate"
+        );
+        assert_eq!(limit.interval(), std::time::Duration::from_millis(50));
+        let r = route("auth.forward = \"http://a:1/\"\nauth.forward-cache = \"off\"\nrate-limit = \"6r/m\"\nrate-burst = 2")
+            .expect("valid");
+        let forward = r.forward_auth.expect("forward auth");
+        assert_eq!(forward.cache, None);
+        assert_eq!(
+            forward.headers,
+            [
+                "remote-user",
+                "remote-groups",
+                "remote-name",
+                "remote-email"
+            ],
+            "Authelia's headers by default"
+        );
+        let limit = r.rate_limit.expect("rate limit");
+        assert_eq!((limit.burst, limit.interval().as_secs()), (2, 10));
+        for (extra, error) in [
+            (
+                "auth.forward = \"http://a:1/\"\nauth.htpasswd = \"/etc/htpasswd\"",
+                "route[0].auth.htpasswd: not with auth.forward",
+            ),
+            (
+                "auth.forward = \"http://a:1/\"\nauth.anonymous-read = true",
+                "route[0].auth.anonymous-read: not with auth.forward",
+            ),
+            ("auth.forward = \"https://a/\"", "route[0].auth.forward: invalid auth.forward \"https://a/\": https is not supported"),
+            ("auth.forward = \"authelia:9091\"", "route[0].auth.forward: invalid auth.forward"),
+            ("auth.forward = \"http://u:p@a/\"", "route[0].auth.forward: invalid auth.forward"),
+            (
+                "auth.forward = \"http://a/\"\nauth.forward-headers = [\"Content-Length\"]",
+                "route[0].auth.forward-headers[0]: \"Content-Length\" describes",
+            ),
+            (
+                "auth.forward = \"http://a/\"\nauth.forward-headers = [\"Remote User\"]",
+                "route[0].auth.forward-headers[0]: \"Remote User\" is not a header name",
+            ),
+            (
+                "auth.forward = \"http://a/\"\nauth.forward-cache = \"soon\"",
+                "route[0].auth.forward-cache:",
+            ),
+            (
+                "auth.forward = \"http://a/\"\nauth.forward-cache = \"11m\"",
+                "route[0].auth.forward-cache: 11m is longer than 10m",
+            ),
+            (
+                "auth.htpasswd = \"/etc/htpasswd\"\nauth.forward-headers = [\"Remote-User\"]",
+                "route[0].auth.forward-headers: needs auth.forward",
+            ),
+            ("rate-limit = \"20\"", "route[0].rate-limit: invalid rate-limit \"20\""),
+            ("rate-limit = \"20r/d\"", "route[0].rate-limit: invalid rate-limit"),
+            ("rate-limit = \"0r/s\"", "route[0].rate-limit: invalid rate-limit"),
+            ("rate-limit = \"5r/s\"\nrate-burst = 0", "route[0].rate-limit: rate-burst 0"),
+            ("rate-burst = 5", "route[0].rate-burst: needs rate-limit"),
+            (
+                "rate-limit = \"1r/h\"\nrate-burst = 4000000000",
+                "route[0].rate-limit: rate-burst 4000000000 is more than 1000000",
+            ),
+        ] {
+            let errs = route(extra).expect_err(extra);
+            assert!(
+                errs.iter().any(|e| e.starts_with(error)),
+                "{extra}: {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn syntax_error_is_reported() {
         let errs = errors_of("[listen\nhttp = 1");
         assert_eq!(errs.len(), 1);

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use super::errors::Errors;
 use super::units::{check_ca_file, parse_duration, parse_size};
 use crate::route::{
-    AuthSpec, Challenge, HostPattern, OpenAccess, Profile, RouteSettings, RouteSource, RouteSpec,
-    Upstream, UpstreamProto, UpstreamTls, METHODS,
+    AuthSpec, Challenge, ForwardAuthSpec, HostPattern, OpenAccess, Profile, RateLimit,
+    RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto, UpstreamTls, METHODS,
 };
 
 /// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
@@ -71,8 +71,12 @@ pub struct RawRoute {
     pub dangerous_skip_verify: Option<bool>,
     /// Client CIDRs allowed; others get 403.
     pub allow: Option<Vec<String>>,
-    /// Basic auth (`auth.htpasswd`, `auth.realm`).
+    /// Basic auth (`auth.htpasswd`, `auth.realm`, ...) or forward auth (`auth.forward`).
     pub auth: Option<RawAuth>,
+    /// Requests per client: `"20r/s"`, `"100r/m"`.
+    pub rate_limit: Option<String>,
+    /// Requests a client may send at once (default: the rate's count).
+    pub rate_burst: Option<u32>,
     /// berth-acme obtains and renews a certificate for this host.
     pub acme: Option<bool>,
     /// `http-01` or `dns-01`: how berth-acme proves the host.
@@ -103,10 +107,163 @@ pub struct RawAuth {
     pub methods: Option<Vec<String>>,
     /// Registry profile: reads need no credentials, writes do.
     pub anonymous_read: Option<bool>,
+    /// Forward auth: the URL of the auth service asked about every request.
+    pub forward: Option<String>,
+    /// Headers of the auth service's answer copied onto the upstream request.
+    pub forward_headers: Option<Vec<String>>,
+    /// How long an allowed decision is reused for the same credentials (default off).
+    pub forward_cache: Option<String>,
+}
+
+/// Response headers of an auth service that may not be copied onto the upstream request:
+/// they describe a message or a connection, not a user.
+const NOT_COPIED: [&str; 11] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+];
+
+/// The headers copied from a forward-auth answer when `auth.forward-headers` names none:
+/// Authelia's (Authentik and oauth2-proxy name theirs in their documentation).
+pub const FORWARD_HEADERS_DEFAULT: [&str; 4] = [
+    "Remote-User",
+    "Remote-Groups",
+    "Remote-Name",
+    "Remote-Email",
+];
+
+/// The longest `auth.forward-cache`.
+pub const FORWARD_CACHE_MAX: Duration = Duration::from_secs(600);
+
+/// Parses a forward-auth URL: `http://host[:port][/path][?query]`.
+///
+/// # Errors
+/// A message naming the value otherwise.
+pub fn parse_forward_url(value: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("invalid auth.forward \"{value}\": {why}");
+    let uri: http::Uri = value.trim().parse().map_err(|_| {
+        bad("not a URL; write e.g. \"http://authelia:9091/api/authz/forward-auth\"")
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "https is not supported: reach the auth service over http on the internal \
+                 network, as its documentation does",
+            ))
+        }
+        _ => return Err(bad("expected an http:// URL")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(bad(
+            "expected http://host[:port]/path, without user information",
+        ));
+    }
+    Ok(value.trim().to_string())
 }
 
 impl RawAuth {
-    fn validate(&self, key: &dyn Fn(&str) -> String, errors: &mut Errors) -> Option<AuthSpec> {
+    /// Validates the `auth` table: basic auth or forward auth, never both.
+    fn validate(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        errors: &mut Errors,
+    ) -> (Option<AuthSpec>, Option<ForwardAuthSpec>) {
+        if let Some(url) = &self.forward {
+            return (None, self.validate_forward(url, key, errors));
+        }
+        for (name, set) in [
+            ("auth.forward-headers", self.forward_headers.is_some()),
+            ("auth.forward-cache", self.forward_cache.is_some()),
+        ] {
+            if set {
+                errors.push(key(name), "needs auth.forward, the auth service to ask");
+            }
+        }
+        (self.validate_basic(key, errors), None)
+    }
+
+    fn validate_forward(
+        &self,
+        url: &str,
+        key: &dyn Fn(&str) -> String,
+        errors: &mut Errors,
+    ) -> Option<ForwardAuthSpec> {
+        for (name, set) in [
+            ("auth.htpasswd", self.htpasswd.is_some()),
+            ("auth.realm", self.realm.is_some()),
+            ("auth.methods", self.methods.is_some()),
+            ("auth.anonymous-read", self.anonymous_read.is_some()),
+        ] {
+            if set {
+                errors.push(
+                    key(name),
+                    "not with auth.forward: the auth service decides every request; keep one \
+                     of the two",
+                );
+            }
+        }
+        let url = errors.check(&key("auth.forward"), parse_forward_url(url));
+        let mut headers: Vec<String> = Vec::new();
+        let listed = self.forward_headers.clone().unwrap_or_else(|| {
+            FORWARD_HEADERS_DEFAULT
+                .iter()
+                .map(|h| (*h).to_string())
+                .collect()
+        });
+        for (i, h) in listed.iter().enumerate() {
+            let name = h.trim().to_ascii_lowercase();
+            let path = format!("{}[{i}]", key("auth.forward-headers"));
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(path, format!("\"{h}\" is not a header name"));
+            } else if NOT_COPIED.contains(&name.as_str()) {
+                errors.push(
+                    path,
+                    format!("\"{h}\" describes the auth service's answer, not a user; it is never copied"),
+                );
+            } else if !headers.contains(&name) {
+                headers.push(name);
+            }
+        }
+        let cache = match self.forward_cache.as_deref().map(str::trim) {
+            None | Some("off" | "0") => Some(None),
+            Some(v) => errors
+                .check(
+                    &key("auth.forward-cache"),
+                    parse_duration(v).and_then(|d| {
+                        if d > FORWARD_CACHE_MAX {
+                            Err(format!(
+                                "{v} is longer than 10m: a session ended at the auth service \
+                                 would stay allowed that long"
+                            ))
+                        } else {
+                            Ok(d)
+                        }
+                    }),
+                )
+                .map(|d| (!d.is_zero()).then_some(d)),
+        };
+        Some(ForwardAuthSpec {
+            url: url?,
+            headers,
+            cache: cache?,
+        })
+    }
+
+    fn validate_basic(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        errors: &mut Errors,
+    ) -> Option<AuthSpec> {
         let realm = match self.realm.as_deref() {
             None => Some(DEFAULT_REALM.to_string()),
             Some(r) => errors.check(&key("auth.realm"), parse_realm(r)),
@@ -469,7 +626,21 @@ impl RawRoute {
             .enumerate()
             .filter_map(|(i, v)| errors.check(&format!("{}[{i}]", key("allow")), parse_cidr(v)))
             .collect();
-        let auth = self.auth.as_ref().and_then(|a| a.validate(&key, errors));
+        let (auth, forward_auth) = self
+            .auth
+            .as_ref()
+            .map_or((None, None), |a| a.validate(&key, errors));
+        let rate_limit = match (&self.rate_limit, self.rate_burst) {
+            (Some(rate), burst) => errors.check(&key("rate-limit"), RateLimit::parse(rate, burst)),
+            (None, Some(_)) => {
+                errors.push(
+                    key("rate-burst"),
+                    "needs rate-limit, the rate it adds a burst to",
+                );
+                None
+            }
+            (None, None) => None,
+        };
         if profile == Some(Profile::Registry)
             && auth
                 .as_ref()
@@ -517,6 +688,8 @@ impl RawRoute {
             cert_name,
             allow,
             auth,
+            forward_auth,
+            rate_limit,
             acme: self.acme.unwrap_or(false),
             acme_challenge,
             source,

@@ -47,28 +47,12 @@ impl Allow {
         forwarded_for: impl Iterator<Item = &'a str>,
     ) -> bool {
         let client = if super::forwarded::trusted_peer(&self.trusted, peer) {
-            last_forwarded(forwarded_for)
+            super::forwarded::effective_client(forwarded_for)
         } else {
             peer
         };
         client.is_some_and(|ip| self.allowed.iter().any(|n| n.contains(&ip)))
     }
-}
-
-/// The last address of the `X-Forwarded-For` values, if it parses.
-fn last_forwarded<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
-    let last = values.flat_map(|v| v.split(',')).last()?;
-    client_address(last)
-}
-
-/// An address as proxies write it in `X-Forwarded-For`: bare, with a port, or bracketed
-/// IPv6 with or without a port.
-fn client_address(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 #[async_trait]

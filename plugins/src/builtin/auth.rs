@@ -21,7 +21,9 @@
 //! `auth.methods = ["POST", "PUT", ...]` those whose method is not listed; with
 //! `auth.anonymous-read` (registry profile) registry reads, recognised only when spelled as
 //! the registry API spells them. A request that carries credentials has them checked all
-//! the same, so a wrong password is refused even where none is needed.
+//! the same, so a wrong password is refused even where none is needed. With
+//! `auth.anonymous-read` the route also speaks the registry token flow, so the Docker CLI
+//! pulls without a login ([`super::registry_token`]).
 //!
 //! The file holds `user:hash` lines with bcrypt hashes (`$2y$`, `$2b$`, `$2a$`, as written by
 //! `htpasswd -B`); blank lines and `#` comments are skipped. It is read when the route is
@@ -40,6 +42,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use base64::Engine;
@@ -48,6 +52,7 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
+use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::route::OpenAccess;
 use berth_core::sync::lock;
@@ -59,6 +64,7 @@ pub const VERIFIED_CACHE: usize = 1024;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
+    token_key: [u8; 32],
 }
 
 impl Htpasswd {
@@ -75,6 +81,13 @@ impl Htpasswd {
     /// The hash of `user`, if the file names them.
     pub fn hash_of(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(String::as_str)
+    }
+
+    /// The key registry tokens are signed with ([`super::registry_token`]): a SHA-256 of the
+    /// entries, so every berth reading the same users signs alike, and a change of the users
+    /// ends every token signed before.
+    pub fn token_key(&self) -> &[u8; 32] {
+        &self.token_key
     }
 
     /// Some entry's hash, used to spend the same time on unknown users.
@@ -113,7 +126,18 @@ pub fn parse_htpasswd(text: &str) -> Result<Htpasswd, Vec<String>> {
         }
     }
     if errors.is_empty() {
-        Ok(Htpasswd { users })
+        let mut entries: Vec<(&String, &String)> = users.iter().collect();
+        entries.sort();
+        let mut h = Sha256::new();
+        h.update(b"berth registry token key v1");
+        for (user, hash) in entries {
+            for part in [user.as_bytes(), hash.as_bytes()] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+        }
+        let token_key = h.finalize().into();
+        Ok(Htpasswd { users, token_key })
     } else {
         Err(errors)
     }
@@ -284,6 +308,15 @@ impl HtpasswdFile {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether `user` with `password` was verified before and the file has not changed
+    /// since: a lookup, never a bcrypt check.
+    pub fn known(&self, user: &str, password: &[u8]) -> bool {
+        let users = self.users.load();
+        users
+            .hash_of(user)
+            .is_some_and(|hash| lock(&self.verified).contains(&cache_key(user, password, hash)))
+    }
+
     /// Whether `user` with `password` is in the file. bcrypt runs on the blocking pool.
     pub async fn verify(&self, user: &str, password: &[u8]) -> bool {
         let users = self.users.load_full();
@@ -362,29 +395,142 @@ impl AuthFiles {
 #[derive(Debug)]
 pub struct BasicAuth {
     file: Arc<HtpasswdFile>,
-    challenge: HeaderValue,
+    realm: String,
     open: OpenAccess,
+    /// Registry tokens ([`super::registry_token`]): on for `auth.anonymous-read`.
+    tokens: bool,
+}
+
+/// What a request's `Authorization` header says.
+enum Credentials {
+    /// None (or `Basic` with an empty user and password, or an anonymous token).
+    Nothing,
+    /// A user, with the password to check.
+    Basic(String, Vec<u8>),
+    /// A valid token of a user of the file.
+    Token,
+    /// A header berth cannot use: malformed, another scheme, an invalid or expired token.
+    Unusable(&'static str),
 }
 
 impl BasicAuth {
     /// Checks requests against `file`, naming `realm` in the challenge; requests `open` lets
     /// through pass without credentials (credentials they carry are checked all the same).
+    /// With [`OpenAccess::RegistryReads`], the route speaks the registry token flow too.
     pub fn new(file: Arc<HtpasswdFile>, realm: &str, open: OpenAccess) -> BasicAuth {
-        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
-            .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\""));
         BasicAuth {
             file,
-            challenge,
+            realm: realm.to_string(),
+            tokens: open == OpenAccess::RegistryReads,
             open,
         }
     }
 
-    /// The 401 reply with its challenge.
-    pub fn unauthorized(&self) -> Reply {
+    /// The 401 reply with its challenge: `Basic`, or on a token route `Bearer` with the
+    /// realm of the token endpoint on the host the client asked for.
+    fn unauthorized(&self, ctx: &RequestCtx, error: Option<&str>) -> Reply {
+        let challenge = if self.tokens {
+            let error = error.map_or_else(String::new, |e| format!(",error=\"{e}\""));
+            format!(
+                "Bearer realm=\"{}://{}{TOKEN_PATH}\",service=\"{}\"{error}",
+                ctx.downstream.scheme.as_str(),
+                ctx.authority,
+                ctx.host
+            )
+        } else {
+            format!("Basic realm=\"{}\"", self.realm)
+        };
         let mut reply = Reply::text(StatusCode::UNAUTHORIZED, "authentication required");
         reply.headers.push((
             HeaderName::from_static("www-authenticate"),
-            self.challenge.clone(),
+            HeaderValue::from_str(&challenge)
+                .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\"")),
+        ));
+        reply
+    }
+
+    fn credentials(&self, value: Option<&HeaderValue>, host: &str) -> Credentials {
+        let Some(value) = value else {
+            return Credentials::Nothing;
+        };
+        if self.tokens {
+            if let Some(token) = bearer_value(value.as_bytes()) {
+                let key = *self.file.users().token_key();
+                return match registry_token::verify(&key, token, host, SystemTime::now()) {
+                    Some(Bearer::Anonymous) => Credentials::Nothing,
+                    Some(Bearer::User(user)) if self.file.users().hash_of(&user).is_some() => {
+                        Credentials::Token
+                    }
+                    _ => Credentials::Unusable("invalid or expired token"),
+                };
+            }
+        }
+        match parse_basic(value.as_bytes()) {
+            // Empty user and password (`Basic Og==`) is what registry clients send when
+            // they have no login for a host that challenged them: no credentials at all.
+            Some((user, password)) if user.is_empty() && password.is_empty() => {
+                Credentials::Nothing
+            }
+            Some((user, password)) => Credentials::Basic(user, password),
+            None => Credentials::Unusable("malformed Authorization header"),
+        }
+    }
+
+    /// The token endpoint: a token for the user of valid `Basic` credentials, an anonymous
+    /// one without credentials, 401 for wrong ones.
+    async fn token_endpoint(&self, session: &Session, ctx: &RequestCtx) -> Reply {
+        let head = session.req_header();
+        if head.method != http::Method::GET {
+            let mut reply = Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            reply
+                .headers
+                .push((http::header::ALLOW, HeaderValue::from_static("GET")));
+            return reply;
+        }
+        let user = match self.credentials(head.headers.get(http::header::AUTHORIZATION), &ctx.host)
+        {
+            Credentials::Nothing => None,
+            Credentials::Basic(user, password) => {
+                if !self.file.verify(&user, &password).await {
+                    tracing::info!(
+                        host = %ctx.host,
+                        user = %user.escape_debug(),
+                        client = ?ctx.downstream.client_ip,
+                        "registry token: wrong user or password"
+                    );
+                    return self.token_refused();
+                }
+                Some(user)
+            }
+            Credentials::Token | Credentials::Unusable(_) => return self.token_refused(),
+        };
+        let now = SystemTime::now();
+        let key = *self.file.users().token_key();
+        let token = registry_token::mint(&key, &ctx.host, user.as_deref(), now);
+        let mut reply = Reply::text(StatusCode::OK, "");
+        reply.body = Bytes::from(registry_token::token_json(&token, now));
+        reply.headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
+        reply
+    }
+
+    /// The token endpoint's refusal: a registry-style 401 with a `Basic` challenge, which is
+    /// what `docker login` reports as a wrong user or password.
+    fn token_refused(&self) -> Reply {
+        let mut reply = Reply::text(StatusCode::UNAUTHORIZED, "");
+        reply.body = Bytes::from_static(
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"incorrect username or password"}]}"#,
+        );
+        reply.headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
+        reply.headers.push((
+            HeaderName::from_static("www-authenticate"),
+            HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.realm))
+                .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"berth\"")),
         ));
         reply
     }
@@ -411,25 +557,22 @@ impl Plugin for BasicAuth {
                 client = ?ctx.downstream.client_ip,
                 "basic auth: more than one Authorization header"
             );
-            return Ok(Flow::Respond(self.unauthorized()));
+            return Ok(Flow::Respond(self.unauthorized(ctx, None)));
         }
-        // Empty user and password (`Basic Og==`) is what registry clients send when they
-        // have no login for a host that challenged them: no credentials at all.
-        let credentials = head
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .map(|v| parse_basic(v.as_bytes()))
-            .filter(
-                |c| !matches!(c, Some((user, password)) if user.is_empty() && password.is_empty()),
-            );
-        if credentials.is_none() {
-            let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-            if self.open.lets_through(head.method.as_str(), target) {
-                return Ok(Flow::Continue);
-            }
+        if self.tokens && head.uri.path() == TOKEN_PATH {
+            return Ok(Flow::Respond(self.token_endpoint(session, ctx).await));
         }
+        let credentials =
+            self.credentials(head.headers.get(http::header::AUTHORIZATION), &ctx.host);
         match credentials {
-            Some(Some((user, password))) => {
+            Credentials::Nothing => {
+                let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+                if self.open.lets_through(head.method.as_str(), target) {
+                    return Ok(Flow::Continue);
+                }
+                Ok(Flow::Respond(self.unauthorized(ctx, None)))
+            }
+            Credentials::Basic(user, password) => {
                 if self.file.verify(&user, &password).await {
                     return Ok(Flow::Continue);
                 }
@@ -439,15 +582,15 @@ impl Plugin for BasicAuth {
                     client = ?ctx.downstream.client_ip,
                     "basic auth: wrong user or password"
                 );
+                Ok(Flow::Respond(self.unauthorized(ctx, None)))
             }
-            Some(None) => tracing::info!(
-                host = %ctx.host,
-                client = ?ctx.downstream.client_ip,
-                "basic auth: malformed Authorization header"
-            ),
-            None => {}
+            Credentials::Token => Ok(Flow::Continue),
+            Credentials::Unusable(why) => {
+                tracing::info!(host = %ctx.host, client = ?ctx.downstream.client_ip, "basic auth: {why}");
+                let error = (why != "malformed Authorization header").then_some("invalid_token");
+                Ok(Flow::Respond(self.unauthorized(ctx, error)))
+            }
         }
-        Ok(Flow::Respond(self.unauthorized()))
     }
 }
 

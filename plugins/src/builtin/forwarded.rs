@@ -53,6 +53,23 @@ pub fn trusted_peer(trusted: &[IpNet], peer: Option<IpAddr>) -> bool {
     peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
 }
 
+/// The client a trusted proxy names: the last address of its `X-Forwarded-For` values, if
+/// it parses (the allowlist and the rate limits ask this).
+pub fn effective_client<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
+    let last = values.flat_map(|v| v.split(',')).last()?;
+    client_address(last)
+}
+
+/// An address as proxies write it in `X-Forwarded-For`: bare, with a port, or bracketed
+/// IPv6 with or without a port.
+fn client_address(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
 /// Rewrites the forwarding headers of `req` for a request that arrived from `downstream`
 /// with `authority` (the `Host` the client used). `trusted`: whether the peer may speak for
 /// the client.

@@ -4,9 +4,12 @@ mod acme_challenge;
 mod allow;
 mod auth;
 mod body;
+mod forward_auth;
 mod forwarded;
 mod https;
+mod rate_limit;
 mod registry;
+pub mod registry_token;
 mod timeouts;
 mod upstream_tls;
 
@@ -14,8 +17,10 @@ pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
 pub use auth::{parse_basic, parse_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile, Reload};
 pub use body::BodyLimit;
+pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
+pub use rate_limit::{ClientKey, RateLimiter};
 pub use registry::{
     is_blob_upload, rewrite_location, RegistryProfile, UploadResult, DISTRIBUTION_API_VERSION,
 };
