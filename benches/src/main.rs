@@ -24,6 +24,7 @@ mod nginx;
 mod overhead;
 mod peers;
 mod pki;
+mod plugins;
 mod propagation;
 mod registry;
 mod report;
@@ -79,6 +80,22 @@ enum Cmd {
         berth: Option<PathBuf>,
         /// Where to write the markdown table.
         #[arg(long, default_value = "benches/results/overhead.md")]
+        out: PathBuf,
+    },
+    /// Small GETs through routes that differ by one request step each (allowlist, rate
+    /// limit, basic auth, forward auth with and without its cache), against none.
+    Plugins {
+        /// Rounds; each runs every step once, in rotating order (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds of wrk per step and round.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/plugins.md")]
         out: PathBuf,
     },
     /// Docker route propagation: `docker run` → first 200, `docker stop` → 503; and on the
@@ -227,6 +244,25 @@ fn main() -> ExitCode {
                      against berth with both off.\n\n{}",
                     measured_on(),
                     overhead::table(&outcome)
+                );
+                write_report(&out, &report)
+            }),
+        Cmd::Plugins {
+            runs,
+            secs,
+            berth,
+            out,
+        } => berth_binary(berth)
+            .and_then(|berth| plugins::run(&berth, runs, secs))
+            .and_then(|outcome| {
+                let report = format!(
+                    "{}\n\nSmall GETs over plain HTTP/1.1 with keep-alive (`small_get_h1_c64_plugins`: \
+                     wrk, 2 threads, 64 connections, {secs} s per step, {runs} rounds in rotating order), \
+                     to one berth (metrics and access log off) whose routes differ by one request \
+                     step each. Forward auth asks a local auth service (a small hyper server on the \
+                     same machine); basic auth sends a user whose bcrypt check is remembered.\n\n{}",
+                    measured_on(),
+                    plugins::table(&outcome)
                 );
                 write_report(&out, &report)
             }),

@@ -33,9 +33,21 @@ impl WrkReport {
 /// # Errors
 /// When wrk cannot run, reports errors or non-2xx answers, or prints no figures.
 pub fn run(url: &str, secs: u64) -> Result<WrkReport, String> {
-    let out = Command::new("wrk")
-        .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency"])
-        .args(["-H", "Host: bench.test", url])
+    run_with(url, secs, &["Host: bench.test".to_string()])
+}
+
+/// `wrk -t2 -c64 -d<secs>s --latency -H <header>... <url>`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(url: &str, secs: u64, headers: &[String]) -> Result<WrkReport, String> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c64", &format!("-d{secs}s"), "--latency"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(url)
         .output()
         .map_err(|e| format!("wrk (apt-get install wrk): {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
