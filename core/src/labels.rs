@@ -150,6 +150,7 @@ const AUTH_ANONYMOUS_READ: Key = key("auth.anonymous-read", &[]);
 const AUTH_FORWARD: Key = key("auth.forward", &[]);
 const AUTH_FORWARD_HEADERS: Key = key("auth.forward-headers", &[]);
 const AUTH_FORWARD_CACHE: Key = key("auth.forward-cache", &[]);
+const AUTH_TOKEN_SECRET_FILE: Key = key("auth.token-secret-file", &[]);
 const RATE_LIMIT: Key = key("rate-limit", &[]);
 const RATE_BURST: Key = key("rate-burst", &[]);
 const SWARM_LB: Key = key("swarm.lb", &[]);
@@ -159,7 +160,7 @@ const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 28] = [
+const LABELS: [&Key; 29] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -185,6 +186,7 @@ const LABELS: [&Key; 28] = [
     &AUTH_FORWARD,
     &AUTH_FORWARD_HEADERS,
     &AUTH_FORWARD_CACHE,
+    &AUTH_TOKEN_SECRET_FILE,
     &RATE_LIMIT,
     &RATE_BURST,
     &SWARM_LB,
@@ -445,6 +447,7 @@ fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
         forward: text(&AUTH_FORWARD),
         forward_headers: info.get(&AUTH_FORWARD_HEADERS).map(|f| comma_list(f.value)),
         forward_cache: text(&AUTH_FORWARD_CACHE),
+        token_secret_file: text(&AUTH_TOKEN_SECRET_FILE),
     };
     let keys = [
         &AUTH_HTPASSWD,
@@ -454,6 +457,7 @@ fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
         &AUTH_FORWARD,
         &AUTH_FORWARD_HEADERS,
         &AUTH_FORWARD_CACHE,
+        &AUTH_TOKEN_SECRET_FILE,
     ];
     keys.iter().any(|k| info.get(k).is_some()).then_some(raw)
 }

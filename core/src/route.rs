@@ -302,6 +302,9 @@ pub struct AuthSpec {
     pub realm: String,
     /// Which requests may go without credentials.
     pub open: OpenAccess,
+    /// The file holding the secret registry tokens are signed with (`auth.anonymous-read`
+    /// routes); `None`: a secret of the process's own.
+    pub token_secret_file: Option<std::path::PathBuf>,
 }
 
 /// Forward auth for a route (`auth.forward`, `auth.forward-headers`, `auth.forward-cache`):

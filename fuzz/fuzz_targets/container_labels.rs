@@ -13,7 +13,7 @@ use berth_core::labels::{
 use libfuzzer_sys::fuzz_target;
 
 /// Keys the schema knows, so the fuzzer reaches past "not for berth" quickly.
-const KEYS: [&str; 33] = [
+const KEYS: [&str; 34] = [
     "berth.host",
     "berth.port",
     "berth.proto",
@@ -37,6 +37,7 @@ const KEYS: [&str; 33] = [
     "berth.auth.forward",
     "berth.auth.forward-headers",
     "berth.auth.forward-cache",
+    "berth.auth.token-secret-file",
     "berth.rate-limit",
     "berth.rate-burst",
     "VIRTUAL_HOST",

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::builtin::registry_token;
 use crate::builtin::{
     Allow, AuthFiles, BasicAuth, BodyLimit, ForwardAuth, Forwarded, HttpsPolicy, OwnCertificate,
     RateLimiter, RegistryProfile, Timeouts, UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
-use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
+use berth_core::route::{HostPattern, OpenAccess, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
 
 /// The live route table, shared by everything that reads or swaps it: requests read the
@@ -121,14 +122,19 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
         )));
     }
     let users = spec.auth.as_ref().map(|a| env.auth_files.get(&a.htpasswd));
+    // Registry tokens (auth.anonymous-read): the secret they are signed with.
+    let token_secret = spec
+        .auth
+        .as_ref()
+        .filter(|a| a.open == OpenAccess::RegistryReads)
+        .map(|a| registry_token::secret_for(a.token_secret_file.as_deref()));
     // The rate limit comes before auth: a client guessing passwords is slowed before a
     // bcrypt check (or a call to the auth service) runs for it.
     if let Some(limit) = spec.rate_limit {
-        chain.push(Arc::new(RateLimiter::new(
-            limit,
-            env.trusted_proxies.clone(),
-            users.clone(),
-        )));
+        chain.push(Arc::new(
+            RateLimiter::new(limit, env.trusted_proxies.clone(), users.clone())
+                .with_token_secret(token_secret),
+        ));
     }
     // Credentials are asked for only once the client may be served at all: after the HTTPS
     // redirect (no password over plain HTTP when HTTPS is there) and the allowlist.
@@ -137,6 +143,8 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
             users,
             &auth.realm,
             auth.open.clone(),
+            token_secret.unwrap_or_else(registry_token::process_secret),
+            env.trusted_proxies.clone(),
         )));
     }
     // Forward auth sits where basic auth would (a route has one or the other), and before

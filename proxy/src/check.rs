@@ -3,7 +3,8 @@
 
 use berth_core::config::Config;
 
-/// Checks the files the configuration names that berth reads at run time (htpasswd files),
+/// Checks the files the configuration names that berth reads at run time (htpasswd files,
+/// token secrets),
 /// for `berth check`: one line per problem, with the route's key path.
 pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
@@ -16,6 +17,11 @@ pub fn check_files(config: &Config) -> Vec<String> {
         if let Err(errors) = found {
             for e in errors {
                 problems.push(format!("route[{i}].auth.htpasswd: {path}: {e}"));
+            }
+        }
+        if let Some(secret) = &auth.token_secret_file {
+            if let Err(e) = berth_plugins::builtin::registry_token::read_secret(secret) {
+                problems.push(format!("route[{i}].auth.token-secret-file: {e}"));
             }
         }
     }

@@ -600,7 +600,33 @@ async fn the_docker_cli_pulls_anonymously_and_pushes_after_login() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_endpoint_hands_out_anonymous_and_user_tokens() {
-    let (_registry, b, _work, _authfile) = registry_behind_auth("auth.anonymous-read = true");
+    // Two routes on one htpasswd file: one with public reads (tokens), one with basic auth.
+    let registry = Registry::start_open().expect("docker-registry must be installed");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("htpasswd");
+    htpasswd(&file, USER, PASSWORD);
+    let secret = work.path().join("token-secret");
+    std::fs::write(&secret, format!("{}\n", "7f".repeat(32))).unwrap();
+    let routes = |secret_key: &str| {
+        config(&format!(
+            "[forwarded]\ntrusted-proxies = [\"127.0.0.1/32\"]\n\n{}{}",
+            route(
+                "127.0.0.1",
+                &[registry.addr],
+                &format!(
+                    "profile = \"registry\"\nauth.htpasswd = \"{}\"\nauth.anonymous-read = true\n{secret_key}",
+                    file.display()
+                )
+            ),
+            route(
+                "localhost",
+                &[registry.addr],
+                &format!("profile = \"registry\"\nauth.htpasswd = \"{}\"", file.display())
+            ),
+        ))
+    };
+    let with_secret = format!("auth.token-secret-file = \"{}\"", secret.display());
+    let b = berth(&routes(&with_secret));
     let port = b.http.port();
     let host = format!("127.0.0.1:{port}");
     let host = host.as_str();
@@ -694,11 +720,15 @@ async fn the_token_endpoint_hands_out_anonymous_and_user_tokens() {
     let r = call(&b, &Request::new("POST", host, "/v2/_berth/token")).await;
     assert_eq!(r.status, 405);
 
-    // A token changed by a single character is refused, with invalid_token.
-    let mut forged = user.clone().into_bytes();
-    let last = forged.len() - 1;
-    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
-    let forged = String::from_utf8(forged).unwrap();
+    // A token whose payload names another user is refused, with invalid_token.
+    let (payload, tag) = user.split_once('.').unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let text = String::from_utf8(b64.decode(payload).unwrap()).unwrap();
+    assert!(text.contains(&format!("\0{USER}\0")), "{text:?}");
+    let forged = format!(
+        "{}.{tag}",
+        b64.encode(text.replace(&format!("\0{USER}\0"), "\0root\0"))
+    );
     let r = call(
         &b,
         &Request::get(host, "/v2/").header("Authorization", &bearer(&forged)),
@@ -711,5 +741,72 @@ async fn the_token_endpoint_hands_out_anonymous_and_user_tokens() {
             .ends_with(",error=\"invalid_token\""),
         "{:?}",
         r.header("www-authenticate")
+    );
+
+    // Another berth with the same secret file takes the token (edges of a Swarm, an
+    // upgrade); one signing with a secret of its own does not.
+    let same = berth(&routes(&with_secret));
+    let own = berth(&routes(""));
+    for (other, status) in [(&same, 200), (&own, 401)] {
+        let h = format!("127.0.0.1:{}", other.http.port());
+        let r = call(
+            other,
+            &Request::get(&h, "/v2/").header("Authorization", &bearer(&user)),
+        )
+        .await;
+        assert_eq!(r.status, status, "{}", r.text());
+    }
+    // Behind a trusted proxy that terminates TLS, the realm says https.
+    let r = call(
+        &b,
+        &Request::get(host, "/v2/").header("X-Forwarded-Proto", "https"),
+    )
+    .await;
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer realm=\"https://"),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+
+    // The basic-auth route on the same file takes no token, and has no token endpoint.
+    let other = format!("localhost:{port}");
+    let r = call(
+        &b,
+        &Request::get(&other, "/v2/").header("Authorization", &bearer(&user)),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic "));
+    for auth in [None, Some(basic(USER, PASSWORD))] {
+        let mut req = Request::get(&other, "/v2/_berth/token");
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        let r = call(&b, &req).await;
+        assert!(!r.text().contains("access_token"), "{auth:?}: {}", r.text());
+    }
+
+    // A change of the htpasswd file ends the tokens signed before it.
+    let loaded = b.log().matches("htpasswd loaded").count();
+    htpasswd(&file, "bob", "battery staple");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.log().matches("htpasswd loaded").count() == loaded {
+        assert!(
+            Instant::now() < deadline,
+            "the file was not re-read:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = call(
+        &b,
+        &Request::get(host, "/v2/").header("Authorization", &bearer(&user)),
+    )
+    .await;
+    assert_eq!(
+        r.status, 401,
+        "a token signed before the change still works"
     );
 }

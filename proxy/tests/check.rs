@@ -150,6 +150,36 @@ fn htpasswd_files_are_checked() {
         "{stderr}"
     );
     assert!(!stderr.contains("route[0]"), "{stderr}");
+
+    // A token secret that is too short is named, without being quoted; a good one passes.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "tooshort\n").unwrap();
+    let registry = |secret: &std::path::Path| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n\n[[route]]\nhost = \"r.test\"\nupstreams = [\"127.0.0.1:5000\"]\n\
+             profile = \"registry\"\nauth.htpasswd = \"{}\"\nauth.anonymous-read = true\n\
+             auth.token-secret-file = \"{}\"\n",
+            good.display(),
+            secret.display()
+        )
+    };
+    std::fs::write(&path, registry(&secret)).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("route[0].auth.token-secret-file: ")
+            && stderr.contains("8 bytes; a token secret needs at least 32"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tooshort"), "{stderr}");
+    std::fs::write(&secret, "c0ffee".repeat(8)).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -663,6 +663,14 @@ acme-challenge = "tls-alpn-01"
             ),
             ("auth.methods = []", "route[0].auth.methods: empty"),
             (
+                "auth.token-secret-file = \"/etc/berth/secret\"",
+                "route[0].auth.token-secret-file: only with auth.anonymous-read",
+            ),
+            (
+                "profile = \"registry\"\nauth.anonymous-read = true\nauth.token-secret-file = \"secret\"",
+                "route[0].auth.token-secret-file: \"secret\" is not an absolute path",
+            ),
+            (
                 "profile = \"registry\"\nauth.methods = [\"POST\"]",
                 "route[0].auth.methods: not on the registry profile",
             ),

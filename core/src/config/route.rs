@@ -113,6 +113,8 @@ pub struct RawAuth {
     pub forward_headers: Option<Vec<String>>,
     /// How long an allowed decision is reused for the same credentials (default off).
     pub forward_cache: Option<String>,
+    /// The secret registry tokens are signed with, shared by every berth serving the route.
+    pub token_secret_file: Option<String>,
 }
 
 /// Response headers of an auth service that may not be copied onto the upstream request:
@@ -203,6 +205,7 @@ impl RawAuth {
             ("auth.realm", self.realm.is_some()),
             ("auth.methods", self.methods.is_some()),
             ("auth.anonymous-read", self.anonymous_read.is_some()),
+            ("auth.token-secret-file", self.token_secret_file.is_some()),
         ] {
             if set {
                 errors.push(
@@ -311,11 +314,30 @@ impl RawAuth {
             }
             (None, _) => Some(OpenAccess::Nothing),
         };
+        let token_secret_file = match self.token_secret_file.as_deref().map(str::trim) {
+            None => Some(None),
+            Some(_) if open.as_ref() != Some(&OpenAccess::RegistryReads) => {
+                errors.push(
+                    key("auth.token-secret-file"),
+                    "only with auth.anonymous-read, whose registry tokens it signs",
+                );
+                None
+            }
+            Some(path) if path.starts_with('/') => Some(Some(path.into())),
+            Some(path) => {
+                errors.push(
+                    key("auth.token-secret-file"),
+                    format!("\"{path}\" is not an absolute path"),
+                );
+                None
+            }
+        };
         match self.htpasswd.as_deref().map(str::trim) {
             Some(path) if path.starts_with('/') => Some(AuthSpec {
                 htpasswd: path.into(),
                 realm: realm?,
                 open: open?,
+                token_secret_file: token_secret_file?,
             }),
             Some(path) => {
                 errors.push(

@@ -48,10 +48,12 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use base64::Engine;
 use http::{HeaderName, HeaderValue, StatusCode};
+use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
+use super::forwarded::trusted_peer;
 use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::route::OpenAccess;
@@ -64,7 +66,7 @@ pub const VERIFIED_CACHE: usize = 1024;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
-    token_key: [u8; 32],
+    entries_digest: [u8; 32],
 }
 
 impl Htpasswd {
@@ -83,11 +85,11 @@ impl Htpasswd {
         self.users.get(user).map(String::as_str)
     }
 
-    /// The key registry tokens are signed with ([`super::registry_token`]): a SHA-256 of the
-    /// entries, so every berth reading the same users signs alike, and a change of the users
-    /// ends every token signed before.
-    pub fn token_key(&self) -> &[u8; 32] {
-        &self.token_key
+    /// A SHA-256 of the entries: part of the key registry tokens are signed with
+    /// ([`super::registry_token::token_key`]), so a change of the users ends every token
+    /// signed before.
+    pub fn entries_digest(&self) -> &[u8; 32] {
+        &self.entries_digest
     }
 
     /// Some entry's hash, used to spend the same time on unknown users.
@@ -136,8 +138,11 @@ pub fn parse_htpasswd(text: &str) -> Result<Htpasswd, Vec<String>> {
                 h.update(part);
             }
         }
-        let token_key = h.finalize().into();
-        Ok(Htpasswd { users, token_key })
+        let entries_digest = h.finalize().into();
+        Ok(Htpasswd {
+            users,
+            entries_digest,
+        })
     } else {
         Err(errors)
     }
@@ -397,8 +402,20 @@ pub struct BasicAuth {
     file: Arc<HtpasswdFile>,
     realm: String,
     open: OpenAccess,
-    /// Registry tokens ([`super::registry_token`]): on for `auth.anonymous-read`.
-    tokens: bool,
+    /// Registry tokens ([`super::registry_token`]), on for `auth.anonymous-read`: the
+    /// secret they are signed with.
+    tokens: Option<[u8; 32]>,
+    /// Peers whose `X-Forwarded-Proto` names the scheme of the token endpoint's URL.
+    trusted: Arc<[IpNet]>,
+}
+
+/// Why an `Authorization` header is of no use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unusable {
+    /// Not a form berth reads.
+    Malformed,
+    /// A registry token that is forged, changed, expired, for another host or user.
+    InvalidToken,
 }
 
 /// What a request's `Authorization` header says.
@@ -409,31 +426,57 @@ enum Credentials {
     Basic(String, Vec<u8>),
     /// A valid token of a user of the file.
     Token,
-    /// A header berth cannot use: malformed, another scheme, an invalid or expired token.
-    Unusable(&'static str),
+    /// A header berth cannot use.
+    Unusable(Unusable),
 }
 
 impl BasicAuth {
     /// Checks requests against `file`, naming `realm` in the challenge; requests `open` lets
     /// through pass without credentials (credentials they carry are checked all the same).
     /// With [`OpenAccess::RegistryReads`], the route speaks the registry token flow too.
-    pub fn new(file: Arc<HtpasswdFile>, realm: &str, open: OpenAccess) -> BasicAuth {
+    /// `token_secret` signs registry tokens when `open` is [`OpenAccess::RegistryReads`];
+    /// `trusted` are the peers whose `X-Forwarded-Proto` is believed.
+    pub fn new(
+        file: Arc<HtpasswdFile>,
+        realm: &str,
+        open: OpenAccess,
+        token_secret: [u8; 32],
+        trusted: Arc<[IpNet]>,
+    ) -> BasicAuth {
         BasicAuth {
             file,
             realm: realm.to_string(),
-            tokens: open == OpenAccess::RegistryReads,
+            tokens: (open == OpenAccess::RegistryReads).then_some(token_secret),
+            trusted,
             open,
         }
     }
 
+    /// The key tokens are signed with now (it changes with the file).
+    fn token_key(&self, secret: &[u8; 32]) -> [u8; 32] {
+        registry_token::token_key(secret, self.file.users().entries_digest())
+    }
+
     /// The 401 reply with its challenge: `Basic`, or on a token route `Bearer` with the
     /// realm of the token endpoint on the host the client asked for.
-    fn unauthorized(&self, ctx: &RequestCtx, error: Option<&str>) -> Reply {
-        let challenge = if self.tokens {
-            let error = error.map_or_else(String::new, |e| format!(",error=\"{e}\""));
+    fn unauthorized(&self, session: &Session, ctx: &RequestCtx, why: Option<Unusable>) -> Reply {
+        let challenge = if self.tokens.is_some() {
+            let error = if why == Some(Unusable::InvalidToken) {
+                ",error=\"invalid_token\""
+            } else {
+                ""
+            };
+            // Behind a trusted proxy that terminates TLS, the client's scheme is the proxy's
+            // word: an http:// realm would have clients send passwords in the clear.
+            let forwarded = trusted_peer(&self.trusted, ctx.downstream.client_ip)
+                .then(|| session.req_header().headers.get("x-forwarded-proto"))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|p| *p == "https" || *p == "http");
             format!(
                 "Bearer realm=\"{}://{}{TOKEN_PATH}\",service=\"{}\"{error}",
-                ctx.downstream.scheme.as_str(),
+                forwarded.unwrap_or(ctx.downstream.scheme.as_str()),
                 ctx.authority,
                 ctx.host
             )
@@ -453,15 +496,15 @@ impl BasicAuth {
         let Some(value) = value else {
             return Credentials::Nothing;
         };
-        if self.tokens {
+        if let Some(secret) = &self.tokens {
             if let Some(token) = bearer_value(value.as_bytes()) {
-                let key = *self.file.users().token_key();
+                let key = self.token_key(secret);
                 return match registry_token::verify(&key, token, host, SystemTime::now()) {
                     Some(Bearer::Anonymous) => Credentials::Nothing,
                     Some(Bearer::User(user)) if self.file.users().hash_of(&user).is_some() => {
                         Credentials::Token
                     }
-                    _ => Credentials::Unusable("invalid or expired token"),
+                    _ => Credentials::Unusable(Unusable::InvalidToken),
                 };
             }
         }
@@ -472,7 +515,7 @@ impl BasicAuth {
                 Credentials::Nothing
             }
             Some((user, password)) => Credentials::Basic(user, password),
-            None => Credentials::Unusable("malformed Authorization header"),
+            None => Credentials::Unusable(Unusable::Malformed),
         }
     }
 
@@ -504,8 +547,11 @@ impl BasicAuth {
             }
             Credentials::Token | Credentials::Unusable(_) => return self.token_refused(),
         };
+        let Some(secret) = &self.tokens else {
+            return self.token_refused();
+        };
         let now = SystemTime::now();
-        let key = *self.file.users().token_key();
+        let key = self.token_key(secret);
         let token = registry_token::mint(&key, &ctx.host, user.as_deref(), now);
         let mut reply = Reply::text(StatusCode::OK, "");
         reply.body = Bytes::from(registry_token::token_json(&token, now));
@@ -557,9 +603,9 @@ impl Plugin for BasicAuth {
                 client = ?ctx.downstream.client_ip,
                 "basic auth: more than one Authorization header"
             );
-            return Ok(Flow::Respond(self.unauthorized(ctx, None)));
+            return Ok(Flow::Respond(self.unauthorized(session, ctx, None)));
         }
-        if self.tokens && head.uri.path() == TOKEN_PATH {
+        if self.tokens.is_some() && head.uri.path() == TOKEN_PATH {
             return Ok(Flow::Respond(self.token_endpoint(session, ctx).await));
         }
         let credentials =
@@ -570,7 +616,7 @@ impl Plugin for BasicAuth {
                 if self.open.lets_through(head.method.as_str(), target) {
                     return Ok(Flow::Continue);
                 }
-                Ok(Flow::Respond(self.unauthorized(ctx, None)))
+                Ok(Flow::Respond(self.unauthorized(session, ctx, None)))
             }
             Credentials::Basic(user, password) => {
                 if self.file.verify(&user, &password).await {
@@ -582,13 +628,16 @@ impl Plugin for BasicAuth {
                     client = ?ctx.downstream.client_ip,
                     "basic auth: wrong user or password"
                 );
-                Ok(Flow::Respond(self.unauthorized(ctx, None)))
+                Ok(Flow::Respond(self.unauthorized(session, ctx, None)))
             }
             Credentials::Token => Ok(Flow::Continue),
             Credentials::Unusable(why) => {
-                tracing::info!(host = %ctx.host, client = ?ctx.downstream.client_ip, "basic auth: {why}");
-                let error = (why != "malformed Authorization header").then_some("invalid_token");
-                Ok(Flow::Respond(self.unauthorized(ctx, error)))
+                let what = match why {
+                    Unusable::Malformed => "malformed Authorization header",
+                    Unusable::InvalidToken => "invalid or expired registry token",
+                };
+                tracing::info!(host = %ctx.host, client = ?ctx.downstream.client_ip, "basic auth: {what}");
+                Ok(Flow::Respond(self.unauthorized(session, ctx, Some(why))))
             }
         }
     }

@@ -116,6 +116,7 @@ pub struct RateLimiter {
     cells: usize,
     trusted: Arc<[IpNet]>,
     users: Option<Arc<HtpasswdFile>>,
+    token_secret: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -135,6 +136,12 @@ impl RateLimiter {
         users: Option<Arc<HtpasswdFile>>,
     ) -> RateLimiter {
         RateLimiter::with_cells(limit, trusted, users, SLOTS)
+    }
+
+    /// Counts the users of valid registry tokens signed with `secret` apart too.
+    pub fn with_token_secret(mut self, secret: Option<[u8; 32]>) -> RateLimiter {
+        self.token_secret = secret;
+        self
     }
 
     /// As [`RateLimiter::new`], with `cells` cells of state.
@@ -158,6 +165,7 @@ impl RateLimiter {
             cells,
             trusted,
             users,
+            token_secret: None,
         }
     }
 
@@ -170,7 +178,7 @@ impl RateLimiter {
         authorization: &[&[u8]],
     ) -> ClientKey {
         if let (Some(users), [value]) = (&self.users, authorization) {
-            if let Some(user) = verified_user(users, value, host) {
+            if let Some(user) = verified_user(users, self.token_secret.as_ref(), value, host) {
                 return ClientKey::User(user);
             }
         }
@@ -218,10 +226,16 @@ fn network_of(ip: IpAddr) -> IpAddr {
 
 /// The user of an `Authorization` value whose credentials were verified before (a lookup,
 /// never a bcrypt check), or of a valid registry token for `host`.
-fn verified_user(users: &HtpasswdFile, value: &[u8], host: &str) -> Option<String> {
-    if let Some(token) = bearer_value(value) {
+fn verified_user(
+    users: &HtpasswdFile,
+    token_secret: Option<&[u8; 32]>,
+    value: &[u8],
+    host: &str,
+) -> Option<String> {
+    if let (Some(secret), Some(token)) = (token_secret, bearer_value(value)) {
         let file = users.users();
-        return match registry_token::verify(file.token_key(), token, host, SystemTime::now()) {
+        let key = registry_token::token_key(secret, file.entries_digest());
+        return match registry_token::verify(&key, token, host, SystemTime::now()) {
             Some(Bearer::User(user)) if file.hash_of(&user).is_some() => Some(user),
             _ => None,
         };
@@ -382,5 +396,54 @@ mod tests {
         assert_eq!(v6("2001:db8:1:2::1"), addr("2001:db8:1:2::"));
         assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
         assert_eq!(v6("::ffff:192.0.2.7"), addr("192.0.2.7"));
+    }
+
+    #[tokio::test]
+    async fn verified_users_and_token_holders_count_apart() {
+        // `htpasswd -nbB alice secret` (cost 5).
+        let line = "alice:$2y$05$1nL5FI/UUYxJTje7P22Sge0bXeZRJhcHOG1EkNC6BPEyU8hlr0nle\n";
+        let dir = std::env::temp_dir().join(format!("berth-rl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, line).expect("write");
+        let users = Arc::new(HtpasswdFile::open(&path));
+        let secret = [5u8; 32];
+        let l = RateLimiter::new(limit("1r/s", None), Arc::from([]), Some(users.clone()))
+            .with_token_secret(Some(secret));
+        let peer = Some("192.0.2.9".parse().expect("ip"));
+        let key = |host: &str, auth: &[u8]| l.key(host, peer, std::iter::empty(), &[auth]);
+
+        // Basic: the address until the password has been verified once, then the user.
+        let basic = b"Basic YWxpY2U6c2VjcmV0"; // alice:secret
+        assert_eq!(key("h.test", basic), addr("192.0.2.9"));
+        assert!(users.verify("alice", b"secret").await);
+        assert_eq!(key("h.test", basic), ClientKey::User("alice".into()));
+        assert_eq!(
+            key("h.test", b"Basic YWxpY2U6d3Jvbmc="),
+            addr("192.0.2.9"),
+            "alice:wrong"
+        );
+
+        // A registry token: its user on its own host, the address anywhere else.
+        let signing = registry_token::token_key(&secret, users.users().entries_digest());
+        let token = registry_token::mint(&signing, "h.test", Some("alice"), SystemTime::now());
+        let bearer = format!("Bearer {token}");
+        assert_eq!(
+            key("h.test", bearer.as_bytes()),
+            ClientKey::User("alice".into())
+        );
+        assert_eq!(key("other.test", bearer.as_bytes()), addr("192.0.2.9"));
+        let anonymous = registry_token::mint(&signing, "h.test", None, SystemTime::now());
+        assert_eq!(
+            key("h.test", format!("Bearer {anonymous}").as_bytes()),
+            addr("192.0.2.9")
+        );
+        let without = RateLimiter::new(limit("1r/s", None), Arc::from([]), Some(users));
+        assert_eq!(
+            without.key("h.test", peer, std::iter::empty(), &[bearer.as_bytes()]),
+            addr("192.0.2.9"),
+            "no tokens on the route, none counted"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -17,19 +17,24 @@
 //! passes only where reads are open); a user's token counts as that user's login.
 //!
 //! A token is `base64url(host NUL user NUL expiry) "." base64url(HMAC-SHA256)`, valid for
-//! [`TOKEN_LIFETIME`]. The key is derived from the htpasswd file's entries
-//! ([`super::Htpasswd::token_key`]): every berth that reads the same file — the edges of a
-//! Swarm, the process after an upgrade — accepts the others' tokens, and a change of the
-//! file ends every token it signed. A token also names its host and is refused elsewhere,
-//! and a user's token is refused once the user is gone from the file.
+//! [`TOKEN_LIFETIME`]. The key is an HMAC of the htpasswd file's entries
+//! ([`super::Htpasswd::entries_digest`]) under a secret ([`secret_for`]): the contents of
+//! `auth.token-secret-file`, shared by every berth serving the route (the edges of a Swarm,
+//! the process after an upgrade), or else 32 random bytes of the process's own. Reading the
+//! htpasswd file is not enough to sign a token, and a change of the file ends every token
+//! signed before it. A token also names its host and is refused elsewhere.
 //!
 //! Basic credentials on the registry requests themselves keep working (curl, scripts).
 
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
 
 /// The realm's path on the route's host.
 pub const TOKEN_PATH: &str = "/v2/_berth/token";
@@ -45,12 +50,70 @@ pub enum Bearer {
     User(String),
 }
 
+/// The shortest `auth.token-secret-file`, in bytes.
+pub const MIN_SECRET: usize = 32;
+
+/// Reads a token secret file: at least [`MIN_SECRET`] bytes (surrounding whitespace aside),
+/// used through a SHA-256 of them.
+///
+/// # Errors
+/// When the file cannot be read or is too short, naming it (never quoting it).
+pub fn read_secret(path: &Path) -> Result<[u8; 32], String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.len() < MIN_SECRET {
+        return Err(format!(
+            "{}: {} bytes; a token secret needs at least {MIN_SECRET} (e.g. `openssl rand -hex 32`)",
+            path.display(),
+            secret.len()
+        ));
+    }
+    Ok(Sha256::digest(secret).into())
+}
+
+/// 32 random bytes, the same for the whole process (so a reload keeps its tokens).
+pub fn process_secret() -> [u8; 32] {
+    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+    *SECRET.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        if SystemRandom::new().fill(&mut bytes).is_err() {
+            // The system's random source failing is fatal for TLS too; never sign with a
+            // key anybody could know.
+            panic!("the system random source failed");
+        }
+        bytes
+    })
+}
+
+/// The secret for a route: its `auth.token-secret-file`, or the process's own. A file that
+/// cannot be used is logged and the process's secret serves meanwhile (tokens then hold on
+/// this process only).
+pub fn secret_for(file: Option<&Path>) -> [u8; 32] {
+    match file.map(read_secret) {
+        Some(Ok(secret)) => secret,
+        Some(Err(e)) => {
+            tracing::error!("auth.token-secret-file {e}; tokens are signed with a secret of this process until it is fixed");
+            process_secret()
+        }
+        None => process_secret(),
+    }
+}
+
+/// The key tokens are signed with: an HMAC of the htpasswd entries under the secret.
+pub fn token_key(secret: &[u8; 32], entries_digest: &[u8; 32]) -> [u8; 32] {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), entries_digest);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&tag.as_ref()[..32]);
+    key
+}
+
 /// Signs a token for `user` (`None`: anonymous) on `host`, valid from `now`.
 pub fn mint(key: &[u8; 32], host: &str, user: Option<&str>, now: SystemTime) -> String {
+    // Rounded up, so a token lasts at least the lifetime the answer announces.
     let expiry = now
         .checked_add(TOKEN_LIFETIME)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     let payload = format!("{host}\0{}\0{expiry}", user.unwrap_or(""));
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), payload.as_bytes());
     format!(
@@ -126,9 +189,19 @@ mod tests {
         // Another host, another key, after expiry: refused.
         assert_eq!(verify(&KEY, &alice, "other.test", now), None);
         assert_eq!(verify(&[8; 32], &alice, "reg.test", now), None);
-        let later = now + TOKEN_LIFETIME;
-        assert_eq!(verify(&KEY, &alice, "reg.test", later), None);
-        assert!(verify(&KEY, &alice, "reg.test", later - Duration::from_secs(2)).is_some());
+        // At a whole second, the token is valid until exactly the lifetime has passed; at a
+        // fraction of one, until the next whole second after it.
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let t = mint(&KEY, "reg.test", Some("alice"), start);
+        let end = start + TOKEN_LIFETIME;
+        assert!(verify(&KEY, &t, "reg.test", end - Duration::from_nanos(1)).is_some());
+        assert_eq!(verify(&KEY, &t, "reg.test", end), None);
+        let t = mint(&KEY, "reg.test", None, start + Duration::from_millis(10));
+        assert!(verify(&KEY, &t, "reg.test", end + Duration::from_millis(999)).is_some());
+        assert_eq!(
+            verify(&KEY, &t, "reg.test", end + Duration::from_secs(1)),
+            None
+        );
     }
 
     #[test]
@@ -156,6 +229,48 @@ mod tests {
         assert_eq!(bearer_value(b"bearer  abc"), Some("abc"));
         assert_eq!(bearer_value(b"Basic abc"), None);
         assert_eq!(bearer_value(b"Bearer"), None);
+    }
+
+    #[test]
+    fn keys_come_from_the_secret_and_the_entries() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(token_key(&a, &[9; 32]), token_key(&a, &[9; 32]));
+        assert_ne!(
+            token_key(&a, &[9; 32]),
+            token_key(&b, &[9; 32]),
+            "the secret"
+        );
+        assert_ne!(
+            token_key(&a, &[9; 32]),
+            token_key(&a, &[8; 32]),
+            "the entries"
+        );
+        assert_eq!(process_secret(), process_secret());
+        assert_ne!(process_secret(), [0; 32]);
+
+        let dir = std::env::temp_dir().join(format!("berth-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("secret");
+        std::fs::write(&file, "short\n").expect("write");
+        let e = read_secret(&file).expect_err("too short");
+        assert!(
+            e.ends_with("5 bytes; a token secret needs at least 32 (e.g. `openssl rand -hex 32`)"),
+            "{e}"
+        );
+        assert!(!e.contains("short"), "the secret is quoted: {e}");
+        assert_eq!(
+            secret_for(Some(&file)),
+            process_secret(),
+            "a bad file: the process's own"
+        );
+        std::fs::write(&file, format!("{}\n", "ab".repeat(32))).expect("write");
+        let s1 = read_secret(&file).expect("64 hex digits");
+        assert_eq!(secret_for(Some(&file)), s1);
+        assert_ne!(s1, process_secret());
+        assert!(read_secret(&dir.join("missing"))
+            .expect_err("missing")
+            .contains("cannot read"));
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
