@@ -29,7 +29,7 @@ pub struct Outcome {
 }
 
 /// CPU time (user + system) of a process so far, seconds.
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
+pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
     berth_testkit::process::cpu_seconds(pid).ok_or_else(|| format!("/proc/{pid}/stat: unreadable"))
 }
 
@@ -105,7 +105,8 @@ pub fn run(berth: &Path, runs: usize, secs: u64) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The median (the upper one of an even count).
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied().unwrap_or(0.0)

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::overhead::{cpu_seconds, median};
 use berth_testkit::auth_service::AuthService;
 use berth_testkit::{BerthProcess, Origin};
 
@@ -138,16 +139,6 @@ pub fn run(berth: &Path, runs: usize, secs: u64) -> Result<Outcome, String> {
         }
     }
     Ok(Outcome { steps, direct })
-}
-
-fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    berth_testkit::process::cpu_seconds(pid).ok_or_else(|| format!("/proc/{pid}/stat: unreadable"))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The markdown table: each step against the baseline (the first).
