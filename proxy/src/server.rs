@@ -23,7 +23,7 @@ use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
 use berth_plugins::{ChainEnv, Scheme, SharedTable};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminState};
 use crate::app::Berth;
 use crate::auth_watch::AuthWatcher;
 use crate::connections::{Drain, Guarded, ListenerMetrics};
@@ -250,7 +250,7 @@ pub fn build_server(
             docker: docker_status,
             feed: feed_status,
         };
-        admin_listener(&mut w, &shared, addr, report, live)?;
+        admin_listener(&mut w, &shared, addr, report, live, config.acme.metrics)?;
     }
     let Wiring {
         mut server,
@@ -437,26 +437,33 @@ fn https_listener(
     Ok(state)
 }
 
-/// The admin listener: `/metrics`, `/routes`, `/healthz`.
+/// The admin listener: the dashboard and its data, `/metrics`, `/healthz`.
 fn admin_listener(
     w: &mut Wiring,
     shared: &Shared,
     addr: SocketAddr,
     report: Arc<ArcSwap<Report>>,
     live: Live,
+    acme_metrics: Option<SocketAddr>,
 ) -> Result<(), StartError> {
     let Some(metrics) = shared.metrics.clone() else {
         return Ok(());
     };
-    let docker_status = live.docker.clone();
+    let state = AdminState {
+        table: shared.table.clone(),
+        report,
+        docker: live.docker.clone(),
+        metrics: metrics.clone(),
+        certs: live.certs.as_ref().map(|(store, _)| store.clone()),
+        acme: acme_metrics,
+    };
     let live = LiveState::new(shared.table.clone(), live).map_err(metrics_err)?;
     metrics.register(Box::new(live)).map_err(metrics_err)?;
-    let admin = Admin::new(shared.table.clone(), report, docker_status, metrics);
-    let mut service = Service::new("berth admin".to_string(), admin);
+    let mut service = Service::new("berth admin".to_string(), Admin::new(state));
     service.add_tcp(&addr.to_string());
     w.server.add_service(service);
     w.lines.push(format!(
-        "listening on http://{addr} (admin: /metrics, /routes, /healthz)"
+        "listening on http://{addr} (admin: the dashboard at /, /metrics, /routes, /certificates, /traffic, /status, /healthz)"
     ));
     Ok(())
 }

@@ -9,11 +9,13 @@
 //! - [`process`]: start `berth` and other servers on ephemeral ports, read their memory use.
 //! - [`pebble`]: a real ACME server whose HTTP-01 validation goes through berth.
 //! - [`auth_service`]: a forward-auth service keeping the contract Authelia publishes.
+//! - [`browser`]: headless chromium over the DevTools protocol, for pages berth serves.
 //! - [`docker`]: locally built test images, and containers and networks that clean up after
 //!   themselves.
 
 pub mod auth_service;
 pub mod bind;
+pub mod browser;
 pub mod client;
 pub mod docker;
 pub mod oci;

@@ -65,8 +65,34 @@ impl TestCa {
     /// If a name is not a valid DNS name for rcgen.
     #[allow(clippy::unwrap_used)]
     pub fn issue(&self, names: &[&str]) -> Pem {
+        self.issue_with(names, |_| {})
+    }
+
+    /// A leaf for `names` valid from `not_before` until `not_after`.
+    ///
+    /// # Panics
+    /// If a name is not a valid DNS name for rcgen.
+    pub fn issue_valid(
+        &self,
+        names: &[&str],
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Pem {
+        self.issue_with(names, |p| {
+            p.not_before = not_before;
+            p.not_after = not_after;
+        })
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn issue_with(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Pem {
         let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(owned).unwrap();
+        adjust(&mut params);
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, names[0]);

@@ -52,7 +52,7 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
-use super::forwarded::trusted_peer;
+use super::forwarded::{forwarded_for, trusted_peer};
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::path::route_path;
 use berth_core::route::ForwardAuthSpec;
@@ -170,18 +170,7 @@ impl ForwardAuth {
             .client_ip
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        let forwarded_for = match head
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect::<Option<Vec<_>>>()
-        {
-            Some(prior) if trusted && !prior.is_empty() => {
-                format!("{}, {peer}", prior.join(", "))
-            }
-            _ => peer,
-        };
+        let forwarded_for = forwarded_for(head, trusted, &peer);
         let uri = forwarded_uri(head.raw_path())?;
         let value = |v: &str| HeaderValue::from_str(v).map_err(|_| "a value that is not a header");
         let mut request = http::Request::get(self.url.clone())

@@ -70,6 +70,22 @@ fn client_address(text: &str) -> Option<IpAddr> {
         .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
+/// The `X-Forwarded-For` berth sends on: a trusted peer's list with the peer appended, or
+/// the peer alone (also when a value of the list is not text: the address behind it could
+/// be the one a proxy appended).
+pub fn forwarded_for(req: &RequestHeader, trusted: bool, peer: &str) -> String {
+    let prior: Option<Vec<&str>> = req
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    match prior {
+        Some(prior) if trusted && !prior.is_empty() => format!("{}, {peer}", prior.join(", ")),
+        _ => peer.to_string(),
+    }
+}
+
 /// Rewrites the forwarding headers of `req` for a request that arrived from `downstream`
 /// with `authority` (the `Host` the client used). `trusted`: whether the peer may speak for
 /// the client.
@@ -92,18 +108,7 @@ pub fn forward_headers(
     if !kept(req, X_REAL_IP) {
         req.insert_header(X_REAL_IP, peer.as_str())?;
     }
-    let xff = match req
-        .headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .collect::<Vec<_>>()
-    {
-        prior if trusted && !prior.is_empty() => {
-            let joined: Vec<&str> = prior.iter().filter_map(|v| v.to_str().ok()).collect();
-            format!("{}, {peer}", joined.join(", "))
-        }
-        _ => peer.clone(),
-    };
+    let xff = forwarded_for(req, trusted, &peer);
     req.insert_header(X_FORWARDED_FOR, xff)?;
     if !kept(req, X_FORWARDED_PROTO) {
         req.insert_header(X_FORWARDED_PROTO, downstream.scheme.as_str())?;

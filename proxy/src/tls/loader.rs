@@ -64,7 +64,20 @@ pub enum CertError {
     },
 }
 
-/// Parses a PEM chain and key into what rustls serves, plus the leaf's SANs and expiry.
+/// What a certificate file says besides the chain and key rustls serves.
+#[derive(Debug, Clone)]
+pub struct LeafFacts {
+    /// DNS names of the leaf's subjectAltName (lowercase).
+    pub sans: Vec<String>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// Expiry, Unix seconds.
+    pub not_after: i64,
+    /// The issuer's common name (or its whole name when it has none).
+    pub issuer: String,
+}
+
+/// Parses a PEM chain and key into what rustls serves, plus facts about the leaf.
 ///
 /// # Errors
 /// When either does not parse or the key does not match the leaf.
@@ -73,7 +86,7 @@ pub fn parse_pair(
     crt_pem: &[u8],
     key_path: &Path,
     key_pem: &[u8],
-) -> Result<(CertifiedKey, Vec<String>, i64), CertError> {
+) -> Result<(CertifiedKey, LeafFacts), CertError> {
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &crt_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::BadCertificate {
@@ -97,7 +110,18 @@ pub fn parse_pair(
             }
         }
     }
-    let not_after = x509.validity().not_after.timestamp();
+    let issuer = x509
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map_or_else(|| x509.issuer().to_string(), str::to_string);
+    let facts = LeafFacts {
+        sans,
+        not_before: x509.validity().not_before.timestamp(),
+        not_after: x509.validity().not_after.timestamp(),
+        issuer,
+    };
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| CertError::BadKey {
             path: key_path.to_path_buf(),
@@ -119,7 +143,7 @@ pub fn parse_pair(
             key: key_path.to_path_buf(),
         });
     }
-    Ok((certified, sans, not_after))
+    Ok((certified, facts))
 }
 
 /// What identifies a version of a file: size, modification time and inode (after
@@ -292,12 +316,14 @@ fn load_pair(crt: &Path, key: &Path, name: &str) -> Result<CertEntry, CertError>
         })
     };
     let (crt_pem, key_pem) = (read(crt)?, read(key)?);
-    let (certified, sans, not_after) = parse_pair(crt, &crt_pem, key, &key_pem)?;
+    let (certified, facts) = parse_pair(crt, &crt_pem, key, &key_pem)?;
     Ok(CertEntry {
         name: name.to_string(),
         key: Arc::new(certified),
-        sans,
-        not_after,
+        sans: facts.sans,
+        not_before: facts.not_before,
+        not_after: facts.not_after,
+        issuer: facts.issuer,
         path: crt.to_path_buf(),
     })
 }

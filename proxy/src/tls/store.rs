@@ -24,8 +24,12 @@ pub struct CertEntry {
     pub key: Arc<CertifiedKey>,
     /// DNS names of the leaf's subjectAltName (lowercase; wildcards as `*.example.com`).
     pub sans: Vec<String>,
+    /// Start of the leaf's validity, Unix seconds.
+    pub not_before: i64,
     /// Expiry of the leaf, Unix seconds.
     pub not_after: i64,
+    /// Who issued the leaf (its issuer's common name).
+    pub issuer: String,
     /// The `.crt` file it came from.
     pub path: PathBuf,
 }
