@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use base64::Engine;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -39,6 +40,7 @@ use hyper_util::rt::TokioExecutor;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde::Serialize;
+use sha2::Digest;
 
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSpec;
@@ -227,7 +229,8 @@ impl Admin {
                     ..AcmeView::default()
                 };
                 match tokio::time::timeout(ACME_TIMEOUT, self.acme_certificates(addr)).await {
-                    Ok(Ok(mut value)) => {
+                    Ok(Ok(value)) => {
+                        let mut value = acme_fields(value);
                         without_queries(&mut value);
                         view.reachable = true;
                         view.certificates = value;
@@ -320,24 +323,77 @@ fn counters(vec: &prometheus::IntCounterVec) -> Vec<(BTreeMap<String, String>, u
         .collect()
 }
 
-/// Cuts the query of every URL in every string of `value` (`http://a/b?token=x` becomes
-/// `http://a/b?…`).
+/// Cuts what may be a secret from every URL in every string of `value`: user information
+/// (`http://user:pass@a/` becomes `http://…@a/`) and the query and fragment
+/// (`http://a/b?token=x` becomes `http://a/b?…`).
 fn without_queries(value: &mut serde_json::Value) {
-    static URL_QUERY: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    let pattern = r##"(?i)(\b[a-z][a-z0-9+.-]*://[^\s"?#]*)\?[^\s"#]*"##;
-    let Some(re) = URL_QUERY.get_or_init(|| regex::Regex::new(pattern).ok()) else {
+    static PATTERNS: std::sync::OnceLock<Option<(regex::Regex, regex::Regex)>> =
+        std::sync::OnceLock::new();
+    let Some((userinfo, query)) = PATTERNS.get_or_init(|| {
+        let userinfo = regex::Regex::new(r##"(?i)(\b[a-z][a-z0-9+.-]*://)[^\s"/?#@]*@"##).ok()?;
+        let query =
+            regex::Regex::new(r##"(?i)(\b[a-z][a-z0-9+.-]*://[^\s"?#]*)[?#][^\s"]*"##).ok()?;
+        Some((userinfo, query))
+    }) else {
         return;
     };
     match value {
         serde_json::Value::String(text) => {
-            if let std::borrow::Cow::Owned(cut) = re.replace_all(text, "$1?…") {
-                *text = cut;
-            }
+            let cut = userinfo.replace_all(text, "$1…@");
+            let cut = query.replace_all(&cut, "$1?…").into_owned();
+            *text = cut;
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(without_queries),
         serde_json::Value::Object(map) => map.values_mut().for_each(without_queries),
         _ => {}
     }
+}
+
+/// berth-acme's answer, keeping only the fields the dashboard shows, per certificate.
+fn acme_fields(value: serde_json::Value) -> serde_json::Value {
+    const KEPT: [&str; 7] = [
+        "hosts",
+        "challenge",
+        "state",
+        "not_after",
+        "renew_at",
+        "failures",
+        "last_error",
+    ];
+    let serde_json::Value::Object(certificates) = value else {
+        return serde_json::Value::Object(serde_json::Map::new());
+    };
+    certificates
+        .into_iter()
+        .filter_map(|(name, status)| {
+            let serde_json::Value::Object(fields) = status else {
+                return None;
+            };
+            let kept: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .filter(|(k, _)| KEPT.contains(&k.as_str()))
+                .collect();
+            Some((name, serde_json::Value::Object(kept)))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Whether a `Host` header names this listener in a way a browser uses for it: an IP
+/// address or `localhost`, with or without a port. Any other name may be a DNS rebinding
+/// (a web page whose own name now resolves to this address), and gets 421.
+fn local_host(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 fn json(value: &impl Serialize) -> Vec<u8> {
@@ -371,6 +427,32 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
     response
 }
 
+/// The page's policy: only its own inline script and style run (by their SHA-256), it talks
+/// only to this listener, and nothing may frame it or build HTML from strings.
+fn content_security_policy() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash = |open: &str, close: &str| {
+            let body = DASHBOARD
+                .split_once(open)
+                .and_then(|(_, rest)| rest.split_once(close))
+                .map_or("", |(body, _)| body);
+            let digest = sha2::Sha256::digest(body.as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src data:; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+             require-trusted-types-for 'script'",
+            hash("<script>", "</script>"),
+            hash("<style>", "</style>")
+        )
+    })
+}
+
 /// The dashboard, with a policy that lets it run only its own inline code and talk only to
 /// this listener, and never be framed.
 fn dashboard() -> Response<Vec<u8>> {
@@ -382,11 +464,8 @@ fn dashboard() -> Response<Vec<u8>> {
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_SECURITY_POLICY,
-        http::HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
-             frame-ancestors 'none'",
-        ),
+        http::HeaderValue::from_str(content_security_policy())
+            .unwrap_or(http::HeaderValue::from_static("default-src 'none'")),
     );
     headers.insert(
         http::header::X_FRAME_OPTIONS,
@@ -403,6 +482,17 @@ impl ServeHttp for Admin {
         let data = "application/json";
         if req.method != http::Method::GET {
             return reply(StatusCode::METHOD_NOT_ALLOWED, text, b"GET only\n".to_vec());
+        }
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !local_host(host) {
+            return reply(
+                StatusCode::MISDIRECTED_REQUEST,
+                text,
+                b"the admin listener answers to an IP address or localhost only\n".to_vec(),
+            );
         }
         match req.uri.path() {
             "/" => dashboard(),
@@ -445,5 +535,54 @@ mod tests {
             "http://authelia:9091/api/verify?…"
         );
         assert_eq!(value["plain"], "a?b and /path?x=1 stay");
+
+        let mut value = serde_json::json!([
+            "invalid \"http://u:s3cret@auth/verify\": user information",
+            "http://a/b#s3cret and https://x:y@h/p?q=s3cret",
+        ]);
+        without_queries(&mut value);
+        assert!(!value.to_string().contains("s3cret"), "{value}");
+        assert_eq!(
+            value[0],
+            "invalid \"http://…@auth/verify\": user information"
+        );
+    }
+
+    #[test]
+    fn only_local_names_reach_the_admin_listener() {
+        for host in [
+            None,
+            Some("127.0.0.1:9180"),
+            Some("localhost:9180"),
+            Some("LOCALHOST"),
+            Some("[::1]:9180"),
+            Some("10.0.0.5"),
+        ] {
+            assert!(super::local_host(host), "{host:?}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9180",
+            "127.0.0.1.nip.io",
+            "[evil]:1",
+        ] {
+            assert!(!super::local_host(Some(host)), "{host}");
+        }
+    }
+
+    #[test]
+    fn berth_acme_answers_keep_the_fields_shown() {
+        let value = super::acme_fields(serde_json::json!({
+            "a.test": { "hosts": ["a.test"], "state": "valid", "secret_thing": "x" },
+            "b.test": null,
+        }));
+        assert_eq!(
+            value,
+            serde_json::json!({ "a.test": { "hosts": ["a.test"], "state": "valid" } })
+        );
+        assert_eq!(
+            super::acme_fields(serde_json::json!([1, 2])),
+            serde_json::json!({})
+        );
     }
 }

@@ -27,10 +27,12 @@ async fn fake_acme() -> std::net::SocketAddr {
     let body = serde_json::json!({
         "overdue.test": {
             "hosts": ["overdue.test"], "challenge": "http-01", "source": "file",
-            "state": "failed", "not_after": 1_900_000_000, "renew_at": 1_800_000_000,
+            "state": "failed", "not_after": 1_900_000_000, "renew_at": 1_700_000_000,
             "failures": 2, "last_error": "the CA refused: rateLimited",
             "retry_at": null, "last_propagation_seconds": null
         },
+        "null.test": null,
+        "odd.test": { "hosts": "odd.test", "state": 3, "renew_at": "soon", "last_error": 7 },
         "pending.test": {
             "hosts": ["pending.test"], "challenge": "dns-01", "source": "container web",
             "state": "ordering", "not_after": null, "renew_at": null,
@@ -80,8 +82,10 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
     let b = berth(&format!(
         "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
          [tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n[acme]\nmetrics = \"{acme}\"\n\n\
-         [docker]\nenabled = true\n",
-        certs.path().display()
+         [docker]\nenabled = true\n\n[[route]]\nhost = \"down.test\"\nupstreams = [\"127.0.0.1:{}\"]\n\
+         https = \"noredirect\"\n",
+        certs.path().display(),
+        berth_testkit::free_port()
     ));
     let web = Container::run(
         "dash-web",
@@ -119,41 +123,85 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
     let wait = Duration::from_secs(20);
     let text_has = |s: &str| format!("document.body.innerText.includes({})", serde_json::json!(s));
 
-    // A route from a labelled container, with the container named.
-    page.wait_until(&text_has(&host), wait).await.unwrap();
-    page.wait_until(&text_has(&format!("({})", web.name)), wait)
-        .await
-        .unwrap();
-    // The invalid container, with its error.
-    page.wait_until(&text_has(&broken.name), wait)
-        .await
-        .unwrap();
-    page.wait_until(&text_has("invalid port \"eighty\""), wait)
-        .await
-        .unwrap();
-    // The certificate, its issuer and its expiry.
+    let row_has = |table: &str, parts: &[&str], extra: &str| {
+        format!(
+            "[...document.querySelectorAll('#{table} tr')].some((tr) => {}.every((p) => tr.innerText.includes(p)){extra})",
+            serde_json::json!(parts)
+        )
+    };
+    // A route from a labelled container: its host, the container behind the upstream, the
+    // source and the settings the labels gave it.
+    let web_upstream = format!("({})", web.name);
+    let web_source = format!("container {}", web.name);
+    page.wait_until(
+        &row_has(
+            "route-rows",
+            &[&host, &web_upstream, &web_source, "https noredirect"],
+            "",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    // The invalid container, marked so, with its error.
+    page.wait_until(
+        &row_has(
+            "containers",
+            &[&broken.name, "invalid port \"eighty\""],
+            " && tr.querySelector('.pill.bad')?.textContent === 'invalid'",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    // The certificates: issuer, expiry, an overdue renewal marked, a fresh one not.
     page.wait_until(&text_has("berth dashboard test CA"), wait)
         .await
         .unwrap();
-    page.wait_until(&text_has("days left"), wait).await.unwrap();
-    page.wait_until(&text_has("4 days left, renewal overdue"), wait)
-        .await
-        .unwrap();
-    let marked = "[...document.querySelectorAll('#cert-rows .pill.warn')].some((p) => p.textContent.includes('renewal overdue'))";
-    page.wait_until(marked, wait).await.unwrap();
-    // berth-acme's view: a failed renewal with its error, and a certificate not served yet.
-    page.wait_until(&text_has("the CA refused: rateLimited"), wait)
-        .await
-        .unwrap();
+    page.wait_until(
+        &row_has(
+            "cert-rows",
+            &["overdue.test", "4 days left, renewal overdue"],
+            " && tr.querySelector('.pill.warn')",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(
+        &row_has(
+            "cert-rows",
+            &[&host, "days left"],
+            " && tr.querySelector('.pill.ok') && !tr.innerText.includes('overdue')",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    // berth-acme's view: a failed renewal with its error, and a certificate not served yet
+    // (its odd entries are shown as well as they can be, without breaking the page).
+    page.wait_until(
+        &row_has(
+            "cert-rows",
+            &["overdue.test", "the CA refused: rateLimited"],
+            "",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
     page.wait_until(&text_has("not served yet"), wait)
         .await
         .unwrap();
     page.wait_until(&text_has("pending.test"), wait)
         .await
         .unwrap();
-    page.wait_until(&text_has("Docker connected"), wait)
-        .await
-        .unwrap();
+    page.wait_until(
+        "document.getElementById('docker').innerText.endsWith('connected') && !document.getElementById('docker').innerText.includes('disconnected')",
+        wait,
+    )
+    .await
+    .unwrap();
 
     // The live counter rises while requests are sent.
     let counter = "Number(document.getElementById('total-requests').dataset.value || -1)";
@@ -168,17 +216,25 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
     page.wait_until(&format!("{counter} >= {}", before + 25.0), wait)
         .await
         .unwrap();
-    let traffic_row = format!(
-        "document.getElementById('hosts').innerText.includes({})",
-        serde_json::json!(host)
-    );
-    page.wait_until(&traffic_row, wait).await.unwrap();
-    // The chart draws the last minutes as traffic keeps coming.
+    // While traffic keeps coming (and a route with no upstream fails every request): a rate
+    // above zero, the failing route's error rate, and the chart of the last minutes.
     let traffic = Traffic::start(b.http, &host);
+    let failing = Traffic::start(b.http, "down.test");
+    page.wait_until(
+        "Number(document.getElementById('rps').textContent) > 0",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(&row_has("hosts", &["down.test", "100.0 %"], ""), wait)
+        .await
+        .unwrap();
     let points = "document.getElementById('line').getAttribute('points').split(' ').filter(Boolean).length >= 4";
     page.wait_until(points, wait).await.unwrap();
     let (ok, failed) = traffic.stop().await;
     assert!(ok > 0 && failed.is_empty(), "{failed:?}");
+    let (ok, _) = failing.stop().await;
+    assert_eq!(ok, 0, "down.test has no upstream");
 
     let errors = page.errors().await;
     assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
@@ -210,7 +266,14 @@ async fn the_dashboard_and_its_data_answer_only_on_the_admin_listener() {
         csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
         "{csp}"
     );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
     let html = r.text();
+    // Another name for the admin address (DNS rebinding) is refused.
+    let r = send(admin, &Request::get("evil.example", "/routes"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 421);
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "the page loads nothing from elsewhere"

@@ -741,7 +741,14 @@ acme-challenge = "tls-alpn-01"
             ),
             ("auth.forward = \"https://a/\"", "route[0].auth.forward: invalid auth.forward \"https://a/\": https is not supported"),
             ("auth.forward = \"authelia:9091\"", "route[0].auth.forward: invalid auth.forward"),
-            ("auth.forward = \"http://u:p@a/\"", "route[0].auth.forward: invalid auth.forward"),
+            (
+                "auth.forward = \"http://u:s3cret@a/\"",
+                "route[0].auth.forward: invalid auth.forward \"http://…@a/\": expected",
+            ),
+            (
+                "auth.forward = \"authelia:9091/verify?token=s3cret\"",
+                "route[0].auth.forward: invalid auth.forward \"authelia:9091/verify?…\"",
+            ),
             (
                 "auth.forward = \"http://a/\"\nauth.forward-headers = [\"Content-Length\"]",
                 "route[0].auth.forward-headers[0]: \"Content-Length\" describes",

@@ -145,12 +145,29 @@ pub const FORWARD_HEADERS_DEFAULT: [&str; 4] = [
 /// The longest `auth.forward-cache`.
 pub const FORWARD_CACHE_MAX: Duration = Duration::from_secs(600);
 
+/// `url` as error messages may show it: without user information (`//user:pass@`) and
+/// without its query or fragment, which may carry secrets.
+pub fn redact_url(url: &str) -> String {
+    let mut shown = url.split(['?', '#']).next().unwrap_or_default().to_string();
+    if url.contains(['?', '#']) {
+        shown.push_str("?…");
+    }
+    if let Some(at) = shown.find('@') {
+        let start = shown.find("://").map_or(0, |i| i + 3);
+        if start <= at {
+            shown.replace_range(start..=at, "…@");
+        }
+    }
+    shown
+}
+
 /// Parses a forward-auth URL: `http://host[:port][/path][?query]`.
 ///
 /// # Errors
 /// A message naming the value otherwise.
 pub fn parse_forward_url(value: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("invalid auth.forward \"{value}\": {why}");
+    let shown = redact_url(value);
+    let bad = |why: &str| format!("invalid auth.forward \"{shown}\": {why}");
     let uri: http::Uri = value.trim().parse().map_err(|_| {
         bad("not a URL; write e.g. \"http://authelia:9091/api/authz/forward-auth\"")
     })?;

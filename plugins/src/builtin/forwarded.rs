@@ -255,6 +255,23 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_list_with_a_value_that_is_not_text_counts_as_absent() {
+        let mut req = request(&[("X-Forwarded-For", "198.51.100.7")]);
+        req.append_header(
+            X_FORWARDED_FOR,
+            http::HeaderValue::from_bytes(b"203.0.113.\xff").expect("obs-text"),
+        )
+        .expect("header");
+        assert_eq!(forwarded_for(&req, true, "10.0.0.1"), "10.0.0.1");
+        let req = request(&[("X-Forwarded-For", "198.51.100.7")]);
+        assert_eq!(
+            forwarded_for(&req, true, "10.0.0.1"),
+            "198.51.100.7, 10.0.0.1"
+        );
+        assert_eq!(forwarded_for(&req, false, "10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
     fn trust_is_by_cidr() {
         let plugin = Forwarded::new(Arc::from(vec![
             "10.0.0.0/8".parse::<IpNet>().expect("net"),
