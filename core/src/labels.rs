@@ -449,17 +449,11 @@ fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
         forward_cache: text(&AUTH_FORWARD_CACHE),
         token_secret_file: text(&AUTH_TOKEN_SECRET_FILE),
     };
-    let keys = [
-        &AUTH_HTPASSWD,
-        &AUTH_REALM,
-        &AUTH_METHODS,
-        &AUTH_ANONYMOUS_READ,
-        &AUTH_FORWARD,
-        &AUTH_FORWARD_HEADERS,
-        &AUTH_FORWARD_CACHE,
-        &AUTH_TOKEN_SECRET_FILE,
-    ];
-    keys.iter().any(|k| info.get(k).is_some()).then_some(raw)
+    LABELS
+        .iter()
+        .filter(|k| k.label.starts_with("auth."))
+        .any(|k| info.get(k).is_some())
+        .then_some(raw)
 }
 
 /// `berth.allow` (comma list of CIDRs), else `NETWORK_ACCESS=internal` (private ranges).

@@ -49,11 +49,7 @@ pub struct Asked {
 impl Asked {
     /// Every value of a header.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::origin::values_of(&self.headers, name)
     }
 
     /// The only value of a header; `None` when absent.

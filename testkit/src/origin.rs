@@ -45,17 +45,22 @@ pub struct Seen {
 impl Seen {
     /// Every value of a header (name compared case-insensitively).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values_of(&self.headers, name)
     }
 
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.header_all(name).first().copied()
     }
+}
+
+/// Every value of header `name` (compared case-insensitively) in recorded `headers`.
+pub(crate) fn values_of<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// A running origin; stops when dropped.
