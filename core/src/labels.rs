@@ -82,13 +82,17 @@ pub enum Health {
     Unhealthy,
 }
 
-/// How to pick a container's address among its networks.
+/// What the config file and berth's own container decide about every container: how to pick
+/// its address among its networks, and where its labels may name files.
 #[derive(Debug, Clone, Default)]
-pub struct AddressRules {
+pub struct ContainerRules {
     /// `docker.network` from the config file (a `berth.network` label overrides it).
     pub preferred_network: Option<String>,
     /// Networks of berth's own container, when berth runs in one.
     pub own_networks: Vec<String>,
+    /// `docker.label-files`: where `berth.auth.htpasswd` and `berth.auth.token-secret-file`
+    /// may point.
+    pub label_files: crate::files::LabelFiles,
 }
 
 /// What berth makes of a container.
@@ -277,7 +281,7 @@ fn parse_port(value: &str) -> Result<u16, String> {
 }
 
 /// What berth makes of `info`: its routes, or why it has none.
-pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSettings) -> Verdict {
+pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSettings) -> Verdict {
     let mut errors = Errors::default();
     for name in info.labels.keys() {
         if let Some(rest) = name.strip_prefix(LABEL_PREFIX) {
@@ -358,7 +362,7 @@ pub fn judge(info: &ContainerInfo, rules: &AddressRules, defaults: &RouteSetting
         profile: info.get(&PROFILE).map(|f| f.value.to_string()),
         cert_name: info.get(&CERT_NAME).map(|f| f.value.to_string()),
         allow,
-        auth: auth(info, &mut errors),
+        auth: auth(info, rules, &mut errors),
         rate_limit: info.get(&RATE_LIMIT).map(|f| f.value.to_string()),
         rate_burst: info.get(&RATE_BURST).and_then(|f| {
             errors.check(
@@ -435,10 +439,21 @@ fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<Co
 /// `berth.auth.htpasswd`, `.realm`, `.methods` (comma list) and `.anonymous-read`, or
 /// `berth.auth.forward`, `.forward-headers` (comma list) and `.forward-cache`; validated
 /// with the route.
-fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
+fn auth(info: &ContainerInfo, rules: &ContainerRules, errors: &mut Errors) -> Option<RawAuth> {
     let text = |k: &Key| info.get(k).map(|f| f.value.to_string());
+    // Files are read by berth: only under docker.label-files, whatever the container says.
+    let mut file = |k: &Key| {
+        let found = info.get(k)?;
+        errors
+            .check(
+                &info.error_path(&found.origin),
+                rules.label_files.check(found.value.trim()),
+            )
+            .map(|path| path.display().to_string())
+    };
+    let (htpasswd, token_secret_file) = (file(&AUTH_HTPASSWD), file(&AUTH_TOKEN_SECRET_FILE));
     let raw = RawAuth {
-        htpasswd: text(&AUTH_HTPASSWD),
+        htpasswd,
         realm: text(&AUTH_REALM),
         methods: info.get(&AUTH_METHODS).map(|f| comma_list(f.value)),
         anonymous_read: info
@@ -447,7 +462,7 @@ fn auth(info: &ContainerInfo, errors: &mut Errors) -> Option<RawAuth> {
         forward: text(&AUTH_FORWARD),
         forward_headers: info.get(&AUTH_FORWARD_HEADERS).map(|f| comma_list(f.value)),
         forward_cache: text(&AUTH_FORWARD_CACHE),
-        token_secret_file: text(&AUTH_TOKEN_SECRET_FILE),
+        token_secret_file,
     };
     LABELS
         .iter()
@@ -643,14 +658,14 @@ mod tests {
     }
 
     fn routes(info: &ContainerInfo) -> Vec<RouteSpec> {
-        match judge(info, &AddressRules::default(), &builtin_defaults()) {
+        match judge(info, &ContainerRules::default(), &builtin_defaults()) {
             Verdict::Routes(r) => r,
             other => panic!("expected routes, got {other:?}"),
         }
     }
 
     fn errors(info: &ContainerInfo) -> Vec<String> {
-        match judge(info, &AddressRules::default(), &builtin_defaults()) {
+        match judge(info, &ContainerRules::default(), &builtin_defaults()) {
             Verdict::Invalid(e) => e.iter().map(ToString::to_string).collect(),
             other => panic!("expected errors, got {other:?}"),
         }
@@ -795,14 +810,14 @@ mod tests {
         let info = container(
             &[
                 ("berth.host", "a.example.com"),
-                ("berth.auth.htpasswd", "/run/secrets/htpasswd"),
+                ("berth.auth.htpasswd", "/etc/berth/secrets/htpasswd"),
             ],
             &[],
         );
         let auth = routes(&info)[0].auth.clone().expect("auth");
         assert_eq!(
             auth.htpasswd,
-            std::path::PathBuf::from("/run/secrets/htpasswd")
+            std::path::PathBuf::from("/etc/berth/secrets/htpasswd")
         );
         assert_eq!(auth.realm, "berth");
 
@@ -852,7 +867,7 @@ mod tests {
             net("back", Some("10.1.0.2")),
             net("front", Some("10.2.0.2")),
         ];
-        let addr = |info: &ContainerInfo, rules: &AddressRules| match judge(
+        let addr = |info: &ContainerInfo, rules: &ContainerRules| match judge(
             info,
             rules,
             &builtin_defaults(),
@@ -861,17 +876,18 @@ mod tests {
             other => panic!("{other:?}"),
         };
         // First network by name that gives an address.
-        assert_eq!(addr(&info, &AddressRules::default()), "10.1.0.2");
+        assert_eq!(addr(&info, &ContainerRules::default()), "10.1.0.2");
         // A network shared with berth's own container.
-        let shared = AddressRules {
-            preferred_network: None,
+        let shared = ContainerRules {
             own_networks: vec!["front".into()],
+            ..ContainerRules::default()
         };
         assert_eq!(addr(&info, &shared), "10.2.0.2");
         // docker.network beats both; the label beats docker.network.
-        let preferred = AddressRules {
+        let preferred = ContainerRules {
             preferred_network: Some("back".into()),
             own_networks: vec!["front".into()],
+            ..ContainerRules::default()
         };
         assert_eq!(addr(&info, &preferred), "10.1.0.2");
         info.labels.insert("berth.network".into(), "front".into());
@@ -879,11 +895,11 @@ mod tests {
         // A preferred network the container is not on falls through to the next rule.
         info.labels
             .insert("berth.network".into(), "elsewhere".into());
-        assert_eq!(addr(&info, &AddressRules::default()), "10.1.0.2");
+        assert_eq!(addr(&info, &ContainerRules::default()), "10.1.0.2");
         // Host networking.
         info.networks = vec![net("host", None)];
         info.network_mode = Some("host".into());
-        assert_eq!(addr(&info, &AddressRules::default()), "127.0.0.1");
+        assert_eq!(addr(&info, &ContainerRules::default()), "127.0.0.1");
     }
 
     #[test]
@@ -930,7 +946,7 @@ mod tests {
 
     #[test]
     fn opted_out_unlabelled_and_unhealthy_containers() {
-        let d = |info: &ContainerInfo| judge(info, &AddressRules::default(), &builtin_defaults());
+        let d = |info: &ContainerInfo| judge(info, &ContainerRules::default(), &builtin_defaults());
         let info = container(
             &[("berth.enable", "false")],
             &[("VIRTUAL_HOST", "a.example.com")],
@@ -1027,7 +1043,7 @@ mod tests {
             (
                 vec![
                     ("berth.auth.forward", "http://a/"),
-                    ("berth.auth.htpasswd", "/etc/htpasswd"),
+                    ("berth.auth.htpasswd", "/etc/berth/htpasswd"),
                 ],
                 "container web, label berth.auth.htpasswd: not with auth.forward",
             ),

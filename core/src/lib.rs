@@ -2,7 +2,8 @@
 //! ([`config`], a module per section), the route
 //! model and table ([`route`], [`path`], [`table`], [`merge`]), the Docker client and label
 //! schema ([`docker`], [`labels`]), the file contract between the two processes
-//! ([`contract`]), and the logging setup both binaries use.
+//! ([`contract`]), the small files routes name ([`files`]), and the logging setup both
+//! binaries use.
 //!
 //! Everything here is pure but for [`docker`] (the Docker API), [`contract`] (atomic writes)
 //! and [`logging`].
@@ -11,6 +12,7 @@ pub mod config;
 pub mod contract;
 pub mod docker;
 pub mod feed;
+pub mod files;
 pub mod labels;
 pub mod logging;
 pub mod merge;

@@ -143,24 +143,29 @@ impl<R: Routable> RouteTable<R> {
 
     /// Finds the route for a request: `raw_path` is the path as the client sent it. The route
     /// is looked up by the normalised path ([`crate::path::route_path`]); when the path as
-    /// sent would take a different route, the request is [`Routed::Ambiguous`]: upstreams
-    /// disagree on how to read such a path (nginx resolves `/admin/../x` to `/x`, Flask
-    /// keeps it under `/admin`), so no route can be chosen safely.
+    /// sent, or any other way an upstream reads it ([`crate::path::readings`]: RFC 3986,
+    /// servlet containers' `;parameters`, WHATWG's `\`, decoded `%2F` and `%5C`), would take
+    /// a different route, the request is [`Routed::Ambiguous`]: nginx resolves `/admin/../x`
+    /// to `/x` where Flask keeps it under `/admin`, Tomcat serves `/;/admin` as `/admin`, Node
+    /// serves `/x\..\admin` as `/admin`, so no route can be chosen safely. A path that reads
+    /// one way ([`crate::path::reads_one_way`], nearly every request) is looked up once.
     pub fn route_request(&self, host: &str, raw_path: &str) -> Routed<'_, R> {
-        let normalised = crate::path::route_path(raw_path);
-        let route = self.lookup(host, &normalised);
-        if normalised != raw_path {
-            let as_sent = self.lookup(host, raw_path);
-            let same = match (route, as_sent) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
-                return Routed::Ambiguous;
-            }
+        if crate::path::reads_one_way(raw_path) {
+            return self
+                .lookup(host, raw_path)
+                .map_or(Routed::None, Routed::Route);
         }
+        let route = self.lookup(host, &crate::path::route_path(raw_path));
+        let same = |other: Option<&Arc<R>>| match (route, other) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let readings = crate::path::readings(raw_path);
+        let agree = same(self.lookup(host, raw_path))
+            && readings.iter().all(|path| same(self.lookup(host, path)));
         match route {
+            _ if !agree => Routed::Ambiguous,
             Some(r) => Routed::Route(r),
             None => Routed::None,
         }
@@ -319,6 +324,26 @@ mod tests {
         ] {
             assert_eq!(routed(path), "ambiguous", "{path}");
         }
+        // Readings of servlet containers (`;parameters`), WHATWG parsers (`\\`, a leading
+        // `//` as an authority) and servers that decode `%2F` or `%5C`.
+        for path in [
+            "/;/admin/secret.txt",
+            "/;x/admin/",
+            "/public/..;/admin",
+            "/admin;x/../../public",
+            "/public\\..\\admin",
+            "/public%5C..%5Cadmin",
+            "//evil.test/admin",
+            "/\\evil.test/admin",
+            "/adm\tin",
+            "/admin%2F..%2Fpublic",
+        ] {
+            assert_eq!(routed(path), "ambiguous", "{path:?}");
+        }
+        // Parameters and backslashes that stay on one route are routed.
+        assert_eq!(routed("/admin;jsessionid=1/x"), "admin");
+        assert_eq!(routed("/public;v=1"), "open");
+        assert_eq!(routed("/public\\x"), "open");
         let none = table(&[("a.test", "/v2", "v2")]);
         assert!(matches!(
             none.route_request("a.test", "/x/../y"),

@@ -1,5 +1,6 @@
 //! Docker labels and nginx-proxy variables through the label schema: never a panic, and a
-//! container is either routed with usable routes or skipped with errors naming it.
+//! container is either routed with usable routes or skipped with errors naming it, and a file a
+//! label names is never outside `docker.label-files`.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use arbitrary::Arbitrary;
 use berth_core::config::builtin_defaults;
 use berth_core::labels::{
-    acme_request, judge, AddressRules, ContainerInfo, ContainerNetwork, Verdict, Health,
+    acme_request, judge, ContainerRules, ContainerInfo, ContainerNetwork, Verdict, Health,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -94,15 +95,26 @@ fuzz_target!(|input: Input| {
         },
         service: input.host_network.then(|| "svc".to_string()),
     };
-    let rules = AddressRules {
+    let rules = ContainerRules {
         preferred_network: input.preferred,
         own_networks: input.own_networks,
+        ..ContainerRules::default()
     };
     match judge(&info, &rules, &builtin_defaults()) {
         Verdict::Routes(routes) => {
             for r in routes {
                 assert!(!r.upstreams.is_empty());
                 assert!(r.path.starts_with('/'));
+                // A file a label names is under docker.label-files (/etc/berth by default),
+                // with no way out of it.
+                let files = r.auth.iter().flat_map(|a| {
+                    std::iter::once(a.htpasswd.as_path()).chain(a.token_secret_file.as_deref())
+                });
+                for file in files {
+                    let text = file.to_string_lossy();
+                    assert!(text.starts_with("/etc/berth/"), "{text}");
+                    assert!(!text.split('/').any(|s| s == ".." || s == "."), "{text}");
+                }
             }
         }
         Verdict::Invalid(errors) => {

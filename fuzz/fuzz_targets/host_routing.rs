@@ -4,15 +4,19 @@
 //! declaration order; within the first host entry that covers the path, the longest prefix),
 //! and paths matched after normalisation (nginx's: unreserved escapes and `%2F` decoded,
 //! slashes merged, then RFC 3986 dot-segment removal; other escapes upper case, non-ASCII
-//! and stray `%` escaped), with a request whose path as sent and normalised would take different routes
-//! refused as ambiguous. The table must answer exactly what the model answers.
+//! and stray `%` escaped), with a request refused as ambiguous when any way an upstream reads
+//! its path takes another route than that: the path as sent, RFC 3986 (no slash merging, `%2F`
+//! kept), servlet containers (`;parameters` cut from each segment), WHATWG URL parsers (tab,
+//! CR, LF dropped, `\` as `/`, a leading `//` as an authority, `%2e` as `.`), and all of these
+//! with `%5C` decoded too (docs/security.md). The table must answer exactly what the model
+//! answers.
 #![no_main]
 
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use berth_core::route::HostPattern;
-use berth_core::path::route_path;
+use berth_core::path::{readings, route_path};
 use berth_core::route::host_of;
 use berth_core::table::{Routable, RouteTable, Routed};
 use libfuzzer_sys::fuzz_target;
@@ -31,6 +35,9 @@ enum Piece {
     Dot,
     Text(String),
     Escape(u8, bool),
+    Semicolon,
+    Backslash,
+    Tab,
 }
 
 fn build_path(pieces: &[Piece]) -> String {
@@ -42,6 +49,9 @@ fn build_path(pieces: &[Piece]) -> String {
             Piece::Text(t) => path.extend(t.chars().filter(|c| *c != '?' && *c != '#').take(8)),
             Piece::Escape(b, true) => path.push_str(&format!("%{b:02X}")),
             Piece::Escape(b, false) => path.push_str(&format!("%{b:02x}")),
+            Piece::Semicolon => path.push(';'),
+            Piece::Backslash => path.push('\\'),
+            Piece::Tab => path.push('\t'),
         }
     }
     path
@@ -118,14 +128,9 @@ impl Model {
     }
 }
 
-/// RFC 3986 §5.2.4 remove_dot_segments, applied to a path with escapes of unreserved
-/// characters and `/` decoded and runs of slashes merged.
-fn model_path(raw: &str) -> String {
-    if !raw.starts_with('/') {
-        return raw.to_string();
-    }
-    // One spelling per byte: unreserved characters and `/` bare, other escapes upper case,
-    // non-ASCII and a `%` that starts no escape escaped.
+/// One spelling per byte: unreserved characters (and `/`, when `slash`) bare, other escapes
+/// upper case, non-ASCII and a `%` that starts no escape escaped.
+fn decode(raw: &str, slash: bool) -> String {
     let mut decoded = String::new();
     let bytes = raw.as_bytes();
     let mut i = 0;
@@ -135,7 +140,7 @@ fn model_path(raw: &str) -> String {
             .filter(|hex| hex.iter().all(|c| c.is_ascii_hexdigit()))
             .map(|hex| u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16));
         match escape {
-            Some(Ok(b)) if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) => {
+            Some(Ok(b)) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (slash && b == b'/') => {
                 decoded.push(char::from(b));
                 i += 3;
             }
@@ -153,14 +158,23 @@ fn model_path(raw: &str) -> String {
             }
         }
     }
+    decoded
+}
+
+fn merge_slashes(path: &str) -> String {
     let mut merged = String::new();
-    for c in decoded.chars() {
+    for c in path.chars() {
         if !(c == '/' && merged.ends_with('/')) {
             merged.push(c);
         }
     }
-    // The RFC's loop over an input buffer and an output buffer.
-    let mut input = merged.as_str();
+    merged
+}
+
+/// RFC 3986 §5.2.4 remove_dot_segments: the RFC's loop over an input buffer and an output
+/// buffer.
+fn remove_dot_segments(path: &str) -> String {
+    let mut input = path;
     let mut output = String::new();
     while !input.is_empty() {
         if let Some(rest) = input.strip_prefix("../").or_else(|| input.strip_prefix("./")) {
@@ -187,11 +201,80 @@ fn model_path(raw: &str) -> String {
     output
 }
 
+/// nginx's reading, the one routes are matched by: escapes of unreserved characters and `/`
+/// decoded, slashes merged, dot segments removed.
+fn model_path(raw: &str) -> String {
+    if !raw.starts_with('/') {
+        return raw.to_string();
+    }
+    remove_dot_segments(&merge_slashes(&decode(raw, true)))
+}
+
+/// A servlet container's path: everything from a `;` to the end of its segment cut.
+fn cut_parameters(raw: &str) -> String {
+    let mut out = String::new();
+    let mut in_parameter = false;
+    for c in raw.chars() {
+        match c {
+            '/' => {
+                in_parameter = false;
+                out.push(c);
+            }
+            ';' => in_parameter = true,
+            _ if !in_parameter => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every other reading of a path that upstreams apply (docs/security.md).
+fn other_readings(raw: &str) -> Vec<String> {
+    let no_controls: String = raw.chars().filter(|c| !"\t\r\n".contains(*c)).collect();
+    let whatwg = {
+        let slashed = no_controls.replace('\\', "/");
+        // `//authority/path`: the path is what follows the authority.
+        let path = if slashed.starts_with("//") {
+            match slashed[2..].find('/') {
+                Some(at) => slashed[2 + at..].to_string(),
+                None => "/".to_string(),
+            }
+        } else {
+            slashed
+        };
+        remove_dot_segments(&decode(&path, false))
+    };
+    let everything = {
+        let backslashes = no_controls
+            .replace("%5C", "/")
+            .replace("%5c", "/")
+            .replace('\\', "/");
+        model_path(&cut_parameters(&backslashes))
+    };
+    vec![
+        raw.to_string(),
+        remove_dot_segments(&decode(raw, false)),
+        model_path(&cut_parameters(raw)),
+        whatwg,
+        everything,
+    ]
+}
+
 fuzz_target!(|input: Input| {
     let raw_path = build_path(&input.path);
     let path = route_path(&raw_path);
     assert_eq!(path, model_path(&raw_path), "normalising {raw_path:?}");
     assert_eq!(route_path(&path), path, "normalising is idempotent: {raw_path:?}");
+    // Every reading the table judges is one the model knows, and the other way round.
+    let mut judged: Vec<String> = readings(&raw_path).to_vec();
+    judged.extend([raw_path.clone(), path.to_string()]);
+    let mut known = other_readings(&raw_path);
+    known.push(model_path(&raw_path));
+    for list in [&mut judged, &mut known] {
+        list.sort();
+        list.dedup();
+    }
+    assert_eq!(judged, known, "the readings of {raw_path:?}");
 
     let Some(host) = host_of(&input.authority) else {
         return;
@@ -238,10 +321,12 @@ fuzz_target!(|input: Input| {
                 .map(|(_, _, index, _)| *index)
         })
     };
-    let normalised = model_path(&raw_path);
-    let (by_normalised, as_sent) = (pick(&normalised), pick(&raw_path));
+    let by_normalised = pick(&model_path(&raw_path));
     // Some(route), None for no route, or "ambiguous" as usize::MAX.
-    let expected = if by_normalised == as_sent {
+    let expected = if other_readings(&raw_path)
+        .iter()
+        .all(|reading| pick(reading) == by_normalised)
+    {
         by_normalised
     } else {
         Some(usize::MAX)

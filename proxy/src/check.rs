@@ -11,10 +11,7 @@ pub fn check_files(config: &Config) -> Vec<String> {
     for (i, route) in config.routes.iter().enumerate() {
         let Some(auth) = &route.auth else { continue };
         let path = auth.htpasswd.display();
-        let found = std::fs::read_to_string(&auth.htpasswd)
-            .map_err(|e| vec![format!("cannot read: {e}")])
-            .and_then(|text| berth_plugins::builtin::parse_htpasswd(&text).map(|_| ()));
-        if let Err(errors) = found {
+        if let Err(errors) = berth_plugins::builtin::read_htpasswd(&auth.htpasswd) {
             for e in errors {
                 problems.push(format!("route[{i}].auth.htpasswd: {path}: {e}"));
             }

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use berth_core::config::limits::Limits;
 use berth_core::config::Config;
+use berth_core::labels::ContainerRules;
 use berth_core::sync::lock;
 use berth_plugins::ChainEnv;
 
@@ -249,7 +250,11 @@ impl State {
         lock(&self.builder).reconfigure(FileRoutes {
             routes: config.routes,
             defaults: config.defaults,
-            preferred_network: config.docker.network,
+            container_rules: ContainerRules {
+                preferred_network: config.docker.network,
+                label_files: config.docker.label_files,
+                own_networks: Vec::new(),
+            },
             env,
         });
         tracing::info!("reload: {} applied ({routes} static routes)", self.source);

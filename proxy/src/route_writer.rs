@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use berth_core::docker::Snapshot;
-use berth_core::labels::{judge, AddressRules, ContainerInfo, Health, Verdict};
+use berth_core::labels::{judge, ContainerInfo, ContainerRules, Health, Verdict};
 use berth_core::merge::merge_routes;
 use berth_core::route::{RouteSettings, RouteSpec};
 use berth_core::table::RouteTable;
@@ -53,8 +53,9 @@ pub struct FileRoutes {
     pub routes: Vec<RouteSpec>,
     /// `[defaults]`, which containers' routes start from too.
     pub defaults: RouteSettings,
-    /// `docker.network`.
-    pub preferred_network: Option<String>,
+    /// `docker.network` and `docker.label-files` (berth's own networks are filled in from
+    /// each snapshot).
+    pub container_rules: ContainerRules,
     /// What chains are built with (trusted proxies, certificate lookup, htpasswd files).
     pub env: ChainEnv,
 }
@@ -63,7 +64,7 @@ pub struct FileRoutes {
 pub struct RouteWriter {
     static_routes: Vec<RouteSpec>,
     defaults: RouteSettings,
-    preferred_network: Option<String>,
+    container_rules: ContainerRules,
     env: ChainEnv,
     table: SharedTable,
     report: Arc<ArcSwap<Report>>,
@@ -82,7 +83,7 @@ impl RouteWriter {
         RouteWriter {
             static_routes: file.routes,
             defaults: file.defaults,
-            preferred_network: file.preferred_network,
+            container_rules: file.container_rules,
             env: file.env,
             table,
             report: Arc::default(),
@@ -107,7 +108,7 @@ impl RouteWriter {
             .retain(|_, route| route.spec.upstream_tls.ca_file.is_none());
         self.static_routes = file.routes;
         self.defaults = file.defaults;
-        self.preferred_network = file.preferred_network;
+        self.container_rules = file.container_rules;
         self.env = file.env;
         self.outcomes.clear();
         let last = self.last.clone();
@@ -122,9 +123,9 @@ impl RouteWriter {
     /// Rebuilds the table from a snapshot of the containers and swaps it in.
     pub fn rebuild(&mut self, snapshot: &Arc<Snapshot>) {
         self.last = snapshot.clone();
-        let rules = AddressRules {
-            preferred_network: self.preferred_network.clone(),
+        let rules = ContainerRules {
             own_networks: snapshot.own_networks.clone(),
+            ..self.container_rules.clone()
         };
         self.outcomes.retain(|id, (info, outcome)| {
             let kept = snapshot.get(id).is_some();

@@ -17,6 +17,7 @@ use pingora_proxy::http_proxy;
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
 use berth_core::docker::{endpoint_to_follow, DockerStatus, DockerWatcher};
+use berth_core::labels::ContainerRules;
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate, SharedThumbprint};
 
 use berth_core::config::{Config, ConfigSource};
@@ -302,7 +303,11 @@ fn route_table(
         FileRoutes {
             routes: config.routes.clone(),
             defaults: config.defaults.clone(),
-            preferred_network: config.docker.network.clone(),
+            container_rules: ContainerRules {
+                preferred_network: config.docker.network.clone(),
+                label_files: config.docker.label_files.clone(),
+                own_networks: Vec::new(),
+            },
             env: env.clone(),
         },
         table.clone(),

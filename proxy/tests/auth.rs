@@ -153,7 +153,7 @@ async fn basic_auth_right_wrong_missing_malformed_and_reloaded() {
     // A broken file is refused with its line named; the users in effect stay.
     std::fs::write(&file, "alice:$apr1$abc$def\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !b.log().contains("line 1: user \"alice\": MD5 (apr1)") {
+    while !b.log().contains("line 1: MD5 (apr1)") {
         assert!(Instant::now() < deadline, "no error logged:\n{}", b.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -141,8 +141,7 @@ fn htpasswd_files_are_checked() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("route[1].auth.htpasswd: ")
-            && stderr.contains("line 1: user \"bob\": MD5 (apr1)"),
+        stderr.contains("route[1].auth.htpasswd: ") && stderr.contains("line 1: MD5 (apr1)"),
         "{stderr}"
     );
     assert!(

@@ -349,6 +349,121 @@ async fn wildcard_and_regex_hosts_and_a_bad_label_skips_only_its_container() {
     drop(good);
 }
 
+/// Labels name files only under `docker.label-files`: `/etc/shadow`, `/proc/self/environ`
+/// and `/dev/zero` skip their container with an error that quotes nothing of the file; a FIFO
+/// inside the directory is refused at once, and containers started after it are routed as
+/// quickly as ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_name_files_only_under_label_files_and_never_stall_the_routes() {
+    let shared = DAEMON.read().await;
+    require();
+    let files = tempfile::tempdir().unwrap();
+    let fifo = files.path().join("htpasswd-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let b = berth(&format!(
+        "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = true\n\
+         label-files = [\"{}\"]\n",
+        files.path().display()
+    ));
+    let outside = |name: &'static str, label: String| {
+        let args = [
+            "-l".to_string(),
+            format!("berth.host={name}.test"),
+            "-l".to_string(),
+            label,
+            BUSYBOX.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Container::run(name, &args).unwrap()
+    };
+    let shadow = outside("shadow", "berth.auth.htpasswd=/etc/shadow".into());
+    let environ = outside(
+        "environ",
+        "berth.auth.token-secret-file=/proc/self/environ".into(),
+    );
+    let zero = outside("zero", "berth.auth.htpasswd=/dev/zero".into());
+    let climb = outside(
+        "climb",
+        format!(
+            "berth.auth.htpasswd={}/../../etc/shadow",
+            files.path().display()
+        ),
+    );
+    let piped = outside("piped", format!("berth.auth.htpasswd={}", fifo.display()));
+    // Started after the FIFO: routed as soon as its events arrive.
+    let script = httpd("after-the-fifo", 8080);
+    let after = Container::run(
+        "after",
+        &[
+            "-l",
+            "berth.host=after.test",
+            "-l",
+            "berth.port=8080",
+            BUSYBOX,
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .unwrap();
+    wait_until(&b, "after.test to be routed", || async {
+        get(&b, "after.test").await == (200, "after-the-fifo".to_string())
+    })
+    .await;
+    let state = |page: &serde_json::Value, name: &str| {
+        page["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| {
+                (
+                    c["state"].as_str().unwrap().to_string(),
+                    c["detail"].to_string(),
+                )
+            })
+    };
+    wait_until(&b, "every labelled container to be judged", || async {
+        let page = routes(&b).await;
+        [&shadow, &environ, &zero, &climb]
+            .iter()
+            .all(|c| state(&page, &c.name).is_some())
+    })
+    .await;
+    let page = routes(&b).await;
+    for (c, label) in [
+        (&shadow, "berth.auth.htpasswd"),
+        (&environ, "berth.auth.token-secret-file"),
+        (&zero, "berth.auth.htpasswd"),
+        (&climb, "berth.auth.htpasswd"),
+    ] {
+        let (state, detail) = state(&page, &c.name).unwrap();
+        assert_eq!(state, "invalid", "{}: {detail}", c.name);
+        assert!(detail.contains(label), "{}: {detail}", c.name);
+        assert!(
+            detail.contains("outside docker.label-files") || detail.contains(". or .."),
+            "{}: {detail}",
+            c.name
+        );
+    }
+    // The FIFO is inside the directory: the route exists, lets nobody in, and says why.
+    wait_until(&b, "the FIFO to be refused", || async {
+        b.log().contains("not a regular file")
+    })
+    .await;
+    assert_eq!(get(&b, "piped.test").await.0, 401);
+    // Nothing of the files reached the log: not root's line of /etc/shadow, not berth's
+    // environment.
+    let log = b.log();
+    assert!(!log.contains("root:"), "{log}");
+    assert!(!log.contains("PATH="), "{log}");
+    drop((piped, after, shadow, environ, zero, climb, shared));
+}
+
 /// Restarts the daemon with the command line it runs with; starts it again on drop if a
 /// test failed half-way.
 struct DaemonRestart {

@@ -120,7 +120,16 @@ async fn forwarding_headers_from_an_untrusted_client_are_overwritten() {
         .header("X-Forwarded-Host", "evil.test")
         .header("X-Forwarded-Port", "1")
         .header("Forwarded", "for=6.6.6.6")
-        .header("Proxy", "http://evil.test:3128");
+        .header("Proxy", "http://evil.test:3128")
+        .header("X-Original-URL", "/admin")
+        .header("X-Rewrite-URL", "/admin")
+        .header("X-Forwarded-Scheme", "https")
+        .header("X-Forwarded-Prefix", "/admin")
+        .header("True-Client-IP", "6.6.6.6")
+        .header("X-Client-IP", "6.6.6.6")
+        .header("CF-Connecting-IP", "6.6.6.6")
+        .header("X_Forwarded_For", "6.6.6.6")
+        .header("X_Original_URL", "/admin");
     let seen = call(&b, &req).await.seen().unwrap();
     let port = b.http.port().to_string();
     let expected = [
@@ -132,6 +141,15 @@ async fn forwarding_headers_from_an_untrusted_client_are_overwritten() {
         ("x-forwarded-port", Some(port.as_str())),
         ("forwarded", None),
         ("proxy", None),
+        ("x-original-url", None),
+        ("x-rewrite-url", None),
+        ("x-forwarded-scheme", None),
+        ("x-forwarded-prefix", None),
+        ("true-client-ip", None),
+        ("x-client-ip", None),
+        ("cf-connecting-ip", None),
+        ("x_forwarded_for", None),
+        ("x_original_url", None),
     ];
     for (name, value) in expected {
         assert_eq!(seen.header(name), value, "{name}");

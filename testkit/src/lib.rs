@@ -7,6 +7,7 @@
 //!   Content-Length bodies of random data, `Expect: 100-continue`, paced uploads, odd
 //!   request lines).
 //! - [`process`]: start `berth` and other servers on ephemeral ports, read their memory use.
+//! - [`path_apps`]: Tomcat and a Node app, upstreams that read request paths their own way.
 //! - [`pebble`]: a real ACME server whose HTTP-01 validation goes through berth.
 //! - [`auth_service`]: a forward-auth service keeping the contract Authelia publishes.
 //! - [`browser`]: headless chromium over the DevTools protocol, for pages berth serves.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod docker;
 pub mod oci;
 pub mod origin;
+pub mod path_apps;
 pub mod pebble;
 pub mod process;
 pub mod registry;

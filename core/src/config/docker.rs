@@ -7,6 +7,7 @@
 //! network = ""
 //! swarm = "auto"                   # auto (on when the daemon is a Swarm manager) | true | false
 //! swarm-poll = "5s"                # how often Swarm tasks are re-read
+//! label-files = ["/etc/berth"]     # where labels may name files (berth.auth.htpasswd, ...)
 //! ```
 
 use std::fmt;
@@ -29,6 +30,8 @@ pub struct RawDocker {
     pub swarm: Option<toml::Value>,
     /// How often Swarm tasks are re-read.
     pub swarm_poll: Option<String>,
+    /// Directories under which labels may name files.
+    pub label_files: Option<Vec<String>>,
 }
 
 /// Whether to discover routes from Docker.
@@ -103,6 +106,8 @@ pub struct DockerConfig {
     pub swarm: DockerMode,
     /// How often Swarm tasks are re-read.
     pub swarm_poll: std::time::Duration,
+    /// Where labels may name files.
+    pub label_files: crate::files::LabelFiles,
 }
 
 /// `auto`, `true` / `false` (booleans or strings) for `key`.
@@ -158,12 +163,19 @@ impl RawDocker {
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(str::to_string);
+        let label_files = match &self.label_files {
+            None => crate::files::LabelFiles::default(),
+            Some(dirs) => errors
+                .check("docker.label-files", crate::files::LabelFiles::new(dirs))
+                .unwrap_or_default(),
+        };
         DockerConfig {
             mode,
             endpoint,
             network,
             swarm,
             swarm_poll,
+            label_files,
         }
     }
 }

@@ -819,6 +819,16 @@ upstreams = ["127.0.0.1:5002"]
 host = "registry.example.com"
 path = "/v2//x/../y"
 upstreams = ["127.0.0.1:5002"]
+
+[[route]]
+host = "registry.example.com"
+path = "/app;v=1"
+upstreams = ["127.0.0.1:5002"]
+
+[[route]]
+host = "registry.example.com"
+path = '/app\x'
+upstreams = ["127.0.0.1:5002"]
 "#;
         let errors: Vec<String> = parse_config(text)
             .expect_err("invalid")
@@ -831,6 +841,8 @@ upstreams = ["127.0.0.1:5002"]
             [
                 "route[1]: same host and path as route[0] (registry.example.com /); merge the two routes",
                 "route[3].path: path \"/v2//x/../y\" can never match: requests are routed by their normalised path; write \"/v2/y\"",
+                "route[4].path: path \"/app;v=1\" can never match: upstreams read it in different ways (`;`, `\\`, `%2F`, `%5C` or `//`), so requests for it are refused",
+                "route[5].path: path \"/app\\x\" can never match: upstreams read it in different ways (`;`, `\\`, `%2F`, `%5C` or `//`), so requests for it are refused",
             ]
         );
     }

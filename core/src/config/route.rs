@@ -581,6 +581,18 @@ impl RawRoute {
                 key("path"),
                 format!("invalid path \"{path}\": must start with \"/\""),
             );
+        } else if crate::path::readings(&path)
+            .iter()
+            .any(|reading| reading != &path)
+            && crate::path::route_path(&path) == path.as_str()
+        {
+            errors.push(
+                key("path"),
+                format!(
+                    "path \"{path}\" can never match: upstreams read it in different ways \
+                     (`;`, `\\`, `%2F`, `%5C` or `//`), so requests for it are refused"
+                ),
+            );
         } else if crate::path::route_path(&path) != path.as_str() {
             errors.push(
                 key("path"),

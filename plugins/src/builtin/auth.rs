@@ -98,10 +98,27 @@ impl Htpasswd {
     }
 }
 
+/// The largest htpasswd file berth reads: about 60,000 bcrypt entries.
+pub const HTPASSWD_LIMIT: u64 = 4 << 20;
+
+/// Reads and parses the htpasswd file at `path`: a regular file of at most
+/// [`HTPASSWD_LIMIT`] bytes ([`berth_core::files::read_regular`]: a FIFO or a device is
+/// refused, never waited on). Blocking file I/O.
+///
+/// # Errors
+/// What is wrong with the file, or every bad line, as [`parse_htpasswd`] says.
+pub fn read_htpasswd(path: &Path) -> Result<Htpasswd, Vec<String>> {
+    let bytes = berth_core::files::read_regular(path, HTPASSWD_LIMIT).map_err(|e| vec![e])?;
+    let text = String::from_utf8(bytes).map_err(|_| vec!["not UTF-8 text".to_string()])?;
+    parse_htpasswd(&text)
+}
+
 /// Parses htpasswd text.
 ///
 /// # Errors
-/// Every bad line, as `line N: ...` (never quoting a hash).
+/// Every bad line, as `line N: ...` and what is wrong with it, never quoting the line: a
+/// file a label names may be anything (`/etc/shadow`), and its content must not reach the
+/// log.
 pub fn parse_htpasswd(text: &str) -> Result<Htpasswd, Vec<String>> {
     let mut users = HashMap::new();
     let mut errors = Vec::new();
@@ -120,11 +137,11 @@ pub fn parse_htpasswd(text: &str) -> Result<Htpasswd, Vec<String>> {
             continue;
         }
         if let Err(e) = check_hash(hash) {
-            errors.push(format!("line {n}: user \"{user}\": {e}"));
+            errors.push(format!("line {n}: {e}"));
             continue;
         }
         if users.insert(user.to_string(), hash.to_string()).is_some() {
-            errors.push(format!("line {n}: user \"{user}\" appears twice"));
+            errors.push(format!("line {n}: a user named on an earlier line again"));
         }
     }
     if errors.is_empty() {
@@ -272,11 +289,7 @@ impl HtpasswdFile {
             return Reload::Unchanged;
         }
         *seen = Some(Some(now));
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) => return Reload::Kept(vec![format!("cannot read: {e}")]),
-        };
-        match parse_htpasswd(&text) {
+        match read_htpasswd(&self.path) {
             Ok(users) => {
                 let n = users.len();
                 self.users.store(Arc::new(users));
@@ -674,9 +687,26 @@ mod tests {
         assert!(errors[2].contains("MD5 (apr1)"), "{}", errors[2]);
         assert!(errors[3].contains("SHA-1"), "{}", errors[3]);
         assert!(errors[4].contains("not a bcrypt hash"), "{}", errors[4]);
-        assert!(errors[5].contains("appears twice"), "{}", errors[5]);
-        // No message quotes a hash.
-        assert!(errors.iter().all(|e| !e.contains("$2y$05$1nL")));
+        assert!(
+            errors[5].contains("named on an earlier line"),
+            "{}",
+            errors[5]
+        );
+        // No message quotes anything of the file: a hash, or a user name (the first field
+        // of each line of /etc/shadow, say).
+        for e in &errors {
+            for quoted in [
+                "$2y$05$1nL",
+                "alice",
+                "nocolon",
+                "md5",
+                "sha",
+                "short",
+                "abc",
+            ] {
+                assert!(!e.contains(quoted), "{e} quotes {quoted}");
+            }
+        }
     }
 
     #[test]

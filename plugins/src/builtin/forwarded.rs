@@ -4,7 +4,10 @@
 //! `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
 //! `X-Forwarded-Port` and `X-Forwarded-Ssl`. Headers the client sent are kept only when the
 //! peer is inside `forwarded.trusted-proxies` (then berth appends to `X-Forwarded-For`);
-//! anyone else's are overwritten, and their `Forwarded` header is dropped. The `Proxy`
+//! anyone else's are overwritten, and the headers frameworks take as the request's path,
+//! scheme or client address ([`UNTRUSTED_OVERRIDES`]: `Forwarded`, `X-Original-URL`,
+//! `True-Client-IP`, ...) are dropped. Any of these spelled with `_` for `-` is dropped
+//! whoever sent it (CGI, WSGI and PHP read both spellings as one variable). The `Proxy`
 //! request header is always dropped (httpoxy).
 //!
 //! ```toml
@@ -29,6 +32,32 @@ const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
 const X_FORWARDED_PORT: &str = "x-forwarded-port";
 const X_FORWARDED_SSL: &str = "x-forwarded-ssl";
+
+/// Headers that frameworks read as the request's path (`X-Original-URL`, `X-Rewrite-URL`:
+/// IIS rewrite, Symfony, Laminas), its scheme or prefix (`X-Forwarded-Scheme`,
+/// `X-Forwarded-Prefix`: Rails, Spring, ASP.NET), or the client's address (`True-Client-IP`,
+/// `X-Client-IP`, `CF-Connecting-IP`), besides RFC 7239's `Forwarded`: berth sets none of
+/// them, so only a trusted proxy's are passed on.
+pub const UNTRUSTED_OVERRIDES: &[&str] = &[
+    "forwarded",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-scheme",
+    "x-forwarded-prefix",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+];
+
+/// The forwarding headers berth sets itself.
+const SET_BY_BERTH: &[&str] = &[
+    X_REAL_IP,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_FORWARDED_SSL,
+];
 
 /// Sets the forwarding headers, trusting client-sent ones only from configured peers.
 #[derive(Debug)]
@@ -99,6 +128,21 @@ pub fn forward_headers(
     trusted: bool,
 ) -> Result<()> {
     req.remove_header("proxy");
+    // `X_Forwarded_For` and friends: the same variable as the dashed name to CGI and WSGI.
+    let underscored: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let dashed = name.as_str().replace('_', "-");
+            SET_BY_BERTH.contains(&dashed.as_str())
+                || UNTRUSTED_OVERRIDES.contains(&dashed.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in underscored {
+        req.remove_header(&name);
+    }
     let peer = downstream
         .client_ip
         .map(|ip| ip.to_string())
@@ -128,7 +172,9 @@ pub fn forward_headers(
         req.insert_header(X_FORWARDED_SSL, ssl)?;
     }
     if !trusted {
-        req.remove_header("forwarded");
+        for name in UNTRUSTED_OVERRIDES {
+            req.remove_header(*name);
+        }
     }
     Ok(())
 }
@@ -191,6 +237,16 @@ mod tests {
         ("X-Forwarded-Ssl", "on"),
         ("Forwarded", "for=6.6.6.6"),
         ("Proxy", "http://evil.test:8080"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("True-Client-IP", "6.6.6.6"),
+        ("X-Client-IP", "6.6.6.6"),
+        ("CF-Connecting-IP", "6.6.6.6"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("X_Original_URL", "/admin"),
+        ("True_Client_IP", "6.6.6.6"),
     ];
 
     #[test]
@@ -213,6 +269,16 @@ mod tests {
             ("x-forwarded-ssl", Some("off")),
             ("forwarded", None),
             ("proxy", None),
+            ("x-original-url", None),
+            ("x-rewrite-url", None),
+            ("x-forwarded-scheme", None),
+            ("x-forwarded-prefix", None),
+            ("true-client-ip", None),
+            ("x-client-ip", None),
+            ("cf-connecting-ip", None),
+            ("x_forwarded_for", None),
+            ("x_original_url", None),
+            ("true_client_ip", None),
         ];
         for (name, value) in expected {
             assert_eq!(get(&req, name).as_deref(), value, "{name}");
@@ -231,6 +297,11 @@ mod tests {
             ("x-forwarded-port", Some("1")),
             ("forwarded", Some("for=6.6.6.6")),
             ("proxy", None),
+            ("x-original-url", Some("/admin")),
+            ("true-client-ip", Some("6.6.6.6")),
+            ("cf-connecting-ip", Some("6.6.6.6")),
+            ("x_forwarded_for", None),
+            ("x_original_url", None),
         ];
         for (name, value) in expected {
             assert_eq!(get(&req, name).as_deref(), value, "{name}");

@@ -15,7 +15,10 @@ mod upstream_tls;
 
 pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
-pub use auth::{parse_basic, parse_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile, Reload};
+pub use auth::{
+    parse_basic, parse_htpasswd, read_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile,
+    Reload,
+};
 pub use body::BodyLimit;
 pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};

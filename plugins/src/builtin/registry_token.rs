@@ -53,13 +53,17 @@ pub enum Bearer {
 /// The shortest `auth.token-secret-file`, in bytes.
 pub const MIN_SECRET: usize = 32;
 
-/// Reads a token secret file: at least [`MIN_SECRET`] bytes (surrounding whitespace aside),
+/// The largest token secret file berth reads.
+pub const SECRET_LIMIT: u64 = 64 << 10;
+
+/// Reads a token secret file (a regular file of at most [`SECRET_LIMIT`] bytes): at least [`MIN_SECRET`] bytes (surrounding whitespace aside),
 /// used through a SHA-256 of them.
 ///
 /// # Errors
 /// When the file cannot be read or is too short, naming it (never quoting it).
 pub fn read_secret(path: &Path) -> Result<[u8; 32], String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let bytes = berth_core::files::read_regular(path, SECRET_LIMIT)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let secret = bytes.trim_ascii();
     if secret.len() < MIN_SECRET {
         return Err(format!(
