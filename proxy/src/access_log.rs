@@ -75,9 +75,9 @@ impl AccessLogger {
             ),
         };
         let (tx, rx) = sync_channel(QUEUE_LINES);
-        std::thread::Builder::new()
-            .name("berth access log".into())
-            .spawn(move || write_lines(rx, out))?;
+        crate::supervise::spawn_supervised_thread("berth access log", move || {
+            write_lines(rx, out)
+        })?;
         Ok(Some(AccessLogger {
             tx,
             dropped: AtomicU64::new(0),

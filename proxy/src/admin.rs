@@ -12,7 +12,8 @@
 //! - `GET /traffic`: request, error and upload counters per route host, and open
 //!   connections per listener (the page turns them into rates).
 //! - `GET /status`: version, uptime, Docker and Swarm connection.
-//! - `GET /healthz`: 200 once the listeners are up.
+//! - `GET /healthz`: 200 while every listener serves; 503 naming a listener that could not be
+//!   bound during an upgrade (a service that dies ends the process: [`crate::supervise`]).
 //!
 //! Nothing here shows a secret: htpasswd and secret-file paths, never their contents; the
 //! query of every URL (a forward-auth URL, a bad label's value in a container's errors) is
@@ -69,6 +70,8 @@ pub struct AdminState {
     pub certs: Option<Arc<ArcSwap<CertStore>>>,
     /// berth-acme's metrics listener (`acme.metrics`).
     pub acme: Option<SocketAddr>,
+    /// What is wrong with the process, for `/healthz`.
+    pub health: Arc<crate::supervise::Health>,
 }
 
 /// The admin listener's service.
@@ -505,7 +508,18 @@ impl ServeHttp for Admin {
             "/certificates" => reply(StatusCode::OK, data, self.certificates_json().await),
             "/traffic" => reply(StatusCode::OK, data, self.traffic_json()),
             "/status" => reply(StatusCode::OK, data, self.status_json()),
-            "/healthz" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
+            "/healthz" => {
+                let failures = self.state.health.failures();
+                if failures.is_empty() {
+                    reply(StatusCode::OK, text, b"ok\n".to_vec())
+                } else {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        text,
+                        format!("{}\n", failures.join("\n")).into_bytes(),
+                    )
+                }
+            }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 text,

@@ -15,6 +15,7 @@ pub mod observe;
 pub mod reload;
 pub mod route_writer;
 pub mod server;
+pub mod supervise;
 pub mod tls;
 
 pub use app::Berth;

@@ -15,17 +15,15 @@ const POKE_BYTES: usize = 8 << 20;
 
 /// Starts the thread that lets freed memory go back to the kernel.
 pub fn start_purger() {
-    let spawned = std::thread::Builder::new()
-        .name("berth memory".to_string())
-        .spawn(|| loop {
-            std::thread::sleep(PURGE_EVERY);
-            // Fallible: under an address-space limit the poke fails quietly instead of
-            // aborting the process.
-            let mut poke = Vec::<u8>::new();
-            if poke.try_reserve_exact(POKE_BYTES).is_ok() {
-                drop(std::hint::black_box(poke));
-            }
-        });
+    let spawned = crate::supervise::spawn_supervised_thread("berth memory", || loop {
+        std::thread::sleep(PURGE_EVERY);
+        // Fallible: under an address-space limit the poke fails quietly instead of
+        // aborting the process.
+        let mut poke = Vec::<u8>::new();
+        if poke.try_reserve_exact(POKE_BYTES).is_ok() {
+            drop(std::hint::black_box(poke));
+        }
+    });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the memory purge thread; freed memory may stay resident");
     }

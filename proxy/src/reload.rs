@@ -40,13 +40,11 @@ pub fn hangups() -> std::io::Result<Arc<Notify>> {
     let notify = Arc::new(Notify::new());
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     let wake = notify.clone();
-    std::thread::Builder::new()
-        .name("berth-sighup".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                wake.notify_one();
-            }
-        })?;
+    crate::supervise::spawn_supervised_thread("berth-sighup", move || {
+        for _ in signals.forever() {
+            wake.notify_one();
+        }
+    })?;
     Ok(notify)
 }
 
@@ -59,13 +57,11 @@ pub fn hangups() -> std::io::Result<Arc<Notify>> {
 /// When the signal handler cannot be installed.
 pub fn stop_on_interrupt() -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
-    std::thread::Builder::new()
-        .name("berth-sigint".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                std::process::exit(130);
-            }
-        })?;
+    crate::supervise::spawn_supervised_thread("berth-sigint", move || {
+        if signals.forever().next().is_some() {
+            std::process::exit(130);
+        }
+    })?;
     Ok(())
 }
 

@@ -33,6 +33,7 @@ use crate::metrics::{Live, LiveState, Metrics};
 use crate::observe;
 use crate::reload::{hangups, stop_on_interrupt, Reloader};
 use crate::route_writer::{FileRoutes, Report, RouteWriter};
+use crate::supervise::{bind_listener, Health, Supervisor};
 use crate::tls::feed::{FeedMirror, FeedStatus};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
@@ -119,6 +120,16 @@ pub enum StartError {
     /// The certificate feed's token could not be read.
     #[error("tls.feed-token-file: {0}")]
     Feed(String),
+    /// A listening address could not be bound.
+    #[error("{key} {addr}: cannot listen: {source}")]
+    Listen {
+        /// The config key (`listen.http`, ...).
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 fn metrics_err(e: prometheus::Error) -> StartError {
@@ -134,6 +145,57 @@ struct Wiring {
     server: Server,
     lines: Vec<String>,
     open_counts: Vec<Arc<std::sync::atomic::AtomicUsize>>,
+    /// Every service goes through it: a service that dies ends the process.
+    supervisor: Supervisor,
+    health: Arc<Health>,
+    /// The listening sockets berth bound before Pingora starts (none during an upgrade,
+    /// where the running berth hands its sockets over).
+    bound: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
+impl Wiring {
+    /// Adds a background service, supervised.
+    fn add_service(
+        &mut self,
+        service: impl pingora_core::services::ServiceWithDependents + 'static,
+    ) {
+        self.server.add_service(self.supervisor.service(service));
+    }
+
+    /// Adds a listening service on `addr`, supervised, with the socket bound for it.
+    fn add_listening(
+        &mut self,
+        service: impl pingora_core::services::ServiceWithDependents + 'static,
+        addr: SocketAddr,
+    ) {
+        let bound = self
+            .bound
+            .iter()
+            .position(|(a, _)| *a == addr)
+            .map(|i| self.bound.swap_remove(i).1);
+        self.server
+            .add_service(self.supervisor.listening(service, addr, bound));
+    }
+}
+
+/// Binds every listening address of `listen` now, so that one that is taken is a start-up
+/// error naming it (after [`crate::supervise::BIND_WINDOW`] of retries).
+fn bind_listeners(
+    listen: &berth_core::config::Listen,
+) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, StartError> {
+    let wanted = [
+        ("listen.http", listen.http),
+        ("listen.https", listen.https),
+        ("listen.metrics", listen.metrics),
+    ];
+    let mut bound = Vec::new();
+    for (key, addr) in wanted {
+        let Some(addr) = addr else { continue };
+        let socket =
+            bind_listener(addr).map_err(|source| StartError::Listen { key, addr, source })?;
+        bound.push((addr, socket));
+    }
+    Ok(bound)
 }
 
 /// What the listeners share: the route table, the observer (metrics and access log), the live
@@ -182,10 +244,20 @@ pub fn build_server(
     // Before anything listens: a SIGHUP must never end the process.
     let hangups = hangups().map_err(|e| StartError::Signals(e.to_string()))?;
     stop_on_interrupt().map_err(|e| StartError::Signals(e.to_string()))?;
+    // During an upgrade the running berth holds the addresses and hands them over.
+    let bound = if upgrade {
+        Vec::new()
+    } else {
+        bind_listeners(&config.listen)?
+    };
+    let health = Arc::new(Health::default());
     let mut w = Wiring {
         server: pingora_server(&config.server, upgrade)?,
         lines: Vec::new(),
         open_counts: Vec::new(),
+        supervisor: Supervisor::new(health.clone()),
+        health,
+        bound,
     };
     // Certificates first: the routes' HTTPS policy asks the store whether a host has one.
     let certs = match config.listen.https {
@@ -196,7 +268,7 @@ pub fn build_server(
         &config,
         certs.as_ref().map(|(addr, (_, store))| (*addr, store)),
     );
-    w.server.add_service(background_service(
+    w.add_service(background_service(
         "htpasswd watcher",
         AuthWatcher::new(env.auth_files.clone()),
     ));
@@ -218,7 +290,7 @@ pub fn build_server(
         table,
         metrics,
     };
-    w.server.add_service(background_service(
+    w.add_service(background_service(
         "config reload",
         Reloader::new(
             source,
@@ -253,13 +325,9 @@ pub fn build_server(
         };
         admin_listener(&mut w, &shared, addr, report, live, config.acme.metrics)?;
     }
-    let Wiring {
-        mut server,
-        lines,
-        open_counts,
-    } = w;
-    server.add_service(background_service("drain", Drain::new(open_counts)));
-    Ok((server, lines))
+    let drain = Drain::new(std::mem::take(&mut w.open_counts));
+    w.add_service(background_service("drain", drain));
+    Ok((w.server, w.lines))
 }
 
 /// Pingora's server, bootstrapped: with `upgrade` this waits (about 5 s at most) for the
@@ -330,8 +398,7 @@ fn docker(
             let watcher = watcher.with_swarm(config.docker.swarm, config.docker.swarm_poll);
             let service = DockerRoutes::new(watcher, snapshots, writer.clone());
             let status = service.status();
-            w.server
-                .add_service(background_service("docker discovery", service));
+            w.add_service(background_service("docker discovery", service));
             w.lines
                 .push(format!("docker discovery: following {endpoint}"));
             Ok(Some(status))
@@ -356,8 +423,7 @@ fn cert_feed(
     let mirror = FeedMirror::new(feed, tls.certs_dir.clone(), thumbprint.clone())
         .map_err(StartError::Feed)?;
     let status = mirror.status();
-    w.server
-        .add_service(background_service("certificate feed", mirror));
+    w.add_service(background_service("certificate feed", mirror));
     w.lines.push(format!(
         "certificate feed: mirroring http://{} into {}",
         feed.authority,
@@ -386,7 +452,7 @@ fn http_listener(
     w.open_counts.push(guarded.open_connections());
     let mut service = Service::new("berth http".to_string(), guarded);
     service.add_listener(proxy_listener(addr));
-    w.server.add_service(service);
+    w.add_listening(service, addr);
     w.lines.push(format!(
         "listening on http://{addr} (ACME challenges from {})",
         challenge_dir.display()
@@ -430,8 +496,8 @@ fn https_listener(
     w.open_counts.push(guarded.open_connections());
     let mut service = Service::new("berth https".to_string(), guarded);
     service.add_listener(proxy_listener(addr));
-    w.server.add_service(service);
-    w.server.add_service(background_service(
+    w.add_listening(service, addr);
+    w.add_service(background_service(
         "certificate watcher",
         CertWatcher::new(loader, store),
     ));
@@ -461,12 +527,13 @@ fn admin_listener(
         metrics: metrics.clone(),
         certs: live.certs.as_ref().map(|(store, _)| store.clone()),
         acme: acme_metrics,
+        health: w.health.clone(),
     };
     let live = LiveState::new(shared.table.clone(), live).map_err(metrics_err)?;
     metrics.register(Box::new(live)).map_err(metrics_err)?;
     let mut service = Service::new("berth admin".to_string(), Admin::new(state));
     service.add_tcp(&addr.to_string());
-    w.server.add_service(service);
+    w.add_listening(service, addr);
     w.lines.push(format!(
         "listening on http://{addr} (admin: the dashboard at /, /metrics, /routes, /certificates, /traffic, /status, /healthz)"
     ));
