@@ -19,6 +19,7 @@ use berth_testkit::client::{send, Body, Request};
 use berth_testkit::process::PeakRss;
 use berth_testkit::{BerthProcess, Origin};
 
+mod download;
 mod idle;
 mod nginx;
 mod overhead;
@@ -158,6 +159,25 @@ enum Cmd {
         #[arg(long, default_value = "benches/results/tls.md")]
         out: PathBuf,
     },
+    /// Downloads over TLS (HTTP/1.1, HTTP/2, HTTP/2 with a 64 KiB window): direct, berth (and
+    /// a second berth binary with --against), nginx.
+    Download {
+        /// MiB per download.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Downloads per scenario and target (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Another berth binary, measured beside the first.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/download.md")]
+        out: PathBuf,
+    },
     /// Everything, in one run: registry push and blob uploads over TLS, TLS uploads with
     /// peak RSS, small GETs, route propagation and certificate reloads; a markdown report
     /// with ratios and goals, and a PNG chart.
@@ -228,6 +248,21 @@ fn workspace_root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Download {
+            mib,
+            runs,
+            berth,
+            against,
+            out,
+        } => berth_binary(berth).and_then(|berth| {
+            let table = download::run(&download::DownloadBench {
+                mib,
+                runs,
+                berth,
+                against,
+            })?;
+            write_report(&out, &format!("# Downloads over TLS ({})\n\n{table}", today()))
+        }),
         Cmd::Upload { args, out } => upload(args.mib, &args.concurrency, args.runs, args.berth, &out),
         Cmd::Overhead {
             runs,

@@ -19,12 +19,16 @@ use berth_plugins::routing::request_target;
 use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
 
 use crate::observe::Observer;
+use arc_swap::ArcSwap;
+use berth_core::config::limits::Limits;
 
 /// The proxy application for one kind of listener (plain HTTP or HTTPS).
 pub struct Berth {
     scheme: Scheme,
     table: SharedTable,
     observer: Arc<Observer>,
+    /// The live `[limits]`, for what applies per request (`h2-stall-timeout`).
+    limits: Arc<ArcSwap<Limits>>,
     /// ACME HTTP-01 challenges, answered ahead of every route's chain (plain HTTP only).
     challenge: Option<AcmeChallenge>,
 }
@@ -32,11 +36,17 @@ pub struct Berth {
 impl Berth {
     /// A proxy for listeners of `scheme`, serving routes from `table`, recording each request
     /// into `observer`.
-    pub fn new(scheme: Scheme, table: SharedTable, observer: Arc<Observer>) -> Berth {
+    pub fn new(
+        scheme: Scheme,
+        table: SharedTable,
+        observer: Arc<Observer>,
+        limits: Arc<ArcSwap<Limits>>,
+    ) -> Berth {
         Berth {
             scheme,
             table,
             observer,
+            limits,
             challenge: None,
         }
     }
@@ -154,6 +164,16 @@ impl ProxyHttp for Berth {
                 self.respond(session, ctx, reply).await?;
                 return Ok(true);
             }
+        }
+        // An HTTP/2 stream waits for its client's window at most h2-stall-timeout (each write
+        // of a response body waits for room in the window): a client that opens streams and
+        // never lets them be written would otherwise hold their upstream connections for the
+        // route's whole write-timeout.
+        if session.as_downstream().is_http2() {
+            let stall = self.limits.load().h2_stall_timeout;
+            let write = route.spec.settings.write_timeout;
+            let shortest = [stall, write].into_iter().filter(|d| !d.is_zero()).min();
+            session.set_write_timeout(shortest);
         }
         Ok(false)
     }

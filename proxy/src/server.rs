@@ -50,11 +50,19 @@ pub const H2_STREAM_WINDOW: u32 = 512 << 10;
 /// no faster with 16 MiB).
 pub const H2_CONNECTION_WINDOW: u32 = 4 * H2_STREAM_WINDOW;
 
+/// Response bytes one HTTP/2 stream may have queued in berth beyond its client's window, on
+/// top of the 64 KiB read from the upstream ahead of it (`vendor/PATCHES.md`, 0001).
+pub const H2_SEND_BUFFER: usize = 64 << 10;
+
 fn h2_options(max_header_size: usize) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
     options
         .initial_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // What one stream may have queued in berth for the client beyond what its window
+        // has taken: h2's default, 400 KiB, let 100 streams of a client that stops reading its
+        // socket hold 40 MB of one connection.
+        .max_send_buffer_size(H2_SEND_BUFFER)
         // limits.max-header-size for HTTP/2: a larger header block gets 431.
         .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
     options
@@ -440,8 +448,13 @@ fn http_listener(
     challenge_dir: &Path,
     thumbprint: SharedThumbprint,
 ) {
-    let app = Berth::new(Scheme::Http, shared.table.clone(), shared.observer.clone())
-        .with_challenges(AcmeChallenge::new(challenge_dir.to_path_buf(), thumbprint));
+    let app = Berth::new(
+        Scheme::Http,
+        shared.table.clone(),
+        shared.observer.clone(),
+        shared.limits.clone(),
+    )
+    .with_challenges(AcmeChallenge::new(challenge_dir.to_path_buf(), thumbprint));
     let proxy = http_proxy(&w.server.configuration, app);
     let guarded = Guarded::new(
         proxy,
@@ -478,7 +491,12 @@ fn https_listener(
     tls.enable_h2();
     let mut proxy = http_proxy(
         &w.server.configuration,
-        Berth::new(Scheme::Https, shared.table.clone(), shared.observer.clone()),
+        Berth::new(
+            Scheme::Https,
+            shared.table.clone(),
+            shared.observer.clone(),
+            shared.limits.clone(),
+        ),
     );
     proxy.h2_options = Some(h2_options(config.limits.max_header_size));
     let mut options = HttpServerOptions::default();

@@ -11,6 +11,7 @@
 //! - [`pebble`]: a real ACME server whose HTTP-01 validation goes through berth.
 //! - [`auth_service`]: a forward-auth service keeping the contract Authelia publishes.
 //! - [`browser`]: headless chromium over the DevTools protocol, for pages berth serves.
+//! - [`downloads`]: an origin of large streamed responses that counts its connections.
 //! - [`docker`]: locally built test images, and containers and networks that clean up after
 //!   themselves.
 
@@ -19,6 +20,7 @@ pub mod bind;
 pub mod browser;
 pub mod client;
 pub mod docker;
+pub mod downloads;
 pub mod oci;
 pub mod origin;
 pub mod path_apps;

@@ -8,6 +8,7 @@
 //! max-header-size = "64KiB"    # a larger request head gets 431
 //! max-connections = 16384      # open client connections per listener; more are refused
 //! keepalive-timeout = "75s"    # idle time allowed between two requests on a connection
+//! h2-stall-timeout = "60s"     # an HTTP/2 stream whose client window stays shut this long is reset
 //! ```
 //!
 //! None of these limit a request *body*: uploads are bounded only by the routes' idle
@@ -32,6 +33,8 @@ pub struct RawLimits {
     pub max_connections: Option<u64>,
     /// Idle time between requests on a keep-alive connection.
     pub keepalive_timeout: Option<String>,
+    /// How long an HTTP/2 stream may wait for its client's flow-control window.
+    pub h2_stall_timeout: Option<String>,
 }
 
 /// Validated `[limits]`.
@@ -46,6 +49,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Idle time between requests; `0` closes after every response.
     pub keepalive_timeout: Duration,
+    /// How long an HTTP/2 stream may wait for room in its client's flow-control window before
+    /// it is reset (and its upstream connection closed); shorter than a route's
+    /// `write-timeout` wins. `0`: the route's `write-timeout` alone.
+    pub h2_stall_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +62,7 @@ impl Default for Limits {
             max_header_size: 64 << 10,
             max_connections: 16384,
             keepalive_timeout: Duration::from_secs(75),
+            h2_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -105,6 +113,12 @@ impl RawLimits {
                 Err(e) => errors.push("limits.keepalive-timeout", e),
             }
         }
+        if let Some(v) = &self.h2_stall_timeout {
+            match parse_duration(v) {
+                Ok(d) => limits.h2_stall_timeout = d,
+                Err(e) => errors.push("limits.h2-stall-timeout", e),
+            }
+        }
         limits
     }
 }
@@ -135,8 +149,10 @@ mod tests {
             max_header_size: Some("8KiB".into()),
             max_connections: Some(100),
             keepalive_timeout: Some("0".into()),
+            h2_stall_timeout: Some("5s".into()),
         })
         .expect("valid");
+        assert_eq!(l.h2_stall_timeout, Duration::from_secs(5));
         assert_eq!(l.header_timeout, Duration::from_secs(2));
         assert_eq!(l.max_header_size, 8192);
         assert_eq!(l.max_connections, 100);
@@ -150,9 +166,11 @@ mod tests {
             max_header_size: Some("2MiB".into()),
             max_connections: Some(0),
             keepalive_timeout: Some("soon".into()),
+            h2_stall_timeout: Some("never".into()),
         })
         .expect_err("invalid");
-        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(errors[4].starts_with("limits.h2-stall-timeout: invalid duration"));
         assert!(errors[0].starts_with("limits.header-timeout: must be more than 0"));
         assert!(errors[1].starts_with("limits.max-header-size: 2MiB is out of range"));
         assert!(errors[2].starts_with("limits.max-connections: must be at least 1"));

@@ -1,0 +1,153 @@
+//! HTTP/2 streams that are never allowed to be written: berth reads from the upstream only as
+//! far as the client's window allows, so 100 such streams on one connection cost a few MiB,
+//! and after `limits.h2-stall-timeout` each is reset and its upstream connection closed. A
+//! client that keeps opening its window, however slowly, is never cut.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_testkit::downloads::{pattern, Downloads};
+use berth_testkit::process::memory_kib;
+use berth_testkit::tls::{install, TestCa};
+use common::{berth, route};
+use tokio::net::TcpStream;
+
+const GIB: u64 = 1 << 30;
+
+/// An HTTP/2 connection to berth over TLS, with `window` as the client's initial stream
+/// window (SETTINGS_INITIAL_WINDOW_SIZE).
+async fn connect(
+    https: SocketAddr,
+    ca: &TestCa,
+    window: u32,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let mut config = ca.client_config();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(tls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn get(https: SocketAddr, len: u64) -> http::Request<()> {
+    http::Request::get(format!("https://app.test:{}/{len}", https.port()))
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_whose_window_stays_shut_cost_little_and_are_reset_at_the_stall_timeout() {
+    let origin = Downloads::start();
+    let ca = TestCa::new("h2 streams test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
+    let stall = Duration::from_secs(3);
+    let b = berth(&format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
+         [log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n\
+         [limits]\nh2-stall-timeout = \"{}s\"\n\n{}",
+        certs.display(),
+        stall.as_secs(),
+        route("app.test", &[origin.addr], "")
+    ));
+    let https = b.https.unwrap();
+
+    // Warm up: one whole download over HTTP/2, so that the baseline has every buffer a
+    // stream needs.
+    let mut warm = connect(https, &ca, 1 << 20).await;
+    let (resp, _) = warm.send_request(get(https, 4 << 20), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = memory_kib(b.pid()).unwrap();
+
+    // 100 streams of a 1 GiB response, none of which the client lets berth write.
+    let mut shut = connect(https, &ca, 0).await;
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        shut = shut.ready().await.unwrap();
+        let (resp, _) = shut.send_request(get(https, GIB), true).unwrap();
+        waiting.push(resp);
+    }
+    let mut bodies = Vec::new();
+    for resp in waiting {
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    let opened = Instant::now();
+    // Every stream has its upstream connection: each got its head.
+    assert_eq!(origin.open_connections(), 100);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (during, _) = memory_kib(b.pid()).unwrap();
+    let grown = during.saturating_sub(before);
+    assert!(
+        grown < 8 << 10,
+        "100 streams with a shut window grew berth by {grown} KiB"
+    );
+
+    // The stall timeout resets them all and gives their upstream connections back.
+    while origin.open_connections() > 0 {
+        assert!(
+            opened.elapsed() < stall + Duration::from_secs(5),
+            "{} upstream connections still open after {:?}\n{}",
+            origin.open_connections(),
+            opened.elapsed(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(opened.elapsed() >= stall - Duration::from_millis(500));
+    for mut body in bodies {
+        // No byte was sent: the window never opened.
+        match body.data().await {
+            Some(Err(e)) => assert!(e.is_reset(), "{e}"),
+            other => panic!("expected a reset stream, got {other:?}"),
+        }
+    }
+
+    // A slow reader of a whole 1 GiB response, pausing under the stall timeout (taking
+    // longer than it in all), gets every byte.
+    let client = connect(https, &ca, 64 << 10).await;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(get(https, GIB), true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let started = Instant::now();
+    let (mut got, mut next_pause) = (0u64, 128u64 << 20);
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        assert!(
+            chunk
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == pattern(got + i as u64)),
+            "wrong bytes at {got}"
+        );
+        got += chunk.len() as u64;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        if got >= next_pause {
+            tokio::time::sleep(stall / 2).await;
+            next_pause += 128 << 20;
+        }
+    }
+    assert_eq!(got, GIB);
+    assert!(started.elapsed() > stall * 2, "{:?}", started.elapsed());
+}
