@@ -26,7 +26,9 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use berth_core::feed::{collect, valid_nonce, FeedDocument, FeedKeys, FEED_PATH, MAX_WAIT_SECS};
+use berth_core::feed::{
+    collect, valid_nonce, FeedDocument, FeedKeys, FEED_PATH, MAX_WAIT_SECS, PROOF_HEADER,
+};
 
 /// What the worker publishes to the feed: the account thumbprint, and a counter bumped
 /// whenever certificates were written.
@@ -199,6 +201,15 @@ async fn answer<B>(state: &FeedState, req: &Request<B>, peer: SocketAddr) -> Res
                 let mut r = plain(StatusCode::NOT_MODIFIED, "");
                 if let Ok(v) = hyper::header::HeaderValue::from_str(&etag) {
                     r.headers_mut().insert(hyper::header::ETAG, v);
+                }
+                // "Unchanged", authenticated like a document: bound to this request's nonce
+                // and the tag the edge named.
+                let proof = nonce
+                    .as_deref()
+                    .and_then(|n| state.keys.prove_unchanged(n, &etag).ok())
+                    .and_then(|p| hyper::header::HeaderValue::from_str(&p).ok());
+                if let Some(proof) = proof {
+                    r.headers_mut().insert(PROOF_HEADER, proof);
                 }
                 return r;
             }

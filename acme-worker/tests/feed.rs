@@ -234,6 +234,29 @@ fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_wr
     assert!(FeedKeys::derive("another-token-0123456789")
         .open(&body)
         .is_err());
+    // Asked with the document's tag: "unchanged", proven for this request and this tag, with
+    // nothing another token or another request could use.
+    let etag = doc.etag();
+    let nonce = "ffeeddccbbaa99887766554433221100";
+    let unchanged = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-D", "-", "-o", "/dev/null"])
+        .args(["-H", &format!("Authorization: {bearer}")])
+        .args(["-H", &format!("If-None-Match: {etag}")])
+        .arg(format!(
+            "http://{feed}/v1/certificates?wait=0&nonce={nonce}"
+        ))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&unchanged.stdout).to_string();
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    let proof = head
+        .lines()
+        .find_map(|l| l.strip_prefix("berth-feed-proof: "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no proof: {head}"));
+    assert!(keys.unchanged_proven(proof, nonce, &etag));
+    assert!(!keys.unchanged_proven(proof, "00112233445566778899aabbccddeeff", &etag));
+    assert!(!FeedKeys::derive("another-token-0123456789").unchanged_proven(proof, nonce, &etag));
 
     // A renewal (berth-acme restarted with --force-renewal) reaches both edges without a
     // restart.

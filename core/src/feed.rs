@@ -19,7 +19,11 @@
 //! The document carries an `ETag` (a digest of its content, [`FeedDocument::etag`]). An edge
 //! asks with `If-None-Match` and `?wait=SECONDS`; the feed holds the request until something
 //! changes or the wait runs out (then `304`), so a renewal reaches every edge at once without
-//! polling traffic.
+//! polling traffic. "Unchanged" is authenticated like a document: the `304` carries
+//! [`PROOF_HEADER`], the request's nonce and the tag it names sealed with the document key
+//! ([`FeedKeys::prove_unchanged`]), and an edge takes a `304` only with a proof that opens, in
+//! answer to its own `If-None-Match` — so a service posing as berth-acme cannot keep an edge
+//! from ever mirroring a certificate.
 //!
 //! ```toml
 //! # berth-acme                                # every edge
@@ -38,6 +42,8 @@ use crate::contract::{cert_files, write_atomic};
 
 /// Where the feed document is served.
 pub const FEED_PATH: &str = "/v1/certificates";
+/// The header of a `304` that proves "unchanged" ([`FeedKeys::prove_unchanged`]).
+pub const PROOF_HEADER: &str = "berth-feed-proof";
 /// The feed's port when `tls.feed` names none.
 pub const DEFAULT_FEED_PORT: u16 = 9182;
 /// Shortest token accepted: 16 characters (`openssl rand -hex 32` makes 64).
@@ -136,6 +142,8 @@ pub enum SealError {
 const NONCE_LEN: usize = ring::aead::NONCE_LEN;
 /// Bound into every sealed document, so it opens only as what it is.
 const SEAL_CONTEXT: &[u8] = b"berth feed v1 document";
+/// Bound into every proof of "unchanged": a proof never opens as a document, nor the reverse.
+const UNCHANGED_CONTEXT: &[u8] = b"berth feed v1 unchanged";
 
 impl FeedKeys {
     /// Derives the keys from `token`.
@@ -168,30 +176,32 @@ impl FeedKeys {
     /// # Errors
     /// When no random nonce can be drawn.
     pub fn seal(&self, doc: &FeedDocument) -> Result<Vec<u8>, SealError> {
+        let body = serde_json::to_vec(doc).map_err(|e| SealError::Json(e.to_string()))?;
+        self.seal_bytes(SEAL_CONTEXT, body)
+    }
+
+    /// `plain` sealed under `context`: a fresh random nonce, then ciphertext and tag.
+    fn seal_bytes(&self, context: &'static [u8], mut plain: Vec<u8>) -> Result<Vec<u8>, SealError> {
         use ring::rand::SecureRandom;
         let mut nonce = [0u8; NONCE_LEN];
         ring::rand::SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| SealError::Seal)?;
-        let mut body = serde_json::to_vec(doc).map_err(|e| SealError::Json(e.to_string()))?;
         self.seal
             .seal_in_place_append_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
-                ring::aead::Aad::from(SEAL_CONTEXT),
-                &mut body,
+                ring::aead::Aad::from(context),
+                &mut plain,
             )
             .map_err(|_| SealError::Seal)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + body.len());
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len());
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
+        out.extend_from_slice(&plain);
         Ok(out)
     }
 
-    /// Opens what [`FeedKeys::seal`] made.
-    ///
-    /// # Errors
-    /// When the bytes were not sealed with this token, or are not a document.
-    pub fn open(&self, sealed: &[u8]) -> Result<FeedDocument, SealError> {
+    /// Opens what [`FeedKeys::seal_bytes`] sealed under `context`.
+    fn open_bytes(&self, context: &'static [u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         if sealed.len() < NONCE_LEN + ring::aead::CHACHA20_POLY1305.tag_len() {
             return Err(SealError::Truncated);
         }
@@ -199,16 +209,50 @@ impl FeedKeys {
         let mut nonce_bytes = [0u8; NONCE_LEN];
         nonce_bytes.copy_from_slice(nonce);
         let mut body = rest.to_vec();
-        let plain = self
+        let plain_len = self
             .seal
             .open_in_place(
                 ring::aead::Nonce::assume_unique_for_key(nonce_bytes),
-                ring::aead::Aad::from(SEAL_CONTEXT),
+                ring::aead::Aad::from(context),
                 &mut body,
             )
-            .map_err(|_| SealError::Forged)?;
+            .map_err(|_| SealError::Forged)?
+            .len();
+        body.truncate(plain_len);
+        Ok(body)
+    }
+
+    /// The proof that the document tagged `etag` is still current, in answer to the request
+    /// that carried `nonce`: both sealed with the document key, base64url, for
+    /// [`PROOF_HEADER`].
+    ///
+    /// # Errors
+    /// When no random nonce can be drawn.
+    pub fn prove_unchanged(&self, nonce: &str, etag: &str) -> Result<String, SealError> {
+        use base64::Engine;
+        let sealed = self.seal_bytes(UNCHANGED_CONTEXT, format!("{nonce} {etag}").into_bytes())?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// Whether `proof` says, under this token, that the document tagged `etag` is unchanged,
+    /// in answer to the request that carried `nonce`.
+    pub fn unchanged_proven(&self, proof: &str, nonce: &str, etag: &str) -> bool {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(proof.trim())
+            .ok()
+            .and_then(|sealed| self.open_bytes(UNCHANGED_CONTEXT, &sealed).ok())
+            .is_some_and(|plain| plain == format!("{nonce} {etag}").as_bytes())
+    }
+
+    /// Opens what [`FeedKeys::seal`] made.
+    ///
+    /// # Errors
+    /// When the bytes were not sealed with this token, or are not a document.
+    pub fn open(&self, sealed: &[u8]) -> Result<FeedDocument, SealError> {
+        let plain = self.open_bytes(SEAL_CONTEXT, sealed)?;
         // serde's message may quote the document (keys): only where it went wrong.
-        serde_json::from_slice(plain).map_err(|e| {
+        serde_json::from_slice(&plain).map_err(|e| {
             SealError::Json(format!(
                 "{:?} at line {} column {}",
                 e.classify(),
@@ -651,6 +695,60 @@ mod tests {
         let bearer_as_token = FeedKeys::derive(auth.trim_start_matches("Bearer "));
         assert!(bearer_as_token.open(&sealed).is_err());
         assert_eq!(format!("{keys:?}"), "FeedKeys(<redacted>)");
+    }
+
+    /// Known answers, fixed when feed v1 was defined: a change to how keys are derived or how
+    /// documents are sealed fails here before it fails an edge in a rolling upgrade (an old
+    /// berth-acme and a new edge must still understand each other).
+    #[test]
+    fn known_answers_fix_the_keys_and_the_sealing() {
+        const TOKEN: &str = "berth-feed-known-answer-token-0001";
+        const BEARER: &str = "56daf2cb0de11fd0e31646cb638f275009cadad0998b33950224db02fc1185f1";
+        const SEALED: &str = "fe6f7b77d00680f4ef138303989e11b9de375fded30950acaeae5cd9363f671f9fed1324df6c04b856efc1f2f4451f82f315c3bcd8b12f73ac753399b43fa48b7c71510551dc07352b3909a6fdbdac8e0265da771aafea4f94e6daa40b9336493826d2fc69713696ae2d944a735921776580e7da7c316904feec9fd0f8fbd6c201080a115db5215d4e5268a08b28a37a4f72cd9300f3e798ceca78eb9bf3b07254c33484fe72748afe5df0d48106df87a8dcea9d63e90ccb6b10186736e9325506d4871acfc7a880e5a5f32560fa51d72a3ec8591596550a855982cd94785e864a5c712afcbb9ee5a18c03fd0f364bc12b6f7f149330f8ca576a2eb6e20bc151fb5d414811bb54413a10d085e6be200533ca1e1b23648cc38f4bad548d1a19fc650e83ea20aa93499f51145cd624122a7113b26ffee1fda4a5f6b0ec128ad3efdfad835836def798b827";
+        const NONCE: &str = "00112233445566778899aabbccddeeff";
+        const ETAG: &str = "\"b90fe5819d23365bee2a2b0f5fd47f85\"";
+        const PROOF: &str = "niHwszEAluGD7cNDDbgaOAERrMIplT7U42ANd1ArkHif4-VuOHfSdnZLpUZTFjjxS8B8f5Mhcx7VeqVY8XqF3LgVD9GEsm0-duxRvpMSwGPC3u4jlR8XRzkwhf3fXsw";
+        let hex = |text: &str| -> Vec<u8> {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+                .collect()
+        };
+        let keys = FeedKeys::derive(TOKEN);
+        assert_eq!(keys.authorization(), format!("Bearer {BEARER}"));
+        let doc = keys.open(&hex(SEALED)).expect("the v1 document opens");
+        assert_eq!(doc.request_nonce.as_deref(), Some(NONCE));
+        assert_eq!(doc.certificates.len(), 1);
+        assert_eq!(doc.certificates[0].name, "registry.example.com");
+        assert_eq!(doc.etag(), ETAG);
+        assert!(keys.unchanged_proven(PROOF, NONCE, ETAG));
+        // Whoever knows the bearer (anyone the edge ever sent it to) holds a key built from
+        // it: that key opens neither the document nor the proof.
+        for material in [hex(BEARER), BEARER.as_bytes()[..32].to_vec()] {
+            let key = ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &material)
+                    .expect("32 bytes"),
+            );
+            let as_keys = FeedKeys {
+                bearer: BEARER.to_string(),
+                seal: key,
+            };
+            assert!(as_keys.open(&hex(SEALED)).is_err());
+            assert!(!as_keys.unchanged_proven(PROOF, NONCE, ETAG));
+        }
+        // A proof is for one request and one tag, and is no document.
+        assert!(!keys.unchanged_proven(PROOF, "ffeeddccbbaa99887766554433221100", ETAG));
+        assert!(!keys.unchanged_proven(PROOF, NONCE, "\"0\""));
+        assert!(!FeedKeys::derive("another-token-of-enough-length")
+            .unchanged_proven(PROOF, NONCE, ETAG));
+        assert!(keys.open(&hex(SEALED)).is_ok());
+        let proof_bytes = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(PROOF)
+                .expect("base64")
+        };
+        assert!(keys.open(&proof_bytes).is_err());
     }
 
     #[test]

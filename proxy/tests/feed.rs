@@ -1,8 +1,10 @@
 //! An edge's certificate feed mirror (`tls.feed`) against feeds of the test's making: one
 //! that seals with another token (an impostor on the network, posing as berth-acme), one that
-//! replays an answer made for another request, and the genuine article. The edge takes only
-//! the genuine document — certificates and the thumbprint it answers HTTP-01 with — and says
-//! why it refused the others.
+//! replays an answer made for another request, one that answers "unchanged" (304) without
+//! proof, and the genuine article. The edge takes only the genuine document — certificates and
+//! the thumbprint it answers HTTP-01 with — and an "unchanged" proven for its own request, and
+//! says why it refused the others; it reports itself connected only after an authenticated
+//! answer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,15 +30,30 @@ enum Answer {
     Replayed,
     /// Sealed with the right token, for this request.
     Genuine,
+    /// `304 Not Modified`, without a proof, to every request (an impostor freezing the edge).
+    Unproven304,
+    /// The genuine document, then to every request naming it a `304` with the proof a
+    /// berth-acme makes, or (`false`) with none, as a berth-acme older than the edge.
+    GenuineThen304(bool),
 }
+
+type Counter = std::sync::Arc<std::sync::atomic::AtomicUsize>;
 
 /// A feed answering every request as `answer` says, until the test ends. Returns its address
 /// and a counter of the requests it saw that carried the derived bearer.
-fn fake_feed(answer: Answer) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn fake_feed(answer: Answer) -> (SocketAddr, Counter) {
+    let (addr, seen, _) = fake_feed_counting(answer);
+    (addr, seen)
+}
+
+/// [`fake_feed`], also counting the requests that carried `If-None-Match`.
+fn fake_feed_counting(answer: Answer) -> (SocketAddr, Counter, Counter) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
+    let conditionals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conditional = conditionals.clone();
     std::thread::spawn(move || {
         let right = FeedKeys::derive(TOKEN);
         let wrong = FeedKeys::derive("an-impostor-knows-another-token");
@@ -56,6 +73,35 @@ fn fake_feed(answer: Answer) -> (SocketAddr, std::sync::Arc<std::sync::atomic::A
                 .nth(1)
                 .and_then(|target| target.split("nonce=").nth(1))
                 .map(|n| n.split('&').next().unwrap_or("").to_string());
+            let asked = head
+                .lines()
+                .find_map(|l| l.strip_prefix("if-none-match: "))
+                .map(str::to_string);
+            if let Some(asked) = &asked {
+                conditional.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Answer::GenuineThen304(prove) = answer {
+                    let proof = if prove {
+                        let nonce = nonce.clone().unwrap_or_default();
+                        format!(
+                            "berth-feed-proof: {}\r\n",
+                            right.prove_unchanged(&nonce, asked).unwrap()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let _ = stream.write_all(
+                        format!("HTTP/1.1 304 Not Modified\r\nETag: {asked}\r\n{proof}Connection: close\r\n\r\n")
+                            .as_bytes(),
+                    );
+                    continue;
+                }
+            }
+            if let Answer::Unproven304 = answer {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 304 Not Modified\r\nETag: \"same\"\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
             let doc = |nonce: Option<String>| FeedDocument {
                 request_nonce: nonce,
                 thumbprint: Some(THUMBPRINT.into()),
@@ -70,7 +116,9 @@ fn fake_feed(answer: Answer) -> (SocketAddr, std::sync::Arc<std::sync::atomic::A
                 Answer::Replayed => right
                     .seal(&doc(Some("00000000000000000000000000000000".into())))
                     .unwrap(),
-                Answer::Genuine => right.seal(&doc(nonce)).unwrap(),
+                Answer::Genuine | Answer::GenuineThen304(_) | Answer::Unproven304 => {
+                    right.seal(&doc(nonce)).unwrap()
+                }
             };
             let _ = stream.write_all(
                 format!(
@@ -83,7 +131,7 @@ fn fake_feed(answer: Answer) -> (SocketAddr, std::sync::Arc<std::sync::atomic::A
             let _ = stream.write_all(&body);
         }
     });
-    (addr, seen)
+    (addr, seen, conditionals)
 }
 
 fn edge(feed: SocketAddr, dir: &std::path::Path) -> BerthProcess {
@@ -97,7 +145,7 @@ fn edge_with(feed: SocketAddr, dir: &std::path::Path, acme: &str) -> BerthProces
     BerthProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
         &format!(
-            "[listen]\nhttp = \"{{http}}\"\n\n[docker]\nenabled = false\n\n\
+            "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = false\n\n\
              [tls]\ncerts-dir = \"{}\"\nfeed = \"http://{feed}\"\nfeed-token-file = \"{}\"\n\n\
              [acme]\nchallenge-dir = \"{}\"\n{acme}\n",
             dir.join("certs").display(),
@@ -178,4 +226,64 @@ fn a_configured_account_thumbprint_wins_over_the_feeds() {
     // The certificates are still taken; the thumbprint is not.
     wait_for_log(&b, "certificates written to certs-dir");
     assert_eq!(challenge(&b), format!("tok-1.{CONFIGURED} 200"));
+}
+
+/// `berth_cert_feed_connected` from the edge's `/metrics`.
+fn connected(edge: &BerthProcess) -> String {
+    let admin = edge.admin.unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://{admin}/metrics"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("berth_cert_feed_connected "))
+        .unwrap_or("no berth_cert_feed_connected")
+        .to_string()
+}
+
+#[test]
+fn unchanged_counts_only_when_proven_for_the_edges_own_request() {
+    // An impostor that answers "unchanged" to everything, first request included: refused,
+    // nothing mirrored, and the edge never reports itself connected.
+    let dir = tempfile::tempdir().unwrap();
+    let (feed, seen, _) = fake_feed_counting(Answer::Unproven304);
+    let b = edge(feed, dir.path());
+    wait_for_log(&b, "to a request that named no document");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the edge stopped asking");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(connected(&b), "berth_cert_feed_connected 0");
+    assert!(!dir.path().join("certs/fed.test.crt").exists());
+
+    // The genuine document, then proven "unchanged" answers: taken, connected, and the edge
+    // keeps asking with the tag.
+    let dir = tempfile::tempdir().unwrap();
+    let (feed, _, conditionals) = fake_feed_counting(Answer::GenuineThen304(true));
+    let b = edge(feed, dir.path());
+    wait_for_log(&b, "certificates written to certs-dir");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conditionals.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "{}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(connected(&b), "berth_cert_feed_connected 1");
+    assert!(!b.log().contains("without a proof"), "{}", b.log());
+
+    // "Unchanged" without the proof (an impostor after the first document, or a berth-acme
+    // older than the edge): refused, and the edge asks for the whole document again.
+    let dir = tempfile::tempdir().unwrap();
+    let (feed, seen, conditionals) = fake_feed_counting(Answer::GenuineThen304(false));
+    let b = edge(feed, dir.path());
+    wait_for_log(&b, "without a proof that opens with this token");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.load(std::sync::atomic::Ordering::SeqCst)
+        <= conditionals.load(std::sync::atomic::Ordering::SeqCst) + 1
+    {
+        assert!(Instant::now() < deadline, "{}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

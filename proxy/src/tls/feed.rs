@@ -6,9 +6,13 @@
 //!
 //! The first fetch happens at start; after that the service asks with the last `ETag` and
 //! `?wait=`, so the feed answers the moment something changes (a renewal reaches every edge
-//! at once) and otherwise after [`WAIT`]. When the feed cannot be reached the edge keeps
-//! serving what it has and retries with backoff; the failure is logged once, and so is the
-//! recovery.
+//! at once) and otherwise after [`WAIT`]. Only authenticated answers count: a document sealed
+//! for this request, or a `304` in answer to this edge's `If-None-Match` whose proof opens
+//! ([`berth_core::feed::FeedKeys::unchanged_proven`]). A `304` without one is refused, and the
+//! next request asks for the whole document. When the feed cannot be reached (or answers
+//! nothing authenticated) the edge keeps serving what it has and retries with backoff; the
+//! failure is logged once, and so is the recovery; `berth_cert_feed_connected` is 1 only
+//! after an authenticated answer, and [`STALE_AFTER`] without one is a warning.
 //!
 //! ```toml
 //! [tls]
@@ -32,7 +36,7 @@ use pingora_core::services::background::BackgroundService;
 use berth_core::config::CertFeed;
 use berth_core::feed::{
     mirror, printable, request_nonce, valid_thumbprint, FeedDocument, FeedKeys, FEED_PATH,
-    MAX_DOCUMENT_BYTES,
+    MAX_DOCUMENT_BYTES, PROOF_HEADER,
 };
 
 /// How long the feed may hold a request before answering "unchanged".
@@ -41,6 +45,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for an answer beyond the wait.
 const ANSWER_SLACK: Duration = Duration::from_secs(15);
+/// How long an edge goes without an authenticated answer before it warns.
+pub const STALE_AFTER: Duration = Duration::from_secs(180);
 /// First and longest wait between attempts after a failure.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -75,6 +81,13 @@ enum FetchError {
     Status(http::StatusCode),
     #[error("the document is not readable: {0}")]
     Body(String),
+    #[error("the feed answered 304 (unchanged) to a request that named no document")]
+    UnaskedUnchanged,
+    #[error(
+        "the feed answered 304 (unchanged) without a proof that opens with this token: not \
+         berth-acme, or a berth-acme older than this edge; asking for the whole document next"
+    )]
+    UnprovenUnchanged,
 }
 
 enum Fetched {
@@ -175,7 +188,21 @@ impl FeedMirror {
                     }
                     Ok(Fetched::Document(doc, tag))
                 }
-                http::StatusCode::NOT_MODIFIED => Ok(Fetched::Unchanged),
+                http::StatusCode::NOT_MODIFIED => {
+                    let Some(asked) = etag else {
+                        return Err(FetchError::UnaskedUnchanged);
+                    };
+                    let proof = response
+                        .headers()
+                        .get(PROOF_HEADER)
+                        .and_then(|v| v.to_str().ok());
+                    match proof {
+                        Some(p) if self.keys.unchanged_proven(p, &nonce, asked) => {
+                            Ok(Fetched::Unchanged)
+                        }
+                        _ => Err(FetchError::UnprovenUnchanged),
+                    }
+                }
                 http::StatusCode::UNAUTHORIZED => Err(FetchError::Unauthorized),
                 other => Err(FetchError::Status(other)),
             }
@@ -247,7 +274,18 @@ impl FeedMirror {
         let mut etag: Option<String> = None;
         let mut backoff = BACKOFF_FIRST;
         let mut failing = false;
+        let mut last_authenticated = std::time::Instant::now();
+        let mut stale_warned = false;
         loop {
+            if !stale_warned && last_authenticated.elapsed() >= STALE_AFTER {
+                tracing::warn!(
+                    feed = %self.authority,
+                    "certificate feed: no authenticated answer for {} s; this edge serves the \
+                     certificates it has and mirrors nothing new until one arrives",
+                    last_authenticated.elapsed().as_secs()
+                );
+                stale_warned = true;
+            }
             let started = std::time::Instant::now();
             let fetched = tokio::select! {
                 // After a failure, ask without waiting: the state is known at once.
@@ -257,6 +295,8 @@ impl FeedMirror {
             let pause = match fetched {
                 Ok(fetched) => {
                     self.status.connected.store(true, Ordering::Relaxed);
+                    last_authenticated = std::time::Instant::now();
+                    stale_warned = false;
                     if failing {
                         tracing::info!(feed = %self.authority, "certificate feed: reachable again");
                         failing = false;
@@ -281,6 +321,11 @@ impl FeedMirror {
                 }
                 Err(e) => {
                     self.status.connected.store(false, Ordering::Relaxed);
+                    // An unproven "unchanged" may come from a berth-acme that predates the
+                    // proof: the whole document, which is sealed, settles it.
+                    if matches!(e, FetchError::UnprovenUnchanged) {
+                        etag = None;
+                    }
                     if failing {
                         tracing::debug!(feed = %self.authority, "certificate feed: still failing: {e}");
                     } else {
