@@ -13,6 +13,7 @@
 //! expiry, renewal time, state (`valid`, `missing`, `ordering`, `failed`), the last error
 //! and the last DNS propagation time.
 
+use berth_core::logging::shown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -161,7 +162,18 @@ impl Metrics {
             .status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        serde_json::to_vec_pretty(&*status).unwrap_or_default()
+        // Host names and errors can come from containers' labels: escaped and cut.
+        let shown: std::collections::BTreeMap<String, CertStatus> = status
+            .iter()
+            .map(|(name, s)| {
+                let mut s = s.clone();
+                s.hosts = s.hosts.iter().map(|h| shown(h, 256)).collect();
+                s.source = shown(&s.source, 256);
+                s.last_error = s.last_error.as_deref().map(|e| shown(e, 1024));
+                (shown(name, 256), s)
+            })
+            .collect();
+        serde_json::to_vec_pretty(&shown).unwrap_or_default()
     }
 
     /// The exposition text.

@@ -457,11 +457,7 @@ pub fn mirror(doc: &FeedDocument, certs_dir: &Path) -> Mirrored {
 /// At most 64 characters of `text`, control characters escaped: safe to log whatever a
 /// document carries.
 pub fn printable(text: &str) -> String {
-    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
-    if text.chars().count() > 64 {
-        out.push('…');
-    }
-    out
+    crate::logging::shown(text, 64)
 }
 
 #[cfg(test)]

@@ -16,6 +16,10 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use berth_core::docker::Snapshot;
+use berth_core::logging::shown;
+
+/// The most characters of one message `/routes` shows.
+const SHOWN_CHARS: usize = 512;
 use berth_core::labels::{judge, ContainerInfo, ContainerRules, Health, Verdict};
 use berth_core::merge::merge_routes;
 use berth_core::route::{RouteSettings, RouteSpec};
@@ -193,9 +197,14 @@ impl RouteWriter {
                             .collect(),
                     ),
                     Verdict::Waiting(h) => ("waiting", vec![format!("health: {}", health(*h))]),
-                    Verdict::Invalid(errors) => {
-                        ("invalid", errors.iter().map(ToString::to_string).collect())
-                    }
+                    // Errors quote label values: escaped and cut, as in the log.
+                    Verdict::Invalid(errors) => (
+                        "invalid",
+                        errors
+                            .iter()
+                            .map(|e| shown(&e.to_string(), SHOWN_CHARS))
+                            .collect(),
+                    ),
                     Verdict::Ignored(reason) if reason.starts_with("berth.enable") => {
                         ("disabled", vec![(*reason).to_string()])
                     }

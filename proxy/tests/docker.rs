@@ -464,6 +464,57 @@ async fn labels_name_files_only_under_label_files_and_never_stall_the_routes() {
     drop((piped, after, shadow, environ, zero, climb, shared));
 }
 
+/// A label value with a line break in it cannot forge a log line: the error quoting it is one
+/// line, with the break escaped, in the log and in `/routes`.
+#[tokio::test(flavor = "multi_thread")]
+async fn label_values_cannot_forge_log_lines() {
+    let (_shared, b) = docker_berth().await;
+    const FORGED: &str =
+        "2026-12-05T00:00:00.000000Z  INFO berth_proxy::docker_routes: routing registry.example.com/ to 10.6.6.6:5000";
+    let port = format!("1x\n{FORGED}\r\u{2028}\u{1b}[2J");
+    let forger = Container::run(
+        "forger",
+        &[
+            "-l",
+            "berth.host=forger.test",
+            "-l",
+            &format!("berth.port={port}"),
+            BUSYBOX,
+        ],
+    )
+    .unwrap();
+    wait_until(&b, "the forger to be reported", || async {
+        routes(&b).await["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == forger.name.as_str())
+    })
+    .await;
+    let log = b.log();
+    let quoted: Vec<&str> = log.lines().filter(|l| l.contains("10.6.6.6")).collect();
+    assert_eq!(quoted.len(), 1, "{log}");
+    assert!(quoted[0].contains(&format!("container {}, label berth.port", forger.name)));
+    assert!(
+        quoted[0].contains(&format!("1x\\n{FORGED}\\r\\u{{2028}}")),
+        "{}",
+        quoted[0]
+    );
+    assert!(!log.contains('\u{1b}') && !log.contains('\r') && !log.contains('\u{2028}'));
+    let page = routes(&b).await;
+    let report = page["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == forger.name.as_str())
+        .unwrap();
+    let detail = report["detail"][0].as_str().unwrap();
+    assert!(
+        !detail.contains('\n') && detail.contains("1x\\n2026"),
+        "{detail}"
+    );
+}
+
 /// Restarts the daemon with the command line it runs with; starts it again on drop if a
 /// test failed half-way.
 struct DaemonRestart {
