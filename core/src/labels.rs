@@ -139,6 +139,7 @@ const MAX_BODY: Key = key("max-body", &[]);
 const CONNECT_TIMEOUT: Key = key("connect-timeout", &[]);
 const READ_TIMEOUT: Key = key("read-timeout", &[]);
 const WRITE_TIMEOUT: Key = key("write-timeout", &[]);
+const MIN_BODY_RATE: Key = key("min-body-rate", &[]);
 const PROFILE: Key = key("profile", &[]);
 const NETWORK: Key = key("network", &[]);
 const ENABLE: Key = key("enable", &[]);
@@ -164,7 +165,7 @@ const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
 }
 
 /// Every native label, without the prefix.
-const LABELS: [&Key; 29] = [
+const LABELS: [&Key; 30] = [
     &HOST,
     &PORT,
     &PROTO,
@@ -177,6 +178,7 @@ const LABELS: [&Key; 29] = [
     &CONNECT_TIMEOUT,
     &READ_TIMEOUT,
     &WRITE_TIMEOUT,
+    &MIN_BODY_RATE,
     &PROFILE,
     &NETWORK,
     &ENABLE,
@@ -381,6 +383,7 @@ pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSetti
         connect_timeout: info.get(&CONNECT_TIMEOUT).map(|f| f.value.to_string()),
         read_timeout: info.get(&READ_TIMEOUT).map(|f| f.value.to_string()),
         write_timeout: info.get(&WRITE_TIMEOUT).map(|f| f.value.to_string()),
+        min_body_rate: info.get(&MIN_BODY_RATE).map(|f| f.value.to_string()),
         ..RawRoute::default()
     };
     if !errors.is_empty() {

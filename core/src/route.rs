@@ -253,6 +253,9 @@ pub struct RouteSettings {
     /// Longest time a write (to the client or to the upstream) may block.
     #[serde(serialize_with = "ser_duration")]
     pub write_timeout: Duration,
+    /// Slowest average, in bytes a second, a request body may arrive at once
+    /// [`crate::config::BODY_RATE_GRACE`] has passed; 0 = no minimum.
+    pub min_body_rate: u64,
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -641,6 +644,7 @@ mod tests {
             "connect-timeout = \"1s\"".into(),
             "read-timeout = \"1s\"".into(),
             "write-timeout = \"1s\"".into(),
+            "min-body-rate = \"1KiB/s\"".into(),
         ];
         let mut seen = std::collections::HashMap::new();
         for extra in &settings {

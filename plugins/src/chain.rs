@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! https → allow → rate-limit → auth | forward-auth → forwarded → body-limit → timeouts
-//!       → upstream-tls → registry
+//!       → body-rate → upstream-tls → registry
 //! ```
 //! The ACME challenge step ([`crate::builtin::AcmeChallenge`]) runs ahead of every chain, in
 //! the proxy, because it answers for hosts that have no route yet; so neither a challenge nor
@@ -16,8 +16,8 @@ use ipnet::IpNet;
 
 use crate::builtin::registry_token;
 use crate::builtin::{
-    Allow, AuthFiles, BasicAuth, BodyLimit, ForwardAuth, Forwarded, HttpsPolicy, OwnCertificate,
-    RateLimiter, RegistryProfile, Timeouts, UpstreamTlsOptions,
+    Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ForwardAuth, Forwarded, HttpsPolicy,
+    OwnCertificate, RateLimiter, RegistryProfile, Timeouts, UpstreamTlsOptions,
 };
 use crate::plugin::Plugin;
 use berth_core::route::{HostPattern, OpenAccess, Profile, RouteSpec, Upstream, UpstreamProto};
@@ -166,6 +166,15 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // Timeouts apply to the client connection as soon as the route is known and to the
     // upstream connection when it is made.
     chain.push(Arc::new(Timeouts::new(&spec.settings)));
+    // The body's pace comes after the timeouts: it shortens the read timeout they set to what
+    // the minimum rate still allows.
+    if spec.settings.min_body_rate > 0 {
+        chain.push(Arc::new(BodyRate::new(
+            spec.settings.min_body_rate,
+            berth_core::config::BODY_RATE_GRACE,
+            spec.settings.read_timeout,
+        )));
+    }
     // TLS options only concern the upstream connection; they are set with the timeouts.
     if spec.proto == UpstreamProto::Https {
         chain.push(Arc::new(UpstreamTlsOptions::new(&spec.upstream_tls)));

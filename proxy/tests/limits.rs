@@ -599,3 +599,113 @@ async fn the_largest_allowed_head_with_a_body_behind_it_is_served() {
     );
     assert!(answer.contains(&format!("\"body_bytes\":{}", body.len())));
 }
+
+/// Sends a request head for a `len`-byte body, then one byte every `every`, until the
+/// connection is closed or the answer comes; returns the answer and when it came.
+async fn drip(
+    addr: std::net::SocketAddr,
+    host: &str,
+    len: usize,
+    every: Duration,
+) -> (String, Duration) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("POST /form HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..len {
+        match tokio::time::timeout(every, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::new(), started.elapsed()),
+            Ok(Ok(n)) => {
+                let (mut text, _) = read_to_close(&mut s, Duration::from_secs(2)).await;
+                text.insert_str(0, &String::from_utf8_lossy(&buf[..n]));
+                return (text, started.elapsed());
+            }
+            Err(_) => {}
+        }
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+    }
+    let (text, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    (text, started.elapsed())
+}
+
+/// Outside the registry profile a request body must keep to `min-body-rate` (500 B/s by
+/// default) once 20 s have passed: clients that drip their body, or send none, are answered
+/// 408 and their upstream connections closed at 20 s; a slow but steady upload passes; a
+/// registry route lets a crawling layer go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profile() {
+    let open = Origin::start("open");
+    let registry = Origin::start("registry");
+    let b = berth(&limited(
+        "",
+        &[
+            route("open.test", &[open.addr], ""),
+            route("reg.test", &[registry.addr], "profile = \"registry\""),
+        ]
+        .concat(),
+    ));
+    let http = b.http;
+    let second = Duration::from_secs(1);
+    let mut drips = Vec::new();
+    for _ in 0..4 {
+        drips.push(tokio::spawn(drip(http, "open.test", 1000, 2 * second)));
+    }
+    // Headers and then nothing at all.
+    drips.push(tokio::spawn(drip(
+        http,
+        "open.test",
+        1,
+        Duration::from_secs(60),
+    )));
+    // 24 KiB at 1 KiB/s: slow, but twice the minimum.
+    let steady = tokio::spawn(async move {
+        let req = Request::new("POST", "open.test", "/steady").body(berth_testkit::Body::Random {
+            len: 24 << 10,
+            chunked: false,
+            pace: Some((1024, second)),
+        });
+        berth_testkit::client::send(http, &req).await
+    });
+    let crawling = tokio::spawn(drip(http, "reg.test", 1000, 2 * second));
+
+    // Every one of them reached its upstream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open.in_flight() != 6 || registry.in_flight() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} and {} requests reached the upstreams",
+            open.in_flight(),
+            registry.in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for d in drips {
+        let (answer, after) = tokio::time::timeout(Duration::from_secs(40), d)
+            .await
+            .unwrap_or_else(|_| panic!("a dripping client was not cut\n{}", b.log()))
+            .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{answer:?}\n{}",
+            b.log()
+        );
+        assert!(
+            after >= Duration::from_secs(19) && after < Duration::from_secs(27),
+            "{after:?}"
+        );
+    }
+    let r = steady.await.unwrap().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.seen().unwrap().body_bytes, 24 << 10);
+    // Only the registry's crawling upload still holds an upstream connection.
+    assert_eq!(open.in_flight(), 0);
+    assert_eq!(registry.in_flight(), 1);
+    assert!(!crawling.is_finished());
+    crawling.abort();
+}

@@ -41,6 +41,8 @@ pub struct RawSettings {
     pub read_timeout: Option<String>,
     /// Time a write may block.
     pub write_timeout: Option<String>,
+    /// Slowest average a request body may arrive at, after [`BODY_RATE_GRACE`].
+    pub min_body_rate: Option<String>,
 }
 
 /// A `[[route]]` as written (or as assembled from a container's labels).
@@ -93,6 +95,8 @@ pub struct RawRoute {
     pub read_timeout: Option<String>,
     /// Time a write may block.
     pub write_timeout: Option<String>,
+    /// Slowest average a request body may arrive at, after [`BODY_RATE_GRACE`].
+    pub min_body_rate: Option<String>,
 }
 
 /// A route's `auth` table as written.
@@ -403,7 +407,34 @@ pub fn builtin_defaults() -> RouteSettings {
         connect_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(900),
         write_timeout: Duration::from_secs(900),
+        min_body_rate: DEFAULT_MIN_BODY_RATE,
     }
+}
+
+/// `min-body-rate` when `[defaults]` sets none: Apache's `mod_reqtimeout` default, 500 bytes
+/// a second, a tenth of what a poor mobile link carries.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 500;
+
+/// How long a request body may take before `min-body-rate` applies (also the longest a client
+/// may wait before its first body byte): Apache's `mod_reqtimeout` grace for bodies.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(20);
+
+/// Parses a byte rate: `500B/s`, `1KiB/s`, or `0` (no minimum).
+///
+/// # Errors
+/// A message naming the value otherwise.
+pub fn parse_byte_rate(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    if v == "0" {
+        return Ok(0);
+    }
+    v.strip_suffix("/s")
+        .and_then(|size| parse_size(size).ok())
+        .ok_or_else(|| {
+            format!(
+                "invalid rate \"{value}\": write e.g. \"500B/s\", \"1KiB/s\" or \"0\" (no minimum)"
+            )
+        })
 }
 
 /// Parses an HSTS setting: `off`, or a `Strict-Transport-Security` value that starts with
@@ -498,6 +529,11 @@ impl RawSettings {
                 }
             }
         }
+        if let Some(v) = &self.min_body_rate {
+            if let Some(n) = errors.check(&key("min-body-rate"), parse_byte_rate(v)) {
+                s.min_body_rate = n;
+            }
+        }
         s
     }
 }
@@ -508,6 +544,8 @@ fn apply_profile(profile: Profile, settings: &mut RouteSettings) {
         Profile::Registry => {
             settings.max_body = 0;
             settings.read_timeout = Duration::from_secs(900);
+            // A layer may crawl over a poor link: the seed recipe's fourth failure.
+            settings.min_body_rate = 0;
         }
     }
 }
@@ -521,6 +559,7 @@ impl RawRoute {
             connect_timeout: self.connect_timeout.clone(),
             read_timeout: self.read_timeout.clone(),
             write_timeout: self.write_timeout.clone(),
+            min_body_rate: self.min_body_rate.clone(),
         }
     }
 
@@ -745,5 +784,21 @@ impl RawRoute {
             acme_challenge,
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_rates_are_sizes_a_second() {
+        assert_eq!(parse_byte_rate("500B/s"), Ok(500));
+        assert_eq!(parse_byte_rate(" 1KiB/s "), Ok(1024));
+        assert_eq!(parse_byte_rate("0"), Ok(0));
+        for bad in ["500", "fast", "-1B/s", "1KiB/m", ""] {
+            let e = parse_byte_rate(bad).expect_err(bad);
+            assert!(e.starts_with("invalid rate"), "{e}");
+        }
     }
 }

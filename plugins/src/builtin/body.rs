@@ -1,16 +1,25 @@
-//! Request body limit (`max-body`). Bodies are always streamed, never buffered whole; this
-//! plugin only refuses bodies that are larger than the route allows, with 413.
+//! Request bodies: their size (`max-body`) and their pace (`min-body-rate`). Bodies are always
+//! streamed, never buffered whole; these steps only refuse what the route does not allow.
 //!
-//! Phases: `request_filter` (a declared `Content-Length` over the limit is refused before
-//! anything goes upstream) and `request_body_filter` (a chunked body is refused as soon as
-//! the bytes received cross the limit).
+//! [`BodyLimit`] — phases `request_filter` (a declared `Content-Length` over the limit is
+//! refused with 413 before anything goes upstream) and `request_body_filter` (a chunked body
+//! is refused as soon as the bytes received cross the limit).
+//!
+//! [`BodyRate`] — phases `request_filter` and `request_body_filter`: a body must arrive
+//! within a grace of 20 s plus one second per `min-body-rate` bytes received (Apache's
+//! `mod_reqtimeout` rule), so a client that drips its body a byte at a time cannot hold an
+//! upstream connection for long; the wait for each read is cut to what is left, so silence
+//! is cut too. A slower body gets 408 and its upstream connection is closed.
 //!
 //! ```toml
 //! [[route]]
 //! host = "uploads.example.com"
 //! upstreams = ["127.0.0.1:8000"]
-//! max-body = "100MiB"   # "0" (the default) = unlimited
+//! max-body = "100MiB"        # "0" (the default) = unlimited
+//! min-body-rate = "500B/s"   # the default outside the registry profile; "0" = no minimum
 //! ```
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -74,5 +83,106 @@ impl Plugin for BodyLimit {
         } else {
             Flow::Continue
         })
+    }
+}
+
+/// Refuses request bodies that arrive slower than a minimum average rate once a grace period
+/// is over.
+#[derive(Debug)]
+pub struct BodyRate {
+    /// Bytes a second, more than 0.
+    rate: u64,
+    grace: Duration,
+    /// The route's `read-timeout`, which a read never waits longer than.
+    read: Option<Duration>,
+}
+
+impl BodyRate {
+    /// At least `rate` bytes a second (callers leave the plugin out for 0) once `grace` is
+    /// over; no read waits longer than `read_timeout` (0 = no limit of its own).
+    pub fn new(rate: u64, grace: Duration, read_timeout: Duration) -> BodyRate {
+        BodyRate {
+            rate: rate.max(1),
+            grace,
+            read: (!read_timeout.is_zero()).then_some(read_timeout),
+        }
+    }
+
+    /// How long a body that has brought `bytes` may have taken.
+    fn allowed(&self, bytes: u64) -> Duration {
+        self.grace + Duration::from_secs_f64(bytes as f64 / self.rate as f64)
+    }
+
+    /// How long the next read may wait, `elapsed` into a body that has brought `bytes`;
+    /// `None` when the body is already too slow.
+    fn next_wait(&self, elapsed: Duration, bytes: u64) -> Option<Duration> {
+        let left = self.allowed(bytes).checked_sub(elapsed)?;
+        Some(self.read.map_or(left, |read| read.min(left)))
+    }
+}
+
+#[async_trait]
+impl Plugin for BodyRate {
+    fn name(&self) -> &'static str {
+        "body-rate"
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        // Runs after the timeouts step: the first body read waits at most the grace.
+        if let Some(wait) = self.next_wait(ctx.started.elapsed(), 0) {
+            session.set_read_timeout(Some(wait));
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Flow> {
+        if end_of_stream {
+            return Ok(Flow::Continue);
+        }
+        Ok(
+            match self.next_wait(ctx.started.elapsed(), ctx.body_bytes) {
+                Some(wait) => {
+                    session.set_read_timeout(Some(wait));
+                    Flow::Continue
+                }
+                None => Flow::Respond(Reply::text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "request body arrived slower than this route's minimum of {} bytes a second",
+                        self.rate
+                    ),
+                )),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_may_take_the_grace_plus_a_second_per_rate_bytes() {
+        let rate = BodyRate::new(500, Duration::from_secs(20), Duration::from_secs(900));
+        let s = Duration::from_secs;
+        // Nothing yet: the grace alone.
+        assert_eq!(rate.next_wait(s(0), 0), Some(s(20)));
+        assert_eq!(rate.next_wait(s(19), 0), Some(s(1)));
+        assert_eq!(rate.next_wait(s(21), 0), None);
+        // A byte every 3 s is far below 500 B/s: cut once the grace is over.
+        assert_eq!(rate.next_wait(s(21), 7), None);
+        // 500 B/s exactly keeps the grace ahead of it for ever.
+        assert_eq!(rate.next_wait(s(100), 50_000), Some(s(20)));
+        // A fast body: the read timeout still bounds a single wait.
+        let short = BodyRate::new(500, Duration::from_secs(20), Duration::from_secs(5));
+        assert_eq!(short.next_wait(s(0), 1 << 20), Some(s(5)));
+        let unlimited = BodyRate::new(500, Duration::from_secs(20), Duration::ZERO);
+        assert_eq!(unlimited.next_wait(s(0), 0), Some(s(20)));
     }
 }

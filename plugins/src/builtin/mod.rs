@@ -19,7 +19,7 @@ pub use auth::{
     parse_basic, parse_htpasswd, read_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile,
     Reload,
 };
-pub use body::BodyLimit;
+pub use body::{BodyLimit, BodyRate};
 pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
