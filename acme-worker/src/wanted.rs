@@ -18,7 +18,7 @@ use berth_core::config::dns::DnsConfig;
 use berth_core::config::ConfigError;
 use berth_core::docker::Snapshot;
 use berth_core::labels::acme_request;
-use berth_core::route::{Challenge, RouteSpec};
+use berth_core::route::{may_claim, Challenge, HostPattern, RouteSpec};
 
 /// A certificate berth-acme keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,7 @@ pub fn wanted(
     routes: &[RouteSpec],
     containers: &Snapshot,
     dns: Option<&DnsConfig>,
+    allowed_hosts: &[HostPattern],
 ) -> (Vec<Wanted>, Vec<ConfigError>) {
     let mut by_name: BTreeMap<String, Wanted> = BTreeMap::new();
     for r in routes.iter().filter(|r| r.acme) {
@@ -111,6 +112,24 @@ pub fn wanted(
             Some(service) => format!("service {service}"),
             None => format!("container {}", info.name),
         };
+        // docker.allowed-hosts: a container asks certificates only for what it may claim.
+        let unclaimable: Vec<&str> = request
+            .hosts
+            .iter()
+            .filter(|h| HostPattern::parse(h).is_ok_and(|p| !may_claim(allowed_hosts, &p)))
+            .map(String::as_str)
+            .collect();
+        if !unclaimable.is_empty() {
+            errors.push(ConfigError {
+                path: source,
+                message: format!(
+                    "{} not among docker.allowed-hosts: containers may claim only the hosts the \
+                     operator allows",
+                    unclaimable.join(", ")
+                ),
+            });
+            continue;
+        }
         if request.challenge == Challenge::Dns01 {
             let refused: Vec<&String> = match dns {
                 None => request.hosts.iter().collect(),
@@ -326,7 +345,7 @@ mod tests {
              [[route]]\nhost = \"f.example.com\"\nupstreams = [\"127.0.0.1:1\"]\nacme = true\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let (found, errors) = wanted(&config.routes, &snapshot, config.acme.dns.as_ref());
+        let (found, errors) = wanted(&config.routes, &snapshot, config.acme.dns.as_ref(), &[]);
         let names: Vec<&str> = found.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(
             names,
@@ -372,12 +391,26 @@ mod tests {
         );
 
         // Without a DNS provider, no container gets DNS-01; the rest stands.
-        let (found, errors) = wanted(&[], &snapshot, None);
+        let (found, errors) = wanted(&[], &snapshot, None, &[]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             errors.iter().any(|e| e.to_string().starts_with(
                 "container wild: *.w.example.com would be proved with dns-01, and no acme.dns-provider"
             )),
+            "{errors:?}"
+        );
+
+        // docker.allowed-hosts: a container asks only for names it may claim.
+        let allowed = [HostPattern::parse("r.example.com").expect("pattern")];
+        let (found, errors) = wanted(&[], &snapshot, None, &allowed);
+        assert!(
+            found.iter().all(|w| w.hosts == ["r.example.com"]),
+            "{found:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("not among docker.allowed-hosts")),
             "{errors:?}"
         );
     }

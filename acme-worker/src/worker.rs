@@ -321,6 +321,7 @@ impl Worker {
             &self.config.routes,
             containers,
             self.config.acme.dns.as_ref(),
+            &self.config.docker.allowed_hosts,
         );
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for m in messages.iter().filter(|m| !self.reported.contains(m)) {

@@ -93,6 +93,8 @@ pub struct ContainerRules {
     /// `docker.label-files`: where `berth.auth.htpasswd` and `berth.auth.token-secret-file`
     /// may point.
     pub label_files: crate::files::LabelFiles,
+    /// `docker.allowed-hosts`: the hosts and patterns a container may claim (empty: any).
+    pub allowed_hosts: Vec<HostPattern>,
 }
 
 /// What berth makes of a container.
@@ -316,6 +318,19 @@ pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSetti
     let host_list = comma_list(hosts.value);
     if host_list.is_empty() {
         errors.push(info.error_path(&hosts.origin), "empty host list");
+    }
+    for host in &host_list {
+        if let Ok(pattern) = HostPattern::parse(host) {
+            if !crate::route::may_claim(&rules.allowed_hosts, &pattern) {
+                errors.push(
+                    info.error_path(&hosts.origin),
+                    format!(
+                        "\"{host}\" is not among docker.allowed-hosts: containers may claim only \
+                         the hosts the operator allows"
+                    ),
+                );
+            }
+        }
     }
     let port = match info.get(&PORT) {
         Some(found) => errors.check(&info.error_path(&found.origin), parse_port(found.value)),
@@ -1059,6 +1074,47 @@ mod tests {
             all.extend(labels);
             let e = errors(&container(&all, &[]));
             assert!(e.iter().any(|x| x.starts_with(error)), "{all:?}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn containers_claim_only_the_hosts_the_operator_allows() {
+        let rules = ContainerRules {
+            allowed_hosts: vec![
+                HostPattern::parse("*.apps.example.com").expect("pattern"),
+                HostPattern::parse("registry.example.com").expect("pattern"),
+            ],
+            ..ContainerRules::default()
+        };
+        let judged = |hosts: &str| {
+            judge(
+                &container(&[("berth.host", hosts)], &[]),
+                &rules,
+                &builtin_defaults(),
+            )
+        };
+        assert!(matches!(
+            judged("wiki.apps.example.com"),
+            Verdict::Routes(_)
+        ));
+        assert!(matches!(
+            judged("registry.example.com, *.x.apps.example.com"),
+            Verdict::Routes(_)
+        ));
+        for refused in [
+            "~.",
+            "evil.test",
+            "*.example.com",
+            "wiki.apps.example.com, evil.test",
+        ] {
+            match judged(refused) {
+                Verdict::Invalid(e) => assert!(
+                    e.iter()
+                        .any(|e| e.to_string().contains("is not among docker.allowed-hosts")),
+                    "{refused}: {e:?}"
+                ),
+                other => panic!("{refused}: {other:?}"),
+            }
         }
     }
 

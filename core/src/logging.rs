@@ -130,7 +130,7 @@ fn log_level(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::Leve
 /// fixed sentence: Pingora's own text can quote the bytes of the request, query string and
 /// all.
 pub fn demoted(target: &str, message: &str) -> Option<&'static str> {
-    const ROUTINE: [(&str, &str, &str); 4] = [
+    const ROUTINE: [(&str, &str, &str); 5] = [
         (
             "pingora_core::connectors",
             "failed to acquire reusable stream",
@@ -145,6 +145,12 @@ pub fn demoted(target: &str, message: &str) -> Option<&'static str> {
             "pingora_proxy",
             "Fail to proxy: Downstream",
             "a client went away or sent garbage while its request was read",
+        ),
+        (
+            "pingora_core::apps::http_app",
+            "HTTP server fails to read from downstream",
+            "a client sent the admin listener a request it refuses (two Host headers, \
+             user information in the target, garbage) or left",
         ),
         (
             "rustls::msgs::handshake",
@@ -306,6 +312,11 @@ mod tests {
         );
         assert!(said.is_some_and(|s| !s.contains("_state")));
         assert!(demoted("pingora_core::apps", "H2 handshake error Downstream ...").is_some());
+        assert!(demoted(
+            "pingora_core::apps::http_app",
+            "HTTP server fails to read from downstream:  InvalidHTTPHeader context: multiple Host header fields"
+        )
+        .is_some());
         // wrk and other clients send an address as SNI on every handshake.
         assert!(demoted(
             "rustls::msgs::handshake",

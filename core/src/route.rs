@@ -101,6 +101,32 @@ impl HostPattern {
             HostPattern::Regex(re) => re.is_match(host),
         }
     }
+
+    /// Whether every name `other` matches, this pattern matches too (as far as can be told:
+    /// a regular expression covers only the same expression, and is covered by nothing else).
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        match other {
+            HostPattern::Exact(name) => self.matches(name),
+            HostPattern::LeadingWildcard(suffix) => match self {
+                HostPattern::LeadingWildcard(mine) => suffix.ends_with(mine.as_str()),
+                _ => false,
+            },
+            HostPattern::TrailingWildcard(prefix) => match self {
+                HostPattern::TrailingWildcard(mine) => prefix.starts_with(mine.as_str()),
+                _ => false,
+            },
+            HostPattern::Regex(re) => {
+                matches!(self, HostPattern::Regex(mine) if mine.as_str() == re.as_str())
+            }
+        }
+    }
+}
+
+/// `docker.allowed-hosts`: the hosts and host patterns containers may claim. Empty: any.
+///
+/// Whether a container may claim `claimed`.
+pub fn may_claim(allowed: &[HostPattern], claimed: &HostPattern) -> bool {
+    allowed.is_empty() || allowed.iter().any(|a| a.covers(claimed))
 }
 
 impl fmt::Display for HostPattern {
@@ -743,6 +769,40 @@ mod tests {
             let p = HostPattern::parse(pattern).expect(pattern);
             assert_eq!(p.matches(host), expected, "{pattern} vs {host}");
         }
+    }
+
+    #[test]
+    fn allowed_patterns_cover_what_they_match_and_no_more() {
+        let p = |t: &str| HostPattern::parse(t).expect(t);
+        let allowed = [
+            p("*.apps.example.com"),
+            p("registry.example.com"),
+            p("www.*"),
+        ];
+        for ok in [
+            "registry.example.com",
+            "a.apps.example.com",
+            "*.apps.example.com",
+            "*.x.apps.example.com",
+            "www.example.*",
+            "www.other.org",
+        ] {
+            assert!(may_claim(&allowed, &p(ok)), "{ok}");
+        }
+        for refused in [
+            "example.com",
+            "apps.example.com",
+            "evil.test",
+            "*.example.com",
+            "~.",
+            "~^a\\.apps\\.example\\.com$",
+            "api.*",
+            "registry.example.com.evil.test",
+        ] {
+            assert!(!may_claim(&allowed, &p(refused)), "{refused}");
+        }
+        assert!(may_claim(&[], &p("~.")), "no list: anything");
+        assert!(may_claim(&[p("~.")], &p("~.")), "the same expression");
     }
 
     #[test]

@@ -389,14 +389,29 @@ fn local_host(host: Option<&str>) -> bool {
     let Some(host) = host else {
         return true;
     };
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        return rest
-            .split_once(']')
-            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
-    } else {
-        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    // Nothing may follow the name but a port: `[::1]evil` is no address of this listener.
+    let port_ok = |port: Option<&str>| {
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        return ip.parse::<std::net::Ipv6Addr>().is_ok() && port_ok(port);
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok())
+        && port_ok(port)
 }
 
 fn json(value: &impl Serialize) -> Vec<u8> {
@@ -570,6 +585,7 @@ mod tests {
             Some("localhost:9180"),
             Some("LOCALHOST"),
             Some("[::1]:9180"),
+            Some("[::1]"),
             Some("10.0.0.5"),
         ] {
             assert!(super::local_host(host), "{host:?}");
@@ -579,6 +595,12 @@ mod tests {
             "evil.example:9180",
             "127.0.0.1.nip.io",
             "[evil]:1",
+            "[::1]evil",
+            "[::1]:9180evil",
+            "[::1]:",
+            "127.0.0.1:evil",
+            "localhost:9180:1",
+            "[::1",
         ] {
             assert!(!super::local_host(Some(host)), "{host}");
         }

@@ -249,6 +249,7 @@ impl State {
             container_rules: ContainerRules {
                 preferred_network: config.docker.network,
                 label_files: config.docker.label_files,
+                allowed_hosts: config.docker.allowed_hosts,
                 own_networks: Vec::new(),
             },
             env,

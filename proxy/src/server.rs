@@ -382,6 +382,7 @@ fn route_table(
             container_rules: ContainerRules {
                 preferred_network: config.docker.network.clone(),
                 label_files: config.docker.label_files.clone(),
+                allowed_hosts: config.docker.allowed_hosts.clone(),
                 own_networks: Vec::new(),
             },
             env: env.clone(),

@@ -515,6 +515,56 @@ async fn label_values_cannot_forge_log_lines() {
     );
 }
 
+/// With `docker.allowed-hosts`, a container claiming a host outside it — a catch-all regex, an
+/// unrelated name — is skipped and named; one inside it is routed.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_allowed_hosts_are_claimed_by_containers() {
+    let shared = DAEMON.read().await;
+    require();
+    let b = berth(
+        "[listen]\nhttp = \"{http}\"\nmetrics = \"{admin}\"\n\n[docker]\nenabled = true\n\
+         allowed-hosts = [\"*.apps.test\"]\n",
+    );
+    let script = httpd("allowed", 8080);
+    let allowed = Container::run(
+        "allowed",
+        &[
+            "-l",
+            "berth.host=wiki.apps.test",
+            "-l",
+            "berth.port=8080",
+            BUSYBOX,
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .unwrap();
+    let catch_all = Container::run("catchall", &["-l", "berth.host=~.", BUSYBOX]).unwrap();
+    let other = Container::run("other", &["-l", "berth.host=bank.test", BUSYBOX]).unwrap();
+    wait_until(&b, "wiki.apps.test to be routed", || async {
+        get(&b, "wiki.apps.test").await == (200, "allowed".to_string())
+    })
+    .await;
+    wait_until(&b, "the refused containers to be reported", || async {
+        let page = routes(&b).await;
+        [&catch_all, &other].iter().all(|c| {
+            page["containers"].as_array().unwrap().iter().any(|r| {
+                r["name"] == c.name.as_str()
+                    && r["state"] == "invalid"
+                    && r["detail"][0]
+                        .as_str()
+                        .unwrap()
+                        .contains("is not among docker.allowed-hosts")
+            })
+        })
+    })
+    .await;
+    assert_eq!(get(&b, "bank.test").await.0, 503);
+    assert_eq!(get(&b, "anything.test").await.0, 503);
+    drop((allowed, catch_all, other, shared));
+}
+
 /// Restarts the daemon with the command line it runs with; starts it again on drop if a
 /// test failed half-way.
 struct DaemonRestart {

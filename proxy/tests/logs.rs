@@ -89,6 +89,19 @@ async fn failed_requests_are_logged_without_their_query_and_at_the_right_level()
     )
     .await;
     drop(m);
+    // Requests the admin listener's HTTP parser refuses: two Host headers, user information
+    // in the target. Clients' mistakes, so no ERROR.
+    let admin = b.admin.unwrap();
+    for head in [
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.test\r\n\r\n".to_string(),
+        format!("GET http://u:p@{admin}/metrics HTTP/1.1\r\nHost: {admin}\r\n\r\n"),
+    ] {
+        let answer =
+            berth_testkit::client::send_raw(admin, head.as_bytes(), Duration::from_secs(2))
+                .await
+                .unwrap();
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
     // The access log (written every 50 ms) has all three, by status, without the query.
     let access_line = |log: &str, status: &str| {
         log.lines().any(|l| {

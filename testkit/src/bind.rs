@@ -106,7 +106,7 @@ impl Bind {
         )?;
         let log = path.join("named.log");
         let out = std::fs::File::create(&log)?;
-        let child = Command::new("named")
+        let child = crate::process::tied("named")
             .args(["-g", "-u", "root", "-c"])
             .arg(&conf)
             .stdout(out.try_clone()?)

@@ -5,7 +5,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -30,7 +30,7 @@ impl Browser {
     /// When chromium is missing (`scripts/test` installs it) or does not start.
     pub fn start() -> io::Result<Browser> {
         let profile = tempfile::tempdir()?;
-        let mut child = Command::new("chromium")
+        let mut child = crate::process::tied("chromium")
             .args([
                 "--headless=new",
                 "--no-sandbox",

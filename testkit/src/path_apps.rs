@@ -64,7 +64,7 @@ impl PathApp {
         )?;
         // catalina.sh `run` execs java in the foreground: killing the child stops Tomcat.
         let child = spawn(
-            Command::new(Path::new(CATALINA_HOME).join("bin/catalina.sh"))
+            crate::process::tied(Path::new(CATALINA_HOME).join("bin/catalina.sh"))
                 .arg("run")
                 .env("CATALINA_HOME", CATALINA_HOME)
                 .env("CATALINA_BASE", base)
@@ -96,7 +96,7 @@ http.createServer((req, res) => {
 "#,
         )?;
         let child = spawn(
-            Command::new("node")
+            crate::process::tied("node")
                 .arg(&script)
                 .arg(addr.ip().to_string())
                 .arg(addr.port().to_string()),

@@ -71,7 +71,7 @@ impl Pebble {
         let dir = tempfile::tempdir()?;
         let dns_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dns_log = std::fs::File::create(dir.path().join("challtestsrv.log"))?;
-        let dns = Command::new("pebble-challtestsrv")
+        let dns = crate::process::tied("pebble-challtestsrv")
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args([
                 "-dns01",
@@ -185,7 +185,7 @@ impl Pebble {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new("pebble")
+        let child = crate::process::tied("pebble")
             .arg("-config")
             .arg(&self.config)
             .args(["-dnsserver", &self.dns_addr.to_string()])

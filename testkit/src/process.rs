@@ -6,6 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A command for `program` that cannot outlive the test that starts it: run through
+/// `setpriv --pdeathsig KILL` (util-linux), so the kernel kills it when the thread that
+/// spawned it — the test's — ends, even when the test process ends without running
+/// destructors (a test binary's last test finishing while another thread still holds a
+/// server, a test killed by a timeout). A `Drop` that kills the child stays the normal way
+/// out; this is for when it does not run. Call it from the test's own thread (not from a
+/// short-lived helper thread, whose end would kill the program early).
+pub fn tied(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released), never the same twice in one
 /// process: tests run in parallel, and berth binds with `SO_REUSEPORT`, so two servers
 /// handed the same port would both bind it and share its connections instead of failing.
@@ -142,7 +155,7 @@ fn fill(
 /// Starts `binary` on `dir/berth.toml`, logging to `dir/berth.log`.
 fn spawn(binary: &Path, dir: &Path, extra: &[&str]) -> io::Result<Child> {
     let log = std::fs::File::create(dir.join("berth.log"))?;
-    Command::new(binary)
+    tied(binary)
         .arg("--config")
         .arg(dir.join("berth.toml"))
         .args(extra)
@@ -335,7 +348,47 @@ impl Drop for BerthProcess {
 
 #[cfg(test)]
 mod tests {
-    use super::stat_cpu_ticks;
+    use super::{stat_cpu_ticks, tied};
+
+    /// A server a test leaves behind without dropping it — leaked, as when the test process
+    /// ends without running destructors — is gone once the test's thread is.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_tied_process_ends_with_the_thread_that_started_it() {
+        let pid = std::thread::spawn(|| {
+            let child = tied("sleep").arg("600").spawn().unwrap();
+            let pid = child.id();
+            // Wait until setpriv has become sleep (the death signal is set by then).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()
+                != "sleep\n"
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "setpriv never ran sleep"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::mem::forget(child);
+            pid
+        })
+        .join()
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            // Killed and not reaped (nobody waits for it): a zombie, or gone.
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after_name = state.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            if state.is_empty() || after_name.starts_with('Z') {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running: {state}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 
     #[test]
     fn cpu_time_is_read_past_a_command_name_with_spaces() {

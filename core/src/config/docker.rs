@@ -8,6 +8,7 @@
 //! swarm = "auto"                   # auto (on when the daemon is a Swarm manager) | true | false
 //! swarm-poll = "5s"                # how often Swarm tasks are re-read
 //! label-files = ["/etc/berth"]     # where labels may name files (berth.auth.htpasswd, ...)
+//! allowed-hosts = []               # hosts and patterns containers may claim; [] = any
 //! ```
 
 use std::fmt;
@@ -32,6 +33,8 @@ pub struct RawDocker {
     pub swarm_poll: Option<String>,
     /// Directories under which labels may name files.
     pub label_files: Option<Vec<String>>,
+    /// Hosts and host patterns containers may claim.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Whether to discover routes from Docker.
@@ -108,6 +111,8 @@ pub struct DockerConfig {
     pub swarm_poll: std::time::Duration,
     /// Where labels may name files.
     pub label_files: crate::files::LabelFiles,
+    /// Hosts and host patterns containers may claim (routes and certificates); empty: any.
+    pub allowed_hosts: Vec<crate::route::HostPattern>,
 }
 
 /// `auto`, `true` / `false` (booleans or strings) for `key`.
@@ -169,6 +174,18 @@ impl RawDocker {
                 .check("docker.label-files", crate::files::LabelFiles::new(dirs))
                 .unwrap_or_default(),
         };
+        let allowed_hosts = self
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                errors.check(
+                    &format!("docker.allowed-hosts[{i}]"),
+                    crate::route::HostPattern::parse(h),
+                )
+            })
+            .collect();
         DockerConfig {
             mode,
             endpoint,
@@ -176,6 +193,7 @@ impl RawDocker {
             swarm,
             swarm_poll,
             label_files,
+            allowed_hosts,
         }
     }
 }
