@@ -481,20 +481,41 @@ pub fn registry_read(path_and_query: &str) -> bool {
         || ends("/referrers/", digest)
 }
 
-/// A repository name: components of `[a-z0-9]` joined by `.`, `_`, `__` or runs of `-`,
-/// separated by `/`.
+/// A repository name as the distribution spec writes it: components of `[a-z0-9]+` joined
+/// by `.`, `_`, `__` or a run of `-`, separated by `/`, at most 255 characters.
 fn repository_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.split('/').all(|c| {
-            let b = c.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && c.bytes()
-                    .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(&x))
-                && !c.contains("..")
-        })
+    !name.is_empty() && name.len() <= 255 && name.split('/').all(name_component)
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn name_component(c: &str) -> bool {
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let b = c.as_bytes();
+    let mut i = 0;
+    loop {
+        // A run of letters and digits.
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == b.len() {
+            return true;
+        }
+        // One separator: `.`, `_`, `__` or any run of `-`.
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => i += if b.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'-' => {
+                while i < b.len() && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
@@ -507,16 +528,19 @@ fn tag(t: &str) -> bool {
             .all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(&x))
 }
 
-/// A digest: `algorithm:encoded` (`sha256:` and 64 hex digits, or another algorithm).
+/// A digest as the OCI image spec writes it: `algorithm:encoded` (`sha256:` and 64 hex
+/// digits, or another algorithm), the encoded part at least 32 characters.
 fn digest(d: &str) -> bool {
     let Some((algorithm, encoded)) = d.split_once(':') else {
         return false;
     };
-    !algorithm.is_empty()
-        && algorithm
-            .bytes()
-            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"+._-".contains(&x))
-        && encoded.len() >= 32
+    // `[a-z0-9]+([+._-][a-z0-9]+)*`: components joined by one separator each.
+    algorithm.split(['+', '.', '_', '-']).all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit())
+    }) && encoded.len() >= 32
         && encoded
             .bytes()
             .all(|x| x.is_ascii_alphanumeric() || b"=_-".contains(&x))

@@ -350,12 +350,14 @@ impl HtpasswdFile {
             return true;
         }
         let password = password.to_vec();
-        self.bcrypt_checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let checked =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+        // Counted once the hash has been computed, not when it is asked for: the count is
+        // what was spent.
+        let ran = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await;
+        if matches!(ran, Ok(Ok(_))) {
+            self.bcrypt_checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let checked = matches!(ran, Ok(Ok(true)));
         let ok = checked && known.is_some();
         if ok {
             let mut verified = lock(&self.verified);
