@@ -24,7 +24,7 @@ fn artefact(name: &str) -> PathBuf {
 /// berth-acme's `GET /certificates` (an object keyed by certificate name, as
 /// `acme-worker/src/metrics.rs` writes it), answered by a stand-in on a loopback port.
 async fn fake_acme() -> std::net::SocketAddr {
-    let body = serde_json::json!({
+    serve_json(serde_json::json!({
         "overdue.test": {
             "hosts": ["overdue.test"], "challenge": "http-01", "source": "file",
             "state": "failed", "not_after": 1_900_000_000, "renew_at": 1_700_000_000,
@@ -38,8 +38,13 @@ async fn fake_acme() -> std::net::SocketAddr {
             "state": "ordering", "not_after": null, "renew_at": null,
             "failures": 0, "last_error": null, "retry_at": null, "last_propagation_seconds": null
         }
-    })
-    .to_string();
+    }))
+    .await
+}
+
+/// Answers every request with `value` as JSON, on a loopback port.
+async fn serve_json(value: serde_json::Value) -> std::net::SocketAddr {
+    let body = value.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -278,4 +283,115 @@ async fn the_dashboard_and_its_data_answer_only_on_the_admin_listener() {
         !html.contains("http://") && !html.contains("https://"),
         "the page loads nothing from elsewhere"
     );
+}
+
+/// The certificate table follows berth-acme's renewal date where it disagrees with the
+/// default rule, one row that cannot be drawn leaves the others standing, Trusted Types keep
+/// strings out of HTML sinks, and no secret in a URL reaches the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_follows_berth_acme_keeps_rows_apart_and_shows_no_secrets() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("berth dashboard test CA");
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    // early.test: 300 of 365 days left, which the default rule calls fine, but berth-acme
+    // renews it at a date already past. late.test: 5 days left of 6 years, which the
+    // default rule calls overdue, but berth-acme renews it in two days.
+    let early = ca.issue_valid(&["early.test"], now - day * 65, now + day * 300);
+    let late = ca.issue_valid(&["late.test"], now - day * (6 * 365), now + day * 5);
+    install(certs.path(), "early.test", &early).unwrap();
+    install(certs.path(), "late.test", &late).unwrap();
+    let unix = now.unix_timestamp();
+    let acme = serve_json(serde_json::json!({
+        "early.test": {
+            "hosts": ["early.test"], "state": "valid", "not_after": unix + 300 * 86400,
+            "renew_at": unix - 86400, "failures": 0,
+            "last_error": "order at https://ca.test/acme/order/1?token=s3cret failed"
+        },
+        "late.test": {
+            "hosts": ["late.test"], "state": "valid", "not_after": unix + 5 * 86400,
+            "renew_at": unix + 2 * 86400, "failures": 0, "last_error": null
+        }
+    }))
+    .await;
+    let b = berth(&format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
+         [tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n[acme]\nmetrics = \"{acme}\"\n\n\
+         [docker]\nenabled = false\n\n[[route]]\nhost = \"sso.test\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         auth.forward = \"http://127.0.0.1:9/api/verify?key=s3cret#s3cret\"\n",
+        certs.path().display(),
+    ));
+    let admin = b.admin.unwrap();
+    // The endpoints the page reads carry no secret.
+    for path in ["/routes", "/certificates"] {
+        let r = send(admin, &Request::get(&admin.to_string(), path))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        let text = r.text();
+        assert!(!text.contains("s3cret"), "{path}: {text}");
+        assert!(
+            text.contains("api/verify?…") || text.contains("acme/order/1?…"),
+            "{path} shows the URL, cut: {text}"
+        );
+    }
+
+    let browser = Browser::start().expect("chromium must be installed (scripts/test installs it)");
+    let mut page = browser.open(&format!("http://{admin}/")).await.unwrap();
+    let wait = Duration::from_secs(20);
+    let row = |name: &str| {
+        format!(
+            "(([...document.querySelectorAll('#cert-rows tr')].find((tr) => tr.innerText.startsWith({})) || {{}}).innerText || '')",
+            serde_json::json!(name)
+        )
+    };
+    page.wait_until(
+        &format!("{}.includes('renewal overdue')", row("early.test")),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(&format!("{}.includes('days left')", row("late.test")), wait)
+        .await
+        .unwrap();
+    let late = page.eval(&row("late.test")).await.unwrap();
+    assert!(
+        !late.as_str().unwrap().contains("overdue"),
+        "berth-acme renews late.test in two days: {late}"
+    );
+    assert!(!page
+        .eval("document.body.innerText")
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("s3cret"));
+    let errors = page.errors().await;
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
+
+    // One row that cannot be drawn (its renewal cell fails) is shown as such; the table and
+    // the rows that can be drawn stay.
+    page.eval("renewalCell = (x) => { if (x.renew_at > Date.now() / 1000) throw new Error('boom'); return document.createElement('span'); }; true")
+        .await
+        .unwrap();
+    page.wait_until(
+        &format!("{}.includes('cannot show: boom')", row("late.test")),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(
+        &format!("{}.includes('renewal overdue')", row("early.test")),
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // Trusted Types: a string assigned to an HTML sink is refused, even by script that runs
+    // in the page.
+    let sink = page
+        .eval("try { document.getElementById('cert-rows').innerHTML = '<img src=x>'; 'assigned' } catch (e) { e.name }")
+        .await
+        .unwrap();
+    assert_eq!(sink, serde_json::json!("TypeError"));
 }
