@@ -1,7 +1,8 @@
 //! HTTP/2 streams that are never allowed to be written: berth reads from the upstream only as
 //! far as the client's window allows, so 100 such streams on one connection cost a few MiB,
 //! and after `limits.h2-stall-timeout` each is reset and its upstream connection closed. A
-//! client that keeps opening its window, however slowly, is never cut.
+//! client that keeps opening its window, however slowly, is never cut, and a quiet stream
+//! (server-sent events) does not keep the connection's window from the others.
 
 #![allow(clippy::unwrap_used)]
 
@@ -150,4 +151,62 @@ async fn streams_whose_window_stays_shut_cost_little_and_are_reset_at_the_stall_
     }
     assert_eq!(got, GIB);
     assert!(started.elapsed() > stall * 2, "{:?}", started.elapsed());
+}
+
+/// A stream whose upstream goes quiet (an event stream between events) must not hold the
+/// connection's flow-control window: under the default 65,535-byte connection window, a
+/// download on the same connection gets every byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_stream_does_not_starve_the_others_on_its_connection() {
+    let origin = Downloads::start();
+    let ca = TestCa::new("h2 quiet stream test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
+    let b = berth(&format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
+         [log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n{}",
+        certs.display(),
+        route("app.test", &[origin.addr], "")
+    ));
+    let https = b.https.unwrap();
+    // A 1 MiB stream window; the connection window stays at the protocol's 65,535 bytes.
+    let client = connect(https, &ca, 1 << 20).await;
+
+    let mut client = client.ready().await.unwrap();
+    let events = http::Request::get(format!("https://app.test:{}/events", https.port()))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(events, true).unwrap();
+    let mut events = resp.await.unwrap().into_body();
+    let first = events.data().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: hello\n\n");
+    events.flow_control().release_capacity(first.len()).unwrap();
+    // berth has written the event and waits on the quiet upstream for the next.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let len = 8u64 << 20;
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(get(https, len), true).unwrap();
+    let download = async {
+        let mut body = resp.await.unwrap().into_body();
+        let mut got = 0u64;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            got += chunk.len() as u64;
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+        }
+        got
+    };
+    let got = tokio::time::timeout(Duration::from_secs(30), download)
+        .await
+        .unwrap_or_else(|_| panic!("the download beside a quiet stream stalled\n{}", b.log()));
+    assert_eq!(got, len);
+    // The event stream is still open and waiting.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.data())
+            .await
+            .is_err()
+    );
 }

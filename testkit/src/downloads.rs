@@ -1,5 +1,6 @@
 //! An HTTP/1.1 origin of large responses: `GET /N` streams N bytes (a fixed pattern, so a
-//! client can check them), as fast as the reader takes them. It counts its open connections,
+//! client can check them), as fast as the reader takes them; `GET /events` is an event stream
+//! that sends one event and then stays open and quiet, as server-sent events do between events. It counts its open connections,
 //! so a test sees when a proxy gives its upstream connections back.
 
 use std::convert::Infallible;
@@ -71,13 +72,16 @@ impl Downloads {
                         tokio::spawn(async move {
                             let _open = open;
                             let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| {
+                                if req.uri().path() == "/events" {
+                                    return std::future::ready(Ok::<_, Infallible>(events()));
+                                }
                                 let len: u64 = req
                                     .uri()
                                     .path()
                                     .trim_start_matches('/')
                                     .parse()
                                     .unwrap_or(0);
-                                async move { Ok::<_, Infallible>(answer(len)) }
+                                std::future::ready(Ok::<_, Infallible>(answer(len)))
                             });
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), svc)
@@ -133,6 +137,21 @@ fn answer(len: u64) -> hyper::Response<Body> {
     resp.headers_mut().insert(
         hyper::header::CONTENT_LENGTH,
         hyper::header::HeaderValue::from(len),
+    );
+    resp
+}
+
+/// One event, then an open stream that sends nothing more.
+fn events() -> hyper::Response<Body> {
+    use futures_util::StreamExt;
+    let first = Frame::data(Bytes::from_static(b"data: hello\n\n"));
+    let stream = futures_util::stream::once(std::future::ready(Ok(first)))
+        .chain(futures_util::stream::pending())
+        .boxed();
+    let mut resp = hyper::Response::new(StreamBody::new(stream));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
     );
     resp
 }

@@ -289,6 +289,9 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// response.
     pub write_timeout: Option<Duration>,
+    /// The read timeout applied to each read of the request body: the longest the client may
+    /// go without sending body bytes. Reset on every read.
+    read_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
 }
@@ -498,6 +501,7 @@ impl HttpSession {
             retry_buffer: None,
             digest,
             write_timeout: None,
+            read_timeout: None,
             total_drain_timeout: None,
         })))
     }
@@ -520,8 +524,18 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        let data = match self.read_timeout {
+            Some(t) => timeout(t, self.request_body_reader.data())
+                .await
+                .or_else(|_| {
+                    Error::e_explain(
+                        ErrorType::ReadTimedout,
+                        format!("while reading downstream request body, timeout: {t:?}"),
+                    )
+                })?,
+            None => self.request_body_reader.data().await,
+        };
+        let data = data.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
@@ -591,6 +605,17 @@ impl HttpSession {
     /// to write to the stream after `timeout`.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
+    }
+
+    /// Sets the request body read timeout: a read of the body that gets no data within
+    /// `timeout` fails with `ReadTimedout`.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Get the request body read timeout.
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
 
     /// Get the write timeout.
@@ -727,7 +752,12 @@ impl HttpSession {
                 }
             }
         }
-        Ok(writer.capacity().min(want))
+        let granted = writer.capacity().min(want);
+        // Give the reservation back: it was taken from the connection's window, and a stream
+        // whose upstream then goes quiet (a long poll, server-sent events) would hold it and
+        // starve the connection's other streams. The writes reserve again when they come.
+        writer.reserve_capacity(0);
+        Ok(granted)
     }
 
     /// Write response trailers to the client, this also closes the stream.
