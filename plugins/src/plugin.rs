@@ -122,6 +122,8 @@ pub struct RequestCtx {
     pub route: Option<Arc<Route>>,
     /// Request body bytes received from the client so far.
     pub body_bytes: u64,
+    /// When the first request body byte arrived.
+    pub body_started: Option<Instant>,
     /// Upstream connection attempts so far.
     pub tries: usize,
     /// Index of the first upstream tried (round robin start).
@@ -155,6 +157,7 @@ impl RequestCtx {
             authority: String::new(),
             route: None,
             body_bytes: 0,
+            body_started: None,
             tries: 0,
             first_upstream: 0,
             upstream: None,

@@ -246,8 +246,9 @@ impl ProxyHttp for Berth {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(chunk) = body {
+        if let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) {
             ctx.body_bytes += chunk.len() as u64;
+            ctx.body_started.get_or_insert_with(std::time::Instant::now);
         }
         let route = Self::route(ctx)?;
         for plugin in &route.chain {

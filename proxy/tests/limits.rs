@@ -642,15 +642,67 @@ async fn drip(
 async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profile() {
     let open = Origin::start("open");
     let registry = Origin::start("registry");
-    let b = berth(&limited(
-        "",
-        &[
-            route("open.test", &[open.addr], ""),
-            route("reg.test", &[registry.addr], "profile = \"registry\""),
-        ]
-        .concat(),
-    ));
+    let h2_origin = Origin::start("h2");
+    let slow_continue = slow_continue_upstream(Duration::from_secs(25)).await;
+    let t = tls(&[b"h2"]);
+    let b = berth(
+        &t.config(
+            "",
+            &[
+                route("open.test", &[open.addr], ""),
+                route("reg.test", &[registry.addr], "profile = \"registry\""),
+                route("app.test", &[h2_origin.addr], ""),
+                route("continue.test", &[slow_continue], ""),
+            ]
+            .concat(),
+        ),
+    );
     let http = b.http;
+    // Over HTTP/2, a body that never comes: curl waits for its standard input.
+    let https = b.https.unwrap();
+    let mut silent_h2 = tokio::process::Command::new("curl")
+        .args(["-sS", "--http2", "-X", "POST", "-T", "-", "-o", "/dev/null"])
+        .args(["-w", "%{http_version} %{http_code}"])
+        .arg("--cacert")
+        .arg(&t.ca_file)
+        .args(["--resolve", &format!("app.test:{}:127.0.0.1", https.port())])
+        .arg(format!("https://app.test:{}/up", https.port()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held_stdin = silent_h2.stdin.take();
+    let silent_h2 = tokio::spawn(async move {
+        let started = Instant::now();
+        let out = silent_h2.wait_with_output().await.unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            started.elapsed(),
+        )
+    });
+    // A client that waits for the upstream's `100 Continue`, which comes after 25 s (Go's
+    // server sends it only once the handler reads the body): the wait is not the client's.
+    let expecting = tokio::spawn(async move {
+        let mut s = TcpStream::connect(http).await.unwrap();
+        s.write_all(
+            b"POST /form HTTP/1.1\r\nHost: continue.test\r\nContent-Length: 10\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(40), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let interim = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !interim.starts_with("HTTP/1.1 100") {
+            return interim;
+        }
+        s.write_all(b"0123456789").await.unwrap();
+        let (answer, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        answer
+    });
     let second = Duration::from_secs(1);
     let mut drips = Vec::new();
     for _ in 0..4 {
@@ -676,7 +728,7 @@ async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profil
 
     // Every one of them reached its upstream.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while open.in_flight() != 6 || registry.in_flight() != 1 {
+    while open.in_flight() != 6 || registry.in_flight() != 1 || h2_origin.in_flight() != 1 {
         assert!(
             Instant::now() < deadline,
             "{} and {} requests reached the upstreams",
@@ -708,4 +760,49 @@ async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profil
     assert_eq!(registry.in_flight(), 1);
     assert!(!crawling.is_finished());
     crawling.abort();
+    // The silent HTTP/2 body's upstream connection went with the dripping ones; curl, which
+    // would go on waiting to upload, is told 408 once its input ends.
+    assert_eq!(h2_origin.in_flight(), 0, "a silent HTTP/2 body was not cut");
+    drop(held_stdin);
+    let (status, _) = tokio::time::timeout(Duration::from_secs(20), silent_h2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, "2 408", "{}", b.log());
+    let answer = expecting.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer:?}\n{}",
+        b.log()
+    );
+}
+
+/// An upstream that answers `Expect: 100-continue` only after `delay`, then reads the body
+/// and says 200.
+async fn slow_continue_upstream(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                tokio::time::sleep(delay).await;
+                let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                let mut body = [0u8; 10];
+                if s.read_exact(&mut body).await.is_ok() {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    addr
 }

@@ -5,11 +5,13 @@
 //! refused with 413 before anything goes upstream) and `request_body_filter` (a chunked body
 //! is refused as soon as the bytes received cross the limit).
 //!
-//! [`BodyRate`] — phases `request_filter` and `request_body_filter`: a body must arrive
-//! within a grace of 20 s plus one second per `min-body-rate` bytes received (Apache's
-//! `mod_reqtimeout` rule), so a client that drips its body a byte at a time cannot hold an
-//! upstream connection for long; the wait for each read is cut to what is left, so silence
-//! is cut too. A slower body gets 408 and its upstream connection is closed.
+//! [`BodyRate`] — phases `request_filter` and `request_body_filter`: from its first byte, a
+//! body must arrive within a grace of 20 s plus one second per `min-body-rate` bytes received
+//! (Apache's `mod_reqtimeout` rule), so a client that drips its body a byte at a time cannot
+//! hold an upstream connection for long; the wait for each read is cut to what is left, so
+//! silence is cut too, and the first byte may be waited for at most the grace — unless the
+//! client sent `Expect: 100-continue`, which waits for the upstream's answer first. A slower
+//! body gets 408 and its upstream connection is closed.
 //!
 //! ```toml
 //! [[route]]
@@ -127,10 +129,19 @@ impl Plugin for BodyRate {
         "body-rate"
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
-        // Runs after the timeouts step: the first body read waits at most the grace.
-        if let Some(wait) = self.next_wait(ctx.started.elapsed(), 0) {
-            session.set_read_timeout(Some(wait));
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<Flow> {
+        // Runs after the timeouts step: the first body read waits at most the grace. A client
+        // that asked `Expect: 100-continue` sends nothing until the upstream answers; its
+        // wait is the route's read-timeout.
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            if let Some(wait) = self.next_wait(Duration::ZERO, 0) {
+                session.set_read_timeout(Some(wait));
+            }
         }
         Ok(Flow::Continue)
     }
@@ -142,24 +153,22 @@ impl Plugin for BodyRate {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Flow> {
-        if end_of_stream {
+        let Some(started) = ctx.body_started.filter(|_| !end_of_stream) else {
             return Ok(Flow::Continue);
-        }
-        Ok(
-            match self.next_wait(ctx.started.elapsed(), ctx.body_bytes) {
-                Some(wait) => {
-                    session.set_read_timeout(Some(wait));
-                    Flow::Continue
-                }
-                None => Flow::Respond(Reply::text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    &format!(
-                        "request body arrived slower than this route's minimum of {} bytes a second",
-                        self.rate
-                    ),
-                )),
-            },
-        )
+        };
+        Ok(match self.next_wait(started.elapsed(), ctx.body_bytes) {
+            Some(wait) => {
+                session.set_read_timeout(Some(wait));
+                Flow::Continue
+            }
+            None => Flow::Respond(Reply::text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "request body arrived slower than this route's minimum of {} bytes a second",
+                    self.rate
+                ),
+            )),
+        })
     }
 }
 
