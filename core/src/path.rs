@@ -63,12 +63,16 @@ pub fn readings(raw: &str) -> [String; 4] {
     };
     let whatwg = {
         let slashed = without_controls(raw).replace('\\', "/");
-        let path = match slashed.strip_prefix("//") {
-            Some(authority_and_path) => authority_and_path
+        // Two or more leading slashes start an authority, and every slash after the first two
+        // is skipped before it: `///evil/admin` is host `evil`, path `/admin`.
+        let path = if slashed.starts_with("//") {
+            let authority_and_path = slashed.trim_start_matches('/');
+            authority_and_path
                 .find('/')
                 .map_or("/", |at| &authority_and_path[at..])
-                .to_string(),
-            None => slashed,
+                .to_string()
+        } else {
+            slashed
         };
         normalise(&path, Slashes::Keep)
     };
@@ -233,7 +237,7 @@ mod tests {
     #[test]
     fn upstreams_read_parameters_backslashes_and_authorities_their_own_ways() {
         // [RFC 3986, servlet, WHATWG, all at once] for each path as sent.
-        let cases: [(&str, [&str; 4]); 12] = [
+        let cases: [(&str, [&str; 4]); 14] = [
             (
                 "/;/admin/secret.txt",
                 [
@@ -289,6 +293,24 @@ mod tests {
                 [
                     "/\\evil.test/admin",
                     "/\\evil.test/admin",
+                    "/admin",
+                    "/evil.test/admin",
+                ],
+            ),
+            (
+                "///evil.test/admin",
+                [
+                    "///evil.test/admin",
+                    "/evil.test/admin",
+                    "/admin",
+                    "/evil.test/admin",
+                ],
+            ),
+            (
+                "/\\/evil.test/admin",
+                [
+                    "/\\/evil.test/admin",
+                    "/\\/evil.test/admin",
                     "/admin",
                     "/evil.test/admin",
                 ],

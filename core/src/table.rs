@@ -35,8 +35,8 @@ struct HostEntry<R> {
 }
 
 impl<R: Routable> HostEntry<R> {
-    fn find(&self, path: &str) -> Option<&Arc<R>> {
-        self.routes.iter().find(|r| path_matches(r.path(), path))
+    fn find_by(&self, covers: &impl Fn(&str) -> bool) -> Option<&Arc<R>> {
+        self.routes.iter().find(|r| covers(r.path()))
     }
 }
 
@@ -44,6 +44,17 @@ impl<R: Routable> HostEntry<R> {
 /// `/v2` covers `/v2/` and `/v2x`; write `/v2/` to mean the directory only.
 fn path_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
+}
+
+/// Whether `prefix` covers `path` for a router that ignores case (Express and ASP.NET Core by
+/// default, IIS) or takes `/admin` for `/admin/` (non-strict routers).
+fn loosely_covers(prefix: &str, path: &str) -> bool {
+    let starts = path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes());
+    starts
+        || prefix
+            .strip_suffix('/')
+            .is_some_and(|dir| dir.eq_ignore_ascii_case(path))
 }
 
 /// Where a request goes.
@@ -130,7 +141,12 @@ impl<R: Routable> RouteTable<R> {
 
     /// Finds the route for a host (lowercase, without port) and a request path.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<R>> {
-        if let Some(found) = self.exact.get(host).and_then(|e| e.find(path)) {
+        self.lookup_by(host, |prefix| path_matches(prefix, path))
+    }
+
+    /// Finds the route for a host whose path prefix `covers` says yes to, in lookup order.
+    fn lookup_by(&self, host: &str, covers: impl Fn(&str) -> bool) -> Option<&Arc<R>> {
+        if let Some(found) = self.exact.get(host).and_then(|e| e.find_by(&covers)) {
             return Some(found);
         }
         self.leading
@@ -138,7 +154,7 @@ impl<R: Routable> RouteTable<R> {
             .chain(self.trailing.iter())
             .chain(self.regex.iter())
             .filter(|e| e.pattern.matches(host))
-            .find_map(|e| e.find(path))
+            .find_map(|e| e.find_by(&covers))
     }
 
     /// Finds the route for a request: `raw_path` is the path as the client sent it. The route
@@ -150,20 +166,33 @@ impl<R: Routable> RouteTable<R> {
     /// serves `/x\..\admin` as `/admin`, so no route can be chosen safely. A path that reads
     /// one way ([`crate::path::reads_one_way`], nearly every request) is looked up once.
     pub fn route_request(&self, host: &str, raw_path: &str) -> Routed<'_, R> {
-        if crate::path::reads_one_way(raw_path) {
-            return self
-                .lookup(host, raw_path)
-                .map_or(Routed::None, Routed::Route);
-        }
-        let route = self.lookup(host, &crate::path::route_path(raw_path));
-        let same = |other: Option<&Arc<R>>| match (route, other) {
+        let same = |a: Option<&Arc<R>>, b: Option<&Arc<R>>| match (a, b) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
+        // Every reading also as a router that ignores case, or takes `/a` for `/a/`, reads it.
+        let agrees = |route: Option<&Arc<R>>, path: &str| {
+            same(route, self.lookup(host, path))
+                && same(
+                    route,
+                    self.lookup_by(host, |prefix| loosely_covers(prefix, path)),
+                )
+        };
+        if crate::path::reads_one_way(raw_path) {
+            let route = self.lookup(host, raw_path);
+            return match route {
+                _ if !agrees(route, raw_path) => Routed::Ambiguous,
+                Some(r) => Routed::Route(r),
+                None => Routed::None,
+            };
+        }
+        let key = crate::path::route_path(raw_path);
+        let route = self.lookup(host, &key);
         let readings = crate::path::readings(raw_path);
-        let agree = same(self.lookup(host, raw_path))
-            && readings.iter().all(|path| same(self.lookup(host, path)));
+        let agree = agrees(route, &key)
+            && agrees(route, raw_path)
+            && readings.iter().all(|path| agrees(route, path));
         match route {
             _ if !agree => Routed::Ambiguous,
             Some(r) => Routed::Route(r),
@@ -340,6 +369,19 @@ mod tests {
         ] {
             assert_eq!(routed(path), "ambiguous", "{path:?}");
         }
+        // Routers that ignore case (Express, ASP.NET Core) or take `/admin` for `/admin/`.
+        for path in ["/ADMIN/secret.txt", "/Admin", "/;/ADMIN", "///evil/admin/x"] {
+            assert_eq!(routed(path), "ambiguous", "{path:?}");
+        }
+        let dir = table(&[("a.test", "/", "open"), ("a.test", "/private/", "private")]);
+        assert!(matches!(
+            dir.route_request("a.test", "/private"),
+            Routed::Ambiguous
+        ));
+        assert!(matches!(
+            dir.route_request("a.test", "/privately"),
+            Routed::Route(_)
+        ));
         // Parameters and backslashes that stay on one route are routed.
         assert_eq!(routed("/admin;jsessionid=1/x"), "admin");
         assert_eq!(routed("/public;v=1"), "open");

@@ -7,8 +7,9 @@
 //! and stray `%` escaped), with a request refused as ambiguous when any way an upstream reads
 //! its path takes another route than that: the path as sent, RFC 3986 (no slash merging, `%2F`
 //! kept), servlet containers (`;parameters` cut from each segment), WHATWG URL parsers (tab,
-//! CR, LF dropped, `\` as `/`, a leading `//` as an authority, `%2e` as `.`), and all of these
-//! with `%5C` decoded too (docs/security.md). The table must answer exactly what the model
+//! CR, LF dropped, `\` as `/`, two or more leading slashes as an authority, `%2e` as `.`), and
+//! all of these with `%5C` decoded too — each also as a router that ignores case or serves
+//! `/a` for a prefix `/a/` (docs/security.md). The table must answer exactly what the model
 //! answers.
 #![no_main]
 
@@ -23,7 +24,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    routes: Vec<(String, String)>,
+    routes: Vec<(String, Prefix)>,
     authority: String,
     path: Vec<Piece>,
 }
@@ -38,6 +39,40 @@ enum Piece {
     Semicolon,
     Backslash,
     Tab,
+}
+
+/// A route's path prefix: as given, or the start of the request's path (its case flipped, a
+/// slash added), so that prefixes and paths meet often enough to test the readings.
+#[derive(Arbitrary, Debug)]
+enum Prefix {
+    Given(String),
+    OfPath { len: u8, flip_case: bool, slash: bool },
+}
+
+impl Prefix {
+    fn text(&self, path: &str) -> String {
+        let text = match self {
+            Prefix::Given(text) => text.clone(),
+            Prefix::OfPath { len, flip_case, slash } => {
+                let mut text: String = path.chars().take(usize::from(*len)).collect();
+                if *flip_case {
+                    text = text
+                        .chars()
+                        .map(|c| match c {
+                            'a'..='z' => c.to_ascii_uppercase(),
+                            'A'..='Z' => c.to_ascii_lowercase(),
+                            _ => c,
+                        })
+                        .collect();
+                }
+                if *slash {
+                    text.push('/');
+                }
+                text
+            }
+        };
+        format!("/{}", text.trim_start_matches('/'))
+    }
 }
 
 fn build_path(pieces: &[Piece]) -> String {
@@ -233,10 +268,12 @@ fn other_readings(raw: &str) -> Vec<String> {
     let no_controls: String = raw.chars().filter(|c| !"\t\r\n".contains(*c)).collect();
     let whatwg = {
         let slashed = no_controls.replace('\\', "/");
-        // `//authority/path`: the path is what follows the authority.
+        // `//authority/path`: the path is what follows the authority; any further slashes
+        // before the authority are skipped (`///evil/admin` is `/admin`).
         let path = if slashed.starts_with("//") {
-            match slashed[2..].find('/') {
-                Some(at) => slashed[2 + at..].to_string(),
+            let rest = slashed.trim_start_matches('/');
+            match rest.find('/') {
+                Some(at) => rest[at..].to_string(),
                 None => "/".to_string(),
             }
         } else {
@@ -292,7 +329,7 @@ fuzz_target!(|input: Input| {
         let Ok(parsed) = HostPattern::parse(pattern) else {
             continue;
         };
-        let prefix = format!("/{}", prefix.trim_start_matches('/'));
+        let prefix = prefix.text(&raw_path);
         let index = routes.len();
         models.push((Model::of(pattern), prefix.clone(), index, pattern.clone()));
         routes.push(Arc::new(R {
@@ -321,11 +358,29 @@ fuzz_target!(|input: Input| {
                 .map(|(_, _, index, _)| *index)
         })
     };
+    // The same for a router that ignores case or serves `/a` for a prefix `/a/`.
+    let pick_loosely = |p: &str| {
+        let p = p.to_ascii_lowercase();
+        entries.iter().filter(|m| m.matches(&host)).find_map(|m| {
+            models
+                .iter()
+                .filter(|(model, prefix, _, _)| {
+                    let prefix = prefix.to_ascii_lowercase();
+                    model == m
+                        && (p.starts_with(prefix.as_str())
+                            || prefix.strip_suffix('/') == Some(p.as_str()))
+                })
+                .min_by_key(|(_, prefix, index, _)| (std::cmp::Reverse(prefix.len()), *index))
+                .map(|(_, _, index, _)| *index)
+        })
+    };
     let by_normalised = pick(&model_path(&raw_path));
+    let mut every_reading = other_readings(&raw_path);
+    every_reading.push(model_path(&raw_path));
     // Some(route), None for no route, or "ambiguous" as usize::MAX.
-    let expected = if other_readings(&raw_path)
+    let expected = if every_reading
         .iter()
-        .all(|reading| pick(reading) == by_normalised)
+        .all(|reading| pick(reading) == by_normalised && pick_loosely(reading) == by_normalised)
     {
         by_normalised
     } else {
