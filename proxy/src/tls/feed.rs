@@ -91,7 +91,7 @@ enum FetchError {
 }
 
 enum Fetched {
-    Document(FeedDocument, Option<String>),
+    Document(FeedDocument),
     Unchanged,
 }
 
@@ -165,11 +165,6 @@ impl FeedMirror {
         let exchange = async {
             let response = sender.send_request(request).await?;
             let status = response.status();
-            let tag = response
-                .headers()
-                .get(http::header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
             match status {
                 http::StatusCode::OK => {
                     let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
@@ -186,7 +181,7 @@ impl FeedMirror {
                             "the answer is not to this request (replayed?)".to_string(),
                         ));
                     }
-                    Ok(Fetched::Document(doc, tag))
+                    Ok(Fetched::Document(doc))
                 }
                 http::StatusCode::NOT_MODIFIED => {
                     let Some(asked) = etag else {
@@ -309,13 +304,12 @@ impl FeedMirror {
                             .then_some(Duration::from_secs(1)),
                         // Refusals repeat on every fetch of the same document: keep its tag
                         // (so it is not fetched again until it changes), and log them once.
-                        // A feed that sends no tag is not asked more than once a second.
-                        Fetched::Document(doc, tag) => {
-                            let applied = self.apply(doc).await;
-                            let pause =
-                                (tag.is_none() || !applied).then_some(Duration::from_secs(1));
-                            etag = tag;
-                            pause
+                        // The tag is the sealed document's own, never the unauthenticated
+                        // `ETag` header: a "304 unchanged" is then proven against what this
+                        // edge holds.
+                        Fetched::Document(doc) => {
+                            etag = Some(doc.etag());
+                            (!self.apply(doc).await).then_some(Duration::from_secs(1))
                         }
                     }
                 }
