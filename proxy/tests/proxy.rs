@@ -128,6 +128,19 @@ async fn forwarding_headers_from_an_untrusted_client_are_overwritten() {
         .header("True-Client-IP", "6.6.6.6")
         .header("X-Client-IP", "6.6.6.6")
         .header("CF-Connecting-IP", "6.6.6.6")
+        .header("X-Forwarded-URI", "/admin")
+        .header("X-Original-URI", "/admin")
+        .header("X-Forwarded-Path", "/admin")
+        .header("X-Envoy-Original-Path", "/admin")
+        .header("X-Original-Host", "evil.test")
+        .header("X-Host", "evil.test")
+        .header("X-Forwarded-Server", "evil.test")
+        .header("X-HTTP-Method-Override", "DELETE")
+        .header("X-HTTP-Method", "DELETE")
+        .header("X-Method-Override", "DELETE")
+        .header("Client-IP", "6.6.6.6")
+        .header("X-Cluster-Client-IP", "6.6.6.6")
+        .header("Fastly-Client-IP", "6.6.6.6")
         .header("X_Forwarded_For", "6.6.6.6")
         .header("X_Original_URL", "/admin");
     let seen = call(&b, &req).await.seen().unwrap();
@@ -148,6 +161,19 @@ async fn forwarding_headers_from_an_untrusted_client_are_overwritten() {
         ("true-client-ip", None),
         ("x-client-ip", None),
         ("cf-connecting-ip", None),
+        ("x-forwarded-uri", None),
+        ("x-original-uri", None),
+        ("x-forwarded-path", None),
+        ("x-envoy-original-path", None),
+        ("x-original-host", None),
+        ("x-host", None),
+        ("x-forwarded-server", None),
+        ("x-http-method-override", None),
+        ("x-http-method", None),
+        ("x-method-override", None),
+        ("client-ip", None),
+        ("x-cluster-client-ip", None),
+        ("fastly-client-ip", None),
         ("x_forwarded_for", None),
         ("x_original_url", None),
     ];

@@ -34,19 +34,36 @@ const X_FORWARDED_PORT: &str = "x-forwarded-port";
 const X_FORWARDED_SSL: &str = "x-forwarded-ssl";
 
 /// Headers that frameworks read as the request's path (`X-Original-URL`, `X-Rewrite-URL`:
-/// IIS rewrite, Symfony, Laminas), its scheme or prefix (`X-Forwarded-Scheme`,
-/// `X-Forwarded-Prefix`: Rails, Spring, ASP.NET), or the client's address (`True-Client-IP`,
-/// `X-Client-IP`, `CF-Connecting-IP`), besides RFC 7239's `Forwarded`: berth sets none of
-/// them, so only a trusted proxy's are passed on.
+/// IIS rewrite, Symfony, Laminas; `X-Forwarded-URI`, `X-Original-URI`, `X-Forwarded-Path`,
+/// `X-Envoy-Original-Path`: auth proxies and meshes), its host (`X-Original-Host`, `X-Host`,
+/// `X-Forwarded-Server`), its scheme or prefix (`X-Forwarded-Scheme`, `X-Forwarded-Prefix`:
+/// Rails, Spring, ASP.NET), its method (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+/// `X-Method-Override`: Express, Symfony, ASP.NET — berth's access rules judge the method as
+/// sent), or the client's address (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
+/// `Client-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`), besides RFC 7239's `Forwarded`:
+/// berth sets none of them, so only a trusted proxy's are passed on.
 pub const UNTRUSTED_OVERRIDES: &[&str] = &[
     "forwarded",
     "x-original-url",
     "x-rewrite-url",
+    "x-forwarded-uri",
+    "x-original-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+    "x-original-host",
+    "x-host",
+    "x-forwarded-server",
     "x-forwarded-scheme",
     "x-forwarded-prefix",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "true-client-ip",
     "x-client-ip",
     "cf-connecting-ip",
+    "client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
 ];
 
 /// The forwarding headers berth sets itself.
@@ -244,6 +261,19 @@ mod tests {
         ("True-Client-IP", "6.6.6.6"),
         ("X-Client-IP", "6.6.6.6"),
         ("CF-Connecting-IP", "6.6.6.6"),
+        ("X-Forwarded-URI", "/admin"),
+        ("X-Original-URI", "/admin"),
+        ("X-Forwarded-Path", "/admin"),
+        ("X-Envoy-Original-Path", "/admin"),
+        ("X-Original-Host", "evil.test"),
+        ("X-Host", "evil.test"),
+        ("X-Forwarded-Server", "evil.test"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("Client-IP", "6.6.6.6"),
+        ("X-Cluster-Client-IP", "6.6.6.6"),
+        ("Fastly-Client-IP", "6.6.6.6"),
         ("X_Forwarded_For", "6.6.6.6"),
         ("X_Original_URL", "/admin"),
         ("True_Client_IP", "6.6.6.6"),
@@ -276,6 +306,19 @@ mod tests {
             ("true-client-ip", None),
             ("x-client-ip", None),
             ("cf-connecting-ip", None),
+            ("x-forwarded-uri", None),
+            ("x-original-uri", None),
+            ("x-forwarded-path", None),
+            ("x-envoy-original-path", None),
+            ("x-original-host", None),
+            ("x-host", None),
+            ("x-forwarded-server", None),
+            ("x-http-method-override", None),
+            ("x-http-method", None),
+            ("x-method-override", None),
+            ("client-ip", None),
+            ("x-cluster-client-ip", None),
+            ("fastly-client-ip", None),
             ("x_forwarded_for", None),
             ("x_original_url", None),
             ("true_client_ip", None),
@@ -300,6 +343,8 @@ mod tests {
             ("x-original-url", Some("/admin")),
             ("true-client-ip", Some("6.6.6.6")),
             ("cf-connecting-ip", Some("6.6.6.6")),
+            ("x-http-method-override", Some("DELETE")),
+            ("x-forwarded-uri", Some("/admin")),
             ("x_forwarded_for", None),
             ("x_original_url", None),
         ];
