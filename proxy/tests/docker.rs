@@ -364,6 +364,15 @@ async fn labels_name_files_only_under_label_files_and_never_stall_the_routes() {
         .status()
         .unwrap();
     assert!(made.success());
+    // A copy of a shadow file put inside the directory: read, refused line by line, and
+    // quoted nowhere.
+    let copied = files.path().join("shadow-copy");
+    std::fs::write(
+        &copied,
+        "root:$6$Zq8saltsalt$hashhashhashhashhash:19700:0:99999:7:::\n\
+         daemon:*:19700:0:99999:7:::\n",
+    )
+    .unwrap();
     let b = berth(&format!(
         "[listen]\nhttp = \"{{http}}\"\nmetrics = \"{{admin}}\"\n\n[docker]\nenabled = true\n\
          label-files = [\"{}\"]\n",
@@ -394,6 +403,10 @@ async fn labels_name_files_only_under_label_files_and_never_stall_the_routes() {
         ),
     );
     let piped = outside("piped", format!("berth.auth.htpasswd={}", fifo.display()));
+    let inside = outside(
+        "inside",
+        format!("berth.auth.htpasswd={}", copied.display()),
+    );
     // Started after the FIFO: routed as soon as its events arrive.
     let script = httpd("after-the-fifo", 8080);
     let after = Container::run(
@@ -456,12 +469,22 @@ async fn labels_name_files_only_under_label_files_and_never_stall_the_routes() {
     })
     .await;
     assert_eq!(get(&b, "piped.test").await.0, 401);
-    // Nothing of the files reached the log: not root's line of /etc/shadow, not berth's
-    // environment.
+    // The shadow copy was read and refused by line number: its route lets nobody in.
+    wait_until(&b, "the shadow copy to be refused", || async {
+        b.log().contains("line 1: crypt hashes are not accepted")
+    })
+    .await;
+    assert!(b.log().contains("line 2: not a bcrypt hash"), "{}", b.log());
+    assert_eq!(get(&b, "inside.test").await.0, 401);
+    // Nothing of the files reached the log: not a user or a hash of the shadow copy, not
+    // berth's environment.
     let log = b.log();
-    assert!(!log.contains("root:"), "{log}");
-    assert!(!log.contains("PATH="), "{log}");
-    drop((piped, after, shadow, environ, zero, climb, shared));
+    for secret in [
+        "root", "daemon", "$6$", "Zq8salt", "hashhash", "19700", "PATH=",
+    ] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+    drop((piped, inside, after, shadow, environ, zero, climb, shared));
 }
 
 /// A label value with a line break in it cannot forge a log line: the error quoting it is one
