@@ -124,6 +124,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// When the first request body byte arrived.
     pub body_started: Option<Instant>,
+    /// When berth began to wait for the request body (set by the body-rate step).
+    pub body_wait_began: Option<Instant>,
     /// Upstream connection attempts so far.
     pub tries: usize,
     /// Index of the first upstream tried (round robin start).
@@ -158,6 +160,7 @@ impl RequestCtx {
             route: None,
             body_bytes: 0,
             body_started: None,
+            body_wait_began: None,
             tries: 0,
             first_upstream: 0,
             upstream: None,

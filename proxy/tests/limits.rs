@@ -608,15 +608,24 @@ async fn drip(
     len: usize,
     every: Duration,
 ) -> (String, Duration) {
+    let head = format!("POST /form HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\n\r\n");
+    drip_raw(addr, head, b"x", len, every).await
+}
+
+/// Sends `head`, then `byte` every `every`, `times` times, until berth answers; returns the
+/// answer and when it came.
+async fn drip_raw(
+    addr: std::net::SocketAddr,
+    head: String,
+    byte: &'static [u8],
+    times: usize,
+    every: Duration,
+) -> (String, Duration) {
     let started = Instant::now();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("POST /form HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = [0u8; 4096];
-    for _ in 0..len {
+    for _ in 0..times {
         match tokio::time::timeout(every, s.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return (String::new(), started.elapsed()),
             Ok(Ok(n)) => {
@@ -626,7 +635,7 @@ async fn drip(
             }
             Err(_) => {}
         }
-        if s.write_all(b"x").await.is_err() {
+        if s.write_all(byte).await.is_err() {
             break;
         }
     }
@@ -715,6 +724,28 @@ async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profil
         1,
         Duration::from_secs(60),
     )));
+    // A chunk-size line a space at a time: reads that bring no body byte.
+    drips.push(tokio::spawn(drip_raw(
+        http,
+        "POST /form HTTP/1.1\r\nHost: open.test\r\nTransfer-Encoding: chunked\r\n\r\n1".to_string(),
+        b" ",
+        40,
+        2 * second,
+    )));
+    // `Expect: 100-continue`, the upstream's `100 Continue` at once, and then no body: the
+    // first byte's wait is longer for such a client, and still bounded.
+    let expecting_silent = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(http).await.unwrap();
+        s.write_all(
+            b"POST /form HTTP/1.1\r\nHost: open.test\r\nContent-Length: 10\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let (text, _) = read_to_close(&mut s, Duration::from_secs(90)).await;
+        (text, started.elapsed())
+    });
     // 24 KiB at 1 KiB/s: slow, but twice the minimum.
     let steady = tokio::spawn(async move {
         let req = Request::new("POST", "open.test", "/steady").body(berth_testkit::Body::Random {
@@ -728,7 +759,7 @@ async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profil
 
     // Every one of them reached its upstream.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while open.in_flight() != 6 || registry.in_flight() != 1 || h2_origin.in_flight() != 1 {
+    while open.in_flight() != 8 || registry.in_flight() != 1 || h2_origin.in_flight() != 1 {
         assert!(
             Instant::now() < deadline,
             "{} and {} requests reached the upstreams",
@@ -755,8 +786,9 @@ async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profil
     let r = steady.await.unwrap().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.seen().unwrap().body_bytes, 24 << 10);
-    // Only the registry's crawling upload still holds an upstream connection.
-    assert_eq!(open.in_flight(), 0);
+    // Only the registry's crawling upload and the client waiting on `100 Continue` still
+    // hold upstream connections.
+    assert_eq!(open.in_flight(), 1);
     assert_eq!(registry.in_flight(), 1);
     assert!(!crawling.is_finished());
     crawling.abort();
@@ -769,6 +801,18 @@ async fn bodies_slower_than_the_minimum_rate_are_cut_outside_the_registry_profil
         .unwrap()
         .unwrap();
     assert_eq!(status, "2 408", "{}", b.log());
+    // The silent client that was told `100 Continue` is cut at EXPECT_GRACE (60 s).
+    let (answer, after) = expecting_silent.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 100") && answer.contains("HTTP/1.1 408"),
+        "{answer:?}\n{}",
+        b.log()
+    );
+    assert!(
+        after >= Duration::from_secs(59) && after < Duration::from_secs(67),
+        "{after:?}"
+    );
+    assert_eq!(open.in_flight(), 0);
     let answer = expecting.await.unwrap();
     assert!(
         answer.starts_with("HTTP/1.1 200"),

@@ -9,9 +9,11 @@
 //! body must arrive within a grace of 20 s plus one second per `min-body-rate` bytes received
 //! (Apache's `mod_reqtimeout` rule), so a client that drips its body a byte at a time cannot
 //! hold an upstream connection for long; the wait for each read is cut to what is left, so
-//! silence is cut too, and the first byte may be waited for at most the grace — unless the
-//! client sent `Expect: 100-continue`, which waits for the upstream's answer first. A slower
-//! body gets 408 and its upstream connection is closed.
+//! silence is cut too. The first byte is waited for at most the grace from the request head
+//! — reads that bring no body byte (a chunk-size line sent a character at a time) do not
+//! restart it — or [`EXPECT_GRACE`] when the client sent `Expect: 100-continue`, which waits
+//! for the upstream's answer first. A slower body gets 408 and its upstream connection is
+//! closed.
 //!
 //! ```toml
 //! [[route]]
@@ -30,6 +32,11 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
+
+/// How long a client that sent `Expect: 100-continue` may take to its first body byte: it
+/// waits for the upstream's `100 Continue` (Go's and Node's servers send it when the handler
+/// first reads the body), so it gets longer than the grace, but never longer than this.
+pub const EXPECT_GRACE: Duration = Duration::from_secs(60);
 
 /// Refuses request bodies larger than `max` bytes.
 #[derive(Debug)]
@@ -110,16 +117,46 @@ impl BodyRate {
         }
     }
 
-    /// How long a body that has brought `bytes` may have taken.
-    fn allowed(&self, bytes: u64) -> Duration {
-        self.grace + Duration::from_secs_f64(bytes as f64 / self.rate as f64)
+    /// How long a body that has brought `bytes` may have taken, `grace` being the part
+    /// that does not depend on the bytes.
+    fn allowed(&self, grace: Duration, bytes: u64) -> Duration {
+        grace + Duration::from_secs_f64(bytes as f64 / self.rate as f64)
     }
 
     /// How long the next read may wait, `elapsed` into a body that has brought `bytes`;
     /// `None` when the body is already too slow.
     fn next_wait(&self, elapsed: Duration, bytes: u64) -> Option<Duration> {
-        let left = self.allowed(bytes).checked_sub(elapsed)?;
+        self.wait_with(self.grace, elapsed, bytes)
+    }
+
+    fn wait_with(&self, grace: Duration, elapsed: Duration, bytes: u64) -> Option<Duration> {
+        let left = self.allowed(grace, bytes).checked_sub(elapsed)?;
         Some(self.read.map_or(left, |read| read.min(left)))
+    }
+
+    /// How long a request may wait for its body's first byte: the grace, or
+    /// [`EXPECT_GRACE`] (when longer) for a client waiting on `100 Continue`.
+    fn first_byte_grace(&self, session: &Session) -> Duration {
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            self.grace.max(EXPECT_GRACE)
+        } else {
+            self.grace
+        }
+    }
+
+    fn too_slow(&self) -> Flow {
+        Flow::Respond(Reply::text(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "request body arrived slower than this route's minimum of {} bytes a second",
+                self.rate
+            ),
+        ))
     }
 }
 
@@ -129,19 +166,12 @@ impl Plugin for BodyRate {
         "body-rate"
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<Flow> {
-        // Runs after the timeouts step: the first body read waits at most the grace. A client
-        // that asked `Expect: 100-continue` sends nothing until the upstream answers; its
-        // wait is the route's read-timeout.
-        let expects_continue = session
-            .req_header()
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects_continue {
-            if let Some(wait) = self.next_wait(Duration::ZERO, 0) {
-                session.set_read_timeout(Some(wait));
-            }
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        // Runs after the timeouts step: the first body read waits at most the first byte's
+        // grace, counted from now.
+        ctx.body_wait_began = Some(std::time::Instant::now());
+        if let Some(wait) = self.wait_with(self.first_byte_grace(session), Duration::ZERO, 0) {
+            session.set_read_timeout(Some(wait));
         }
         Ok(Flow::Continue)
     }
@@ -153,21 +183,24 @@ impl Plugin for BodyRate {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Flow> {
-        let Some(started) = ctx.body_started.filter(|_| !end_of_stream) else {
+        if end_of_stream {
             return Ok(Flow::Continue);
+        }
+        // Before the first byte, the clock runs from the request head: reads that bring no
+        // byte (part of a chunk-size line) only shorten the next wait.
+        let wait = match (ctx.body_started, ctx.body_wait_began) {
+            (Some(started), _) => self.next_wait(started.elapsed(), ctx.body_bytes),
+            (None, Some(began)) => {
+                self.wait_with(self.first_byte_grace(session), began.elapsed(), 0)
+            }
+            (None, None) => return Ok(Flow::Continue),
         };
-        Ok(match self.next_wait(started.elapsed(), ctx.body_bytes) {
+        Ok(match wait {
             Some(wait) => {
                 session.set_read_timeout(Some(wait));
                 Flow::Continue
             }
-            None => Flow::Respond(Reply::text(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "request body arrived slower than this route's minimum of {} bytes a second",
-                    self.rate
-                ),
-            )),
+            None => self.too_slow(),
         })
     }
 }
@@ -193,5 +226,10 @@ mod tests {
         assert_eq!(short.next_wait(s(0), 1 << 20), Some(s(5)));
         let unlimited = BodyRate::new(500, Duration::from_secs(20), Duration::ZERO);
         assert_eq!(unlimited.next_wait(s(0), 0), Some(s(20)));
+        // Before the first byte, a client waiting on `100 Continue` has EXPECT_GRACE; the
+        // route's read-timeout still bounds each wait.
+        assert_eq!(rate.wait_with(EXPECT_GRACE, s(30), 0), Some(s(30)));
+        assert_eq!(rate.wait_with(EXPECT_GRACE, s(61), 0), None);
+        assert_eq!(short.wait_with(EXPECT_GRACE, s(0), 0), Some(s(5)));
     }
 }
