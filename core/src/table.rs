@@ -47,14 +47,19 @@ fn path_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Whether `prefix` covers `path` for a router that ignores case (Express and ASP.NET Core by
-/// default, IIS) or takes `/admin` for `/admin/` (non-strict routers).
+/// default, IIS), takes `/admin` for `/admin/` (non-strict routers), or reads a suffix after
+/// a dot as a format (`/admin.json`: Rails' `(.:format)`, Spring's suffix matching; Windows
+/// also drops a trailing dot, `/admin./x`).
 fn loosely_covers(prefix: &str, path: &str) -> bool {
-    let starts = path.len() >= prefix.len()
-        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes());
-    starts
-        || prefix
-            .strip_suffix('/')
-            .is_some_and(|dir| dir.eq_ignore_ascii_case(path))
+    let starts = |start: &str| {
+        path.len() >= start.len()
+            && path.as_bytes()[..start.len()].eq_ignore_ascii_case(start.as_bytes())
+    };
+    starts(prefix)
+        || prefix.strip_suffix('/').is_some_and(|dir| {
+            dir.eq_ignore_ascii_case(path)
+                || (starts(dir) && path.as_bytes().get(dir.len()) == Some(&b'.'))
+        })
 }
 
 /// Where a request goes.
@@ -66,7 +71,14 @@ pub enum Routed<'a, R> {
     None,
     /// The path as sent and the path normalised would take different routes.
     Ambiguous,
+    /// A path longer than [`MAX_JUDGED_PATH`] that does not read one way: judging its
+    /// readings would cost milliseconds, so it is refused unread.
+    TooLong,
 }
+
+/// The longest path whose readings are judged (8 KiB); a longer one that reads one way is
+/// routed as any other.
+pub const MAX_JUDGED_PATH: usize = 8 << 10;
 
 /// An immutable, indexed set of routes.
 #[derive(Debug)]
@@ -186,6 +198,9 @@ impl<R: Routable> RouteTable<R> {
                 Some(r) => Routed::Route(r),
                 None => Routed::None,
             };
+        }
+        if raw_path.len() > MAX_JUDGED_PATH {
+            return Routed::TooLong;
         }
         let key = crate::path::route_path(raw_path);
         let route = self.lookup(host, &key);
@@ -332,7 +347,28 @@ mod tests {
             Routed::Route(r) => r.2,
             Routed::None => "none",
             Routed::Ambiguous => "ambiguous",
+            Routed::TooLong => "too long",
         };
+        // A format suffix, or Windows' trailing dot, on a directory prefix.
+        let dir = table(&[("a.test", "/", "open"), ("a.test", "/admin/", "admin")]);
+        for path in ["/admin.json", "/ADMIN.html", "/admin./secret", "/admin"] {
+            assert!(
+                matches!(dir.route_request("a.test", path), Routed::Ambiguous),
+                "{path}"
+            );
+        }
+        assert!(matches!(
+            dir.route_request("a.test", "/administrator"),
+            Routed::Route(r) if r.2 == "open"
+        ));
+        // A long path is judged only if it reads one way.
+        let long = format!("/admin/{}", "x".repeat(MAX_JUDGED_PATH));
+        assert_eq!(routed(&long), "admin");
+        assert_eq!(routed(&format!("{long};")), "too long");
+        assert_eq!(
+            routed(&format!("/{}", "/".repeat(MAX_JUDGED_PATH))),
+            "too long"
+        );
         // One spelling, or spellings that agree: routed.
         assert_eq!(routed("/admin/x"), "admin");
         assert_eq!(routed("/public"), "open");

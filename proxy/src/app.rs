@@ -145,6 +145,14 @@ impl ProxyHttp for Berth {
                 self.respond(session, ctx, reply).await?;
                 return Ok(true);
             }
+            Routed::TooLong => {
+                let reply = Reply::text(
+                    http::StatusCode::URI_TOO_LONG,
+                    "path longer than 8 KiB with escapes, `;`, `\\` or dot segments",
+                );
+                self.respond(session, ctx, reply).await?;
+                return Ok(true);
+            }
         };
         ctx.route.clone_from(&route);
         // Challenges come first, for any host, routed or not: a certificate is often wanted

@@ -260,7 +260,7 @@ impl RawConfig {
         let limits = self.limits.validate(errors);
         let server = self.server.validate(errors);
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
-        let mut first_with: std::collections::HashMap<(String, String), usize> =
+        let mut first_with: std::collections::HashMap<(String, String), (usize, String)> =
             std::collections::HashMap::new();
         let mut routes = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -270,19 +270,33 @@ impl RawConfig {
                 continue;
             };
             // Two routes for one host and path: only one could ever take requests, and the
-            // settings of the other (its auth, say) would silently not apply.
-            let key = (spec.host.to_string(), spec.path.clone());
-            if let Some(first) = first_with.get(&key) {
+            // settings of the other (its auth, say) would silently not apply. Paths that differ
+            // only by case or a final `/` are one path to upstreams that ignore case or serve
+            // `/a` for `/a/`: every request between them would be refused as ambiguous.
+            let key = (
+                spec.host.to_string(),
+                spec.path
+                    .to_ascii_lowercase()
+                    .trim_end_matches('/')
+                    .to_string(),
+            );
+            if let Some((first, path)) = first_with.get(&key) {
+                let why = if *path == spec.path {
+                    format!("same host and path as route[{first}] ({} {path})", key.0)
+                } else {
+                    format!(
+                        "path {} differs from route[{first}]'s {path} (same host) only by case \
+                         or a final /, which many upstreams read as one path",
+                        spec.path
+                    )
+                };
                 errors.push(
                     format!("route[{i}]"),
-                    format!(
-                        "same host and path as route[{first}] ({} {}); merge the two routes",
-                        key.0, key.1
-                    ),
+                    format!("{why}; merge the two routes"),
                 );
                 continue;
             }
-            first_with.insert(key, i);
+            first_with.insert(key, (i, spec.path.clone()));
             let dns01 = spec.host.certificate_name().is_some_and(|name| {
                 Challenge::effective(spec.acme_challenge, &[name]) == Ok(Challenge::Dns01)
             });
@@ -829,6 +843,11 @@ upstreams = ["127.0.0.1:5002"]
 host = "registry.example.com"
 path = '/app\x'
 upstreams = ["127.0.0.1:5002"]
+
+[[route]]
+host = "registry.example.com"
+path = "/V2/"
+upstreams = ["127.0.0.1:5003"]
 "#;
         let errors: Vec<String> = parse_config(text)
             .expect_err("invalid")
@@ -843,6 +862,8 @@ upstreams = ["127.0.0.1:5002"]
                 "route[3].path: path \"/v2//x/../y\" can never match: requests are routed by their normalised path; write \"/v2/y\"",
                 "route[4].path: path \"/app;v=1\" can never match: upstreams read it in different ways (`;`, `\\`, `%2F`, `%5C` or `//`), so requests for it are refused",
                 "route[5].path: path \"/app\\x\" can never match: upstreams read it in different ways (`;`, `\\`, `%2F`, `%5C` or `//`), so requests for it are refused",
+                "route[6]: path /V2/ differs from route[2]'s /v2 (same host) only by case \
+                         or a final /, which many upstreams read as one path; merge the two routes",
             ]
         );
     }
