@@ -409,6 +409,9 @@ pub struct Mirrored {
     pub unchanged: usize,
     /// Names refused or that could not be written, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Whether a write failed (rather than a refusal, which the same document repeats):
+    /// worth trying again.
+    pub retry: bool,
 }
 
 /// Writes the document's certificates into `certs_dir`: each pair whose files differ from the
@@ -448,7 +451,10 @@ pub fn mirror(doc: &FeedDocument, certs_dir: &Path) -> Mirrored {
             .and_then(|()| write_atomic(&crt_path, c.crt.as_bytes(), 0o644));
         match written {
             Ok(()) => out.written.push(c.name.clone()),
-            Err(e) => out.failed.push((c.name.clone(), e.to_string())),
+            Err(e) => {
+                out.failed.push((c.name.clone(), e.to_string()));
+                out.retry = true;
+            }
         }
     }
     out

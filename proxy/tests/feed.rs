@@ -291,3 +291,27 @@ fn unchanged_counts_only_when_proven_for_the_edges_own_request() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_certificate_that_could_not_be_written_is_fetched_and_written_again() {
+    // The certificate's file name is taken by a directory: the write fails. The feed then
+    // answers "unchanged" (with the proof) to whoever names the document; the edge must not
+    // name it until the write has succeeded.
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("certs/fed.test.crt");
+    std::fs::create_dir_all(&blocked).unwrap();
+    let (feed, _, _) = fake_feed_counting(Answer::GenuineThen304(true));
+    let b = edge(feed, dir.path());
+    wait_for_log(&b, "certificate feed: not written");
+    std::fs::remove_dir(&blocked).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !blocked.is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was never written again\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&blocked).unwrap(), CRT);
+}

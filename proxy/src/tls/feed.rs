@@ -64,6 +64,9 @@ impl FeedStatus {
     }
 }
 
+/// How long after a failed write the document is fetched again.
+const RETRY_WRITE: Duration = Duration::from_secs(10);
+
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
@@ -210,7 +213,8 @@ impl FeedMirror {
     }
 
     /// Writes the document's certificates and takes its thumbprint; `false` when a write
-    /// failed (the document is then fetched again after a pause).
+    /// failed (the document is then fetched again after a pause). Refusals — a name or a
+    /// pair the edge will not take — are not failures: the same document repeats them.
     async fn apply(&self, doc: FeedDocument) -> bool {
         match doc.thumbprint.as_deref() {
             Some(t)
@@ -262,7 +266,7 @@ impl FeedMirror {
         for (name, why) in &outcome.failed {
             tracing::warn!(cert = %printable(name), "certificate feed: not written: {why}");
         }
-        outcome.failed.is_empty()
+        !outcome.retry
     }
 
     async fn run(&self, mut shutdown: ShutdownWatch) {
@@ -302,14 +306,21 @@ impl FeedMirror {
                         // not polled faster than once a second.
                         Fetched::Unchanged => (started.elapsed() < Duration::from_secs(1))
                             .then_some(Duration::from_secs(1)),
-                        // Refusals repeat on every fetch of the same document: keep its tag
-                        // (so it is not fetched again until it changes), and log them once.
                         // The tag is the sealed document's own, never the unauthenticated
                         // `ETag` header: a "304 unchanged" is then proven against what this
-                        // edge holds.
+                        // edge holds. Refusals repeat on every fetch of the same document:
+                        // its tag is kept (it is not fetched again until it changes) and
+                        // they are logged once; a write that failed is tried again, the
+                        // document fetched whole after a pause.
                         Fetched::Document(doc) => {
-                            etag = Some(doc.etag());
-                            (!self.apply(doc).await).then_some(Duration::from_secs(1))
+                            let tag = doc.etag();
+                            if self.apply(doc).await {
+                                etag = Some(tag);
+                                None
+                            } else {
+                                etag = None;
+                                Some(RETRY_WRITE)
+                            }
                         }
                     }
                 }
