@@ -37,9 +37,10 @@ const X_FORWARDED_SSL: &str = "x-forwarded-ssl";
 /// IIS rewrite, Symfony, Laminas; `X-Forwarded-URI`, `X-Original-URI`, `X-Forwarded-Path`,
 /// `X-Envoy-Original-Path`: auth proxies and meshes), its host (`X-Original-Host`, `X-Host`,
 /// `X-Forwarded-Server`), its scheme or prefix (`X-Forwarded-Scheme`, `X-Forwarded-Prefix`:
-/// Rails, Spring, ASP.NET), its method (`X-HTTP-Method-Override`, `X-HTTP-Method`,
-/// `X-Method-Override`: Express, Symfony, ASP.NET — berth's access rules judge the method as
-/// sent), or the client's address (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
+/// Rails, Spring, ASP.NET; `X-Forwarded-Protocol`, `X-Url-Scheme`, `Front-End-Https`:
+/// gunicorn, Rack), its method (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+/// `X-Method-Override`, `X-Original-Method`, `X-Forwarded-Method`: Express, Symfony,
+/// ASP.NET, auth proxies — berth's access rules judge the method as sent), or the client's address (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
 /// `Client-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`), besides RFC 7239's `Forwarded`:
 /// berth sets none of them, so only a trusted proxy's are passed on.
 pub const UNTRUSTED_OVERRIDES: &[&str] = &[
@@ -54,10 +55,15 @@ pub const UNTRUSTED_OVERRIDES: &[&str] = &[
     "x-host",
     "x-forwarded-server",
     "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "front-end-https",
     "x-forwarded-prefix",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
+    "x-forwarded-method",
     "true-client-ip",
     "x-client-ip",
     "cf-connecting-ip",
@@ -274,6 +280,11 @@ mod tests {
         ("Client-IP", "6.6.6.6"),
         ("X-Cluster-Client-IP", "6.6.6.6"),
         ("Fastly-Client-IP", "6.6.6.6"),
+        ("X-Forwarded-Protocol", "https"),
+        ("X-Url-Scheme", "https"),
+        ("Front-End-Https", "on"),
+        ("X-Original-Method", "DELETE"),
+        ("X-Forwarded-Method", "DELETE"),
         ("X_Forwarded_For", "6.6.6.6"),
         ("X_Original_URL", "/admin"),
         ("True_Client_IP", "6.6.6.6"),
@@ -319,6 +330,11 @@ mod tests {
             ("client-ip", None),
             ("x-cluster-client-ip", None),
             ("fastly-client-ip", None),
+            ("x-forwarded-protocol", None),
+            ("x-url-scheme", None),
+            ("front-end-https", None),
+            ("x-original-method", None),
+            ("x-forwarded-method", None),
             ("x_forwarded_for", None),
             ("x_original_url", None),
             ("true_client_ip", None),
