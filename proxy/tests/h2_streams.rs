@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use berth_testkit::downloads::{pattern, Downloads};
 use berth_testkit::process::memory_kib;
 use berth_testkit::tls::{install, TestCa};
+use berth_testkit::BerthProcess;
 use common::{berth, route};
 use tokio::net::TcpStream;
 
@@ -42,6 +43,23 @@ async fn connect(
     client
 }
 
+/// berth with an HTTPS listener whose certificate for `app.test` comes from a test CA, routing
+/// `app.test` to `origin`, with `extra` config; the directory holds the certificates.
+fn start(origin: &Downloads, extra: &str) -> (BerthProcess, TestCa, tempfile::TempDir) {
+    let ca = TestCa::new("h2 streams test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
+    let b = berth(&format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
+         [log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n{extra}\n{}",
+        certs.display(),
+        route("app.test", &[origin.addr], "")
+    ));
+    (b, ca, dir)
+}
+
 fn get(https: SocketAddr, len: u64) -> http::Request<()> {
     http::Request::get(format!("https://app.test:{}/{len}", https.port()))
         .body(())
@@ -51,20 +69,11 @@ fn get(https: SocketAddr, len: u64) -> http::Request<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_whose_window_stays_shut_cost_little_and_are_reset_at_the_stall_timeout() {
     let origin = Downloads::start();
-    let ca = TestCa::new("h2 streams test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
     let stall = Duration::from_secs(3);
-    let b = berth(&format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
-         [log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n\
-         [limits]\nh2-stall-timeout = \"{}s\"\n\n{}",
-        certs.display(),
-        stall.as_secs(),
-        route("app.test", &[origin.addr], "")
-    ));
+    let (b, ca, _dir) = start(
+        &origin,
+        &format!("[limits]\nh2-stall-timeout = \"{}s\"\n", stall.as_secs()),
+    );
     let https = b.https.unwrap();
 
     // Warm up: one whole download over HTTP/2, so that the baseline has every buffer a
@@ -159,17 +168,7 @@ async fn streams_whose_window_stays_shut_cost_little_and_are_reset_at_the_stall_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quiet_stream_does_not_starve_the_others_on_its_connection() {
     let origin = Downloads::start();
-    let ca = TestCa::new("h2 quiet stream test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
-    let b = berth(&format!(
-        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
-         [log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n{}",
-        certs.display(),
-        route("app.test", &[origin.addr], "")
-    ));
+    let (b, ca, _dir) = start(&origin, "");
     let https = b.https.unwrap();
     // A 1 MiB stream window; the connection window stays at the protocol's 65,535 bytes.
     let client = connect(https, &ca, 1 << 20).await;
