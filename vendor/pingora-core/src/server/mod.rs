@@ -670,6 +670,9 @@ impl Server {
         if conf.runtime_enable_alt_timer && !conf.work_stealing {
             warn!("runtime_enable_alt_timer is ignored when work_stealing is disabled");
         }
+        pingora_runtime::set_thread_local_spawn(
+            conf.thread_local_connections && !conf.work_stealing,
+        );
         // This global timeout threshold is intended to be configured once during server startup,
         // before service runtimes begin creating timeout futures.
         fast_timeout::set_fast_timeout_to_tokio_threshold(

@@ -203,9 +203,24 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        balance: Option<(Arc<AcceptBalance>, usize)>,
     ) {
         // the accept loop, until the system is shutting down
         loop {
+            // With thread-local connections, a thread that holds more of this listener's
+            // connections than another lets that one accept first.
+            if let Some((balance, task)) = &balance {
+                if balance.should_defer(*task) {
+                    if *shutdown.borrow() {
+                        info!("Shutting down {}", stack.as_str());
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(AcceptBalance::DEFER) => continue,
+                        _ = shutdown.changed() => continue,
+                    }
+                }
+            }
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
                 new_io = stack.accept() => new_io,
                 shutdown_signal = shutdown.changed() => {
@@ -229,7 +244,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let open = balance
+                        .as_ref()
+                        .map(|(balance, task)| balance.opened(*task));
                     current_handle().spawn(async move {
+                        let _open = open;
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
                             Ok(handshake) => {
@@ -274,6 +293,60 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
     }
 }
 
+/// The connections open per accept task of one listener, when each task runs on its own
+/// thread ([`ServerConf::thread_local_connections`]): every thread is woken for a new
+/// connection and the first to call `accept` takes it, so a burst of connections can land on
+/// one thread and stay there. A task that holds more than `SLACK` connections above the least
+/// loaded one waits a moment, and the other takes the connection.
+///
+/// [`ServerConf::thread_local_connections`]: crate::server::configuration::ServerConf
+struct AcceptBalance {
+    open: Box<[std::sync::atomic::AtomicUsize]>,
+}
+
+impl AcceptBalance {
+    const SLACK: usize = 2;
+    const DEFER: Duration = Duration::from_millis(1);
+
+    fn new(tasks: usize) -> Self {
+        AcceptBalance {
+            open: (0..tasks)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+        }
+    }
+
+    fn load(&self, task: usize) -> usize {
+        self.open[task].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn should_defer(&self, task: usize) -> bool {
+        let least = (0..self.open.len()).map(|t| self.load(t)).min().unwrap_or(0);
+        self.load(task) > least + Self::SLACK
+    }
+
+    /// Counts a connection accepted by `task` until the returned guard is dropped.
+    fn opened(self: &Arc<Self>, task: usize) -> OpenConnection {
+        self.open[task].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection {
+            balance: self.clone(),
+            task,
+        }
+    }
+}
+
+/// One connection counted in an [`AcceptBalance`].
+struct OpenConnection {
+    balance: Arc<AcceptBalance>,
+    task: usize,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.balance.open[self.task].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
     async fn start_service(
@@ -300,14 +373,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
 
         let mut handlers = Vec::new();
 
+        // With thread-local spawning, accept task i runs on thread i of the service's runtime,
+        // and the connections it accepts stay there: every thread accepts.
+        let threads = pingora_runtime::thread_local_spawn()
+            .then(pingora_runtime::current_thread_handles)
+            .flatten();
         endpoints.into_iter().for_each(|endpoint| {
-            for _ in 0..listeners_per_fd {
+            let balance = (threads.is_some() && listeners_per_fd > 1)
+                .then(|| Arc::new(AcceptBalance::new(listeners_per_fd)));
+            for task in 0..listeners_per_fd {
                 let shutdown = shutdown.clone();
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
+                let runtime = threads
+                    .as_ref()
+                    .map_or(&runtime, |handles| &handles[task % handles.len()]);
+                let balance = balance.clone().map(|b| (b, task));
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, balance).await;
                 });
 
                 handlers.push(jh);

@@ -76,6 +76,12 @@ pub struct ServerConf {
     pub listener_tasks_per_fd: usize,
     /// Allow work stealing between threads of the same service. Default `true`.
     pub work_stealing: bool,
+    /// Without work stealing, keep each connection on the thread that accepted it: accept
+    /// task *i* runs on thread *i* (set `listener_tasks_per_fd` to `threads` so that every
+    /// thread accepts), and the tasks of a connection, its HTTP/2 streams and the idle
+    /// watchers of the upstream connections it releases are spawned on the current thread
+    /// instead of a random one. Default `false`; ignored with work stealing.
+    pub thread_local_connections: bool,
     /// Enable Tokio's experimental alternative timer on work-stealing service runtimes.
     ///
     /// Requires building with `--cfg tokio_unstable`. Ignored when
@@ -236,6 +242,7 @@ impl Default for ServerConf {
             threads: 1,
             listener_tasks_per_fd: 1,
             work_stealing: true,
+            thread_local_connections: false,
             runtime_enable_alt_timer: false,
             upstream_keepalive_pool_size: 128,
             upstream_connect_offload_threadpools: None,
@@ -483,6 +490,7 @@ mod tests {
             threads: 1,
             listener_tasks_per_fd: 1,
             work_stealing: true,
+            thread_local_connections: false,
             runtime_enable_alt_timer: false,
             upstream_keepalive_pool_size: 4,
             upstream_connect_offload_threadpools: None,
