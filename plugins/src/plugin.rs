@@ -126,7 +126,7 @@ pub struct RequestCtx {
     pub body_started: Option<Instant>,
     /// When berth began to wait for the request body (set by the body-rate step).
     pub body_wait_began: Option<Instant>,
-    /// Upstream connection attempts so far.
+    /// Upstreams that could not be connected to so far (each is tried once per request).
     pub tries: usize,
     /// Index of the first upstream tried (round robin start).
     pub first_upstream: usize,

@@ -192,13 +192,15 @@ impl ProxyHttp for Berth {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = Self::route(ctx)?;
-        if ctx.tries == 0 {
+        if ctx.upstream.is_none() {
             ctx.first_upstream = route.start_index();
         }
+        // `tries` counts the upstreams that could not be connected to: a retry after a pooled
+        // connection failed as it was reused (the upstream had just closed it) goes to the
+        // same upstream again, on a new connection.
         let upstream = route
             .upstream_for(ctx.first_upstream, ctx.tries)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every upstream failed"))?;
-        ctx.tries += 1;
         ctx.upstream = Some(upstream.addr);
         ctx.connect_started = Some(std::time::Instant::now());
         let tls = route.spec.proto == UpstreamProto::Https;
@@ -208,6 +210,9 @@ impl ProxyHttp for Berth {
             (_, true) => ctx.host.clone(),
         };
         let mut peer = HttpPeer::new(upstream.addr, tls, sni);
+        // One pool of upstream connections per thread: a connection released here is reused
+        // here, where its idle watcher runs, never woken from another thread.
+        peer.group_key = thread_group();
         for plugin in &route.chain {
             plugin.upstream_peer(&mut peer, ctx);
         }
@@ -222,6 +227,7 @@ impl ProxyHttp for Berth {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the upstream yet, so trying the next one is safe for any method.
+        ctx.tries += 1;
         let remaining = ctx
             .route
             .as_ref()
@@ -440,6 +446,16 @@ fn without_queries(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// This thread's upstream connection pool ([`HttpPeer::group_key`]): a number of its own.
+fn thread_group() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static GROUP: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    GROUP.with(|g| *g)
 }
 
 #[cfg(test)]

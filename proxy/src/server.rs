@@ -88,6 +88,12 @@ fn server_conf(settings: &ServerSettings) -> ServerConf {
         // on the thread that accepted it. Measured here: small requests +20-30 % and uploads
         // level with or ahead of nginx, where tokio's work stealing woke threads per request.
         work_stealing: false,
+        // ... and everything of a connection stays there too (a Pingora patch, vendor/
+        // PATCHES.md 0003): every thread accepts, and a connection's tasks, its HTTP/2 streams
+        // and the idle watchers of its pooled upstream connections are spawned on its own
+        // thread instead of a random one.
+        thread_local_connections: true,
+        listener_tasks_per_fd: threads,
         // A stopping berth waits at most this long for in-flight requests; it exits as soon
         // as the last connection has closed (see `Drain`).
         grace_period_seconds: Some(settings.grace_period.as_secs_f64().ceil() as u64),

@@ -1,0 +1,134 @@
+//! Upstream connections are pooled and reused: many requests, on one client connection or on
+//! many, open at most one upstream connection per berth thread; and an upstream that closes
+//! an idle pooled connection — at any moment, the moment berth reuses it included — never
+//! fails a request.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{berth, config, route};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP/1.1 upstream that answers `ok` to every request, keeps connections alive, and
+/// closes a connection `idle` after its last answer (`None`: never). Counts the connections
+/// it accepted.
+async fn upstream(idle: Option<Duration>) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let read = async {
+                        let mut chunk = [0u8; 4096];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return false,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        true
+                    };
+                    let got = match idle {
+                        Some(idle) => tokio::time::timeout(idle, read).await.unwrap_or(false),
+                        None => read.await,
+                    };
+                    if !got {
+                        return;
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// One request on a kept-alive client connection; the status.
+async fn get(s: &mut TcpStream, path: &str) -> u16 {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head[9..12].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_reuse_pooled_upstream_connections() {
+    let (up, accepted) = upstream(None).await;
+    let b = berth(&config(&route("app.test", &[up], "")));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+
+    // 200 requests on one client connection: one upstream connection.
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    for i in 0..200 {
+        assert_eq!(get(&mut s, &format!("/{i}")).await, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    drop(s);
+
+    // 100 client connections, one after another, each for a few requests: their threads'
+    // pools hold at most one upstream connection each.
+    for i in 0..100 {
+        let mut s = TcpStream::connect(b.http).await.unwrap();
+        for j in 0..3 {
+            assert_eq!(get(&mut s, &format!("/{i}/{j}")).await, 200);
+        }
+    }
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(
+        opened <= threads,
+        "{opened} upstream connections for 100 client connections one after another \
+         ({threads} threads)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_closing_an_idle_pooled_connection_never_fails_a_request() {
+    // The upstream closes each connection 30 ms after its last answer; the client's pauses
+    // sweep across that moment, so that some reuses meet a connection closing as berth takes
+    // it from the pool.
+    let idle = Duration::from_millis(30);
+    let (up, accepted) = upstream(Some(idle)).await;
+    let b = berth(&config(&route("app.test", &[up], "")));
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    for i in 0..300u64 {
+        let status = get(&mut s, &format!("/{i}")).await;
+        assert_eq!(status, 200, "request {i}\n{}", b.log());
+        tokio::time::sleep(Duration::from_micros(20_000 + (i % 40) * 500)).await;
+    }
+    // The pauses past 30 ms found their connection closed: new ones were opened.
+    assert!(accepted.load(Ordering::SeqCst) > 10);
+}
