@@ -140,6 +140,9 @@ enum Cmd {
         /// The berth binary (release build); default target/release/berth.
         #[arg(long)]
         berth: Option<PathBuf>,
+        /// Another berth binary (another build), measured beside the first.
+        #[arg(long)]
+        against: Option<PathBuf>,
         /// Where to write the markdown table.
         #[arg(long, default_value = "benches/results/peers.md")]
         out: PathBuf,
@@ -343,12 +346,14 @@ fn main() -> ExitCode {
         Cmd::Peers {
             wrk_secs,
             berth,
+            against,
             out,
         } => berth_binary(berth).and_then(|berth| {
             let rows = peers::run(&peers::PeersBench {
                 secs: wrk_secs,
                 berth,
                 bare_pingora: bare_pingora()?,
+                against,
             })?;
             write_report(
                 &out,
@@ -451,6 +456,7 @@ fn main() -> ExitCode {
                 berth: berth.clone(),
             })?);
             let peers = peers::run(&peers::PeersBench {
+                against: None,
                 secs: wrk_secs,
                 berth: berth.clone(),
                 bare_pingora: bare_pingora()?,

@@ -4,7 +4,11 @@
 //! thread per core, no work stealing). What berth costs on top of Pingora is its figure minus
 //! this one.
 //!
-//!   bare-pingora LISTEN UPSTREAM CERT KEY     # e.g. 127.0.0.1:9443 127.0.0.1:8080 c.pem k.pem
+//!   bare-pingora LISTEN UPSTREAM CERT KEY [--thread-local]
+//!
+//! `--thread-local` turns on what berth turns on from vendor/PATCHES.md 0003: every thread
+//! accepts, a connection's tasks stay on its thread, and each thread pools its own upstream
+//! connections. Without it, this is stock Pingora's behaviour.
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::ServerConf;
@@ -19,6 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Sends every request to one upstream over plain HTTP/1.1 (connections pooled by Pingora).
 struct Bare {
     upstream: std::net::SocketAddr,
+    thread_local: bool,
 }
 
 #[async_trait]
@@ -32,28 +37,45 @@ impl ProxyHttp for Bare {
         _session: &mut Session,
         _ctx: &mut (),
     ) -> pingora_error::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.thread_local {
+            peer.group_key = thread_group();
+        }
+        Ok(Box::new(peer))
     }
 }
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, upstream, cert, key] = args.as_slice() else {
-        eprintln!("usage: bare-pingora LISTEN UPSTREAM CERT KEY");
+    let (thread_local, args) = match args.as_slice() {
+        [rest @ .., last] if last == "--thread-local" => (true, rest),
+        all => (false, all),
+    };
+    let [listen, upstream, cert, key] = args else {
+        eprintln!("usage: bare-pingora LISTEN UPSTREAM CERT KEY [--thread-local]");
         return std::process::ExitCode::from(2);
     };
     let Ok(upstream) = upstream.parse() else {
         eprintln!("bare-pingora: {upstream}: not an IP address and port");
         return std::process::ExitCode::from(2);
     };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let conf = ServerConf {
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        threads,
         work_stealing: false,
+        thread_local_connections: thread_local,
+        listener_tasks_per_fd: if thread_local { threads } else { 1 },
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora_proxy::http_proxy_service(&server.configuration, Bare { upstream });
+    let mut service = pingora_proxy::http_proxy_service(
+        &server.configuration,
+        Bare {
+            upstream,
+            thread_local,
+        },
+    );
     let mut tls = match pingora_core::listeners::tls::TlsSettings::intermediate(cert, key) {
         Ok(tls) => tls,
         Err(e) => {
@@ -65,4 +87,14 @@ fn main() -> std::process::ExitCode {
     service.add_tls_with_settings(listen, None, tls);
     server.add_service(service);
     server.run_forever()
+}
+
+/// This thread's upstream connection pool: a number of its own.
+fn thread_group() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static GROUP: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    GROUP.with(|g| *g)
 }
