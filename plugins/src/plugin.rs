@@ -126,7 +126,8 @@ pub struct RequestCtx {
     pub body_started: Option<Instant>,
     /// When berth began to wait for the request body (set by the body-rate step).
     pub body_wait_began: Option<Instant>,
-    /// Upstreams that could not be connected to so far (each is tried once per request).
+    /// Upstreams that could not be connected to so far: the next attempt goes to the next one.
+    /// (A retry after a reused connection failed stays on the same upstream.)
     pub tries: usize,
     /// Index of the first upstream tried (round robin start).
     pub first_upstream: usize,

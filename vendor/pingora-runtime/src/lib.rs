@@ -602,8 +602,11 @@ pub fn current_thread_handles() -> Option<Box<[Handle]>> {
 pub fn current_handle() -> Handle {
     if let Some(pools) = CURRENT_HANDLE.get() {
         if thread_local_spawn() {
-            // The calling thread runs its own single-threaded runtime.
-            return Handle::current();
+            // The calling thread runs its own single-threaded runtime (a thread that merely
+            // reuses a finished worker's thread-local slot falls through to the pool).
+            if let Ok(handle) = Handle::try_current() {
+                return handle;
+            }
         }
         // safety: the CURRENT_HANDLE is set when the pool is being initialized in init_pools()
         let pools = pools.get().unwrap();

@@ -206,20 +206,25 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         balance: Option<(Arc<AcceptBalance>, usize)>,
     ) {
         // the accept loop, until the system is shutting down
+        let mut deferred = false;
         loop {
             // With thread-local connections, a thread that holds more of this listener's
-            // connections than another lets that one accept first.
+            // connections than another lets that one accept first: it waits a moment, once
+            // per connection, then accepts as usual.
             if let Some((balance, task)) = &balance {
-                if balance.should_defer(*task) {
-                    if *shutdown.borrow() {
+                if !deferred && balance.should_defer(*task) {
+                    deferred = true;
+                    let stop = tokio::select! {
+                        _ = tokio::time::sleep(AcceptBalance::DEFER) => false,
+                        signal = shutdown.changed() => signal.is_err() || *shutdown.borrow(),
+                    };
+                    if stop {
                         info!("Shutting down {}", stack.as_str());
                         break;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(AcceptBalance::DEFER) => continue,
-                        _ = shutdown.changed() => continue,
-                    }
+                    continue;
                 }
+                deferred = false;
             }
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
                 new_io = stack.accept() => new_io,
@@ -297,7 +302,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
 /// thread ([`ServerConf::thread_local_connections`]): every thread is woken for a new
 /// connection and the first to call `accept` takes it, so a burst of connections can land on
 /// one thread and stay there. A task that holds more than `SLACK` connections above the least
-/// loaded one waits a moment, and the other takes the connection.
+/// loaded one waits `DEFER` before it accepts (once per connection), so that another takes
+/// the connection if it is free to.
 ///
 /// [`ServerConf::thread_local_connections`]: crate::server::configuration::ServerConf
 struct AcceptBalance {

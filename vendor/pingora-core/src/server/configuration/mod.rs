@@ -80,7 +80,10 @@ pub struct ServerConf {
     /// task *i* runs on thread *i* (set `listener_tasks_per_fd` to `threads` so that every
     /// thread accepts), and the tasks of a connection, its HTTP/2 streams and the idle
     /// watchers of the upstream connections it releases are spawned on the current thread
-    /// instead of a random one. Default `false`; ignored with work stealing.
+    /// instead of a random one. Give each thread its own upstream pool too (a `group_key` per
+    /// thread on the peers): a pooled connection reused from another thread stays registered
+    /// with the event loop of the thread that opened it. Default `false`; ignored with work
+    /// stealing.
     pub thread_local_connections: bool,
     /// Enable Tokio's experimental alternative timer on work-stealing service runtimes.
     ///
