@@ -102,13 +102,15 @@ fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_wr
     let acme_dir = work.path().join("acme");
     let acme_certs = acme_dir.join("certs");
     let config = work.path().join("acme.toml");
+    // The edges learn the account's thumbprint from the feed a moment after it starts; an order
+    // validated before an edge has it fails, and is tried again after `retry-after`.
     let acme_config = |extra: &str| {
         format!(
             "[listen]\nhttp = \"127.0.0.1:1\"\n\n[docker]\nenabled = false\n\n\
              [tls]\ncerts-dir = \"{}\"\n\n\
              [acme]\nchallenge-dir = \"{}\"\naccount-dir = \"{}\"\ndirectory = \"{}\"\n\
              ca-bundle = \"{}\"\nemail = \"ops@example.test\"\nmetrics = \"\"\n\
-             feed = \"{feed}\"\nfeed-token-file = \"{}\"\n{extra}\n\n{route}",
+             feed = \"{feed}\"\nfeed-token-file = \"{}\"\nretry-after = \"2s\"\n{extra}\n\n{route}",
             acme_certs.display(),
             acme_dir.join("challenges").display(),
             acme_dir.join("accounts").display(),
