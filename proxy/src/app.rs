@@ -209,10 +209,9 @@ impl ProxyHttp for Berth {
             (HostPattern::Exact(name), true) => name.clone(),
             (_, true) => ctx.host.clone(),
         };
+        // Idle upstream connections are pooled per thread (`thread_local_connections`): one
+        // released here is reused here, without a wake-up from another thread.
         let mut peer = HttpPeer::new(upstream.addr, tls, sni);
-        // One pool of upstream connections per thread: a connection released here is reused
-        // here, where its idle watcher runs, never woken from another thread.
-        peer.group_key = thread_group();
         for plugin in &route.chain {
             plugin.upstream_peer(&mut peer, ctx);
         }
@@ -446,16 +445,6 @@ fn without_queries(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// This thread's upstream connection pool ([`HttpPeer::group_key`]): a number of its own.
-fn thread_group() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static GROUP: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    GROUP.with(|g| *g)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod l4;
+mod local_pool;
 #[cfg(feature = "any_tls")]
 mod tls;
 
@@ -110,6 +111,11 @@ pub struct ConnectorOptions {
     /// Optional callback for observing how long upstream connections stayed idle
     /// before leaving the keep-alive pool without reuse.
     pub keepalive_pool_callback: Option<PoolCallback>,
+    /// Keep idle connections in a pool per thread, of `keepalive_pool_size` each, when the
+    /// connector is used from single-threaded runtimes: no task watches an idle connection,
+    /// its liveness is checked when it is taken. Set from
+    /// [`ServerConf::thread_local_connections`]. Default `false`.
+    pub thread_local_pool: bool,
 }
 
 impl ConnectorOptions {
@@ -134,19 +140,26 @@ impl ConnectorOptions {
                 SocketAddr::new(ip, 0)
             })
             .collect();
+        let thread_local_pool = server_conf.thread_local_connections && !server_conf.work_stealing;
         ConnectorOptions {
             ca_file: server_conf.ca_file.clone(),
             cert_key_file: None, // TODO: use it
             #[cfg(feature = "s2n")]
             s2n_config_cache_size: server_conf.s2n_config_cache_size,
             debug_ssl_keylog: server_conf.upstream_debug_ssl_keylog,
-            keepalive_pool_size: server_conf
-                .upstream_keepalive_pool_size
-                .saturating_mul(server_conf.threads.max(1)),
+            // a pool per thread keeps the per-worker size as it is
+            keepalive_pool_size: if thread_local_pool {
+                server_conf.upstream_keepalive_pool_size
+            } else {
+                server_conf
+                    .upstream_keepalive_pool_size
+                    .saturating_mul(server_conf.threads.max(1))
+            },
             offload_threadpool: server_conf.upstream_connect_offload_threadpool(),
             bind_to_v4,
             bind_to_v6,
             keepalive_pool_callback: None,
+            thread_local_pool,
         }
     }
 
@@ -163,6 +176,7 @@ impl ConnectorOptions {
             bind_to_v4: vec![],
             bind_to_v6: vec![],
             keepalive_pool_callback: None,
+            thread_local_pool: false,
         }
     }
 }
@@ -179,6 +193,8 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// Per-thread pools ([`ConnectorOptions::thread_local_pool`]).
+    local_pool: Option<local_pool::LocalPool>,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -201,6 +217,14 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
+        let local_pool = options.as_ref().filter(|o| o.thread_local_pool).map(|_| {
+            local_pool::LocalPool::new(
+                pool_size,
+                unexpected_data_conn_count.clone(),
+                keepalive_pool_callback.clone(),
+            )
+        });
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
@@ -208,8 +232,9 @@ impl TransportConnector {
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            unexpected_data_conn_count,
             keepalive_pool_callback,
+            local_pool,
         }
     }
 
@@ -249,6 +274,11 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        if let Some(local) = &self.local_pool {
+            if local_pool::on_local_runtime() {
+                return local.get(peer);
+            }
+        }
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
@@ -317,6 +347,12 @@ impl TransportConnector {
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
+        }
+        if let Some(local) = &self.local_pool {
+            if local_pool::on_local_runtime() {
+                local.put(stream, key, idle_timeout);
+                return;
+            }
         }
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
