@@ -28,12 +28,13 @@ use super::{test_reusable_stream, PoolCallback};
 use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
 use log::debug;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::task::JoinHandle;
 
 /// How often a thread's sweeper looks at its idle connections, at most: sooner when one of
 /// them times out sooner.
@@ -42,8 +43,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 thread_local! {
     /// This thread's idle connections, per connector.
     static POOLS: RefCell<HashMap<usize, Pool>> = RefCell::new(HashMap::new());
-    /// Whether this thread's sweeper task is running.
-    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's sweeper task, while it runs.
+    static SWEEPER: RefCell<Option<JoinHandle<()>>> = const { RefCell::new(None) };
 }
 
 /// One connector's idle connections on one thread.
@@ -137,9 +138,14 @@ impl LocalPool {
                 callback(evicted.released.elapsed());
             }
         }
-        if !SWEEPING.with(|s| s.replace(true)) {
-            tokio::spawn(sweep());
-        }
+        // (Re)start the sweeper unless it runs: one that ended with its runtime or a panic
+        // is replaced.
+        SWEEPER.with(|sweeper| {
+            let mut sweeper = sweeper.borrow_mut();
+            if sweeper.as_ref().is_none_or(JoinHandle::is_finished) {
+                *sweeper = Some(tokio::spawn(sweep()));
+            }
+        });
     }
 
     /// The most recently released idle connection to `peer` on this thread that is still
@@ -197,18 +203,28 @@ impl Pool {
         idle
     }
 
-    /// Drops what timed out, was closed or sent stray data; `false` once the pool is empty.
-    fn sweep(&mut self, now: Instant) -> bool {
+    /// Moves what timed out, was closed or sent stray data into `dead`, to be dropped once
+    /// the pools are no longer borrowed; `false` once the pool is empty or its connector gone.
+    fn sweep(&mut self, now: Instant, dead: &mut Vec<Idle>) -> bool {
         if self.connector.strong_count() == 0 {
+            dead.extend(self.groups.drain().flat_map(|(_, group)| group));
             return false;
         }
-        let unexpected_data = &self.unexpected_data;
-        self.groups.retain(|_, group| {
-            group.retain_mut(|idle| {
-                !idle.expired(now) && test_reusable_stream(&mut idle.stream, unexpected_data)
-            });
-            !group.is_empty()
-        });
+        for group in self.groups.values_mut() {
+            for _ in 0..group.len() {
+                let Some(mut idle) = group.pop_front() else {
+                    break;
+                };
+                if !idle.expired(now)
+                    && test_reusable_stream(&mut idle.stream, &self.unexpected_data)
+                {
+                    group.push_back(idle);
+                } else {
+                    dead.push(idle);
+                }
+            }
+        }
+        self.groups.retain(|_, group| !group.is_empty());
         self.len = self.groups.values().map(VecDeque::len).sum();
         self.len > 0
     }
@@ -264,13 +280,16 @@ async fn sweep() {
         });
         tokio::time::sleep(wait).await;
         let now = Instant::now();
+        let mut dead = Vec::new();
         let empty = POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            pools.retain(|_, pool| pool.sweep(now));
+            pools.retain(|_, pool| pool.sweep(now, &mut dead));
             pools.is_empty()
         });
+        // closing a connection may run other code (a tracer, a custom stream): not while the
+        // pools are borrowed
+        drop(dead);
         if empty {
-            SWEEPING.with(|s| s.set(false));
             return;
         }
     }

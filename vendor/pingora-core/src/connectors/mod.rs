@@ -111,11 +111,11 @@ pub struct ConnectorOptions {
     /// Optional callback for observing how long upstream connections stayed idle
     /// before leaving the keep-alive pool without reuse.
     pub keepalive_pool_callback: Option<PoolCallback>,
-    /// Keep idle connections in a pool per thread, of `keepalive_pool_size` each, when the
-    /// connector is used from single-threaded runtimes: no task watches an idle connection,
-    /// its liveness is checked when it is taken. Set from
-    /// [`ServerConf::thread_local_connections`]. Default `false`.
-    pub thread_local_pool: bool,
+    /// Keep idle connections in a pool per thread, of this many each, when the connector is
+    /// used from single-threaded runtimes: no task watches an idle connection, its liveness
+    /// is checked when it is taken. Set from [`ServerConf::thread_local_connections`] to
+    /// `upstream_keepalive_pool_size`. Default `None`.
+    pub thread_local_pool: Option<usize>,
 }
 
 impl ConnectorOptions {
@@ -140,21 +140,19 @@ impl ConnectorOptions {
                 SocketAddr::new(ip, 0)
             })
             .collect();
-        let thread_local_pool = server_conf.thread_local_connections && !server_conf.work_stealing;
+        // a pool per thread keeps the per-worker size as it is
+        let thread_local_pool = (server_conf.thread_local_connections
+            && !server_conf.work_stealing)
+            .then_some(server_conf.upstream_keepalive_pool_size);
         ConnectorOptions {
             ca_file: server_conf.ca_file.clone(),
             cert_key_file: None, // TODO: use it
             #[cfg(feature = "s2n")]
             s2n_config_cache_size: server_conf.s2n_config_cache_size,
             debug_ssl_keylog: server_conf.upstream_debug_ssl_keylog,
-            // a pool per thread keeps the per-worker size as it is
-            keepalive_pool_size: if thread_local_pool {
-                server_conf.upstream_keepalive_pool_size
-            } else {
-                server_conf
-                    .upstream_keepalive_pool_size
-                    .saturating_mul(server_conf.threads.max(1))
-            },
+            keepalive_pool_size: server_conf
+                .upstream_keepalive_pool_size
+                .saturating_mul(server_conf.threads.max(1)),
             offload_threadpool: server_conf.upstream_connect_offload_threadpool(),
             bind_to_v4,
             bind_to_v6,
@@ -176,7 +174,7 @@ impl ConnectorOptions {
             bind_to_v4: vec![],
             bind_to_v6: vec![],
             keepalive_pool_callback: None,
-            thread_local_pool: false,
+            thread_local_pool: None,
         }
     }
 }
@@ -218,13 +216,16 @@ impl TransportConnector {
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
         let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
-        let local_pool = options.as_ref().filter(|o| o.thread_local_pool).map(|_| {
-            local_pool::LocalPool::new(
-                pool_size,
-                unexpected_data_conn_count.clone(),
-                keepalive_pool_callback.clone(),
-            )
-        });
+        let local_pool = options
+            .as_ref()
+            .and_then(|o| o.thread_local_pool)
+            .map(|per_thread| {
+                local_pool::LocalPool::new(
+                    per_thread,
+                    unexpected_data_conn_count.clone(),
+                    keepalive_pool_callback.clone(),
+                )
+            });
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
