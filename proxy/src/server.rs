@@ -89,9 +89,9 @@ fn server_conf(settings: &ServerSettings) -> ServerConf {
         // level with or ahead of nginx, where tokio's work stealing woke threads per request.
         work_stealing: false,
         // ... and everything of a connection stays there too (a Pingora patch, vendor/
-        // PATCHES.md 0003): every thread accepts, and a connection's tasks, its HTTP/2 streams
-        // and the idle watchers of its pooled upstream connections are spawned on its own
-        // thread instead of a random one.
+        // PATCHES.md 0003): every thread accepts, and a connection's tasks and its HTTP/2
+        // streams are spawned on its own thread instead of a random one; idle upstream
+        // connections are pooled per thread (0004).
         thread_local_connections: true,
         listener_tasks_per_fd: threads,
         // A stopping berth waits at most this long for in-flight requests; it exits as soon

@@ -18,6 +18,35 @@ use common::{berth, config, route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The upstreams' answer to every request they answer.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Reads the next request head on an upstream connection (the tests send no bodies) and takes
+/// it out of `buf`; `false` when the connection closed first.
+async fn next_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            return true;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Waits until the other end (berth) closes `s`.
+async fn until_closed(s: &mut TcpStream) {
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 /// An HTTP/1.1 upstream that answers `ok` to every request, keeps connections alive, and
 /// closes a connection `idle` after its last answer (`None`: never). Counts the connections
 /// it accepted.
@@ -32,27 +61,12 @@ async fn upstream(idle: Option<Duration>) -> (SocketAddr, Arc<AtomicU64>) {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    let read = async {
-                        let mut chunk = [0u8; 4096];
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return false,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        true
-                    };
+                    let read = next_head(&mut s, &mut buf);
                     let got = match idle {
                         Some(idle) => tokio::time::timeout(idle, read).await.unwrap_or(false),
                         None => read.await,
                     };
-                    if !got {
-                        return;
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if s.write_all(answer).await.is_err() {
+                    if !got || s.write_all(OK).await.is_err() {
                         return;
                     }
                 }
@@ -153,22 +167,12 @@ async fn closes_on_reuse() -> (SocketAddr, Arc<AtomicU64>) {
             let count = count.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 for request in 0..2 {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
-                    if request == 1 {
+                    if !next_head(&mut s, &mut buf).await || request == 1 {
                         return;
                     }
                     count.fetch_add(1, Ordering::SeqCst);
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if s.write_all(answer).await.is_err() {
+                    if s.write_all(OK).await.is_err() {
                         return;
                     }
                 }
@@ -202,6 +206,28 @@ async fn a_reused_connection_closed_by_the_upstream_is_retried_for_idempotent_re
     s.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 502", "{}", b.log());
     assert_eq!(answered.load(Ordering::SeqCst), 20);
+}
+
+/// `n` GETs at once, each on its own client connection, all answered 200; the connections,
+/// kept open.
+async fn gets_at_once(b: &BerthProcess, n: usize) -> Vec<TcpStream> {
+    let http = b.http;
+    let gets: Vec<_> = (0..n)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(http).await.unwrap();
+                let status = get(&mut s, &format!("/{i}")).await;
+                (status, s)
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for answer in gets {
+        let (status, s) = answer.await.unwrap();
+        assert_eq!(status, 200, "{}", b.log());
+        clients.push(s);
+    }
+    clients
 }
 
 /// Waits (10 s at most) until `done` holds, off the test's runtime, whose tasks are the upstream.
@@ -239,25 +265,12 @@ async fn half_closing() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
             accepts.fetch_add(1, Ordering::SeqCst);
             let closes = closes.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                if s.write_all(answer).await.is_err() {
+                if !next_head(&mut s, &mut Vec::new()).await || s.write_all(OK).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let _ = s.shutdown().await;
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
+                until_closed(&mut s).await;
                 closes.fetch_add(1, Ordering::SeqCst);
             });
         }
@@ -271,22 +284,7 @@ async fn berth_closes_its_end_of_a_pooled_connection_the_upstream_closed() {
     // itself and close its end, not hold it until a request comes.
     let (up, accepted, closed) = half_closing().await;
     let b = berth(&config(&route("app.test", &[up], "")));
-    let http = b.http;
-    let gets: Vec<_> = (0..8)
-        .map(|i| {
-            tokio::spawn(async move {
-                let mut s = TcpStream::connect(http).await.unwrap();
-                let status = get(&mut s, &format!("/{i}")).await;
-                (status, s)
-            })
-        })
-        .collect();
-    let mut clients = Vec::new();
-    for answer in gets {
-        let (status, s) = answer.await.unwrap();
-        assert_eq!(status, 200, "{}", b.log());
-        clients.push(s);
-    }
+    let _clients = gets_at_once(&b, 8).await;
     until(
         &b,
         "berth closes every connection the upstream closed",
@@ -309,24 +307,14 @@ async fn gathering(n: usize) -> (SocketAddr, Arc<AtomicU64>) {
         while let Ok((mut s, _)) = listener.accept().await {
             let (count, all_in) = (count.clone(), all_in.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                all_in.wait().await;
-                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                if s.write_all(answer).await.is_err() {
+                if !next_head(&mut s, &mut Vec::new()).await {
                     return;
                 }
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
-                        break;
-                    }
+                all_in.wait().await;
+                if s.write_all(OK).await.is_err() {
+                    return;
                 }
+                until_closed(&mut s).await;
                 count.fetch_add(1, Ordering::SeqCst);
             });
         }
@@ -358,23 +346,8 @@ async fn a_thread_keeps_exactly_its_pool_size_of_idle_connections() {
     let n = POOL + 40;
     let (up, closed) = gathering(n).await;
     let b = BerthProcess::start(&one_cpu, &config(&route("app.test", &[up], ""))).unwrap();
-    let http = b.http;
     // n requests at once: n upstream connections, all released together.
-    let gets: Vec<_> = (0..n)
-        .map(|i| {
-            tokio::spawn(async move {
-                let mut s = TcpStream::connect(http).await.unwrap();
-                let status = get(&mut s, &format!("/{i}")).await;
-                (status, s)
-            })
-        })
-        .collect();
-    let mut clients = Vec::new();
-    for answer in gets {
-        let (status, s) = answer.await.unwrap();
-        assert_eq!(status, 200, "{}", b.log());
-        clients.push(s);
-    }
+    let _clients = gets_at_once(&b, n).await;
     until(
         &b,
         "berth closes the 40 idle connections over its pool size",
