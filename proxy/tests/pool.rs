@@ -2,7 +2,8 @@
 //! many, open at most one upstream connection per berth thread; an upstream that closes an
 //! idle pooled connection — at any moment, the moment berth reuses it included — never fails
 //! a request, and berth lets go of its end; a thread's pool keeps at most
-//! `upstream_keepalive_pool_size` idle connections.
+//! `upstream_keepalive_pool_size` idle connections; routes to one TLS upstream share its pooled
+//! connections only when they trust the same CA certificates.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use berth_testkit::process::{wait_until, BerthProcess};
 use common::{berth, config, route};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The upstreams' answer to every request they answer.
@@ -23,7 +24,7 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 /// Reads the next request head on an upstream connection (the tests send no bodies) and takes
 /// it out of `buf`; `false` when the connection closed first.
-async fn next_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn next_head(s: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -356,4 +357,92 @@ async fn a_thread_keeps_exactly_its_pool_size_of_idle_connections() {
     // and no more: nothing else closes them (an absence, so a pause rather than a signal)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(closed.load(Ordering::SeqCst), 40, "{}", b.log());
+}
+
+/// A TLS upstream (a certificate for `tls.test` from `ca`) that answers `ok` to every request
+/// and keeps connections alive. Counts the TLS handshakes it completed.
+async fn tls_upstream(ca: &berth_testkit::tls::TestCa) -> (SocketAddr, Arc<AtomicU64>) {
+    let pem = ca.issue(&["tls.test"]);
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pemfile::private_key(&mut pem.key.as_bytes())
+        .unwrap()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicU64::new(0));
+    let count = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = Vec::new();
+                while next_head(&mut s, &mut buf).await {
+                    if s.write_all(OK).await.is_err() || s.flush().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_to_one_tls_upstream_share_pooled_connections_only_if_they_trust_the_same_cas() {
+    use berth_testkit::tls::TestCa;
+    let (ca, other_ca) = (TestCa::new("upstream CA"), TestCa::new("some other CA"));
+    let (up, handshakes) = tls_upstream(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&other_file, other_ca.pem()).unwrap();
+    let tls = |file: &std::path::Path| {
+        format!(
+            "proto = \"https\"\nupstream-sni = \"tls.test\"\nupstream-ca-file = \"{}\"",
+            file.display()
+        )
+    };
+    let b = berth(&config(
+        &[
+            route("trusted.test", &[up], &tls(&ca_file)),
+            route("also-trusted.test", &[up], &tls(&ca_file)),
+            route("other.test", &[up], &tls(&other_file)),
+        ]
+        .concat(),
+    ));
+    // One client connection, so one berth thread and one pool: the connection verified for
+    // trusted.test is idle in it when each next request comes. (berth closes a client
+    // connection after a 502, so the refused route comes last.)
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    let mut statuses = Vec::new();
+    for host in ["trusted.test", "also-trusted.test", "other.test"] {
+        let get = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        statuses.push((host, request(&mut s, get.as_bytes()).await));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("trusted.test", 200),
+            ("also-trusted.test", 200),
+            ("other.test", 502), // its CA did not sign the upstream's certificate
+        ],
+        "{}",
+        b.log()
+    );
+    // The routes that trust the same CA file shared one connection.
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1, "{}", b.log());
 }

@@ -6,6 +6,12 @@
 //! Phase: `upstream_peer`. The CA list (system roots plus the file) is built once, when the
 //! route is built, never on the request path.
 //!
+//! Pooled upstream connections are shared by the routes whose peers hash alike, and Pingora's
+//! peer hash has no place for the CA list: a connection one route verified against its CA file
+//! would be reused by another route to the same address and name that trusts a different one.
+//! The peer's `group_key` therefore carries a digest of the CA certificates, so that routes
+//! share pooled connections only when they trust the same certificates.
+//!
 //! ```toml
 //! [[route]]
 //! host = "internal.example.com"
@@ -26,6 +32,8 @@ use berth_core::route::UpstreamTls;
 /// Applies a route's upstream TLS options to each connection.
 pub struct UpstreamTlsOptions {
     ca: Option<Arc<[WrappedX509]>>,
+    /// A digest of the CA certificates, as the peers' pool `group_key`; 0 without a CA file.
+    trust_key: u64,
     sni: Option<String>,
     skip_verify: bool,
 }
@@ -34,6 +42,7 @@ impl std::fmt::Debug for UpstreamTlsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamTlsOptions")
             .field("ca_certs", &self.ca.as_ref().map(|c| c.len()))
+            .field("trust_key", &self.trust_key)
             .field("sni", &self.sni)
             .field("skip_verify", &self.skip_verify)
             .finish()
@@ -71,11 +80,23 @@ fn ca_list(file: &std::path::Path) -> Arc<[WrappedX509]> {
         .collect()
 }
 
+/// A digest of a CA list, never 0 (the key of peers without a CA file).
+fn trust_key(ca: &[WrappedX509]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for cert in ca {
+        cert.borrow_raw_cert().hash(&mut hasher);
+    }
+    hasher.finish().max(1)
+}
+
 impl UpstreamTlsOptions {
     /// Builds the options for a route, loading its CA file.
     pub fn new(tls: &UpstreamTls) -> UpstreamTlsOptions {
+        let ca = tls.ca_file.as_deref().map(ca_list);
         UpstreamTlsOptions {
-            ca: tls.ca_file.as_deref().map(ca_list),
+            trust_key: ca.as_deref().map_or(0, trust_key),
+            ca,
             sni: tls.sni.clone(),
             skip_verify: tls.dangerous_skip_verify,
         }
@@ -90,6 +111,7 @@ impl Plugin for UpstreamTlsOptions {
     fn upstream_peer(&self, peer: &mut HttpPeer, _ctx: &RequestCtx) {
         if let Some(ca) = &self.ca {
             peer.options.ca = Some(ca.clone());
+            peer.group_key = self.trust_key;
         }
         if let Some(sni) = &self.sni {
             peer.sni.clone_from(sni);
