@@ -3,14 +3,17 @@
 //! idle pooled connection — at any moment, the moment berth reuses it included — never fails
 //! a request, and berth lets go of its end; a thread's pool keeps at most
 //! `upstream_keepalive_pool_size` idle connections; routes to one TLS upstream share its pooled
-//! connections only when they trust the same CA certificates.
+//! connections only when they trust the same CA certificates. Requests without a body take
+//! their own path through berth: responses without a body, in pieces, or cut short leave
+//! the upstream connection reusable exactly when they were read to their end, and a client
+//! that leaves while its request waits closes the upstream side.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -444,5 +447,283 @@ async fn routes_to_one_tls_upstream_share_pooled_connections_only_if_they_trust_
         b.log()
     );
     // The routes that trust the same CA file shared one connection.
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1, "{}", b.log());
+}
+
+/// An upstream that reads one request head per connection, answers with `answer` (maybe
+/// nothing, maybe the start of a response) and then says nothing more. Reports on `heads`
+/// when it has read a head, and on `closed` when berth then closed the connection, with
+/// whether the test had let the client go (`left`) by then.
+async fn silent_after(
+    answer: &'static [u8],
+    left: Arc<AtomicBool>,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedReceiver<bool>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads_tx, heads) = tokio::sync::mpsc::unbounded_channel();
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (heads_tx, closed_tx, left) = (heads_tx.clone(), closed_tx.clone(), left.clone());
+            tokio::spawn(async move {
+                if next_head(&mut s, &mut Vec::new()).await {
+                    let _ = heads_tx.send(());
+                    let _ = s.write_all(answer).await;
+                    until_closed(&mut s).await;
+                    let _ = closed_tx.send(left.load(Ordering::SeqCst));
+                }
+            });
+        }
+    });
+    (addr, heads, closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaving_while_its_get_waits_closes_the_upstream_side() {
+    // A long poll: the upstream has not answered yet. An event stream: the upstream sent the
+    // head and one event, then nothing. Either way the client goes away, and berth closes
+    // the upstream connection then, not when the route's read timeout (900 s) ends.
+    let stream_start = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+        Transfer-Encoding: chunked\r\n\r\n7\r\ndata: 1\r\n";
+    for (case, answer) in [("long poll", &b""[..]), ("event stream", stream_start)] {
+        let left = Arc::new(AtomicBool::new(false));
+        let (up, mut heads, mut closed) = silent_after(answer, left.clone()).await;
+        let b = berth(&config(&route("app.test", &[up], "")));
+        let mut s = TcpStream::connect(b.http).await.unwrap();
+        s.write_all(b"GET /wait HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        heads.recv().await.unwrap();
+        if !answer.is_empty() {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !got.ends_with(b"data: 1\r\n") {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "{case}: berth closed the client connection");
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+        left.store(true, Ordering::SeqCst);
+        drop(s);
+        let seen = tokio::time::timeout(Duration::from_secs(10), closed.recv()).await;
+        assert!(
+            matches!(seen, Ok(Some(true))),
+            "{case}: the upstream connection was closed before the client left ({seen:?}) \
+             or stayed open after\n{}",
+            b.log()
+        );
+    }
+}
+
+/// One step of a scripted upstream connection.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Read the next request head.
+    Head,
+    /// Write these bytes.
+    Write(&'static [u8]),
+    /// Wait for the test's go (a permit of the script's semaphore).
+    Go,
+    /// Close the connection.
+    Close,
+}
+
+/// An upstream whose `n`th connection follows `scripts[n]`, and whose later connections
+/// answer `ok` to every request; counts the connections it accepted. The test gives the
+/// goes with `go.add_permits(1)`.
+async fn scripted(
+    scripts: Vec<Vec<Step>>,
+) -> (SocketAddr, Arc<AtomicU64>, Arc<tokio::sync::Semaphore>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    let (count, permits) = (accepted.clone(), go.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst) as usize;
+            let script = scripts.get(n).cloned();
+            let go = permits.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let Some(script) = script else {
+                    while next_head(&mut s, &mut buf).await {
+                        if s.write_all(OK).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                };
+                for step in script {
+                    match step {
+                        Step::Head if !next_head(&mut s, &mut buf).await => return,
+                        Step::Head => {}
+                        Step::Write(bytes) if s.write_all(bytes).await.is_err() => return,
+                        Step::Write(_) => {}
+                        Step::Go => go.acquire().await.unwrap().forget(),
+                        Step::Close => return,
+                    }
+                }
+                until_closed(&mut s).await;
+            });
+        }
+    });
+    (addr, accepted, go)
+}
+
+/// Reads from `s` until what was read ends with `end` (10 s at most); what was read.
+async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(end) {
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte)).await;
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert_eq!(
+            read.expect("nothing for 10 s").unwrap(),
+            1,
+            "closed after {text:?}"
+        );
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_without_a_body_leave_the_upstream_connection_to_reuse() {
+    use Step::{Head, Write};
+    let (up, accepted, _) = scripted(vec![vec![
+        Head,
+        Write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+        Head,
+        Write(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        Head,
+        Write(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"),
+        Head,
+        Write(OK),
+    ]])
+    .await;
+    let b = berth(&config(&route("app.test", &[up], "")));
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    let mut heads = Vec::new();
+    for (method, path) in [("HEAD", "/"), ("GET", "/204"), ("GET", "/304")] {
+        s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        heads.push(read_until(&mut s, b"\r\n\r\n").await[9..12].to_string());
+    }
+    assert_eq!(heads, ["200", "204", "304"], "{}", b.log());
+    // The next answer on this client connection is the next request's, from the same
+    // upstream connection.
+    assert_eq!(get(&mut s, "/ok").await, 200, "{}", b.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_that_arrive_in_pieces_are_forwarded_whole() {
+    use Step::{Go, Head, Write};
+    let (up, accepted, go) = scripted(vec![vec![
+        // An early hint, with the start of the final response in the same write.
+        Head,
+        Write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 2"),
+        Go,
+        Write(b"00 OK\r\nContent-Length: 2\r\n\r\nok"),
+        // A chunked body whose last chunk comes later.
+        Head,
+        Write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"),
+        Go,
+        Write(b"0\r\n\r\n"),
+        Head,
+        Write(OK),
+    ]])
+    .await;
+    let b = berth(&config(&route("app.test", &[up], "")));
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    s.write_all(b"GET /hinted HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let hint = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(hint.starts_with("HTTP/1.1 103"), "{hint}\n{}", b.log());
+    go.add_permits(1);
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", b.log());
+    let mut body = [0u8; 2];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"ok");
+
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, b"2\r\nok\r\n").await;
+    go.add_permits(1);
+    read_until(&mut s, b"0\r\n\r\n").await;
+
+    assert_eq!(get(&mut s, "/after").await, 200, "{}", b.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_closing_mid_body_ends_that_response_only() {
+    use Step::{Close, Head, Write};
+    let (up, accepted, _) = scripted(vec![vec![
+        Head,
+        Write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf"),
+        Close,
+    ]])
+    .await;
+    let b = berth(&config(&route("app.test", &[up], "")));
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    s.write_all(b"GET /cut HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The client gets what came, then the connection ends: it cannot take the response for
+    // whole.
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("the client connection stayed open")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\nhalf"),
+        "{got}\n{}",
+        b.log()
+    );
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    assert_eq!(get(&mut s, "/next").await, 200, "{}", b.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_changes_a_ca_file_stops_reuse_of_connections_it_verified() {
+    use berth_testkit::tls::TestCa;
+    let (ca, other_ca) = (TestCa::new("upstream CA"), TestCa::new("some other CA"));
+    let (up, handshakes) = tls_upstream(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let b = berth(&config(&route(
+        "trusted.test",
+        &[up],
+        &format!(
+            "proto = \"https\"\nupstream-sni = \"tls.test\"\nupstream-ca-file = \"{}\"",
+            ca_file.display()
+        ),
+    )));
+    let mut s = TcpStream::connect(b.http).await.unwrap();
+    let get = b"GET / HTTP/1.1\r\nHost: trusted.test\r\n\r\n";
+    assert_eq!(request(&mut s, get).await, 200, "{}", b.log());
+    // Same path, other contents: the connection verified against the old CA is idle in this
+    // thread's pool, and must not serve the route any more.
+    std::fs::write(&ca_file, other_ca.pem()).unwrap();
+    b.signal("HUP").unwrap();
+    until(&b, "the reload", || {
+        let log = b.log();
+        log.contains("reload: ") && log.contains(" applied (")
+    });
+    assert_eq!(request(&mut s, get).await, 502, "{}", b.log());
     assert_eq!(handshakes.load(Ordering::SeqCst), 1, "{}", b.log());
 }

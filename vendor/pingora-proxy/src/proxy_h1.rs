@@ -116,7 +116,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upgrade_req = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upgrade_req);
 
         session.upstream_compression.request_filter(&req);
 
@@ -127,6 +128,23 @@ where
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }
+        }
+
+        // A request without a body from an HTTP/1 client, without cache: nothing flows
+        // upstream after the header, so the response is read and written in turn on this task
+        // instead of through the two task pipes of the duplex path below.
+        if session.is_body_empty()
+            && !upgrade_req
+            && !session.cache.enabled()
+            && session.downstream_session.as_http1().is_some()
+            && session.as_ref().get_retry_buffer().is_none()
+        {
+            return match self.proxy_1to1_bodiless(session, client_session, ctx).await {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
         }
 
         let mut downstream_custom_message_writer = session
@@ -202,6 +220,97 @@ where
                 (downstream_can_reuse, upstream_can_reuse, None)
             }
             Err(e) => (false, false, Some(e)),
+        }
+    }
+
+    /// The bodiless request path: the request body filters see the (empty) body and the
+    /// request is finished; then each batch of upstream response tasks that is ready goes
+    /// through the response filters and is written downstream, while the client connection is
+    /// watched for a close, as the duplex path does. Returns whether the downstream and the
+    /// upstream connections can be reused.
+    async fn proxy_1to1_bodiless(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut data = None;
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await?;
+        if let Some(d) = data {
+            client_session.write_body(&d).await.map_err(|e| e.into_up())?;
+        }
+        client_session
+            .finish_body()
+            .await
+            .map_err(|e| e.into_up())?;
+
+        let mut response_state = ResponseStateMachine::new();
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut watch_client = true;
+        // the upstream response was read to its end: the upstream connection can be reused
+        let mut upstream_done = false;
+        while !response_state.is_done() {
+            // The upstream first: the client is watched whenever the upstream has nothing
+            // ready, and a client gone while data flows shows as a failed write.
+            let first = tokio::select! {
+                biased;
+                task = client_session.read_response_task() => task,
+                idle = session.downstream_session.read_body_or_idle(true), if watch_client => {
+                    match idle {
+                        Err(e) => return Err(e.into_down()),
+                        Ok(_) => watch_client = false,
+                    }
+                    continue;
+                }
+            };
+            // The tasks that are ready now go downstream in one write. A read error becomes
+            // the batch's last task, `Failed`, which makes the write return that error (after
+            // writing what came before it), as on the duplex path.
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut next = Some(first);
+            while let Some(read) = next.take() {
+                let task = read.unwrap_or_else(|e| HttpTask::Failed(e.into_up()));
+                let end = task.is_end();
+                tasks.push(task);
+                if !end && tasks.len() < TASK_BUFFER_SIZE {
+                    // unconstrained: the task's coop budget could make a ready read pending
+                    next = tokio::task::unconstrained(client_session.read_response_task())
+                        .now_or_never();
+                }
+            }
+            upstream_done = tasks.last().is_some_and(HttpTask::is_end);
+            let Some(response_done) = self
+                .filter_and_write_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?
+            else {
+                continue;
+            };
+            response_state.maybe_set_upstream_done(response_done);
+        }
+        match session.as_mut().finish_body().await {
+            Ok(_) => Ok((true, upstream_done)),
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                Ok((false, upstream_done))
+            }
         }
     }
 
@@ -426,7 +535,33 @@ where
                 break; // upstream closed
             }
         }
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
 
+    /// Runs the response filters on a batch of upstream tasks and writes them downstream.
+    /// `Ok(None)` when nothing was written downstream (e.g. served from cache), else whether
+    /// the response is done.
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         for mut t in tasks {
