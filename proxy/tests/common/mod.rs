@@ -91,13 +91,15 @@ pub fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
 }
 
 /// Polls `/metrics` until `key` has `want` (metrics are recorded when a request has ended,
-/// which for the client may be a moment earlier).
+/// which for the client may be a moment earlier); then the metrics of a scrape started after
+/// that: one scrape reads the families one after another, so the one that saw `key` change
+/// may have read a family berth updated just before it at its earlier value.
 pub async fn wait_for(b: &BerthProcess, key: &str, want: f64) -> HashMap<String, f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = scrape(b).await;
         if m.get(key) == Some(&want) {
-            return m;
+            return scrape(b).await;
         }
         assert!(
             Instant::now() < deadline,
