@@ -426,7 +426,9 @@ where
         loop {
             tracing::trace!("poll");
             if self.inner.read_buffer().capacity() == 0 {
-                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+                // with_capacity, not reserve: a BytesMut remembers its original capacity as
+                // the least it reallocates later, and a new() one would then grow by the byte
+                *self.inner.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
             }
             let polled = Pin::new(&mut self.inner).poll_next(cx);
             if polled.is_pending() && self.inner.read_buffer().is_empty() {

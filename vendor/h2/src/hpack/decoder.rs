@@ -341,7 +341,8 @@ impl Decoder {
         let offset = (buf.position() - old_pos) as usize;
         if huff {
             if self.buffer.capacity() == 0 {
-                self.buffer.reserve(4096);
+                // with_capacity, not reserve: later reallocations take at least this size
+                self.buffer = BytesMut::with_capacity(4096);
             }
             let ret = {
                 let raw = &buf.chunk()[..len];
