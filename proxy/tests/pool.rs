@@ -92,13 +92,7 @@ async fn get(s: &mut TcpStream, path: &str) -> u16 {
 /// One request, as `raw`, on a kept-alive client connection; the status.
 async fn request(s: &mut TcpStream, raw: &[u8]) -> u16 {
     s.write_all(raw).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
+    let head = read_until(s, b"\r\n\r\n").await;
     let len: usize = head
         .lines()
         .find_map(|l| {
@@ -499,13 +493,7 @@ async fn a_client_leaving_while_its_get_waits_closes_the_upstream_side() {
             .unwrap();
         heads.recv().await.unwrap();
         if !answer.is_empty() {
-            let mut got = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !got.ends_with(b"data: 1\r\n") {
-                let n = s.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "{case}: berth closed the client connection");
-                got.extend_from_slice(&chunk[..n]);
-            }
+            read_until(&mut s, b"data: 1\r\n").await;
         }
         left.store(true, Ordering::SeqCst);
         drop(s);
