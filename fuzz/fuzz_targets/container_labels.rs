@@ -13,43 +13,20 @@ use berth_core::labels::{
 };
 use libfuzzer_sys::fuzz_target;
 
-/// Keys the schema knows, so the fuzzer reaches past "not for berth" quickly.
-const KEYS: [&str; 34] = [
-    "berth.host",
-    "berth.port",
-    "berth.proto",
-    "berth.path",
-    "berth.https",
-    "berth.hsts",
-    "berth.cert-name",
-    "berth.allow",
-    "berth.max-body",
-    "berth.read-timeout",
-    "berth.profile",
-    "berth.network",
-    "berth.enable",
-    "berth.acme",
-    "berth.acme.email",
-    "berth.acme.challenge",
-    "berth.auth.htpasswd",
-    "berth.auth.realm",
-    "berth.auth.methods",
-    "berth.auth.anonymous-read",
-    "berth.auth.forward",
-    "berth.auth.forward-headers",
-    "berth.auth.forward-cache",
-    "berth.auth.token-secret-file",
-    "berth.rate-limit",
-    "berth.rate-burst",
-    "VIRTUAL_HOST",
-    "VIRTUAL_PORT",
-    "VIRTUAL_PATH",
-    "NETWORK_ACCESS",
-    "LETSENCRYPT_HOST",
-    "LETSENCRYPT_EMAIL",
-    "ACME_CHALLENGE",
-    "HTTPS_METHOD",
-];
+/// Keys the schema knows, and the route keys it refuses, so the fuzzer reaches past "not for
+/// berth" quickly.
+fn keys() -> &'static [String] {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = berth_core::labels::schema_names();
+        keys.extend(
+            berth_core::labels::refused_route_keys()
+                .iter()
+                .map(|(k, _)| format!("berth.{k}")),
+        );
+        keys
+    })
+}
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -65,7 +42,8 @@ struct Input {
 }
 
 fn key(i: u8) -> String {
-    KEYS[i as usize % KEYS.len()].to_string()
+    let keys = keys();
+    keys[i as usize % keys.len()].clone()
 }
 
 fuzz_target!(|input: Input| {
@@ -105,11 +83,17 @@ fuzz_target!(|input: Input| {
             for r in routes {
                 assert!(!r.upstreams.is_empty());
                 assert!(r.path.starts_with('/'));
+                // Refused route keys stay the operator's.
+                assert!(!r.upstream_tls.dangerous_skip_verify);
                 // A file a label names is under docker.label-files (/etc/berth by default),
                 // with no way out of it.
-                let files = r.auth.iter().flat_map(|a| {
-                    std::iter::once(a.htpasswd.as_path()).chain(a.token_secret_file.as_deref())
-                });
+                let files = r
+                    .auth
+                    .iter()
+                    .flat_map(|a| {
+                        std::iter::once(a.htpasswd.as_path()).chain(a.token_secret_file.as_deref())
+                    })
+                    .chain(r.upstream_tls.ca_file.as_deref());
                 for file in files {
                     let text = file.to_string_lossy();
                     assert!(text.starts_with("/etc/berth/"), "{text}");

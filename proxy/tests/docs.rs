@@ -276,6 +276,26 @@ fn every_label_and_variable_is_documented_once() {
 }
 
 #[test]
+fn every_route_key_a_container_may_not_set_is_documented_with_its_reason() {
+    let text = std::fs::read_to_string(root().join("docs/labels.md")).unwrap();
+    let section = text
+        .split("### Route keys a container may not set")
+        .nth(1)
+        .and_then(|rest| rest.split("\n#").next())
+        .expect("docs/labels.md has no section on the route keys a container may not set");
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    let refused = berth_core::labels::refused_route_keys();
+    assert_eq!(rows.len(), refused.len(), "{rows:#?}");
+    for (key, why) in refused {
+        assert!(
+            rows.iter()
+                .any(|r| r.starts_with(&format!("| `{key}` |")) && r.contains(why)),
+            "{key} ({why}) is not documented as refused: {rows:#?}"
+        );
+    }
+}
+
+#[test]
 fn the_readme_is_short_and_opens_with_the_two_commands() {
     let text = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(text.len() < 15 * 1024, "README.md is {} bytes", text.len());

@@ -664,8 +664,9 @@ impl RawRoute {
             })
             .collect();
         let proto = match self.proto.as_deref().map(str::trim) {
-            None | Some("http") => UpstreamProto::Http,
-            Some("https") => UpstreamProto::Https,
+            None => UpstreamProto::Http,
+            Some(p) if p.eq_ignore_ascii_case("http") => UpstreamProto::Http,
+            Some(p) if p.eq_ignore_ascii_case("https") => UpstreamProto::Https,
             Some(other) => {
                 errors.push(
                     key("proto"),

@@ -4,10 +4,16 @@
 //!
 //! Native labels (`berth.host`, `berth.port`, ...) win over the nginx-proxy / acme-companion
 //! environment variables (`VIRTUAL_HOST`, `VIRTUAL_PORT`, ...), which are honoured so an
-//! existing stack moves over without edits. The values go through the same conversion as a
-//! `[[route]]` in the config file ([`RawRoute::validate`]). A bad value makes the whole
-//! container invalid, with every problem named by container and key; other containers are
-//! not affected.
+//! existing stack moves over without edits.
+//!
+//! A route label is the route key of the same name (`berth.auth.realm` is `auth.realm`):
+//! the labels decode, as a tree, into the file's own [`RawRoute`] and go through the same
+//! [`RawRoute::validate`], so a new route key has its label without a line here. What is read
+//! by hand is short and listed: the container's own keys ([`CONTAINER_KEYS`]: hosts, port,
+//! network, certificate), nginx-proxy's variables ([`ALIASES`]), the route keys a container
+//! may not set ([`REFUSED`]) and the ones that name files ([`FILE_KEYS`]). A bad value makes
+//! the whole container invalid, with every problem named by container and key; other
+//! containers are not affected.
 //!
 //! ```text
 //! docker run -l berth.host=registry.example.com -l berth.profile=registry registry:2
@@ -15,10 +21,15 @@
 //!            -e LETSENCRYPT_HOST=registry.example.com registry:2
 //! ```
 
+mod decode;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::config::{ConfigError, Errors, RawAuth, RawRoute};
+pub use decode::{comma_list, keys_of, parse_bool};
+use decode::{Tree, Value};
+
+use crate::config::{ConfigError, Errors, RawRoute};
 use crate::route::{Challenge, HostPattern, RouteSettings, RouteSource, RouteSpec};
 
 /// The ranges nginx-proxy calls "internal" (`NETWORK_ACCESS=internal`): loopback, the
@@ -123,95 +134,101 @@ pub struct AcmeRequest {
     pub challenge: Challenge,
 }
 
-/// A key of the schema: the native label and the environment variables that mean the same.
-struct Key {
-    label: &'static str,
-    env: &'static [&'static str],
-}
-
-const HOST: Key = key("host", &["VIRTUAL_HOST"]);
-const PORT: Key = key("port", &["VIRTUAL_PORT"]);
-const PROTO: Key = key("proto", &["VIRTUAL_PROTO"]);
-const PATH: Key = key("path", &["VIRTUAL_PATH"]);
-const HTTPS: Key = key("https", &["HTTPS_METHOD"]);
-const HSTS: Key = key("hsts", &["HSTS"]);
-const CERT_NAME: Key = key("cert-name", &["CERT_NAME"]);
-const ALLOW: Key = key("allow", &[]);
-const MAX_BODY: Key = key("max-body", &[]);
-const CONNECT_TIMEOUT: Key = key("connect-timeout", &[]);
-const READ_TIMEOUT: Key = key("read-timeout", &[]);
-const WRITE_TIMEOUT: Key = key("write-timeout", &[]);
-const MIN_BODY_RATE: Key = key("min-body-rate", &[]);
-const PROFILE: Key = key("profile", &[]);
-const NETWORK: Key = key("network", &[]);
-const ENABLE: Key = key("enable", &[]);
-const ACME: Key = key("acme", &[]);
-const ACME_EMAIL: Key = key("acme.email", &["LETSENCRYPT_EMAIL", "ACME_EMAIL"]);
-const ACME_CHALLENGE: Key = key("acme.challenge", &["ACME_CHALLENGE"]);
-const ACME_HOST: Key = key("", &["LETSENCRYPT_HOST", "ACME_HOST"]);
-const NETWORK_ACCESS: Key = key("", &["NETWORK_ACCESS"]);
-const AUTH_HTPASSWD: Key = key("auth.htpasswd", &[]);
-const AUTH_REALM: Key = key("auth.realm", &[]);
-const AUTH_METHODS: Key = key("auth.methods", &[]);
-const AUTH_ANONYMOUS_READ: Key = key("auth.anonymous-read", &[]);
-const AUTH_FORWARD: Key = key("auth.forward", &[]);
-const AUTH_FORWARD_HEADERS: Key = key("auth.forward-headers", &[]);
-const AUTH_FORWARD_CACHE: Key = key("auth.forward-cache", &[]);
-const AUTH_TOKEN_SECRET_FILE: Key = key("auth.token-secret-file", &[]);
-const RATE_LIMIT: Key = key("rate-limit", &[]);
-const RATE_BURST: Key = key("rate-burst", &[]);
-const SWARM_LB: Key = key("swarm.lb", &[]);
-
-const fn key(label: &'static str, env: &'static [&'static str]) -> Key {
-    Key { label, env }
-}
-
-/// Every native label, without the prefix.
-const LABELS: [&Key; 30] = [
-    &HOST,
-    &PORT,
-    &PROTO,
-    &PATH,
-    &HTTPS,
-    &HSTS,
-    &CERT_NAME,
-    &ALLOW,
-    &MAX_BODY,
-    &CONNECT_TIMEOUT,
-    &READ_TIMEOUT,
-    &WRITE_TIMEOUT,
-    &MIN_BODY_RATE,
-    &PROFILE,
-    &NETWORK,
-    &ENABLE,
-    &ACME,
-    &ACME_EMAIL,
-    &ACME_CHALLENGE,
-    &AUTH_HTPASSWD,
-    &AUTH_REALM,
-    &AUTH_METHODS,
-    &AUTH_ANONYMOUS_READ,
-    &AUTH_FORWARD,
-    &AUTH_FORWARD_HEADERS,
-    &AUTH_FORWARD_CACHE,
-    &AUTH_TOKEN_SECRET_FILE,
-    &RATE_LIMIT,
-    &RATE_BURST,
-    &SWARM_LB,
+/// Labels about the container itself rather than a route key, read here by hand: which hosts
+/// (one route each), where it listens, whether it is routed, and the certificate it asks for
+/// (which `berth-acme` reads too).
+const CONTAINER_KEYS: [&str; 8] = [
+    "host",
+    "port",
+    "network",
+    "enable",
+    "swarm.lb",
+    "acme",
+    "acme.email",
+    "acme.challenge",
 ];
 
+/// Route keys whose label is one of [`CONTAINER_KEYS`]: `(route key, label)`.
+const ROUTE_KEYS_AS_CONTAINER_KEYS: [(&str, &str); 3] = [
+    ("host", "host"),
+    ("acme", "acme"),
+    ("acme-challenge", "acme.challenge"),
+];
+
+/// Route keys a container may not set, and why: whoever may start a container may set its
+/// labels, and these are the operator's to decide.
+pub const REFUSED: [(&str, &str); 2] = [
+    (
+        "upstreams",
+        "the upstream is the container itself, at its address and berth.port",
+    ),
+    (
+        "dangerous-skip-verify",
+        "turning off the check of an upstream's certificate is for the config file",
+    ),
+];
+
+/// Route keys that name a file berth reads: from a label, only under `docker.label-files`.
+const FILE_KEYS: [&str; 3] = [
+    "auth.htpasswd",
+    "auth.token-secret-file",
+    "upstream-ca-file",
+];
+
+/// nginx-proxy's and acme-companion's variables, each standing for a label when the label is
+/// not set.
+const ALIASES: [(&str, &[&str]); 9] = [
+    ("host", &["VIRTUAL_HOST"]),
+    ("port", &["VIRTUAL_PORT"]),
+    ("proto", &["VIRTUAL_PROTO"]),
+    ("path", &["VIRTUAL_PATH"]),
+    ("https", &["HTTPS_METHOD"]),
+    ("hsts", &["HSTS"]),
+    ("cert-name", &["CERT_NAME"]),
+    ("acme.email", &["LETSENCRYPT_EMAIL", "ACME_EMAIL"]),
+    ("acme.challenge", &["ACME_CHALLENGE"]),
+];
+
+/// The certificate's names (acme-companion), which have no label: `berth.acme=true` takes
+/// the container's hosts instead.
+const ACME_HOST_VARIABLES: [&str; 2] = ["LETSENCRYPT_HOST", "ACME_HOST"];
+
+/// nginx-proxy's `NETWORK_ACCESS=internal`, which stands for a `berth.allow` of
+/// [`INTERNAL_NETWORKS`].
+const NETWORK_ACCESS: &str = "NETWORK_ACCESS";
+
+/// The labels decoded into [`RawRoute`], without the prefix: every route key except those
+/// read by hand and those refused.
+fn route_labels() -> Vec<String> {
+    keys_of::<RawRoute>()
+        .into_iter()
+        .filter(|k| {
+            !REFUSED.iter().any(|(r, _)| r == k)
+                && !ROUTE_KEYS_AS_CONTAINER_KEYS.iter().any(|(r, _)| r == k)
+        })
+        .collect()
+}
+
 /// Every name a container can carry for berth: the native labels (with their prefix) and the
-/// nginx-proxy / acme-companion environment variables, in schema order (for documentation
-/// checks and tools).
+/// nginx-proxy / acme-companion environment variables (for documentation checks and tools).
 pub fn schema_names() -> Vec<String> {
-    let mut names: Vec<String> = LABELS
+    let mut names: Vec<String> = CONTAINER_KEYS
         .iter()
-        .map(|k| format!("{LABEL_PREFIX}{}", k.label))
+        .map(|k| (*k).to_string())
+        .chain(route_labels())
+        .map(|k| format!("{LABEL_PREFIX}{k}"))
         .collect();
-    for k in LABELS.iter().copied().chain([&ACME_HOST, &NETWORK_ACCESS]) {
-        names.extend(k.env.iter().map(|v| (*v).to_string()));
+    for (_, vars) in ALIASES {
+        names.extend(vars.iter().map(|v| (*v).to_string()));
     }
+    names.extend(ACME_HOST_VARIABLES.iter().map(|v| (*v).to_string()));
+    names.push(NETWORK_ACCESS.to_string());
     names
+}
+
+/// The route keys a container may not set, with the reason (for documentation checks).
+pub fn refused_route_keys() -> &'static [(&'static str, &'static str)] {
+    &REFUSED
 }
 
 /// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
@@ -221,18 +238,22 @@ struct Found<'a> {
 }
 
 impl ContainerInfo {
-    /// The label, else the first environment variable set, for `key`.
-    fn get(&self, key: &Key) -> Option<Found<'_>> {
-        if !key.label.is_empty() {
-            let name = format!("{LABEL_PREFIX}{}", key.label);
-            if let Some(v) = self.labels.get(&name) {
-                return Some(Found {
-                    value: v,
-                    origin: format!("label {name}"),
-                });
-            }
+    /// The label `berth.<key>`, else the first of its variables that is set.
+    fn get(&self, key: &str) -> Option<Found<'_>> {
+        let name = format!("{LABEL_PREFIX}{key}");
+        if let Some(v) = self.labels.get(&name) {
+            return Some(Found {
+                value: v,
+                origin: format!("label {name}"),
+            });
         }
-        key.env.iter().find_map(|var| {
+        let vars = ALIASES.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        self.variable(vars.unwrap_or_default())
+    }
+
+    /// The first of `vars` that is set.
+    fn variable(&self, vars: &[&str]) -> Option<Found<'_>> {
+        vars.iter().find_map(|var| {
             self.env.get(*var).map(|v| Found {
                 value: v,
                 origin: format!("env {var}"),
@@ -249,29 +270,111 @@ impl ContainerInfo {
             None => format!("container {}, {origin}", self.name),
         }
     }
+
+    /// The route keys the container sets, by label or variable, as a tree to decode; every
+    /// label that cannot be one is an error.
+    fn route_tree(&self, errors: &mut Errors) -> Tree {
+        let mut tree = Tree::default();
+        let mut put = |tree: &mut Tree, key: &str, found: Found<'_>| {
+            let value = Value {
+                text: found.value.trim().to_string(),
+                origin: found.origin,
+            };
+            let origin = value.origin.clone();
+            if let Err(e) = tree.insert(key, value) {
+                errors.push(self.error_path(&origin), e);
+            }
+        };
+        for (name, value) in &self.labels {
+            let Some(key) = name.strip_prefix(LABEL_PREFIX) else {
+                continue;
+            };
+            if !CONTAINER_KEYS.contains(&key) {
+                let origin = format!("label {name}");
+                put(&mut tree, key, Found { value, origin });
+            }
+        }
+        for (key, vars) in ALIASES {
+            if CONTAINER_KEYS.contains(&key) || tree.get(key).is_some() {
+                continue;
+            }
+            if let Some(found) = self.variable(vars) {
+                put(&mut tree, key, found);
+            }
+        }
+        if tree.get("allow").is_none() {
+            if let Some(found) = self.variable(&[NETWORK_ACCESS]) {
+                match found.value.trim().to_ascii_lowercase().as_str() {
+                    "external" | "" => {}
+                    "internal" => {
+                        let value = INTERNAL_NETWORKS.join(",");
+                        let origin = found.origin;
+                        put(
+                            &mut tree,
+                            "allow",
+                            Found {
+                                value: &value,
+                                origin,
+                            },
+                        );
+                    }
+                    other => errors.push(
+                        self.error_path(&found.origin),
+                        format!("invalid value \"{other}\": expected \"external\" or \"internal\""),
+                    ),
+                }
+            }
+        }
+        for (key, why) in REFUSED {
+            if let Some(value) = tree.take(key) {
+                errors.push(
+                    self.error_path(&value.origin),
+                    format!("a container may not set {key}: {why}"),
+                );
+            }
+        }
+        tree
+    }
+
+    /// The route keys the container sets, decoded as a `[[route]]` of the file is; files only
+    /// under `docker.label-files`.
+    fn route(&self, rules: &ContainerRules, errors: &mut Errors) -> (RawRoute, Tree) {
+        let tree = self.route_tree(errors);
+        let (mut raw, problems, unknown) = decode::decode::<RawRoute>(tree.clone());
+        for p in problems {
+            errors.push(self.error_path(&p.origin), p.message);
+        }
+        for key in unknown {
+            errors.push(
+                self.error_path(&format!("label {LABEL_PREFIX}{key}")),
+                "unknown label (see the label list in the README)",
+            );
+        }
+        // Files are read by berth: only under docker.label-files, whatever the container says.
+        for key in FILE_KEYS {
+            let (Some(slot), Some(value)) = (file_slot(&mut raw, key), tree.get(key)) else {
+                continue;
+            };
+            *slot = slot.as_deref().and_then(|path| {
+                errors
+                    .check(
+                        &self.error_path(&value.origin),
+                        rules.label_files.check(path),
+                    )
+                    .map(|p| p.display().to_string())
+            });
+        }
+        (raw, tree)
+    }
 }
 
-/// Splits a comma list, trimming entries and dropping empty ones.
-fn comma_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Parses `true`/`false` (also `1`/`0`, `yes`/`no`, any case).
-///
-/// # Errors
-/// A message naming the value otherwise.
-pub fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(format!(
-            "invalid boolean \"{value}\": expected true or false"
-        )),
+/// Where a route key of [`FILE_KEYS`] sits in a decoded route.
+fn file_slot<'r>(raw: &'r mut RawRoute, key: &str) -> Option<&'r mut Option<String>> {
+    match key {
+        "auth.htpasswd" => raw.auth.as_mut().map(|a| &mut a.htpasswd),
+        "auth.token-secret-file" => raw.auth.as_mut().map(|a| &mut a.token_secret_file),
+        "upstream-ca-file" => Some(&mut raw.upstream_ca_file),
+        _ => None,
     }
 }
 
@@ -287,17 +390,7 @@ fn parse_port(value: &str) -> Result<u16, String> {
 /// What berth makes of `info`: its routes, or why it has none.
 pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSettings) -> Verdict {
     let mut errors = Errors::default();
-    for name in info.labels.keys() {
-        if let Some(rest) = name.strip_prefix(LABEL_PREFIX) {
-            if !LABELS.iter().any(|k| k.label == rest) {
-                errors.push(
-                    info.error_path(&format!("label {name}")),
-                    "unknown label (see the label list in the README)",
-                );
-            }
-        }
-    }
-    if let Some(found) = info.get(&ENABLE) {
+    if let Some(found) = info.get("enable") {
         match parse_bool(found.value) {
             Ok(false) => return Verdict::Ignored("berth.enable=false"),
             Ok(true) => {}
@@ -307,7 +400,8 @@ pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSetti
     // The certificate keys are part of the schema too: a typo there is reported here, by the
     // proxy, not only by the ACME worker.
     acme_checked(info, &mut errors);
-    let Some(hosts) = info.get(&HOST) else {
+    let (mut raw, tree) = info.route(rules, &mut errors);
+    let Some(hosts) = info.get("host") else {
         // A certificate without a route is fine (the ACME worker still issues it).
         return if errors.is_empty() {
             Verdict::Ignored("no berth.host label or VIRTUAL_HOST variable")
@@ -332,15 +426,56 @@ pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSetti
             }
         }
     }
-    let port = match info.get(&PORT) {
+    let port = match info.get("port") {
         Some(found) => errors.check(&info.error_path(&found.origin), parse_port(found.value)),
         None => Some(default_port(info)),
     };
+    let ip = upstream_ip(info, rules, &mut errors);
+    if let (Some(ip), Some(port)) = (ip, port) {
+        raw.upstreams = vec![SocketAddr::new(ip, port).to_string()];
+    }
+    if !errors.is_empty() {
+        return Verdict::Invalid(errors.into_inner());
+    }
+    let mut routes = Vec::new();
+    let mut route_errors = Errors::default();
+    for host in host_list {
+        let raw = RawRoute {
+            host: Some(host),
+            ..raw.clone()
+        };
+        let source = match &info.service {
+            Some(service) => RouteSource::Services(vec![service.clone()]),
+            None => RouteSource::Containers(vec![info.name.clone()]),
+        };
+        if let Some(mut spec) = raw.validate("", defaults, source, &mut route_errors) {
+            for u in &mut spec.upstreams {
+                u.container = Some(info.name.clone());
+            }
+            routes.push(spec);
+        }
+    }
+    if !route_errors.is_empty() {
+        return Verdict::Invalid(rename_route_errors(info, &tree, route_errors.into_inner()));
+    }
+    match info.health {
+        Health::Starting | Health::Unhealthy => Verdict::Waiting(info.health),
+        Health::None | Health::Healthy => Verdict::Routes(routes),
+    }
+}
+
+/// The address berth sends to: on `berth.network` (or `docker.network`), else by the rule of
+/// [`address`]; with `berth.swarm.lb=vip`, the service's virtual IP.
+fn upstream_ip(
+    info: &ContainerInfo,
+    rules: &ContainerRules,
+    errors: &mut Errors,
+) -> Option<IpAddr> {
     let preferred = info
-        .get(&NETWORK)
+        .get("network")
         .map(|f| f.value.trim().to_string())
         .or_else(|| rules.preferred_network.clone());
-    let vip = match info.get(&SWARM_LB) {
+    let vip = match info.get("swarm.lb") {
         Some(found) => match found.value.trim().to_ascii_lowercase().as_str() {
             "vip" => true,
             "task" => false,
@@ -365,84 +500,24 @@ pub fn judge(info: &ContainerInfo, rules: &ContainerRules, defaults: &RouteSetti
         };
         errors.push(info.error_path("networks"), message);
     }
-    let allow = allow_list(info, &mut errors);
-    let raw = RawRoute {
-        host: None,
-        path: info.get(&PATH).map(|f| f.value.trim().to_string()),
-        upstreams: match (ip, port) {
-            (Some(ip), Some(port)) => vec![SocketAddr::new(ip, port).to_string()],
-            _ => Vec::new(),
-        },
-        proto: info
-            .get(&PROTO)
-            .map(|f| f.value.trim().to_ascii_lowercase()),
-        profile: info.get(&PROFILE).map(|f| f.value.to_string()),
-        cert_name: info.get(&CERT_NAME).map(|f| f.value.to_string()),
-        allow,
-        auth: auth(info, rules, &mut errors),
-        rate_limit: info.get(&RATE_LIMIT).map(|f| f.value.to_string()),
-        rate_burst: info.get(&RATE_BURST).and_then(|f| {
-            errors.check(
-                &info.error_path(&f.origin),
-                f.value.trim().parse::<u32>().map_err(|_| {
-                    format!(
-                        "invalid rate-burst \"{}\": expected a whole number",
-                        f.value
-                    )
-                }),
-            )
-        }),
-        https: info.get(&HTTPS).map(|f| f.value.to_string()),
-        hsts: info.get(&HSTS).map(|f| f.value.to_string()),
-        max_body: info.get(&MAX_BODY).map(|f| f.value.to_string()),
-        connect_timeout: info.get(&CONNECT_TIMEOUT).map(|f| f.value.to_string()),
-        read_timeout: info.get(&READ_TIMEOUT).map(|f| f.value.to_string()),
-        write_timeout: info.get(&WRITE_TIMEOUT).map(|f| f.value.to_string()),
-        min_body_rate: info.get(&MIN_BODY_RATE).map(|f| f.value.to_string()),
-        ..RawRoute::default()
-    };
-    if !errors.is_empty() {
-        return Verdict::Invalid(errors.into_inner());
-    }
-    let mut routes = Vec::new();
-    let mut route_errors = Errors::default();
-    for host in host_list {
-        let raw = RawRoute {
-            host: Some(host),
-            ..raw.clone()
-        };
-        let source = match &info.service {
-            Some(service) => RouteSource::Services(vec![service.clone()]),
-            None => RouteSource::Containers(vec![info.name.clone()]),
-        };
-        if let Some(mut spec) = raw.validate("", defaults, source, &mut route_errors) {
-            for u in &mut spec.upstreams {
-                u.container = Some(info.name.clone());
-            }
-            routes.push(spec);
-        }
-    }
-    if !route_errors.is_empty() {
-        return Verdict::Invalid(rename_route_errors(info, route_errors.into_inner()));
-    }
-    match info.health {
-        Health::Starting | Health::Unhealthy => Verdict::Waiting(info.health),
-        Health::None | Health::Healthy => Verdict::Routes(routes),
-    }
+    ip
 }
 
 /// Errors from [`RawRoute::validate`] carry paths like `.read-timeout`; name the label or
 /// variable the value came from instead, once per key.
-fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<ConfigError> {
+fn rename_route_errors(
+    info: &ContainerInfo,
+    tree: &Tree,
+    errors: Vec<ConfigError>,
+) -> Vec<ConfigError> {
     let mut out: Vec<ConfigError> = Vec::new();
     for e in errors {
         let field = e.path.trim_start_matches('.');
         let field = field.split('[').next().unwrap_or(field);
-        let origin = LABELS
-            .iter()
-            .find(|k| k.label == field)
-            .and_then(|k| info.get(k))
-            .map_or_else(|| format!("label {LABEL_PREFIX}{field}"), |f| f.origin);
+        let origin = tree.get(field).map_or_else(
+            || format!("label {LABEL_PREFIX}{field}"),
+            |v| v.origin.clone(),
+        );
         let renamed = ConfigError {
             path: info.error_path(&origin),
             message: e.message,
@@ -452,64 +527,6 @@ fn rename_route_errors(info: &ContainerInfo, errors: Vec<ConfigError>) -> Vec<Co
         }
     }
     out
-}
-
-/// `berth.auth.htpasswd`, `.realm`, `.methods` (comma list) and `.anonymous-read`, or
-/// `berth.auth.forward`, `.forward-headers` (comma list) and `.forward-cache`; validated
-/// with the route.
-fn auth(info: &ContainerInfo, rules: &ContainerRules, errors: &mut Errors) -> Option<RawAuth> {
-    let text = |k: &Key| info.get(k).map(|f| f.value.to_string());
-    // Files are read by berth: only under docker.label-files, whatever the container says.
-    let mut file = |k: &Key| {
-        let found = info.get(k)?;
-        errors
-            .check(
-                &info.error_path(&found.origin),
-                rules.label_files.check(found.value.trim()),
-            )
-            .map(|path| path.display().to_string())
-    };
-    let (htpasswd, token_secret_file) = (file(&AUTH_HTPASSWD), file(&AUTH_TOKEN_SECRET_FILE));
-    let raw = RawAuth {
-        htpasswd,
-        realm: text(&AUTH_REALM),
-        methods: info.get(&AUTH_METHODS).map(|f| comma_list(f.value)),
-        anonymous_read: info
-            .get(&AUTH_ANONYMOUS_READ)
-            .and_then(|f| errors.check(&info.error_path(&f.origin), parse_bool(f.value))),
-        forward: text(&AUTH_FORWARD),
-        forward_headers: info.get(&AUTH_FORWARD_HEADERS).map(|f| comma_list(f.value)),
-        forward_cache: text(&AUTH_FORWARD_CACHE),
-        token_secret_file,
-    };
-    LABELS
-        .iter()
-        .filter(|k| k.label.starts_with("auth."))
-        .any(|k| info.get(k).is_some())
-        .then_some(raw)
-}
-
-/// `berth.allow` (comma list of CIDRs), else `NETWORK_ACCESS=internal` (private ranges).
-fn allow_list(info: &ContainerInfo, errors: &mut Errors) -> Option<Vec<String>> {
-    if let Some(found) = info.get(&ALLOW) {
-        let list = comma_list(found.value);
-        if list.is_empty() {
-            errors.push(info.error_path(&found.origin), "empty list");
-        }
-        return Some(list);
-    }
-    let found = info.get(&NETWORK_ACCESS)?;
-    match found.value.trim().to_ascii_lowercase().as_str() {
-        "external" | "" => None,
-        "internal" => Some(INTERNAL_NETWORKS.iter().map(|s| s.to_string()).collect()),
-        other => {
-            errors.push(
-                info.error_path(&found.origin),
-                format!("invalid value \"{other}\": expected \"external\" or \"internal\""),
-            );
-            None
-        }
-    }
 }
 
 /// The port when no label or variable names one: the single exposed TCP port, else 80.
@@ -560,14 +577,14 @@ pub fn acme_request(info: &ContainerInfo) -> Result<Option<AcmeRequest>, Vec<Con
 }
 
 fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest> {
-    let enabled = match info.get(&ACME) {
+    let enabled = match info.get("acme") {
         Some(found) => errors.check(&info.error_path(&found.origin), parse_bool(found.value)),
         None => None,
     };
     if enabled == Some(false) {
         return None;
     }
-    let hosts = match (info.get(&ACME_HOST), enabled) {
+    let hosts = match (info.variable(&ACME_HOST_VARIABLES), enabled) {
         (Some(found), _) => {
             let names = comma_list(found.value);
             let mut hosts = Vec::new();
@@ -593,7 +610,7 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
         }
         (None, Some(true)) => {
             let hosts: Vec<String> = info
-                .get(&HOST)
+                .get("host")
                 .map(|f| comma_list(f.value))
                 .unwrap_or_default()
                 .iter()
@@ -614,7 +631,7 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
         }
         (None, _) => return None,
     };
-    let email = info.get(&ACME_EMAIL).and_then(|found| {
+    let email = info.get("acme.email").and_then(|found| {
         let v = found.value.trim();
         if v.contains('@') && !v.contains(char::is_whitespace) {
             Some(v.to_string())
@@ -632,7 +649,7 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
             unique.push(h);
         }
     }
-    let found = info.get(&ACME_CHALLENGE);
+    let found = info.get("acme.challenge");
     let origin = info.error_path(found.as_ref().map_or("label berth.acme", |f| &f.origin));
     let asked = found.and_then(|f| errors.check(&origin, Challenge::parse(f.value)));
     if unique.is_empty() {
@@ -821,6 +838,174 @@ mod tests {
         assert_eq!(r[0].settings.hsts, None);
         assert_eq!(r[0].cert_name.as_deref(), Some("shared.example.com"));
         assert_eq!(r[0].allow.len(), INTERNAL_NETWORKS.len());
+    }
+
+    /// What the container's route labels decode to, as text, with their errors.
+    fn decoded(labels: &[(&str, &str)], rules: &ContainerRules) -> (String, Vec<String>) {
+        let mut errors = Errors::default();
+        let (raw, _) = container(labels, &[]).route(rules, &mut errors);
+        let shown = errors
+            .into_inner()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        (format!("{raw:?}"), shown)
+    }
+
+    #[test]
+    fn every_route_key_has_a_label_or_is_refused_by_name() {
+        let rules = ContainerRules::default();
+        let (nothing, _) = decoded(&[], &rules);
+        let names = schema_names();
+        for key in keys_of::<RawRoute>() {
+            if let Some((_, why)) = REFUSED.iter().find(|(k, _)| *k == key) {
+                let label = format!("berth.{key}");
+                let (_, e) = decoded(&[(&label, "1")], &rules);
+                assert_eq!(
+                    e,
+                    [format!(
+                        "container web, label {label}: a container may not set {key}: {why}"
+                    )]
+                );
+                assert!(!names.contains(&label), "{label} is refused, not a label");
+                continue;
+            }
+            if let Some((_, label)) = ROUTE_KEYS_AS_CONTAINER_KEYS.iter().find(|(k, _)| *k == key) {
+                assert!(CONTAINER_KEYS.contains(label), "{key}: {label}");
+                continue;
+            }
+            // "1" decodes as every type: a string, true, a number, a one-item list.
+            let value = if FILE_KEYS.contains(&key.as_str()) {
+                "/etc/berth/file"
+            } else {
+                "1"
+            };
+            let label = format!("berth.{key}");
+            let (set, e) = decoded(&[(&label, value)], &rules);
+            assert_eq!(e, Vec::<String>::new(), "{label}");
+            if FILE_KEYS.contains(&key.as_str()) {
+                let (_, e) = decoded(&[(&label, "/elsewhere/file")], &rules);
+                assert_eq!(e.len(), 1, "{label}: {e:?}");
+                assert!(e[0].contains("outside docker.label-files"), "{e:?}");
+            }
+            assert_ne!(set, nothing, "{label} changes nothing");
+            assert!(names.contains(&label), "{label} is not in the schema");
+        }
+        for (key, _) in REFUSED.iter().chain(&ROUTE_KEYS_AS_CONTAINER_KEYS) {
+            assert!(
+                keys_of::<RawRoute>().iter().any(|k| k == key),
+                "{key} is no route key"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_decode_as_the_file_does_and_unknown_ones_are_named() {
+        let rules = ContainerRules::default();
+        let (_, e) = decoded(
+            &[
+                ("berth.auth.realm", "r"),
+                ("berth.auth.relam", "r"),
+                ("berth.rate-limt", "1r/s"),
+                ("berth.max-body.x", "1"),
+                ("berth.auth", "on"),
+            ],
+            &rules,
+        );
+        assert_eq!(
+            e,
+            [
+                "container web, label berth.auth.realm: auth is set as a value (label \
+                 berth.auth), so it cannot hold keys",
+                "container web, label berth.auth.relam: auth is set as a value (label \
+                 berth.auth), so it cannot hold keys",
+                "container web, label berth.auth: is a group of keys (auth.*), not a value",
+                "container web, label berth.max-body.x: has keys under it (max-body.*), but \
+                 takes a value",
+                "container web, label berth.rate-limt: unknown label (see the label list in \
+                 the README)",
+            ]
+        );
+        let (_, e) = decoded(&[("berth.auth.relam", "r")], &rules);
+        assert_eq!(
+            e,
+            ["container web, label berth.auth.relam: unknown label (see the label list in the README)"]
+        );
+        let (raw, e) = decoded(
+            &[
+                ("berth.auth.methods", " post, PUT ,, "),
+                ("berth.auth.anonymous-read", "No"),
+                ("berth.rate-burst", " 7 "),
+            ],
+            &rules,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert!(raw.contains(r#"methods: Some(["post", "PUT"])"#), "{raw}");
+        assert!(raw.contains("anonymous_read: Some(false)"), "{raw}");
+        assert!(raw.contains("rate_burst: Some(7)"), "{raw}");
+    }
+
+    #[test]
+    fn upstream_tls_labels_name_files_only_where_the_operator_allows() {
+        let dir = std::env::temp_dir().join(format!("berth-labels-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+        )
+        .expect("ca");
+        let ca = ca.display().to_string();
+        let allowed = ContainerRules {
+            label_files: crate::files::LabelFiles::new(&[dir.display().to_string()])
+                .expect("label files"),
+            ..ContainerRules::default()
+        };
+        let labels = [
+            ("berth.host", "a.example.com"),
+            ("berth.proto", "HTTPS"),
+            ("berth.upstream-sni", "internal.example"),
+            ("berth.upstream-ca-file", ca.as_str()),
+        ];
+        let r = match judge(&container(&labels, &[]), &allowed, &builtin_defaults()) {
+            Verdict::Routes(r) => r,
+            other => panic!("expected routes, got {other:?}"),
+        };
+        assert_eq!(r[0].proto, UpstreamProto::Https);
+        assert_eq!(r[0].upstream_tls.sni.as_deref(), Some("internal.example"));
+        assert_eq!(
+            r[0].upstream_tls.ca_file.as_deref(),
+            Some(std::path::Path::new(&ca))
+        );
+        // The same file outside docker.label-files is never read.
+        let e = errors(&container(&labels, &[]));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!(
+                "container web, label berth.upstream-ca-file: \"{ca}\" is outside docker.label-files"
+            )),
+            "{e:?}"
+        );
+        let e = errors(&container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.proto", "https"),
+                ("berth.dangerous-skip-verify", "true"),
+                ("berth.upstreams", "10.0.0.1:80"),
+            ],
+            &[],
+        ));
+        assert_eq!(
+            e,
+            [
+                "container web, label berth.upstreams: a container may not set upstreams: the \
+                 upstream is the container itself, at its address and berth.port",
+                "container web, label berth.dangerous-skip-verify: a container may not set \
+                 dangerous-skip-verify: turning off the check of an upstream's certificate is \
+                 for the config file",
+            ]
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
@@ -1052,7 +1237,7 @@ mod tests {
         for (labels, error) in [
             (
                 vec![("berth.rate-burst", "lots"), ("berth.rate-limit", "1r/s")],
-                "container web, label berth.rate-burst: invalid rate-burst \"lots\"",
+                "container web, label berth.rate-burst: invalid value \"lots\": expected a whole number",
             ),
             (
                 vec![("berth.rate-limit", "fast")],
