@@ -8,7 +8,9 @@
 //! - [`wanted`]: which certificates, and which are due (pure);
 //! - [`account`]: ACME accounts, created once per directory and email and kept on disk;
 //! - [`issue`]: one order, from new order to the files in certs-dir;
-//! - [`worker`]: the loop — renewal windows, per-certificate backoff, Docker events;
+//! - [`plan`]: the renewal decision for one certificate (pure): due, the CA's window,
+//!   back-off, throttle, forced;
+//! - [`worker`]: the loop — gathers the facts, carries out the plan, follows Docker events;
 //! - [`metrics`]: `berth_acme_*` on its own listener;
 //! - [`feed`]: the certificate feed edges on other hosts mirror (`acme.feed`).
 
@@ -17,6 +19,7 @@ pub mod dns;
 pub mod feed;
 pub mod issue;
 pub mod metrics;
+pub mod plan;
 pub mod wanted;
 pub mod worker;
 

@@ -6,7 +6,7 @@
 //! (`acme.max-orders-per-minute`), so a host with hundreds of containers does not run into
 //! the CA's rate limits in one burst.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,59 +19,13 @@ use berth_core::docker::Snapshot;
 use crate::feed::Published;
 use crate::issue::{issue, Outcome, Settings};
 use crate::metrics::Metrics;
+use crate::plan::{backoff, plan, Facts, Plan, Throttle, PASS_EVERY};
 use crate::wanted::{ari_renew_at, due, read_leaf, renew_at, wanted, Due, Existing, Wanted};
 use crate::Error;
 
-/// Longest wait after failures (the first is `acme.retry-after`, doubling per failure).
-pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
 /// With a feed: longest wait for an edge to read a newly published thumbprint (edges retry
 /// an unreachable feed at least every 10 s).
 pub const FEED_SETTLE: Duration = Duration::from_secs(12);
-/// Longest time between passes, even when nothing is due.
-pub const PASS_EVERY: Duration = Duration::from_secs(3600);
-
-/// The window `acme.max-orders-per-minute` counts in.
-const MINUTE: Duration = Duration::from_secs(60);
-
-/// At most so many orders started in any minute.
-#[derive(Debug)]
-pub struct Throttle {
-    per_minute: usize,
-    started: VecDeque<Instant>,
-}
-
-impl Throttle {
-    /// A throttle letting `per_minute` orders start in any 60 s.
-    pub fn new(per_minute: u32) -> Throttle {
-        Throttle {
-            per_minute: usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX),
-            started: VecDeque::new(),
-        }
-    }
-
-    /// Counts an order starting at `now`, or says how long until one may start.
-    ///
-    /// # Errors
-    /// The wait, when `per_minute` orders started in the minute before `now`.
-    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
-        while self
-            .started
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
-        {
-            self.started.pop_front();
-        }
-        match self.started.front() {
-            Some(first) if self.started.len() >= self.per_minute => {
-                Err(MINUTE - now.saturating_duration_since(*first))
-            }
-            _ => {
-                self.started.push_back(now);
-                Ok(())
-            }
-        }
-    }
-}
 
 /// Failures of one certificate in a row, and when to try again.
 #[derive(Debug, Clone, Copy)]
@@ -353,52 +307,45 @@ impl Worker {
                 }
             }
             let decision = due(current.as_ref(), &w.hosts, renew_before, now);
-            // The CA's own window, when it publishes one, comes first when it is earlier.
             let ari = match (&current, decision) {
                 (Some(e), Due::NotUntil(_) | Due::Expiring) => self.ari_renew_at(w, e).await,
                 _ => None,
             };
-            let reason = match decision {
-                Due::NotUntil(_) if self.force => "renewal forced (--force-renewal)",
-                Due::NotUntil(own) => {
-                    let (at, recheck) = match ari {
-                        Some((at, _)) if at <= now => (at, Duration::ZERO),
-                        Some((at, recheck)) => (at.min(own), recheck),
-                        None => (own, PASS_EVERY),
-                    };
-                    if at > now {
-                        self.record(w, current.as_ref(), Some(at));
-                        self.backoff.remove(&w.name);
-                        let wait = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
-                        next = next.min(wait).min(recheck.max(Duration::from_secs(60)));
-                        continue;
-                    }
-                    "the CA's renewal window (ARI) has opened"
-                }
-                Due::Missing => "no certificate yet",
-                Due::Uncovered => "the certificate does not name every host",
-                Due::Expiring => "the certificate is in its renewal window",
+            let facts = Facts {
+                due: decision,
+                ari,
+                forced: self.force,
+                backoff_left: self.backoff.get(&w.name).map_or(Duration::ZERO, |b| {
+                    b.retry_at.saturating_duration_since(Instant::now())
+                }),
+                now,
             };
-            if let Some(b) = self.backoff.get(&w.name) {
-                let left = b.retry_at.saturating_duration_since(Instant::now());
-                if !left.is_zero() {
+            let reason = match plan(&facts, &mut self.throttle, Instant::now()) {
+                Plan::Wait { at, next: look } => {
+                    self.record(w, current.as_ref(), Some(at));
+                    self.backoff.remove(&w.name);
+                    next = next.min(look);
+                    continue;
+                }
+                Plan::BackingOff(left) => {
                     next = next.min(left);
                     continue;
                 }
-            }
-            if let Err(wait) = self.throttle.admit(Instant::now()) {
-                tracing::info!(
-                    cert = %w.name,
-                    wait_secs = wait.as_secs_f64().ceil(),
-                    "acme: {} orders started in the last minute (acme.max-orders-per-minute); \
-                     this one waits",
-                    self.config.acme.max_orders_per_minute
-                );
-                self.metrics.throttled.inc();
-                report.throttled.push(w.name.clone());
-                next = next.min(wait);
-                continue;
-            }
+                Plan::Throttled(wait) => {
+                    tracing::info!(
+                        cert = %w.name,
+                        wait_secs = wait.as_secs_f64().ceil(),
+                        "acme: {} orders started in the last minute (acme.max-orders-per-minute); \
+                         this one waits",
+                        self.config.acme.max_orders_per_minute
+                    );
+                    self.metrics.throttled.inc();
+                    report.throttled.push(w.name.clone());
+                    next = next.min(wait);
+                    continue;
+                }
+                Plan::Order(reason) => reason,
+            };
             tracing::info!(
                 cert = %w.name,
                 hosts = ?w.hosts,
@@ -451,12 +398,7 @@ impl Worker {
                         .with_label_values(&["error", challenge])
                         .inc();
                     let failures = self.backoff.get(&w.name).map_or(0, |b| b.failures) + 1;
-                    let wait = self
-                        .config
-                        .acme
-                        .retry_after
-                        .saturating_mul(1 << (failures - 1).min(16))
-                        .min(BACKOFF_MAX);
+                    let wait = backoff(failures, self.config.acme.retry_after);
                     self.backoff.insert(
                         w.name.clone(),
                         Backoff {
@@ -573,30 +515,5 @@ impl Worker {
                 };
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_throttle_lets_so_many_orders_start_in_any_minute() {
-        let start = Instant::now();
-        let at = |secs: u64| start + Duration::from_secs(secs);
-        let mut t = Throttle::new(2);
-        assert_eq!(t.admit(at(0)), Ok(()));
-        assert_eq!(t.admit(at(10)), Ok(()));
-        assert_eq!(
-            t.admit(at(20)),
-            Err(Duration::from_secs(40)),
-            "third in the minute"
-        );
-        assert_eq!(t.admit(at(59)), Err(Duration::from_secs(1)));
-        assert_eq!(t.admit(at(60)), Ok(()), "the first has left the window");
-        assert_eq!(t.admit(at(65)), Err(Duration::from_secs(5)));
-        assert_eq!(t.admit(at(200)), Ok(()));
-        assert_eq!(t.admit(at(200)), Ok(()));
-        assert_eq!(t.admit(at(200)), Err(Duration::from_secs(60)));
     }
 }
