@@ -1,6 +1,7 @@
 //! What `berth` and `berth-acme` share, with no Pingora in it: the configuration schema
 //! ([`config`], a module per section), the route
-//! model and table ([`route`], [`path`], [`table`], [`merge`]), the Docker client and label
+//! model, a module per family of route keys, and the table ([`route`], [`path`], [`table`],
+//! [`merge`]), the Docker client and label
 //! schema ([`docker`], [`labels`]), the file contract between the two processes
 //! ([`contract`]), the small files routes name ([`files`]), and the logging setup both
 //! binaries use.
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod contract;
 pub mod docker;
+mod errors;
 pub mod feed;
 pub mod files;
 pub mod labels;

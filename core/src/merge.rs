@@ -116,7 +116,8 @@ pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<Route
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{builtin_defaults, Errors, RawRoute};
+    use crate::config::{Errors, RawRoute};
+    use crate::route::builtin_defaults;
 
     fn spec(host: &str, upstream: &str, source: RouteSource, max_body: Option<&str>) -> RouteSpec {
         let raw = RawRoute {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use arbitrary::Arbitrary;
-use berth_core::config::builtin_defaults;
+use berth_core::route::builtin_defaults;
 use berth_core::labels::{
     acme_request, judge, ContainerRules, ContainerInfo, ContainerNetwork, Verdict, Health,
 };

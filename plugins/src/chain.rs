@@ -171,7 +171,7 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     if spec.settings.min_body_rate > 0 {
         chain.push(Arc::new(BodyRate::new(
             spec.settings.min_body_rate,
-            berth_core::config::BODY_RATE_GRACE,
+            berth_core::route::BODY_RATE_GRACE,
             spec.settings.read_timeout,
         )));
     }

@@ -30,9 +30,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::dns::{DnsConfig, RawDns};
-use super::errors::Errors;
 use super::units::check_ca_file;
 use super::units::parse_duration;
+use crate::errors::Errors;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";

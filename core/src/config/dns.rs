@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::errors::Errors;
 use super::units::parse_duration;
+use crate::errors::Errors;
 
 /// Default `acme.dns-propagation-timeout`.
 pub const DEFAULT_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::errors::Errors;
+use crate::errors::Errors;
 
 /// `[docker]` as written.
 #[derive(Debug, Default, Deserialize)]

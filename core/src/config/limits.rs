@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::errors::Errors;
 use super::units::{parse_duration, parse_size};
+use crate::errors::Errors;
 
 /// `[limits]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]

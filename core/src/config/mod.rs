@@ -25,7 +25,6 @@
 //! ```
 
 mod docker;
-mod errors;
 mod route;
 mod source;
 mod tls;
@@ -36,8 +35,8 @@ pub mod limits;
 pub mod server;
 pub mod units;
 
+pub use crate::errors::*;
 pub use docker::*;
-pub use errors::*;
 pub use route::*;
 pub use source::*;
 pub use tls::*;
@@ -49,7 +48,9 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::route::{Challenge, RouteSettings, RouteSource, RouteSpec};
+use crate::route::{
+    builtin_defaults, Challenge, RawSettings, RouteSettings, RouteSource, RouteSpec,
+};
 
 /// The default configuration, embedded in the binary: `configs/berth.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/berth.toml");

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::errors::Errors;
 use super::units::parse_duration;
+use crate::errors::Errors;
 
 /// Where the upgrade socket lives when `server.upgrade-socket` is not set.
 pub const DEFAULT_UPGRADE_SOCKET: &str = "berth-state/upgrade.sock";

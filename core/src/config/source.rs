@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::errors::{ConfigError, ConfigErrors};
 use super::{parse_config, Config, EMBEDDED_DEFAULT};
+use crate::errors::{ConfigError, ConfigErrors};
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::errors::Errors;
+use crate::errors::Errors;
 use crate::feed::DEFAULT_FEED_PORT;
 
 /// Where certificates live when `tls.certs-dir` is not set.

@@ -72,7 +72,7 @@ pub fn parse_listen_addr(value: &str) -> Result<Option<std::net::SocketAddr>, St
 /// neither. The value goes through `parse`; the token file must hold a usable token
 /// ([`crate::feed::read_token`]). `None` when unset or on an error (recorded in `errors`).
 pub(super) fn with_token_file<T>(
-    errors: &mut super::errors::Errors,
+    errors: &mut crate::errors::Errors,
     key: &str,
     value: Option<&str>,
     file: Option<&str>,

@@ -666,7 +666,7 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::builtin_defaults;
+    use crate::route::builtin_defaults;
     use crate::route::{HttpsMode, Profile, UpstreamProto};
 
     fn container(labels: &[(&str, &str)], env: &[(&str, &str)]) -> ContainerInfo {

@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod forward_auth;
 mod forwarded;
+mod htpasswd;
 mod https;
 mod rate_limit;
 mod registry;
@@ -15,13 +16,13 @@ mod upstream_tls;
 
 pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
-pub use auth::{
-    parse_basic, parse_htpasswd, read_htpasswd, AuthFiles, BasicAuth, Htpasswd, HtpasswdFile,
-    Reload,
-};
+pub use auth::BasicAuth;
 pub use body::{BodyLimit, BodyRate};
 pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
+pub use htpasswd::{
+    parse_basic, parse_htpasswd, read_htpasswd, AuthFiles, Htpasswd, HtpasswdFile, Reload,
+};
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
 pub use rate_limit::{ClientKey, RateLimiter};
 pub use registry::{

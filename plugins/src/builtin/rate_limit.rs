@@ -47,8 +47,8 @@ use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use super::auth::{parse_basic, HtpasswdFile};
 use super::forwarded::effective_client;
+use super::htpasswd::{parse_basic, HtpasswdFile};
 use super::registry_token::{self, bearer_value, Bearer};
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::route::RateLimit;

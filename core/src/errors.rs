@@ -40,7 +40,7 @@ impl fmt::Display for ConfigErrors {
 
 /// Collects errors while validating.
 #[derive(Debug, Default)]
-pub struct Errors(pub(super) Vec<ConfigError>);
+pub struct Errors(pub(crate) Vec<ConfigError>);
 
 impl Errors {
     /// Records a problem at `path`.
@@ -60,6 +60,11 @@ impl Errors {
                 None
             }
         }
+    }
+
+    /// How many problems were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// Whether nothing was recorded.
