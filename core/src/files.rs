@@ -39,6 +39,45 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// The largest CA file berth reads (`upstream-ca-file`, `acme.ca-bundle`): several times a
+/// system's whole bundle.
+pub const CA_FILE_LIMIT: u64 = 4 << 20;
+
+/// Reads a PEM CA file: a regular file of at most [`CA_FILE_LIMIT`] bytes.
+///
+/// # Errors
+/// What is wrong with the file, as [`read_regular`] says, without the path.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    read_regular(path, CA_FILE_LIMIT)
+}
+
+/// A route key that names a file berth reads (`auth.htpasswd`, `upstream-ca-file`, ...).
+/// From the config file it is taken as written; from a container's labels it decodes only
+/// when it lies under `docker.label-files` ([`LabelFiles::check`]), so no route key that
+/// names a file can be set from a label without that check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename = "berth::FilePath")]
+pub struct FilePath(String);
+
+impl FilePath {
+    /// The name serde knows the type by: the label decoder checks values of this type.
+    pub const SERDE_NAME: &'static str = "berth::FilePath";
+}
+
+impl std::ops::Deref for FilePath {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for FilePath {
+    fn from(path: String) -> Self {
+        FilePath(path)
+    }
+}
+
 /// `docker.label-files`: the directories under which a container's labels may name files
 /// (`berth.auth.htpasswd`, `berth.auth.token-secret-file`). Labels are less trusted than the
 /// config file: whoever may start a container must not make berth read `/etc/shadow`.

@@ -469,7 +469,7 @@ upstream-sni = "bad name"
         let errs = errors_of(text);
         for e in [
             "route[0].proto: upstream-ca-file, upstream-sni and dangerous-skip-verify need proto = \"https\"",
-            "route[1].upstream-ca-file: cannot read \"/nonexistent/ca.pem\"",
+            "route[1].upstream-ca-file: \"/nonexistent/ca.pem\": cannot read",
             "route[1].upstream-sni: invalid upstream-sni \"bad name\"",
         ] {
             assert!(errs.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errs:#?}");

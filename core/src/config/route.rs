@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::errors::Errors;
+use crate::files::FilePath;
 use crate::route::{
     check_registry_auth, validate_acme, HostPattern, Profile, RateLimit, RawAuth, RawSettings,
     RawUpstreamTls, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
@@ -43,7 +44,7 @@ pub struct RawRoute {
     /// Certificate (file name stem in certs-dir) to serve instead of the host's own.
     pub cert_name: Option<String>,
     /// Extra CA certificates (PEM file) for verifying `https` upstreams.
-    pub upstream_ca_file: Option<String>,
+    pub upstream_ca_file: Option<FilePath>,
     /// SNI (and verified name) for `https` upstreams.
     pub upstream_sni: Option<String>,
     /// Accept any upstream certificate.

@@ -38,13 +38,15 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         })
 }
 
-/// Checks that a CA file can be read and holds at least one PEM certificate.
+/// Checks that a CA file can be read (a regular file, [`crate::files::read_ca_file`]) and
+/// holds at least one PEM certificate.
 ///
 /// # Errors
 /// A message naming the file otherwise.
 pub fn check_ca_file(path: &str) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
-    if text.contains("-----BEGIN CERTIFICATE-----") {
+    let bytes = crate::files::read_ca_file(std::path::Path::new(path))
+        .map_err(|e| format!("\"{path}\": {e}"))?;
+    if String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         Ok(())
     } else {
         Err(format!("\"{path}\" holds no PEM certificate"))

@@ -13,6 +13,8 @@ use std::fmt;
 use serde::de::value::{SeqDeserializer, StrDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
+use crate::files::FilePath;
+
 /// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {
@@ -21,6 +23,10 @@ pub struct Value {
     /// Where it came from, for errors.
     pub origin: String,
 }
+
+/// The most dotted parts a key may have: more than any type decoded here nests, and few
+/// enough that a tree built from a hostile label stays shallow.
+pub const MAX_DEPTH: usize = 4;
 
 /// Labels as a tree: `auth.realm` is the entry `realm` of the table `auth`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,11 +53,17 @@ impl Tree {
     /// Sets `key` (dotted) to `value`.
     ///
     /// # Errors
-    /// When `key` has an empty segment, or a value and a table would share a name
+    /// When `key` has an empty segment or more than [`MAX_DEPTH`] parts, or a value and a
+    /// table would share a name
     /// (`berth.auth=x` beside `berth.auth.realm=y`); the message names the other key.
     pub fn insert(&mut self, key: &str, value: Value) -> Result<(), String> {
         if key.split('.').any(str::is_empty) {
             return Err("empty segment in the name".to_string());
+        }
+        if key.split('.').count() > MAX_DEPTH {
+            return Err(format!(
+                "more than {MAX_DEPTH} dotted parts in the name: no key is that deep"
+            ));
         }
         let mut table = self;
         let mut walked = String::new();
@@ -89,19 +101,27 @@ impl Tree {
         Ok(())
     }
 
-    /// Removes `key` (dotted) and returns its value, if it is a value.
-    pub fn take(&mut self, key: &str) -> Option<Value> {
-        let (parent, last) = match key.rsplit_once('.') {
-            Some((parent, last)) => (self.table_mut(parent)?, last),
-            None => (self, key),
-        };
-        match parent.0.get(last) {
-            Some(Node::Value(_)) => match parent.0.remove(last) {
-                Some(Node::Value(v)) => Some(v),
-                _ => None,
-            },
-            _ => None,
+    /// Removes `key` (dotted), value or group, and returns where it came from (for a group,
+    /// its first value).
+    pub fn take(&mut self, key: &str) -> Option<String> {
+        let origin = self.origin_of(key)?;
+        self.remove(key);
+        Some(origin)
+    }
+
+    /// Where every value at or under `key` came from.
+    pub fn origins_under(&self, key: &str) -> Vec<String> {
+        fn walk(node: &Node, out: &mut Vec<String>) {
+            match node {
+                Node::Value(v) => out.push(v.origin.clone()),
+                Node::Table(t) => t.0.values().for_each(|n| walk(n, out)),
+            }
         }
+        let mut out = Vec::new();
+        if let Some(node) = self.node(key) {
+            walk(node, &mut out);
+        }
+        out
     }
 
     /// The value at `key` (dotted), if there is one.
@@ -160,8 +180,12 @@ impl Tree {
 }
 
 /// Decodes `tree` into `T`. Bad values are left out (the key decodes as absent) and returned
-/// as problems, with the keys `T` does not know, by dotted name.
-pub fn decode<T: DeserializeOwned + Default>(mut tree: Tree) -> (T, Vec<Problem>, Vec<String>) {
+/// as problems, with the keys `T` does not know, by dotted name. A value of the type
+/// [`FilePath`] decodes only as `check_file` allows, into the path it returns.
+pub fn decode<T: DeserializeOwned + Default>(
+    mut tree: Tree,
+    check_file: &dyn Fn(&str) -> Result<String, String>,
+) -> (T, Vec<Problem>, Vec<String>) {
     let mut problems = Vec::new();
     loop {
         let mut unknown = Vec::new();
@@ -169,6 +193,7 @@ pub fn decode<T: DeserializeOwned + Default>(mut tree: Tree) -> (T, Vec<Problem>
             Decoder {
                 node: NodeRef::Table(&tree),
                 key: String::new(),
+                check_file,
             },
             |path| unknown.push(dotted(&path)),
         );
@@ -253,6 +278,7 @@ enum NodeRef<'a> {
 struct Decoder<'a> {
     node: NodeRef<'a>,
     key: String,
+    check_file: &'a dyn Fn(&str) -> Result<String, String>,
 }
 
 impl Decoder<'_> {
@@ -317,7 +343,7 @@ impl<'de> de::Deserializer<'de> for Decoder<'_> {
                 .visit_str::<Error>(&v.text)
                 .map_err(|e| e.at(&self.key)),
             NodeRef::Table(t) => visitor
-                .visit_map(Entries::new(t, &self.key))
+                .visit_map(Entries::new(t, &self.key, self.check_file))
                 .map_err(|e| e.at(&self.key)),
         }
     }
@@ -359,10 +385,20 @@ impl<'de> de::Deserializer<'de> for Decoder<'_> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
-        visitor.visit_newtype_struct(self)
+        if name != FilePath::SERDE_NAME {
+            return visitor.visit_newtype_struct(self);
+        }
+        let checked = (self.check_file)(self.text()?).map_err(|message| Error {
+            key: self.key.clone(),
+            message,
+        })?;
+        let path: StringDeserializer<Error> = checked.into_deserializer();
+        visitor
+            .visit_newtype_struct(path)
+            .map_err(|e| e.at(&self.key))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -379,7 +415,7 @@ impl<'de> de::Deserializer<'de> for Decoder<'_> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.node {
-            NodeRef::Table(t) => visitor.visit_map(Entries::new(t, &self.key)),
+            NodeRef::Table(t) => visitor.visit_map(Entries::new(t, &self.key, self.check_file)),
             NodeRef::Value(_) => Err(Error {
                 key: self.key.clone(),
                 message: format!("is a group of keys ({}.*), not a value", self.key),
@@ -421,14 +457,20 @@ struct Entries<'a> {
     entries: std::collections::btree_map::Iter<'a, String, Node>,
     prefix: String,
     next: Option<(String, NodeRef<'a>)>,
+    check_file: &'a dyn Fn(&str) -> Result<String, String>,
 }
 
 impl<'a> Entries<'a> {
-    fn new(tree: &'a Tree, prefix: &str) -> Self {
+    fn new(
+        tree: &'a Tree,
+        prefix: &str,
+        check_file: &'a dyn Fn(&str) -> Result<String, String>,
+    ) -> Self {
         Entries {
             entries: tree.0.iter(),
             prefix: prefix.to_string(),
             next: None,
+            check_file,
         }
     }
 }
@@ -462,31 +504,56 @@ impl<'de> MapAccess<'de> for Entries<'_> {
             .next
             .take()
             .ok_or_else(|| <Error as de::Error>::custom("a value without a key"))?;
-        seed.deserialize(Decoder { node, key })
+        seed.deserialize(Decoder {
+            node,
+            key,
+            check_file: self.check_file,
+        })
     }
 }
 
-/// The keys of a serde type, dotted (`auth.realm`), in declaration order: what a file may
-/// set, so that every one of them is either a label or listed as one a container may not set.
-pub fn keys_of<T: DeserializeOwned>() -> Vec<String> {
-    let mut keys = Vec::new();
+/// The keys of a serde type, dotted (`auth.realm`), in declaration order, and which of them
+/// are [`FilePath`]s: what a file may set, so that every one of them is either a label or
+/// listed as one a container may not set.
+///
+/// # Errors
+/// When the type holds something the probe cannot walk (an enum, a map): it would hide the
+/// keys after it.
+pub fn keys_of<T: DeserializeOwned>() -> Result<Keys, String> {
+    let mut keys = Keys::default();
     // The probe answers every value with a neutral one, so the decode always succeeds.
-    let _ = T::deserialize(Probe {
+    T::deserialize(Probe {
         key: String::new(),
         keys: &mut keys,
-    });
-    keys
+    })
+    .map_err(|e| {
+        format!(
+            "{} at {}: {e}",
+            std::any::type_name::<T>(),
+            keys.all.last().map_or("the start", String::as_str)
+        )
+    })?;
+    Ok(keys)
+}
+
+/// The keys of a type ([`keys_of`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// Every key, dotted, in declaration order.
+    pub all: Vec<String>,
+    /// The keys whose values are [`FilePath`]s.
+    pub files: Vec<String>,
 }
 
 struct Probe<'k> {
     key: String,
-    keys: &'k mut Vec<String>,
+    keys: &'k mut Keys,
 }
 
 macro_rules! probe_leaves {
     ($($method:ident => $visit:ident($($value:expr)?);)*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-            self.keys.push(self.key.clone());
+            self.keys.all.push(self.key.clone());
             visitor.$visit($($value)?)
         }
     )*};
@@ -520,14 +587,17 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
+        if name == FilePath::SERDE_NAME {
+            self.keys.files.push(self.key.clone());
+        }
         visitor.visit_newtype_struct(self)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.keys.push(self.key.clone());
+        self.keys.all.push(self.key.clone());
         let empty: [String; 0] = [];
         visitor.visit_seq(SeqDeserializer::<_, Error>::new(
             empty.into_iter().map(IntoDeserializer::into_deserializer),
@@ -557,7 +627,7 @@ struct ProbeFields<'k> {
     prefix: String,
     fields: std::slice::Iter<'static, &'static str>,
     next: Option<String>,
-    keys: &'k mut Vec<String>,
+    keys: &'k mut Keys,
 }
 
 impl<'de> MapAccess<'de> for ProbeFields<'_> {
@@ -601,12 +671,21 @@ mod tests {
         count: Option<u32>,
         list: Option<Vec<String>>,
         inner: Option<Inner>,
+        file: Option<FilePath>,
     }
 
     #[derive(Debug, Default, Deserialize, PartialEq)]
     #[serde(rename_all = "kebab-case", default)]
     struct Inner {
         deep_key: Option<String>,
+    }
+
+    fn decoded(entries: &[(&str, &str)]) -> (Outer, Vec<Problem>, Vec<String>) {
+        decode::<Outer>(tree(entries), &|p| {
+            p.strip_prefix("/ok/")
+                .map(|rest| format!("/checked/{rest}"))
+                .ok_or_else(|| format!("\"{p}\" is not under /ok"))
+        })
     }
 
     fn tree(entries: &[(&str, &str)]) -> Tree {
@@ -626,13 +705,14 @@ mod tests {
 
     #[test]
     fn strings_become_the_types_the_struct_asks_for() {
-        let (outer, problems, unknown) = decode::<Outer>(tree(&[
+        let (outer, problems, unknown) = decoded(&[
             ("name", "a"),
             ("on", "YES"),
             ("count", "7"),
             ("list", " p, q ,,r "),
             ("inner.deep-key", "d"),
-        ]));
+            ("file", "/ok/f"),
+        ]);
         assert_eq!(problems, []);
         assert!(unknown.is_empty());
         assert_eq!(
@@ -645,20 +725,21 @@ mod tests {
                 inner: Some(Inner {
                     deep_key: Some("d".into())
                 }),
+                file: Some(FilePath::from("/checked/f".to_string())),
             }
         );
     }
 
     #[test]
     fn every_bad_value_is_named_and_left_out_and_unknown_keys_are_listed() {
-        let (outer, problems, unknown) = decode::<Outer>(tree(&[
+        let (outer, problems, unknown) = decoded(&[
             ("name", "a"),
             ("on", "maybe"),
             ("count", "-1"),
             ("inner.deep-key", "d"),
             ("inner.typo", "t"),
             ("nope", "n"),
-        ]));
+        ]);
         let named: Vec<(&str, &str)> = problems
             .iter()
             .map(|p| (p.origin.as_str(), p.message.as_str()))
@@ -683,13 +764,13 @@ mod tests {
 
     #[test]
     fn a_value_and_a_group_cannot_share_a_name() {
-        let (_, problems, _) = decode::<Outer>(tree(&[("inner", "x")]));
+        let (_, problems, _) = decoded(&[("inner", "x")]);
         assert_eq!(problems[0].origin, "label x.inner");
         assert!(
             problems[0].message.contains("group of keys"),
             "{problems:?}"
         );
-        let (_, problems, _) = decode::<Outer>(tree(&[("name.sub", "x")]));
+        let (_, problems, _) = decoded(&[("name.sub", "x")]);
         assert_eq!(problems[0].key, "name");
         assert!(
             problems[0].message.contains("takes a value"),
@@ -706,10 +787,52 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_lists_every_key_dotted() {
+    fn keys_of_lists_every_key_dotted_and_the_file_paths() {
+        let keys = keys_of::<Outer>().expect("keys");
         assert_eq!(
-            keys_of::<Outer>(),
-            ["name", "on", "count", "list", "inner.deep-key"]
+            keys.all,
+            ["name", "on", "count", "list", "inner.deep-key", "file"]
         );
+        assert_eq!(keys.files, ["file"]);
+    }
+
+    #[test]
+    fn keys_of_refuses_what_would_hide_keys() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        enum Mode {
+            A,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct WithEnum {
+            mode: Option<Mode>,
+            after: Option<String>,
+        }
+        let e = keys_of::<WithEnum>().expect_err("an enum hides the keys after it");
+        assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn file_paths_decode_only_as_the_check_allows() {
+        let (outer, problems, _) = decoded(&[("file", "/etc/shadow")]);
+        assert_eq!(outer.file, None);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].origin, "label x.file");
+        assert_eq!(problems[0].message, "\"/etc/shadow\" is not under /ok");
+    }
+
+    #[test]
+    fn deep_names_are_refused_before_they_build_a_deep_tree() {
+        let mut t = Tree::default();
+        let value = |origin: &str| Value {
+            text: "1".into(),
+            origin: origin.into(),
+        };
+        assert!(t.insert("a.b.c.d", value("x")).is_ok());
+        let deep = vec!["x"; 7000].join(".");
+        let e = t.insert(&deep, value("deep")).expect_err("too deep");
+        assert!(e.contains("dotted parts"), "{e}");
+        assert!(t.insert("a.b.c.d.e", value("y")).is_err());
     }
 }

@@ -9,11 +9,12 @@
 //! A route label is the route key of the same name (`berth.auth.realm` is `auth.realm`):
 //! the labels decode, as a tree, into the file's own [`RawRoute`] and go through the same
 //! [`RawRoute::validate`], so a new route key has its label without a line here. What is read
-//! by hand is short and listed: the container's own keys ([`CONTAINER_KEYS`]: hosts, port,
-//! network, certificate), nginx-proxy's variables ([`ALIASES`]), the route keys a container
-//! may not set ([`REFUSED`]) and the ones that name files ([`FILE_KEYS`]). A bad value makes
-//! the whole container invalid, with every problem named by container and key; other
-//! containers are not affected.
+//! by hand is short and listed: the container's own keys (hosts, port, network,
+//! certificate), nginx-proxy's variables, the route keys a container
+//! may not set ([`REFUSED`]). A route key that names a file is a
+//! [`crate::files::FilePath`], which decodes from a label only under `docker.label-files`,
+//! whatever its name. A bad value makes the whole container invalid, with every problem named
+//! by container and key; other containers are not affected.
 //!
 //! ```text
 //! docker run -l berth.host=registry.example.com -l berth.profile=registry registry:2
@@ -26,7 +27,7 @@ mod decode;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-pub use decode::{comma_list, keys_of, parse_bool};
+pub use decode::{comma_list, keys_of, parse_bool, Keys};
 use decode::{Tree, Value};
 
 use crate::config::{ConfigError, Errors, RawRoute};
@@ -168,13 +169,6 @@ pub const REFUSED: [(&str, &str); 2] = [
     ),
 ];
 
-/// Route keys that name a file berth reads: from a label, only under `docker.label-files`.
-const FILE_KEYS: [&str; 3] = [
-    "auth.htpasswd",
-    "auth.token-secret-file",
-    "upstream-ca-file",
-];
-
 /// nginx-proxy's and acme-companion's variables, each standing for a label when the label is
 /// not set.
 const ALIASES: [(&str, &[&str]); 9] = [
@@ -197,10 +191,18 @@ const ACME_HOST_VARIABLES: [&str; 2] = ["LETSENCRYPT_HOST", "ACME_HOST"];
 /// [`INTERNAL_NETWORKS`].
 const NETWORK_ACCESS: &str = "NETWORK_ACCESS";
 
+/// The route keys ([`RawRoute`]'s), and which of them name files.
+pub fn route_keys() -> decode::Keys {
+    // RawRoute holds only strings, numbers, lists and tables, which the probe walks; a test
+    // holds it to that.
+    keys_of::<RawRoute>().unwrap_or_default()
+}
+
 /// The labels decoded into [`RawRoute`], without the prefix: every route key except those
 /// read by hand and those refused.
 fn route_labels() -> Vec<String> {
-    keys_of::<RawRoute>()
+    route_keys()
+        .all
         .into_iter()
         .filter(|k| {
             !REFUSED.iter().any(|(r, _)| r == k)
@@ -326,10 +328,22 @@ impl ContainerInfo {
             }
         }
         for (key, why) in REFUSED {
-            if let Some(value) = tree.take(key) {
+            if let Some(origin) = tree.take(key) {
                 errors.push(
-                    self.error_path(&value.origin),
+                    self.error_path(&origin),
                     format!("a container may not set {key}: {why}"),
+                );
+            }
+        }
+        // A route key whose label has another spelling is no label under its own.
+        for (key, label) in ROUTE_KEYS_AS_CONTAINER_KEYS {
+            if key == label {
+                continue;
+            }
+            if let Some(origin) = tree.take(key) {
+                errors.push(
+                    self.error_path(&origin),
+                    format!("unknown label: the label for {key} is {LABEL_PREFIX}{label}"),
                 );
             }
         }
@@ -340,41 +354,30 @@ impl ContainerInfo {
     /// under `docker.label-files`.
     fn route(&self, rules: &ContainerRules, errors: &mut Errors) -> (RawRoute, Tree) {
         let tree = self.route_tree(errors);
-        let (mut raw, problems, unknown) = decode::decode::<RawRoute>(tree.clone());
+        // Files are read by berth: only under docker.label-files, whatever the container says.
+        let check_file = |path: &str| {
+            rules
+                .label_files
+                .check(path)
+                .map(|p| p.display().to_string())
+        };
+        let (raw, problems, unknown) = decode::decode::<RawRoute>(tree.clone(), &check_file);
         for p in problems {
             errors.push(self.error_path(&p.origin), p.message);
         }
         for key in unknown {
-            errors.push(
-                self.error_path(&format!("label {LABEL_PREFIX}{key}")),
-                "unknown label (see the label list in the README)",
-            );
-        }
-        // Files are read by berth: only under docker.label-files, whatever the container says.
-        for key in FILE_KEYS {
-            let (Some(slot), Some(value)) = (file_slot(&mut raw, key), tree.get(key)) else {
-                continue;
-            };
-            *slot = slot.as_deref().and_then(|path| {
-                errors
-                    .check(
-                        &self.error_path(&value.origin),
-                        rules.label_files.check(path),
-                    )
-                    .map(|p| p.display().to_string())
-            });
+            let mut origins = tree.origins_under(&key);
+            if origins.is_empty() {
+                origins.push(format!("label {LABEL_PREFIX}{key}"));
+            }
+            for origin in origins {
+                errors.push(
+                    self.error_path(&origin),
+                    "unknown label (see the label list in the README)",
+                );
+            }
         }
         (raw, tree)
-    }
-}
-
-/// Where a route key of [`FILE_KEYS`] sits in a decoded route.
-fn file_slot<'r>(raw: &'r mut RawRoute, key: &str) -> Option<&'r mut Option<String>> {
-    match key {
-        "auth.htpasswd" => raw.auth.as_mut().map(|a| &mut a.htpasswd),
-        "auth.token-secret-file" => raw.auth.as_mut().map(|a| &mut a.token_secret_file),
-        "upstream-ca-file" => Some(&mut raw.upstream_ca_file),
-        _ => None,
     }
 }
 
@@ -514,10 +517,11 @@ fn rename_route_errors(
     for e in errors {
         let field = e.path.trim_start_matches('.');
         let field = field.split('[').next().unwrap_or(field);
-        let origin = tree.get(field).map_or_else(
-            || format!("label {LABEL_PREFIX}{field}"),
-            |v| v.origin.clone(),
-        );
+        let origin = tree
+            .get(field)
+            .map(|v| v.origin.clone())
+            .or_else(|| info.get(field).map(|f| f.origin))
+            .unwrap_or_else(|| format!("label {LABEL_PREFIX}{field}"));
         let renamed = ConfigError {
             path: info.error_path(&origin),
             message: e.message,
@@ -857,7 +861,15 @@ mod tests {
         let rules = ContainerRules::default();
         let (nothing, _) = decoded(&[], &rules);
         let names = schema_names();
-        for key in keys_of::<RawRoute>() {
+        let keys = keys_of::<RawRoute>().expect("the probe walks every route key");
+        assert_eq!(route_keys(), keys);
+        // A key that names a file is typed so: the label decoder checks it, whatever its name.
+        for key in &keys.all {
+            if key.ends_with("-file") || key.ends_with("htpasswd") {
+                assert!(keys.files.contains(key), "{key} is not a FilePath");
+            }
+        }
+        for key in keys.all.clone() {
             if let Some((_, why)) = REFUSED.iter().find(|(k, _)| *k == key) {
                 let label = format!("berth.{key}");
                 let (_, e) = decoded(&[(&label, "1")], &rules);
@@ -872,18 +884,21 @@ mod tests {
             }
             if let Some((_, label)) = ROUTE_KEYS_AS_CONTAINER_KEYS.iter().find(|(k, _)| *k == key) {
                 assert!(CONTAINER_KEYS.contains(label), "{key}: {label}");
+                if key != *label {
+                    let spelled = format!("berth.{key}");
+                    let (_, e) = decoded(&[(&spelled, "1")], &rules);
+                    assert_eq!(e.len(), 1, "{spelled}: {e:?}");
+                    assert!(e[0].contains("unknown label"), "{e:?}");
+                }
                 continue;
             }
             // "1" decodes as every type: a string, true, a number, a one-item list.
-            let value = if FILE_KEYS.contains(&key.as_str()) {
-                "/etc/berth/file"
-            } else {
-                "1"
-            };
+            let is_file = keys.files.contains(&key);
+            let value = if is_file { "/etc/berth/file" } else { "1" };
             let label = format!("berth.{key}");
             let (set, e) = decoded(&[(&label, value)], &rules);
             assert_eq!(e, Vec::<String>::new(), "{label}");
-            if FILE_KEYS.contains(&key.as_str()) {
+            if is_file {
                 let (_, e) = decoded(&[(&label, "/elsewhere/file")], &rules);
                 assert_eq!(e.len(), 1, "{label}: {e:?}");
                 assert!(e[0].contains("outside docker.label-files"), "{e:?}");
@@ -892,10 +907,7 @@ mod tests {
             assert!(names.contains(&label), "{label} is not in the schema");
         }
         for (key, _) in REFUSED.iter().chain(&ROUTE_KEYS_AS_CONTAINER_KEYS) {
-            assert!(
-                keys_of::<RawRoute>().iter().any(|k| k == key),
-                "{key} is no route key"
-            );
+            assert!(keys.all.iter().any(|k| k == key), "{key} is no route key");
         }
     }
 
@@ -1005,6 +1017,82 @@ mod tests {
                  for the config file",
             ]
         );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn every_error_names_the_label_or_variable_it_came_from() {
+        let rules = ContainerRules::default();
+        let (_, e) = decoded(
+            &[
+                ("berth.port.x", "1"),
+                ("berth.swarm.lbb", "vip"),
+                ("berth.auth.x.y", "1"),
+                ("berth.upstreams.0", "10.0.0.1:80"),
+            ],
+            &rules,
+        );
+        assert_eq!(
+            e,
+            [
+                "container web, label berth.upstreams.0: a container may not set upstreams: \
+                 the upstream is the container itself, at its address and berth.port",
+                "container web, label berth.auth.x.y: unknown label (see the label list in the \
+                 README)",
+                "container web, label berth.port.x: unknown label (see the label list in the \
+                 README)",
+                "container web, label berth.swarm.lbb: unknown label (see the label list in the \
+                 README)",
+            ]
+        );
+        let e = errors(&container(&[], &[("VIRTUAL_HOST", "a.example.com:80")]));
+        assert!(
+            e[0].starts_with("container web, env VIRTUAL_HOST: invalid host"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_a_label_names_is_never_waited_on() {
+        let dir = std::env::temp_dir().join(format!("berth-labels-fifo-{}", std::process::id()));
+        let inside = dir.join("inside");
+        std::fs::create_dir_all(&inside).expect("dir");
+        let rules = ContainerRules {
+            label_files: crate::files::LabelFiles::new(&[inside.display().to_string()])
+                .expect("label files"),
+            ..ContainerRules::default()
+        };
+        for fifo in [inside.join("ca.pem"), dir.join("outside.pem")] {
+            let made = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .expect("mkfifo");
+            assert!(made.success());
+            let info = container(
+                &[
+                    ("berth.host", "a.example.com"),
+                    ("berth.proto", "https"),
+                    ("berth.upstream-ca-file", &fifo.display().to_string()),
+                ],
+                &[],
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            let rules = rules.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(judge(&info, &rules, &builtin_defaults()));
+            });
+            let verdict = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("judging {} waited on the FIFO", fifo.display()));
+            match verdict {
+                Verdict::Invalid(e) => assert!(
+                    e[0].to_string()
+                        .starts_with("container web, label berth.upstream-ca-file:"),
+                    "{e:?}"
+                ),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 

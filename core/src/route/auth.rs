@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::registry::registry_read;
 use crate::config::units::parse_duration;
 use crate::errors::Errors;
+use crate::files::FilePath;
 
 /// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
 pub const DEFAULT_REALM: &str = "berth";
@@ -95,7 +96,7 @@ impl OpenAccess {
 #[serde(rename_all = "kebab-case", default)]
 pub struct RawAuth {
     /// Path of an htpasswd file with bcrypt entries.
-    pub htpasswd: Option<String>,
+    pub htpasswd: Option<FilePath>,
     /// Realm named in `WWW-Authenticate` (default `berth`).
     pub realm: Option<String>,
     /// Methods that need credentials (default: all).
@@ -109,7 +110,7 @@ pub struct RawAuth {
     /// How long an allowed decision is reused for the same credentials (default off).
     pub forward_cache: Option<String>,
     /// The secret registry tokens are signed with, shared by every berth serving the route.
-    pub token_secret_file: Option<String>,
+    pub token_secret_file: Option<FilePath>,
 }
 
 /// Response headers of an auth service that may not be copied onto the upstream request:

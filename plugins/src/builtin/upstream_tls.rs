@@ -59,7 +59,7 @@ fn ca_list(file: &std::path::Path) -> Arc<[WrappedX509]> {
             Vec::new()
         }
     };
-    match std::fs::read(file) {
+    match berth_core::files::read_ca_file(file) {
         Ok(pem) => {
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 match cert {
