@@ -713,7 +713,7 @@ fn versions() -> String {
     )
 }
 
-/// The "Measured <date> on <machine> ..." line of the reports.
+/// The "Measured `<date>` on `<machine>` ..." line of the reports.
 fn measured_on() -> String {
     machine_header(0, 0)
         .lines()

@@ -6,8 +6,9 @@
 //! ([`contract`]), the small files routes name ([`files`]), and the logging setup both
 //! binaries use.
 //!
-//! Everything here is pure but for [`docker`] (the Docker API), [`contract`] (atomic writes)
-//! and [`logging`].
+//! Pure but for: [`docker`] (the Docker API), [`feed`] (the certificate feed), [`contract`]
+//! (atomic writes), [`logging`], and the reads of files that config and labels name
+//! ([`files`]; [`config`] reads its own file and checks the files its keys name).
 
 pub mod config;
 pub mod contract;

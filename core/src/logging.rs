@@ -31,8 +31,9 @@ fn hidden(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
-/// `text` with [`hidden`] characters escaped (`\n`, `\u{1b}`), at most `max` characters of
-/// it, and `…` when it was cut: a value from a label, a file or a client, safe to show.
+/// `text` with hidden characters (control characters, U+2028, U+2029) escaped (`\n`,
+/// `\u{1b}`), at most `max` characters of it, and `…` when it was cut: a value from a label,
+/// a file or a client, safe to show.
 pub fn shown(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max) + 8);
     for (i, c) in text.chars().enumerate() {
@@ -50,7 +51,7 @@ pub fn shown(text: &str, max: usize) -> String {
 }
 
 /// One log record as it is written: `record` (a formatted event, with or without its final
-/// newline) with every [`hidden`] character escaped, cut at [`MAX_RECORD`] bytes, and one
+/// newline) with every hidden character escaped, cut at [`MAX_RECORD`] bytes, and one
 /// newline at the end — so no value in it can start a line of its own.
 pub fn one_line(record: &[u8], out: &mut Vec<u8>) {
     let record = record.strip_suffix(b"\n").unwrap_or(record);

@@ -1,11 +1,12 @@
 //! berth's plugin API and its built-in plugins.
 //!
 //! A plugin implements one trait ([`Plugin`]) whose hooks carry Pingora's phase names; each
-//! route owns a chain of them, built once from the route's settings ([`chain`]). The hooks
-//! work on the request they are handed and on snapshots; the only file I/O is the htpasswd
-//! watcher's re-reads ([`builtin::AuthFiles`]) and the challenge files
-//! ([`builtin::AcmeChallenge`]). The model they are built from — config, routes, the route
-//! table — is `berth-core`'s.
+//! route owns a chain of them, built once from the route's settings ([`chain`]). Building a
+//! chain reads the files a route names (htpasswd, token secret, CA certificates); at request
+//! time the hooks read the challenge files ([`builtin::AcmeChallenge`]) and ask a forward-auth
+//! service over the network ([`builtin::ForwardAuth`]), and the htpasswd watcher re-reads
+//! changed files ([`builtin::AuthFiles`]). The model they are built from — config, routes,
+//! the route table — is `berth-core`'s.
 
 pub mod builtin;
 pub mod chain;

@@ -374,7 +374,7 @@ pub enum Parsed {
 }
 
 /// Parses as much of a request head as `buf` holds, with the verdict Pingora's HTTP/1 parser
-/// reaches on the same bytes: headers beyond [`MAX_HEADERS`] are invalid, and a request line
+/// reaches on the same bytes: headers beyond the 256th are invalid, and a request line
 /// httparse refuses only for its target or version is judged again with the target escaped
 /// (see [`escape_request_target`]).
 pub fn parse_head(buf: &[u8]) -> Parsed {

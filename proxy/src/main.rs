@@ -14,6 +14,9 @@ use berth_proxy::{build_server, check_files};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// The doc comment is `berth --help`, written for a terminal: `[[route]]` is a config
+// section, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 /// berth — an edge proxy for self-hosted container registries.
 ///
 /// Terminates TLS (certificates hot-loaded from tls.certs-dir), routes by host to the

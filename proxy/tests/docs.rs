@@ -295,6 +295,38 @@ fn every_route_key_a_container_may_not_set_is_documented_with_its_reason() {
     }
 }
 
+/// The lines of the first fenced or `//!` block after `marker` in `text`, whitespace-squeezed.
+fn block_after(text: &str, marker: &str) -> String {
+    let rest = text
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{marker:?} not found"));
+    let lines: Vec<&str> = rest
+        .lines()
+        .map(|l| l.trim_start_matches("//!").trim())
+        .skip_while(|l| *l != "```text")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .collect();
+    lines
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn the_architecture_page_shows_the_chain_order_of_chain_rs() {
+    let chain = std::fs::read_to_string(root().join("plugins/src/chain.rs")).unwrap();
+    let page = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let in_code = block_after(&chain, "The order of the chain is decided here");
+    assert!(in_code.starts_with("https →"), "{in_code}");
+    assert_eq!(
+        block_after(&page, "The chain order lives in one place"),
+        in_code
+    );
+}
+
 #[test]
 fn the_readme_is_short_and_opens_with_the_two_commands() {
     let text = std::fs::read_to_string(root().join("README.md")).unwrap();

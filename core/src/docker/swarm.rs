@@ -7,7 +7,7 @@
 //!
 //! Swarm only reports a task `running` once its health check passes (a failing one is
 //! replaced), so running tasks are the healthy ones. Services are read from a manager.
-//! The task list comes from the Engine API directly ([`get_tasks`]): the client library's
+//! The task list comes from the Engine API directly (`GET /tasks`): the client library's
 //! task model leaves out the tasks' network attachments, which is where their addresses are.
 //!
 //! ```text

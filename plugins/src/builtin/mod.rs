@@ -22,6 +22,7 @@ pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
 pub use htpasswd::{
     parse_basic, parse_htpasswd, read_htpasswd, AuthFiles, Htpasswd, HtpasswdFile, Reload,
+    HTPASSWD_LIMIT, VERIFIED_CACHE,
 };
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
 pub use rate_limit::{ClientKey, RateLimiter};
