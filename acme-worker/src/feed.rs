@@ -15,9 +15,9 @@
 //! feed-token-file = "/run/secrets/berth-feed-token"
 //! ```
 
+use berth_core::contract::CertDir;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ pub struct Published {
 
 struct FeedState {
     keys: FeedKeys,
-    certs_dir: PathBuf,
+    certs_dir: CertDir,
     published: watch::Receiver<Published>,
     /// Counts documents served that carried a thumbprint.
     served: watch::Sender<u64>,
@@ -57,11 +57,11 @@ struct FeedState {
 pub async fn serve(
     addr: SocketAddr,
     token: String,
-    certs_dir: PathBuf,
+    certs_dir: CertDir,
     published: watch::Receiver<Published>,
     served: watch::Sender<u64>,
 ) -> std::io::Result<SocketAddr> {
-    tokio::fs::create_dir_all(&certs_dir).await?;
+    tokio::fs::create_dir_all(certs_dir.path()).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let state = Arc::new(FeedState {
@@ -129,7 +129,7 @@ async fn document(state: &FeedState) -> Option<FeedDocument> {
     match tokio::task::spawn_blocking(move || collect(&dir, thumbprint)).await {
         Ok(Ok(doc)) => Some(doc),
         Ok(Err(e)) => {
-            tracing::warn!(dir = %state.certs_dir.display(), "acme feed: cannot read certs-dir: {e}");
+            tracing::warn!(dir = %state.certs_dir.path().display(), "acme feed: cannot read certs-dir: {e}");
             None
         }
         Err(_) => None,

@@ -7,7 +7,7 @@
 //! removed again whatever the outcome; an order whose records never show is abandoned
 //! (its authorizations deactivated), never left pending at the CA.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use instant_acme::{
@@ -17,8 +17,7 @@ use instant_acme::{
 
 use berth_core::config::acme::KeyType;
 use berth_core::config::dns::DnsConfig;
-use berth_core::contract::valid_token;
-use berth_core::contract::write_atomic;
+use berth_core::contract::{write_atomic, CertDir, ChallengeDir};
 use berth_core::route::Challenge;
 
 use crate::dns::{ChallengeRecord, Dns};
@@ -34,14 +33,18 @@ struct ChallengeFiles {
 }
 
 impl ChallengeFiles {
-    fn write(&mut self, dir: &Path, token: &str, key_authorization: &str) -> Result<(), Error> {
-        if !valid_token(token) {
+    fn write(
+        &mut self,
+        dir: &ChallengeDir,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), Error> {
+        let Some(path) = dir.token(token) else {
             return Err(Error::Order(format!(
                 "the CA sent an invalid token {token:?}"
             )));
-        }
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(token);
+        };
+        std::fs::create_dir_all(dir.tokens())?;
         write_atomic(&path, key_authorization.as_bytes(), 0o644)?;
         self.written.push(path);
         Ok(())
@@ -83,9 +86,9 @@ async fn new_key(key_type: KeyType) -> Result<rcgen::KeyPair, Error> {
 /// How an order is carried out.
 pub struct Settings<'a> {
     /// Where HTTP-01 key authorizations go (berth serves them).
-    pub challenge_dir: &'a Path,
+    pub challenge_dir: &'a ChallengeDir,
     /// Where the certificate goes.
-    pub certs_dir: &'a Path,
+    pub certs_dir: &'a CertDir,
     /// Key type of the new certificate.
     pub key_type: KeyType,
     /// DNS-01 set-up, when configured.
@@ -174,18 +177,13 @@ pub async fn issue(
     order.finalize_csr(csr.der()).await.map_err(Error::Acme)?;
     let chain = order.poll_certificate(&retry).await.map_err(Error::Acme)?;
 
-    // Key first, then the certificate: berth reloads when the .crt changes, and by then the
-    // matching key is in place.
-    tokio::fs::create_dir_all(how.certs_dir).await?;
-    let key_path = how.certs_dir.join(format!("{}.key", wanted.name));
-    let crt_path = how.certs_dir.join(format!("{}.crt", wanted.name));
+    // Key first, then the certificate (CertDir::write): berth reloads when the .crt changes,
+    // and by then the matching key is in place.
     let key_pem = key.serialize_pem();
-    tokio::task::spawn_blocking(move || {
-        write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
-        write_atomic(&crt_path, chain.as_bytes(), 0o644)
-    })
-    .await
-    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let (certs, name) = (how.certs_dir.clone(), wanted.name.clone());
+    tokio::task::spawn_blocking(move || certs.write(&name, chain.as_bytes(), key_pem.as_bytes()))
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
     Ok(outcome)
 }
 
@@ -201,8 +199,7 @@ fn needs_proof(status: &AuthorizationStatus, identifier: &str) -> Result<bool, E
 }
 
 /// Writes the key authorization of every pending HTTP-01 challenge and tells the CA.
-async fn http01(order: &mut Order, challenge_dir: &Path) -> Result<ChallengeFiles, Error> {
-    let tokens_dir = challenge_dir.join(".well-known").join("acme-challenge");
+async fn http01(order: &mut Order, challenge_dir: &ChallengeDir) -> Result<ChallengeFiles, Error> {
     let mut files = ChallengeFiles {
         written: Vec::new(),
     };
@@ -216,7 +213,7 @@ async fn http01(order: &mut Order, challenge_dir: &Path) -> Result<ChallengeFile
             .challenge(ChallengeType::Http01)
             .ok_or_else(|| Error::Order("the CA offers no http-01 challenge".into()))?;
         let key_authorization = challenge.key_authorization();
-        files.write(&tokens_dir, &challenge.token, key_authorization.as_str())?;
+        files.write(challenge_dir, &challenge.token, key_authorization.as_str())?;
         challenge.set_ready().await.map_err(Error::Acme)?;
     }
     Ok(files)

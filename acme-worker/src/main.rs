@@ -151,7 +151,7 @@ async fn daemon(config: Arc<Config>, force: bool) -> Result<ExitCode, String> {
     println!(
         "berth-acme: directory {}, certificates into {}",
         config.acme.directory,
-        config.tls.certs_dir.display()
+        config.tls.certs_dir.path().display()
     );
     let mut worker = Worker::new(config.clone(), metrics).force_renewal(force);
     if let Some((addr, token_file)) = &config.acme.feed {

@@ -6,8 +6,8 @@
 //! (`acme.max-orders-per-minute`), so a host with hundreds of containers does not run into
 //! the CA's rate limits in one burst.
 
+use berth_core::contract::CertDir;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,14 +94,10 @@ fn spread(name: &str) -> f64 {
     u64::from_be_bytes(first) as f64 / u64::MAX as f64
 }
 
-async fn existing(certs_dir: &Path, name: &str) -> Option<Existing> {
-    let pem = tokio::fs::read(certs_dir.join(format!("{name}.crt")))
-        .await
-        .ok()?;
+async fn existing(certs: &CertDir, name: &str) -> Option<Existing> {
+    let pem = tokio::fs::read(certs.crt(name)).await.ok()?;
     // A certificate without its key is no certificate: order a new pair.
-    tokio::fs::metadata(certs_dir.join(format!("{name}.key")))
-        .await
-        .ok()?;
+    tokio::fs::metadata(certs.key(name)).await.ok()?;
     read_leaf(&pem).ok()
 }
 

@@ -38,7 +38,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{cert_files, write_atomic};
+pub use crate::contract::valid_cert_name;
+use crate::contract::CertDir;
 
 /// Where the feed document is served.
 pub const FEED_PATH: &str = "/v1/certificates";
@@ -281,17 +282,6 @@ pub fn valid_nonce(nonce: &str) -> bool {
     (16..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Whether `name` may name a certificate file: what a host name or a certificate name can be
-/// (letters, digits, `.`, `-`, `_`), not starting with `.`, at most 253 characters. Anything
-/// else (`/`, `..`, a leading dot) is refused by both ends of the feed.
-pub fn valid_cert_name(name: &str) -> bool {
-    (1..=253).contains(&name.len())
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-}
-
 /// Whether `thumbprint` looks like a SHA-256 JWK thumbprint: 43 base64url characters.
 pub fn valid_thumbprint(thumbprint: &str) -> bool {
     thumbprint.len() == 43
@@ -346,44 +336,27 @@ pub fn bearer_matches(token: &str, header: Option<&[u8]>) -> bool {
         == 0
 }
 
-/// Every certificate pair in `certs_dir` (`<name>.crt` with `<name>.key`, symlinks followed),
-/// sorted by name, with `thumbprint`. A `.crt` without its key, or a name
-/// [`valid_cert_name`] refuses, is left out.
+/// Every certificate pair in `certs` (`<name>.crt` with `<name>.key`, symlinks followed),
+/// sorted by name, with `thumbprint`. A `.crt` without its key, a file that is not a regular
+/// file of at most [`MAX_PEM_BYTES`], or a name [`valid_cert_name`] refuses, is left out.
 ///
 /// # Errors
 /// When the directory cannot be listed.
-pub fn collect(certs_dir: &Path, thumbprint: Option<String>) -> io::Result<FeedDocument> {
+pub fn collect(certs: &CertDir, thumbprint: Option<String>) -> io::Result<FeedDocument> {
     let mut certificates = Vec::new();
-    for entry in std::fs::read_dir(certs_dir)? {
-        let entry = entry?;
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".crt")) else {
+    for name in certs.names()? {
+        let read = |p: &Path| {
+            crate::files::read_regular(p, MAX_PEM_BYTES)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        let (Some(crt), Some(key)) = (read(&certs.crt(&name)), read(&certs.key(&name))) else {
             continue;
         };
-        if !valid_cert_name(name) {
-            continue;
+        if looks_like_pair(&crt, &key) {
+            certificates.push(FeedCert { name, crt, key });
         }
-        let (crt_path, key_path) = cert_files(certs_dir, name);
-        let small = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() <= MAX_PEM_BYTES);
-        if !small(&crt_path) || !small(&key_path) {
-            continue;
-        }
-        let (Ok(crt), Ok(key)) = (
-            std::fs::read_to_string(&crt_path),
-            std::fs::read_to_string(&key_path),
-        ) else {
-            continue;
-        };
-        if !looks_like_pair(&crt, &key) {
-            continue;
-        }
-        certificates.push(FeedCert {
-            name: name.to_string(),
-            crt,
-            key,
-        });
     }
-    certificates.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(FeedDocument {
         request_nonce: None,
         thumbprint,
@@ -414,11 +387,11 @@ pub struct Mirrored {
     pub retry: bool,
 }
 
-/// Writes the document's certificates into `certs_dir`: each pair whose files differ from the
-/// feed is written atomically, the key (mode 600) before the certificate, so the watcher
-/// never pairs a new certificate with an old key. Files the feed does not name are left
-/// alone: an edge keeps what it has.
-pub fn mirror(doc: &FeedDocument, certs_dir: &Path) -> Mirrored {
+/// Writes the document's certificates into `certs`: each pair whose files differ from the
+/// feed is written as [`CertDir::write`] writes, the key (mode 600) before the certificate,
+/// so the watcher never pairs a new certificate with an old key. Files the feed does not
+/// name are left alone: an edge keeps what it has.
+pub fn mirror(doc: &FeedDocument, certs: &CertDir) -> Mirrored {
     let mut out = Mirrored::default();
     if doc.certificates.len() > MAX_CERTIFICATES {
         out.failed.push((
@@ -440,15 +413,13 @@ pub fn mirror(doc: &FeedDocument, certs_dir: &Path) -> Mirrored {
             ));
             continue;
         }
-        let (crt_path, key_path) = cert_files(certs_dir, &c.name);
         let same =
             |path: &Path, want: &str| std::fs::read(path).is_ok_and(|b| b == want.as_bytes());
-        if same(&crt_path, &c.crt) && same(&key_path, &c.key) {
+        if same(&certs.crt(&c.name), &c.crt) && same(&certs.key(&c.name), &c.key) {
             out.unchanged += 1;
             continue;
         }
-        let written = write_atomic(&key_path, c.key.as_bytes(), 0o600)
-            .and_then(|()| write_atomic(&crt_path, c.crt.as_bytes(), 0o644));
+        let written = certs.write(&c.name, c.crt.as_bytes(), c.key.as_bytes());
         match written {
             Ok(()) => out.written.push(c.name.clone()),
             Err(e) => {
@@ -549,7 +520,7 @@ mod tests {
         std::fs::write(src.path().join("a.example.com.key"), KEY).expect("w");
         std::fs::write(src.path().join("lonely.crt"), CRT).expect("w");
         std::fs::write(src.path().join("notes.txt"), "x").expect("w");
-        let doc = collect(src.path(), Some("t".into())).expect("collect");
+        let doc = collect(&CertDir::new(src.path()), Some("t".into())).expect("collect");
         let names: Vec<&str> = doc.certificates.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
@@ -557,7 +528,7 @@ mod tests {
             "a .crt without its key is left out"
         );
 
-        let first = mirror(&doc, dst.path());
+        let first = mirror(&doc, &CertDir::new(dst.path()));
         assert_eq!(first.written, ["a.example.com"]);
         assert_eq!(
             std::fs::read_to_string(dst.path().join("a.example.com.key")).expect("key"),
@@ -569,7 +540,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = mirror(&doc, dst.path());
+        let again = mirror(&doc, &CertDir::new(dst.path()));
         assert_eq!((again.written.len(), again.unchanged), (0, 1));
 
         std::fs::write(dst.path().join("kept.crt"), CRT).expect("w");
@@ -579,7 +550,10 @@ mod tests {
             certificates: vec![cert("a.example.com", &format!("{CRT}{CRT}"))],
         };
         assert_ne!(renewed.etag(), doc.etag());
-        assert_eq!(mirror(&renewed, dst.path()).written, ["a.example.com"]);
+        assert_eq!(
+            mirror(&renewed, &CertDir::new(dst.path())).written,
+            ["a.example.com"]
+        );
         assert!(
             dst.path().join("kept.crt").exists(),
             "files the feed does not name stay"
@@ -598,7 +572,7 @@ mod tests {
                 cert("fine", "not pem"),
             ],
         };
-        let out = mirror(&doc, dst.path());
+        let out = mirror(&doc, &CertDir::new(dst.path()));
         assert!(out.written.is_empty());
         assert_eq!(out.failed.len(), 3);
         assert_eq!(std::fs::read_dir(dst.path()).expect("ls").count(), 0);
@@ -622,7 +596,7 @@ mod tests {
             thumbprint: None,
             certificates: vec![cert("a", CRT)],
         };
-        let out = mirror(&doc, dst.path());
+        let out = mirror(&doc, &CertDir::new(dst.path()));
         assert_eq!(out.written, ["a"]);
         assert_eq!(
             std::fs::read_to_string(&target).expect("r"),
@@ -641,7 +615,7 @@ mod tests {
                 .map(|i| cert(&format!("c{i}"), CRT))
                 .collect(),
         };
-        let out = mirror(&many, dst.path());
+        let out = mirror(&many, &CertDir::new(dst.path()));
         assert!(
             out.written.is_empty() && out.failed.len() == 1,
             "{:?}",
@@ -652,7 +626,7 @@ mod tests {
             thumbprint: None,
             certificates: vec![cert("big", &CRT.repeat(5000))],
         };
-        assert_eq!(mirror(&huge, dst.path()).failed.len(), 1);
+        assert_eq!(mirror(&huge, &CertDir::new(dst.path())).failed.len(), 1);
         assert_eq!(printable("a\nb"), "a\\nb");
         assert_eq!(printable(&"x".repeat(70)).chars().count(), 65);
     }

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use berth_core::contract::{valid_token, CHALLENGE_PREFIX};
+use berth_core::contract::{valid_token, ChallengeDir, CHALLENGE_PREFIX};
 use berth_plugins::builtin::{AcmeChallenge, SharedThumbprint};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,9 +30,9 @@ fn setup() -> &'static Setup {
         std::fs::write(dir.join("secret"), "never served").expect("secret");
         std::fs::write(dir.join(".well-known/secret"), "never served").expect("secret");
         Setup {
-            challenge: AcmeChallenge::new(dir.clone(), SharedThumbprint::default()),
+            challenge: AcmeChallenge::new(ChallengeDir::new(&dir), SharedThumbprint::default()),
             stateless: AcmeChallenge::new(
-                dir.clone(),
+                ChallengeDir::new(&dir),
                 std::sync::Arc::new(arc_swap::ArcSwapOption::from_pointee(
                     THUMBPRINT.to_string(),
                 )),

@@ -75,7 +75,7 @@ struct FixedParts {
         Option<berth_core::config::DockerEndpoint>,
         (berth_core::config::DockerMode, std::time::Duration),
     ),
-    challenge_dir: (std::path::PathBuf, Option<String>),
+    challenge_dir: (berth_core::contract::ChallengeDir, Option<String>),
     access_log: berth_core::config::AccessLog,
     server: berth_core::config::server::ServerSettings,
 }

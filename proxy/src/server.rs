@@ -2,7 +2,7 @@
 //! proxy service per listener, and the server's own settings.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -16,6 +16,7 @@ use pingora_proxy::http_proxy;
 
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
+use berth_core::contract::ChallengeDir;
 use berth_core::docker::{endpoint_to_follow, DockerStatus, DockerWatcher};
 use berth_core::labels::ContainerRules;
 use berth_plugins::builtin::{AcmeChallenge, OwnCertificate, SharedThumbprint};
@@ -442,7 +443,7 @@ fn cert_feed(
     w.lines.push(format!(
         "certificate feed: mirroring http://{} into {}",
         feed.authority,
-        tls.certs_dir.display()
+        tls.certs_dir.path().display()
     ));
     Ok(Some(status))
 }
@@ -452,7 +453,7 @@ fn http_listener(
     w: &mut Wiring,
     shared: &Shared,
     addr: SocketAddr,
-    challenge_dir: &Path,
+    challenge_dir: &ChallengeDir,
     thumbprint: SharedThumbprint,
 ) {
     let app = Berth::new(
@@ -461,7 +462,7 @@ fn http_listener(
         shared.observer.clone(),
         shared.limits.clone(),
     )
-    .with_challenges(AcmeChallenge::new(challenge_dir.to_path_buf(), thumbprint));
+    .with_challenges(AcmeChallenge::new(challenge_dir.clone(), thumbprint));
     let proxy = http_proxy(&w.server.configuration, app);
     let guarded = Guarded::new(
         proxy,
@@ -475,7 +476,7 @@ fn http_listener(
     w.add_listening(service, addr);
     w.lines.push(format!(
         "listening on http://{addr} (ACME challenges from {})",
-        challenge_dir.display()
+        challenge_dir.path().display()
     ));
 }
 
@@ -567,16 +568,16 @@ fn admin_listener(
 
 /// Prepares certs-dir (creating it, and the default certificate when asked) and loads it.
 fn load_certificates(tls: &TlsConfig) -> Result<(Loader, Arc<ArcSwap<CertStore>>), StartError> {
-    let dir = tls.certs_dir.clone();
+    let certs = tls.certs_dir.clone();
     let io_err = |source| StartError::CertsDir {
-        dir: dir.clone(),
+        dir: certs.path().to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(io_err)?;
-    if tls.default_cert == DefaultCert::Generate && ensure_default_cert(&dir).map_err(io_err)? {
-        tracing::info!(dir = %dir.display(), "generated a self-signed default certificate");
+    std::fs::create_dir_all(certs.path()).map_err(io_err)?;
+    if tls.default_cert == DefaultCert::Generate && ensure_default_cert(&certs).map_err(io_err)? {
+        tracing::info!(dir = %certs.path().display(), "generated a self-signed default certificate");
     }
-    let mut loader = Loader::new(dir.clone());
+    let mut loader = Loader::new(certs.clone());
     let initial = loader.rescan(&CertStore::default()).unwrap_or_default();
     Ok((loader, Arc::new(ArcSwap::from_pointee(initial))))
 }

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use super::dns::{DnsConfig, RawDns};
 use super::units::check_ca_file;
 use super::units::parse_duration;
+use crate::contract::ChallengeDir;
 use crate::errors::Errors;
 
 /// Let's Encrypt's production directory.
@@ -177,7 +178,7 @@ impl std::fmt::Debug for Eab {
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {
     /// Where key authorizations are written and served from.
-    pub challenge_dir: PathBuf,
+    pub challenge_dir: ChallengeDir,
     /// Where account credentials are kept.
     pub account_dir: PathBuf,
     /// The ACME directory URL.
@@ -369,7 +370,7 @@ impl RawAcme {
             non_empty(v).map_or_else(|| PathBuf::from(default), PathBuf::from)
         };
         AcmeConfig {
-            challenge_dir: dir(&self.challenge_dir, DEFAULT_CHALLENGE_DIR),
+            challenge_dir: ChallengeDir::new(dir(&self.challenge_dir, DEFAULT_CHALLENGE_DIR)),
             account_dir: dir(&self.account_dir, DEFAULT_ACCOUNT_DIR),
             directory,
             email,
@@ -410,7 +411,7 @@ mod tests {
         let (c, e) = validate(RawAcme::default());
         assert!(e.is_empty());
         assert_eq!(c.directory, LETS_ENCRYPT);
-        assert_eq!(c.challenge_dir, PathBuf::from(DEFAULT_CHALLENGE_DIR));
+        assert_eq!(c.challenge_dir, ChallengeDir::new(DEFAULT_CHALLENGE_DIR));
         assert_eq!(c.renew_before, RenewBefore::Auto);
         assert_eq!(c.max_orders_per_minute, DEFAULT_MAX_ORDERS_PER_MINUTE);
         assert!(c.dns.is_none() && c.profile.is_none());

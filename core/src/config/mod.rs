@@ -356,7 +356,7 @@ mod tests {
         );
         assert_eq!(
             config.tls.certs_dir,
-            std::path::PathBuf::from("berth-state/certs")
+            crate::contract::CertDir::new("berth-state/certs")
         );
         assert_eq!(config.tls.default_cert, DefaultCert::Generate);
         assert_eq!(config.defaults.https, crate::route::HttpsMode::Redirect);

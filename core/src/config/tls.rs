@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::contract::CertDir;
 use crate::errors::Errors;
 use crate::feed::DEFAULT_FEED_PORT;
 
@@ -57,7 +58,7 @@ pub struct CertFeed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Directory of certificates, acme-companion layout.
-    pub certs_dir: PathBuf,
+    pub certs_dir: CertDir,
     /// Default-certificate policy.
     pub default_cert: DefaultCert,
     /// The certificate feed to mirror, on an edge of several.
@@ -116,6 +117,7 @@ impl RawTls {
             }
             Some(dir) => PathBuf::from(dir),
         };
+        let certs_dir = CertDir::new(certs_dir);
         let default_cert = match self.default_cert.as_deref().map(str::trim) {
             None | Some("generate") => DefaultCert::Generate,
             Some("none") => DefaultCert::None,

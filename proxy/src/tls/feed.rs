@@ -21,7 +21,6 @@
 //! feed-token-file = "/run/secrets/berth-feed-token"
 //! ```
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +33,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
 use berth_core::config::CertFeed;
+use berth_core::contract::CertDir;
 use berth_core::feed::{
     mirror, printable, request_nonce, valid_thumbprint, FeedDocument, FeedKeys, FEED_PATH,
     MAX_DOCUMENT_BYTES, PROOF_HEADER,
@@ -102,7 +102,7 @@ enum Fetched {
 pub struct FeedMirror {
     authority: String,
     keys: FeedKeys,
-    certs_dir: PathBuf,
+    certs_dir: CertDir,
     thumbprint: Arc<ArcSwapOption<String>>,
     /// `acme.account-thumbprint`: when set, it wins over the feed's.
     configured_thumbprint: Option<String>,
@@ -117,7 +117,7 @@ impl FeedMirror {
     /// When the token file cannot be read (a message naming the file, never the token).
     pub fn new(
         feed: &CertFeed,
-        certs_dir: PathBuf,
+        certs_dir: CertDir,
         thumbprint: Arc<ArcSwapOption<String>>,
     ) -> Result<FeedMirror, String> {
         let token = berth_core::feed::read_token(&feed.token_file)?;
@@ -241,9 +241,9 @@ impl FeedMirror {
             }
             None => {}
         }
-        let dir = self.certs_dir.clone();
+        let certs = self.certs_dir.clone();
         let Ok(outcome) = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).map(|()| mirror(&doc, &dir))
+            std::fs::create_dir_all(certs.path()).map(|()| mirror(&doc, &certs))
         })
         .await
         else {
@@ -252,7 +252,7 @@ impl FeedMirror {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(dir = %self.certs_dir.display(), "certificate feed: cannot create certs-dir: {e}");
+                tracing::warn!(dir = %self.certs_dir.path().display(), "certificate feed: cannot create certs-dir: {e}");
                 return false;
             }
         };

@@ -23,6 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::store::{CertEntry, CertStore};
+use berth_core::contract::CertDir;
 
 /// Why a certificate pair was not loaded.
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +162,9 @@ fn stat(path: &Path) -> Option<(u64, Option<SystemTime>, u64)> {
 }
 
 /// The outcome of the last scan, per name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Loader {
-    dir: PathBuf,
+    dir: CertDir,
     seen: HashMap<String, Fingerprint>,
     /// Names whose key and certificate disagree, since when (not reported yet).
     halves: HashMap<String, Instant>,
@@ -174,16 +175,18 @@ pub struct Loader {
 
 impl Loader {
     /// A loader for `dir`.
-    pub fn new(dir: PathBuf) -> Loader {
+    pub fn new(dir: CertDir) -> Loader {
         Loader {
             dir,
-            ..Loader::default()
+            seen: HashMap::new(),
+            halves: HashMap::new(),
+            counts: std::sync::Arc::default(),
         }
     }
 
     /// The directory it loads.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// When the next rescan is due to judge a pair whose halves disagree, if any.
@@ -194,29 +197,17 @@ impl Loader {
     /// Scans the directory and returns the new store when anything changed, or `None`.
     /// `current` supplies the certificates to keep when a changed pair does not load.
     pub fn rescan(&mut self, current: &CertStore) -> Option<CertStore> {
-        let mut names = Vec::new();
-        match std::fs::read_dir(&self.dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let file = entry.file_name();
-                    let file = file.to_string_lossy();
-                    if let Some(stem) = file.strip_suffix(".crt") {
-                        if !stem.is_empty() && !stem.starts_with('.') {
-                            names.push(stem.to_string());
-                        }
-                    }
-                }
-            }
+        let names = match self.dir.names() {
+            Ok(names) => names,
             Err(e) => {
-                tracing::error!(dir = %self.dir.display(), error = %e, "cannot list the certificate directory; keeping the certificates loaded");
+                tracing::error!(dir = %self.dir.path().display(), error = %e, "cannot list the certificate directory; keeping the certificates loaded");
                 return None;
             }
-        }
+        };
         let mut changed = false;
         let mut next = Vec::new();
         for name in &names {
-            let crt = self.dir.join(format!("{name}.crt"));
-            let key = self.dir.join(format!("{name}.key"));
+            let (crt, key) = (self.dir.crt(name), self.dir.key(name));
             let Some(crt_stat) = stat(&crt) else {
                 // A dangling symlink: treated as absent, with nothing left to wait for.
                 self.halves.remove(name);
@@ -347,7 +338,7 @@ mod tests {
         let (crt, key) = pair("a.test");
         std::fs::write(dir.path().join("a.test.crt"), &crt).expect("crt");
         std::fs::write(dir.path().join("a.test.key"), &key).expect("key");
-        let mut loader = Loader::new(dir.path().to_path_buf());
+        let mut loader = Loader::new(CertDir::new(dir.path()));
         let store = loader.rescan(&CertStore::default()).expect("loaded");
         assert!(store.get("a.test").is_some());
 

@@ -110,7 +110,7 @@ mod tests {
     #[tokio::test]
     async fn a_certificate_written_before_the_watch_began_is_loaded_at_once() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut loader = Loader::new(dir.path().to_path_buf());
+        let mut loader = Loader::new(berth_core::contract::CertDir::new(dir.path()));
         let store = Arc::new(ArcSwap::from_pointee(
             loader.rescan(&CertStore::default()).unwrap_or_default(),
         ));
