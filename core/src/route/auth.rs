@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::registry_read;
+use super::registry::{registry_read, Profile};
 use crate::config::units::parse_duration;
 use crate::errors::Errors;
 use crate::files::FilePath;
@@ -388,5 +388,31 @@ pub fn parse_realm(value: &str) -> Result<String, String> {
             "invalid realm \"{}\": use up to 128 printable ASCII characters without quotes or backslashes",
             value.escape_debug()
         ))
+    }
+}
+
+/// What the registry profile, or its absence, demands of a route's auth: the registry
+/// profile opens reads with `auth.anonymous-read`, never with `auth.methods`, and
+/// `auth.anonymous-read` is only for it.
+pub fn check_profile(
+    profile: Option<Profile>,
+    auth: Option<&AuthSpec>,
+    key: &dyn Fn(&str) -> String,
+    errors: &mut Errors,
+) {
+    let open = auth.map(|a| &a.open);
+    if profile == Some(Profile::Registry) && matches!(open, Some(OpenAccess::MethodsOtherThan(_))) {
+        errors.push(
+            key("auth.methods"),
+            "not on the registry profile: an open GET /v2/ tells docker login that no \
+             credentials are needed, and pushes then fail; use auth.anonymous-read",
+        );
+    }
+    if open == Some(&OpenAccess::RegistryReads) && profile != Some(Profile::Registry) {
+        errors.push(
+            key("auth.anonymous-read"),
+            "only for profile = \"registry\": it knows which registry requests are reads; \
+             elsewhere, list the methods that need credentials in auth.methods",
+        );
     }
 }

@@ -24,12 +24,13 @@ use serde::Serialize;
 
 pub use acme::{validate as validate_acme, Challenge};
 pub use auth::{
-    parse_forward_url, parse_realm, redact_url, AuthSpec, ForwardAuthSpec, OpenAccess, RawAuth,
-    DEFAULT_REALM, FORWARD_CACHE_MAX, FORWARD_HEADERS_DEFAULT, METHODS,
+    check_profile as check_registry_auth, parse_forward_url, parse_realm, redact_url, AuthSpec,
+    ForwardAuthSpec, OpenAccess, RawAuth, DEFAULT_REALM, FORWARD_CACHE_MAX,
+    FORWARD_HEADERS_DEFAULT, METHODS,
 };
 pub use host::{host_of, may_claim, HostPattern};
 pub use rate_limit::RateLimit;
-pub use registry::{check_auth as check_registry_auth, registry_read, Profile};
+pub use registry::{registry_read, Profile};
 pub use settings::{
     builtin_defaults, parse_byte_rate, parse_hsts, HttpsMode, RawSettings, RouteSettings,
     BODY_RATE_GRACE, DEFAULT_MIN_BODY_RATE,

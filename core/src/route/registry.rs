@@ -1,13 +1,12 @@
-//! The registry profile (`profile = "registry"`): its presets, what it demands of the
-//! route's auth, and the registry API's grammar, which decides what a registry read is.
+//! The registry profile (`profile = "registry"`): its presets, and the registry API's
+//! grammar, which decides what a registry read is (what it demands of the route's auth is
+//! [`super::auth::check_profile`]).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::auth::{AuthSpec, OpenAccess};
 use super::settings::RouteSettings;
-use crate::errors::Errors;
 
 /// A preset of settings for a kind of upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,32 +42,6 @@ impl Profile {
                 settings.min_body_rate = 0;
             }
         }
-    }
-}
-
-/// What the registry profile, or its absence, demands of a route's auth: the registry
-/// profile opens reads with `auth.anonymous-read`, never with `auth.methods`, and
-/// `auth.anonymous-read` is only for it.
-pub fn check_auth(
-    profile: Option<Profile>,
-    auth: Option<&AuthSpec>,
-    key: &dyn Fn(&str) -> String,
-    errors: &mut Errors,
-) {
-    let open = auth.map(|a| &a.open);
-    if profile == Some(Profile::Registry) && matches!(open, Some(OpenAccess::MethodsOtherThan(_))) {
-        errors.push(
-            key("auth.methods"),
-            "not on the registry profile: an open GET /v2/ tells docker login that no \
-             credentials are needed, and pushes then fail; use auth.anonymous-read",
-        );
-    }
-    if open == Some(&OpenAccess::RegistryReads) && profile != Some(Profile::Registry) {
-        errors.push(
-            key("auth.anonymous-read"),
-            "only for profile = \"registry\": it knows which registry requests are reads; \
-             elsewhere, list the methods that need credentials in auth.methods",
-        );
     }
 }
 
