@@ -51,6 +51,20 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
     read_regular(path, CA_FILE_LIMIT)
 }
 
+/// Checks that a CA file can be read (a regular file, [`read_ca_file`]) and
+/// holds at least one PEM certificate.
+///
+/// # Errors
+/// A message naming the file otherwise.
+pub fn check_ca_file(path: &str) -> Result<(), String> {
+    let bytes = read_ca_file(Path::new(path)).map_err(|e| format!("\"{path}\": {e}"))?;
+    if String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        Ok(())
+    } else {
+        Err(format!("\"{path}\" holds no PEM certificate"))
+    }
+}
+
 /// A route key that names a file berth reads (`auth.htpasswd`, `upstream-ca-file`, ...).
 /// From the config file it is taken as written; from a container's labels it decodes only
 /// when it lies under `docker.label-files` ([`LabelFiles::check`]), so no route key that

@@ -23,3 +23,4 @@ pub mod path;
 pub mod route;
 pub mod sync;
 pub mod table;
+pub mod units;

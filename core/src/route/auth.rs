@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::registry::{registry_read, Profile};
-use crate::config::units::parse_duration;
 use crate::errors::Errors;
 use crate::files::FilePath;
+use crate::units::parse_duration;
 
 /// Realm sent in `WWW-Authenticate` when a route's `auth.realm` names none.
 pub const DEFAULT_REALM: &str = "berth";

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::units::{parse_duration, parse_size};
 use crate::errors::Errors;
+use crate::units::{parse_duration, parse_size};
 
 /// The per-route settings as written, in `[defaults]` or in a `[[route]]`.
 #[derive(Debug, Default, Clone, Deserialize)]

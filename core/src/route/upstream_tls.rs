@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::config::units::check_ca_file;
 use crate::errors::Errors;
+use crate::files::check_ca_file;
 
 /// Protocol spoken to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
