@@ -353,76 +353,14 @@ impl Worker {
             let started = Instant::now();
             let renewing = current.as_ref().filter(|_| decision != Due::Missing);
             let result = self.order(w, renewing).await;
-            let challenge = w.challenge.as_str();
             match result {
                 Ok(outcome) => {
-                    self.metrics
-                        .orders
-                        .with_label_values(&["ok", challenge])
-                        .inc();
-                    if let Some(took) = outcome.propagation {
-                        self.metrics.propagation.observe(took.as_secs_f64());
-                    }
-                    self.backoff.remove(&w.name);
-                    let fresh = existing(&certs_dir, &w.name).await;
-                    let at = fresh.as_ref().map(|e| renew_at(e, renew_before));
-                    self.record(w, fresh.as_ref(), at);
-                    if let Some(at) = at {
-                        let wait = u64::try_from(at - now_unix()).unwrap_or(0);
-                        next = next.min(Duration::from_secs(wait.max(1)));
-                    }
-                    self.metrics.update(&w.name, |s| {
-                        s.failures = 0;
-                        s.last_error = None;
-                        s.retry_at = None;
-                        if let Some(took) = outcome.propagation {
-                            s.last_propagation_seconds = Some(took.as_secs_f64());
-                        }
-                    });
-                    tracing::info!(
-                        cert = %w.name,
-                        seconds = started.elapsed().as_secs_f64(),
-                        not_after = fresh.as_ref().map_or(0, |e| e.not_after),
-                        renew_at = at.unwrap_or(0),
-                        "acme: certificate installed"
-                    );
+                    let wait = self.installed(w, &outcome, started).await;
+                    next = next.min(wait);
                     report.issued.push(w.name.clone());
                 }
                 Err(e) => {
-                    self.metrics
-                        .orders
-                        .with_label_values(&["error", challenge])
-                        .inc();
-                    let failures = self.backoff.get(&w.name).map_or(0, |b| b.failures) + 1;
-                    let wait = backoff(failures, self.config.acme.retry_after);
-                    self.backoff.insert(
-                        w.name.clone(),
-                        Backoff {
-                            failures,
-                            retry_at: Instant::now() + wait,
-                        },
-                    );
-                    next = next.min(wait);
-                    let message = e.to_string();
-                    // A hook's stderr is for the log only.
-                    let shown = message
-                        .split(crate::dns::exec::STDERR_MARK)
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    self.metrics.update(&w.name, |s| {
-                        s.state = "failed";
-                        s.failures = failures;
-                        s.last_error = Some(shown);
-                        s.retry_at = Some(now_unix() + i64::try_from(wait.as_secs()).unwrap_or(0));
-                    });
-                    tracing::warn!(
-                        cert = %w.name,
-                        challenge,
-                        failures,
-                        retry_in_secs = wait.as_secs(),
-                        "acme: order failed: {message}"
-                    );
+                    next = next.min(self.failed(w, &e));
                     report.failed.push(w.name.clone());
                 }
             }
@@ -432,6 +370,79 @@ impl Worker {
             feed.send_modify(|p| p.generation += 1);
         }
         (report, next)
+    }
+
+    /// Records a certificate just installed; returns when the next pass should look at it.
+    async fn installed(&mut self, w: &Wanted, outcome: &Outcome, started: Instant) -> Duration {
+        self.metrics
+            .orders
+            .with_label_values(&["ok", w.challenge.as_str()])
+            .inc();
+        if let Some(took) = outcome.propagation {
+            self.metrics.propagation.observe(took.as_secs_f64());
+        }
+        self.backoff.remove(&w.name);
+        let fresh = existing(&self.config.tls.certs_dir, &w.name).await;
+        let at = fresh
+            .as_ref()
+            .map(|e| renew_at(e, self.config.acme.renew_before));
+        self.record(w, fresh.as_ref(), at);
+        self.metrics.update(&w.name, |s| {
+            s.failures = 0;
+            s.last_error = None;
+            s.retry_at = None;
+            if let Some(took) = outcome.propagation {
+                s.last_propagation_seconds = Some(took.as_secs_f64());
+            }
+        });
+        tracing::info!(
+            cert = %w.name,
+            seconds = started.elapsed().as_secs_f64(),
+            not_after = fresh.as_ref().map_or(0, |e| e.not_after),
+            renew_at = at.unwrap_or(0),
+            "acme: certificate installed"
+        );
+        at.map_or(PASS_EVERY, |at| {
+            Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0).max(1))
+        })
+    }
+
+    /// Records a failed order and its back-off; returns the back-off.
+    fn failed(&mut self, w: &Wanted, e: &Error) -> Duration {
+        self.metrics
+            .orders
+            .with_label_values(&["error", w.challenge.as_str()])
+            .inc();
+        let failures = self.backoff.get(&w.name).map_or(0, |b| b.failures) + 1;
+        let wait = backoff(failures, self.config.acme.retry_after);
+        self.backoff.insert(
+            w.name.clone(),
+            Backoff {
+                failures,
+                retry_at: Instant::now() + wait,
+            },
+        );
+        let message = e.to_string();
+        // A hook's stderr is for the log only.
+        let shown = message
+            .split(crate::dns::exec::STDERR_MARK)
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        self.metrics.update(&w.name, |s| {
+            s.state = "failed";
+            s.failures = failures;
+            s.last_error = Some(shown);
+            s.retry_at = Some(now_unix() + i64::try_from(wait.as_secs()).unwrap_or(0));
+        });
+        tracing::warn!(
+            cert = %w.name,
+            challenge = w.challenge.as_str(),
+            failures,
+            retry_in_secs = wait.as_secs(),
+            "acme: order failed: {message}"
+        );
+        wait
     }
 
     /// When the CA suggests renewing this certificate (ACME Renewal Information), and when
