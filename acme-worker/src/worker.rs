@@ -95,9 +95,13 @@ fn spread(name: &str) -> f64 {
 }
 
 async fn existing(certs: &CertDir, name: &str) -> Option<Existing> {
-    let pem = tokio::fs::read(certs.crt(name)).await.ok()?;
-    // A certificate without its key is no certificate: order a new pair.
-    tokio::fs::metadata(certs.key(name)).await.ok()?;
+    // A certificate without its key is no certificate: order a new pair. Read as every reader
+    // of certs-dir reads (CertDir::read), so berth-acme counts what berth and the feed serve.
+    let (certs, owned) = (certs.clone(), name.to_string());
+    let (pem, _key) = tokio::task::spawn_blocking(move || certs.read(&owned))
+        .await
+        .ok()?
+        .ok()?;
     read_leaf(&pem).ok()
 }
 

@@ -101,6 +101,20 @@ impl CertDir {
         Ok(names)
     }
 
+    /// Reads the certificate named `name`: its chain and its key, each a regular file of at
+    /// most [`MAX_PEM_BYTES`] (symlinks followed; a FIFO or a device is refused at once, never
+    /// waited on).
+    ///
+    /// # Errors
+    /// The file that could not be read, and why.
+    pub fn read(&self, name: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let read = |path: PathBuf| {
+            crate::files::read_regular(&path, MAX_PEM_BYTES)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        Ok((read(self.crt(name))?, read(self.key(name))?))
+    }
+
     /// Writes the certificate named `name`: the key first, then the chain, each atomically,
     /// so that a reader who sees the new chain finds its key in place (berth reloads when a
     /// `.crt` changes). Creates the directory if needed.
@@ -115,10 +129,37 @@ impl CertDir {
     }
 }
 
-/// Whether `name` names a certificate in certs-dir: 1 to 253 characters of letters, digits,
-/// `.`, `-` and `_`, not starting with `.` (a host name, or a wildcard's base name).
+/// Checks that a certificate could be stored under `name` (a host name, or a wildcard's base
+/// name): [`valid_cert_name`].
+///
+/// # Errors
+/// A message naming what is wrong, for the config file and for labels.
+pub fn check_cert_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_CERT_NAME {
+        return Err(format!(
+            "\"{name}\" is longer than {MAX_CERT_NAME} characters: its certificate could not \
+             be stored as a file"
+        ));
+    }
+    if !valid_cert_name(name) {
+        return Err(format!(
+            "\"{name}\" cannot name a certificate file (letters, digits, '.', '-' and '_')"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest certificate name: `<name>.crt` must fit in a file name (255 bytes).
+pub const MAX_CERT_NAME: usize = 251;
+
+/// The largest certificate or key file read from certs-dir.
+pub const MAX_PEM_BYTES: u64 = 256 * 1024;
+
+/// Whether `name` names a certificate in certs-dir: 1 to [`MAX_CERT_NAME`] characters of
+/// letters, digits, `.`, `-` and `_`, not starting with `.` (a host name, or a wildcard's
+/// base name).
 pub fn valid_cert_name(name: &str) -> bool {
-    (1..=253).contains(&name.len())
+    (1..=MAX_CERT_NAME).contains(&name.len())
         && !name.starts_with('.')
         && name
             .bytes()
@@ -131,9 +172,12 @@ pub fn valid_cert_name(name: &str) -> bool {
 /// Any I/O error; the target is then unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ));
+    }
     // A name of its own per write, created exclusively (O_EXCL: an existing file or a
     // symlink planted under that name makes the write fail rather than be followed), so the
     // mode given is the mode the file has.
@@ -141,9 +185,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
+    // Short, whatever the target's name: a target of 251 bytes plus a suffix must still be
+    // a valid file name.
     let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}-{nanos}",
-        name.to_string_lossy(),
+        ".berth-tmp-{}-{}-{nanos}",
         std::process::id(),
         WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
@@ -175,40 +220,50 @@ mod tests {
     #[test]
     fn a_cert_dir_names_its_pairs_and_writes_them_key_first() {
         let dir = std::env::temp_dir().join(format!("berth-certdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let certs = CertDir::new(dir.join("certs"));
-        certs
-            .write("b.example.com", b"chain", b"key")
-            .expect("write");
-        certs
-            .write("a.example.com", b"chain", b"key")
-            .expect("write");
+        let longest = format!("{}.example", "a".repeat(MAX_CERT_NAME - 8));
+        for name in ["b.example.com", "a.example.com", longest.as_str()] {
+            assert!(valid_cert_name(name), "{name}");
+            certs.write(name, b"chain", b"key").expect("write");
+            assert_eq!(
+                certs.read(name).expect("read"),
+                (b"chain".to_vec(), b"key".to_vec())
+            );
+        }
+        let too_long = format!("{longest}x");
+        assert!(!valid_cert_name(&too_long));
         for odd in [
             ".hidden.crt",
             "with space.crt",
-            "x.crt.tmp",
-            ".a.example.com.crt.tmp-1-2-3",
+            "b\u{fc}cher.crt",
+            "*.example.com.crt",
         ] {
             std::fs::write(certs.path().join(odd), "x").expect("odd");
         }
         assert_eq!(
             certs.names().expect("names"),
-            ["a.example.com", "b.example.com"]
-        );
-        assert_eq!(
-            std::fs::read(certs.key("a.example.com")).expect("key"),
-            b"key"
+            ["a.example.com", longest.as_str(), "b.example.com"]
         );
         let mode = |p: PathBuf| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(certs.key("a.example.com")), 0o600);
         assert_eq!(mode(certs.crt("a.example.com")), 0o644);
-        // Key first: a chain newer than its key never exists.
-        let modified = |p: PathBuf| {
-            std::fs::metadata(p)
-                .expect("meta")
-                .modified()
-                .expect("mtime")
-        };
-        assert!(modified(certs.key("b.example.com")) <= modified(certs.crt("b.example.com")));
+        // Key first: when the chain cannot be written, the new key is already in place.
+        std::fs::create_dir_all(certs.crt("c.example.com")).expect("a directory in the way");
+        assert!(certs.write("c.example.com", b"chain", b"new key").is_err());
+        assert_eq!(
+            std::fs::read(certs.key("c.example.com")).expect("key"),
+            b"new key"
+        );
+        // A FIFO is refused, not waited on.
+        let fifo = certs.crt("d.example.com");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        std::fs::write(certs.key("d.example.com"), "key").expect("key");
+        assert!(certs.read("d.example.com").is_err());
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

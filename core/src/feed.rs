@@ -56,7 +56,7 @@ pub const MAX_WAIT_SECS: u64 = 60;
 /// Most certificates one document may carry; an edge refuses a larger one whole.
 pub const MAX_CERTIFICATES: usize = 10_000;
 /// Largest certificate chain or key file served or written (a real chain is a few KiB).
-pub const MAX_PEM_BYTES: u64 = 256 * 1024;
+pub use crate::contract::MAX_PEM_BYTES;
 
 /// What the feed serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,12 +345,10 @@ pub fn bearer_matches(token: &str, header: Option<&[u8]>) -> bool {
 pub fn collect(certs: &CertDir, thumbprint: Option<String>) -> io::Result<FeedDocument> {
     let mut certificates = Vec::new();
     for name in certs.names()? {
-        let read = |p: &Path| {
-            crate::files::read_regular(p, MAX_PEM_BYTES)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
+        let Ok((crt, key)) = certs.read(&name) else {
+            continue;
         };
-        let (Some(crt), Some(key)) = (read(&certs.crt(&name)), read(&certs.key(&name))) else {
+        let (Ok(crt), Ok(key)) = (String::from_utf8(crt), String::from_utf8(key)) else {
             continue;
         };
         if looks_like_pair(&crt, &key) {
@@ -413,9 +411,8 @@ pub fn mirror(doc: &FeedDocument, certs: &CertDir) -> Mirrored {
             ));
             continue;
         }
-        let same =
-            |path: &Path, want: &str| std::fs::read(path).is_ok_and(|b| b == want.as_bytes());
-        if same(&certs.crt(&c.name), &c.crt) && same(&certs.key(&c.name), &c.key) {
+        let on_disk = certs.read(&c.name);
+        if on_disk.is_ok_and(|(crt, key)| crt == c.crt.as_bytes() && key == c.key.as_bytes()) {
             out.unchanged += 1;
             continue;
         }

@@ -520,6 +520,11 @@ fn rename_route_errors(
         let origin = tree
             .get(field)
             .map(|v| v.origin.clone())
+            .or_else(|| {
+                // A group (`auth`): the labels under it.
+                let under = tree.origins_under(field);
+                (!under.is_empty()).then(|| under.join(", "))
+            })
             .or_else(|| info.get(field).map(|f| f.origin))
             .unwrap_or_else(|| format!("label {LABEL_PREFIX}{field}"));
         let renamed = ConfigError {
@@ -588,7 +593,7 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
     if enabled == Some(false) {
         return None;
     }
-    let hosts = match (info.variable(&ACME_HOST_VARIABLES), enabled) {
+    let (hosts, hosts_origin) = match (info.variable(&ACME_HOST_VARIABLES), enabled) {
         (Some(found), _) => {
             let names = comma_list(found.value);
             let mut hosts = Vec::new();
@@ -610,7 +615,7 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
             if names.is_empty() {
                 errors.push(info.error_path(&found.origin), "empty host list");
             }
-            hosts
+            (hosts, found.origin)
         }
         (None, Some(true)) => {
             let hosts: Vec<String> = info
@@ -631,7 +636,10 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
                     "true, but the container has no plain host name to put on a certificate",
                 );
             }
-            hosts
+            let origin = info
+                .get("host")
+                .map_or_else(|| "label berth.acme".to_string(), |f| f.origin);
+            (hosts, origin)
         }
         (None, _) => return None,
     };
@@ -649,7 +657,10 @@ fn acme_checked(info: &ContainerInfo, errors: &mut Errors) -> Option<AcmeRequest
     });
     let mut unique = Vec::new();
     for h in hosts {
-        if !unique.contains(&h) {
+        let stored = h.strip_prefix("*.").unwrap_or(&h);
+        if let Err(e) = crate::contract::check_cert_name(stored) {
+            errors.push(info.error_path(&hosts_origin), e);
+        } else if !unique.contains(&h) {
             unique.push(h);
         }
     }
@@ -1048,6 +1059,65 @@ mod tests {
         let e = errors(&container(&[], &[("VIRTUAL_HOST", "a.example.com:80")]));
         assert!(
             e[0].starts_with("container web, env VIRTUAL_HOST: invalid host"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn certificates_are_asked_only_for_names_a_file_can_carry() {
+        let long = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(60),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(63)
+        );
+        assert_eq!(long.len(), 252);
+        let info = container(
+            &[("berth.host", long.as_str()), ("berth.acme", "true")],
+            &[],
+        );
+        let e = acme_request(&info).expect_err("too long for a file");
+        assert!(
+            e[0].to_string()
+                .starts_with("container web, label berth.host: \"")
+                && e[0].to_string().contains("longer than 251 characters"),
+            "{e:?}"
+        );
+        let info = container(
+            &[],
+            &[
+                ("VIRTUAL_HOST", "a.example.com"),
+                ("LETSENCRYPT_HOST", long.as_str()),
+            ],
+        );
+        let e = acme_request(&info).expect_err("too long for a file");
+        assert!(
+            e[0].to_string()
+                .starts_with("container web, env LETSENCRYPT_HOST:"),
+            "{e:?}"
+        );
+        let fits = &long[1..];
+        let info = container(&[("berth.host", fits), ("berth.acme", "true")], &[]);
+        assert!(matches!(acme_request(&info), Ok(Some(_))));
+    }
+
+    #[test]
+    fn errors_about_a_group_name_its_labels() {
+        let e = errors(&container(
+            &[
+                ("berth.host", "a.example.com"),
+                ("berth.auth.methods", "POST"),
+                ("berth.auth.anonymous-read", "true"),
+                ("berth.auth.htpasswd", "/etc/berth/htpasswd"),
+            ],
+            &[],
+        ));
+        assert!(
+            e.iter().any(|x| x.starts_with(
+                "container web, label berth.auth.anonymous-read, label berth.auth.htpasswd, \
+                 label berth.auth.methods: methods and anonymous-read"
+            )),
             "{e:?}"
         );
     }

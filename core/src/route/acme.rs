@@ -83,6 +83,11 @@ pub fn validate(
     if acme == Some(true) {
         match host.map(HostPattern::certificate_name) {
             Some(Some(name)) => {
+                if let Err(e) =
+                    crate::contract::check_cert_name(name.strip_prefix("*.").unwrap_or(&name))
+                {
+                    errors.push(key("acme"), e);
+                }
                 if let Err(e) = Challenge::effective(asked, &[name]) {
                     errors.push(key("acme-challenge"), e);
                 }

@@ -300,10 +300,14 @@ impl Loader {
 }
 
 fn load_pair(crt: &Path, key: &Path, name: &str) -> Result<CertEntry, CertError> {
+    // Regular files of a bounded size only, as every reader of certs-dir: a FIFO there is
+    // refused at once rather than stalling the watcher.
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| CertError::Read {
-            path: p.to_path_buf(),
-            source,
+        berth_core::files::read_regular(p, berth_core::contract::MAX_PEM_BYTES).map_err(|e| {
+            CertError::Read {
+                path: p.to_path_buf(),
+                source: std::io::Error::other(e),
+            }
         })
     };
     let (crt_pem, key_pem) = (read(crt)?, read(key)?);
