@@ -7,6 +7,9 @@
 //! runs the whole comparison and writes `benches/results/latest.md` and
 //! `benches/results/latest.png`; the other subcommands run one part each.
 
+// A binary: its modules' `pub` items are the crate's own, and nothing outside uses them.
+#![allow(unreachable_pub)]
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The `berth` binary, built beside this test's own binaries.
-pub fn berth_binary() -> PathBuf {
+pub(crate) fn berth_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let path = dir.join("berth");
@@ -22,7 +22,7 @@ pub fn berth_binary() -> PathBuf {
 /// Retries `curl` to `https://host:port/path` through berth, verifying against `root`, until
 /// what it printed (response head and body) satisfies `accept`, for up to 60 s; returns
 /// that output. On timeout, fails with curl's error and `logs()`.
-pub fn wait_for_verified_https(
+pub(crate) fn wait_for_verified_https(
     https: std::net::SocketAddr,
     host: &str,
     path: &str,
@@ -54,7 +54,7 @@ pub fn wait_for_verified_https(
     }
 }
 
-pub fn serial(path: &Path) -> String {
+pub(crate) fn serial(path: &Path) -> String {
     let out = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-in"])
         .arg(path)
@@ -64,7 +64,7 @@ pub fn serial(path: &Path) -> String {
 }
 
 /// Runs berth-acme on `config` with `args` (`["once"]`) and waits for it.
-pub fn berth_acme(config: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn berth_acme(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_berth-acme"))
         .arg("--config")
         .arg(config)
@@ -74,7 +74,7 @@ pub fn berth_acme(config: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// What a finished process printed, stdout then stderr.
-pub fn text(out: &std::process::Output) -> String {
+pub(crate) fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -83,15 +83,15 @@ pub fn text(out: &std::process::Output) -> String {
 }
 
 /// A berth-acme daemon, killed when dropped.
-pub struct Daemon(pub std::process::Child, pub PathBuf);
+pub(crate) struct Daemon(pub std::process::Child, pub PathBuf);
 
 impl Daemon {
-    pub fn start(config: &Path, log: PathBuf) -> Daemon {
+    pub(crate) fn start(config: &Path, log: PathBuf) -> Daemon {
         Daemon::start_with(config, log, &[])
     }
 
     /// [`Daemon::start`] with more arguments (`--force-renewal`).
-    pub fn start_with(config: &Path, log: PathBuf, args: &[&str]) -> Daemon {
+    pub(crate) fn start_with(config: &Path, log: PathBuf, args: &[&str]) -> Daemon {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_berth-acme"))
             .arg("--config")
@@ -104,7 +104,7 @@ impl Daemon {
         Daemon(child, log)
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.1).unwrap_or_default()
     }
 }
@@ -118,7 +118,7 @@ impl Drop for Daemon {
 
 /// The serial of the certificate `https` presents for `host` (SNI), as openssl prints it;
 /// empty when the handshake fails.
-pub fn served_serial(https: std::net::SocketAddr, host: &str) -> String {
+pub(crate) fn served_serial(https: std::net::SocketAddr, host: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -129,4 +129,4 @@ pub fn served_serial(https: std::net::SocketAddr, host: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub use berth_testkit::wait_until;
+pub(crate) use berth_testkit::wait_until;

@@ -17,7 +17,7 @@ use crate::files::FilePath;
 
 /// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value {
+pub(crate) struct Value {
     /// The text, trimmed.
     pub text: String,
     /// Where it came from, for errors.
@@ -26,11 +26,11 @@ pub struct Value {
 
 /// The most dotted parts a key may have: more than any type decoded here nests, and few
 /// enough that a tree built from a hostile label stays shallow.
-pub const MAX_DEPTH: usize = 4;
+pub(crate) const MAX_DEPTH: usize = 4;
 
 /// Labels as a tree: `auth.realm` is the entry `realm` of the table `auth`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tree(BTreeMap<String, Node>);
+pub(crate) struct Tree(BTreeMap<String, Node>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
@@ -40,7 +40,7 @@ enum Node {
 
 /// A value that could not be decoded: the key it sits under (`auth.methods`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// The dotted key.
     pub key: String,
     /// Where the value came from (`label berth.auth.methods`).
@@ -56,7 +56,7 @@ impl Tree {
     /// When `key` has an empty segment or more than [`MAX_DEPTH`] parts, or a value and a
     /// table would share a name
     /// (`berth.auth=x` beside `berth.auth.realm=y`); the message names the other key.
-    pub fn insert(&mut self, key: &str, value: Value) -> Result<(), String> {
+    pub(crate) fn insert(&mut self, key: &str, value: Value) -> Result<(), String> {
         if key.split('.').any(str::is_empty) {
             return Err("empty segment in the name".to_string());
         }
@@ -103,14 +103,14 @@ impl Tree {
 
     /// Removes `key` (dotted), value or group, and returns where it came from (for a group,
     /// its first value).
-    pub fn take(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<String> {
         let origin = self.origin_of(key)?;
         self.remove(key);
         Some(origin)
     }
 
     /// Where every value at or under `key` came from.
-    pub fn origins_under(&self, key: &str) -> Vec<String> {
+    pub(crate) fn origins_under(&self, key: &str) -> Vec<String> {
         fn walk(node: &Node, out: &mut Vec<String>) {
             match node {
                 Node::Value(v) => out.push(v.origin.clone()),
@@ -125,7 +125,7 @@ impl Tree {
     }
 
     /// The value at `key` (dotted), if there is one.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         match self.node(key)? {
             Node::Value(v) => Some(v),
             Node::Table(_) => None,
@@ -182,7 +182,7 @@ impl Tree {
 /// Decodes `tree` into `T`. Bad values are left out (the key decodes as absent) and returned
 /// as problems, with the keys `T` does not know, by dotted name. A value of the type
 /// [`FilePath`] decodes only as `check_file` allows, into the path it returns.
-pub fn decode<T: DeserializeOwned + Default>(
+pub(crate) fn decode<T: DeserializeOwned + Default>(
     mut tree: Tree,
     check_file: &dyn Fn(&str) -> Result<String, String>,
 ) -> (T, Vec<Problem>, Vec<String>) {
@@ -238,7 +238,7 @@ fn dotted(path: &serde_ignored::Path<'_>) -> String {
 
 /// Why a value did not decode; `key` is filled in at the value.
 #[derive(Debug)]
-pub struct Error {
+pub(crate) struct Error {
     key: String,
     message: String,
 }

@@ -36,7 +36,7 @@ use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 /// How long a client that sent `Expect: 100-continue` may take to its first body byte: it
 /// waits for the upstream's `100 Continue` (Go's and Node's servers send it when the handler
 /// first reads the body), so it gets longer than the grace, but never longer than this.
-pub const EXPECT_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const EXPECT_GRACE: Duration = Duration::from_secs(60);
 
 /// Refuses request bodies larger than `max` bytes.
 #[derive(Debug)]

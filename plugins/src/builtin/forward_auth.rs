@@ -59,14 +59,14 @@ use berth_core::route::ForwardAuthSpec;
 use berth_core::sync::lock;
 
 /// How long berth waits for the auth service's whole answer.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer body passed back to the client.
-pub const MAX_ANSWER: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER: usize = 64 * 1024;
 /// Allowed decisions remembered per route; when it is full, the expired ones go, and if
 /// none has expired, all of them.
-pub const CACHE_ENTRIES: usize = 10_000;
+pub(crate) const CACHE_ENTRIES: usize = 10_000;
 /// Questions to the auth service at once per route; more wait (within [`TIMEOUT`]).
-pub const MAX_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
 
 /// Client request headers passed to the auth service as they are (`Cookie` is passed as one
 /// header).
@@ -91,7 +91,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Headers for the upstream request, as the auth service named them.
-pub type UserHeaders = Vec<(HeaderName, HeaderValue)>;
+pub(crate) type UserHeaders = Vec<(HeaderName, HeaderValue)>;
 
 /// What the auth service decided.
 #[derive(Debug)]

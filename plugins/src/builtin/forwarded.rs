@@ -43,7 +43,7 @@ const X_FORWARDED_SSL: &str = "x-forwarded-ssl";
 /// ASP.NET, auth proxies — berth's access rules judge the method as sent), or the client's address (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
 /// `Client-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`), besides RFC 7239's `Forwarded`:
 /// berth sets none of them, so only a trusted proxy's are passed on.
-pub const UNTRUSTED_OVERRIDES: &[&str] = &[
+pub(crate) const UNTRUSTED_OVERRIDES: &[&str] = &[
     "forwarded",
     "x-original-url",
     "x-rewrite-url",
@@ -101,13 +101,13 @@ impl Forwarded {
 
 /// Whether `peer` may speak for its client (its `X-Forwarded-*` headers are believed): it is
 /// inside `forwarded.trusted-proxies`. The forwarding headers and the allowlist both ask this.
-pub fn trusted_peer(trusted: &[IpNet], peer: Option<IpAddr>) -> bool {
+pub(crate) fn trusted_peer(trusted: &[IpNet], peer: Option<IpAddr>) -> bool {
     peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
 }
 
 /// The client a trusted proxy names: the last address of its `X-Forwarded-For` values, if
 /// it parses (the allowlist and the rate limits ask this).
-pub fn effective_client<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
+pub(crate) fn effective_client<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
     let last = values.flat_map(|v| v.split(',')).last()?;
     client_address(last)
 }
@@ -125,7 +125,7 @@ fn client_address(text: &str) -> Option<IpAddr> {
 /// The `X-Forwarded-For` berth sends on: a trusted peer's list with the peer appended, or
 /// the peer alone (also when a value of the list is not text: the address behind it could
 /// be the one a proxy appended).
-pub fn forwarded_for(req: &RequestHeader, trusted: bool, peer: &str) -> String {
+pub(crate) fn forwarded_for(req: &RequestHeader, trusted: bool, peer: &str) -> String {
     let prior: Option<Vec<&str>> = req
         .headers
         .get_all(X_FORWARDED_FOR)

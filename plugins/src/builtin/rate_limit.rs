@@ -54,7 +54,7 @@ use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::route::RateLimit;
 
 /// Cells of rate state per rate-limited route (8 bytes each: 128 KiB).
-pub const SLOTS: usize = 1 << 14;
+pub(crate) const SLOTS: usize = 1 << 14;
 
 /// Who a request is counted for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,13 +71,13 @@ pub enum ClientKey {
 /// A fixed table of GCRA states, one `u64` per cell (0: never used; otherwise the
 /// theoretical arrival time plus one), addressed by cell index.
 #[derive(Debug)]
-pub struct Cells {
+pub(crate) struct Cells {
     cells: Box<[AtomicU64]>,
 }
 
 impl Cells {
     /// A table of `n` cells (at least one).
-    pub fn new(n: usize) -> Cells {
+    pub(crate) fn new(n: usize) -> Cells {
         Cells {
             cells: (0..n.max(1)).map(|_| AtomicU64::new(0)).collect(),
         }

@@ -12,18 +12,18 @@ use berth_testkit::BerthProcess;
 use prometheus_parse::{Scrape, Value};
 
 /// Starts the `berth` binary built for these tests on `config` (`{http}` = its listener).
-pub fn berth(config: &str) -> BerthProcess {
+pub(crate) fn berth(config: &str) -> BerthProcess {
     BerthProcess::start(Path::new(env!("CARGO_BIN_EXE_berth")), config)
         .unwrap_or_else(|e| panic!("berth did not start: {e}"))
 }
 
 /// A config with one listener, Docker discovery off, and the given extra TOML.
-pub fn config(extra: &str) -> String {
+pub(crate) fn config(extra: &str) -> String {
     format!("[listen]\nhttp = \"{{http}}\"\n\n[docker]\nenabled = false\n\n{extra}")
 }
 
 /// A `[[route]]` table.
-pub fn route(host: &str, upstreams: &[SocketAddr], extra: &str) -> String {
+pub(crate) fn route(host: &str, upstreams: &[SocketAddr], extra: &str) -> String {
     let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
     format!(
         "[[route]]\nhost = \"{host}\"\nupstreams = [{}]\n{extra}\n",
@@ -32,7 +32,7 @@ pub fn route(host: &str, upstreams: &[SocketAddr], extra: &str) -> String {
 }
 
 /// Sends a request and panics with berth's log if the exchange fails.
-pub async fn call(berth: &BerthProcess, req: &Request) -> Response {
+pub(crate) async fn call(berth: &BerthProcess, req: &Request) -> Response {
     match send(berth.http, req).await {
         Ok(r) => r,
         Err(e) => panic!(
@@ -45,7 +45,7 @@ pub async fn call(berth: &BerthProcess, req: &Request) -> Response {
 }
 
 /// `GET /metrics` from berth's admin listener (`{admin}` in its config).
-pub async fn scrape_text(b: &BerthProcess) -> String {
+pub(crate) async fn scrape_text(b: &BerthProcess) -> String {
     let admin = b.admin.unwrap();
     let r = send(admin, &Request::get(&admin.to_string(), "/metrics"))
         .await
@@ -56,7 +56,7 @@ pub async fn scrape_text(b: &BerthProcess) -> String {
 }
 
 /// Parses the exposition text; every sample as `name{k="v",...}` → value.
-pub fn parse(text: &str) -> HashMap<String, f64> {
+pub(crate) fn parse(text: &str) -> HashMap<String, f64> {
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     let mut out = HashMap::new();
     for s in scrape.samples {
@@ -77,11 +77,11 @@ pub fn parse(text: &str) -> HashMap<String, f64> {
     out
 }
 
-pub async fn scrape(b: &BerthProcess) -> HashMap<String, f64> {
+pub(crate) async fn scrape(b: &BerthProcess) -> HashMap<String, f64> {
     parse(&scrape_text(b).await)
 }
 
-pub fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
     *m.get(key).unwrap_or_else(|| {
         panic!(
             "no sample {key}; have:\n{:#?}",
@@ -94,7 +94,7 @@ pub fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
 /// which for the client may be a moment earlier); then the metrics of a scrape started after
 /// that: one scrape reads the families one after another, so the one that saw `key` change
 /// may have read a family berth updated just before it at its earlier value.
-pub async fn wait_for(b: &BerthProcess, key: &str, want: f64) -> HashMap<String, f64> {
+pub(crate) async fn wait_for(b: &BerthProcess, key: &str, want: f64) -> HashMap<String, f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = scrape(b).await;
