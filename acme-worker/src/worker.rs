@@ -279,7 +279,7 @@ impl Worker {
         );
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for m in messages.iter().filter(|m| !self.reported.contains(m)) {
-            tracing::warn!("acme: {m}");
+            tracing::warn!("acme: {}", berth_core::logging::shown(m, 1024));
         }
         self.reported = messages;
         self.publish_thumbprint().await;

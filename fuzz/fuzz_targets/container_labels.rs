@@ -20,7 +20,7 @@ fn keys() -> &'static [String] {
     KEYS.get_or_init(|| {
         let mut keys = berth_core::labels::schema_names();
         keys.extend(
-            berth_core::labels::refused_route_keys()
+            berth_core::labels::REFUSED
                 .iter()
                 .map(|(k, _)| format!("berth.{k}")),
         );

@@ -267,6 +267,7 @@ fn log_outcome(info: &ContainerInfo, outcome: &Verdict) {
         ),
         Verdict::Invalid(errors) => {
             for e in errors {
+                let e = shown(&e.to_string(), SHOWN_CHARS);
                 tracing::warn!("docker: {e}; {what} skipped");
             }
         }

@@ -284,7 +284,7 @@ fn every_route_key_a_container_may_not_set_is_documented_with_its_reason() {
         .and_then(|rest| rest.split("\n#").next())
         .expect("docs/labels.md has no section on the route keys a container may not set");
     let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
-    let refused = berth_core::labels::refused_route_keys();
+    let refused = berth_core::labels::REFUSED;
     assert_eq!(rows.len(), refused.len(), "{rows:#?}");
     for (key, why) in refused {
         assert!(

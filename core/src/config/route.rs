@@ -77,18 +77,13 @@ pub struct RawRoute {
     pub min_body_rate: Option<String>,
 }
 
-/// Checks a certificate name: the stem of `<name>.crt` in certs-dir, so a host-like name
-/// without path separators.
+/// Checks a certificate name: the stem of `<name>.crt` in certs-dir, by the one rule of
+/// [`crate::contract::valid_cert_name`] (a host-like name without path separators).
 ///
 /// # Errors
 /// Returns a message naming the value when it could not be a file stem in certs-dir.
 pub fn parse_cert_name(value: &str) -> Result<String, String> {
-    let ok = !value.is_empty()
-        && !value.starts_with('.')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-    if ok {
+    if crate::contract::valid_cert_name(value) {
         Ok(value.to_ascii_lowercase())
     } else {
         Err(format!(

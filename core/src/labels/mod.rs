@@ -228,11 +228,6 @@ pub fn schema_names() -> Vec<String> {
     names
 }
 
-/// The route keys a container may not set, with the reason (for documentation checks).
-pub fn refused_route_keys() -> &'static [(&'static str, &'static str)] {
-    &REFUSED
-}
-
 /// A value and where it came from (`label berth.port`, `env VIRTUAL_PORT`).
 struct Found<'a> {
     value: &'a str,
