@@ -12,8 +12,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ipnet::IpNet;
-
 use crate::builtin::registry_token;
 use crate::builtin::{
     Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ForwardAuth, Forwarded, HttpsPolicy,
@@ -30,8 +28,6 @@ pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RouteTable<Route>>>;
 /// What plugins need from outside their route when they are built.
 #[derive(Clone, Default)]
 pub struct ChainEnv {
-    /// Peers whose `X-Forwarded-*` headers are trusted.
-    pub trusted_proxies: Arc<[IpNet]>,
     /// The HTTPS listener's port and the certificate lookup, when berth serves HTTPS.
     pub https: Option<(u16, Arc<dyn OwnCertificate>)>,
     /// The htpasswd files routes use, each opened once and watched for changes.
@@ -41,7 +37,6 @@ pub struct ChainEnv {
 impl fmt::Debug for ChainEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainEnv")
-            .field("trusted_proxies", &self.trusted_proxies)
             .field("https_port", &self.https.as_ref().map(|h| h.0))
             .finish()
     }
@@ -116,10 +111,7 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // The allowlist answers 403 before anything about the request is looked at further; it
     // comes after the HTTPS policy so a redirect to HTTPS never depends on the address.
     if !spec.allow.is_empty() {
-        chain.push(Arc::new(Allow::new(
-            spec.allow.clone(),
-            env.trusted_proxies.clone(),
-        )));
+        chain.push(Arc::new(Allow::new(spec.allow.clone())));
     }
     let users = spec.auth.as_ref().map(|a| env.auth_files.get(&a.htpasswd));
     // Registry tokens (auth.anonymous-read): the secret they are signed with.
@@ -132,8 +124,7 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // bcrypt check (or a call to the auth service) runs for it.
     if let Some(limit) = spec.rate_limit {
         chain.push(Arc::new(
-            RateLimiter::new(limit, env.trusted_proxies.clone(), users.clone())
-                .with_token_secret(token_secret),
+            RateLimiter::new(limit, users.clone()).with_token_secret(token_secret),
         ));
     }
     // Credentials are asked for only once the client may be served at all: after the HTTPS
@@ -144,20 +135,16 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
             &auth.realm,
             auth.open.clone(),
             token_secret.unwrap_or_else(registry_token::process_secret),
-            env.trusted_proxies.clone(),
         )));
     }
     // Forward auth sits where basic auth would (a route has one or the other), and before
     // anything reads the request body, so an upload waits for the decision unbuffered.
     if let Some(forward) = &spec.forward_auth {
-        chain.push(Arc::new(ForwardAuth::new(
-            forward,
-            env.trusted_proxies.clone(),
-        )));
+        chain.push(Arc::new(ForwardAuth::new(forward)));
     }
     // Forwarding headers describe the client as berth saw it; they come first so that every
     // later step (and the upstream) sees the same, de-spoofed view.
-    chain.push(Arc::new(Forwarded::new(env.trusted_proxies.clone())));
+    chain.push(Arc::new(Forwarded));
     // Body limits refuse an oversized upload before a byte of it goes upstream (and keep
     // counting for chunked bodies, whose size is only known at the end).
     if spec.settings.max_body > 0 {

@@ -10,9 +10,11 @@
 
 pub mod builtin;
 pub mod chain;
+pub mod client;
 pub mod plugin;
 pub mod rescue;
 pub mod routing;
 
 pub use chain::{build_table, ChainEnv, Route, SharedTable};
+pub use client::{Client, SharedTrust, TrustedProxies};
 pub use plugin::{Downstream, Flow, Plugin, Reply, RequestCtx, Scheme};

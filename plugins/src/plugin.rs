@@ -5,7 +5,7 @@
 //! ([`crate::chain::build_chain`]); per-request state lives in [`RequestCtx`]. The proxy's
 //! `ProxyHttp` implementation calls each hook on every plugin of the route's chain, in order.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use crate::chain::Route;
+use crate::client::Client;
 
 /// What a hook wants to happen next.
 #[derive(Debug)]
@@ -103,8 +104,9 @@ impl Scheme {
 pub struct Downstream {
     /// Scheme of the listener.
     pub scheme: Scheme,
-    /// The peer's address (the client, or a proxy in front of berth).
-    pub client_ip: Option<IpAddr>,
+    /// Who the client is: the peer, whether it is trusted, the effective address
+    /// (worked out once, before routing).
+    pub client: Client,
     /// Local port of the listener the request arrived on.
     pub local_port: u16,
 }
@@ -124,7 +126,7 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// When the first request body byte arrived.
     pub body_started: Option<Instant>,
-    /// When berth began to wait for the request body (set by the body-rate step).
+    /// When berth began to wait for the request body: once every request filter passed.
     pub body_wait_began: Option<Instant>,
     /// Upstreams that could not be connected to so far: the next attempt goes to the next one.
     /// (A retry after a reused connection failed stays on the same upstream.)
@@ -139,10 +141,10 @@ pub struct RequestCtx {
     pub pending_reply: Option<Reply>,
     /// True while a response that berth generated itself is being filtered.
     pub generated: bool,
-    /// The rate limit refused the request.
-    pub rate_limited: bool,
-    /// Headers the forward-auth service's answer named for the upstream request.
-    pub auth_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Plugins' own state for this request, one typed slot per plugin that keeps any: a
+    /// plugin stores a type of its own module (which nothing else can name) and offers
+    /// what others may read as functions (`RateLimiter::refused`).
+    pub slots: http::Extensions,
     /// When the request started.
     pub started: Instant,
 }
@@ -153,7 +155,7 @@ impl RequestCtx {
         RequestCtx {
             downstream: Downstream {
                 scheme,
-                client_ip: None,
+                client: Client::default(),
                 local_port: 0,
             },
             host: String::new(),
@@ -168,8 +170,7 @@ impl RequestCtx {
             connect_started: None,
             pending_reply: None,
             generated: false,
-            rate_limited: false,
-            auth_headers: Vec::new(),
+            slots: http::Extensions::new(),
             started: Instant::now(),
         }
     }

@@ -29,8 +29,11 @@ pub const QUEUE_LINES: usize = 65_536;
 pub struct Entry<'a> {
     /// When the request ended, RFC 3339 UTC with milliseconds.
     pub time: String,
-    /// The client's address (the TCP peer).
+    /// The client's address: the TCP peer, or the address a trusted proxy named; `null`
+    /// when a trusted proxy named none that could be read.
     pub client: Option<IpAddr>,
+    /// The TCP peer (the client, or a proxy in front of berth).
+    pub peer: Option<IpAddr>,
     /// The request's host name (lowercase, without port).
     pub host: &'a str,
     /// Request method.

@@ -16,7 +16,7 @@ use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
-use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
+use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable, SharedTrust};
 
 use crate::observe::Observer;
 use arc_swap::ArcSwap;
@@ -29,24 +29,28 @@ pub struct Berth {
     observer: Arc<Observer>,
     /// The live `[limits]`, for what applies per request (`h2-stall-timeout`).
     limits: Arc<ArcSwap<Limits>>,
+    /// The live `forwarded.trusted-proxies`, which decide who each request's client is.
+    trust: SharedTrust,
     /// ACME HTTP-01 challenges, answered ahead of every route's chain (plain HTTP only).
     challenge: Option<AcmeChallenge>,
 }
 
 impl Berth {
     /// A proxy for listeners of `scheme`, serving routes from `table`, recording each request
-    /// into `observer`.
+    /// into `observer`, judging clients by `trust`.
     pub fn new(
         scheme: Scheme,
         table: SharedTable,
         observer: Arc<Observer>,
         limits: Arc<ArcSwap<Limits>>,
+        trust: SharedTrust,
     ) -> Berth {
         Berth {
             scheme,
             table,
             observer,
             limits,
+            trust,
             challenge: None,
         }
     }
@@ -103,10 +107,15 @@ impl ProxyHttp for Berth {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.downstream.client_ip = session
+        // Who the client is, once, for every step after (and the access log).
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.downstream.client = self
+            .trust
+            .load()
+            .client(peer, &session.req_header().headers);
         ctx.downstream.local_port = session
             .server_addr()
             .and_then(|a| a.as_inet())
@@ -173,6 +182,7 @@ impl ProxyHttp for Berth {
                 return Ok(true);
             }
         }
+        ctx.body_wait_began = Some(std::time::Instant::now());
         // An HTTP/2 stream waits for its client's window at most h2-stall-timeout (each write
         // of a response body waits for room in the window): a client that opens streams and
         // never lets them be written would otherwise hold their upstream connections for the

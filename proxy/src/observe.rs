@@ -8,7 +8,7 @@ use pingora_error::{Error, ErrorSource};
 use pingora_proxy::Session;
 
 use berth_core::route::Profile;
-use berth_plugins::builtin::{is_blob_upload, UploadResult};
+use berth_plugins::builtin::{is_blob_upload, RateLimiter, UploadResult};
 use berth_plugins::RequestCtx;
 
 use crate::access_log::{self, AccessLogger, Entry};
@@ -61,7 +61,7 @@ impl Observer {
             m.response_bytes
                 .with_label_values(&[host.as_str()])
                 .inc_by(bytes_out);
-            if ctx.rate_limited {
+            if RateLimiter::refused(ctx) {
                 m.rate_limited.with_label_values(&[host.as_str()]).inc();
             }
             let registry = ctx
@@ -86,7 +86,8 @@ impl Observer {
             let route = ctx.route.as_ref().map(|r| r.spec.source.to_string());
             log.log(&Entry {
                 time: access_log::now(),
-                client: ctx.downstream.client_ip,
+                client: ctx.downstream.client.address,
+                peer: ctx.downstream.client.peer,
                 host: &ctx.host,
                 method: req.method.as_str(),
                 path,

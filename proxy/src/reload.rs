@@ -25,7 +25,7 @@ use berth_core::config::limits::Limits;
 use berth_core::config::Config;
 use berth_core::labels::ContainerRules;
 use berth_core::sync::lock;
-use berth_plugins::ChainEnv;
+use berth_plugins::{ChainEnv, SharedTrust, TrustedProxies};
 
 use crate::route_writer::{FileRoutes, RouteWriter};
 use berth_core::config::{load_config, ConfigSource};
@@ -158,7 +158,8 @@ struct State {
     source: ConfigSource,
     builder: Arc<Mutex<RouteWriter>>,
     limits: Arc<ArcSwap<Limits>>,
-    /// What chains are built with besides the trusted proxies (kept across reloads).
+    trust: SharedTrust,
+    /// What chains are built with (kept across reloads).
     env: ChainEnv,
     fixed: Mutex<Fixed>,
     counter: Option<IntCounterVec>,
@@ -173,6 +174,7 @@ impl Reloader {
         wake: Arc<Notify>,
         builder: Arc<Mutex<RouteWriter>>,
         limits: Arc<ArcSwap<Limits>>,
+        trust: SharedTrust,
         env: ChainEnv,
         counter: Option<IntCounterVec>,
     ) -> Reloader {
@@ -182,6 +184,7 @@ impl Reloader {
                 source,
                 builder,
                 limits,
+                trust,
                 env,
                 fixed: Mutex::new(Fixed {
                     running: FixedParts::of(running),
@@ -239,10 +242,8 @@ impl State {
         }
         let routes = config.routes.len();
         self.limits.store(Arc::new(config.limits));
-        let env = ChainEnv {
-            trusted_proxies: config.trusted_proxies.into(),
-            ..self.env.clone()
-        };
+        self.trust
+            .store(Arc::new(TrustedProxies::new(config.trusted_proxies)));
         lock(&self.builder).reconfigure(FileRoutes {
             routes: config.routes,
             defaults: config.defaults,
@@ -252,7 +253,7 @@ impl State {
                 allowed_hosts: config.docker.allowed_hosts,
                 own_networks: Vec::new(),
             },
-            env,
+            env: self.env.clone(),
         });
         tracing::info!("reload: {} applied ({routes} static routes)", self.source);
         self.count("ok");

@@ -60,7 +60,7 @@ pub struct FileRoutes {
     /// `docker.network` and `docker.label-files` (berth's own networks are filled in from
     /// each snapshot).
     pub container_rules: ContainerRules,
-    /// What chains are built with (trusted proxies, certificate lookup, htpasswd files).
+    /// What chains are built with (certificate lookup, htpasswd files).
     pub env: ChainEnv,
 }
 
@@ -101,13 +101,10 @@ impl RouteWriter {
     /// Takes new file routes and settings (a reload) and rebuilds the table with the
     /// containers last seen. Every container is judged again (the defaults may have
     /// changed); routes whose spec did not change keep their chain, and with it their
-    /// round-robin position, unless what chains are built from changed. A route with an
+    /// round-robin position. A route with an
     /// `upstream-ca-file` is always built again: the file is read when a chain is built, and
     /// a reload is how a replaced CA file is taken in.
     pub fn reconfigure(&mut self, file: FileRoutes) {
-        if *file.env.trusted_proxies != *self.env.trusted_proxies {
-            self.built.clear();
-        }
         self.built
             .retain(|_, route| route.spec.upstream_tls.ca_file.is_none());
         self.static_routes = file.routes;

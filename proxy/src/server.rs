@@ -23,7 +23,7 @@ use berth_plugins::builtin::{AcmeChallenge, OwnCertificate, SharedThumbprint};
 
 use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
-use berth_plugins::{ChainEnv, Scheme, SharedTable};
+use berth_plugins::{ChainEnv, Scheme, SharedTable, SharedTrust, TrustedProxies};
 
 use crate::admin::{Admin, AdminState};
 use crate::app::Berth;
@@ -214,11 +214,12 @@ fn bind_listeners(
 }
 
 /// What the listeners share: the route table, the observer (metrics and access log), the live
-/// limits and the metric handles.
+/// limits and trusted proxies, and the metric handles.
 struct Shared {
     table: SharedTable,
     observer: Arc<observe::Observer>,
     limits: Arc<ArcSwap<berth_core::config::limits::Limits>>,
+    trust: SharedTrust,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -279,10 +280,7 @@ pub fn build_server(
         Some(addr) => Some((addr, load_certificates(&config.tls)?)),
         None => None,
     };
-    let env = chain_env(
-        &config,
-        certs.as_ref().map(|(addr, (_, store))| (*addr, store)),
-    );
+    let env = chain_env(certs.as_ref().map(|(addr, (_, store))| (*addr, store)));
     w.add_service(background_service(
         "htpasswd watcher",
         AuthWatcher::new(env.auth_files.clone()),
@@ -302,6 +300,9 @@ pub fn build_server(
         observer: observe::observer(metrics.clone(), &config.access_log)
             .map_err(|e| StartError::AccessLog(e.to_string()))?,
         limits: Arc::new(ArcSwap::from_pointee(config.limits)),
+        trust: Arc::new(ArcSwap::from_pointee(TrustedProxies::new(
+            config.trusted_proxies.clone(),
+        ))),
         table,
         metrics,
     };
@@ -313,6 +314,7 @@ pub fn build_server(
             hangups,
             writer,
             shared.limits.clone(),
+            shared.trust.clone(),
             env,
             shared.metrics.as_ref().map(|m| m.config_reloads.clone()),
         ),
@@ -362,11 +364,10 @@ fn pingora_server(settings: &ServerSettings, upgrade: bool) -> Result<Server, St
     Ok(server)
 }
 
-/// What every route's chain is built with: trusted proxies, the certificate lookup of the
-/// HTTPS policy (with the HTTPS port), the shared htpasswd files.
-fn chain_env(config: &Config, https: Option<(SocketAddr, &Arc<ArcSwap<CertStore>>)>) -> ChainEnv {
+/// What every route's chain is built with: the certificate lookup of the HTTPS policy (with
+/// the HTTPS port), the shared htpasswd files.
+fn chain_env(https: Option<(SocketAddr, &Arc<ArcSwap<CertStore>>)>) -> ChainEnv {
     ChainEnv {
-        trusted_proxies: config.trusted_proxies.clone().into(),
         https: https.map(|(addr, store)| {
             let lookup: Arc<dyn OwnCertificate> = Arc::new(LiveStore(store.clone()));
             (addr.port(), lookup)
@@ -461,6 +462,7 @@ fn http_listener(
         shared.table.clone(),
         shared.observer.clone(),
         shared.limits.clone(),
+        shared.trust.clone(),
     )
     .with_challenges(AcmeChallenge::new(challenge_dir.clone(), thumbprint));
     let proxy = http_proxy(&w.server.configuration, app);
@@ -504,6 +506,7 @@ fn https_listener(
             shared.table.clone(),
             shared.observer.clone(),
             shared.limits.clone(),
+            shared.trust.clone(),
         ),
     );
     proxy.h2_options = Some(h2_options(config.limits.max_header_size));

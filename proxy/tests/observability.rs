@@ -304,6 +304,7 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(put["bytes_in"], 300_000);
     assert!(put["bytes_out"].as_u64().unwrap() > 0);
     assert_eq!(put["client"], "127.0.0.1");
+    assert_eq!(put["peer"], "127.0.0.1");
     assert_eq!(put["upstream"], origin.addr.to_string());
     assert_eq!(put["route"], "file");
     assert!(put["duration_ms"].as_f64().unwrap() > 0.0);

@@ -1,6 +1,6 @@
-//! SIGHUP reload on the real `berth`: a valid file swaps routes, defaults and limits in live
-//! (a request already running finishes where it started); an invalid one is logged with
-//! every error and the running configuration keeps serving.
+//! SIGHUP reload on the real `berth`: a valid file swaps routes, defaults, limits and trusted
+//! proxies in live (a request already running finishes where it started); an invalid one is
+//! logged with every error and the running configuration keeps serving.
 
 #![allow(clippy::unwrap_used)]
 
@@ -138,4 +138,109 @@ async fn sighup_swaps_a_valid_config_and_keeps_the_old_one_on_errors() {
     assert_eq!(origin_of(&b, "app.test").await, "a");
     assert_eq!(origin_of(&b, "new.test").await, "status 503");
     assert!(b.running(), "SIGHUP must never end berth");
+}
+
+/// The access log's lines so far, once there are at least `n`.
+async fn access_lines(file: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "{} access lines", lines.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Who the client is is worked out once, by one rule, and every step reads the same answer:
+/// the allowlist, the forwarding headers and the access log agree, for a client a trusted
+/// proxy names, for one it names unreadably, and after a reload that stops trusting it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trusted_proxies_decide_who_the_client_is_for_every_step_and_reload_live() {
+    let origin = Origin::start("o");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let file = |trusted: &str| {
+        config(
+            "",
+            &[
+                route(
+                    "inside.test",
+                    &[origin.addr],
+                    "allow = [\"192.168.0.0/16\"]",
+                ),
+                route("open.test", &[origin.addr], ""),
+            ]
+            .concat(),
+        )
+        .replace(
+            "access = \"off\"",
+            &format!("access = \"{}\"", log.display()),
+        )
+        .replace(
+            "[docker]",
+            &format!("[forwarded]\ntrusted-proxies = [{trusted}]\n\n[docker]"),
+        )
+    };
+    let b = berth(&file("\"127.0.0.1\""));
+    let named = |host: &str| {
+        Request::get(host, &format!("/{host}"))
+            .header("X-Forwarded-For", "203.0.113.1, 192.168.7.7")
+    };
+
+    // The peer 127.0.0.1 is trusted: the client is the address it names.
+    let r = call(&b, &named("inside.test")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.seen().unwrap();
+    assert_eq!(seen.header("x-real-ip"), Some("192.168.7.7"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.1, 192.168.7.7, 127.0.0.1")
+    );
+    // Named unreadably: refused by the allowlist; elsewhere the proxy is the real IP.
+    let unreadable =
+        |host: &str| Request::get(host, &format!("/{host}/u")).header("X-Forwarded-For", "unknown");
+    assert_eq!(call(&b, &unreadable("inside.test")).await.status, 403);
+    let seen = call(&b, &unreadable("open.test")).await.seen().unwrap();
+    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("unknown, 127.0.0.1"));
+
+    // No longer trusted after a reload: the same request is judged by its peer.
+    b.rewrite_config(&file("")).unwrap();
+    b.signal("HUP").unwrap();
+    wait_for(&b, "berth_config_reloads_total{result=\"ok\"}", 1.0).await;
+    assert_eq!(call(&b, &named("inside.test")).await.status, 403);
+    let seen = call(&b, &named("open.test")).await.seen().unwrap();
+    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+
+    // The access log names the same client as every step did, and the peer beside it.
+    let lines = access_lines(&log, 5).await;
+    let line = |path: &str, status: u64| {
+        lines
+            .iter()
+            .find(|l| l["path"] == path && l["status"] == status)
+            .unwrap_or_else(|| panic!("no {path} {status} in {lines:?}"))
+    };
+    let who = |l: &serde_json::Value| (l["client"].clone(), l["peer"].clone());
+    let ip = |s: &str| serde_json::Value::from(s);
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        who(line("/inside.test", 200)),
+        (ip("192.168.7.7"), ip("127.0.0.1"))
+    );
+    assert_eq!(
+        who(line("/inside.test/u", 403)),
+        (null.clone(), ip("127.0.0.1"))
+    );
+    assert_eq!(who(line("/open.test/u", 200)), (null, ip("127.0.0.1")));
+    assert_eq!(
+        who(line("/inside.test", 403)),
+        (ip("127.0.0.1"), ip("127.0.0.1"))
+    );
 }

@@ -35,11 +35,9 @@ use bytes::Bytes;
 
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, StatusCode};
-use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use super::forwarded::trusted_peer;
 use super::htpasswd::{parse_basic, HtpasswdFile};
 use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
@@ -54,8 +52,6 @@ pub struct BasicAuth {
     /// Registry tokens ([`super::registry_token`]), on for `auth.anonymous-read`: the
     /// secret they are signed with.
     tokens: Option<[u8; 32]>,
-    /// Peers whose `X-Forwarded-Proto` names the scheme of the token endpoint's URL.
-    trusted: Arc<[IpNet]>,
 }
 
 /// Why an `Authorization` header is of no use.
@@ -83,20 +79,17 @@ impl BasicAuth {
     /// Checks requests against `file`, naming `realm` in the challenge; requests `open` lets
     /// through pass without credentials (credentials they carry are checked all the same).
     /// With [`OpenAccess::RegistryReads`], the route speaks the registry token flow too.
-    /// `token_secret` signs registry tokens when `open` is [`OpenAccess::RegistryReads`];
-    /// `trusted` are the peers whose `X-Forwarded-Proto` is believed.
+    /// `token_secret` signs registry tokens when `open` is [`OpenAccess::RegistryReads`].
     pub fn new(
         file: Arc<HtpasswdFile>,
         realm: &str,
         open: OpenAccess,
         token_secret: [u8; 32],
-        trusted: Arc<[IpNet]>,
     ) -> BasicAuth {
         BasicAuth {
             file,
             realm: realm.to_string(),
             tokens: (open == OpenAccess::RegistryReads).then_some(token_secret),
-            trusted,
             open,
         }
     }
@@ -117,7 +110,10 @@ impl BasicAuth {
             };
             // Behind a trusted proxy that terminates TLS, the client's scheme is the proxy's
             // word: an http:// realm would have clients send passwords in the clear.
-            let forwarded = trusted_peer(&self.trusted, ctx.downstream.client_ip)
+            let forwarded = ctx
+                .downstream
+                .client
+                .trusted
                 .then(|| session.req_header().headers.get("x-forwarded-proto"))
                 .flatten()
                 .and_then(|v| v.to_str().ok())
@@ -187,7 +183,7 @@ impl BasicAuth {
                     tracing::info!(
                         host = %ctx.host,
                         user = %user.escape_debug(),
-                        client = ?ctx.downstream.client_ip,
+                        client = %ctx.downstream.client,
                         "registry token: wrong user or password"
                     );
                     return self.token_refused();
@@ -249,7 +245,7 @@ impl Plugin for BasicAuth {
         {
             tracing::info!(
                 host = %ctx.host,
-                client = ?ctx.downstream.client_ip,
+                client = %ctx.downstream.client,
                 "basic auth: more than one Authorization header"
             );
             return Ok(Flow::Respond(self.unauthorized(session, ctx, None)));
@@ -274,7 +270,7 @@ impl Plugin for BasicAuth {
                 tracing::info!(
                     host = %ctx.host,
                     user = %user.escape_debug(),
-                    client = ?ctx.downstream.client_ip,
+                    client = %ctx.downstream.client,
                     "basic auth: wrong user or password"
                 );
                 Ok(Flow::Respond(self.unauthorized(session, ctx, None)))
@@ -285,7 +281,7 @@ impl Plugin for BasicAuth {
                     Unusable::Malformed => "malformed Authorization header",
                     Unusable::InvalidToken => "invalid or expired registry token",
                 };
-                tracing::info!(host = %ctx.host, client = ?ctx.downstream.client_ip, "basic auth: {what}");
+                tracing::info!(host = %ctx.host, client = %ctx.downstream.client, "basic auth: {what}");
                 Ok(Flow::Respond(self.unauthorized(session, ctx, Some(why))))
             }
         }

@@ -166,10 +166,9 @@ impl Plugin for BodyRate {
         "body-rate"
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<Flow> {
         // Runs after the timeouts step: the first body read waits at most the first byte's
-        // grace, counted from now.
-        ctx.body_wait_began = Some(std::time::Instant::now());
+        // grace, counted from when every request filter has passed (`body_wait_began`).
         if let Some(wait) = self.wait_with(self.first_byte_grace(session), Duration::ZERO, 0) {
             session.set_read_timeout(Some(wait));
         }

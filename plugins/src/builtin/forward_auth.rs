@@ -36,7 +36,7 @@
 //! without credentials are always asked about.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -46,13 +46,11 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
-use super::forwarded::{forwarded_for, trusted_peer};
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::path::route_path;
 use berth_core::route::ForwardAuthSpec;
@@ -93,6 +91,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Headers for the upstream request, as the auth service named them.
 pub(crate) type UserHeaders = Vec<(HeaderName, HeaderValue)>;
 
+/// This step's slot in [`RequestCtx::slots`]: the headers the service's answer named for
+/// the upstream request, once it allowed the request.
+#[derive(Debug, Clone)]
+struct Allowed(UserHeaders);
+
 /// What the auth service decided.
 #[derive(Debug)]
 pub enum Decision {
@@ -108,7 +111,6 @@ pub struct ForwardAuth {
     copied: Vec<HeaderName>,
     cache_for: Option<Duration>,
     cache: Mutex<HashMap<[u8; 32], (Instant, UserHeaders)>>,
-    trusted: Arc<[IpNet]>,
     client: Client<HttpConnector, Empty<Bytes>>,
     in_flight: tokio::sync::Semaphore,
 }
@@ -124,9 +126,8 @@ impl std::fmt::Debug for ForwardAuth {
 }
 
 impl ForwardAuth {
-    /// Asks the service of `spec` about every request; `trusted` are the peers whose
-    /// `X-Forwarded-*` headers are kept.
-    pub fn new(spec: &ForwardAuthSpec, trusted: Arc<[IpNet]>) -> ForwardAuth {
+    /// Asks the service of `spec` about every request.
+    pub fn new(spec: &ForwardAuthSpec) -> ForwardAuth {
         // The URL was validated with the route; an unparsable one (never) asks "/" on
         // localhost's port 9, which refuses: every request gets a 503, never a pass.
         let url = spec
@@ -145,7 +146,6 @@ impl ForwardAuth {
                 .collect(),
             cache_for: spec.cache,
             cache: Mutex::new(HashMap::new()),
-            trusted,
             client: Client::builder(TokioExecutor::new()).build(connector),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
@@ -163,14 +163,14 @@ impl ForwardAuth {
         head: &RequestHeader,
         ctx: &RequestCtx,
     ) -> std::result::Result<http::Request<Empty<Bytes>>, &'static str> {
-        let trusted = trusted_peer(&self.trusted, ctx.downstream.client_ip);
-        let sent = |name: &str| trusted.then(|| head.headers.get(name).cloned()).flatten();
-        let peer = ctx
-            .downstream
-            .client_ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
-        let forwarded_for = forwarded_for(head, trusted, &peer);
+        let client = &ctx.downstream.client;
+        let sent = |name: &str| {
+            client
+                .trusted
+                .then(|| head.headers.get(name).cloned())
+                .flatten()
+        };
+        let forwarded_for = client.forwarded_for(&head.headers);
         let uri = forwarded_uri(head.raw_path())?;
         let value = |v: &str| HeaderValue::from_str(v).map_err(|_| "a value that is not a header");
         let mut request = http::Request::get(self.url.clone())
@@ -407,7 +407,7 @@ impl Plugin for ForwardAuth {
         };
         let key = self.cache_key(&request);
         if let Some(headers) = key.as_ref().and_then(|k| self.cached(k)) {
-            ctx.auth_headers = headers;
+            ctx.slots.insert(Allowed(headers));
             return Ok(Flow::Continue);
         }
         match self.ask(request).await {
@@ -415,7 +415,7 @@ impl Plugin for ForwardAuth {
                 if let Some(key) = key {
                     self.remember(key, &headers);
                 }
-                ctx.auth_headers = headers;
+                ctx.slots.insert(Allowed(headers));
                 Ok(Flow::Continue)
             }
             Decision::Deny(reply) => Ok(Flow::Respond(reply)),
@@ -444,8 +444,10 @@ impl Plugin for ForwardAuth {
         for name in &forged {
             upstream_request.remove_header(name);
         }
-        for (name, value) in &ctx.auth_headers {
-            upstream_request.append_header(name.clone(), value.clone())?;
+        if let Some(Allowed(headers)) = ctx.slots.get::<Allowed>() {
+            for (name, value) in headers {
+                upstream_request.append_header(name.clone(), value.clone())?;
+            }
         }
         Ok(())
     }
@@ -454,21 +456,28 @@ impl Plugin for ForwardAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::client_of;
     use crate::plugin::Scheme;
 
-    fn service(trusted: &[&str]) -> ForwardAuth {
+    fn service() -> ForwardAuth {
         let spec = ForwardAuthSpec {
             url: "http://127.0.0.1:9/verify?secret=x".into(),
             headers: vec!["remote-user".into()],
             cache: Some(Duration::from_secs(60)),
         };
-        let nets: Vec<IpNet> = trusted.iter().map(|n| n.parse().expect("net")).collect();
-        ForwardAuth::new(&spec, nets.into())
+        ForwardAuth::new(&spec)
     }
 
-    fn ctx(peer: &str) -> RequestCtx {
+    /// A request from `peer` with `head`'s headers, when 10.0.0.0/8 are trusted proxies.
+    fn ctx(peer: &str, head: &RequestHeader) -> RequestCtx {
         let mut ctx = RequestCtx::new(Scheme::Http);
-        ctx.downstream.client_ip = Some(peer.parse().expect("ip"));
+        let xff: Vec<&str> = head
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().expect("text"))
+            .collect();
+        ctx.downstream.client = client_of(&["10.0.0.0/8"], Some(peer), &xff);
         ctx.authority = "app.test:8080".into();
         ctx.host = "app.test".into();
         ctx
@@ -500,10 +509,10 @@ mod tests {
 
     #[test]
     fn a_trusted_proxys_claims_are_kept_and_anyone_elses_replaced() {
-        let forward = service(&["10.0.0.0/8"]);
+        let forward = service();
         let head = head("/x?y=1", &CLAIMS);
         let r = forward
-            .auth_request(&head, &ctx("10.1.1.1"))
+            .auth_request(&head, &ctx("10.1.1.1", &head))
             .expect("request");
         assert_eq!(header(&r, "x-forwarded-for"), ["198.51.100.7, 10.1.1.1"]);
         assert_eq!(header(&r, "x-forwarded-proto"), ["https"]);
@@ -512,7 +521,7 @@ mod tests {
         assert_eq!(header(&r, "x-forwarded-uri"), ["/x?y=1"]);
         assert_eq!(header(&r, "cookie"), ["a=1; b=2"], "cookies as one header");
         let r = forward
-            .auth_request(&head, &ctx("203.0.113.9"))
+            .auth_request(&head, &ctx("203.0.113.9", &head))
             .expect("request");
         assert_eq!(header(&r, "x-forwarded-for"), ["203.0.113.9"]);
         assert_eq!(header(&r, "x-forwarded-proto"), ["http"]);
@@ -546,10 +555,11 @@ mod tests {
 
     #[test]
     fn the_cache_key_is_the_whole_question() {
-        let forward = service(&[]);
+        let forward = service();
         let key = |target: &str, peer: &str, headers: &[(&str, &str)]| {
+            let head = head(target, headers);
             let r = forward
-                .auth_request(&head(target, headers), &ctx(peer))
+                .auth_request(&head, &ctx(peer, &head))
                 .expect("request");
             forward.cache_key(&r)
         };

@@ -1,9 +1,10 @@
 //! Forwarding headers: tell the upstream who the client is and how it reached berth.
 //!
 //! Phase: `upstream_request_filter`. `Host` passes unchanged (with its port). Sets
-//! `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
-//! `X-Forwarded-Port` and `X-Forwarded-Ssl`. Headers the client sent are kept only when the
-//! peer is inside `forwarded.trusted-proxies` (then berth appends to `X-Forwarded-For`);
+//! `X-Real-IP` (the client's address, [`crate::client`]), `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Forwarded-Port` and `X-Forwarded-Ssl`. Headers
+//! the client sent are kept only when the peer is inside `forwarded.trusted-proxies` (then
+//! berth appends to `X-Forwarded-For`);
 //! anyone else's are overwritten, and the headers frameworks take as the request's path,
 //! scheme or client address ([`UNTRUSTED_OVERRIDES`]: `Forwarded`, `X-Original-URL`,
 //! `True-Client-IP`, ...) are dropped. Any of these spelled with `_` for `-` is dropped
@@ -15,11 +16,7 @@
 //! trusted-proxies = ["10.0.0.0/8"]
 //! ```
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
@@ -84,63 +81,10 @@ const SET_BY_BERTH: &[&str] = &[
 
 /// Sets the forwarding headers, trusting client-sent ones only from configured peers.
 #[derive(Debug)]
-pub struct Forwarded {
-    trusted: Arc<[IpNet]>,
-}
-
-impl Forwarded {
-    /// Trusts `X-Forwarded-*` from peers inside `trusted`.
-    pub fn new(trusted: Arc<[IpNet]>) -> Forwarded {
-        Forwarded { trusted }
-    }
-
-    fn is_trusted(&self, ip: Option<IpAddr>) -> bool {
-        trusted_peer(&self.trusted, ip)
-    }
-}
-
-/// Whether `peer` may speak for its client (its `X-Forwarded-*` headers are believed): it is
-/// inside `forwarded.trusted-proxies`. The forwarding headers and the allowlist both ask this.
-pub(crate) fn trusted_peer(trusted: &[IpNet], peer: Option<IpAddr>) -> bool {
-    peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
-}
-
-/// The client a trusted proxy names: the last address of its `X-Forwarded-For` values, if
-/// it parses (the allowlist and the rate limits ask this).
-pub(crate) fn effective_client<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
-    let last = values.flat_map(|v| v.split(',')).last()?;
-    client_address(last)
-}
-
-/// An address as proxies write it in `X-Forwarded-For`: bare, with a port, or bracketed
-/// IPv6 with or without a port.
-fn client_address(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
-}
-
-/// The `X-Forwarded-For` berth sends on: a trusted peer's list with the peer appended, or
-/// the peer alone (also when a value of the list is not text: the address behind it could
-/// be the one a proxy appended).
-pub(crate) fn forwarded_for(req: &RequestHeader, trusted: bool, peer: &str) -> String {
-    let prior: Option<Vec<&str>> = req
-        .headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect();
-    match prior {
-        Some(prior) if trusted && !prior.is_empty() => format!("{}, {peer}", prior.join(", ")),
-        _ => peer.to_string(),
-    }
-}
+pub struct Forwarded;
 
 /// Rewrites the forwarding headers of `req` for a request that arrived from `downstream`
-/// with `authority` (the `Host` the client used). `trusted`: whether the peer may speak for
-/// the client.
+/// with `authority` (the `Host` the client used).
 ///
 /// # Errors
 /// Fails only if a header value cannot be built (never for addresses and ports).
@@ -148,8 +92,9 @@ pub fn forward_headers(
     req: &mut RequestHeader,
     downstream: &Downstream,
     authority: &str,
-    trusted: bool,
 ) -> Result<()> {
+    let client = &downstream.client;
+    let trusted = client.trusted;
     req.remove_header("proxy");
     // `X_Forwarded_For` and friends: the same variable as the dashed name to CGI and WSGI.
     let underscored: Vec<http::HeaderName> = req
@@ -166,16 +111,12 @@ pub fn forward_headers(
     for name in underscored {
         req.remove_header(&name);
     }
-    let peer = downstream
-        .client_ip
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
     let kept = |req: &RequestHeader, name: &str| trusted && req.headers.contains_key(name);
 
     if !kept(req, X_REAL_IP) {
-        req.insert_header(X_REAL_IP, peer.as_str())?;
+        req.insert_header(X_REAL_IP, client.real_ip())?;
     }
-    let xff = forwarded_for(req, trusted, &peer);
+    let xff = client.forwarded_for(&req.headers);
     req.insert_header(X_FORWARDED_FOR, xff)?;
     if !kept(req, X_FORWARDED_PROTO) {
         req.insert_header(X_FORWARDED_PROTO, downstream.scheme.as_str())?;
@@ -214,14 +155,14 @@ impl Plugin for Forwarded {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let trusted = self.is_trusted(ctx.downstream.client_ip);
-        forward_headers(upstream_request, &ctx.downstream, &ctx.authority, trusted)
+        forward_headers(upstream_request, &ctx.downstream, &ctx.authority)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::TrustedProxies;
     use crate::plugin::Scheme;
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
@@ -242,10 +183,18 @@ mod tests {
         (!all.is_empty()).then(|| all.join(" | "))
     }
 
-    fn downstream(scheme: Scheme) -> Downstream {
+    /// A request from 192.0.2.10 on a listener of `scheme`; `trusted`: whether that peer is
+    /// a trusted proxy.
+    fn downstream(scheme: Scheme, req: &RequestHeader, trusted: bool) -> Downstream {
+        let nets: Vec<ipnet::IpNet> = if trusted {
+            vec!["192.0.2.0/24".parse().expect("net")]
+        } else {
+            Vec::new()
+        };
+        let peer = Some("192.0.2.10".parse().expect("ip"));
         Downstream {
             scheme,
-            client_ip: Some("192.0.2.10".parse().expect("ip")),
+            client: TrustedProxies::new(nets).client(peer, &req.headers),
             local_port: 8443,
         }
     }
@@ -293,13 +242,8 @@ mod tests {
     #[test]
     fn untrusted_peer_gets_every_header_overwritten() {
         let mut req = request(SPOOFED);
-        forward_headers(
-            &mut req,
-            &downstream(Scheme::Http),
-            "reg.example.com:8443",
-            false,
-        )
-        .expect("rewrite");
+        let from = downstream(Scheme::Http, &req, false);
+        forward_headers(&mut req, &from, "reg.example.com:8443").expect("rewrite");
         let expected = [
             ("host", Some("reg.example.com:8443")),
             ("x-real-ip", Some("192.0.2.10")),
@@ -347,7 +291,8 @@ mod tests {
     #[test]
     fn trusted_peer_keeps_its_headers_and_xff_is_appended() {
         let mut req = request(SPOOFED);
-        forward_headers(&mut req, &downstream(Scheme::Https), "ignored", true).expect("rewrite");
+        let from = downstream(Scheme::Https, &req, true);
+        forward_headers(&mut req, &from, "ignored").expect("rewrite");
         let expected = [
             ("x-real-ip", Some("6.6.6.6")),
             ("x-forwarded-for", Some("6.6.6.6, 192.0.2.10")),
@@ -376,51 +321,27 @@ mod tests {
             ("X-Forwarded-For", "10.0.0.1"),
             ("X-Forwarded-For", "10.0.0.2"),
         ]);
-        forward_headers(&mut req, &downstream(Scheme::Https), "a.test", true).expect("rewrite");
+        let from = downstream(Scheme::Https, &req, true);
+        forward_headers(&mut req, &from, "a.test").expect("rewrite");
         assert_eq!(
             get(&req, "x-forwarded-for").as_deref(),
             Some("10.0.0.1, 10.0.0.2, 192.0.2.10")
         );
         assert_eq!(get(&req, "x-forwarded-proto").as_deref(), Some("https"));
         assert_eq!(get(&req, "x-forwarded-ssl").as_deref(), Some("on"));
-        assert_eq!(get(&req, "x-real-ip").as_deref(), Some("192.0.2.10"));
+        // X-Real-IP is the client the proxy named, not the proxy.
+        assert_eq!(get(&req, "x-real-ip").as_deref(), Some("10.0.0.2"));
     }
 
     #[test]
-    fn a_trusted_list_with_a_value_that_is_not_text_counts_as_absent() {
-        let mut req = request(&[("X-Forwarded-For", "198.51.100.7")]);
-        req.append_header(
-            X_FORWARDED_FOR,
-            http::HeaderValue::from_bytes(b"203.0.113.\xff").expect("obs-text"),
-        )
-        .expect("header");
-        assert_eq!(forwarded_for(&req, true, "10.0.0.1"), "10.0.0.1");
-        let req = request(&[("X-Forwarded-For", "198.51.100.7")]);
+    fn a_trusted_proxy_that_names_nobody_is_the_real_ip_and_the_whole_list() {
+        let mut req = request(&[("X-Forwarded-For", "unknown")]);
+        let from = downstream(Scheme::Http, &req, true);
+        forward_headers(&mut req, &from, "a.test").expect("rewrite");
         assert_eq!(
-            forwarded_for(&req, true, "10.0.0.1"),
-            "198.51.100.7, 10.0.0.1"
+            get(&req, "x-forwarded-for").as_deref(),
+            Some("unknown, 192.0.2.10")
         );
-        assert_eq!(forwarded_for(&req, false, "10.0.0.1"), "10.0.0.1");
-    }
-
-    #[test]
-    fn trust_is_by_cidr() {
-        let plugin = Forwarded::new(Arc::from(vec![
-            "10.0.0.0/8".parse::<IpNet>().expect("net"),
-            "::1/128".parse::<IpNet>().expect("net"),
-        ]));
-        for (ip, trusted) in [
-            ("10.1.2.3", true),
-            ("11.0.0.1", false),
-            ("::1", true),
-            ("::2", false),
-        ] {
-            assert_eq!(
-                plugin.is_trusted(Some(ip.parse().expect("ip"))),
-                trusted,
-                "{ip}"
-            );
-        }
-        assert!(!plugin.is_trusted(None));
+        assert_eq!(get(&req, "x-real-ip").as_deref(), Some("192.0.2.10"));
     }
 }

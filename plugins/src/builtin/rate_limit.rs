@@ -6,12 +6,14 @@
 //! bcrypt check runs for it. The ACME challenge step runs ahead of every chain and is never
 //! limited.
 //!
-//! Who counts as one client: the effective client address (the peer, or the last address
-//! of `X-Forwarded-For` when the peer is one of `forwarded.trusted-proxies`), and for IPv6
-//! its /64. On a route with
-//! basic auth, a request whose credentials were already verified (or that carries a valid
-//! registry token of a user) counts for its user instead, so the users behind one NAT address each have their own allowance; credentials
-//! that were never verified count for the address, so guessing passwords is limited there.
+//! Who counts as one client: the client's address ([`crate::client`]: the peer, or the last
+//! address of `X-Forwarded-For` when the peer is one of `forwarded.trusted-proxies`), and for
+//! IPv6 its /64. An unreadable client (a trusted proxy that names nobody) counts for the
+//! proxy: whatever such requests claim, they share one allowance. On a route with basic
+//! auth, a request whose credentials were already verified (or that carries a valid registry
+//! token of a user) counts for its user instead, so the users behind one NAT address each
+//! have their own allowance; credentials that were never verified count for the address,
+//! so guessing passwords is limited there.
 //!
 //! The arithmetic is governor's GCRA (a token bucket without a timer). Its state lives in a
 //! fixed table of [`SLOTS`] cells per route, indexed by a keyed hash of the client (the key
@@ -43,13 +45,12 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::Quota;
 use http::{HeaderName, HeaderValue, StatusCode};
-use ipnet::IpNet;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use super::forwarded::effective_client;
 use super::htpasswd::{parse_basic, HtpasswdFile};
 use super::registry_token::{self, bearer_value, Bearer};
+use crate::client::Client;
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::route::RateLimit;
 
@@ -107,6 +108,10 @@ impl StateStore for Cells {
 
 type Limiter = governor::RateLimiter<usize, Cells, DefaultClock, NoOpMiddleware>;
 
+/// This step's slot in [`RequestCtx::slots`]: present when it refused the request.
+#[derive(Debug, Clone, Copy)]
+struct Refused;
+
 /// The rate-limit step of a route.
 pub struct RateLimiter {
     limit: RateLimit,
@@ -114,7 +119,6 @@ pub struct RateLimiter {
     clock: DefaultClock,
     hasher: RandomState,
     cells: usize,
-    trusted: Arc<[IpNet]>,
     users: Option<Arc<HtpasswdFile>>,
     token_secret: Option<[u8; 32]>,
 }
@@ -128,14 +132,10 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
-    /// Limits each client to `limit`; `trusted` are the peers whose `X-Forwarded-For` names
-    /// the client; `users`: the route's htpasswd file, whose verified users count apart.
-    pub fn new(
-        limit: RateLimit,
-        trusted: Arc<[IpNet]>,
-        users: Option<Arc<HtpasswdFile>>,
-    ) -> RateLimiter {
-        RateLimiter::with_cells(limit, trusted, users, SLOTS)
+    /// Limits each client to `limit`; `users`: the route's htpasswd file, whose verified
+    /// users count apart.
+    pub fn new(limit: RateLimit, users: Option<Arc<HtpasswdFile>>) -> RateLimiter {
+        RateLimiter::with_cells(limit, users, SLOTS)
     }
 
     /// Counts the users of valid registry tokens signed with `secret` apart too.
@@ -147,7 +147,6 @@ impl RateLimiter {
     /// As [`RateLimiter::new`], with `cells` cells of state.
     pub fn with_cells(
         limit: RateLimit,
-        trusted: Arc<[IpNet]>,
         users: Option<Arc<HtpasswdFile>>,
         cells: usize,
     ) -> RateLimiter {
@@ -163,31 +162,28 @@ impl RateLimiter {
             clock,
             hasher: RandomState::new(),
             cells,
-            trusted,
             users,
             token_secret: None,
         }
     }
 
-    /// Who a request with these headers, from `peer`, counts for.
-    pub fn key<'a>(
-        &self,
-        host: &str,
-        peer: Option<IpAddr>,
-        forwarded_for: impl Iterator<Item = &'a str>,
-        authorization: &[&[u8]],
-    ) -> ClientKey {
+    /// Who a request from `client` with these `Authorization` values counts for.
+    pub fn key(&self, host: &str, client: &Client, authorization: &[&[u8]]) -> ClientKey {
         if let (Some(users), [value]) = (&self.users, authorization) {
             if let Some(user) = verified_user(users, self.token_secret.as_ref(), value, host) {
                 return ClientKey::User(user);
             }
         }
-        let client = if super::forwarded::trusted_peer(&self.trusted, peer) {
-            effective_client(forwarded_for).or(peer)
-        } else {
-            peer
-        };
-        client.map_or(ClientKey::Unknown, |ip| ClientKey::Address(network_of(ip)))
+        // An unreadable client counts for the proxy that sent it.
+        client
+            .address
+            .or(client.peer)
+            .map_or(ClientKey::Unknown, |ip| ClientKey::Address(network_of(ip)))
+    }
+
+    /// Whether this step refused the request (for `berth_rate_limited_total`).
+    pub fn refused(ctx: &RequestCtx) -> bool {
+        ctx.slots.get::<Refused>().is_some()
     }
 
     /// Counts one request for `key`: `Ok` when it may pass, else how long until it would.
@@ -252,28 +248,17 @@ impl Plugin for RateLimiter {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
         let head = session.req_header();
-        let forwarded: Vec<&str> = head
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
         let authorization: Vec<&[u8]> = head
             .headers
             .get_all(http::header::AUTHORIZATION)
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();
-        let key = self.key(
-            &ctx.host,
-            ctx.downstream.client_ip,
-            forwarded.into_iter(),
-            &authorization,
-        );
+        let key = self.key(&ctx.host, &ctx.downstream.client, &authorization);
         match self.check(&key) {
             Ok(()) => Ok(Flow::Continue),
             Err(wait) => {
-                ctx.rate_limited = true;
+                ctx.slots.insert(Refused);
                 Ok(Flow::Respond(RateLimiter::too_many(wait)))
             }
         }
@@ -283,6 +268,7 @@ impl Plugin for RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::client_of;
     use std::time::Duration;
 
     fn limit(rate: &str, burst: Option<u32>) -> RateLimit {
@@ -295,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_refusals_with_the_wait() {
-        let l = RateLimiter::new(limit("1r/m", Some(3)), Arc::from([]), None);
+        let l = RateLimiter::new(limit("1r/m", Some(3)), None);
         let a = addr("192.0.2.1");
         for i in 0..3 {
             assert_eq!(l.check(&a), Ok(()), "request {i} is within the burst");
@@ -328,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_allowance_comes_back_at_the_rate() {
-        let l = RateLimiter::new(limit("50r/s", Some(1)), Arc::from([]), None);
+        let l = RateLimiter::new(limit("50r/s", Some(1)), None);
         let a = addr("192.0.2.1");
         assert_eq!(l.check(&a), Ok(()));
         let wait = l.check(&a).expect_err("burst of one");
@@ -341,7 +327,7 @@ mod tests {
     fn a_million_clients_fit_in_the_same_cells() {
         // Each of a million addresses gets its first request through or shares a cell
         // with others; the state is the same fixed table throughout.
-        let l = RateLimiter::with_cells(limit("1r/h", Some(1)), Arc::from([]), None, 1024);
+        let l = RateLimiter::with_cells(limit("1r/h", Some(1)), None, 1024);
         let mut refused = 0;
         for i in 0..1_000_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
@@ -355,43 +341,28 @@ mod tests {
 
     #[test]
     fn who_a_request_counts_for() {
-        let trusted: Arc<[IpNet]> = Arc::from(["10.0.0.0/8".parse::<IpNet>().expect("net")]);
-        let l = RateLimiter::new(limit("1r/s", None), trusted, None);
-        let proxy = Some("10.1.1.1".parse().expect("ip"));
-        let outsider = Some("203.0.113.9".parse().expect("ip"));
+        let l = RateLimiter::new(limit("1r/s", None), None);
+        let key = |peer: Option<&str>, xff: &[&str]| {
+            l.key("h.test", &client_of(&["10.0.0.0/8"], peer, xff), &[])
+        };
         assert_eq!(
-            l.key(
-                "h.test",
-                proxy,
-                ["198.51.100.1, 198.51.100.7"].into_iter(),
-                &[]
-            ),
+            key(Some("10.1.1.1"), &["198.51.100.1, 198.51.100.7"]),
             addr("198.51.100.7"),
             "a trusted proxy names the client"
         );
         assert_eq!(
-            l.key("h.test", outsider, ["198.51.100.7"].into_iter(), &[]),
+            key(Some("203.0.113.9"), &["198.51.100.7"]),
             addr("203.0.113.9"),
             "anyone else's X-Forwarded-For is ignored"
         );
         assert_eq!(
-            l.key("h.test", proxy, ["garbage"].into_iter(), &[]),
+            key(Some("10.1.1.1"), &["garbage"]),
             addr("10.1.1.1"),
             "a trusted proxy naming nobody counts as itself"
         );
-        assert_eq!(
-            l.key("h.test", None, std::iter::empty(), &[]),
-            ClientKey::Unknown
-        );
+        assert_eq!(key(None, &[]), ClientKey::Unknown);
         // IPv6: one /64 is one client; an IPv4-mapped address is its IPv4 address.
-        let v6 = |s: &str| {
-            l.key(
-                "h.test",
-                Some(s.parse().expect("ip")),
-                std::iter::empty(),
-                &[],
-            )
-        };
+        let v6 = |s: &str| key(Some(s), &[]);
         assert_eq!(v6("2001:db8:1:2::1"), v6("2001:db8:1:2:ffff:1:2:3"));
         assert_eq!(v6("2001:db8:1:2::1"), addr("2001:db8:1:2::"));
         assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
@@ -408,10 +379,10 @@ mod tests {
         std::fs::write(&path, line).expect("write");
         let users = Arc::new(HtpasswdFile::open(&path));
         let secret = [5u8; 32];
-        let l = RateLimiter::new(limit("1r/s", None), Arc::from([]), Some(users.clone()))
+        let l = RateLimiter::new(limit("1r/s", None), Some(users.clone()))
             .with_token_secret(Some(secret));
-        let peer = Some("192.0.2.9".parse().expect("ip"));
-        let key = |host: &str, auth: &[u8]| l.key(host, peer, std::iter::empty(), &[auth]);
+        let peer = client_of(&[], Some("192.0.2.9"), &[]);
+        let key = |host: &str, auth: &[u8]| l.key(host, &peer, &[auth]);
 
         // Basic: the address until the password has been verified once, then the user.
         let basic = b"Basic YWxpY2U6c2VjcmV0"; // alice:secret
@@ -438,9 +409,9 @@ mod tests {
             key("h.test", format!("Bearer {anonymous}").as_bytes()),
             addr("192.0.2.9")
         );
-        let without = RateLimiter::new(limit("1r/s", None), Arc::from([]), Some(users));
+        let without = RateLimiter::new(limit("1r/s", None), Some(users));
         assert_eq!(
-            without.key("h.test", peer, std::iter::empty(), &[bearer.as_bytes()]),
+            without.key("h.test", &peer, &[bearer.as_bytes()]),
             addr("192.0.2.9"),
             "no tokens on the route, none counted"
         );
