@@ -1,8 +1,9 @@
 //! Who the client is, and what every step that asks makes of it — `X-Forwarded-*` handling,
 //! the allowlist, the rate limit's client and the forward-auth request — with hostile header
-//! values: never a panic; an untrusted peer is its own client and its claims never survive,
-//! never decide an allowlist, never pick a rate-limit bucket, and never reach an auth
-//! service; an unreadable client never passes an allowlist.
+//! values and peers of every kind: never a panic; the client is the one the input was
+//! written to name (the peer, or for a trusted peer the last hop of its last
+//! `X-Forwarded-For`), and every step agrees: X-Real-IP names it, the allowlist judges it,
+//! the rate limit counts it, the upstream and the auth service get the same chain.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,10 +21,38 @@ struct Input {
     headers: Vec<(u8, Vec<u8>)>,
     /// `X-Forwarded-For` headers, each a list of hops.
     forwarded_for: Vec<Vec<Hop>>,
-    peer: [u8; 4],
+    peer: Peer,
     trusted: bool,
     https: bool,
     authority: String,
+}
+
+/// The TCP peer.
+#[derive(Arbitrary, Debug)]
+enum Peer {
+    V4([u8; 4]),
+    V6([u8; 16]),
+    /// An IPv4 address as an IPv6 listener sees it (`::ffff:a.b.c.d`).
+    Mapped([u8; 4]),
+}
+
+impl Peer {
+    /// The address as berth judges it: a mapped one is its IPv4 address.
+    fn address(&self) -> IpAddr {
+        match self {
+            Peer::V4(a) | Peer::Mapped(a) => Ipv4Addr::from(*a).into(),
+            Peer::V6(a) => Ipv6Addr::from(*a).to_canonical(),
+        }
+    }
+
+    /// The address as the listener reports it.
+    fn raw(&self) -> IpAddr {
+        match self {
+            Peer::V4(a) => Ipv4Addr::from(*a).into(),
+            Peer::Mapped(a) => Ipv4Addr::from(*a).to_ipv6_mapped().into(),
+            Peer::V6(a) => Ipv6Addr::from(*a).into(),
+        }
+    }
 }
 
 /// One entry of an `X-Forwarded-For` list: an address in each of the ways proxies write
@@ -87,40 +116,54 @@ fuzz_target!(|input: Input| {
             let _ = req.append_header(name, v);
         }
     }
-    // Every hop an address, every header text: the last address is the one a trusted peer
-    // names.
-    let mut named = None;
-    let mut readable = true;
+    // The X-Forwarded-For values as sent, and the address the last hop of the last one
+    // names (`Some(None)`: that hop is not written as an address, whatever it says).
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    let mut named: Option<Option<IpAddr>> = None;
     for hops in &input.forwarded_for {
         let value: Vec<u8> = hops.iter().map(Hop::bytes).collect::<Vec<_>>().join(&b", "[..]);
         if let Ok(v) = http::HeaderValue::from_bytes(&value) {
-            readable &= v.to_str().is_ok();
             let _ = req.append_header("x-forwarded-for", v);
-            named = hops.last().map(Hop::address);
+            sent.push(value);
+            named = Some(hops.last().and_then(Hop::address));
         }
     }
-    let peer = IpAddr::V4(Ipv4Addr::from(input.peer));
+    let peer = input.peer.address();
     let original = req.clone();
     // Peers in 192.168.0.0/16 are trusted proxies (or every peer, with `trusted`).
     let nets: Vec<IpNet> = if input.trusted {
-        vec!["0.0.0.0/0".parse().expect("net")]
+        vec!["0.0.0.0/0".parse().expect("net"), "::/0".parse().expect("net")]
     } else {
         vec!["192.168.0.0/16".parse().expect("net")]
     };
-    let client = TrustedProxies::new(nets).client(Some(peer), &req.headers);
-    let untrusted = !input.trusted && (input.peer[0] != 192 || input.peer[1] != 168);
+    let client = TrustedProxies::new(nets).client(Some(input.peer.raw()), &req.headers);
+    let inside = matches!(peer, IpAddr::V4(v4) if v4.octets()[..2] == [192, 168]);
+    let untrusted = !input.trusted && !inside;
     assert_eq!(client.trusted, !untrusted, "{peer}");
-    if untrusted {
-        assert_eq!(client.address, Some(peer), "an untrusted peer is its own client");
+    assert_eq!(client.peer, Some(peer));
+    // Who the client is, worked out here from how the input was written.
+    let expected = if untrusted {
+        Some(Some(peer))
+    } else {
+        match named {
+            None => Some(None),
+            Some(Some(ip)) => Some(Some(ip.to_canonical())),
+            Some(None) => None, // not written as an address: nothing to expect
+        }
+    };
+    if let Some(address) = expected {
+        assert_eq!(client.address, address, "{input:?}");
     }
-    let only_addresses = input
-        .forwarded_for
-        .iter()
-        .flatten()
-        .all(|h| h.address().is_some());
-    if !untrusted && readable && only_addresses {
-        assert_eq!(client.address, named.flatten(), "{input:?}");
-    }
+    // The X-Forwarded-For berth sends on: a trusted peer's values as they came, then the
+    // peer; anyone else's replaced by the peer.
+    let chain = if untrusted || sent.is_empty() {
+        peer.to_string().into_bytes()
+    } else {
+        let mut list = sent.join(&b", "[..]);
+        list.extend_from_slice(format!(", {peer}").as_bytes());
+        list
+    };
+
     let downstream = Downstream {
         scheme: if input.https {
             Scheme::Https
@@ -133,40 +176,42 @@ fuzz_target!(|input: Input| {
     if http::HeaderValue::from_str(&input.authority).is_ok()
         && forward_headers(&mut req, &downstream, &input.authority).is_ok()
     {
-        let get = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let get = |name: &str| req.headers.get(name).map(|v| v.as_bytes().to_vec());
+        assert_eq!(get("x-forwarded-for"), Some(chain.clone()));
+        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+        if let Some(address) = expected {
+            assert_eq!(
+                get("x-real-ip"),
+                address.map(|ip| ip.to_string().into_bytes()),
+                "X-Real-IP is always berth's"
+            );
+        }
         if untrusted {
-            assert_eq!(get("x-forwarded-for"), Some(peer.to_string().as_str()));
-            assert_eq!(get("x-real-ip"), Some(peer.to_string().as_str()));
             assert!(req.headers.get("forwarded").is_none());
         }
         assert!(req.headers.get("proxy").is_none());
-        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
     }
 
-    // Only 10.0.0.0/8 may pass: an untrusted peer is judged by its own address, and an
-    // unreadable client never passes.
+    // Only 10.0.0.0/8 may pass: the client as worked out above, never an unreadable one.
     let allowed: IpNet = "10.0.0.0/8".parse().expect("net");
     let allow = Allow::new(vec![allowed]);
     let permitted = allow.permits(&client);
-    if untrusted {
-        assert_eq!(permitted, allowed.contains(&peer), "{peer}");
-    }
-    if client.address.is_none() {
-        assert!(!permitted);
+    if let Some(address) = expected {
+        assert_eq!(permitted, address.is_some_and(|ip| allowed.contains(&ip)));
     }
 
-    // The rate limit counts an untrusted peer as itself, whatever it claims, and an
-    // unreadable client as its proxy.
+    // The rate limit counts the client's IPv4 address, an unreadable client as its proxy.
     let limit = RateLimit::parse("1r/s", None).expect("rate");
     let limiter = RateLimiter::new(limit, None);
     let authorization: Vec<&[u8]> = authorization.iter().map(Vec::as_slice).collect();
     let key = limiter.key("h.test", &client, &authorization);
-    if untrusted || client.address.is_none() {
-        assert_eq!(key, ClientKey::Address(peer));
+    match expected {
+        Some(Some(ip @ IpAddr::V4(_))) => assert_eq!(key, ClientKey::Address(ip)),
+        Some(None) if peer.is_ipv4() => assert_eq!(key, ClientKey::Address(peer)),
+        _ => {}
     }
 
-    // The forward-auth request: an untrusted peer's X-Forwarded-* are replaced by berth's,
-    // and its X-Forwarded-For is the one the upstream gets.
+    // The forward-auth request tells the service what the upstream is told.
     let spec = ForwardAuthSpec {
         url: "http://127.0.0.1:9/verify".into(),
         headers: vec!["remote-user".into()],
@@ -178,15 +223,11 @@ fuzz_target!(|input: Input| {
     ctx.authority = input.authority.clone();
     if let Ok(asked) = forward.auth_request(&original, &ctx) {
         let get = |name: &str| asked.headers().get(name).map(|v| v.as_bytes());
-        assert_eq!(
-            get("x-forwarded-for"),
-            Some(client.forwarded_for(&original.headers).as_bytes())
-        );
+        assert_eq!(get("x-forwarded-for"), Some(chain.as_slice()));
+        assert_eq!(asked.headers().get_all("x-forwarded-for").iter().count(), 1);
         if untrusted {
-            assert_eq!(get("x-forwarded-for"), Some(peer.to_string().as_bytes()));
             assert_eq!(get("x-forwarded-proto"), Some(downstream.scheme.as_str().as_bytes()));
             assert_eq!(get("x-forwarded-host"), Some(input.authority.as_bytes()));
         }
-        assert_eq!(asked.headers().get_all("x-forwarded-for").iter().count(), 1);
     }
 });

@@ -17,13 +17,32 @@ use crate::builtin::{
     Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ForwardAuth, Forwarded, HttpsPolicy,
     OwnCertificate, RateLimiter, RegistryProfile, Timeouts, UpstreamTlsOptions,
 };
+use crate::client::TrustedProxies;
 use crate::plugin::Plugin;
 use berth_core::route::{HostPattern, OpenAccess, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
 
-/// The live route table, shared by everything that reads or swaps it: requests read the
-/// snapshot they started with, the one writer swaps a whole new table in.
-pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RouteTable<Route>>>;
+/// What requests are served from: the routes, and the trusted proxies that decide who each
+/// request's client is. They are swapped together, so no request meets a reload's trusted
+/// proxies with the routes before it (or the other way round).
+#[derive(Debug)]
+pub struct Served {
+    /// The route table.
+    pub routes: RouteTable<Route>,
+    /// `forwarded.trusted-proxies`.
+    pub trust: TrustedProxies,
+}
+
+impl std::ops::Deref for Served {
+    type Target = RouteTable<Route>;
+    fn deref(&self) -> &RouteTable<Route> {
+        &self.routes
+    }
+}
+
+/// The live routes and trusted proxies, shared by everything that reads or swaps them:
+/// requests read the snapshot they started with, the one writer swaps a whole new one in.
+pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<Served>>;
 
 /// What plugins need from outside their route when they are built.
 #[derive(Clone, Default)]

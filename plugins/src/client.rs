@@ -2,7 +2,9 @@
 //! is one of `forwarded.trusted-proxies`, and the effective client address — the peer, or
 //! for a trusted peer the last address of its `X-Forwarded-For` — or "unreadable".
 //!
-//! Every step that asks who the client is reads the one [`Client`] in
+//! The trusted proxies are swapped with the route table ([`crate::chain::Served`]), so a
+//! request is judged by the routes and the trusted proxies of one configuration. Every step
+//! that asks who the client is reads the one [`Client`] in
 //! [`crate::Downstream`]: the allowlist, the rate limit, basic auth (whose realm believes a
 //! trusted peer's `X-Forwarded-Proto`), forward auth and the forwarding headers, and the
 //! access log. What each does with an unreadable client is its own choice, stated where it
@@ -17,8 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -27,28 +28,27 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Arc<[IpNet]>);
 
-/// The trusted proxies in force, swapped whole by a reload; each request reads them once.
-pub type SharedTrust = Arc<ArcSwap<TrustedProxies>>;
-
 impl TrustedProxies {
     /// Trusts peers inside `nets`.
     pub fn new(nets: impl Into<Arc<[IpNet]>>) -> TrustedProxies {
         TrustedProxies(nets.into())
     }
 
-    /// Whether `peer` may speak for its client.
+    /// Whether `peer` may speak for its client (an IPv4-mapped IPv6 address is judged as
+    /// its IPv4 address).
     pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        peer.is_some_and(|ip| self.0.iter().any(|net| net.contains(&ip)))
+        peer.is_some_and(|ip| {
+            let ip = ip.to_canonical();
+            self.0.iter().any(|net| net.contains(&ip))
+        })
     }
 
-    /// The client of a request from `peer` with these request headers.
+    /// The client of a request from `peer` with these request headers. Addresses are
+    /// canonical: an IPv4-mapped IPv6 address is its IPv4 address.
     pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Client {
+        let peer = peer.map(|ip| ip.to_canonical());
         let trusted = self.trusts(peer);
-        let address = if trusted {
-            forwarded_for_values(headers).and_then(|values| last_address(values.into_iter()))
-        } else {
-            peer
-        };
+        let address = if trusted { named_client(headers) } else { peer };
         Client {
             peer,
             trusted,
@@ -65,36 +65,34 @@ pub struct Client {
     /// Whether the peer is a trusted proxy, whose `X-Forwarded-*` headers are believed.
     pub trusted: bool,
     /// The client's address: the peer's own, or the one a trusted peer names. `None` is
-    /// "unreadable": no peer address, or a trusted peer whose `X-Forwarded-For` is absent,
-    /// not text, or ends in something that is not an address.
+    /// "unreadable": no peer address, or a trusted peer whose `X-Forwarded-For` is absent or
+    /// ends in something that is not an address.
     pub address: Option<IpAddr>,
 }
 
 impl Client {
-    /// The `X-Forwarded-For` berth sends on: a trusted peer's list (in `headers`) with the peer
-    /// appended, or the peer alone — also when a value of the list is not text, since the
-    /// address behind it could be the one a proxy appended.
-    pub fn forwarded_for(&self, headers: &HeaderMap) -> String {
-        let peer = self.peer_text();
-        if !self.trusted {
-            return peer;
+    /// The `X-Forwarded-For` berth sends on: a trusted peer's list (in `headers`, as it
+    /// came, bytes that are not text included) with the peer appended, or the peer alone.
+    pub fn forwarded_for(&self, headers: &HeaderMap) -> HeaderValue {
+        let peer = self.peer.map(|ip| ip.to_string()).unwrap_or_default();
+        let prior = headers.get_all(X_FORWARDED_FOR);
+        if !self.trusted || prior.iter().next().is_none() {
+            return HeaderValue::from_str(&peer).unwrap_or(HeaderValue::from_static(""));
         }
-        match forwarded_for_values(headers) {
-            Some(prior) if !prior.is_empty() => format!("{}, {peer}", prior.join(", ")),
-            _ => peer,
+        let mut list = Vec::new();
+        for value in prior {
+            list.extend_from_slice(value.as_bytes());
+            list.extend_from_slice(b", ");
         }
+        list.extend_from_slice(peer.as_bytes());
+        // Each part was a header value and the peer is an address: never fails.
+        HeaderValue::from_bytes(&list).unwrap_or(HeaderValue::from_static(""))
     }
 
-    /// The address for `X-Real-IP`: the client's, or the peer's when it is unreadable.
-    pub fn real_ip(&self) -> String {
-        match self.address {
-            Some(ip) => ip.to_string(),
-            None => self.peer_text(),
-        }
-    }
-
-    fn peer_text(&self) -> String {
-        self.peer.map(|ip| ip.to_string()).unwrap_or_default()
+    /// The `X-Real-IP` berth sends: the client's address; none when it is unreadable (the
+    /// proxy's own address would pass it off as the client).
+    pub fn real_ip(&self) -> Option<String> {
+        self.address.map(|ip| ip.to_string())
     }
 }
 
@@ -112,21 +110,13 @@ impl fmt::Display for Client {
     }
 }
 
-/// Every `X-Forwarded-For` value, or `None` when one of them is not text (the whole header
-/// is then unusable, rather than that value skipped: the address behind it could be the one
-/// a proxy appended).
-fn forwarded_for_values(headers: &HeaderMap) -> Option<Vec<&str>> {
-    headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect()
-}
-
-/// The last address of a list of `X-Forwarded-For` values, if it parses.
-fn last_address<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
-    let last = values.flat_map(|v| v.split(',')).last()?;
-    address(last)
+/// The client a trusted proxy names: the last item of its last `X-Forwarded-For` value —
+/// the one it appended — if that is an address. What comes before (the client's own claims,
+/// which may be anything, bytes that are not text included) is never read.
+fn named_client(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all(X_FORWARDED_FOR).iter().next_back()?;
+    let item = last.as_bytes().rsplit(|b| *b == b',').next()?;
+    address(std::str::from_utf8(item).ok()?).map(|ip| ip.to_canonical())
 }
 
 /// An address as proxies write it in `X-Forwarded-For`: bare, with a port, or bracketed
@@ -205,10 +195,29 @@ mod tests {
             (lb, &[b"garbage"], true, None),
             (lb, &[b"[fd00::7"], true, None),
             (lb, &[b"192.168.1.5, "], true, None),
-            // A value that is not text makes the whole header unusable, even before a good
-            // one: the bad one could hide the address a proxy appended.
-            (lb, &[b"\xff", b"192.168.1.5"], true, None),
+            // Only the last item of the last value counts: it is the one the proxy appended.
+            // Whatever the client put before it, bytes that are not text included, is never
+            // read.
+            (lb, &[b"\xff", b"192.168.1.5"], true, ip("192.168.1.5")),
+            (lb, &[b"6.6.6.\xff, 192.168.1.5"], true, ip("192.168.1.5")),
             (lb, &[b"192.168.1.5", b"\xff"], true, None),
+            (lb, &[b"192.168.1.5", b"1.2.3.\xff"], true, None),
+            // IPv4-mapped addresses are their IPv4 address, as peers and as named clients.
+            (
+                ip("::ffff:10.0.0.1"),
+                &[b"::ffff:192.168.1.5"],
+                true,
+                ip("192.168.1.5"),
+            ),
+            (
+                ip("::ffff:203.0.113.9"),
+                &[b"10.9.9.9"],
+                false,
+                ip("203.0.113.9"),
+            ),
+            // A numeric zone is part of a socket address; a named one is not an address.
+            (lb, &[b"[fe80::1%2]:80"], true, ip("fe80::1")),
+            (lb, &[b"fe80::1%eth0"], true, None),
             // No peer address at all: unreadable and untrusted.
             (None, &[b"192.168.1.5"], false, None),
         ];
@@ -217,7 +226,7 @@ mod tests {
             assert_eq!(
                 client,
                 Client {
-                    peer: *peer,
+                    peer: peer.map(|p| p.to_canonical()),
                     trusted: *trusted,
                     address: *address
                 },
@@ -244,22 +253,41 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_peer_to_a_trusted_list_only() {
         let t = trust(&["10.0.0.0/8"]);
+        let sent = |h: &HeaderMap, peer: &str| {
+            let client = t.client(ip(peer), h);
+            (client.forwarded_for(h), client.real_ip())
+        };
         let h = headers(&[b"203.0.113.1", b"192.168.1.5"]);
-        let lb = t.client(ip("10.0.0.1"), &h);
-        assert_eq!(lb.forwarded_for(&h), "203.0.113.1, 192.168.1.5, 10.0.0.1");
-        assert_eq!(lb.real_ip(), "192.168.1.5");
-        let outsider = t.client(ip("203.0.113.9"), &h);
-        assert_eq!(outsider.forwarded_for(&h), "203.0.113.9");
-        assert_eq!(outsider.real_ip(), "203.0.113.9");
-        // Unreadable: the peer alone, in both.
-        let bad = headers(&[b"\xff", b"192.168.1.5"]);
-        let lb = t.client(ip("10.0.0.1"), &bad);
-        assert_eq!(lb.forwarded_for(&bad), "10.0.0.1");
-        assert_eq!(lb.real_ip(), "10.0.0.1");
+        assert_eq!(
+            sent(&h, "10.0.0.1"),
+            (
+                HeaderValue::from_static("203.0.113.1, 192.168.1.5, 10.0.0.1"),
+                Some("192.168.1.5".to_string())
+            )
+        );
+        assert_eq!(
+            sent(&h, "203.0.113.9"),
+            (
+                HeaderValue::from_static("203.0.113.9"),
+                Some("203.0.113.9".to_string())
+            )
+        );
+        // A list with bytes that are not text goes on as it came; the client is the one the
+        // proxy appended.
+        let odd = headers(&[b"6.6.6.\xff", b"192.168.1.5"]);
+        let (list, real) = sent(&odd, "10.0.0.1");
+        assert_eq!(list.as_bytes(), b"6.6.6.\xff, 192.168.1.5, 10.0.0.1");
+        assert_eq!(real.as_deref(), Some("192.168.1.5"));
+        // Unreadable: the list and the peer, and no X-Real-IP.
+        let bad = headers(&[b"unknown"]);
+        assert_eq!(
+            sent(&bad, "10.0.0.1"),
+            (HeaderValue::from_static("unknown, 10.0.0.1"), None)
+        );
         let none = HeaderMap::new();
         assert_eq!(
-            t.client(ip("10.0.0.1"), &none).forwarded_for(&none),
-            "10.0.0.1"
+            sent(&none, "10.0.0.1"),
+            (HeaderValue::from_static("10.0.0.1"), None)
         );
     }
 

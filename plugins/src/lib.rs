@@ -15,6 +15,6 @@ pub mod plugin;
 pub mod rescue;
 pub mod routing;
 
-pub use chain::{build_table, ChainEnv, Route, SharedTable};
-pub use client::{Client, SharedTrust, TrustedProxies};
+pub use chain::{build_table, ChainEnv, Route, Served, SharedTable};
+pub use client::{Client, TrustedProxies};
 pub use plugin::{Downstream, Flow, Plugin, Reply, RequestCtx, Scheme};

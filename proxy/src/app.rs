@@ -16,7 +16,7 @@ use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
-use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable, SharedTrust};
+use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
 
 use crate::observe::Observer;
 use arc_swap::ArcSwap;
@@ -29,28 +29,24 @@ pub struct Berth {
     observer: Arc<Observer>,
     /// The live `[limits]`, for what applies per request (`h2-stall-timeout`).
     limits: Arc<ArcSwap<Limits>>,
-    /// The live `forwarded.trusted-proxies`, which decide who each request's client is.
-    trust: SharedTrust,
     /// ACME HTTP-01 challenges, answered ahead of every route's chain (plain HTTP only).
     challenge: Option<AcmeChallenge>,
 }
 
 impl Berth {
     /// A proxy for listeners of `scheme`, serving routes from `table`, recording each request
-    /// into `observer`, judging clients by `trust`.
+    /// into `observer`.
     pub fn new(
         scheme: Scheme,
         table: SharedTable,
         observer: Arc<Observer>,
         limits: Arc<ArcSwap<Limits>>,
-        trust: SharedTrust,
     ) -> Berth {
         Berth {
             scheme,
             table,
             observer,
             limits,
-            trust,
             challenge: None,
         }
     }
@@ -107,15 +103,14 @@ impl ProxyHttp for Berth {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // The routes and trusted proxies of one configuration, for the whole request.
+        let table = self.table.load();
         // Who the client is, once, for every step after (and the access log).
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.downstream.client = self
-            .trust
-            .load()
-            .client(peer, &session.req_header().headers);
+        ctx.downstream.client = table.trust.client(peer, &session.req_header().headers);
         ctx.downstream.local_port = session
             .server_addr()
             .and_then(|a| a.as_inet())
@@ -142,7 +137,6 @@ impl ProxyHttp for Berth {
         ctx.host = target.host;
         ctx.authority = target.authority;
 
-        let table = self.table.load();
         let route = match table.route_request(&ctx.host, session.req_header().uri.path()) {
             Routed::Route(r) => Some(r.clone()),
             Routed::None => None,

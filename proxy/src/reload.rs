@@ -25,7 +25,7 @@ use berth_core::config::limits::Limits;
 use berth_core::config::Config;
 use berth_core::labels::ContainerRules;
 use berth_core::sync::lock;
-use berth_plugins::{ChainEnv, SharedTrust, TrustedProxies};
+use berth_plugins::{ChainEnv, TrustedProxies};
 
 use crate::route_writer::{FileRoutes, RouteWriter};
 use berth_core::config::{load_config, ConfigSource};
@@ -158,7 +158,6 @@ struct State {
     source: ConfigSource,
     builder: Arc<Mutex<RouteWriter>>,
     limits: Arc<ArcSwap<Limits>>,
-    trust: SharedTrust,
     /// What chains are built with (kept across reloads).
     env: ChainEnv,
     fixed: Mutex<Fixed>,
@@ -174,7 +173,6 @@ impl Reloader {
         wake: Arc<Notify>,
         builder: Arc<Mutex<RouteWriter>>,
         limits: Arc<ArcSwap<Limits>>,
-        trust: SharedTrust,
         env: ChainEnv,
         counter: Option<IntCounterVec>,
     ) -> Reloader {
@@ -184,7 +182,6 @@ impl Reloader {
                 source,
                 builder,
                 limits,
-                trust,
                 env,
                 fixed: Mutex::new(Fixed {
                     running: FixedParts::of(running),
@@ -242,8 +239,6 @@ impl State {
         }
         let routes = config.routes.len();
         self.limits.store(Arc::new(config.limits));
-        self.trust
-            .store(Arc::new(TrustedProxies::new(config.trusted_proxies)));
         lock(&self.builder).reconfigure(FileRoutes {
             routes: config.routes,
             defaults: config.defaults,
@@ -254,6 +249,7 @@ impl State {
                 own_networks: Vec::new(),
             },
             env: self.env.clone(),
+            trust: TrustedProxies::new(config.trusted_proxies),
         });
         tracing::info!("reload: {} applied ({routes} static routes)", self.source);
         self.count("ok");

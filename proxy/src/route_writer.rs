@@ -26,7 +26,7 @@ use berth_core::route::{RouteSettings, RouteSpec};
 use berth_core::table::RouteTable;
 use berth_plugins::{ChainEnv, Route};
 
-use berth_plugins::SharedTable;
+use berth_plugins::{Served, SharedTable, TrustedProxies};
 
 /// What discovery made of the containers, for `/routes`.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -62,6 +62,8 @@ pub struct FileRoutes {
     pub container_rules: ContainerRules,
     /// What chains are built with (certificate lookup, htpasswd files).
     pub env: ChainEnv,
+    /// `forwarded.trusted-proxies`, swapped in with the table.
+    pub trust: TrustedProxies,
 }
 
 /// The routes of the config file and the table they are merged into.
@@ -70,6 +72,7 @@ pub struct RouteWriter {
     defaults: RouteSettings,
     container_rules: ContainerRules,
     env: ChainEnv,
+    trust: TrustedProxies,
     table: SharedTable,
     report: Arc<ArcSwap<Report>>,
     /// Last outcome per container id, with the inspect data it came from.
@@ -89,6 +92,7 @@ impl RouteWriter {
             defaults: file.defaults,
             container_rules: file.container_rules,
             env: file.env,
+            trust: file.trust,
             table,
             report: Arc::default(),
             outcomes: HashMap::new(),
@@ -111,6 +115,7 @@ impl RouteWriter {
         self.defaults = file.defaults;
         self.container_rules = file.container_rules;
         self.env = file.env;
+        self.trust = file.trust;
         self.outcomes.clear();
         let last = self.last.clone();
         self.rebuild(&last);
@@ -175,7 +180,10 @@ impl RouteWriter {
             routes.push(route);
         }
         self.built = built;
-        self.table.store(Arc::new(RouteTable::new(routes)));
+        self.table.store(Arc::new(Served {
+            routes: RouteTable::new(routes),
+            trust: self.trust.clone(),
+        }));
         self.report
             .store(Arc::new(self.make_report(merged.conflicts)));
     }

@@ -23,7 +23,7 @@ use berth_plugins::builtin::{AcmeChallenge, OwnCertificate, SharedThumbprint};
 
 use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
-use berth_plugins::{ChainEnv, Scheme, SharedTable, SharedTrust, TrustedProxies};
+use berth_plugins::{ChainEnv, Scheme, Served, SharedTable, TrustedProxies};
 
 use crate::admin::{Admin, AdminState};
 use crate::app::Berth;
@@ -214,12 +214,11 @@ fn bind_listeners(
 }
 
 /// What the listeners share: the route table, the observer (metrics and access log), the live
-/// limits and trusted proxies, and the metric handles.
+/// limits, and the metric handles.
 struct Shared {
     table: SharedTable,
     observer: Arc<observe::Observer>,
     limits: Arc<ArcSwap<berth_core::config::limits::Limits>>,
-    trust: SharedTrust,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -300,9 +299,6 @@ pub fn build_server(
         observer: observe::observer(metrics.clone(), &config.access_log)
             .map_err(|e| StartError::AccessLog(e.to_string()))?,
         limits: Arc::new(ArcSwap::from_pointee(config.limits)),
-        trust: Arc::new(ArcSwap::from_pointee(TrustedProxies::new(
-            config.trusted_proxies.clone(),
-        ))),
         table,
         metrics,
     };
@@ -314,7 +310,6 @@ pub fn build_server(
             hangups,
             writer,
             shared.limits.clone(),
-            shared.trust.clone(),
             env,
             shared.metrics.as_ref().map(|m| m.config_reloads.clone()),
         ),
@@ -382,7 +377,11 @@ fn route_table(
     config: &Config,
     env: &ChainEnv,
 ) -> (SharedTable, Arc<Mutex<RouteWriter>>, Arc<ArcSwap<Report>>) {
-    let table: SharedTable = Arc::new(ArcSwap::from_pointee(RouteTable::new(Vec::new())));
+    let trust = TrustedProxies::new(config.trusted_proxies.clone());
+    let table: SharedTable = Arc::new(ArcSwap::from_pointee(Served {
+        routes: RouteTable::new(Vec::new()),
+        trust: trust.clone(),
+    }));
     let mut writer = RouteWriter::new(
         FileRoutes {
             routes: config.routes.clone(),
@@ -394,6 +393,7 @@ fn route_table(
                 own_networks: Vec::new(),
             },
             env: env.clone(),
+            trust,
         },
         table.clone(),
     );
@@ -462,7 +462,6 @@ fn http_listener(
         shared.table.clone(),
         shared.observer.clone(),
         shared.limits.clone(),
-        shared.trust.clone(),
     )
     .with_challenges(AcmeChallenge::new(challenge_dir.clone(), thumbprint));
     let proxy = http_proxy(&w.server.configuration, app);
@@ -506,7 +505,6 @@ fn https_listener(
             shared.table.clone(),
             shared.observer.clone(),
             shared.limits.clone(),
-            shared.trust.clone(),
         ),
     );
     proxy.h2_options = Some(h2_options(config.limits.max_header_size));

@@ -158,8 +158,9 @@ async fn access_lines(file: &std::path::Path, n: usize) -> Vec<serde_json::Value
 }
 
 /// Who the client is is worked out once, by one rule, and every step reads the same answer:
-/// the allowlist, the forwarding headers and the access log agree, for a client a trusted
-/// proxy names, for one it names unreadably, and after a reload that stops trusting it.
+/// the allowlist, the rate limit, the forwarding headers and the access log agree, for a
+/// client a trusted proxy names, for one it names unreadably, and after a reload that stops
+/// trusting it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_trusted_proxies_decide_who_the_client_is_for_every_step_and_reload_live() {
     let origin = Origin::start("o");
@@ -175,6 +176,11 @@ async fn the_trusted_proxies_decide_who_the_client_is_for_every_step_and_reload_
                     "allow = [\"192.168.0.0/16\"]",
                 ),
                 route("open.test", &[origin.addr], ""),
+                route(
+                    "limited.test",
+                    &[origin.addr],
+                    "rate-limit = \"1r/m\"\nrate-burst = 1",
+                ),
             ]
             .concat(),
         )
@@ -188,9 +194,15 @@ async fn the_trusted_proxies_decide_who_the_client_is_for_every_step_and_reload_
         )
     };
     let b = berth(&file("\"127.0.0.1\""));
+    // The client's own claims come first (a load balancer appends what it saw); its
+    // X-Real-IP is its own claim too.
     let named = |host: &str| {
         Request::get(host, &format!("/{host}"))
             .header("X-Forwarded-For", "203.0.113.1, 192.168.7.7")
+            .header("X-Real-IP", "10.1.1.1")
+    };
+    let via = |host: &str, ip: &str| {
+        Request::get(host, &format!("/{host}/{ip}")).header("X-Forwarded-For", ip)
     };
 
     // The peer 127.0.0.1 is trusted: the client is the address it names.
@@ -202,13 +214,30 @@ async fn the_trusted_proxies_decide_who_the_client_is_for_every_step_and_reload_
         seen.header("x-forwarded-for"),
         Some("203.0.113.1, 192.168.7.7, 127.0.0.1")
     );
-    // Named unreadably: refused by the allowlist; elsewhere the proxy is the real IP.
-    let unreadable =
-        |host: &str| Request::get(host, &format!("/{host}/u")).header("X-Forwarded-For", "unknown");
+    // Named unreadably: refused by the allowlist; elsewhere no X-Real-IP at all (the
+    // proxy's own address would pass it off as the client).
+    let unreadable = |host: &str| {
+        Request::get(host, &format!("/{host}/u"))
+            .header("X-Forwarded-For", "unknown")
+            .header("X-Real-IP", "10.1.1.1")
+    };
     assert_eq!(call(&b, &unreadable("inside.test")).await.status, 403);
     let seen = call(&b, &unreadable("open.test")).await.seen().unwrap();
-    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-real-ip"), None);
     assert_eq!(seen.header("x-forwarded-for"), Some("unknown, 127.0.0.1"));
+    // The rate limit counts the clients the proxy names apart.
+    assert_eq!(
+        call(&b, &via("limited.test", "192.168.7.1")).await.status,
+        200
+    );
+    assert_eq!(
+        call(&b, &via("limited.test", "192.168.7.1")).await.status,
+        429
+    );
+    assert_eq!(
+        call(&b, &via("limited.test", "192.168.7.2")).await.status,
+        200
+    );
 
     // No longer trusted after a reload: the same request is judged by its peer.
     b.rewrite_config(&file("")).unwrap();
@@ -218,9 +247,18 @@ async fn the_trusted_proxies_decide_who_the_client_is_for_every_step_and_reload_
     let seen = call(&b, &named("open.test")).await.seen().unwrap();
     assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    // ... and counted as its peer: a client it names has no allowance of its own.
+    assert_eq!(
+        call(&b, &via("limited.test", "192.168.7.3")).await.status,
+        200
+    );
+    assert_eq!(
+        call(&b, &via("limited.test", "192.168.7.4")).await.status,
+        429
+    );
 
     // The access log names the same client as every step did, and the peer beside it.
-    let lines = access_lines(&log, 5).await;
+    let lines = access_lines(&log, 10).await;
     let line = |path: &str, status: u64| {
         lines
             .iter()

@@ -170,7 +170,6 @@ impl ForwardAuth {
                 .then(|| head.headers.get(name).cloned())
                 .flatten()
         };
-        let forwarded_for = client.forwarded_for(&head.headers);
         let uri = forwarded_uri(head.raw_path())?;
         let value = |v: &str| HeaderValue::from_str(v).map_err(|_| "a value that is not a header");
         let mut request = http::Request::get(self.url.clone())
@@ -188,7 +187,7 @@ impl ForwardAuth {
                 },
             )
             .header("x-forwarded-uri", value(&uri)?)
-            .header("x-forwarded-for", value(&forwarded_for)?);
+            .header("x-forwarded-for", client.forwarded_for(&head.headers));
         // Cookies come as one header, as HTTP/1.1 sends them (HTTP/2 clients split them).
         let cookies: Vec<&[u8]> = head
             .headers

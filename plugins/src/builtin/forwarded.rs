@@ -1,10 +1,11 @@
 //! Forwarding headers: tell the upstream who the client is and how it reached berth.
 //!
 //! Phase: `upstream_request_filter`. `Host` passes unchanged (with its port). Sets
-//! `X-Real-IP` (the client's address, [`crate::client`]), `X-Forwarded-For`,
-//! `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Forwarded-Port` and `X-Forwarded-Ssl`. Headers
-//! the client sent are kept only when the peer is inside `forwarded.trusted-proxies` (then
-//! berth appends to `X-Forwarded-For`);
+//! `X-Real-IP` (always: the client's address, [`crate::client`], or none when a trusted
+//! proxy named no readable client), `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host`, `X-Forwarded-Port` and `X-Forwarded-Ssl`. The others the client sent
+//! are kept only when the peer is inside `forwarded.trusted-proxies` (then berth appends to
+//! `X-Forwarded-For`);
 //! anyone else's are overwritten, and the headers frameworks take as the request's path,
 //! scheme or client address ([`UNTRUSTED_OVERRIDES`]: `Forwarded`, `X-Original-URL`,
 //! `True-Client-IP`, ...) are dropped. Any of these spelled with `_` for `-` is dropped
@@ -113,8 +114,12 @@ pub fn forward_headers(
     }
     let kept = |req: &RequestHeader, name: &str| trusted && req.headers.contains_key(name);
 
-    if !kept(req, X_REAL_IP) {
-        req.insert_header(X_REAL_IP, client.real_ip())?;
+    // X-Real-IP is always berth's: the client it judged the request by, or none.
+    match client.real_ip() {
+        Some(ip) => req.insert_header(X_REAL_IP, ip)?,
+        None => {
+            req.remove_header(X_REAL_IP);
+        }
     }
     let xff = client.forwarded_for(&req.headers);
     req.insert_header(X_FORWARDED_FOR, xff)?;
@@ -201,7 +206,7 @@ mod tests {
 
     const SPOOFED: &[(&str, &str)] = &[
         ("Host", "reg.example.com:8443"),
-        ("X-Real-IP", "6.6.6.6"),
+        ("X-Real-IP", "7.7.7.7"),
         ("X-Forwarded-For", "6.6.6.6"),
         ("X-Forwarded-Proto", "gopher"),
         ("X-Forwarded-Host", "evil.test"),
@@ -294,6 +299,7 @@ mod tests {
         let from = downstream(Scheme::Https, &req, true);
         forward_headers(&mut req, &from, "ignored").expect("rewrite");
         let expected = [
+            // The client the proxy named, not the X-Real-IP it passed on.
             ("x-real-ip", Some("6.6.6.6")),
             ("x-forwarded-for", Some("6.6.6.6, 192.0.2.10")),
             ("x-forwarded-proto", Some("gopher")),
@@ -334,14 +340,14 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_proxy_that_names_nobody_is_the_real_ip_and_the_whole_list() {
-        let mut req = request(&[("X-Forwarded-For", "unknown")]);
+    fn a_trusted_proxy_that_names_nobody_gets_no_real_ip() {
+        let mut req = request(&[("X-Forwarded-For", "unknown"), ("X-Real-IP", "10.0.0.9")]);
         let from = downstream(Scheme::Http, &req, true);
         forward_headers(&mut req, &from, "a.test").expect("rewrite");
         assert_eq!(
             get(&req, "x-forwarded-for").as_deref(),
             Some("unknown, 192.0.2.10")
         );
-        assert_eq!(get(&req, "x-real-ip").as_deref(), Some("192.0.2.10"));
+        assert_eq!(get(&req, "x-real-ip"), None);
     }
 }
