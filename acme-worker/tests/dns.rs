@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::{berth_acme, berth_binary, text, wait_for_verified_https, wait_until, Daemon};
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod common;
+use crate::common;
 
 use common::{berth_acme, berth_binary, serial, text, wait_for_verified_https, Daemon};
 

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -518,7 +518,7 @@ fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docker_cli_pulls_anonymously_and_pushes_after_login() {
-    berth_testkit::docker::require();
+    let _daemon = berth_testkit::docker::shared().await;
     let (registry, b, work, authfile) = registry_behind_auth("auth.anonymous-read = true");
     let authority = b.http.to_string();
     // An image pushed with a login (skopeo), for the Docker CLI to pull.

@@ -3,14 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_testkit::browser::Browser;
 use berth_testkit::client::{send, Request, Traffic};
-use berth_testkit::docker::{require, unique, Container, BUSYBOX};
+use berth_testkit::docker::{unique, Container, BUSYBOX};
 use berth_testkit::tls::{install, TestCa};
 use common::{berth, call};
 
@@ -70,7 +70,7 @@ async fn serve_json(value: serde_json::Value) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
-    require();
+    let _daemon = berth_testkit::docker::shared().await;
     let certs = tempfile::tempdir().unwrap();
     let host = format!("{}.test", unique("dash"));
     let ca = TestCa::new("berth dashboard test CA");

@@ -5,21 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use berth_testkit::client::Request;
-use berth_testkit::docker::{
-    available, docker, require, run_seed_registry, Container, Network, BUSYBOX,
-};
+use berth_testkit::docker::{available, docker, run_seed_registry, Container, Network, BUSYBOX};
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{pull, push};
 use berth_testkit::BerthProcess;
 use common::{berth, call};
-
-/// Tests take it shared; the daemon-restart test takes it alone.
-static DAEMON: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn berth_with_docker() -> BerthProcess {
     berth("[listen]\nhttp = \"{http}\"\nmetrics = \"{admin}\"\n\n[docker]\nenabled = true\n")
@@ -27,8 +22,7 @@ fn berth_with_docker() -> BerthProcess {
 
 /// A berth following the daemon, with the daemon held shared (not restarted meanwhile).
 async fn docker_berth() -> (tokio::sync::RwLockReadGuard<'static, ()>, BerthProcess) {
-    let shared = DAEMON.read().await;
-    require();
+    let shared = berth_testkit::docker::shared().await;
     (shared, berth_with_docker())
 }
 
@@ -355,8 +349,7 @@ async fn wildcard_and_regex_hosts_and_a_bad_label_skips_only_its_container() {
 /// quickly as ever.
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_name_files_only_under_label_files_and_never_stall_the_routes() {
-    let shared = DAEMON.read().await;
-    require();
+    let shared = berth_testkit::docker::shared().await;
     let files = tempfile::tempdir().unwrap();
     let fifo = files.path().join("htpasswd-fifo");
     let made = std::process::Command::new("mkfifo")
@@ -542,8 +535,7 @@ async fn label_values_cannot_forge_log_lines() {
 /// unrelated name — is skipped and named; one inside it is routed.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_allowed_hosts_are_claimed_by_containers() {
-    let shared = DAEMON.read().await;
-    require();
+    let shared = berth_testkit::docker::shared().await;
     let b = berth(
         "[listen]\nhttp = \"{http}\"\nmetrics = \"{admin}\"\n\n[docker]\nenabled = true\n\
          allowed-hosts = [\"*.apps.test\"]\n",
@@ -655,8 +647,7 @@ impl Drop for DaemonRestart {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_survive_a_daemon_restart_and_resync_after_it() {
-    let _alone = DAEMON.write().await;
-    require();
+    let _alone = berth_testkit::docker::alone().await;
     // Without --live-restore a daemon restart takes every container down with it, and this
     // test would prove nothing about berth.
     let live_restore = docker(&["info", "--format", "{{.LiveRestoreEnabled}}"]).unwrap();

@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use berth_testkit::client::Request;
 use berth_testkit::Origin;
-use common::{berth, call, config, route, wait_for};
+use common::{call, config, route, wait_for};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -60,8 +60,12 @@ async fn failed_requests_are_logged_without_their_query_and_at_the_right_level()
     .replace("[listen]\n", "[listen]\nmetrics = \"{admin}\"\n")
     .replace("[docker]", "[log]\naccess = \"stdout\"\n\n[docker]");
     // Every level, debug included, must be free of query strings.
-    std::env::set_var("BERTH_LOG", "debug");
-    let b = berth(&cfg);
+    let b = berth_testkit::BerthProcess::start_with_env(
+        std::path::Path::new(env!("CARGO_BIN_EXE_berth")),
+        &cfg,
+        &[("BERTH_LOG", "debug")],
+    )
+    .unwrap();
 
     let target = format!("/v2/app/blobs/uploads/7a1c?{SECRET}");
     let r = call(&b, &Request::get("dead.test", &target)).await;

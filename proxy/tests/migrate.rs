@@ -10,13 +10,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use berth_testkit::docker::{docker, require, unique, BUSYBOX, REGISTRY};
+use berth_testkit::docker::{docker, unique, BUSYBOX, REGISTRY};
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{skopeo_resolving, PASSWORD, USER};
 use berth_testkit::tls::TestCa;
@@ -203,7 +203,7 @@ fn curl(b: &BerthProcess, ca: &Path, url_host: &str, scheme: &str) -> (u16, Stri
 
 #[test]
 fn an_nginx_proxy_stack_is_served_by_berth_without_edits() {
-    require();
+    let _daemon = berth_testkit::docker::shared_blocking();
     let stack = Stack::up();
     let ca = TestCa::new("migrate test CA");
     let certs = acme_companion_volume(&stack, &ca);

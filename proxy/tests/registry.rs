@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use berth_testkit::client::Request;
 use berth_testkit::oci::{build_image, manifest_digest};

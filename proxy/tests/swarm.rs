@@ -81,6 +81,7 @@ fn upstreams(admin: u16) -> usize {
 #[test]
 fn a_replicated_service_is_balanced_over_its_tasks_and_follows_scaling() {
     let _alone = swarm_alone();
+    let _daemon = berth_testkit::docker::shared_blocking();
     require();
     let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
     let overlay = Overlay::create("edge").unwrap();
@@ -309,6 +310,7 @@ fn the_swarm_stack_serves_a_registry_behind_two_edges_with_one_certificate() {
     use berth_testkit::swarm::{sdocker, HOST_IP};
 
     let _alone = swarm_alone();
+    let _daemon = berth_testkit::docker::shared_blocking();
     require();
     let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -668,6 +670,7 @@ impl Drop for StackCleanup {
 fn a_task_on_a_second_node_is_routed_by_an_edge_on_the_first() {
     use berth_testkit::swarm::SecondNode;
     let _alone = swarm_alone();
+    let _daemon = berth_testkit::docker::shared_blocking();
     require();
     let image = berth_image(Path::new(env!("CARGO_BIN_EXE_berth")), &berth_acme()).unwrap();
     let node2 = SecondNode::join().unwrap();

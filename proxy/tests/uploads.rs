@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use berth_testkit::client::{Body, Request};
 use berth_testkit::process::{memory_kib, PeakRss};

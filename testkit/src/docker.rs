@@ -72,6 +72,31 @@ pub fn require() {
     }
 }
 
+/// Held shared by every test that uses the Docker daemon, and alone by a test that
+/// restarts it: tests of one binary run side by side.
+static DAEMON: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// [`require`], holding the daemon shared: it is not restarted while the guard lives.
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    let guard = DAEMON.read().await;
+    require();
+    guard
+}
+
+/// [`shared`], for a test that is not async.
+pub fn shared_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    let guard = DAEMON.blocking_read();
+    require();
+    guard
+}
+
+/// [`require`], holding the daemon alone: no other test uses it while the guard lives.
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    let guard = DAEMON.write().await;
+    require();
+    guard
+}
+
 /// Runs a registry container configured exactly as the seed recipe configures one for
 /// nginx-proxy and acme-companion: `VIRTUAL_HOST` and `LETSENCRYPT_HOST` = `host`,
 /// `VIRTUAL_PORT=5000`, `LETSENCRYPT_EMAIL`.

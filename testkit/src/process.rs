@@ -153,12 +153,13 @@ fn fill(
 }
 
 /// Starts `binary` on `dir/berth.toml`, logging to `dir/berth.log`.
-fn spawn(binary: &Path, dir: &Path, extra: &[&str]) -> io::Result<Child> {
+fn spawn(binary: &Path, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> io::Result<Child> {
     let log = std::fs::File::create(dir.join("berth.log"))?;
     tied(binary)
         .arg("--config")
         .arg(dir.join("berth.toml"))
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(log.try_clone()?)
         .stderr(log)
         .stdin(Stdio::null())
@@ -205,6 +206,18 @@ impl BerthProcess {
     /// # Errors
     /// When berth cannot be started or does not listen within 20 s (its log is included).
     pub fn start(binary: &Path, config: &str) -> io::Result<BerthProcess> {
+        BerthProcess::start_with_env(binary, config, &[])
+    }
+
+    /// [`BerthProcess::start`], with these environment variables set for berth alone.
+    ///
+    /// # Errors
+    /// As [`BerthProcess::start`].
+    pub fn start_with_env(
+        binary: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> io::Result<BerthProcess> {
         let http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("berth.toml");
@@ -215,7 +228,7 @@ impl BerthProcess {
             .contains("{admin}")
             .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         std::fs::write(&config_path, fill(config, http, https, admin))?;
-        let child = spawn(binary, dir.path(), &[])?;
+        let child = spawn(binary, dir.path(), &[], env)?;
         let mut process = BerthProcess {
             child,
             http,
@@ -277,7 +290,7 @@ impl BerthProcess {
     pub fn upgrade(&self, binary: &Path) -> io::Result<BerthProcess> {
         let dir = tempfile::tempdir()?;
         std::fs::copy(self.config_path(), dir.path().join("berth.toml"))?;
-        let child = spawn(binary, dir.path(), &["--upgrade"])?;
+        let child = spawn(binary, dir.path(), &["--upgrade"], &[])?;
         let mut process = BerthProcess {
             child,
             http: self.http,
