@@ -15,11 +15,11 @@ use std::sync::Arc;
 use crate::builtin::registry_token;
 use crate::builtin::{
     Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ForwardAuth, Forwarded, HttpsPolicy,
-    OwnCertificate, RateLimiter, RegistryProfile, Timeouts, UpstreamTlsOptions,
+    OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules, Timeouts, UpstreamTlsOptions,
 };
 use crate::client::TrustedProxies;
 use crate::plugin::Plugin;
-use berth_core::route::{HostPattern, OpenAccess, Profile, RouteSpec, Upstream, UpstreamProto};
+use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
 
 /// What requests are served from: the routes, and the trusted proxies that decide who each
@@ -133,11 +133,12 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
         chain.push(Arc::new(Allow::new(spec.allow.clone())));
     }
     let users = spec.auth.as_ref().map(|a| env.auth_files.get(&a.htpasswd));
-    // Registry tokens (auth.anonymous-read): the secret they are signed with.
+    // Registry tokens (auth.anonymous-read, rules naming anonymous): the secret they are
+    // signed with.
     let token_secret = spec
         .auth
         .as_ref()
-        .filter(|a| a.open == OpenAccess::RegistryReads)
+        .filter(|a| a.tokens())
         .map(|a| registry_token::secret_for(a.token_secret_file.as_deref()));
     // The rate limit comes before auth: a client guessing passwords is slowed before a
     // bcrypt check (or a call to the auth service) runs for it.
@@ -149,12 +150,13 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // Credentials are asked for only once the client may be served at all: after the HTTPS
     // redirect (no password over plain HTTP when HTTPS is there) and the allowlist.
     if let (Some(auth), Some(users)) = (&spec.auth, users) {
-        chain.push(Arc::new(BasicAuth::new(
-            users,
-            &auth.realm,
-            auth.open.clone(),
-            token_secret.unwrap_or_else(registry_token::process_secret),
-        )));
+        let rules = auth.repositories.clone().map(|rules| {
+            let groups = auth.groups.as_deref().map(|g| env.auth_files.groups(g));
+            RepositoryRules::new(rules, groups)
+        });
+        chain.push(Arc::new(
+            BasicAuth::new(users, &auth.realm, auth.open.clone(), token_secret).with_rules(rules),
+        ));
     }
     // Forward auth sits where basic auth would (a route has one or the other), and before
     // anything reads the request body, so an upload waits for the decision unbuffered.

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub blob_uploads: IntCounterVec,
     /// `berth_rate_limited_total{host}`.
     pub rate_limited: IntCounterVec,
+    /// `berth_registry_denied_total{host,action}`.
+    pub registry_denied: IntCounterVec,
 }
 
 impl Metrics {
@@ -159,6 +161,12 @@ impl Metrics {
                 "berth_rate_limited_total",
                 "Requests refused with 429 by a route's rate limit, by route host.",
                 &["host"],
+            )?,
+            registry_denied: counter(
+                "berth_registry_denied_total",
+                "Registry requests of a logged-in user refused with 403 by the route's \
+                 repository rules, by route host and action (pull, push, delete, unknown).",
+                &["host", "action"],
             )?,
             registry,
         })

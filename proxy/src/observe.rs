@@ -8,7 +8,7 @@ use pingora_error::{Error, ErrorSource};
 use pingora_proxy::Session;
 
 use berth_core::route::Profile;
-use berth_plugins::builtin::{is_blob_upload, RateLimiter, UploadResult};
+use berth_plugins::builtin::{is_blob_upload, BasicAuth, RateLimiter, UploadResult};
 use berth_plugins::RequestCtx;
 
 use crate::access_log::{self, AccessLogger, Entry};
@@ -63,6 +63,11 @@ impl Observer {
                 .inc_by(bytes_out);
             if RateLimiter::refused(ctx) {
                 m.rate_limited.with_label_values(&[host.as_str()]).inc();
+            }
+            if let Some(action) = BasicAuth::denied(ctx) {
+                m.registry_denied
+                    .with_label_values(&[host.as_str(), action])
+                    .inc();
             }
             let registry = ctx
                 .route

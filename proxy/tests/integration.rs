@@ -24,6 +24,7 @@ mod pool;
 mod proxy;
 mod registry;
 mod reload;
+mod repositories;
 mod shutdown;
 mod smuggling;
 mod startup;

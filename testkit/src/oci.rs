@@ -16,6 +16,8 @@ pub struct Image {
     pub manifest_digest: String,
     /// Total bytes of the layer blobs.
     pub layer_bytes: u64,
+    /// `sha256:...` of each layer blob, in order.
+    pub layer_digests: Vec<String>,
 }
 
 fn write_blob(dir: &Path, bytes: &[u8]) -> io::Result<(String, u64)> {
@@ -36,6 +38,7 @@ pub fn build_image(dir: &Path, tag: &str, layer_sizes: &[usize], seed: u64) -> i
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     let mut layer_bytes = 0;
+    let mut layer_digests = Vec::new();
     for (i, size) in layer_sizes.iter().enumerate() {
         let mut data = vec![0u8; *size];
         rng.fill_bytes(&mut data);
@@ -58,6 +61,7 @@ pub fn build_image(dir: &Path, tag: &str, layer_sizes: &[usize], seed: u64) -> i
         gz.write_all(&tarball)?;
         let (digest, len) = write_blob(dir, &gz.finish()?)?;
         layer_bytes += len;
+        layer_digests.push(digest.clone());
         layers.push(json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
             "digest": digest,
@@ -96,6 +100,7 @@ pub fn build_image(dir: &Path, tag: &str, layer_sizes: &[usize], seed: u64) -> i
     Ok(Image {
         manifest_digest,
         layer_bytes,
+        layer_digests,
     })
 }
 

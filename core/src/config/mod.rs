@@ -923,4 +923,64 @@ upstreams = ["127.0.0.1:5000"]
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("forwarded.trusted-proxies[3]: invalid CIDR \"nope\""));
     }
+
+    #[test]
+    fn repository_rules_are_for_registry_routes_with_basic_auth() {
+        let base = "[listen]\nhttp = \"127.0.0.1:8080\"\n[[route]]\nhost = \"r.test\"\n\
+                    upstreams = [\"127.0.0.1:1\"]\nauth.htpasswd = \"/etc/berth/htpasswd\"\n";
+        let rule = "auth.repositories = [{ repositories = [\"team-a/*\"], users = [\"@team-a\"], \
+                    allow = [\"pull\", \"push\"] }]\n";
+        let registry = "profile = \"registry\"\n";
+        let config = parse_config(&format!(
+            "{base}{registry}{rule}auth.groups = \"/etc/berth/groups\"\nauth.anonymous-read = true\n"
+        ))
+        .expect("valid");
+        let auth = config.routes[0].auth.as_ref().expect("auth");
+        let rules = auth.repositories.as_ref().expect("rules");
+        // anonymous-read is the last rule: anyone without credentials pulls everything.
+        assert_eq!(rules.0.len(), 2);
+        assert_eq!(rules.0[1], crate::route::Rule::anonymous_pulls());
+        assert!(auth.tokens());
+        assert_eq!(
+            auth.groups.as_deref(),
+            Some(std::path::Path::new("/etc/berth/groups"))
+        );
+        // Without anonymous-read and without a rule naming anonymous: no token flow.
+        let config = parse_config(&format!(
+            "{base}{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"] }}]\n"
+        ))
+        .expect("valid");
+        assert!(!config.routes[0].auth.as_ref().expect("auth").tokens());
+        for (extra, error) in [
+            (
+                format!("{rule}auth.groups = \"/g\"\n"),
+                "route[0].auth.repositories: only for profile = \"registry\"",
+            ),
+            (
+                format!("{registry}{rule}"),
+                "route[0].auth.repositories: a rule names a @group: auth.groups must name",
+            ),
+            (
+                format!("{registry}auth.groups = \"/g\"\n"),
+                "route[0].auth.groups: only with auth.repositories",
+            ),
+            (
+                format!("{registry}{rule}auth.groups = \"g\"\n"),
+                "route[0].auth.groups: \"g\" is not an absolute path",
+            ),
+            (
+                format!(
+                    "{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"] }}]\nauth.token-secret-file = \"/s\"\n"
+                ),
+                "route[0].auth.token-secret-file: only with auth.anonymous-read or rules naming anonymous",
+            ),
+            (
+                format!("{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"], extra = 1 }}]\n"),
+                "unknown field `extra`",
+            ),
+        ] {
+            let errs = errors_of(&format!("{base}{extra}"));
+            assert!(errs.iter().any(|e| e.contains(error)), "{error}: {errs:?}");
+        }
+    }
 }

@@ -158,7 +158,7 @@ const ROUTE_KEYS_AS_CONTAINER_KEYS: [(&str, &str); 3] = [
 
 /// Route keys a container may not set, and why: whoever may start a container may set its
 /// labels, and these are the operator's to decide.
-pub const REFUSED: [(&str, &str); 2] = [
+pub const REFUSED: [(&str, &str); 4] = [
     (
         "upstreams",
         "the upstream is the container itself, at its address and berth.port",
@@ -166,6 +166,15 @@ pub const REFUSED: [(&str, &str); 2] = [
     (
         "dangerous-skip-verify",
         "turning off the check of an upstream's certificate is for the config file",
+    ),
+    (
+        "auth.repositories",
+        "repository rules are a list of tables, which labels do not carry yet: write them in \
+         a [[route]] of the config file",
+    ),
+    (
+        "auth.groups",
+        "only with auth.repositories, which labels do not carry yet",
     ),
 ];
 

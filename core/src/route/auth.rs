@@ -1,5 +1,7 @@
 //! Who may use a route: basic auth (`auth.htpasswd`, `auth.realm`, `auth.methods`,
-//! `auth.anonymous-read`, `auth.token-secret-file`) or forward auth (`auth.forward`,
+//! `auth.anonymous-read`, `auth.token-secret-file`, and on the registry profile the
+//! repository rules `auth.repositories` with `auth.groups`, [`super::repositories`]) or
+//! forward auth (`auth.forward`,
 //! `auth.forward-headers`, `auth.forward-cache`) — the `auth` table as written, its
 //! validation, and what the auth plugins get.
 
@@ -8,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::registry::{registry_read, Profile};
+use super::repositories::{validate_rules, RawRule, Rule, Rules, Who};
 use crate::errors::Errors;
 use crate::files::FilePath;
 use crate::units::parse_duration;
@@ -25,9 +28,26 @@ pub struct AuthSpec {
     pub realm: String,
     /// Which requests may go without credentials.
     pub open: OpenAccess,
-    /// The file holding the secret registry tokens are signed with (`auth.anonymous-read`
-    /// routes); `None`: a secret of the process's own.
+    /// The file holding the secret registry tokens are signed with (routes with the token
+    /// flow, [`AuthSpec::tokens`]); `None`: a secret of the process's own.
     pub token_secret_file: Option<std::path::PathBuf>,
+    /// Who may pull, push and delete which repository (`auth.repositories`, registry
+    /// profile); `None`: every user may do everything.
+    pub repositories: Option<Rules>,
+    /// The groups file the rules' `@group`s come from (`auth.groups`).
+    pub groups: Option<std::path::PathBuf>,
+}
+
+impl AuthSpec {
+    /// Whether the route speaks the registry token flow, so that the Docker CLI pulls
+    /// without a login: with `auth.anonymous-read`, or rules that name `anonymous`.
+    pub fn tokens(&self) -> bool {
+        self.open == OpenAccess::RegistryReads
+            || self
+                .repositories
+                .as_ref()
+                .is_some_and(Rules::names_anonymous)
+    }
 }
 
 /// Forward auth for a route (`auth.forward`, `auth.forward-headers`, `auth.forward-cache`):
@@ -111,6 +131,11 @@ pub struct RawAuth {
     pub forward_cache: Option<String>,
     /// The secret registry tokens are signed with, shared by every berth serving the route.
     pub token_secret_file: Option<FilePath>,
+    /// Registry profile: who may pull, push and delete which repositories; the first rule
+    /// that matches the repository and the user decides.
+    pub repositories: Option<Vec<RawRule>>,
+    /// The groups file (`team-a: alice carol` lines) the rules' `@group`s come from.
+    pub groups: Option<FilePath>,
 }
 
 /// Response headers of an auth service that may not be copied onto the upstream request:
@@ -220,6 +245,8 @@ impl RawAuth {
             ("auth.methods", self.methods.is_some()),
             ("auth.anonymous-read", self.anonymous_read.is_some()),
             ("auth.token-secret-file", self.token_secret_file.is_some()),
+            ("auth.repositories", self.repositories.is_some()),
+            ("auth.groups", self.groups.is_some()),
         ] {
             if set {
                 errors.push(
@@ -328,12 +355,18 @@ impl RawAuth {
             }
             (None, _) => Some(OpenAccess::Nothing),
         };
+        let (repositories, groups) = self.validate_rules(open.as_ref(), key, errors);
+        let tokens = open.as_ref() == Some(&OpenAccess::RegistryReads)
+            || repositories
+                .as_ref()
+                .is_some_and(|r| r.as_ref().is_some_and(Rules::names_anonymous));
         let token_secret_file = match self.token_secret_file.as_deref().map(str::trim) {
             None => Some(None),
-            Some(_) if open.as_ref() != Some(&OpenAccess::RegistryReads) => {
+            Some(_) if !tokens => {
                 errors.push(
                     key("auth.token-secret-file"),
-                    "only with auth.anonymous-read, whose registry tokens it signs",
+                    "only with auth.anonymous-read or rules naming anonymous, whose registry \
+                     tokens it signs",
                 );
                 None
             }
@@ -352,6 +385,8 @@ impl RawAuth {
                 realm: realm?,
                 open: open?,
                 token_secret_file: token_secret_file?,
+                repositories: repositories?,
+                groups: groups?,
             }),
             Some(path) => {
                 errors.push(
@@ -368,6 +403,67 @@ impl RawAuth {
                 None
             }
         }
+    }
+}
+
+impl RawAuth {
+    /// Validates `auth.repositories` and `auth.groups`: the rules, with `auth.anonymous-read`
+    /// as their last rule (anonymous pulls of every repository); `@group`s only with a
+    /// groups file; never with `auth.methods`. `None` in a slot: an error was recorded.
+    #[allow(clippy::type_complexity)]
+    fn validate_rules(
+        &self,
+        open: Option<&OpenAccess>,
+        key: &dyn Fn(&str) -> String,
+        errors: &mut Errors,
+    ) -> (Option<Option<Rules>>, Option<Option<std::path::PathBuf>>) {
+        let groups = match self.groups.as_deref().map(str::trim) {
+            None => Some(None),
+            Some(_) if self.repositories.is_none() => {
+                errors.push(
+                    key("auth.groups"),
+                    "only with auth.repositories, whose @group names it defines",
+                );
+                None
+            }
+            Some(path) if path.starts_with('/') => Some(Some(path.into())),
+            Some(path) => {
+                errors.push(
+                    key("auth.groups"),
+                    format!("\"{path}\" is not an absolute path"),
+                );
+                None
+            }
+        };
+        let Some(raw) = &self.repositories else {
+            return (Some(None), groups);
+        };
+        if matches!(open, Some(OpenAccess::MethodsOtherThan(_))) {
+            errors.push(
+                key("auth.repositories"),
+                "not with auth.methods: the rules say what each user may do",
+            );
+            return (None, groups);
+        }
+        let Some(mut rules) = validate_rules(raw, key, errors) else {
+            return (None, groups);
+        };
+        let names_group = rules
+            .0
+            .iter()
+            .flat_map(|r| &r.users)
+            .any(|w| matches!(w, Who::Group(_)));
+        if names_group && self.groups.is_none() {
+            errors.push(
+                key("auth.repositories"),
+                "a rule names a @group: auth.groups must name the groups file",
+            );
+            return (None, groups);
+        }
+        if open == Some(&OpenAccess::RegistryReads) {
+            rules.0.push(Rule::anonymous_pulls());
+        }
+        (Some(Some(rules)), groups)
     }
 }
 
@@ -406,6 +502,12 @@ pub fn check_profile(
             key("auth.methods"),
             "not on the registry profile: an open GET /v2/ tells docker login that no \
              credentials are needed, and pushes then fail; use auth.anonymous-read",
+        );
+    }
+    if auth.is_some_and(|a| a.repositories.is_some()) && profile != Some(Profile::Registry) {
+        errors.push(
+            key("auth.repositories"),
+            "only for profile = \"registry\": the rules are about registry repositories",
         );
     }
     if open == Some(&OpenAccess::RegistryReads) && profile != Some(Profile::Registry) {

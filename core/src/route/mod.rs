@@ -14,6 +14,7 @@ mod auth;
 mod host;
 mod rate_limit;
 mod registry;
+mod repositories;
 mod settings;
 mod upstream_tls;
 
@@ -30,7 +31,10 @@ pub use auth::{
 };
 pub use host::{host_of, may_claim, HostPattern};
 pub use rate_limit::RateLimit;
-pub use registry::{registry_read, Profile};
+pub use registry::{access, registry_read, repository_name, Access, Action, Profile};
+pub use repositories::{
+    parse_groups, validate_rules, Decision, Groups, Pattern, RawRule, Rule, Rules, Who,
+};
 pub use settings::{
     builtin_defaults, parse_byte_rate, parse_hsts, HttpsMode, RawSettings, RouteSettings,
     BODY_RATE_GRACE, DEFAULT_MIN_BODY_RATE,

@@ -1,6 +1,7 @@
 //! The registry profile (`profile = "registry"`): its presets, and the registry API's
-//! grammar, which decides what a registry read is (what it demands of the route's auth is
-//! [`super::auth::check_profile`]).
+//! grammar — what a request does to which repository ([`access`]), which decides what a
+//! registry read is and what the repository rules judge ([`super::repositories`]); what the
+//! profile demands of the route's auth is [`super::auth::check_profile`].
 
 use std::time::Duration;
 
@@ -51,28 +52,221 @@ impl Profile {
 /// spelling (escapes, dot segments, doubled slashes, upload URLs) is not, so no path trick
 /// turns a request into an anonymous one.
 pub fn registry_read(path_and_query: &str) -> bool {
-    let path = path_and_query
-        .split_once('?')
-        .map_or(path_and_query, |(p, _)| p);
+    matches!(
+        access("GET", path_and_query),
+        Access::Catalog
+            | Access::Repository {
+                action: Action::Pull,
+                ..
+            }
+    )
+}
+
+/// What a registry request does to its repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// GET and HEAD of manifests, blobs, tags and referrers.
+    Pull,
+    /// Uploads (POST, PATCH and PUT, their status and cancellation) and manifest PUTs.
+    Push,
+    /// DELETE of manifests and blobs.
+    Delete,
+}
+
+impl Action {
+    /// All of them, in the order they are written.
+    pub const ALL: [Action; 3] = [Action::Pull, Action::Push, Action::Delete];
+
+    /// `pull`, `push` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// The action named `text`, if any.
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// What a request does, in the registry API's terms, read from its method and its path and
+/// query exactly as sent: a spelling the API does not use (escapes, dot segments, doubled
+/// slashes, a method it does not take there) is [`Access::Unknown`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `GET` or `HEAD /v2/`: the API version check `docker login` makes.
+    Base,
+    /// `GET` or `HEAD /v2/_catalog`: every repository's name.
+    Catalog,
+    /// A request about one repository.
+    Repository {
+        /// The repository.
+        name: String,
+        /// What it does there.
+        action: Action,
+        /// A cross-repository blob mount's source (`POST .../blobs/uploads/?from=<name>`).
+        mount_from: Option<String>,
+    },
+    /// Anything else.
+    Unknown,
+}
+
+/// Reads `method` and `path_and_query` as the distribution API routes them: the path picks
+/// the first of its routes whose shape it has (tags, manifests, blobs, upload start, upload
+/// chunk, referrers — the order distribution registers them in; a repository name may itself
+/// hold `manifests` or `blobs`), then the method picks what the request does there.
+pub fn access(method: &str, path_and_query: &str) -> Access {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let read = matches!(method, "GET" | "HEAD");
+    if path == "/v2/" {
+        return if read { Access::Base } else { Access::Unknown };
+    }
     let Some(rest) = path.strip_prefix("/v2/") else {
-        return false;
+        return Access::Unknown;
     };
     if rest == "_catalog" {
-        return true;
+        return if read {
+            Access::Catalog
+        } else {
+            Access::Unknown
+        };
     }
-    let ends = |marker: &str, reference: fn(&str) -> bool| {
-        rest.rsplit_once(marker)
-            .is_some_and(|(name, r)| repository_name(name) && reference(r))
+    let Some((route, name)) = registry_route(rest) else {
+        return Access::Unknown;
     };
-    rest.strip_suffix("/tags/list").is_some_and(repository_name)
-        || ends("/manifests/", |r| tag(r) || digest(r))
-        || ends("/blobs/", digest)
-        || ends("/referrers/", digest)
+    let action = match (route, method) {
+        (Route::Tags | Route::Referrers, "GET" | "HEAD") => Action::Pull,
+        (Route::Manifest, "GET" | "HEAD") | (Route::Blob, "GET" | "HEAD") => Action::Pull,
+        (Route::Manifest, "PUT") => Action::Push,
+        (Route::Manifest | Route::Blob, "DELETE") => Action::Delete,
+        (Route::UploadStart, "POST") => Action::Push,
+        (Route::UploadChunk, "GET" | "HEAD" | "PATCH" | "PUT" | "DELETE") => Action::Push,
+        _ => return Access::Unknown,
+    };
+    let mount_from = match (route, query.map(mount_source)) {
+        (Route::UploadStart, Some(Err(()))) => return Access::Unknown,
+        (Route::UploadStart, Some(Ok(from))) => from,
+        _ => None,
+    };
+    Access::Repository {
+        name: name.to_string(),
+        action,
+        mount_from,
+    }
+}
+
+/// The routes of the distribution API under `/v2/<name>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Tags,
+    Manifest,
+    Blob,
+    UploadStart,
+    UploadChunk,
+    Referrers,
+}
+
+/// The first route `rest` (the path after `/v2/`) has the shape of, with its repository.
+fn registry_route(rest: &str) -> Option<(Route, &str)> {
+    fn named(name: &str) -> Option<&str> {
+        repository_name(name).then_some(name)
+    }
+    let split = |marker: &str, last: fn(&str) -> bool| {
+        rest.rsplit_once(marker)
+            .filter(|(_, l)| last(l))
+            .and_then(|(name, _)| named(name))
+    };
+    if let Some(name) = rest.strip_suffix("/tags/list").and_then(named) {
+        return Some((Route::Tags, name));
+    }
+    if let Some(name) = split("/manifests/", |r| tag(r) || digest(r)) {
+        return Some((Route::Manifest, name));
+    }
+    if let Some(name) = split("/blobs/", digest) {
+        return Some((Route::Blob, name));
+    }
+    if let Some(name) = rest.strip_suffix("/blobs/uploads/").and_then(named) {
+        return Some((Route::UploadStart, name));
+    }
+    if let Some(name) = split("/blobs/uploads/", upload_id) {
+        return Some((Route::UploadChunk, name));
+    }
+    split("/referrers/", digest).map(|name| (Route::Referrers, name))
+}
+
+/// An upload's id as registries make them (a UUID, or an opaque token of URL-safe
+/// characters).
+fn upload_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 512
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.=~".contains(&b))
+}
+
+/// The `from` of an upload's query, read as Go's `url.ParseQuery` reads it (names and
+/// values percent-decoded, `+` a space): `Ok(None)` without one; `Err` when it cannot be
+/// read one way only — named twice, a `;` (which Go refuses), a bad escape, or a value
+/// that is not a repository name.
+fn mount_source(query: &str) -> Result<Option<String>, ()> {
+    if query.contains(';') {
+        return Err(());
+    }
+    let mut from = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(k).ok_or(())? != "from" {
+            continue;
+        }
+        if from.is_some() {
+            return Err(());
+        }
+        let name = form_decode(v).ok_or(())?;
+        if !repository_name(&name) {
+            return Err(());
+        }
+        from = Some(name);
+    }
+    Ok(from)
+}
+
+/// Percent-decoding with `+` as a space; `None` for a bad escape or bytes that are not
+/// UTF-8.
+fn form_decode(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |x: u8| (x as char).to_digit(16);
+                let (hi, lo) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A repository name as the distribution spec writes it: components of `[a-z0-9]+` joined
 /// by `.`, `_`, `__` or a run of `-`, separated by `/`, at most 255 characters.
-fn repository_name(name: &str) -> bool {
+pub fn repository_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name.split('/').all(name_component)
 }
 
@@ -133,4 +327,149 @@ fn digest(d: &str) -> bool {
         && encoded
             .bytes()
             .all(|x| x.is_ascii_alphanumeric() || b"=_-".contains(&x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn repo(name: &str, action: Action) -> Access {
+        Access::Repository {
+            name: name.into(),
+            action,
+            mount_from: None,
+        }
+    }
+
+    #[test]
+    fn every_request_of_the_api_is_read_as_distribution_routes_it() {
+        let cases: Vec<(&str, String, Access)> = vec![
+            ("GET", "/v2/".into(), Access::Base),
+            ("HEAD", "/v2/".into(), Access::Base),
+            ("POST", "/v2/".into(), Access::Unknown),
+            ("GET", "/v2/_catalog?n=10".into(), Access::Catalog),
+            ("GET", "/v2/a/b/tags/list".into(), repo("a/b", Action::Pull)),
+            (
+                "GET",
+                "/v2/a/manifests/latest".into(),
+                repo("a", Action::Pull),
+            ),
+            (
+                "HEAD",
+                format!("/v2/a/manifests/{D}"),
+                repo("a", Action::Pull),
+            ),
+            ("PUT", "/v2/a/manifests/v1".into(), repo("a", Action::Push)),
+            (
+                "DELETE",
+                format!("/v2/a/manifests/{D}"),
+                repo("a", Action::Delete),
+            ),
+            ("GET", format!("/v2/a/blobs/{D}"), repo("a", Action::Pull)),
+            (
+                "DELETE",
+                format!("/v2/a/blobs/{D}"),
+                repo("a", Action::Delete),
+            ),
+            ("PUT", format!("/v2/a/blobs/{D}"), Access::Unknown),
+            (
+                "POST",
+                "/v2/a/blobs/uploads/".into(),
+                repo("a", Action::Push),
+            ),
+            ("GET", "/v2/a/blobs/uploads/".into(), Access::Unknown),
+            (
+                "PATCH",
+                "/v2/a/blobs/uploads/3f-9c_1.x=".into(),
+                repo("a", Action::Push),
+            ),
+            (
+                "PUT",
+                format!("/v2/a/blobs/uploads/u1?digest={D}"),
+                repo("a", Action::Push),
+            ),
+            (
+                "GET",
+                "/v2/a/blobs/uploads/u1".into(),
+                repo("a", Action::Push),
+            ),
+            (
+                "DELETE",
+                "/v2/a/blobs/uploads/u1".into(),
+                repo("a", Action::Push),
+            ),
+            (
+                "GET",
+                format!("/v2/a/referrers/{D}"),
+                repo("a", Action::Pull),
+            ),
+            // A repository's name may hold the words of the routes.
+            (
+                "GET",
+                "/v2/a/blobs/uploads/b/manifests/latest".into(),
+                repo("a/blobs/uploads/b", Action::Pull),
+            ),
+            (
+                "GET",
+                format!("/v2/a/manifests/x/blobs/{D}"),
+                repo("a/manifests/x", Action::Pull),
+            ),
+            // Spellings the API does not use.
+            ("GET", "/v2/A/manifests/latest".into(), Access::Unknown),
+            ("GET", "/v2/a%2Fb/manifests/latest".into(), Access::Unknown),
+            ("GET", "/v2/a//b/manifests/latest".into(), Access::Unknown),
+            ("GET", "/v2/a/../b/manifests/latest".into(), Access::Unknown),
+            ("GET", "/v2/a/manifests/".into(), Access::Unknown),
+            ("GET", "/v2/a/manifests/a/b".into(), Access::Unknown),
+            ("GET", "/v2/a/blobs/uploads/u/1".into(), Access::Unknown),
+            ("get", "/v2/a/manifests/latest".into(), Access::Unknown),
+            ("OPTIONS", "/v2/a/manifests/latest".into(), Access::Unknown),
+            ("GET", "/v2".into(), Access::Unknown),
+            ("GET", "/v1/a/manifests/latest".into(), Access::Unknown),
+            ("GET", "/".into(), Access::Unknown),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(access(method, &path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_mount_names_its_source_as_go_reads_the_query() {
+        let mount = |query: &str| access("POST", &format!("/v2/a/blobs/uploads/?{query}"));
+        let from = |name: &str| Access::Repository {
+            name: "a".into(),
+            action: Action::Push,
+            mount_from: Some(name.into()),
+        };
+        assert_eq!(mount(&format!("mount={D}&from=b/c")), from("b/c"));
+        assert_eq!(mount(&format!("from=b%2Fc&mount={D}")), from("b/c"));
+        // The name of the parameter escaped: Go decodes names too.
+        assert_eq!(mount("fr%6Fm=secret"), from("secret"));
+        assert_eq!(mount("digest=x"), repo("a", Action::Push));
+        // Read two ways, or not a repository: refused.
+        for bad in [
+            "from=b&from=c",
+            "from=b;x=1",
+            "from=B",
+            "from=b%2",
+            "from=b%+f",
+            "from=b+c",
+            "from=%ff",
+            "from=",
+        ] {
+            assert_eq!(mount(bad), Access::Unknown, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_are_what_anonymous_read_opens() {
+        assert!(registry_read("/v2/_catalog"));
+        assert!(registry_read(&format!("/v2/a/blobs/{D}")));
+        assert!(registry_read("/v2/a/tags/list?n=1"));
+        assert!(!registry_read("/v2/"));
+        assert!(!registry_read("/v2/a/blobs/uploads/u1"));
+        assert!(!registry_read("/v2/a/blobs/uploads/"));
+    }
 }

@@ -40,8 +40,9 @@ use pingora_proxy::Session;
 
 use super::htpasswd::{parse_basic, HtpasswdFile};
 use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
+use super::watched::Watched;
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
-use berth_core::route::OpenAccess;
+use berth_core::route::{access, Access, Decision, Groups, OpenAccess, Rules};
 
 /// The basic-auth step of a route.
 #[derive(Debug)]
@@ -49,10 +50,39 @@ pub struct BasicAuth {
     file: Arc<HtpasswdFile>,
     realm: String,
     open: OpenAccess,
-    /// Registry tokens ([`super::registry_token`]), on for `auth.anonymous-read`: the
-    /// secret they are signed with.
+    /// Registry tokens ([`super::registry_token`]), on for `auth.anonymous-read` and rules
+    /// naming `anonymous`: the secret they are signed with.
     tokens: Option<[u8; 32]>,
+    /// Who may pull, push and delete which repository (`auth.repositories`).
+    rules: Option<RepositoryRules>,
 }
+
+/// A registry route's repository rules, with the groups file their `@group`s come from.
+#[derive(Debug)]
+pub struct RepositoryRules {
+    rules: Rules,
+    groups: Option<Arc<Watched<Groups>>>,
+}
+
+impl RepositoryRules {
+    /// `rules`, whose `@group`s are the groups of `groups` as it reads now.
+    pub fn new(rules: Rules, groups: Option<Arc<Watched<Groups>>>) -> RepositoryRules {
+        RepositoryRules { rules, groups }
+    }
+
+    /// What the rules decide about `access` by `user` (`None`: no credentials).
+    pub fn decide(&self, access: &Access, user: Option<&str>) -> Decision {
+        let loaded = self.groups.as_ref().map(|g| g.get());
+        let empty = Groups::default();
+        self.rules
+            .decide(access, user, loaded.as_deref().unwrap_or(&empty))
+    }
+}
+
+/// This step's slot in [`RequestCtx::slots`]: the action the rules refused (`unknown` for a
+/// request that is not one of the registry API's).
+#[derive(Debug, Clone, Copy)]
+struct Denied(&'static str);
 
 /// Why an `Authorization` header is of no use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +91,8 @@ enum Unusable {
     Malformed,
     /// A registry token that is forged, changed, expired, for another host or user.
     InvalidToken,
+    /// A valid token whose user the repository rules refuse this request.
+    InsufficientScope,
 }
 
 /// What a request's `Authorization` header says.
@@ -69,8 +101,8 @@ enum Credentials {
     Nothing,
     /// A user, with the password to check.
     Basic(String, Vec<u8>),
-    /// A valid token of a user of the file.
-    Token,
+    /// A valid token of this user of the file.
+    Token(String),
     /// A header berth cannot use.
     Unusable(Unusable),
 }
@@ -78,20 +110,34 @@ enum Credentials {
 impl BasicAuth {
     /// Checks requests against `file`, naming `realm` in the challenge; requests `open` lets
     /// through pass without credentials (credentials they carry are checked all the same).
-    /// With [`OpenAccess::RegistryReads`], the route speaks the registry token flow too.
-    /// `token_secret` signs registry tokens when `open` is [`OpenAccess::RegistryReads`].
+    /// With `tokens` (the secret they are signed with), the route speaks the registry token
+    /// flow too.
     pub fn new(
         file: Arc<HtpasswdFile>,
         realm: &str,
         open: OpenAccess,
-        token_secret: [u8; 32],
+        tokens: Option<[u8; 32]>,
     ) -> BasicAuth {
         BasicAuth {
             file,
             realm: realm.to_string(),
-            tokens: (open == OpenAccess::RegistryReads).then_some(token_secret),
+            tokens,
+            rules: None,
             open,
         }
+    }
+
+    /// Judges registry requests by `rules` (a route without them lets every user do
+    /// everything).
+    pub fn with_rules(mut self, rules: Option<RepositoryRules>) -> BasicAuth {
+        self.rules = rules;
+        self
+    }
+
+    /// The action the repository rules refused this request, if they did (for
+    /// `berth_registry_denied_total`).
+    pub fn denied(ctx: &RequestCtx) -> Option<&'static str> {
+        ctx.slots.get::<Denied>().map(|d| d.0)
     }
 
     /// The key tokens are signed with now (it changes with the file).
@@ -103,10 +149,10 @@ impl BasicAuth {
     /// realm of the token endpoint on the host the client asked for.
     fn unauthorized(&self, session: &Session, ctx: &RequestCtx, why: Option<Unusable>) -> Reply {
         let challenge = if self.tokens.is_some() {
-            let error = if why == Some(Unusable::InvalidToken) {
-                ",error=\"invalid_token\""
-            } else {
-                ""
+            let error = match why {
+                Some(Unusable::InvalidToken) => ",error=\"invalid_token\"",
+                Some(Unusable::InsufficientScope) => ",error=\"insufficient_scope\"",
+                _ => "",
             };
             // Behind a trusted proxy that terminates TLS, the client's scheme is the proxy's
             // word: an http:// realm would have clients send passwords in the clear.
@@ -147,7 +193,7 @@ impl BasicAuth {
                 return match registry_token::verify(&key, token, host, SystemTime::now()) {
                     Some(Bearer::Anonymous) => Credentials::Nothing,
                     Some(Bearer::User(user)) if self.file.users().hash_of(&user).is_some() => {
-                        Credentials::Token
+                        Credentials::Token(user)
                     }
                     _ => Credentials::Unusable(Unusable::InvalidToken),
                 };
@@ -190,7 +236,7 @@ impl BasicAuth {
                 }
                 Some(user)
             }
-            Credentials::Token | Credentials::Unusable(_) => return self.token_refused(),
+            Credentials::Token(_) | Credentials::Unusable(_) => return self.token_refused(),
         };
         let Some(secret) = &self.tokens else {
             return self.token_refused();
@@ -255,35 +301,89 @@ impl Plugin for BasicAuth {
         }
         let credentials =
             self.credentials(head.headers.get(http::header::AUTHORIZATION), &ctx.host);
-        match credentials {
-            Credentials::Nothing => {
-                let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-                if self.open.lets_through(head.method.as_str(), target) {
-                    return Ok(Flow::Continue);
-                }
-                Ok(Flow::Respond(self.unauthorized(session, ctx, None)))
-            }
+        let by_token = matches!(credentials, Credentials::Token(_));
+        let user = match credentials {
+            Credentials::Nothing => None,
             Credentials::Basic(user, password) => {
-                if self.file.verify(&user, &password).await {
-                    return Ok(Flow::Continue);
+                if !self.file.verify(&user, &password).await {
+                    tracing::info!(
+                        host = %ctx.host,
+                        user = %user.escape_debug(),
+                        client = %ctx.downstream.client,
+                        "basic auth: wrong user or password"
+                    );
+                    return Ok(Flow::Respond(self.unauthorized(session, ctx, None)));
                 }
-                tracing::info!(
-                    host = %ctx.host,
-                    user = %user.escape_debug(),
-                    client = %ctx.downstream.client,
-                    "basic auth: wrong user or password"
-                );
-                Ok(Flow::Respond(self.unauthorized(session, ctx, None)))
+                Some(user)
             }
-            Credentials::Token => Ok(Flow::Continue),
+            Credentials::Token(user) => Some(user),
             Credentials::Unusable(why) => {
                 let what = match why {
                     Unusable::Malformed => "malformed Authorization header",
-                    Unusable::InvalidToken => "invalid or expired registry token",
+                    Unusable::InvalidToken | Unusable::InsufficientScope => {
+                        "invalid or expired registry token"
+                    }
                 };
                 tracing::info!(host = %ctx.host, client = %ctx.downstream.client, "basic auth: {what}");
-                Ok(Flow::Respond(self.unauthorized(session, ctx, Some(why))))
+                return Ok(Flow::Respond(self.unauthorized(session, ctx, Some(why))));
             }
+        };
+        let head = session.req_header();
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let Some(rules) = &self.rules else {
+            return Ok(
+                if user.is_some() || self.open.lets_through(head.method.as_str(), target) {
+                    Flow::Continue
+                } else {
+                    Flow::Respond(self.unauthorized(session, ctx, None))
+                },
+            );
+        };
+        let access = access(head.method.as_str(), target);
+        let refused = match rules.decide(&access, user.as_deref()) {
+            Decision::Allow => return Ok(Flow::Continue),
+            // Without credentials, whatever the rules refuse is asked to log in.
+            _ if user.is_none() => return Ok(Flow::Respond(self.unauthorized(session, ctx, None))),
+            Decision::Deny(action) => action.as_str(),
+            Decision::Login | Decision::Unknown => "unknown",
+        };
+        let repository = match &access {
+            Access::Repository { name, .. } => name.as_str(),
+            Access::Catalog => "_catalog",
+            _ => "-",
+        };
+        tracing::info!(
+            host = %ctx.host,
+            user = %user.as_deref().unwrap_or_default().escape_debug(),
+            client = %ctx.downstream.client,
+            action = refused,
+            repository,
+            "registry: access denied"
+        );
+        ctx.slots.insert(Denied(refused));
+        // A token's holder is told its token does not reach (`insufficient_scope`, as the
+        // token specification says); the Docker CLI prints `denied: requested access to
+        // the resource is denied` for it. Basic credentials get the registry's 403.
+        let mut reply = denied();
+        if by_token {
+            let challenge = self.unauthorized(session, ctx, Some(Unusable::InsufficientScope));
+            reply.status = StatusCode::UNAUTHORIZED;
+            reply.headers.extend(challenge.headers);
         }
+        Ok(Flow::Respond(reply))
     }
+}
+
+/// The registry's refusal of an action (`403 DENIED`), which the Docker CLI prints as
+/// `denied: requested access to the resource is denied`.
+fn denied() -> Reply {
+    let mut reply = Reply::text(StatusCode::FORBIDDEN, "");
+    reply.body = Bytes::from_static(
+        br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+    );
+    reply.headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    reply
 }

@@ -15,14 +15,13 @@
 //! wrong password.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::SystemTime;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::watched::{Contents, Reload, Watched};
 use berth_core::sync::lock;
 
 /// Successful checks remembered per file; the set is emptied when it is full.
@@ -169,44 +168,23 @@ pub fn parse_basic(value: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((user, decoded[colon + 1..].to_vec()))
 }
 
-/// What identifies a version of a file on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-    device: u64,
-}
+impl Contents for Htpasswd {
+    const WHAT: &'static str = "htpasswd";
+    const ENTRIES: &'static str = "users";
 
-fn stamp(path: &Path) -> std::io::Result<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)?;
-    Ok(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-        device: meta.dev(),
-    })
-}
+    fn read(path: &Path) -> Result<Htpasswd, Vec<String>> {
+        read_htpasswd(path)
+    }
 
-/// What a (re)load of an htpasswd file did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
-    /// The file has not changed since the last look.
-    Unchanged,
-    /// New users are in effect.
-    Loaded(usize),
-    /// The file could not be used; the previous users stay. One message per problem.
-    Kept(Vec<String>),
+    fn entries(&self) -> usize {
+        self.len()
+    }
 }
 
 /// One htpasswd file, shared by every route that names it, with its live users.
 #[derive(Debug)]
 pub struct HtpasswdFile {
-    path: PathBuf,
-    users: ArcSwap<Htpasswd>,
-    /// The last look: `None` before the first, `Some(None)` when the file was missing.
-    seen: Mutex<Option<Option<Stamp>>>,
+    file: Watched<Htpasswd>,
     verified: Mutex<HashSet<[u8; 32]>>,
     bcrypt_checks: std::sync::atomic::AtomicU64,
 }
@@ -215,74 +193,36 @@ impl HtpasswdFile {
     /// Reads `path` now (logging any problem; an unusable file lets nobody in until it is
     /// fixed).
     pub fn open(path: &Path) -> HtpasswdFile {
-        let file = HtpasswdFile {
-            path: path.to_path_buf(),
-            users: ArcSwap::from_pointee(Htpasswd::default()),
-            seen: Mutex::new(None),
+        HtpasswdFile {
+            file: Watched::open(path),
             verified: Mutex::new(HashSet::new()),
             bcrypt_checks: std::sync::atomic::AtomicU64::new(0),
-        };
-        file.log(&file.reload());
-        file
+        }
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The users in effect.
     pub fn users(&self) -> Arc<Htpasswd> {
-        self.users.load_full()
+        self.file.get()
     }
 
-    /// Re-reads the file if it changed since the last look. Blocking file I/O: call it from
-    /// a background task.
+    /// Re-reads the file if it changed since the last look (forgetting the checks made
+    /// against the previous users). Blocking file I/O: call it from a background task.
     pub fn reload(&self) -> Reload {
-        let mut seen = lock(&self.seen);
-        let now = match stamp(&self.path) {
-            Ok(s) => s,
-            Err(e) => {
-                // Report a missing file once, not on every look.
-                return if seen.replace(None) == Some(None) {
-                    Reload::Unchanged
-                } else {
-                    Reload::Kept(vec![format!("cannot read: {e}")])
-                };
-            }
-        };
-        if *seen == Some(Some(now)) {
-            return Reload::Unchanged;
+        let outcome = self.file.reload();
+        if matches!(outcome, Reload::Loaded(_)) {
+            lock(&self.verified).clear();
         }
-        *seen = Some(Some(now));
-        match read_htpasswd(&self.path) {
-            Ok(users) => {
-                let n = users.len();
-                self.users.store(Arc::new(users));
-                lock(&self.verified).clear();
-                Reload::Loaded(n)
-            }
-            Err(errors) => Reload::Kept(errors),
-        }
+        outcome
     }
 
     /// Logs what a reload did.
     pub fn log(&self, outcome: &Reload) {
-        let path = self.path.display();
-        match outcome {
-            Reload::Unchanged => {}
-            Reload::Loaded(n) => tracing::info!(file = %path, users = n, "htpasswd loaded"),
-            Reload::Kept(errors) => {
-                for e in errors {
-                    tracing::error!(file = %path, "htpasswd {path}: {e}");
-                }
-                tracing::error!(
-                    file = %path,
-                    users = self.users.load().len(),
-                    "htpasswd {path} not used; the previous users stay in effect"
-                );
-            }
-        }
+        self.file.log(outcome);
     }
 
     /// How many bcrypt verifications this file has run (each costs the same: one hash of the
@@ -295,7 +235,7 @@ impl HtpasswdFile {
     /// Whether `user` with `password` was verified before and the file has not changed
     /// since: a lookup, never a bcrypt check.
     pub fn known(&self, user: &str, password: &[u8]) -> bool {
-        let users = self.users.load();
+        let users = self.file.get();
         users
             .hash_of(user)
             .is_some_and(|hash| lock(&self.verified).contains(&cache_key(user, password, hash)))
@@ -303,7 +243,7 @@ impl HtpasswdFile {
 
     /// Whether `user` with `password` is in the file. bcrypt runs on the blocking pool.
     pub async fn verify(&self, user: &str, password: &[u8]) -> bool {
-        let users = self.users.load_full();
+        let users = self.file.get();
         let known = users.hash_of(user).map(str::to_string);
         let Some(hash) = known
             .clone()
@@ -343,38 +283,6 @@ fn cache_key(user: &str, password: &[u8], hash: &str) -> [u8; 32] {
         h.update(part);
     }
     h.finalize().into()
-}
-
-/// Every htpasswd file the routes use, opened once per path. Routes hold the files; the
-/// registry only remembers them, so a file no route uses any more is forgotten.
-#[derive(Debug, Default)]
-pub struct AuthFiles {
-    files: Mutex<HashMap<PathBuf, Weak<HtpasswdFile>>>,
-}
-
-impl AuthFiles {
-    /// The file at `path`, opened (read) on first use.
-    pub fn get(&self, path: &Path) -> Arc<HtpasswdFile> {
-        let mut files = lock(&self.files);
-        if let Some(file) = files.get(path).and_then(Weak::upgrade) {
-            return file;
-        }
-        let file = Arc::new(HtpasswdFile::open(path));
-        files.insert(path.to_path_buf(), Arc::downgrade(&file));
-        file
-    }
-
-    /// Re-reads every file in use that changed, logging what happened. Blocking file I/O.
-    pub fn refresh(&self) {
-        let live: Vec<Arc<HtpasswdFile>> = {
-            let mut files = lock(&self.files);
-            files.retain(|_, f| f.strong_count() > 0);
-            files.values().filter_map(Weak::upgrade).collect()
-        };
-        for file in live {
-            file.log(&file.reload());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -525,16 +433,5 @@ mod tests {
         // Reported when opened, not again on every look.
         assert_eq!(file.reload(), Reload::Unchanged);
         assert!(!file.verify("alice", b"secret").await);
-    }
-
-    #[test]
-    fn files_are_shared_and_forgotten() {
-        let files = AuthFiles::default();
-        let a = files.get(Path::new("/nonexistent/a"));
-        let b = files.get(Path::new("/nonexistent/a"));
-        assert!(Arc::ptr_eq(&a, &b));
-        drop((a, b));
-        files.refresh();
-        assert!(lock(&files.files).is_empty());
     }
 }

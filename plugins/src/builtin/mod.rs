@@ -13,16 +13,17 @@ mod registry;
 pub mod registry_token;
 mod timeouts;
 mod upstream_tls;
+mod watched;
 
 pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
-pub use auth::BasicAuth;
+pub use auth::{BasicAuth, RepositoryRules};
 pub use body::{BodyLimit, BodyRate};
 pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
 pub use htpasswd::{
-    parse_basic, parse_htpasswd, read_htpasswd, AuthFiles, Htpasswd, HtpasswdFile, Reload,
-    HTPASSWD_LIMIT, VERIFIED_CACHE,
+    parse_basic, parse_htpasswd, read_htpasswd, Htpasswd, HtpasswdFile, HTPASSWD_LIMIT,
+    VERIFIED_CACHE,
 };
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
 pub use rate_limit::{ClientKey, RateLimiter};
@@ -31,3 +32,4 @@ pub use registry::{
 };
 pub use timeouts::Timeouts;
 pub use upstream_tls::UpstreamTlsOptions;
+pub use watched::{AuthFiles, Contents, Reload, Watched, GROUPS_LIMIT};

@@ -1,0 +1,228 @@
+//! Repository rules against a model written from docs/access.md: a registry request, built
+//! from its parts, is let through only when the first rule naming its repository and its
+//! user allows its action (a mount also needs `pull` where it mounts from; `GET /v2/` any
+//! user; the catalog only whoever may pull everything; anything else never), and the
+//! request read back from its method and path is the one that was built.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use berth_core::config::parse_config;
+use berth_core::route::{access, parse_groups, Access, Action, Decision};
+use libfuzzer_sys::fuzz_target;
+use regex::Regex;
+
+const REPOSITORIES: [&str; 8] = [
+    "team-a/app",
+    "team-a",
+    "team-ab/x",
+    "secret/x",
+    "public/base",
+    "a/manifests/b",
+    "bob/app",
+    "a.b/c__d/e-f",
+];
+const PATTERNS: [&str; 9] = [
+    "*",
+    "team-a/*",
+    "team-*",
+    "secret/*",
+    "public/*",
+    "team-a",
+    "*/app",
+    "*a*",
+    "a.b/*/e-f",
+];
+const WHO: [&str; 7] = ["alice", "bob", "admin", "@team-a", "@ops", "*", "anonymous"];
+const USERS: [&str; 3] = ["alice", "bob", "admin"];
+const ACTIONS: [&str; 3] = ["pull", "push", "delete"];
+const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"];
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[derive(Arbitrary, Debug)]
+struct RuleIn {
+    repositories: Vec<u8>,
+    users: Vec<u8>,
+    allow: Vec<u8>,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Base(u8),
+    Catalog(u8),
+    Tags(u8, u8),
+    Manifest(u8, u8, bool),
+    Blob(u8, u8),
+    UploadStart(u8, u8, Option<u8>),
+    UploadChunk(u8, u8),
+    Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    rules: Vec<RuleIn>,
+    bob_in_team_a: bool,
+    user: Option<u8>,
+    op: Op,
+}
+
+fn pick<'a>(pool: &[&'a str], i: u8) -> &'a str {
+    pool[i as usize % pool.len()]
+}
+
+/// What the docs say a request does: (repository, action, mount source), `None` for one
+/// the API does not take.
+type Expected = Option<(String, &'static str, Option<String>)>;
+
+fn build(op: &Op) -> (String, String, Expected) {
+    let repo = |i: &u8| pick(&REPOSITORIES, *i).to_string();
+    let method = |i: &u8| pick(&METHODS, *i).to_string();
+    let on = |r: String, a: &'static str| Some((r, a, None));
+    match op {
+        Op::Base(m) => (method(m), "/v2/".into(), None),
+        Op::Catalog(m) => (method(m), "/v2/_catalog".into(), None),
+        Op::Tags(m, r) => {
+            let e = matches!(method(m).as_str(), "GET" | "HEAD").then(|| (repo(r), "pull", None));
+            (method(m), format!("/v2/{}/tags/list", repo(r)), e)
+        }
+        Op::Manifest(m, r, by_digest) => {
+            let reference = if *by_digest { DIGEST } else { "v1" };
+            let e = match method(m).as_str() {
+                "GET" | "HEAD" => on(repo(r), "pull"),
+                "PUT" => on(repo(r), "push"),
+                "DELETE" => on(repo(r), "delete"),
+                _ => None,
+            };
+            (method(m), format!("/v2/{}/manifests/{reference}", repo(r)), e)
+        }
+        Op::Blob(m, r) => {
+            let e = match method(m).as_str() {
+                "GET" | "HEAD" => on(repo(r), "pull"),
+                "DELETE" => on(repo(r), "delete"),
+                _ => None,
+            };
+            (method(m), format!("/v2/{}/blobs/{DIGEST}", repo(r)), e)
+        }
+        Op::UploadStart(m, r, from) => {
+            let query = from.map_or(String::new(), |f| {
+                format!("?mount={DIGEST}&from={}", repo(&f).replace('/', "%2F"))
+            });
+            let e = (method(m) == "POST").then(|| (repo(r), "push", from.map(|f| repo(&f))));
+            (method(m), format!("/v2/{}/blobs/uploads/{query}", repo(r)), e)
+        }
+        Op::UploadChunk(m, r) => {
+            let e = match method(m).as_str() {
+                "GET" | "HEAD" | "PATCH" | "PUT" | "DELETE" => on(repo(r), "push"),
+                _ => None,
+            };
+            (method(m), format!("/v2/{}/blobs/uploads/7a1c-u", repo(r)), e)
+        }
+        Op::Other(path) => ("GET".into(), path.clone(), None),
+    }
+}
+
+struct Model {
+    rules: Vec<(Vec<Regex>, Vec<&'static str>, Vec<&'static str>)>,
+    team_a: Vec<&'static str>,
+}
+
+impl Model {
+    fn names(&self, who: &str, user: Option<&str>) -> bool {
+        match (who, user) {
+            ("anonymous", None) => true,
+            ("*", Some(_)) => true,
+            ("@team-a", Some(u)) => self.team_a.contains(&u),
+            ("@ops", Some(u)) => u == "admin",
+            (name, Some(u)) => name == u,
+            _ => false,
+        }
+    }
+
+    fn allows(&self, repository: &str, user: Option<&str>, action: &str) -> bool {
+        for (patterns, users, allow) in &self.rules {
+            if patterns.iter().any(|p| p.is_match(repository))
+                && users.iter().any(|w| self.names(w, user))
+            {
+                return allow.contains(&action);
+            }
+        }
+        false
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let mut toml = String::from(
+        "[listen]\nhttp = \"127.0.0.1:8080\"\n[[route]]\nhost = \"r.test\"\n\
+         upstreams = [\"127.0.0.1:1\"]\nprofile = \"registry\"\n\
+         auth.htpasswd = \"/h\"\nauth.groups = \"/g\"\nauth.repositories = [\n",
+    );
+    let mut model = Model {
+        rules: Vec::new(),
+        team_a: if input.bob_in_team_a { vec!["alice", "bob"] } else { vec!["alice"] },
+    };
+    for r in input.rules.iter().take(6) {
+        let repositories: Vec<&'static str> =
+            r.repositories.iter().take(3).map(|i| pick(&PATTERNS, *i)).collect();
+        let users: Vec<&'static str> = r.users.iter().take(3).map(|i| pick(&WHO, *i)).collect();
+        let allow: Vec<&'static str> = r.allow.iter().take(3).map(|i| pick(&ACTIONS, *i)).collect();
+        if repositories.is_empty() || users.is_empty() {
+            continue;
+        }
+        let regexes = repositories
+            .iter()
+            .map(|p| Regex::new(&format!("^{}$", regex::escape(p).replace(r"\*", ".*"))).expect("re"))
+            .collect();
+        model.rules.push((regexes, users.clone(), allow.clone()));
+        toml.push_str(&format!(
+            "{{ repositories = {repositories:?}, users = {users:?}, allow = {allow:?} }},\n"
+        ));
+    }
+    toml.push_str("]\n");
+    let config = parse_config(&toml).unwrap_or_else(|e| panic!("{toml}\n{e:?}"));
+    let rules = config.routes[0]
+        .auth
+        .as_ref()
+        .and_then(|a| a.repositories.clone())
+        .expect("rules");
+    let groups_text = if input.bob_in_team_a { "team-a: alice bob\nops: admin\n" } else { "team-a: alice\nops: admin\n" };
+    let groups = parse_groups(groups_text).expect("groups");
+    let user = input.user.map(|u| pick(&USERS, u));
+
+    let (method, path, expected) = build(&input.op);
+    let read = access(&method, &path);
+    let decision = rules.decide(&read, user, &groups);
+    match (&input.op, &expected) {
+        (_, Some((repository, action, from))) => {
+            assert_eq!(
+                read,
+                Access::Repository {
+                    name: repository.clone(),
+                    action: Action::parse(action).expect("action"),
+                    mount_from: from.clone(),
+                },
+                "{method} {path}"
+            );
+            let allowed = model.allows(repository, user, action)
+                && from.as_ref().is_none_or(|f| model.allows(f, user, "pull"));
+            assert_eq!(decision == Decision::Allow, allowed, "{input:?}");
+        }
+        (Op::Base(_), None) if matches!(method.as_str(), "GET" | "HEAD") => {
+            assert_eq!(decision == Decision::Allow, user.is_some());
+        }
+        (Op::Catalog(_), None) if matches!(method.as_str(), "GET" | "HEAD") => {
+            // Whoever sees every name may pull every repository.
+            if decision == Decision::Allow {
+                for r in REPOSITORIES {
+                    assert!(model.allows(r, user, "pull"), "{r} {input:?}");
+                }
+            }
+        }
+        (Op::Other(_), None) => {
+            // A path built freely is let through only as a request of the API, judged as
+            // one.
+            if decision == Decision::Allow {
+                assert_ne!(read, Access::Unknown);
+            }
+        }
+        _ => assert_ne!(decision, Decision::Allow, "{method} {path}"),
+    }
+});

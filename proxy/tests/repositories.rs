@@ -1,0 +1,344 @@
+//! Registry permissions per repository (`auth.repositories`, `auth.groups`): the real
+//! `berth` in front of Debian's `docker-registry` with no auth of its own, with skopeo, the
+//! Docker CLI and raw requests as alice (of team-a), bob, admin and nobody.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use berth_testkit::client::Request;
+use berth_testkit::oci::build_image;
+use berth_testkit::registry::{skopeo, Registry};
+use berth_testkit::BerthProcess;
+use common::{berth, call, config, route, scrape, value};
+
+const USERS: [(&str, &str); 3] = [
+    ("alice", "alice-pw"),
+    ("bob", "bob-pw"),
+    ("admin", "admin-pw"),
+];
+
+fn password(user: &str) -> &'static str {
+    USERS.iter().find(|(u, _)| *u == user).unwrap().1
+}
+
+fn basic(user: &str) -> String {
+    let raw = format!("{user}:{}", password(user));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// berth with the contract's rules, a refusal for `secret/*`, and anonymous pulls of
+/// `public/*`, in front of a registry without auth.
+fn registry_with_rules(dir: &Path) -> (Registry, BerthProcess) {
+    let registry =
+        Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
+    let htpasswd = dir.join("htpasswd");
+    for (i, (user, pw)) in USERS.iter().enumerate() {
+        let mut cmd = Command::new("htpasswd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-bB")
+            .arg(&htpasswd)
+            .args([user, pw])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let groups = dir.join("groups");
+    std::fs::write(&groups, "# teams\nteam-a: alice\n").unwrap();
+    let rules = format!(
+        "profile = \"registry\"\nauth.htpasswd = \"{}\"\nauth.groups = \"{}\"\n\
+         auth.repositories = [\n\
+           {{ repositories = [\"team-a/*\"], users = [\"@team-a\"], allow = [\"pull\", \"push\"] }},\n\
+           {{ repositories = [\"*\"], users = [\"admin\"], allow = [\"pull\", \"push\", \"delete\"] }},\n\
+           {{ repositories = [\"secret/*\"], users = [\"*\"], allow = [] }},\n\
+           {{ repositories = [\"public/*\"], users = [\"anonymous\"], allow = [\"pull\"] }},\n\
+           {{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"] }},\n\
+         ]",
+        htpasswd.display(),
+        groups.display()
+    );
+    let b = berth(
+        &config(&route("127.0.0.1", &[registry.addr], &rules))
+            .replace("[listen]\n", "[listen]\nmetrics = \"{admin}\"\n"),
+    );
+    (registry, b)
+}
+
+/// skopeo copies the OCI layout at `layout` to `repository:tag` as `user`.
+fn push(b: &BerthProcess, layout: &Path, user: &str, repository: &str) -> (bool, String) {
+    let creds = format!("{user}:{}", password(user));
+    let out = tokio::task::block_in_place(|| {
+        skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{}/{repository}:v1", b.http),
+        ])
+        .unwrap()
+    });
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// skopeo pulls `repository:v1` as `user` (`None`: without credentials) into `into`.
+fn pull(b: &BerthProcess, into: &Path, user: Option<&str>, repository: &str) -> bool {
+    let mut args = vec!["copy".to_string(), "--src-tls-verify=false".to_string()];
+    match user {
+        Some(user) => {
+            args.push("--src-creds".into());
+            args.push(format!("{user}:{}", password(user)));
+        }
+        None => args.push("--src-no-creds".into()),
+    }
+    args.push(format!("docker://{}/{repository}:v1", b.http));
+    args.push(format!("oci:{}:v1", into.display()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tokio::task::block_in_place(|| skopeo(&args).unwrap().status.success())
+}
+
+fn tags_in_storage(registry: &Registry, repository: &str) -> Vec<String> {
+    let dir = registry
+        .storage()
+        .join("docker/registry/v2/repositories")
+        .join(repository)
+        .join("_manifests/tags");
+    let mut tags: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::task::block_in_place(|| {
+        Command::new("docker")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("docker must be installed (scripts/test installs docker.io)")
+    });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_else() {
+    let work = tempfile::tempdir().unwrap();
+    let (registry, b) = registry_with_rules(work.path());
+    let layout = work.path().join("image");
+    let image = build_image(&layout, "v1", &[2 << 20, 1 << 20], 31).unwrap();
+    let layer = image.layer_digests[0].clone();
+
+    // admin pushes anywhere; alice, of team-a, to team-a's repositories.
+    for repository in ["public/base", "secret/x"] {
+        let (ok, said) = push(&b, &layout, "admin", repository);
+        assert!(ok, "admin push to {repository}: {said}\n{}", b.log());
+    }
+    let (ok, said) = push(&b, &layout, "alice", "team-a/app");
+    assert!(ok, "alice push: {said}\n{}", b.log());
+    // bob may pull team-a/app, not push to it or to a repository of his own: refused
+    // before a byte is stored.
+    let (ok, said) = push(&b, &layout, "bob", "team-a/other");
+    assert!(!ok, "bob pushed to team-a: {said}");
+    assert!(said.contains("denied"), "{said}");
+    assert_eq!(
+        tags_in_storage(&registry, "team-a/other"),
+        Vec::<String>::new()
+    );
+    let (ok, _) = push(&b, &layout, "bob", "bob/app");
+    assert!(!ok, "bob pushed to bob/app");
+    assert_eq!(tags_in_storage(&registry, "bob/app"), Vec::<String>::new());
+    assert!(pull(
+        &b,
+        &work.path().join("bob-pull"),
+        Some("bob"),
+        "team-a/app"
+    ));
+    // secret/* is refused to everyone but admin (whose rule comes first).
+    assert!(!pull(
+        &b,
+        &work.path().join("bob-secret"),
+        Some("bob"),
+        "secret/x"
+    ));
+    assert!(pull(
+        &b,
+        &work.path().join("admin-secret"),
+        Some("admin"),
+        "secret/x"
+    ));
+    // Without credentials: public/* only.
+    assert!(pull(
+        &b,
+        &work.path().join("anon-public"),
+        None,
+        "public/base"
+    ));
+    assert!(!pull(
+        &b,
+        &work.path().join("anon-team"),
+        None,
+        "team-a/app"
+    ));
+
+    // A cross-repository mount needs pull on where it mounts from: alice may push to
+    // team-a/app and pull public/base, but not secret/x, which holds the same layer.
+    let mount = |from: &str| {
+        Request::new(
+            "POST",
+            "127.0.0.1",
+            &format!(
+                "/v2/team-a/app/blobs/uploads/?mount={layer}&from={}",
+                from.replace('/', "%2F")
+            ),
+        )
+        .header("Authorization", &basic("alice"))
+    };
+    let r = call(&b, &mount("secret/x")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("\"DENIED\""), "{}", r.text());
+    let r = call(&b, &mount("public/base")).await;
+    assert_eq!(r.status, 201, "the registry mounts it: {}", r.text());
+
+    // Deleting a manifest: admin's right, not alice's.
+    let manifest = format!("/v2/team-a/app/manifests/{}", image.manifest_digest);
+    let delete = |user: &str| {
+        Request::new("DELETE", "127.0.0.1", &manifest).header("Authorization", &basic(user))
+    };
+    let r = call(&b, &delete("alice")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = call(&b, &delete("admin")).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // The catalog lists every repository: bob may not pull secret/*, so he does not see it.
+    let catalog = |user: &str| {
+        Request::get("127.0.0.1", "/v2/_catalog").header("Authorization", &basic(user))
+    };
+    assert_eq!(call(&b, &catalog("bob")).await.status, 403);
+    let r = call(&b, &catalog("admin")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("secret/x"), "{}", r.text());
+
+    // A user the rules do not know of gets what `*` gets; a request outside the API, none.
+    let r = call(
+        &b,
+        &Request::get("127.0.0.1", "/debug/vars").header("Authorization", &basic("bob")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // Refusals are counted by action.
+    let m = scrape(&b).await;
+    let denied = |action: &str| {
+        value(
+            &m,
+            &format!("berth_registry_denied_total{{action=\"{action}\",host=\"127.0.0.1\"}}"),
+        )
+    };
+    assert!(denied("push") >= 2.0, "{m:?}");
+    assert_eq!(denied("delete"), 1.0);
+    assert!(
+        denied("pull") >= 3.0,
+        "bob's secret pull, alice's mount, bob's catalog"
+    );
+    assert_eq!(denied("unknown"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_cli_is_denied_a_push_the_rules_do_not_grant() {
+    let _daemon = berth_testkit::docker::shared().await;
+    let work = tempfile::tempdir().unwrap();
+    let (_registry, b) = registry_with_rules(work.path());
+    let layout = work.path().join("image");
+    build_image(&layout, "v1", &[1 << 20], 32).unwrap();
+    let (ok, said) = push(&b, &layout, "alice", "team-a/app");
+    assert!(ok, "{said}");
+    let authority = b.http.to_string();
+    let cli = work.path().join("docker-config");
+    std::fs::create_dir_all(&cli).unwrap();
+    let image = format!("{authority}/team-a/app:v1");
+
+    // Anonymous pulls of public/* only (the rules name anonymous, so berth speaks the
+    // token flow the Docker CLI needs to pull without a login).
+    let (ok, said) = docker_cli(&cli, &["pull", &image]);
+    assert!(!ok, "anonymous pull of team-a/app: {said}");
+    // bob logs in, pulls team-a/app, and is denied a push to it.
+    let (ok, said) = docker_cli(
+        &cli,
+        &["login", "-u", "bob", "-p", password("bob"), &authority],
+    );
+    assert!(ok, "{said}\n{}", b.log());
+    let (ok, said) = docker_cli(&cli, &["pull", &image]);
+    assert!(ok, "bob's pull: {said}\n{}", b.log());
+    let other = format!("{authority}/team-a/app:bob");
+    docker_cli(&cli, &["tag", &image, &other]);
+    let (ok, said) = docker_cli(&cli, &["push", &other]);
+    assert!(!ok, "bob pushed: {said}");
+    assert!(
+        said.contains("denied: requested access to the resource is denied"),
+        "{said}\n{}",
+        b.log()
+    );
+    // alice may.
+    let (ok, said) = docker_cli(
+        &cli,
+        &["login", "-u", "alice", "-p", password("alice"), &authority],
+    );
+    assert!(ok, "{said}");
+    let (ok, said) = docker_cli(&cli, &["push", &other]);
+    assert!(ok, "alice's push: {said}\n{}", b.log());
+    for i in [&image, &other] {
+        docker_cli(&cli, &["rmi", i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_groups_file_changes_who_may_push() {
+    let work = tempfile::tempdir().unwrap();
+    let (_registry, b) = registry_with_rules(work.path());
+    let upload = |user: &str| {
+        Request::new("POST", "127.0.0.1", "/v2/team-a/app/blobs/uploads/")
+            .header("Authorization", &basic(user))
+    };
+    assert_eq!(call(&b, &upload("bob")).await.status, 403);
+    assert_eq!(call(&b, &upload("alice")).await.status, 202);
+    std::fs::write(work.path().join("groups"), "team-a: bob\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(&b, &upload("bob")).await.status != 202 {
+        assert!(std::time::Instant::now() < deadline, "{}", b.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(call(&b, &upload("alice")).await.status, 403);
+    // A bad groups file keeps the groups in effect.
+    std::fs::write(work.path().join("groups"), "team-a bob\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b.log().contains("groups") || !b.log().contains("not used") {
+        assert!(std::time::Instant::now() < deadline, "{}", b.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(call(&b, &upload("bob")).await.status, 202);
+}
