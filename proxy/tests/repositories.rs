@@ -14,7 +14,7 @@ use berth_testkit::client::Request;
 use berth_testkit::oci::build_image;
 use berth_testkit::registry::{skopeo, Registry};
 use berth_testkit::BerthProcess;
-use common::{berth, call, config, route, scrape, value};
+use common::{berth, call, config, route, value, wait_for};
 
 const USERS: [(&str, &str); 3] = [
     ("alice", "alice-pw"),
@@ -251,8 +251,13 @@ async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_els
     .await;
     assert_eq!(r.status, 403);
 
-    // Refusals are counted by action.
-    let m = scrape(&b).await;
+    // Refusals are counted by action (when each request has ended: the last one first).
+    let m = wait_for(
+        &b,
+        "berth_registry_denied_total{action=\"unknown\",host=\"127.0.0.1\"}",
+        1.0,
+    )
+    .await;
     let denied = |action: &str| {
         value(
             &m,
