@@ -4,7 +4,7 @@
 use berth_core::config::Config;
 
 /// Checks the files the configuration names that berth reads at run time (htpasswd files,
-/// token secrets),
+/// groups files, token secrets),
 /// for `berth check`: one line per problem, with the route's key path.
 pub fn check_files(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
@@ -14,6 +14,15 @@ pub fn check_files(config: &Config) -> Vec<String> {
         if let Err(errors) = berth_plugins::builtin::read_htpasswd(&auth.htpasswd) {
             for e in errors {
                 problems.push(format!("route[{i}].auth.htpasswd: {path}: {e}"));
+            }
+        }
+        if let Some(groups) = &auth.groups {
+            if let Err(errors) =
+                <berth_core::route::Groups as berth_plugins::builtin::Contents>::read(groups)
+            {
+                for e in errors {
+                    problems.push(format!("route[{i}].auth.groups: {}: {e}", groups.display()));
+                }
             }
         }
         if let Some(secret) = &auth.token_secret_file {

@@ -10,11 +10,13 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
-use berth_testkit::client::Request;
+use berth_testkit::client::{Body, Request};
 use berth_testkit::oci::build_image;
 use berth_testkit::registry::{skopeo, Registry};
 use berth_testkit::BerthProcess;
 use common::{berth, call, config, route, value, wait_for};
+
+const TEAMS: &str = "# teams\nteam-a: alice\n";
 
 const USERS: [(&str, &str); 3] = [
     ("alice", "alice-pw"),
@@ -35,8 +37,9 @@ fn basic(user: &str) -> String {
 }
 
 /// berth with the contract's rules, a refusal for `secret/*`, and anonymous pulls of
-/// `public/*`, in front of a registry without auth.
-fn registry_with_rules(dir: &Path) -> (Registry, BerthProcess) {
+/// `public/*`, in front of a registry without auth; the groups file holds `groups` (none
+/// at all with `None`).
+fn registry_with_rules(dir: &Path, groups: Option<&str>) -> (Registry, BerthProcess) {
     let registry =
         Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
     let htpasswd = dir.join("htpasswd");
@@ -53,8 +56,11 @@ fn registry_with_rules(dir: &Path) -> (Registry, BerthProcess) {
             .unwrap();
         assert!(out.status.success());
     }
-    let groups = dir.join("groups");
-    std::fs::write(&groups, "# teams\nteam-a: alice\n").unwrap();
+    let groups_file = dir.join("groups");
+    if let Some(text) = groups {
+        std::fs::write(&groups_file, text).unwrap();
+    }
+    let groups = groups_file;
     let rules = format!(
         "profile = \"registry\"\nauth.htpasswd = \"{}\"\nauth.groups = \"{}\"\n\
          auth.repositories = [\n\
@@ -148,7 +154,7 @@ fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_else() {
     let work = tempfile::tempdir().unwrap();
-    let (registry, b) = registry_with_rules(work.path());
+    let (registry, b) = registry_with_rules(work.path(), Some(TEAMS));
     let layout = work.path().join("image");
     let image = build_image(&layout, "v1", &[2 << 20, 1 << 20], 31).unwrap();
     let layer = image.layer_digests[0].clone();
@@ -169,8 +175,9 @@ async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_els
         tags_in_storage(&registry, "team-a/other"),
         Vec::<String>::new()
     );
-    let (ok, _) = push(&b, &layout, "bob", "bob/app");
+    let (ok, said) = push(&b, &layout, "bob", "bob/app");
     assert!(!ok, "bob pushed to bob/app");
+    assert!(said.contains("denied"), "{said}");
     assert_eq!(tags_in_storage(&registry, "bob/app"), Vec::<String>::new());
     assert!(pull(
         &b,
@@ -212,7 +219,7 @@ async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_els
             "POST",
             "127.0.0.1",
             &format!(
-                "/v2/team-a/app/blobs/uploads/?mount={layer}&from={}",
+                "/v2/team-a/mounted/blobs/uploads/?mount={layer}&from={}",
                 from.replace('/', "%2F")
             ),
         )
@@ -221,8 +228,62 @@ async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_els
     let r = call(&b, &mount("secret/x")).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("\"DENIED\""), "{}", r.text());
+    // The registry reads `mount` and `from` from a form body too, before the query: a form
+    // body is refused whatever the query says.
+    let urlencoded = Request::new(
+        "POST",
+        "127.0.0.1",
+        "/v2/team-a/mounted/blobs/uploads/?from=public%2Fbase",
+    )
+    .header("Authorization", &basic("alice"))
+    .header(
+        "Content-Type",
+        "Application/X-WWW-Form-Urlencoded; charset=utf-8",
+    )
+    .body(Body::Bytes(
+        format!("mount={layer}&from=secret/x").into_bytes(),
+    ));
+    let r = call(&b, &urlencoded).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let boundary = "b0undary";
+    let multipart = Request::new("POST", "127.0.0.1", "/v2/team-a/mounted/blobs/uploads/")
+        .header("Authorization", &basic("alice"))
+        .header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::Bytes(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"mount\"\r\n\r\n{layer}\r\n\
+                 --{boundary}\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\nsecret/x\r\n\
+                 --{boundary}--\r\n"
+            )
+            .into_bytes(),
+        ));
+    let r = call(&b, &multipart).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let blob = format!("/v2/team-a/mounted/blobs/{layer}");
+    let head = Request::new("HEAD", "127.0.0.1", &blob).header("Authorization", &basic("alice"));
+    assert_eq!(call(&b, &head).await.status, 404, "nothing was mounted");
     let r = call(&b, &mount("public/base")).await;
     assert_eq!(r.status, 201, "the registry mounts it: {}", r.text());
+    assert_eq!(call(&b, &head).await.status, 200);
+
+    // Other spellings of a repository bob may not read never reach the registry.
+    for target in [
+        "/v2/secret%2Fx/manifests/v1",
+        "/v2/secret//x/manifests/v1",
+        "/v2/public/../secret/x/manifests/v1",
+        "/v2/Secret/x/manifests/v1",
+        "http://127.0.0.1/v2/secret/x/manifests/v1",
+    ] {
+        let r = call(
+            &b,
+            &Request::get("127.0.0.1", target).header("Authorization", &basic("bob")),
+        )
+        .await;
+        assert!(matches!(r.status, 400 | 403), "{target}: {}", r.status);
+    }
 
     // Deleting a manifest: admin's right, not alice's.
     let manifest = format!("/v2/team-a/app/manifests/{}", image.manifest_digest);
@@ -255,7 +316,7 @@ async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_els
     let m = wait_for(
         &b,
         "berth_registry_denied_total{action=\"unknown\",host=\"127.0.0.1\"}",
-        1.0,
+        7.0,
     )
     .await;
     let denied = |action: &str| {
@@ -270,18 +331,23 @@ async fn each_user_pulls_pushes_and_deletes_what_the_rules_grant_and_nothing_els
         denied("pull") >= 3.0,
         "bob's secret pull, alice's mount, bob's catalog"
     );
-    assert_eq!(denied("unknown"), 1.0);
+    assert!(
+        denied("unknown") >= 3.0,
+        "the form bodies and the path outside the API"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docker_cli_is_denied_a_push_the_rules_do_not_grant() {
     let _daemon = berth_testkit::docker::shared().await;
     let work = tempfile::tempdir().unwrap();
-    let (_registry, b) = registry_with_rules(work.path());
+    let (_registry, b) = registry_with_rules(work.path(), Some(TEAMS));
     let layout = work.path().join("image");
     build_image(&layout, "v1", &[1 << 20], 32).unwrap();
-    let (ok, said) = push(&b, &layout, "alice", "team-a/app");
-    assert!(ok, "{said}");
+    for (user, repository) in [("alice", "team-a/app"), ("admin", "public/base")] {
+        let (ok, said) = push(&b, &layout, user, repository);
+        assert!(ok, "{said}");
+    }
     let authority = b.http.to_string();
     let cli = work.path().join("docker-config");
     std::fs::create_dir_all(&cli).unwrap();
@@ -289,6 +355,9 @@ async fn the_docker_cli_is_denied_a_push_the_rules_do_not_grant() {
 
     // Anonymous pulls of public/* only (the rules name anonymous, so berth speaks the
     // token flow the Docker CLI needs to pull without a login).
+    let public = format!("{authority}/public/base:v1");
+    let (ok, said) = docker_cli(&cli, &["pull", &public]);
+    assert!(ok, "anonymous pull of public/base: {said}\n{}", b.log());
     let (ok, said) = docker_cli(&cli, &["pull", &image]);
     assert!(!ok, "anonymous pull of team-a/app: {said}");
     // bob logs in, pulls team-a/app, and is denied a push to it.
@@ -316,7 +385,7 @@ async fn the_docker_cli_is_denied_a_push_the_rules_do_not_grant() {
     assert!(ok, "{said}");
     let (ok, said) = docker_cli(&cli, &["push", &other]);
     assert!(ok, "alice's push: {said}\n{}", b.log());
-    for i in [&image, &other] {
+    for i in [&image, &other, &public] {
         docker_cli(&cli, &["rmi", i]);
     }
 }
@@ -324,9 +393,9 @@ async fn the_docker_cli_is_denied_a_push_the_rules_do_not_grant() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_groups_file_changes_who_may_push() {
     let work = tempfile::tempdir().unwrap();
-    let (_registry, b) = registry_with_rules(work.path());
+    let (_registry, b) = registry_with_rules(work.path(), Some(TEAMS));
     let upload = |user: &str| {
-        Request::new("POST", "127.0.0.1", "/v2/team-a/app/blobs/uploads/")
+        Request::new("POST", "127.0.0.1", "/v2/team-a/mounted/blobs/uploads/")
             .header("Authorization", &basic(user))
     };
     assert_eq!(call(&b, &upload("bob")).await.status, 403);
@@ -346,4 +415,62 @@ async fn a_changed_groups_file_changes_who_may_push() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(call(&b, &upload("bob")).await.status, 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_holder_is_told_its_token_does_not_reach() {
+    let work = tempfile::tempdir().unwrap();
+    let (_registry, b) = registry_with_rules(work.path(), Some(TEAMS));
+    async fn token(b: &BerthProcess, user: &str) -> String {
+        let r = call(
+            b,
+            &Request::get(
+                "127.0.0.1",
+                "/v2/_berth/token?service=127.0.0.1&scope=repository:team-a/app:pull,push",
+            )
+            .header("Authorization", &basic(user)),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let json: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        json["token"].as_str().unwrap().to_string()
+    }
+    let upload = |token: &str| {
+        Request::new("POST", "127.0.0.1", "/v2/team-a/app/blobs/uploads/")
+            .header("Authorization", &format!("Bearer {token}"))
+    };
+    let r = call(&b, &upload(&token(&b, "bob").await)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let challenge = r.header("www-authenticate").unwrap_or_default().to_string();
+    assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(r.text().contains("\"DENIED\""), "{}", r.text());
+    let r = call(&b, &upload(&token(&b, "alice").await)).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_groups_file_never_read_lets_nothing_through_until_it_is() {
+    let work = tempfile::tempdir().unwrap();
+    let (_registry, b) = registry_with_rules(work.path(), None);
+    let upload = |user: &str| {
+        Request::new("POST", "127.0.0.1", "/v2/team-a/app/blobs/uploads/")
+            .header("Authorization", &basic(user))
+    };
+    let pull = Request::get("127.0.0.1", "/v2/public/base/tags/list")
+        .header("Authorization", &basic("bob"));
+    // A rule about a group must not stop matching because the group is unknown: nothing
+    // passes, not even what no group rule is about.
+    assert_eq!(call(&b, &upload("alice")).await.status, 403);
+    assert_eq!(call(&b, &pull).await.status, 403);
+    std::fs::write(work.path().join("groups"), TEAMS).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(&b, &upload("alice")).await.status != 202 {
+        assert!(std::time::Instant::now() < deadline, "{}", b.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(call(&b, &pull).await.status, 403);
 }

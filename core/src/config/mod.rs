@@ -978,6 +978,10 @@ upstreams = ["127.0.0.1:5000"]
                 format!("{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"], extra = 1 }}]\n"),
                 "unknown field `extra`",
             ),
+            (
+                format!("{registry}auth.anonymous-read = true\nauth.repositories = [{{ repositories = [\"secret/*\"], users = [\"*\"], allow = [] }}]\n"),
+                "route[0].auth.repositories[0]: refuses pulls to users, but auth.anonymous-read",
+            ),
         ] {
             let errs = errors_of(&format!("{base}{extra}"));
             assert!(errs.iter().any(|e| e.contains(error)), "{error}: {errs:?}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::{registry_read, Profile};
+use super::registry::{registry_read, Action, Profile};
 use super::repositories::{validate_rules, RawRule, Rule, Rules, Who};
 use crate::errors::Errors;
 use crate::files::FilePath;
@@ -461,6 +461,24 @@ impl RawAuth {
             return (None, groups);
         }
         if open == Some(&OpenAccess::RegistryReads) {
+            // A rule that refuses pulls to users, and not to requests without credentials,
+            // would be walked around by not logging in.
+            let mut walked_around = false;
+            for (i, rule) in rules.0.iter().enumerate() {
+                if !rule.allow.contains(&Action::Pull) && !rule.users.contains(&Who::Anonymous) {
+                    errors.push(
+                        format!("{}[{i}]", key("auth.repositories")),
+                        "refuses pulls to users, but auth.anonymous-read lets requests without \
+                         credentials pull every repository: name \"anonymous\" in this rule \
+                         too, or replace auth.anonymous-read with a rule naming anonymous for \
+                         what is public",
+                    );
+                    walked_around = true;
+                }
+            }
+            if walked_around {
+                return (None, groups);
+            }
             rules.0.push(Rule::anonymous_pulls());
         }
         (Some(Some(rules)), groups)

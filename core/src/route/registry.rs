@@ -201,14 +201,13 @@ fn registry_route(rest: &str) -> Option<(Route, &str)> {
     split("/referrers/", digest).map(|name| (Route::Referrers, name))
 }
 
-/// An upload's id as registries make them (a UUID, or an opaque token of URL-safe
-/// characters).
+/// An upload's id as distribution's route takes it: `[a-zA-Z0-9-_.=]+`.
 fn upload_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 512
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.=~".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b))
 }
 
 /// The `from` of an upload's query, read as Go's `url.ParseQuery` reads it (names and
@@ -424,6 +423,10 @@ mod tests {
             ("GET", "/v2/a/manifests/".into(), Access::Unknown),
             ("GET", "/v2/a/manifests/a/b".into(), Access::Unknown),
             ("GET", "/v2/a/blobs/uploads/u/1".into(), Access::Unknown),
+            ("GET", "/v2/a/blobs/uploads/u~1".into(), Access::Unknown),
+            // distribution starts an upload (a mount too) on POST to an upload's URL: never
+            // a push without its mount read.
+            ("POST", "/v2/a/blobs/uploads/u1".into(), Access::Unknown),
             ("get", "/v2/a/manifests/latest".into(), Access::Unknown),
             ("OPTIONS", "/v2/a/manifests/latest".into(), Access::Unknown),
             ("GET", "/v2".into(), Access::Unknown),

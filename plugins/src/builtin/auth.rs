@@ -70,12 +70,19 @@ impl RepositoryRules {
         RepositoryRules { rules, groups }
     }
 
-    /// What the rules decide about `access` by `user` (`None`: no credentials).
+    /// What the rules decide about `access` by `user` (`None`: no credentials). While the
+    /// groups file was never readable, nothing is let through: a refusal naming a group
+    /// must not stop matching because its members are unknown.
     pub fn decide(&self, access: &Access, user: Option<&str>) -> Decision {
-        let loaded = self.groups.as_ref().map(|g| g.get());
-        let empty = Groups::default();
-        self.rules
-            .decide(access, user, loaded.as_deref().unwrap_or(&empty))
+        let empty = Arc::new(Groups::default());
+        let groups = match &self.groups {
+            None => empty,
+            Some(file) => match file.get_loaded() {
+                Some(groups) => groups,
+                None => return Decision::Unknown,
+            },
+        };
+        self.rules.decide(access, user, &groups)
     }
 }
 
@@ -339,7 +346,13 @@ impl Plugin for BasicAuth {
                 },
             );
         };
-        let access = access(head.method.as_str(), target);
+        // The registry reads a request's parameters (an upload's `mount` and `from`) from a
+        // form body too: a request with one is read two ways, and refused.
+        let access = if form_body(&head.headers) {
+            Access::Unknown
+        } else {
+            access(head.method.as_str(), target)
+        };
         let refused = match rules.decide(&access, user.as_deref()) {
             Decision::Allow => return Ok(Flow::Continue),
             // Without credentials, whatever the rules refuse is asked to log in.
@@ -372,6 +385,22 @@ impl Plugin for BasicAuth {
         }
         Ok(Flow::Respond(reply))
     }
+}
+
+/// Whether a `Content-Type` of the request is a form (`application/x-www-form-urlencoded`
+/// or `multipart/form-data`, in any case, with any parameters), whose fields Go's
+/// `FormValue` reads before the query's.
+fn form_body(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
+        let media = v
+            .as_bytes()
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default();
+        let media = media.trim_ascii();
+        media.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+            || media.eq_ignore_ascii_case(b"multipart/form-data")
+    })
 }
 
 /// The registry's refusal of an action (`403 DENIED`), which the Docker CLI prints as

@@ -145,6 +145,8 @@ pub enum Reload {
 pub struct Watched<T> {
     path: PathBuf,
     value: ArcSwap<T>,
+    /// Whether a version of the file was ever read.
+    loaded: std::sync::atomic::AtomicBool,
     /// The last look: `None` before the first, `Some(None)` when the file was missing.
     seen: Mutex<Option<Option<Stamp>>>,
 }
@@ -155,6 +157,7 @@ impl<T: Contents> Watched<T> {
         let file = Watched {
             path: path.to_path_buf(),
             value: ArcSwap::from_pointee(T::default()),
+            loaded: std::sync::atomic::AtomicBool::new(false),
             seen: Mutex::new(None),
         };
         file.log(&file.reload());
@@ -169,6 +172,15 @@ impl<T: Contents> Watched<T> {
     /// The contents in effect.
     pub fn get(&self) -> Arc<T> {
         self.value.load_full()
+    }
+
+    /// The contents in effect, or `None` while no version of the file was ever read (for
+    /// what must fail closed: a rule about a group must not stop matching because its file
+    /// was never there).
+    pub fn get_loaded(&self) -> Option<Arc<T>> {
+        self.loaded
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| self.value.load_full())
     }
 
     /// Re-reads the file if it changed since the last look. Blocking file I/O: call it from
@@ -194,6 +206,8 @@ impl<T: Contents> Watched<T> {
             Ok(value) => {
                 let n = value.entries();
                 self.value.store(Arc::new(value));
+                self.loaded
+                    .store(true, std::sync::atomic::Ordering::Release);
                 Reload::Loaded(n)
             }
             Err(errors) => Reload::Kept(errors),
