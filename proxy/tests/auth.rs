@@ -15,7 +15,7 @@ use berth_testkit::client::{Body, Request};
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{skopeo, Registry, PASSWORD, USER};
 use berth_testkit::{BerthProcess, Origin};
-use common::{berth, call, config, route};
+use common::{berth, call, config, docker_cli, route};
 
 fn htpasswd(file: &Path, user: &str, password: &str) {
     let mut cmd = Command::new("htpasswd");
@@ -498,23 +498,6 @@ async fn auth_methods_open_the_methods_not_listed_and_fail_closed() {
 }
 
 /// `docker` with its own (empty) client config, so no login of the machine is used.
-fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = tokio::task::block_in_place(|| {
-        Command::new("docker")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("docker must be installed (scripts/test installs docker.io)")
-    });
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docker_cli_pulls_anonymously_and_pushes_after_login() {

@@ -14,7 +14,7 @@ use berth_testkit::client::{Body, Request};
 use berth_testkit::oci::build_image;
 use berth_testkit::registry::{skopeo, Registry};
 use berth_testkit::BerthProcess;
-use common::{berth, call, config, route, value, wait_for};
+use common::{berth, call, config, docker_cli, route, value, wait_for};
 
 const TEAMS: &str = "# teams\nteam-a: alice\n";
 
@@ -131,24 +131,6 @@ fn tags_in_storage(registry: &Registry, repository: &str) -> Vec<String> {
         .unwrap_or_default();
     tags.sort();
     tags
-}
-
-fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = tokio::task::block_in_place(|| {
-        Command::new("docker")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("docker must be installed (scripts/test installs docker.io)")
-    });
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -110,3 +110,23 @@ pub(crate) async fn wait_for(b: &BerthProcess, key: &str, want: f64) -> HashMap<
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs the Docker CLI with its config in `config` (a login of its own); whether it
+/// succeeded, and what it said on both outputs.
+pub(crate) fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("docker")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("docker must be installed (scripts/test installs docker.io)")
+    });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
