@@ -42,12 +42,13 @@ impl AuthSpec {
     /// Whether the route speaks the registry token flow, so that the Docker CLI pulls
     /// without a login: with `auth.anonymous-read`, or rules that name `anonymous`.
     pub fn tokens(&self) -> bool {
-        self.open == OpenAccess::RegistryReads
-            || self
-                .repositories
-                .as_ref()
-                .is_some_and(Rules::names_anonymous)
+        speaks_tokens(&self.open, self.repositories.as_ref())
     }
+}
+
+/// Whether a route with `open` and `rules` speaks the token flow ([`AuthSpec::tokens`]).
+fn speaks_tokens(open: &OpenAccess, rules: Option<&Rules>) -> bool {
+    *open == OpenAccess::RegistryReads || rules.is_some_and(Rules::names_anonymous)
 }
 
 /// Forward auth for a route (`auth.forward`, `auth.forward-headers`, `auth.forward-cache`):
@@ -356,10 +357,10 @@ impl RawAuth {
             (None, _) => Some(OpenAccess::Nothing),
         };
         let (repositories, groups) = self.validate_rules(open.as_ref(), key, errors);
-        let tokens = open.as_ref() == Some(&OpenAccess::RegistryReads)
-            || repositories
-                .as_ref()
-                .is_some_and(|r| r.as_ref().is_some_and(Rules::names_anonymous));
+        let tokens = speaks_tokens(
+            open.as_ref().unwrap_or(&OpenAccess::Nothing),
+            repositories.as_ref().and_then(Option::as_ref),
+        );
         let token_secret_file = match self.token_secret_file.as_deref().map(str::trim) {
             None => Some(None),
             Some(_) if !tokens => {

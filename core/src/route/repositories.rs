@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use super::registry::{repository_name, Access, Action};
 use crate::errors::Errors;
+use crate::logging::shown;
+
+/// The longest value an error message quotes.
+const MAX_SHOWN: usize = 128;
 
 /// Who a rule names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,7 +54,7 @@ impl Who {
                     } else {
                         Err(format!(
                             "\"{}\" is not a group: write @ and a name of letters, digits, `.`, `_` or `-`",
-                            text.escape_debug()
+                            shown(text, MAX_SHOWN)
                         ))
                     };
                 }
@@ -58,7 +62,7 @@ impl Who {
                     return Err(format!(
                         "\"{}\": client-certificate identities need client-ca, which berth does not \
                          verify yet",
-                        text.escape_debug()
+                        shown(text, MAX_SHOWN)
                     ));
                 }
                 if user_name(text) {
@@ -67,7 +71,7 @@ impl Who {
                     Err(format!(
                         "\"{}\" is not a user: a name as htpasswd writes it (no `:`, spaces or \
                          control characters), @group, \"*\" or \"anonymous\"",
-                        text.escape_debug()
+                        shown(text, MAX_SHOWN)
                     ))
                 }
             }
@@ -119,7 +123,7 @@ impl Pattern {
                 "\"{}\" is not a repository pattern: a repository name (lower-case letters, \
                  digits, `.`, `_`, `-`, components joined by `/`) in which `*` stands for any \
                  run of characters",
-                text.escape_debug()
+                shown(text, MAX_SHOWN)
             ));
         }
         Ok(Pattern(text.to_string()))
@@ -221,7 +225,7 @@ impl Groups {
 /// skipped; a group named twice has the members of both lines.
 ///
 /// # Errors
-/// One message per bad line, with its number.
+/// One message per bad line, with its number, never quoting the file.
 pub fn parse_groups(text: &str) -> Result<Groups, Vec<String>> {
     let mut groups: HashMap<String, HashSet<String>> = HashMap::new();
     let mut errors = Vec::new();
@@ -237,9 +241,8 @@ pub fn parse_groups(text: &str) -> Result<Groups, Vec<String>> {
         let group = group.trim();
         if !group_name(group) {
             errors.push(format!(
-                "line {}: \"{}\" is not a group name (letters, digits, `.`, `_`, `-`)",
-                i + 1,
-                group.escape_debug()
+                "line {}: not a group name (letters, digits, `.`, `_`, `-`)",
+                i + 1
             ));
             continue;
         }
@@ -249,9 +252,8 @@ pub fn parse_groups(text: &str) -> Result<Groups, Vec<String>> {
                 set.insert(member.to_string());
             } else {
                 errors.push(format!(
-                    "line {}: \"{}\" is not a user name",
-                    i + 1,
-                    member.escape_debug()
+                    "line {}: a member is not a user name (no `:` or control characters)",
+                    i + 1
                 ));
             }
         }
@@ -409,7 +411,7 @@ pub fn validate_rules(
                         at("allow"),
                         format!(
                             "unknown action \"{}\": expected pull, push or delete",
-                            a.escape_debug()
+                            shown(a, MAX_SHOWN)
                         ),
                     );
                     ok = false;

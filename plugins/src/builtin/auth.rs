@@ -42,7 +42,11 @@ use super::htpasswd::{parse_basic, HtpasswdFile};
 use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
 use super::watched::Watched;
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
+use berth_core::logging::shown;
 use berth_core::route::{access, Access, Decision, Groups, OpenAccess, Rules};
+
+/// The longest user name a log line shows (a client may send any length).
+const MAX_SHOWN_USER: usize = 128;
 
 /// The basic-auth step of a route.
 #[derive(Debug)]
@@ -74,15 +78,13 @@ impl RepositoryRules {
     /// groups file was never readable, nothing is let through: a refusal naming a group
     /// must not stop matching because its members are unknown.
     pub fn decide(&self, access: &Access, user: Option<&str>) -> Decision {
-        let empty = Arc::new(Groups::default());
-        let groups = match &self.groups {
-            None => empty,
+        match &self.groups {
+            None => self.rules.decide(access, user, &Groups::default()),
             Some(file) => match file.get_loaded() {
-                Some(groups) => groups,
-                None => return Decision::Unknown,
+                Some(groups) => self.rules.decide(access, user, &groups),
+                None => Decision::Unknown,
             },
-        };
-        self.rules.decide(access, user, &groups)
+        }
     }
 }
 
@@ -235,7 +237,7 @@ impl BasicAuth {
                 if !self.file.verify(&user, &password).await {
                     tracing::info!(
                         host = %ctx.host,
-                        user = %user.escape_debug(),
+                        user = %shown(&user, MAX_SHOWN_USER),
                         client = %ctx.downstream.client,
                         "registry token: wrong user or password"
                     );
@@ -315,7 +317,7 @@ impl Plugin for BasicAuth {
                 if !self.file.verify(&user, &password).await {
                     tracing::info!(
                         host = %ctx.host,
-                        user = %user.escape_debug(),
+                        user = %shown(&user, MAX_SHOWN_USER),
                         client = %ctx.downstream.client,
                         "basic auth: wrong user or password"
                     );
@@ -367,7 +369,7 @@ impl Plugin for BasicAuth {
         };
         tracing::info!(
             host = %ctx.host,
-            user = %user.as_deref().unwrap_or_default().escape_debug(),
+            user = %shown(user.as_deref().unwrap_or_default(), MAX_SHOWN_USER),
             client = %ctx.downstream.client,
             action = refused,
             repository,
