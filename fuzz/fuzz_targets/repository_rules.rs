@@ -2,12 +2,14 @@
 //! from its parts, is let through only when the first rule naming its repository and its
 //! user allows its action (a mount also needs `pull` where it mounts from; `GET /v2/` any
 //! user; the catalog only whoever may pull everything; anything else never), and the
-//! request read back from its method and path is the one that was built.
+//! request read back from its method and path is the one that was built. With a token, the
+//! request must also be one the token asked for and was granted (the intersection of what
+//! it asked and what the rules allow), as the Docker token specification says.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use berth_core::config::parse_config;
-use berth_core::route::{access, parse_groups, Access, Action, Decision};
+use berth_core::route::{access, parse_groups, Access, Action, Decision, Scopes};
 use libfuzzer_sys::fuzz_target;
 use regex::Regex;
 
@@ -58,12 +60,24 @@ enum Op {
 }
 
 #[derive(Arbitrary, Debug)]
+struct Token {
+    own: u8,
+    from: u8,
+    others: Vec<(u8, u8)>,
+    catalog: bool,
+}
+
+#[derive(Arbitrary, Debug)]
 struct Input {
     rules: Vec<RuleIn>,
     anonymous_read: bool,
     bob_in_team_a: bool,
     user: Option<u8>,
     op: Op,
+    /// The request carries a token that asked for actions (bits) on the request's
+    /// repository, on its mount source, on these other (repository, actions bits) and, with
+    /// `true`, the catalog.
+    token: Option<Token>,
 }
 
 fn pick<'a>(pool: &[&'a str], i: u8) -> &'a str {
@@ -205,7 +219,60 @@ fuzz_target!(|input: Input| {
 
     let (method, path, expected) = build(&input.op);
     let read = access(&method, &path);
-    let decision = rules.decide(&read, user, &groups);
+    let (own, source) = match &read {
+        Access::Repository { name, mount_from, .. } => (Some(name.clone()), mount_from.clone()),
+        _ => (None, None),
+    };
+    let mut decision = rules.decide(&read, user, &groups);
+    // A token: what it asked, as the token endpoint reads a query, granted where the rules
+    // allow; the request then needs both the token and the rules.
+    let mut in_token: Box<dyn Fn(&str, &str) -> bool> = Box::new(|_, _| true);
+    let mut catalog_in_token = true;
+    if let Some(token) = &input.token {
+        let mut query = String::from("service=r.test");
+        let mut wanted: Vec<(String, &str)> = Vec::new();
+        let asked = own
+            .iter()
+            .map(|r| (r.clone(), token.own))
+            .chain(source.iter().map(|r| (r.clone(), token.from)))
+            .chain(token.others.iter().take(4).map(|(r, bits)| (pick(&REPOSITORIES, *r).to_string(), *bits)));
+        for (repository, bits) in asked {
+            let actions: Vec<&str> =
+                (0..3).filter(|i| bits & (1 << i) != 0).map(|i| ACTIONS[i]).collect();
+            if actions.is_empty() {
+                continue;
+            }
+            query.push_str(&format!(
+                "&scope=repository%3A{}%3A{}",
+                repository.replace('/', "%2F"),
+                actions.join("%2C")
+            ));
+            wanted.extend(actions.iter().map(|a| (repository.clone(), *a)));
+        }
+        let catalog = &token.catalog;
+        if *catalog {
+            query.push_str("&scope=registry:catalog:*");
+        }
+        let granted = Scopes::asked(&query).grant(|name, action| {
+            let asked = match name {
+                Some(name) => Access::Repository {
+                    name: name.to_string(),
+                    action,
+                    mount_from: None,
+                },
+                None => Access::Catalog,
+            };
+            rules.decide(&asked, user, &groups) == Decision::Allow
+        });
+        if !granted.covers(&read) {
+            decision = Decision::Deny(Action::Pull);
+        }
+        let model = &model;
+        in_token = Box::new(move |r: &str, a: &str| {
+            wanted.iter().any(|(w, b)| w == r && *b == a) && model.allows(r, user, a)
+        });
+        catalog_in_token = *catalog;
+    }
     match (&input.op, &expected) {
         (_, Some((repository, action, from))) => {
             assert_eq!(
@@ -218,7 +285,9 @@ fuzz_target!(|input: Input| {
                 "{method} {path}"
             );
             let allowed = model.allows(repository, user, action)
-                && from.as_ref().is_none_or(|f| model.allows(f, user, "pull"));
+                && from.as_ref().is_none_or(|f| model.allows(f, user, "pull"))
+                && in_token(repository, action)
+                && from.as_ref().is_none_or(|f| in_token(f, "pull"));
             assert_eq!(decision == Decision::Allow, allowed, "{input:?}");
         }
         (Op::Base(_), None) if matches!(method.as_str(), "GET" | "HEAD") => {
@@ -239,6 +308,7 @@ fuzz_target!(|input: Input| {
                     }
                 }
             }
+            let expected = expected && catalog_in_token;
             assert_eq!(decision == Decision::Allow, expected, "{input:?}");
             // And then every repository is indeed theirs to pull.
             if expected {

@@ -663,11 +663,14 @@ async fn the_token_endpoint_hands_out_anonymous_and_user_tokens() {
         assert_eq!(r.status, 401, "{method} {target}");
     }
 
-    // A user's token: everything, as with the login itself.
+    // A user's token: what it asked for (everything the route lets a user do, here).
     let r = call(
         &b,
-        &Request::get(host, "/v2/_berth/token?account=x&service=127.0.0.1")
-            .header("Authorization", &basic(USER, PASSWORD)),
+        &Request::get(
+            host,
+            "/v2/_berth/token?account=x&service=127.0.0.1&scope=repository:berth/x:pull,push",
+        )
+        .header("Authorization", &basic(USER, PASSWORD)),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -676,6 +679,7 @@ async fn the_token_endpoint_hands_out_anonymous_and_user_tokens() {
     for (method, target, status) in [
         ("GET", "/v2/", 200),
         ("POST", "/v2/berth/x/blobs/uploads/", 202),
+        ("POST", "/v2/berth/y/blobs/uploads/", 401),
     ] {
         let r = call(
             &b,

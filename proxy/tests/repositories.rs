@@ -380,8 +380,17 @@ async fn a_changed_groups_file_changes_who_may_push() {
         Request::new("POST", "127.0.0.1", "/v2/team-a/mounted/blobs/uploads/")
             .header("Authorization", &basic(user))
     };
+    let with_token = |token: &str| {
+        Request::new("POST", "127.0.0.1", "/v2/team-a/mounted/blobs/uploads/")
+            .header("Authorization", &format!("Bearer {token}"))
+    };
+    const PUSH: &[&str] = &["repository:team-a/mounted:pull,push"];
     assert_eq!(call(&b, &upload("bob")).await.status, 403);
     assert_eq!(call(&b, &upload("alice")).await.status, 202);
+    // Tokens asked for before the change: each grants what the rules allowed then.
+    let bob_before = scoped_token(&b, Some("bob"), PUSH).await;
+    let alice_before = scoped_token(&b, Some("alice"), PUSH).await;
+    assert_eq!(call(&b, &with_token(&alice_before)).await.status, 202);
     std::fs::write(work.path().join("groups"), "team-a: bob\n").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while call(&b, &upload("bob")).await.status != 202 {
@@ -389,6 +398,11 @@ async fn a_changed_groups_file_changes_who_may_push() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(call(&b, &upload("alice")).await.status, 403);
+    // bob's old token was granted pull only; alice's is held to the rules as they are now.
+    assert_eq!(call(&b, &with_token(&bob_before)).await.status, 401);
+    assert_eq!(call(&b, &with_token(&alice_before)).await.status, 401);
+    let bob_after = scoped_token(&b, Some("bob"), PUSH).await;
+    assert_eq!(call(&b, &with_token(&bob_after)).await.status, 202);
     // A bad groups file keeps the groups in effect.
     std::fs::write(work.path().join("groups"), "team-a bob\n").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -432,6 +446,129 @@ async fn a_token_holder_is_told_its_token_does_not_reach() {
     assert!(r.text().contains("\"DENIED\""), "{}", r.text());
     let r = call(&b, &upload(&token(&b, "alice").await)).await;
     assert_eq!(r.status, 202, "{}", r.text());
+}
+
+/// A token from the token endpoint for `user` (`None`: without credentials) asking `scopes`
+/// (each a `scope` parameter).
+async fn scoped_token(b: &BerthProcess, user: Option<&str>, scopes: &[&str]) -> String {
+    let mut target = "/v2/_berth/token?service=127.0.0.1".to_string();
+    for scope in scopes {
+        target.push_str("&scope=");
+        target.push_str(scope);
+    }
+    let mut request = Request::get("127.0.0.1", &target);
+    if let Some(user) = user {
+        request = request.header("Authorization", &basic(user));
+    }
+    let r = call(b, &request).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let json: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    json["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_grants_what_was_asked_and_the_rules_allow_and_no_more() {
+    let work = tempfile::tempdir().unwrap();
+    let (_registry, b) = registry_with_rules(work.path(), Some(TEAMS));
+    let with = |method: &str, target: &str, token: &str| {
+        Request::new(method, "127.0.0.1", target)
+            .header("Authorization", &format!("Bearer {token}"))
+    };
+    let status = |r: &berth_testkit::client::Response| {
+        let scope = r
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains("insufficient_scope"));
+        (r.status, scope)
+    };
+    const UPLOAD: &str = "/v2/team-a/app/blobs/uploads/";
+
+    // alice asks for pull and push on team-a/app (granted), pull on secret/x (the rules
+    // refuse it) and the catalog (she may not pull everything).
+    let alice = scoped_token(
+        &b,
+        Some("alice"),
+        &[
+            "repository:team-a/app:pull,push",
+            "repository%3Asecret%2Fx%3Apull",
+            "registry:catalog:*",
+        ],
+    )
+    .await;
+    let r = call(&b, &with("POST", UPLOAD, &alice)).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    for target in [
+        "/v2/secret/x/tags/list",
+        // The rules let alice pull team-b/x; the token was not asked for it.
+        "/v2/team-b/x/tags/list",
+        "/v2/_catalog",
+        "/v2/team-a/app/blobs/uploads/?mount=sha256:00&from=public/base",
+    ] {
+        let method = if target.contains("mount") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let r = call(&b, &with(method, target, &alice)).await;
+        assert_eq!(status(&r), (401, true), "{target}: {}", r.text());
+    }
+    // GET /v2/ needs a user's token, whatever it names.
+    let r = call(&b, &with("GET", "/v2/", &alice)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A token asking pull only does not push, though the rules would let alice.
+    let pulls = scoped_token(&b, Some("alice"), &["repository:team-a/app:pull"]).await;
+    let r = call(&b, &with("POST", UPLOAD, &pulls)).await;
+    assert_eq!(status(&r), (401, true), "{}", r.text());
+    let r = call(&b, &with("GET", "/v2/team-a/app/tags/list", &pulls)).await;
+    assert_ne!(r.status, 401, "{}", r.text());
+
+    // A mount needs pull on its source in the token too.
+    let mount = "/v2/team-a/app/blobs/uploads/?mount=sha256:00&from=public/base";
+    let both = scoped_token(
+        &b,
+        Some("alice"),
+        &[
+            "repository:team-a/app:pull,push",
+            "repository:public/base:pull",
+        ],
+    )
+    .await;
+    let r = call(&b, &with("POST", mount, &both)).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // admin may read the catalog when the token says so.
+    let admin = scoped_token(&b, Some("admin"), &["registry:catalog:*"]).await;
+    let r = call(&b, &with("GET", "/v2/_catalog", &admin)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let admin = scoped_token(&b, Some("admin"), &["repository:public/base:*"]).await;
+    let r = call(&b, &with("GET", "/v2/_catalog", &admin)).await;
+    assert_eq!(status(&r), (401, true), "{}", r.text());
+    let r = call(&b, &with("DELETE", "/v2/public/base/manifests/sha256:0000000000000000000000000000000000000000000000000000000000000000", &admin)).await;
+    assert_ne!(r.status, 401, "{}", r.text());
+
+    // Without credentials: pull where a rule names anonymous, nothing else.
+    let anonymous = scoped_token(
+        &b,
+        None,
+        &[
+            "repository:public/base:pull,push",
+            "repository:team-a/app:pull",
+        ],
+    )
+    .await;
+    let r = call(&b, &with("GET", "/v2/public/base/tags/list", &anonymous)).await;
+    assert_ne!(r.status, 401, "{}", r.text());
+    for (method, target) in [
+        ("GET", "/v2/team-a/app/tags/list"),
+        ("POST", "/v2/public/base/blobs/uploads/"),
+    ] {
+        let r = call(&b, &with(method, target, &anonymous)).await;
+        assert_eq!(r.status, 401, "{target}: {}", r.text());
+    }
+    // Nothing asked, nothing granted.
+    let nothing = scoped_token(&b, Some("admin"), &[]).await;
+    let r = call(&b, &with("GET", "/v2/public/base/tags/list", &nothing)).await;
+    assert_eq!(status(&r), (401, true), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]

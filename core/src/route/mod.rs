@@ -15,6 +15,7 @@ mod host;
 mod rate_limit;
 mod registry;
 mod repositories;
+mod scopes;
 mod settings;
 mod upstream_tls;
 
@@ -35,6 +36,7 @@ pub use registry::{access, registry_read, repository_name, Access, Action, Profi
 pub use repositories::{
     parse_groups, validate_rules, Decision, Groups, Pattern, RawRule, Rule, Rules, Who,
 };
+pub use scopes::{Scopes, MAX_SCOPED_REPOSITORIES};
 pub use settings::{
     builtin_defaults, parse_byte_rate, parse_hsts, HttpsMode, RawSettings, RouteSettings,
     BODY_RATE_GRACE, DEFAULT_MIN_BODY_RATE,

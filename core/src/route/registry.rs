@@ -238,7 +238,7 @@ fn mount_source(query: &str) -> Result<Option<String>, ()> {
 
 /// Percent-decoding with `+` as a space; `None` for a bad escape or bytes that are not
 /// UTF-8.
-fn form_decode(text: &str) -> Option<String> {
+pub(super) fn form_decode(text: &str) -> Option<String> {
     let b = text.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -43,7 +43,7 @@ use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
 use super::watched::Watched;
 use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
 use berth_core::logging::shown;
-use berth_core::route::{access, Access, Decision, Groups, OpenAccess, Rules};
+use berth_core::route::{access, Access, Action, Decision, Groups, OpenAccess, Rules, Scopes};
 
 /// The longest user name a log line shows (a client may send any length).
 const MAX_SHOWN_USER: usize = 128;
@@ -110,8 +110,8 @@ enum Credentials {
     Nothing,
     /// A user, with the password to check.
     Basic(String, Vec<u8>),
-    /// A valid token of this user of the file.
-    Token(String),
+    /// A valid token: of this user of the file (`None`: anonymous), granting these scopes.
+    Token(Option<String>, Scopes),
     /// A header berth cannot use.
     Unusable(Unusable),
 }
@@ -200,9 +200,11 @@ impl BasicAuth {
             if let Some(token) = bearer_value(value.as_bytes()) {
                 let key = self.token_key(secret);
                 return match registry_token::verify(&key, token, host, SystemTime::now()) {
-                    Some(Bearer::Anonymous) => Credentials::Nothing,
-                    Some(Bearer::User(user)) if self.file.users().hash_of(&user).is_some() => {
-                        Credentials::Token(user)
+                    Some((Bearer::Anonymous, scopes)) => Credentials::Token(None, scopes),
+                    Some((Bearer::User(user), scopes))
+                        if self.file.users().hash_of(&user).is_some() =>
+                    {
+                        Credentials::Token(Some(user), scopes)
                     }
                     _ => Credentials::Unusable(Unusable::InvalidToken),
                 };
@@ -219,8 +221,30 @@ impl BasicAuth {
         }
     }
 
+    /// Whether `user` (`None`: no credentials) may do `action` on `repository` (`None`: read
+    /// the catalog), as the rules decide now; without rules, a user may do everything and
+    /// nobody else more than `auth.anonymous-read` opens.
+    fn may(&self, user: Option<&str>, repository: Option<&str>, action: Action) -> bool {
+        let access = match repository {
+            Some(name) => Access::Repository {
+                name: name.to_string(),
+                action,
+                mount_from: None,
+            },
+            None => Access::Catalog,
+        };
+        match &self.rules {
+            Some(rules) => rules.decide(&access, user) == Decision::Allow,
+            None => {
+                user.is_some() || (self.open == OpenAccess::RegistryReads && action == Action::Pull)
+            }
+        }
+    }
+
     /// The token endpoint: a token for the user of valid `Basic` credentials, an anonymous
-    /// one without credentials, 401 for wrong ones.
+    /// one without credentials, 401 for wrong ones. The token grants what the request's
+    /// `scope` parameters ask and the rules allow (the Docker token specification's
+    /// intersection); nothing it was not asked for.
     async fn token_endpoint(&self, session: &Session, ctx: &RequestCtx) -> Reply {
         let head = session.req_header();
         if head.method != http::Method::GET {
@@ -245,14 +269,17 @@ impl BasicAuth {
                 }
                 Some(user)
             }
-            Credentials::Token(_) | Credentials::Unusable(_) => return self.token_refused(),
+            Credentials::Token(..) | Credentials::Unusable(_) => return self.token_refused(),
         };
+        let asked = Scopes::asked(head.uri.query().unwrap_or_default());
+        let granted =
+            asked.grant(|repository, action| self.may(user.as_deref(), repository, action));
         let Some(secret) = &self.tokens else {
             return self.token_refused();
         };
         let now = SystemTime::now();
         let key = self.token_key(secret);
-        let token = registry_token::mint(&key, &ctx.host, user.as_deref(), now);
+        let token = registry_token::mint(&key, &ctx.host, user.as_deref(), &granted, now);
         let mut reply = Reply::text(StatusCode::OK, "");
         reply.body = Bytes::from(registry_token::token_json(&token, now));
         reply.headers.push((
@@ -310,9 +337,8 @@ impl Plugin for BasicAuth {
         }
         let credentials =
             self.credentials(head.headers.get(http::header::AUTHORIZATION), &ctx.host);
-        let by_token = matches!(credentials, Credentials::Token(_));
-        let user = match credentials {
-            Credentials::Nothing => None,
+        let (user, scopes) = match credentials {
+            Credentials::Nothing => (None, None),
             Credentials::Basic(user, password) => {
                 if !self.file.verify(&user, &password).await {
                     tracing::info!(
@@ -323,9 +349,9 @@ impl Plugin for BasicAuth {
                     );
                     return Ok(Flow::Respond(self.unauthorized(session, ctx, None)));
                 }
-                Some(user)
+                (Some(user), None)
             }
-            Credentials::Token(user) => Some(user),
+            Credentials::Token(user, scopes) => (user, Some(scopes)),
             Credentials::Unusable(why) => {
                 let what = match why {
                     Unusable::Malformed => "malformed Authorization header",
@@ -339,15 +365,14 @@ impl Plugin for BasicAuth {
         };
         let head = session.req_header();
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        let Some(rules) = &self.rules else {
-            return Ok(
-                if user.is_some() || self.open.lets_through(head.method.as_str(), target) {
-                    Flow::Continue
-                } else {
-                    Flow::Respond(self.unauthorized(session, ctx, None))
-                },
-            );
-        };
+        let open = self.open.lets_through(head.method.as_str(), target);
+        if self.rules.is_none() && scopes.is_none() {
+            return Ok(if user.is_some() || open {
+                Flow::Continue
+            } else {
+                Flow::Respond(self.unauthorized(session, ctx, None))
+            });
+        }
         // The registry reads a request's parameters (an upload's `mount` and `from`) from a
         // form body too: a request with one is read two ways, and refused.
         let access = if form_body(&head.headers) {
@@ -355,9 +380,20 @@ impl Plugin for BasicAuth {
         } else {
             access(head.method.as_str(), target)
         };
-        let refused = match rules.decide(&access, user.as_deref()) {
+        // A token reaches only what it grants; the rules, as they are now, decide as well
+        // (a token outlives no change of them).
+        let decision = if scopes.as_ref().is_some_and(|s| !s.covers(&access)) {
+            Decision::Deny(refused_action(&access))
+        } else {
+            match &self.rules {
+                Some(rules) => rules.decide(&access, user.as_deref()),
+                None if user.is_some() || open => Decision::Allow,
+                None => Decision::Login,
+            }
+        };
+        let refused = match decision {
             Decision::Allow => return Ok(Flow::Continue),
-            // Without credentials, whatever the rules refuse is asked to log in.
+            // Without a user, whatever is refused is asked to log in.
             _ if user.is_none() => return Ok(Flow::Respond(self.unauthorized(session, ctx, None))),
             Decision::Deny(action) => action.as_str(),
             Decision::Login | Decision::Unknown => "unknown",
@@ -380,12 +416,21 @@ impl Plugin for BasicAuth {
         // token specification says); the Docker CLI prints `denied: requested access to
         // the resource is denied` for it. Basic credentials get the registry's 403.
         let mut reply = denied();
-        if by_token {
+        if scopes.is_some() {
             let challenge = self.unauthorized(session, ctx, Some(Unusable::InsufficientScope));
             reply.status = StatusCode::UNAUTHORIZED;
             reply.headers.extend(challenge.headers);
         }
         Ok(Flow::Respond(reply))
+    }
+}
+
+/// The action a token that does not cover `access` lacks: the request's own, or `pull` for
+/// a mount's source or the catalog.
+fn refused_action(access: &Access) -> Action {
+    match access {
+        Access::Repository { action, .. } => *action,
+        _ => Action::Pull,
     }
 }
 

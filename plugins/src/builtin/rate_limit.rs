@@ -232,7 +232,7 @@ fn verified_user(
         let file = users.users();
         let key = registry_token::token_key(secret, file.entries_digest());
         return match registry_token::verify(&key, token, host, SystemTime::now()) {
-            Some(Bearer::User(user)) if file.hash_of(&user).is_some() => Some(user),
+            Some((Bearer::User(user), _)) if file.hash_of(&user).is_some() => Some(user),
             _ => None,
         };
     }
@@ -397,14 +397,26 @@ mod tests {
 
         // A registry token: its user on its own host, the address anywhere else.
         let signing = registry_token::token_key(&secret, users.users().entries_digest());
-        let token = registry_token::mint(&signing, "h.test", Some("alice"), SystemTime::now());
+        let token = registry_token::mint(
+            &signing,
+            "h.test",
+            Some("alice"),
+            &Default::default(),
+            SystemTime::now(),
+        );
         let bearer = format!("Bearer {token}");
         assert_eq!(
             key("h.test", bearer.as_bytes()),
             ClientKey::User("alice".into())
         );
         assert_eq!(key("other.test", bearer.as_bytes()), addr("192.0.2.9"));
-        let anonymous = registry_token::mint(&signing, "h.test", None, SystemTime::now());
+        let anonymous = registry_token::mint(
+            &signing,
+            "h.test",
+            None,
+            &Default::default(),
+            SystemTime::now(),
+        );
         assert_eq!(
             key("h.test", format!("Bearer {anonymous}").as_bytes()),
             addr("192.0.2.9")

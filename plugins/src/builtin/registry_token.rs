@@ -14,9 +14,12 @@
 //! without credentials it hands out an anonymous token, with valid `Basic` credentials (what
 //! `docker login` and a logged-in push send) a token for that user, and with wrong ones
 //! `401`. A request then carrying an anonymous token counts as one without credentials (it
-//! passes only where reads are open); a user's token counts as that user's login.
+//! passes only where reads are open); a user's token counts as that user's login. Either
+//! reaches only the scopes it was granted ([`Scopes`]: what the client asked, where the
+//! repository rules allow it).
 //!
-//! A token is `base64url(host NUL user NUL expiry) "." base64url(HMAC-SHA256)`, valid for
+//! A token is `base64url(host NUL user NUL expiry NUL scopes) "." base64url(HMAC-SHA256)`,
+//! valid for
 //! [`TOKEN_LIFETIME`]. The key is an HMAC of the htpasswd file's entries
 //! ([`super::Htpasswd::entries_digest`]) under a secret ([`secret_for`]): the contents of
 //! `auth.token-secret-file`, shared by every berth serving the route (the edges of a Swarm,
@@ -35,6 +38,8 @@ use base64::Engine;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
+
+use berth_core::route::Scopes;
 
 /// The realm's path on the route's host.
 pub const TOKEN_PATH: &str = "/v2/_berth/token";
@@ -111,14 +116,25 @@ pub fn token_key(secret: &[u8; 32], entries_digest: &[u8; 32]) -> [u8; 32] {
     key
 }
 
-/// Signs a token for `user` (`None`: anonymous) on `host`, valid from `now`.
-pub fn mint(key: &[u8; 32], host: &str, user: Option<&str>, now: SystemTime) -> String {
+/// Signs a token for `user` (`None`: anonymous) on `host`, granting `scopes`, valid from
+/// `now`.
+pub fn mint(
+    key: &[u8; 32],
+    host: &str,
+    user: Option<&str>,
+    scopes: &Scopes,
+    now: SystemTime,
+) -> String {
     // Rounded up, so a token lasts at least the lifetime the answer announces.
     let expiry = now
         .checked_add(TOKEN_LIFETIME)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-    let payload = format!("{host}\0{}\0{expiry}", user.unwrap_or(""));
+    let payload = format!(
+        "{host}\0{}\0{expiry}\0{}",
+        user.unwrap_or(""),
+        scopes.encode()
+    );
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), payload.as_bytes());
     format!(
         "{}.{}",
@@ -128,15 +144,21 @@ pub fn mint(key: &[u8; 32], host: &str, user: Option<&str>, now: SystemTime) -> 
 }
 
 /// Checks a token for `host` at `now`: its signature (in constant time), its host and its
-/// expiry. `None` for anything else.
-pub fn verify(key: &[u8; 32], token: &str, host: &str, now: SystemTime) -> Option<Bearer> {
+/// expiry. Who it was issued to and what it grants; `None` for anything else.
+pub fn verify(
+    key: &[u8; 32],
+    token: &str,
+    host: &str,
+    now: SystemTime,
+) -> Option<(Bearer, Scopes)> {
     let (payload, tag) = token.split_once('.')?;
     let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
     hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key), &payload, &tag).ok()?;
     let text = String::from_utf8(payload).ok()?;
     let mut parts = text.split('\0');
-    let (signed_host, user, expiry) = (parts.next()?, parts.next()?, parts.next()?);
+    let (signed_host, user, expiry, scopes) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || signed_host != host {
         return None;
     }
@@ -144,11 +166,12 @@ pub fn verify(key: &[u8; 32], token: &str, host: &str, now: SystemTime) -> Optio
     if now >= expiry {
         return None;
     }
-    Some(if user.is_empty() {
+    let bearer = if user.is_empty() {
         Bearer::Anonymous
     } else {
         Bearer::User(user.to_string())
-    })
+    };
+    Some((bearer, Scopes::decode(scopes)?))
 }
 
 /// The token endpoint's JSON answer (the fields Docker and containers/image read).
@@ -180,15 +203,16 @@ mod tests {
     #[test]
     fn tokens_name_their_host_user_and_expiry() {
         let now = SystemTime::now();
-        let alice = mint(&KEY, "reg.test", Some("alice"), now);
-        let anonymous = mint(&KEY, "reg.test", None, now);
+        let pushes = Scopes::asked("scope=repository:team-a/app:pull,push");
+        let alice = mint(&KEY, "reg.test", Some("alice"), &pushes, now);
+        let anonymous = mint(&KEY, "reg.test", None, &Scopes::default(), now);
         assert_eq!(
             verify(&KEY, &alice, "reg.test", now),
-            Some(Bearer::User("alice".into()))
+            Some((Bearer::User("alice".into()), pushes))
         );
         assert_eq!(
             verify(&KEY, &anonymous, "reg.test", now),
-            Some(Bearer::Anonymous)
+            Some((Bearer::Anonymous, Scopes::default()))
         );
         // Another host, another key, after expiry: refused.
         assert_eq!(verify(&KEY, &alice, "other.test", now), None);
@@ -196,11 +220,17 @@ mod tests {
         // At a whole second, the token is valid until exactly the lifetime has passed; at a
         // fraction of one, until the next whole second after it.
         let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let t = mint(&KEY, "reg.test", Some("alice"), start);
+        let t = mint(&KEY, "reg.test", Some("alice"), &Scopes::default(), start);
         let end = start + TOKEN_LIFETIME;
         assert!(verify(&KEY, &t, "reg.test", end - Duration::from_nanos(1)).is_some());
         assert_eq!(verify(&KEY, &t, "reg.test", end), None);
-        let t = mint(&KEY, "reg.test", None, start + Duration::from_millis(10));
+        let t = mint(
+            &KEY,
+            "reg.test",
+            None,
+            &Scopes::default(),
+            start + Duration::from_millis(10),
+        );
         assert!(verify(&KEY, &t, "reg.test", end + Duration::from_millis(999)).is_some());
         assert_eq!(
             verify(&KEY, &t, "reg.test", end + Duration::from_secs(1)),
@@ -211,13 +241,40 @@ mod tests {
     #[test]
     fn forged_and_mangled_tokens_are_refused() {
         let now = SystemTime::now();
-        let anonymous = mint(&KEY, "reg.test", None, now);
+        let pulls = Scopes::asked("scope=repository:app:pull");
+        let anonymous = mint(&KEY, "reg.test", None, &pulls, now);
         let (payload, tag) = anonymous.split_once('.').expect("two parts");
-        // The anonymous payload turned into alice's, with the anonymous signature.
+        // The anonymous payload turned into alice's, or given more scopes, with the
+        // anonymous signature.
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("utf8");
-        let forged = text.replace("\0\0", "\0alice\0");
-        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(forged));
-        assert_eq!(verify(&KEY, &forged, "reg.test", now), None);
+        assert!(text.ends_with("\0repository:app:pull"), "{text:?}");
+        for forged in [
+            text.replacen("\0\0", "\0alice\0", 1),
+            text.replace(":pull", ":pull,push"),
+        ] {
+            assert_ne!(forged, text);
+            let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(forged));
+            assert_eq!(verify(&KEY, &forged, "reg.test", now), None);
+        }
+        // A token in an older form (no scopes), validly signed: refused, so the client
+        // fetches a new one.
+        let old = concat!("reg.test\0alice\0", "4102444800");
+        let tag_old = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &KEY), old.as_bytes());
+        let old = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(old),
+            URL_SAFE_NO_PAD.encode(tag_old.as_ref())
+        );
+        assert_eq!(verify(&KEY, &old, "reg.test", now), None);
+        // Validly signed scopes that are not in berth's own form: refused.
+        let odd = concat!("reg.test\0alice\0", "4102444800\0repository:app:push,pull");
+        let tag_odd = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &KEY), odd.as_bytes());
+        let odd = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(odd),
+            URL_SAFE_NO_PAD.encode(tag_odd.as_ref())
+        );
+        assert_eq!(verify(&KEY, &odd, "reg.test", now), None);
         for bad in [
             "",
             ".",
