@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use crate::builtin::registry_token;
 use crate::builtin::{
-    Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ForwardAuth, Forwarded, HttpsPolicy,
-    OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules, Timeouts, UpstreamTlsOptions,
+    Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ClientCert, ForwardAuth, Forwarded,
+    HttpsPolicy, OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules, Timeouts,
+    UpstreamTlsOptions,
 };
 use crate::client::TrustedProxies;
 use crate::plugin::Plugin;
@@ -132,8 +133,13 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     if !spec.allow.is_empty() {
         chain.push(Arc::new(Allow::new(spec.allow.clone())));
     }
+    // A client certificate is a login: it is read before anything asks for credentials.
+    if let Some(client_auth) = &spec.client_auth {
+        let ca = env.auth_files.client_ca(&client_auth.ca);
+        chain.push(Arc::new(ClientCert::new(client_auth.clone(), ca)));
+    }
     let users = spec.auth.as_ref().map(|a| env.auth_files.get(&a.htpasswd));
-    // Registry tokens (auth.anonymous-read, rules naming anonymous): the secret they are
+    // Registry tokens (auth.anonymous-read, auth.repositories): the secret they are
     // signed with.
     let token_secret = spec
         .auth

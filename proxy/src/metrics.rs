@@ -75,6 +75,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// `berth_registry_denied_total{host,action}`.
     pub registry_denied: IntCounterVec,
+    /// `berth_client_cert_errors_total{host,reason}`.
+    pub client_cert_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -167,6 +169,12 @@ impl Metrics {
                 "Registry requests of a logged-in user refused with 403 by the route's \
                  repository rules, by route host and action (pull, push, delete, unknown).",
                 &["host", "action"],
+            )?,
+            client_cert_errors: counter(
+                "berth_client_cert_errors_total",
+                "TLS handshakes refused over a client certificate, by route host and reason \
+                 (missing, unknown-ca, expired, invalid).",
+                &["host", "reason"],
             )?,
             registry,
         })

@@ -19,7 +19,7 @@ use berth_core::config::{DefaultCert, TlsConfig};
 use berth_core::contract::ChallengeDir;
 use berth_core::docker::{endpoint_to_follow, DockerStatus, DockerWatcher};
 use berth_core::labels::ContainerRules;
-use berth_plugins::builtin::{AcmeChallenge, OwnCertificate, SharedThumbprint};
+use berth_plugins::builtin::{AcmeChallenge, AuthFiles, OwnCertificate, SharedThumbprint};
 
 use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
@@ -35,6 +35,7 @@ use crate::observe;
 use crate::reload::{hangups, stop_on_interrupt, Reloader};
 use crate::route_writer::{FileRoutes, Report, RouteWriter};
 use crate::supervise::{bind_listener, Health, Supervisor};
+use crate::tls::client_auth::{ClientAuthChooser, ClientCertRecorder};
 use crate::tls::feed::{FeedMirror, FeedStatus};
 use crate::tls::store::LiveStore;
 use crate::tls::{ensure_default_cert, CertStore, CertWatcher, Loader, SniResolver};
@@ -280,6 +281,7 @@ pub fn build_server(
         None => None,
     };
     let env = chain_env(certs.as_ref().map(|(addr, (_, store))| (*addr, store)));
+    let auth_files = env.auth_files.clone();
     w.add_service(background_service(
         "htpasswd watcher",
         AuthWatcher::new(env.auth_files.clone()),
@@ -325,7 +327,12 @@ pub fn build_server(
     }
     let cert_state = match certs {
         Some((addr, (loader, store))) => Some(https_listener(
-            &mut w, &shared, addr, &config, loader, store,
+            &mut w,
+            &shared,
+            addr,
+            &config,
+            (loader, store),
+            auth_files,
         )?),
         None => None,
     };
@@ -487,17 +494,28 @@ fn https_listener(
     shared: &Shared,
     addr: SocketAddr,
     config: &Config,
-    loader: Loader,
-    store: Arc<ArcSwap<CertStore>>,
+    (loader, store): (Loader, Arc<ArcSwap<CertStore>>),
+    auth_files: Arc<AuthFiles>,
 ) -> Result<CertState, StartError> {
     let dir = loader.dir().to_path_buf();
     let state = (store.clone(), loader.counts.clone());
-    let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
-    tls.set_cert_resolver(Arc::new(SniResolver::new(
-        store.clone(),
-        shared.table.clone(),
-    )));
+    let mut tls =
+        TlsSettings::with_callbacks(Box::new(ClientCertRecorder::new(shared.table.clone())))
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    let resolver = Arc::new(SniResolver::new(store.clone(), shared.table.clone()));
+    tls.set_cert_resolver(resolver.clone());
     tls.enable_h2();
+    // Hosts with client-ca get a handshake config of their own (tls/client_auth.rs).
+    tls.set_server_config_chooser(Arc::new(ClientAuthChooser::new(
+        shared.table.clone(),
+        auth_files,
+        resolver,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        shared
+            .metrics
+            .as_ref()
+            .map(|m| m.client_cert_errors.clone()),
+    )));
     let mut proxy = http_proxy(
         &w.server.configuration,
         Berth::new(

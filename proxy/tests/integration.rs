@@ -8,6 +8,7 @@ mod access;
 mod acme_challenge;
 mod auth;
 mod check;
+mod client_certs;
 mod dashboard;
 mod deploy;
 mod docker;

@@ -391,3 +391,54 @@ impl Drop for Network {
         let _ = docker(&["network", "rm", &self.name]);
     }
 }
+
+/// Names in the machine's `/etc/hosts` for as long as the guard lives: for what the Docker
+/// daemon resolves itself (a registry's name), which no private mount namespace of a test
+/// can change. Each line carries a marker of this process; dropping the guard removes
+/// them.
+pub struct HostsEntries {
+    marker: String,
+}
+
+impl HostsEntries {
+    /// Appends `ip names...` to `/etc/hosts`.
+    ///
+    /// # Errors
+    /// When `/etc/hosts` cannot be written (the tests run as root).
+    pub fn add(ip: &str, names: &[&str]) -> io::Result<HostsEntries> {
+        use std::io::Write;
+        let marker = format!("# berth-test {}", std::process::id());
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/etc/hosts")?;
+        writeln!(file, "{ip} {} {marker}", names.join(" "))?;
+        Ok(HostsEntries { marker })
+    }
+}
+
+impl Drop for HostsEntries {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.ends_with(&self.marker))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+    }
+}
+
+/// The address of the Docker daemon's default bridge on this machine (`docker0`).
+///
+/// # Errors
+/// When the daemon does not answer or has no bridge network.
+pub fn bridge_gateway() -> io::Result<String> {
+    docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+}

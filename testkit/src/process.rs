@@ -218,12 +218,27 @@ impl BerthProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> io::Result<BerthProcess> {
+        BerthProcess::start_with_https_on(binary, config, env, [127, 0, 0, 1].into())
+    }
+
+    /// [`BerthProcess::start_with_env`], with `{https}` on `ip` (a port free on loopback is
+    /// taken): for clients that treat loopback addresses differently, such as dockerd,
+    /// which reads no client certificates for a registry on one.
+    ///
+    /// # Errors
+    /// As [`BerthProcess::start`].
+    pub fn start_with_https_on(
+        binary: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        ip: std::net::IpAddr,
+    ) -> io::Result<BerthProcess> {
         let http: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("berth.toml");
         let https = config
             .contains("{https}")
-            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+            .then(|| SocketAddr::new(ip, free_port()));
         let admin = config
             .contains("{admin}")
             .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));

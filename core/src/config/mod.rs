@@ -49,7 +49,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::route::{
-    builtin_defaults, Challenge, RawSettings, RouteSettings, RouteSource, RouteSpec,
+    builtin_defaults, Challenge, ClientAuth, RawSettings, RouteSettings, RouteSource, RouteSpec,
 };
 
 /// The default configuration, embedded in the binary: `configs/berth.toml`.
@@ -263,6 +263,8 @@ impl RawConfig {
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
         let mut first_with: std::collections::HashMap<(String, String), (usize, String)> =
             std::collections::HashMap::new();
+        let mut host_client_auth: std::collections::HashMap<String, (usize, Option<ClientAuth>)> =
+            std::collections::HashMap::new();
         let mut routes = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             let Some(spec) =
@@ -298,6 +300,32 @@ impl RawConfig {
                 continue;
             }
             first_with.insert(key, (i, spec.path.clone()));
+            // Client certificates are asked for in the handshake, before any path is known:
+            // every route of a host says the same, or one says it for all.
+            let host = spec.host.to_string();
+            match host_client_auth.get(&host) {
+                Some((first, auth)) if *auth != spec.client_auth => {
+                    errors.push(
+                        format!("route[{i}].client-ca"),
+                        format!(
+                            "route[{first}] for the same host {} client certificates \
+                             differently; client-ca and client-auth are per host (the TLS \
+                             handshake comes before the path): set the same on every route \
+                             of {host}",
+                            if auth.is_some() {
+                                "verifies"
+                            } else {
+                                "does not verify"
+                            }
+                        ),
+                    );
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    host_client_auth.insert(host, (i, spec.client_auth.clone()));
+                }
+            }
             let dns01 = spec.host.certificate_name().is_some_and(|name| {
                 Challenge::effective(spec.acme_challenge, &[name]) == Ok(Challenge::Dns01)
             });
@@ -925,6 +953,90 @@ upstreams = ["127.0.0.1:5000"]
     }
 
     #[test]
+    fn client_certificates_are_per_host_and_name_their_ca() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ca = dir.path().join("clients.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ca = ca.display();
+        let route = |host: &str, path: &str, extra: &str| {
+            format!(
+                "[[route]]\nhost = \"{host}\"\npath = \"{path}\"\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n"
+            )
+        };
+        let listen = "[listen]\nhttp = \"127.0.0.1:8080\"\n";
+        let config = parse_config(&format!(
+            "{listen}{}{}{}",
+            route("r.test", "/", &format!("client-ca = \"{ca}\"")),
+            route(
+                "r.test",
+                "/v2",
+                &format!("client-ca = \"{ca}\"\nclient-auth = \"require\"")
+            ),
+            route(
+                "o.test",
+                "/",
+                &format!("client-ca = \"{ca}\"\nclient-auth = \"Optional\"")
+            ),
+        ))
+        .expect("valid");
+        let modes: Vec<_> = config
+            .routes
+            .iter()
+            .map(|r| r.client_auth.as_ref().map(|a| a.mode))
+            .collect();
+        use crate::route::ClientAuthMode::{Optional, Require};
+        assert_eq!(modes, [Some(Require), Some(Require), Some(Optional)]);
+        let rules = "profile = \"registry\"\nauth.htpasswd = \"/h\"\n\
+                     auth.repositories = [{ repositories = [\"ci/*\"], users = [\"cert:ci runner\"], allow = [\"push\"] }]";
+        parse_config(&format!(
+            "{listen}{}",
+            route("r.test", "/", &format!("{rules}\nclient-ca = \"{ca}\""))
+        ))
+        .expect("cert: users with client-ca");
+        for (routes, error) in [
+            (
+                route("r.test", "/", "client-auth = \"optional\""),
+                "route[0].client-auth: needs client-ca",
+            ),
+            (
+                route("r.test", "/", &format!("client-ca = \"{ca}\"\nclient-auth = \"maybe\"")),
+                "route[0].client-auth: invalid client-auth \"maybe\"",
+            ),
+            (
+                route("r.test", "/", "client-ca = \"/nonexistent/ca.pem\""),
+                "route[0].client-ca: \"/nonexistent/ca.pem\"",
+            ),
+            (
+                route("r.test", "/", rules),
+                "route[0].auth.repositories: names client-certificate identities (cert:...); set client-ca",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    route("r.test", "/", &format!("client-ca = \"{ca}\"")),
+                    route("r.test", "/v2", "")
+                ),
+                "route[1].client-ca: route[0] for the same host verifies client certificates differently",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    route("r.test", "/", &format!("client-ca = \"{ca}\"")),
+                    route("r.test", "/v2", &format!("client-ca = \"{ca}\"\nclient-auth = \"optional\""))
+                ),
+                "route[1].client-ca: route[0] for the same host verifies",
+            ),
+        ] {
+            let e = parse_config(&format!("{listen}{routes}")).expect_err(error);
+            assert!(format!("{e}").contains(error), "{error} in {e}");
+        }
+    }
+
+    #[test]
     fn repository_rules_are_for_registry_routes_with_basic_auth() {
         let base = "[listen]\nhttp = \"127.0.0.1:8080\"\n[[route]]\nhost = \"r.test\"\n\
                     upstreams = [\"127.0.0.1:1\"]\nauth.htpasswd = \"/etc/berth/htpasswd\"\n";
@@ -945,11 +1057,13 @@ upstreams = ["127.0.0.1:5000"]
             auth.groups.as_deref(),
             Some(std::path::Path::new("/etc/berth/groups"))
         );
-        // Without anonymous-read and without a rule naming anonymous: no token flow.
+        // Rules speak the token flow, anonymous or not; basic auth alone does not.
         let config = parse_config(&format!(
             "{base}{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"] }}]\n"
         ))
         .expect("valid");
+        assert!(config.routes[0].auth.as_ref().expect("auth").tokens());
+        let config = parse_config(&format!("{base}{registry}")).expect("valid");
         assert!(!config.routes[0].auth.as_ref().expect("auth").tokens());
         for (extra, error) in [
             (
@@ -969,10 +1083,8 @@ upstreams = ["127.0.0.1:5000"]
                 "route[0].auth.groups: \"g\" is not an absolute path",
             ),
             (
-                format!(
-                    "{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"] }}]\nauth.token-secret-file = \"/s\"\n"
-                ),
-                "route[0].auth.token-secret-file: only with auth.anonymous-read or rules naming anonymous",
+                format!("{registry}auth.token-secret-file = \"/s\"\n"),
+                "route[0].auth.token-secret-file: only with auth.anonymous-read or auth.repositories",
             ),
             (
                 format!("{registry}auth.repositories = [{{ repositories = [\"*\"], users = [\"*\"], allow = [\"pull\"], extra = 1 }}]\n"),

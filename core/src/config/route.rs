@@ -17,8 +17,9 @@ use serde::Deserialize;
 use crate::errors::Errors;
 use crate::files::FilePath;
 use crate::route::{
-    check_registry_auth, validate_acme, HostPattern, Profile, RateLimit, RawAuth, RawSettings,
-    RawUpstreamTls, RouteSettings, RouteSource, RouteSpec, Upstream, UpstreamProto,
+    check_registry_auth, validate_acme, validate_client_auth, HostPattern, Profile, RateLimit,
+    RawAuth, RawSettings, RawUpstreamTls, RouteSettings, RouteSource, RouteSpec, Upstream,
+    UpstreamProto,
 };
 
 /// A `[[route]]` as written (or as decoded from a container's labels).
@@ -43,6 +44,10 @@ pub struct RawRoute {
     pub profile: Option<String>,
     /// Certificate (file name stem in certs-dir) to serve instead of the host's own.
     pub cert_name: Option<String>,
+    /// The CAs whose client certificates the host verifies (PEM file).
+    pub client_ca: Option<FilePath>,
+    /// `require` (default with `client-ca`) or `optional`.
+    pub client_auth: Option<String>,
     /// Extra CA certificates (PEM file) for verifying `https` upstreams.
     pub upstream_ca_file: Option<FilePath>,
     /// SNI (and verified name) for `https` upstreams.
@@ -156,6 +161,12 @@ impl RawRoute {
             None | Some("") => None,
             Some(name) => errors.check(&key("cert-name"), parse_cert_name(name)),
         };
+        let client_auth = validate_client_auth(
+            self.client_ca.as_deref(),
+            self.client_auth.as_deref(),
+            &key,
+            errors,
+        );
         let acme_challenge = validate_acme(
             self.acme,
             self.acme_challenge.as_deref(),
@@ -171,6 +182,17 @@ impl RawRoute {
         let rate_limit =
             RateLimit::validate(self.rate_limit.as_deref(), self.rate_burst, &key, errors);
         check_registry_auth(profile, auth.as_ref(), &key, errors);
+        let names_certificates = auth
+            .as_ref()
+            .and_then(|a| a.repositories.as_ref())
+            .is_some_and(|r| r.names_certificates());
+        if names_certificates && client_auth.is_none() {
+            errors.push(
+                key("auth.repositories"),
+                "names client-certificate identities (cert:...); set client-ca, whose \
+                 certificates they are",
+            );
+        }
         let mut base = defaults.clone();
         if let Some(p) = profile {
             p.preset(&mut base);
@@ -188,6 +210,7 @@ impl RawRoute {
             profile,
             settings,
             cert_name,
+            client_auth,
             allow,
             auth,
             forward_auth,

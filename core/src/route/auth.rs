@@ -39,8 +39,9 @@ pub struct AuthSpec {
 }
 
 impl AuthSpec {
-    /// Whether the route speaks the registry token flow, so that the Docker CLI pulls
-    /// without a login: with `auth.anonymous-read`, or rules that name `anonymous`.
+    /// Whether the route speaks the registry token flow: with `auth.anonymous-read`, so that
+    /// the Docker CLI pulls without a login, and with repository rules, so that a token
+    /// carries the scopes the rules grant and the Docker CLI reports a refusal at once.
     pub fn tokens(&self) -> bool {
         speaks_tokens(&self.open, self.repositories.as_ref())
     }
@@ -48,7 +49,7 @@ impl AuthSpec {
 
 /// Whether a route with `open` and `rules` speaks the token flow ([`AuthSpec::tokens`]).
 fn speaks_tokens(open: &OpenAccess, rules: Option<&Rules>) -> bool {
-    *open == OpenAccess::RegistryReads || rules.is_some_and(Rules::names_anonymous)
+    *open == OpenAccess::RegistryReads || rules.is_some()
 }
 
 /// Forward auth for a route (`auth.forward`, `auth.forward-headers`, `auth.forward-cache`):
@@ -366,7 +367,7 @@ impl RawAuth {
             Some(_) if !tokens => {
                 errors.push(
                     key("auth.token-secret-file"),
-                    "only with auth.anonymous-read or rules naming anonymous, whose registry \
+                    "only with auth.anonymous-read or auth.repositories, whose registry \
                      tokens it signs",
                 );
                 None

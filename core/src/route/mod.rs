@@ -11,6 +11,7 @@
 
 mod acme;
 mod auth;
+mod client_auth;
 mod host;
 mod rate_limit;
 mod registry;
@@ -30,6 +31,7 @@ pub use auth::{
     ForwardAuthSpec, OpenAccess, RawAuth, DEFAULT_REALM, FORWARD_CACHE_MAX,
     FORWARD_HEADERS_DEFAULT, METHODS,
 };
+pub use client_auth::{validate_client_auth, ClientAuth, ClientAuthMode, CERT_USER_PREFIX};
 pub use host::{host_of, may_claim, HostPattern};
 pub use rate_limit::RateLimit;
 pub use registry::{access, registry_read, repository_name, Access, Action, Profile};
@@ -94,6 +96,8 @@ pub struct RouteSpec {
     pub settings: RouteSettings,
     /// Certificate to serve instead of the host's own (stem of `<name>.crt`).
     pub cert_name: Option<String>,
+    /// Client certificates the host verifies (`client-ca`, `client-auth`).
+    pub client_auth: Option<ClientAuth>,
     /// Client networks allowed; empty = everyone.
     pub allow: Vec<ipnet::IpNet>,
     /// Basic auth, when the route asks for it.

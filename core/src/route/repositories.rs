@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::client_auth::CERT_USER_PREFIX;
 use super::registry::{repository_name, Access, Action};
 use crate::errors::Errors;
 use crate::logging::shown;
@@ -58,12 +59,17 @@ impl Who {
                         ))
                     };
                 }
-                if text.starts_with("cert:") {
-                    return Err(format!(
-                        "\"{}\": client-certificate identities need client-ca, which berth does not \
-                         verify yet",
-                        shown(text, MAX_SHOWN)
-                    ));
+                if let Some(name) = text.strip_prefix(CERT_USER_PREFIX) {
+                    // A certificate's common name: any text but control characters.
+                    return if !name.is_empty() && !name.chars().any(char::is_control) {
+                        Ok(Who::User(text.to_string()))
+                    } else {
+                        Err(format!(
+                            "\"{}\" is not a certificate's identity: write cert: and the \
+                             certificate's common name",
+                            shown(text, MAX_SHOWN)
+                        ))
+                    };
                 }
                 if user_name(text) {
                     Ok(Who::User(text.to_string()))
@@ -316,6 +322,15 @@ impl Rules {
             }
         }
         false
+    }
+
+    /// Whether any rule names a client certificate's identity (`cert:<CN>`).
+    pub fn names_certificates(&self) -> bool {
+        self.0.iter().any(|r| {
+            r.users
+                .iter()
+                .any(|w| matches!(w, Who::User(u) if u.starts_with(CERT_USER_PREFIX)))
+        })
     }
 
     /// Whether any rule names requests without credentials.
@@ -573,7 +588,7 @@ mod tests {
         let mut errors = Errors::default();
         let raw = [
             rule(&[], &["alice"], &["pull"]),
-            rule(&["Team/*"], &["al ice", "@", "cert:ci"], &["pull", "write"]),
+            rule(&["Team/*"], &["al ice", "@", "cert:"], &["pull", "write"]),
             rule(&["a//b", "**"], &[], &[]),
         ];
         assert!(validate_rules(&raw, &|k| format!("route[0].{k}"), &mut errors).is_none());
@@ -583,7 +598,7 @@ mod tests {
             "\\\"Team/*\\\" is not a repository pattern",
             "\\\"al ice\\\" is not a user",
             "\\\"@\\\" is not a group",
-            "client-certificate identities",
+            "\\\"cert:\\\" is not a certificate's identity",
             "unknown action \\\"write\\\"",
             "\\\"a//b\\\" is not a repository pattern",
             "\\\"**\\\" is not a repository pattern",

@@ -38,6 +38,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_error::Result;
 use pingora_proxy::Session;
 
+use super::client_cert::ClientCert;
 use super::htpasswd::{parse_basic, HtpasswdFile};
 use super::registry_token::{self, bearer_value, Bearer, TOKEN_PATH};
 use super::watched::Watched;
@@ -192,7 +193,14 @@ impl BasicAuth {
         reply
     }
 
-    fn credentials(&self, value: Option<&HeaderValue>, host: &str) -> Credentials {
+    /// What `value` (the request's `Authorization`) says on `host`; `cert`: the user of the
+    /// request's verified client certificate, whose tokens are valid on its connections.
+    fn credentials(
+        &self,
+        value: Option<&HeaderValue>,
+        host: &str,
+        cert: Option<&str>,
+    ) -> Credentials {
         let Some(value) = value else {
             return Credentials::Nothing;
         };
@@ -202,7 +210,8 @@ impl BasicAuth {
                 return match registry_token::verify(&key, token, host, SystemTime::now()) {
                     Some((Bearer::Anonymous, scopes)) => Credentials::Token(None, scopes),
                     Some((Bearer::User(user), scopes))
-                        if self.file.users().hash_of(&user).is_some() =>
+                        if self.file.users().hash_of(&user).is_some()
+                            || cert == Some(user.as_str()) =>
                     {
                         Credentials::Token(Some(user), scopes)
                     }
@@ -254,9 +263,13 @@ impl BasicAuth {
                 .push((http::header::ALLOW, HeaderValue::from_static("GET")));
             return reply;
         }
-        let user = match self.credentials(head.headers.get(http::header::AUTHORIZATION), &ctx.host)
-        {
-            Credentials::Nothing => None,
+        let cert = ClientCert::user(ctx);
+        let user = match self.credentials(
+            head.headers.get(http::header::AUTHORIZATION),
+            &ctx.host,
+            cert,
+        ) {
+            Credentials::Nothing => cert.map(str::to_string),
             Credentials::Basic(user, password) => {
                 if !self.file.verify(&user, &password).await {
                     tracing::info!(
@@ -335,10 +348,16 @@ impl Plugin for BasicAuth {
         if self.tokens.is_some() && head.uri.path() == TOKEN_PATH {
             return Ok(Flow::Respond(self.token_endpoint(session, ctx).await));
         }
-        let credentials =
-            self.credentials(head.headers.get(http::header::AUTHORIZATION), &ctx.host);
+        let cert = ClientCert::user(ctx);
+        let credentials = self.credentials(
+            head.headers.get(http::header::AUTHORIZATION),
+            &ctx.host,
+            cert,
+        );
+        let by_basic = matches!(credentials, Credentials::Basic(..));
         let (user, scopes) = match credentials {
-            Credentials::Nothing => (None, None),
+            // A verified client certificate is a login when the request brings no other.
+            Credentials::Nothing => (cert.map(str::to_string), None),
             Credentials::Basic(user, password) => {
                 if !self.file.verify(&user, &password).await {
                     tracing::info!(
@@ -412,11 +431,12 @@ impl Plugin for BasicAuth {
             "registry: access denied"
         );
         ctx.slots.insert(Denied(refused));
-        // A token's holder is told its token does not reach (`insufficient_scope`, as the
-        // token specification says); the Docker CLI prints `denied: requested access to
-        // the resource is denied` for it. Basic credentials get the registry's 403.
+        // A token's holder — or a client certificate's, on a route that speaks tokens — is
+        // told its access does not reach (`insufficient_scope`, as the token specification
+        // says); the Docker CLI prints `denied: requested access to the resource is denied`
+        // for it at once. Basic credentials get the registry's 403.
         let mut reply = denied();
-        if scopes.is_some() {
+        if scopes.is_some() || (self.tokens.is_some() && !by_basic) {
             let challenge = self.unauthorized(session, ctx, Some(Unusable::InsufficientScope));
             reply.status = StatusCode::UNAUTHORIZED;
             reply.headers.extend(challenge.headers);

@@ -10,7 +10,9 @@
 //! scheme or client address ([`UNTRUSTED_OVERRIDES`]: `Forwarded`, `X-Original-URL`,
 //! `True-Client-IP`, ...) are dropped. Any of these spelled with `_` for `-` is dropped
 //! whoever sent it (CGI, WSGI and PHP read both spellings as one variable). The `Proxy`
-//! request header is always dropped (httpoxy).
+//! request header is always dropped (httpoxy). `X-Client-Cert-Subject` is berth's alone:
+//! removed from every request, trusted proxy or not, and set to the subject of the
+//! client certificate the route verified ([`super::ClientCert`]), if any.
 //!
 //! ```toml
 //! [forwarded]
@@ -22,6 +24,7 @@ use pingora_error::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
+use super::client_cert::{ClientCert, SUBJECT_HEADER};
 use crate::plugin::{Downstream, Plugin, RequestCtx};
 
 const X_REAL_IP: &str = "x-real-ip";
@@ -97,6 +100,7 @@ pub fn forward_headers(
     let client = &downstream.client;
     let trusted = client.trusted;
     req.remove_header("proxy");
+    req.remove_header(SUBJECT_HEADER);
     // `X_Forwarded_For` and friends: the same variable as the dashed name to CGI and WSGI.
     let underscored: Vec<http::HeaderName> = req
         .headers
@@ -106,6 +110,7 @@ pub fn forward_headers(
             let dashed = name.as_str().replace('_', "-");
             SET_BY_BERTH.contains(&dashed.as_str())
                 || UNTRUSTED_OVERRIDES.contains(&dashed.as_str())
+                || dashed == SUBJECT_HEADER
         })
         .cloned()
         .collect();
@@ -160,7 +165,11 @@ impl Plugin for Forwarded {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forward_headers(upstream_request, &ctx.downstream, &ctx.authority)
+        forward_headers(upstream_request, &ctx.downstream, &ctx.authority)?;
+        if let Some(identity) = ClientCert::identity(ctx) {
+            upstream_request.insert_header(SUBJECT_HEADER, identity.subject.as_str())?;
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ mod acme_challenge;
 mod allow;
 mod auth;
 mod body;
+mod client_cert;
 mod forward_auth;
 mod forwarded;
 mod htpasswd;
@@ -19,6 +20,10 @@ pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
 pub use auth::{BasicAuth, RepositoryRules};
 pub use body::{BodyLimit, BodyRate};
+pub use client_cert::{
+    identity_of, CertIdentity, ClientCa, ClientCert, ClientCertificate, CLIENT_CA_LIMIT,
+    SUBJECT_HEADER,
+};
 pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
 pub use htpasswd::{

@@ -1,4 +1,5 @@
-//! A file a route names and berth keeps reading — an htpasswd file, a groups file: read
+//! A file a route names and berth keeps reading — an htpasswd file, a groups file, a
+//! `client-ca` file: read
 //! when the route is built, re-read by a watcher whenever it changes
 //! ([`AuthFiles::refresh`]). A version that cannot be
 //! read or holds a bad line keeps the previous contents and logs each problem; a file that
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::client_cert::ClientCa;
 use super::htpasswd::HtpasswdFile;
 use berth_core::route::{parse_groups, Groups};
 use berth_core::sync::lock;
@@ -68,6 +70,7 @@ impl<F> Opened<F> {
 pub struct AuthFiles {
     htpasswd: Opened<HtpasswdFile>,
     groups: Opened<Watched<Groups>>,
+    client_cas: Opened<Watched<ClientCa>>,
 }
 
 impl AuthFiles {
@@ -81,12 +84,26 @@ impl AuthFiles {
         self.groups.get(path, Watched::open)
     }
 
+    /// The `client-ca` file at `path`, opened (read) on first use.
+    pub fn client_ca(&self, path: &Path) -> Arc<Watched<ClientCa>> {
+        self.client_cas.get(path, Watched::open)
+    }
+
+    /// The `client-ca` file at `path` if a route holds it open; never reads a file (for
+    /// the TLS handshake, which must not block on the disk).
+    pub fn client_ca_open(&self, path: &Path) -> Option<Arc<Watched<ClientCa>>> {
+        lock(&self.client_cas.0).get(path).and_then(Weak::upgrade)
+    }
+
     /// Re-reads every file in use that changed, logging what happened. Blocking file I/O.
     pub fn refresh(&self) {
         for file in self.htpasswd.live() {
             file.log(&file.reload());
         }
         for file in self.groups.live() {
+            file.log(&file.reload());
+        }
+        for file in self.client_cas.live() {
             file.log(&file.reload());
         }
     }

@@ -12,6 +12,7 @@
 //! default-cert = "generate"            # or "none": unknown names are refused
 //! ```
 
+pub mod client_auth;
 pub mod feed;
 pub mod generate;
 pub mod loader;

@@ -26,8 +26,32 @@ use pingora_rustls::ClientCertVerifier;
 use pingora_rustls::ResolvesServerCert;
 use pingora_rustls::ServerConfig;
 use pingora_rustls::{version, TlsAcceptor as RusTlsAcceptor};
+use pingora_rustls::ClientHello;
 
 use crate::protocols::{ALPN, IO};
+
+/// Chooses the rustls [`ServerConfig`] of each handshake from its ClientHello, for settings
+/// that differ by server name and that a certificate resolver cannot carry (client
+/// certificate verification, above all).
+pub trait ChooseServerConfig: Send + Sync {
+    /// The config for a handshake that sent `hello`, from the peer `peer`; `None`: the
+    /// listener's own.
+    fn choose(
+        &self,
+        hello: &ClientHello<'_>,
+        peer: Option<&std::net::SocketAddr>,
+    ) -> Option<Arc<ServerConfig>>;
+
+    /// A handshake with a config [`ChooseServerConfig::choose`] chose failed with `error`
+    /// (`server_name`: the name the client sent).
+    fn failed(
+        &self,
+        _server_name: Option<&str>,
+        _peer: Option<&std::net::SocketAddr>,
+        _error: &std::io::Error,
+    ) {
+    }
+}
 
 /// The TLS settings of a listening endpoint
 pub struct TlsSettings {
@@ -38,12 +62,14 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    chooser: Option<Arc<dyn ChooseServerConfig>>,
 }
 
 pub struct Acceptor {
     pub acceptor: RusTlsAcceptor,
     callbacks: Option<SharedTlsAcceptCallbacks>,
     offload: Option<OffloadRuntime>,
+    pub(crate) chooser: Option<Arc<dyn ChooseServerConfig>>,
 }
 
 impl TlsSettings {
@@ -101,7 +127,14 @@ impl TlsSettings {
             offload: self.offload_threadpool.map(|(shards, threads_per_shard)| {
                 OffloadRuntime::new("downstream TLS offload", shards, threads_per_shard)
             }),
+            chooser: self.chooser,
         }
+    }
+
+    /// Choose the config of each handshake from its ClientHello; the config built here
+    /// serves where the chooser returns `None`.
+    pub fn set_server_config_chooser(&mut self, chooser: Arc<dyn ChooseServerConfig>) {
+        self.chooser = Some(chooser);
     }
 
     /// Enable HTTP/2 support for this endpoint, which is default off.
@@ -200,6 +233,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            chooser: None,
         })
     }
 
@@ -220,6 +254,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            chooser: None,
         })
     }
 }
@@ -238,6 +273,7 @@ impl Acceptor {
             acceptor: RusTlsAcceptor::from(config),
             callbacks: None,
             offload: None,
+            chooser: None,
         }
     }
 
@@ -249,6 +285,7 @@ impl Acceptor {
                 acceptor: self.acceptor.clone(),
                 callbacks: None,
                 offload: None,
+                chooser: self.chooser.clone(),
             };
             let callbacks = self.callbacks.clone();
             let rt = offload.get_runtime(stream.id() as u64);

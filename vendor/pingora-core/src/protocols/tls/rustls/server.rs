@@ -48,7 +48,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> TlsStream<S> {
 }
 
 async fn prepare_tls_stream<S: IO>(acceptor: &Acceptor, io: S) -> Result<TlsStream<S>> {
-    TlsStream::from_acceptor(acceptor, io)
+    let peer = io
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+    TlsStream::from_acceptor(acceptor, io, peer)
         .await
         .explain_err(TLSHandshakeFailure, |e| format!("tls stream error: {e}"))
 }

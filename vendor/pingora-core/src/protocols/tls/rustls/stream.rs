@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::listeners::tls::Acceptor;
+use crate::listeners::tls::{Acceptor, ChooseServerConfig};
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::tls::TlsRef;
 use crate::protocols::{tls::SslDigest, Peek, TimingDigest, UniqueIDType};
@@ -40,6 +40,15 @@ pub struct InnerStream<T> {
     pub(crate) stream: Option<RusTlsStream<T>>,
     connect: NoDebug<Option<Connect<T>>>,
     accept: NoDebug<Option<Accept<T>>>,
+    chosen: NoDebug<Option<ChosenAccept<T>>>,
+}
+
+/// A handshake whose config is chosen from its ClientHello.
+struct ChosenAccept<T> {
+    hello: tokio_rustls::LazyConfigAcceptor<T>,
+    default: Arc<pingora_rustls::ServerConfig>,
+    chooser: Arc<dyn ChooseServerConfig>,
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// The TLS connection
@@ -80,8 +89,12 @@ where
     ///
     /// Using RustTLS the stream is only returned after the handshake.
     /// The caller does therefor not need to perform [`Self::accept()`].
-    pub(crate) async fn from_acceptor(acceptor: &Acceptor, stream: T) -> Result<Self> {
-        let tls = InnerStream::from_acceptor(acceptor, stream)
+    pub(crate) async fn from_acceptor(
+        acceptor: &Acceptor,
+        stream: T,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Self> {
+        let tls = InnerStream::from_acceptor(acceptor, stream, peer)
             .await
             .explain_err(TLSHandshakeFailure, |e| format!("tls stream error: {e}"))?;
 
@@ -274,16 +287,39 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         Ok(InnerStream {
             accept: None.into(),
             connect: Some(connect).into(),
+            chosen: None.into(),
             stream: None,
         })
     }
 
-    pub(crate) async fn from_acceptor(acceptor: &Acceptor, stream: T) -> Result<Self> {
+    pub(crate) async fn from_acceptor(
+        acceptor: &Acceptor,
+        stream: T,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<Self> {
+        if let Some(chooser) = &acceptor.chooser {
+            let chosen = ChosenAccept {
+                hello: tokio_rustls::LazyConfigAcceptor::new(
+                    rustls::server::Acceptor::default(),
+                    stream,
+                ),
+                default: acceptor.acceptor.config().clone(),
+                chooser: chooser.clone(),
+                peer,
+            };
+            return Ok(InnerStream {
+                accept: None.into(),
+                connect: None.into(),
+                chosen: Some(chosen).into(),
+                stream: None,
+            });
+        }
         let accept = acceptor.acceptor.accept(stream);
 
         Ok(InnerStream {
             accept: Some(accept).into(),
             connect: None.into(),
+            chosen: None.into(),
             stream: None,
         })
     }
@@ -308,6 +344,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> InnerStream<T> {
     /// Finish the TLS handshake from client as a server
     /// no-op implementation within Rustls, handshake is performed during creation of stream.
     pub(crate) async fn accept(&mut self) -> Result<()> {
+        if let Some(chosen) = (*self.chosen).take() {
+            let start = chosen
+                .hello
+                .await
+                .explain_err(TLSHandshakeFailure, |e| format!("tls connect error: {e}"))?;
+            let hello = start.client_hello();
+            let config = chosen.chooser.choose(&hello, chosen.peer.as_ref());
+            let server_name = hello.server_name().map(str::to_string);
+            let chose = config.is_some();
+            let accepted = start
+                .into_stream(config.unwrap_or(chosen.default))
+                .await;
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if chose {
+                        chosen
+                            .chooser
+                            .failed(server_name.as_deref(), chosen.peer.as_ref(), &e);
+                    }
+                    return Err(e)
+                        .explain_err(TLSHandshakeFailure, |e| format!("tls connect error: {e}"));
+                }
+            };
+            self.stream = Some(RusTlsStream::Server(stream));
+            return Ok(());
+        }
         let accept = &mut (*self.accept);
         let accept = accept.take().or_err(
             AcceptError,
