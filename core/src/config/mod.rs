@@ -1083,6 +1083,14 @@ upstreams = ["127.0.0.1:5000"]
                 "route[0].auth.groups: \"g\" is not an absolute path",
             ),
             (
+                format!("{registry}auth.repositories-file = \"/nonexistent/rules.toml\"\n"),
+                "route[0].auth.repositories-file: /nonexistent/rules.toml: cannot read",
+            ),
+            (
+                format!("{registry}{rule}auth.repositories-file = \"/nonexistent/rules.toml\"\n"),
+                "route[0].auth.repositories-file: not with auth.repositories",
+            ),
+            (
                 format!("{registry}auth.token-secret-file = \"/s\"\n"),
                 "route[0].auth.token-secret-file: only with auth.anonymous-read or auth.repositories",
             ),

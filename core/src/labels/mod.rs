@@ -158,7 +158,7 @@ const ROUTE_KEYS_AS_CONTAINER_KEYS: [(&str, &str); 3] = [
 
 /// Route keys a container may not set, and why: whoever may start a container may set its
 /// labels, and these are the operator's to decide.
-pub const REFUSED: [(&str, &str); 4] = [
+pub const REFUSED: [(&str, &str); 3] = [
     (
         "upstreams",
         "the upstream is the container itself, at its address and berth.port",
@@ -169,12 +169,8 @@ pub const REFUSED: [(&str, &str); 4] = [
     ),
     (
         "auth.repositories",
-        "repository rules are a list of tables, which labels do not carry yet: write them in \
-         a [[route]] of the config file",
-    ),
-    (
-        "auth.groups",
-        "only with auth.repositories, which labels do not carry yet",
+        "repository rules are a list of tables, which a label cannot carry: name a file of \
+         [[rule]] tables with berth.auth.repositories-file",
     ),
 ];
 
@@ -970,6 +966,96 @@ mod tests {
         assert!(raw.contains(r#"methods: Some(["post", "PUT"])"#), "{raw}");
         assert!(raw.contains("anonymous_read: Some(false)"), "{raw}");
         assert!(raw.contains("rate_burst: Some(7)"), "{raw}");
+    }
+
+    #[test]
+    fn repository_rules_and_client_certificates_come_from_files_a_label_names() {
+        let dir = std::env::temp_dir().join(format!("berth-labels-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let rules = file(
+            "rules.toml",
+            "[[rule]]\nrepositories = [\"team-a/*\"]\nusers = [\"@team-a\", \"cert:ci\"]\n\
+             allow = [\"pull\", \"push\"]\n\n[[rule]]\nrepositories = [\"*\"]\nusers = [\"*\"]\n\
+             allow = [\"pull\"]\n",
+        );
+        let groups = file("groups", "team-a: alice\n");
+        let htpasswd = file("htpasswd", "");
+        let ca = file(
+            "clients.pem",
+            "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+        );
+        let bad = file(
+            "bad.toml",
+            "[[rule]]\nrepositories = [\"*\"]\nusers = [\"*\"]\nallow = [\"write\"]\n",
+        );
+        let allowed = ContainerRules {
+            label_files: crate::files::LabelFiles::new(&[dir.display().to_string()])
+                .expect("label files"),
+            ..ContainerRules::default()
+        };
+        let labels = |rules_file: &str| {
+            vec![
+                ("berth.host", "r.example.com".to_string()),
+                ("berth.profile", "registry".to_string()),
+                ("berth.auth.htpasswd", htpasswd.clone()),
+                ("berth.auth.repositories-file", rules_file.to_string()),
+                ("berth.auth.groups", groups.clone()),
+                ("berth.client-ca", ca.clone()),
+                ("berth.client-auth", "optional".to_string()),
+            ]
+        };
+        let owned = labels(&rules);
+        let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = match judge(&container(&refs, &[]), &allowed, &builtin_defaults()) {
+            Verdict::Routes(r) => r,
+            other => panic!("expected routes, got {other:?}"),
+        };
+        let auth = r[0].auth.as_ref().expect("auth");
+        let decided = auth.repositories.as_ref().expect("rules");
+        assert_eq!(decided.0.len(), 2);
+        assert!(decided.names_certificates());
+        assert_eq!(auth.groups.as_deref(), Some(std::path::Path::new(&groups)));
+        let client = r[0].client_auth.as_ref().expect("client-ca");
+        assert_eq!(client.mode, crate::route::ClientAuthMode::Optional);
+        // A bad rules file skips the container, naming the file's rule.
+        let owned = labels(&bad);
+        let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let verdict = judge(&container(&refs, &[]), &allowed, &builtin_defaults());
+        assert!(!matches!(verdict, Verdict::Routes(_)), "{verdict:?}");
+        let text = format!("{verdict:?}");
+        assert!(
+            text.contains("label berth.auth.repositories-file")
+                && text.contains("unknown action \\\"write\\\""),
+            "{text}"
+        );
+        // Outside docker.label-files, none of the three is read.
+        let e = errors(&container(&refs, &[]));
+        for label in [
+            "berth.auth.repositories-file",
+            "berth.auth.groups",
+            "berth.client-ca",
+        ] {
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(label) && m.contains("outside docker.label-files")),
+                "{label}: {e:?}"
+            );
+        }
+        // The rules themselves are no label.
+        let e = errors(&container(
+            &[
+                ("berth.host", "r.example.com"),
+                ("berth.auth.repositories", "x"),
+            ],
+            &[],
+        ));
+        assert!(e[0].contains("berth.auth.repositories-file"), "{e:?}");
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub struct RawAuth {
     /// Registry profile: who may pull, push and delete which repositories; the first rule
     /// that matches the repository and the user decides.
     pub repositories: Option<Vec<RawRule>>,
+    /// The same rules from a file of `[[rule]]` tables (what a container's label can name).
+    pub repositories_file: Option<FilePath>,
     /// The groups file (`team-a: alice carol` lines) the rules' `@group`s come from.
     pub groups: Option<FilePath>,
 }
@@ -421,7 +423,7 @@ impl RawAuth {
     ) -> (Option<Option<Rules>>, Option<Option<std::path::PathBuf>>) {
         let groups = match self.groups.as_deref().map(str::trim) {
             None => Some(None),
-            Some(_) if self.repositories.is_none() => {
+            Some(_) if self.repositories.is_none() && self.repositories_file.is_none() => {
                 errors.push(
                     key("auth.groups"),
                     "only with auth.repositories, whose @group names it defines",
@@ -437,9 +439,30 @@ impl RawAuth {
                 None
             }
         };
-        let Some(raw) = &self.repositories else {
-            return (Some(None), groups);
-        };
+        let from_file;
+        let file_key = |k: &str| key(&k.replacen("auth.repositories", "auth.repositories-file", 1));
+        let (raw, key): (&[RawRule], &dyn Fn(&str) -> String) =
+            match (&self.repositories, self.repositories_file.as_deref()) {
+                (None, None) => return (Some(None), groups),
+                (Some(raw), None) => (raw, key),
+                (Some(_), Some(_)) => {
+                    errors.push(
+                        key("auth.repositories-file"),
+                        "not with auth.repositories: the rules are in one place or the other",
+                    );
+                    return (None, groups);
+                }
+                (None, Some(path)) => match read_rules_file(std::path::Path::new(path)) {
+                    Ok(raw) => {
+                        from_file = raw;
+                        (&from_file, &file_key)
+                    }
+                    Err(e) => {
+                        errors.push(key("auth.repositories-file"), e);
+                        return (None, groups);
+                    }
+                },
+            };
         if matches!(open, Some(OpenAccess::MethodsOtherThan(_))) {
             errors.push(
                 key("auth.repositories"),
@@ -485,6 +508,42 @@ impl RawAuth {
         }
         (Some(Some(rules)), groups)
     }
+}
+
+/// The largest `auth.repositories-file` berth reads.
+const RULES_FILE_LIMIT: u64 = 1 << 20;
+
+/// A file of repository rules: `[[rule]]` tables, each as an entry of `auth.repositories`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+/// Reads an `auth.repositories-file`.
+///
+/// # Errors
+/// When the file cannot be read or is not a list of rules, naming the file.
+fn read_rules_file(path: &std::path::Path) -> Result<Vec<RawRule>, String> {
+    let bytes = crate::files::read_regular(path, RULES_FILE_LIMIT)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+    let file: RulesFile = toml::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a list of [[rule]] tables: {}",
+            path.display(),
+            e.message()
+        )
+    })?;
+    if file.rule.is_empty() {
+        return Err(format!(
+            "{}: holds no [[rule]]; a route with no rule lets nobody do anything",
+            path.display()
+        ));
+    }
+    Ok(file.rule)
 }
 
 /// A realm is quoted in `WWW-Authenticate`: printable ASCII without quotes or backslashes.

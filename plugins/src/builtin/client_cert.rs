@@ -36,7 +36,7 @@ use crate::plugin::{Flow, Plugin, Reply, RequestCtx, Scheme};
 use berth_core::route::{ClientAuth, ClientAuthMode, CERT_USER_PREFIX};
 
 /// The largest `client-ca` file berth reads.
-pub const CLIENT_CA_LIMIT: u64 = 1 << 20;
+pub const CLIENT_CA_LIMIT: u64 = berth_core::files::CA_FILE_LIMIT;
 
 /// The header that carries a verified client certificate's subject to the upstream.
 pub const SUBJECT_HEADER: &str = "x-client-cert-subject";
