@@ -84,13 +84,31 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
     );
     install(certs.path(), "overdue.test", &overdue).unwrap();
     let acme = fake_acme().await;
+    let files = tempfile::tempdir().unwrap();
+    let (client_ca, htpasswd, groups) = (
+        files.path().join("clients.pem"),
+        files.path().join("htpasswd"),
+        files.path().join("groups"),
+    );
+    std::fs::write(&client_ca, TestCa::new("clients").pem()).unwrap();
+    std::fs::write(&htpasswd, "").unwrap();
+    std::fs::write(&groups, "team-a: alice\n").unwrap();
     let b = berth(&format!(
         "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
          [tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n[acme]\nmetrics = \"{acme}\"\n\n\
          [docker]\nenabled = true\n\n[[route]]\nhost = \"down.test\"\nupstreams = [\"127.0.0.1:{}\"]\n\
-         https = \"noredirect\"\n",
+         https = \"noredirect\"\n\n[[route]]\nhost = \"rules.test\"\nupstreams = [\"127.0.0.1:{}\"]\n\
+         profile = \"registry\"\nclient-ca = \"{}\"\nclient-auth = \"optional\"\nauth.htpasswd = \"{}\"\n\
+         auth.groups = \"{}\"\nauth.repositories = [\n\
+           {{ repositories = [\"team-a/*\"], users = [\"@team-a\", \"cert:ci\"], allow = [\"pull\", \"push\"] }},\n\
+           {{ repositories = [\"secret/*\"], users = [\"*\"], allow = [] }},\n\
+         ]\n",
         certs.path().display(),
-        berth_testkit::free_port()
+        berth_testkit::free_port(),
+        berth_testkit::free_port(),
+        client_ca.display(),
+        htpasswd.display(),
+        groups.display(),
     ));
     let web = Container::run(
         "dash-web",
@@ -142,6 +160,22 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
         &row_has(
             "route-rows",
             &[&host, &web_upstream, &web_source, "https noredirect"],
+            "",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    // A registry route's rules in short, in order, and its client certificates.
+    page.wait_until(
+        &row_has(
+            "route-rows",
+            &[
+                "rules.test",
+                "team-a/*: @team-a cert:ci → pull, push",
+                "secret/*: * → nothing",
+                "client certificate optional",
+            ],
             "",
         ),
         wait,
