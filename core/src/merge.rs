@@ -7,11 +7,15 @@
 //! 3. Containers with the same host and path but different settings: the container whose
 //!    name sorts first wins; the others are left out of that route.
 //!
+//! 4. Client certificates are per host (the handshake comes before the path): a container
+//!    route whose `client-ca`/`client-auth` differ from those of a route already there for
+//!    its host (the config file's first, then containers in name order) is left out.
+//!
 //! Every conflict is returned as a sentence naming both sides, for the log and `/routes`.
 
 use std::collections::HashMap;
 
-use crate::route::{RouteSource, RouteSpec};
+use crate::route::{ClientAuth, RouteSource, RouteSpec};
 
 /// The merged routes and the conflicts met on the way.
 #[derive(Debug, Default)]
@@ -37,7 +41,12 @@ pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<Route
     let mut merged = Merged::default();
     // (host, path) → index in merged.routes, and whether it came from the file.
     let mut seen: HashMap<(String, String), (usize, bool)> = HashMap::new();
+    // host → the client certificate settings of its first route, and that route's source.
+    let mut host_auth: HashMap<String, (String, Option<ClientAuth>)> = HashMap::new();
     for spec in file {
+        host_auth
+            .entry(spec.host.to_string())
+            .or_insert_with(|| (spec.source.to_string(), spec.client_auth.clone()));
         let key = (spec.host.to_string(), spec.path.clone());
         if seen.contains_key(&key) {
             // Duplicate file routes are refused when the config is read; never here.
@@ -49,6 +58,17 @@ pub fn merge_routes(file: Vec<RouteSpec>, mut discovered: Vec<(String, Vec<Route
     for (container, specs) in discovered {
         for spec in specs {
             let key = (spec.host.to_string(), spec.path.clone());
+            let (first, auth) = host_auth
+                .entry(key.0.clone())
+                .or_insert_with(|| (spec.source.to_string(), spec.client_auth.clone()));
+            if *auth != spec.client_auth {
+                merged.conflicts.push(format!(
+                    "{}: {} {} sets client certificates (client-ca, client-auth) otherwise \
+                     than {first}'s route for the host, which the handshake follows; it is left out",
+                    spec.source, key.0, key.1
+                ));
+                continue;
+            }
             match seen.get(&key) {
                 None => {
                     seen.insert(key, (merged.routes.len(), false));
@@ -218,6 +238,68 @@ mod tests {
         assert!(merged.conflicts[0].starts_with("container beta: f.example.com /"));
         assert!(merged.conflicts[1].contains("alpha and zeta"));
         assert!(merged.conflicts[1].contains("alpha's are used"));
+    }
+
+    #[test]
+    fn a_container_cannot_set_a_hosts_client_certificates_otherwise() {
+        let with_ca = |mut spec: RouteSpec, ca: &str, path: &str| {
+            spec.client_auth = Some(ClientAuth {
+                ca: ca.into(),
+                mode: crate::route::ClientAuthMode::Require,
+            });
+            spec.path = path.into();
+            spec
+        };
+        let file = vec![with_ca(
+            spec("reg.example.com", "127.0.0.1:1", RouteSource::File, None),
+            "/etc/berth/ca.pem",
+            "/",
+        )];
+        let container = |name: &str, host: &str, ca: Option<&str>, path: &str| {
+            let (n, mut specs) = from(name, host, "10.0.0.1:80", None);
+            specs[0].path = path.into();
+            if let Some(ca) = ca {
+                specs[0] = with_ca(specs[0].clone(), ca, path);
+            }
+            (n, specs)
+        };
+        let merged = merge_routes(
+            file,
+            vec![
+                // Another path of the file's host, with another CA or none: left out.
+                container(
+                    "evil",
+                    "reg.example.com",
+                    Some("/etc/berth/other.pem"),
+                    "/zz",
+                ),
+                container("plain", "reg.example.com", None, "/v3"),
+                // The same settings: routed.
+                container("same", "reg.example.com", Some("/etc/berth/ca.pem"), "/v4"),
+                // A new host: its first container decides; a later one that differs is out.
+                container("a1", "new.example.com", Some("/etc/berth/ca.pem"), "/"),
+                container("a2", "new.example.com", None, "/x"),
+            ],
+        );
+        let routed: Vec<String> = merged
+            .routes
+            .iter()
+            .map(|r| format!("{} {}", r.host, r.path))
+            .collect();
+        assert_eq!(
+            routed,
+            [
+                "reg.example.com /",
+                "new.example.com /",
+                "reg.example.com /v4"
+            ]
+        );
+        assert_eq!(merged.conflicts.len(), 3, "{:?}", merged.conflicts);
+        assert!(merged
+            .conflicts
+            .iter()
+            .all(|c| c.contains("sets client certificates")));
+        assert!(merged.conflicts[0].starts_with("container a2: new.example.com /x"));
     }
 
     #[test]

@@ -152,6 +152,22 @@ impl Model {
         }
     }
 
+    /// access.md: whoever may pull every repository — each rule naming them allows pull, up
+    /// to one for `*`.
+    fn pulls_everything(&self, user: Option<&str>) -> bool {
+        for (patterns, users, allow) in &self.rules {
+            if users.iter().any(|w| self.names(w, user)) {
+                if !allow.contains(&"pull") {
+                    return false;
+                }
+                if patterns.iter().any(|p| p.as_str() == "^.*$") {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     fn allows(&self, repository: &str, user: Option<&str>, action: &str) -> bool {
         for (patterns, users, allow) in &self.rules {
             if patterns.iter().any(|p| p.is_match(repository))
@@ -264,6 +280,24 @@ fuzz_target!(|input: Input| {
             };
             rules.decide(&asked, user, &groups) == Decision::Allow
         });
+        // The grant itself, against the model: each action asked is granted exactly when a
+        // rule allows it, nothing else is, and the catalog when asked and all is pullable.
+        for r in REPOSITORIES {
+            for a in ACTIONS {
+                let asked = Access::Repository {
+                    name: r.to_string(),
+                    action: Action::parse(a).expect("action"),
+                    mount_from: None,
+                };
+                let want = wanted.iter().any(|(w, b)| w == r && *b == a) && model.allows(r, user, a);
+                assert_eq!(granted.covers(&asked), want, "{r} {a} {input:?}");
+            }
+        }
+        assert_eq!(
+            granted.covers(&Access::Catalog),
+            token.catalog && model.pulls_everything(user),
+            "catalog {input:?}"
+        );
         if !granted.covers(&read) {
             decision = Decision::Deny(Action::Pull);
         }
@@ -294,21 +328,7 @@ fuzz_target!(|input: Input| {
             assert_eq!(decision == Decision::Allow, user.is_some());
         }
         (Op::Catalog(_), None) if matches!(method.as_str(), "GET" | "HEAD") => {
-            // access.md: whoever may pull every repository — each rule naming them allows
-            // pull, up to one for `*`.
-            let mut expected = false;
-            for (patterns, users, allow) in &model.rules {
-                if users.iter().any(|w| model.names(w, user)) {
-                    if !allow.contains(&"pull") {
-                        break;
-                    }
-                    if patterns.iter().any(|p| p.as_str() == "^.*$") {
-                        expected = true;
-                        break;
-                    }
-                }
-            }
-            let expected = expected && catalog_in_token;
+            let expected = model.pulls_everything(user) && catalog_in_token;
             assert_eq!(decision == Decision::Allow, expected, "{input:?}");
             // And then every repository is indeed theirs to pull.
             if expected {

@@ -499,23 +499,24 @@ fn https_listener(
 ) -> Result<CertState, StartError> {
     let dir = loader.dir().to_path_buf();
     let state = (store.clone(), loader.counts.clone());
-    let mut tls =
-        TlsSettings::with_callbacks(Box::new(ClientCertRecorder::new(shared.table.clone())))
-            .map_err(|e| StartError::Tls(e.to_string()))?;
     let resolver = Arc::new(SniResolver::new(store.clone(), shared.table.clone()));
-    tls.set_cert_resolver(resolver.clone());
-    tls.enable_h2();
-    // Hosts with client-ca get a handshake config of their own (tls/client_auth.rs).
-    tls.set_server_config_chooser(Arc::new(ClientAuthChooser::new(
+    // Hosts with client-ca get a handshake config of their own (tls/client_auth.rs), and
+    // each connection for one the certificate it verified.
+    let chooser = Arc::new(ClientAuthChooser::new(
         shared.table.clone(),
         auth_files,
-        resolver,
+        resolver.clone(),
         vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         shared
             .metrics
             .as_ref()
             .map(|m| m.client_cert_errors.clone()),
-    )));
+    ));
+    let mut tls = TlsSettings::with_callbacks(Box::new(ClientCertRecorder::new(chooser.clone())))
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    tls.set_cert_resolver(resolver);
+    tls.enable_h2();
+    tls.set_server_config_chooser(chooser);
     let mut proxy = http_proxy(
         &w.server.configuration,
         Berth::new(

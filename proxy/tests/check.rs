@@ -179,6 +179,33 @@ fn htpasswd_files_are_checked() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A client CA file is read as the handshake will read it.
+    let ca = dir.path().join("clients.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:8080\"\n\n[[route]]\nhost = \"c.test\"\n\
+             upstreams = [\"127.0.0.1:5000\"]\nclient-ca = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("route[0].client-ca: ") && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+    std::fs::write(&ca, berth_testkit::tls::TestCa::new("clients").pem()).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -69,6 +69,19 @@ fn subject_seen(body: &str) -> Option<String> {
     all.first().map(|s| s.to_string())
 }
 
+/// An htpasswd file in `dir` with alice (password `alice-pw`).
+fn htpasswd_with_alice(dir: &Path) -> PathBuf {
+    let htpasswd = dir.join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-cbB"])
+        .arg(&htpasswd)
+        .args(["alice", "alice-pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    htpasswd
+}
+
 struct Setup {
     b: BerthProcess,
     server_ca: PathBuf,
@@ -84,21 +97,23 @@ fn setup(clients: &TestCa) -> Setup {
     let server = TestCa::new("berth test server CA");
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    for host in ["req.test", "opt.test", "open.test"] {
+    for host in [
+        "req.test",
+        "opt.test",
+        "open.test",
+        "b.test",
+        "open.wild.test",
+    ] {
         install(&certs, host, &server.issue(&[host])).unwrap();
     }
+    install(&certs, "wild.test", &server.issue(&["*.wild.test"])).unwrap();
     let server_ca = dir.path().join("server-ca.pem");
     std::fs::write(&server_ca, server.pem()).unwrap();
     let client_ca = dir.path().join("clients-ca.pem");
     std::fs::write(&client_ca, clients.pem()).unwrap();
-    let htpasswd = dir.path().join("htpasswd");
-    let out = Command::new("htpasswd")
-        .args(["-cbB"])
-        .arg(&htpasswd)
-        .args(["alice", "alice-pw"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let b_ca = dir.path().join("b-ca.pem");
+    std::fs::write(&b_ca, TestCa::new("b's clients CA").pem()).unwrap();
+    let htpasswd = htpasswd_with_alice(dir.path());
     let origin = Origin::start("o");
     let ca = format!(
         "client-ca = \"{}\"\nhttps = \"noredirect\"",
@@ -115,6 +130,17 @@ fn setup(clients: &TestCa) -> Setup {
             ),
         ),
         route("open.test", &[origin.addr], "https = \"noredirect\""),
+        // A wildcard that asks, and one of its names, more specific, that does not.
+        route("*.wild.test", &[origin.addr], &ca),
+        route("open.wild.test", &[origin.addr], "https = \"noredirect\""),
+        route(
+            "b.test",
+            &[origin.addr],
+            &format!(
+                "client-ca = \"{}\"\nclient-auth = \"optional\"\nhttps = \"noredirect\"",
+                b_ca.display()
+            ),
+        ),
     ]
     .join("\n");
     let b = berth(&format!(
@@ -144,7 +170,13 @@ async fn client_certificates_are_asked_for_verified_and_forwarded_per_host() {
     };
 
     // Only hosts with client-ca ask for a certificate, naming the CA.
-    for (host, asks) in [("req.test", true), ("opt.test", true), ("open.test", false)] {
+    for (host, asks) in [
+        ("req.test", true),
+        ("opt.test", true),
+        ("open.test", false),
+        ("x.wild.test", true),
+        ("open.wild.test", false),
+    ] {
         let out = s_client(https, &["-servername", host]).unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
@@ -210,9 +242,13 @@ async fn client_certificates_are_asked_for_verified_and_forwarded_per_host() {
         let (code, body) = get(sni, cert, &["-H", "Host: req.test"]).unwrap();
         assert_eq!(code, 421, "SNI {sni}: {body}");
     }
-    // A certificate verified for opt.test (same CA) does log in on req.test.
+    // A certificate verified for opt.test (same CA) does log in on req.test; one verified
+    // by req.test's CA is no login on b.test, whose CA is another.
     let (code, _) = get("opt.test", Some(&ci), &["-H", "Host: req.test"]).unwrap();
     assert_eq!(code, 200);
+    let (code, body) = get("req.test", Some(&ci), &["-H", "Host: b.test"]).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(subject_seen(&body), None, "{body}");
 
     // Each refusal is counted (openssl's look at req.test above, without a certificate,
     // was one); each is logged once per client, host and reason.
@@ -331,14 +367,7 @@ async fn the_docker_cli_pushes_with_a_client_certificate_and_no_login() {
     }
     let client_ca = work.path().join("clients-ca.pem");
     std::fs::write(&client_ca, clients.pem()).unwrap();
-    let htpasswd = work.path().join("htpasswd");
-    let out = Command::new("htpasswd")
-        .args(["-cbB"])
-        .arg(&htpasswd)
-        .args(["alice", "alice-pw"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let htpasswd = htpasswd_with_alice(work.path());
     let ca = format!(
         "client-ca = \"{}\"\nprofile = \"registry\"",
         client_ca.display()
@@ -433,6 +462,45 @@ async fn the_docker_cli_pushes_with_a_client_certificate_and_no_login() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // A token fetched with the certificate is that identity's on its connections only.
+    let cert_files = client_files(work.path(), "ci", &clients, "ci-runner");
+    std::fs::write(&cert_files.cert, &ci.cert).unwrap();
+    std::fs::write(&cert_files.key, &ci.key).unwrap();
+    let server_ca = work.path().join("server-ca.pem");
+    std::fs::write(&server_ca, server.pem()).unwrap();
+    let via_bridge = |cert: Option<&ClientFiles>, extra: &[&str], target: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&server_ca)
+            .arg("--resolve")
+            .arg(format!("{opt}:{port}:{bridge}"))
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(c) = cert {
+            cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+        }
+        let out = cmd
+            .args(extra)
+            .arg(format!("https://{opt_at}{target}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = via_bridge(
+        Some(&cert_files),
+        &[],
+        "/v2/_berth/token?service=x&scope=repository:ci/app:pull",
+    );
+    assert_eq!(code, "200", "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let bearer = format!("Authorization: Bearer {}", json["token"].as_str().unwrap());
+    let tags = "/v2/ci/app/tags/list";
+    let (code, body) = via_bridge(Some(&cert_files), &["-H", &bearer], tags);
+    assert_eq!(code, "200", "with the certificate: {body}");
+    let (code, body) = via_bridge(None, &["-H", &bearer], tags);
+    assert_eq!(code, "401", "without it: {body}");
+
     // Without the files, no login at all: 401.
     opt_dir.client(None);
     let (ok, said) = docker_cli(&cli, &["push", &pushed]);

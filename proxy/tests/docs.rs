@@ -163,6 +163,19 @@ fn every_toml_example_is_a_valid_configuration() {
                 continue;
             }
             checked += 1;
+            // A file of repository rules is checked as a route naming it would read it.
+            let rules_file = tempfile::NamedTempFile::new().unwrap();
+            let body = if body.contains("[[rule]]") && !body.contains("[[route]]") {
+                std::fs::write(rules_file.path(), &body).unwrap();
+                format!(
+                    "[[route]]\nhost = \"r.test\"\nupstreams = [\"127.0.0.1:5000\"]\n\
+                     profile = \"registry\"\nauth.htpasswd = \"/h\"\nauth.groups = \"/g\"\n\
+                     client-ca = \"/c.pem\"\nauth.repositories-file = \"{}\"\n",
+                    rules_file.path().display()
+                )
+            } else {
+                body
+            };
             // A fragment (`[server]` alone) is checked with a listener added, as it would
             // sit in a whole file.
             let whole = if body.contains("[listen]") {

@@ -1003,12 +1003,16 @@ upstreams = ["127.0.0.1:5000"]
                 "route[0].client-auth: needs client-ca",
             ),
             (
+                route("192.0.2.7", "/", &format!("client-ca = \"{ca}\"")),
+                "route[0].client-ca: a host that is an IP address",
+            ),
+            (
                 route("r.test", "/", &format!("client-ca = \"{ca}\"\nclient-auth = \"maybe\"")),
                 "route[0].client-auth: invalid client-auth \"maybe\"",
             ),
             (
-                route("r.test", "/", "client-ca = \"/nonexistent/ca.pem\""),
-                "route[0].client-ca: \"/nonexistent/ca.pem\"",
+                route("r.test", "/", "client-ca = \"ca.pem\""),
+                "route[0].client-ca: \"ca.pem\" is not an absolute path",
             ),
             (
                 route("r.test", "/", rules),

@@ -186,6 +186,18 @@ impl RawRoute {
             .as_ref()
             .and_then(|a| a.repositories.as_ref())
             .is_some_and(|r| r.names_certificates());
+        let ip_host = host.as_ref().map(|h| h.to_string()).is_some_and(|h| {
+            h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        });
+        if client_auth.is_some() && ip_host {
+            errors.push(
+                key("client-ca"),
+                "a host that is an IP address: clients send no server name (SNI) for one, so \
+                 no handshake could be told to ask for a certificate",
+            );
+        }
         if names_certificates && client_auth.is_none() {
             errors.push(
                 key("auth.repositories"),

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::errors::Errors;
-use crate::files::check_ca_file;
 
 /// Whether a host's TLS handshake needs a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -62,7 +61,18 @@ pub fn validate_client_auth(
         }
         return None;
     };
-    errors.check(&key("client-ca"), check_ca_file(ca))?;
+    // Read when the route is built and whenever it changes, as an htpasswd file is (and
+    // by `berth check`): a file missing at start is logged, and fails closed.
+    if !ca.starts_with('/') {
+        errors.push(
+            key("client-ca"),
+            format!(
+                "\"{}\" is not an absolute path",
+                crate::logging::shown(ca, 256)
+            ),
+        );
+        return None;
+    }
     Some(ClientAuth {
         ca: PathBuf::from(ca),
         mode: mode.unwrap_or(ClientAuthMode::Require),

@@ -93,8 +93,8 @@ impl Scopes {
 
     /// Whether these scopes reach `access`: a repository request's action on its repository
     /// (and `pull` on a mount's source), the catalog if granted. `GET /v2/` needs none; a
-    /// request that is not of the registry API is not one a scope can name, and is left to
-    /// the rules.
+    /// request that is not of the registry API, or not spelled as it spells it, is one no
+    /// scope names, and no token reaches it.
     pub fn covers(&self, access: &Access) -> bool {
         let has = |name: &str, action: Action| {
             self.repositories
@@ -102,7 +102,8 @@ impl Scopes {
                 .is_some_and(|a| a.contains(&action))
         };
         match access {
-            Access::Base | Access::Unknown => true,
+            Access::Base => true,
+            Access::Unknown => false,
             Access::Catalog => self.catalog,
             Access::Repository {
                 name,
@@ -211,7 +212,21 @@ mod tests {
         assert!(!granted.covers(&repo("secret", Action::Pull, None)));
         assert!(!granted.covers(&Access::Catalog));
         assert!(granted.covers(&Access::Base));
-        assert!(granted.covers(&Access::Unknown));
+        assert!(!granted.covers(&Access::Unknown));
+        // An escaped name is not the repository the token names, whatever the registry
+        // makes of it.
+        let everything = Scopes::asked("scope=repository:a/b:*");
+        for (method, target) in [
+            ("PUT", "/v2/a%2Fb/manifests/latest"),
+            ("DELETE", "/v2/a/b/manifests/%6Catest"),
+            ("GET", "/v2/a/b/../b/tags/list"),
+        ] {
+            assert!(
+                !everything.covers(&access(method, target)),
+                "{method} {target}"
+            );
+        }
+        assert!(everything.covers(&access("DELETE", "/v2/a/b/manifests/latest")));
 
         // A mount needs pull on its source in the token too.
         let both = Scopes::asked("scope=repository:a:pull,push&scope=repository:b:pull");

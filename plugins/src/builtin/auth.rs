@@ -402,7 +402,10 @@ impl Plugin for BasicAuth {
         // A token reaches only what it grants; the rules, as they are now, decide as well
         // (a token outlives no change of them).
         let decision = if scopes.as_ref().is_some_and(|s| !s.covers(&access)) {
-            Decision::Deny(refused_action(&access))
+            match access {
+                Access::Unknown => Decision::Unknown,
+                _ => Decision::Deny(refused_action(&access)),
+            }
         } else {
             match &self.rules {
                 Some(rules) => rules.decide(&access, user.as_deref()),

@@ -93,10 +93,12 @@ impl Contents for ClientCa {
 
 /// What a TLS connection's handshake verified about its client, for a host with
 /// `client-ca` (connections for other hosts carry none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ClientCertificate {
     /// The `client-ca` of the host the handshake was for.
     pub ca: PathBuf,
+    /// The version of that file the certificate was verified against (`None`: never read).
+    pub version: Option<Arc<ClientCa>>,
     /// The certificate it verified, if the client sent one.
     pub verified: Option<CertIdentity>,
 }
@@ -107,7 +109,8 @@ pub struct CertIdentity {
     /// The user it logs in as: `cert:<CN>`; `None` for a certificate without a common name
     /// (verified, and no login).
     pub user: Option<String>,
-    /// Its subject, as RFC 4514 writes a distinguished name.
+    /// Its subject, as RFC 4514 writes a distinguished name (most specific first, special
+    /// characters escaped with `\`, every byte outside printable ASCII as `\XX`).
     pub subject: String,
 }
 
@@ -119,14 +122,14 @@ struct Verified(CertIdentity);
 #[derive(Debug)]
 pub struct ClientCert {
     auth: ClientAuth,
-    /// Keeps the CA file open (watched) while the route exists.
-    _ca: Arc<Watched<ClientCa>>,
+    /// The CA file (watched, kept open while the route exists).
+    ca: Arc<Watched<ClientCa>>,
 }
 
 impl ClientCert {
     /// The step for a route verifying `auth`, whose CA file is `ca`.
     pub fn new(auth: ClientAuth, ca: Arc<Watched<ClientCa>>) -> ClientCert {
-        ClientCert { auth, _ca: ca }
+        ClientCert { auth, ca }
     }
 
     /// The verified client certificate of this request, on a route with `client-ca`.
@@ -140,10 +143,24 @@ impl ClientCert {
     }
 
     /// What this route decides about a connection that verified `connection`
-    /// (`None`: none for a host with `client-ca`), over `scheme`.
-    fn judge(&self, connection: Option<&ClientCertificate>, scheme: Scheme) -> Judged {
+    /// (`None`: none for a host with `client-ca`), over `scheme`, while its CA file reads
+    /// `current`. A certificate counts only if it was verified against this very version
+    /// of the route's CA file: a changed file (a CA taken out) ends the logins of
+    /// connections verified before, which then get a handshake of their own.
+    fn judge(
+        &self,
+        connection: Option<&ClientCertificate>,
+        current: Option<&Arc<ClientCa>>,
+        scheme: Scheme,
+    ) -> Judged {
         let verified = connection
             .filter(|c| c.ca == self.auth.ca)
+            .filter(|c| {
+                c.version
+                    .as_ref()
+                    .zip(current)
+                    .is_some_and(|(v, now)| Arc::ptr_eq(v, now))
+            })
             .and_then(|c| c.verified.as_ref());
         match (verified, self.auth.mode) {
             (Some(identity), _) => Judged::Login(identity.clone()),
@@ -174,7 +191,8 @@ impl Plugin for ClientCert {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|s| s.extension.get::<ClientCertificate>());
-        match self.judge(connection, ctx.downstream.scheme) {
+        let current = self.ca.get_loaded();
+        match self.judge(connection, current.as_ref(), ctx.downstream.scheme) {
             Judged::Login(identity) => {
                 ctx.slots.insert(Verified(identity));
                 Ok(Flow::Continue)
@@ -193,7 +211,8 @@ impl Plugin for ClientCert {
 }
 
 /// The identity of a client certificate (DER) that a handshake verified: its subject, and
-/// the user `cert:<CN>` when it has one common name of printable text.
+/// the user `cert:<CN>` when it has exactly one common name of plain text (no control or
+/// bidirectional-formatting characters).
 pub fn identity_of(der: &[u8]) -> Option<CertIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
@@ -202,26 +221,75 @@ pub fn identity_of(der: &[u8]) -> Option<CertIdentity> {
         (Some(cn), None) => cn
             .as_str()
             .ok()
-            .filter(|n| !n.is_empty() && n.chars().all(|c| !c.is_control()))
+            .filter(|n| !n.is_empty() && !n.chars().any(unfit))
             .map(str::to_string),
         _ => None,
     };
-    // A header value carries it: printable ASCII, anything else escaped.
-    let subject: String = subject
-        .to_string()
-        .chars()
-        .flat_map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                vec![c]
-            } else {
-                format!("\\u{{{:x}}}", c as u32).chars().collect()
-            }
-        })
-        .collect();
     Some(CertIdentity {
         user: cn.map(|n| format!("{CERT_USER_PREFIX}{n}")),
-        subject,
+        subject: rfc4514(subject),
     })
+}
+
+/// Characters a user name may not hold: controls, and those that reorder or hide text.
+fn unfit(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A distinguished name as RFC 4514 writes it, in printable ASCII: the relative names most
+/// specific first, joined by `,` (attributes of one by `+`), each `TYPE=value` with the
+/// usual short type names (else the dotted OID), `"+,;<>\` escaped with `\`, a leading
+/// `#` or space and a trailing space escaped, and every other byte outside printable ASCII
+/// (UTF-8 included) as `\XX`; a value that is not a string is `#` and its bytes in hex.
+fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use std::fmt::Write;
+    let short = |oid: &str| match oid {
+        "2.5.4.3" => "CN".to_string(),
+        "2.5.4.6" => "C".to_string(),
+        "2.5.4.7" => "L".to_string(),
+        "2.5.4.8" => "ST".to_string(),
+        "2.5.4.9" => "STREET".to_string(),
+        "2.5.4.10" => "O".to_string(),
+        "2.5.4.11" => "OU".to_string(),
+        "0.9.2342.19200300.100.1.1" => "UID".to_string(),
+        "0.9.2342.19200300.100.1.25" => "DC".to_string(),
+        other => other.to_string(),
+    };
+    let mut rdns = Vec::new();
+    for rdn in name.iter() {
+        let mut parts = Vec::new();
+        for attr in rdn.iter() {
+            let mut out = format!("{}=", short(&attr.attr_type().to_id_string()));
+            match attr.as_str() {
+                Ok(text) => {
+                    let bytes = text.as_bytes();
+                    for (i, &b) in bytes.iter().enumerate() {
+                        let edge = (i == 0 && (b == b'#' || b == b' '))
+                            || (i + 1 == bytes.len() && b == b' ');
+                        if edge || b"\"+,;<>\\".contains(&b) {
+                            out.push('\\');
+                            out.push(b as char);
+                        } else if (0x21..0x7f).contains(&b) || b == b' ' {
+                            out.push(b as char);
+                        } else {
+                            let _ = write!(out, "\\{b:02X}");
+                        }
+                    }
+                }
+                Err(_) => {
+                    out.push('#');
+                    for b in attr.attr_value().data.iter() {
+                        let _ = write!(out, "{b:02x}");
+                    }
+                }
+            }
+            parts.push(out);
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    rdns.join(",")
 }
 
 #[cfg(test)]
@@ -245,26 +313,102 @@ mod tests {
             user: Some("cert:alice".into()),
             subject: "CN=alice".into(),
         };
+        let version = Arc::new(ClientCa::default());
         let by = |ca: &str, verified: Option<CertIdentity>| ClientCertificate {
             ca: PathBuf::from(ca),
+            version: Some(version.clone()),
             verified,
         };
         let own = by("/ca.pem", Some(alice.clone()));
         let other = by("/other.pem", Some(alice.clone()));
         let none = by("/ca.pem", None);
         let https = Scheme::Https;
+        let now = Some(&version);
         for mode in [ClientAuthMode::Optional, ClientAuthMode::Require] {
             assert_eq!(
-                step(mode).judge(Some(&own), https),
+                step(mode).judge(Some(&own), now, https),
                 Judged::Login(alice.clone())
             );
         }
         let optional = step(ClientAuthMode::Optional);
         let require = step(ClientAuthMode::Require);
+        // Verified against a version of the file that is no longer in force, or while none
+        // is: no login.
+        let changed = Arc::new(ClientCa::default());
+        for current in [Some(&changed), None] {
+            assert_eq!(optional.judge(Some(&own), current, https), Judged::NoLogin);
+            assert_eq!(
+                require.judge(Some(&own), current, https),
+                Judged::Misdirected
+            );
+        }
         for connection in [Some(&other), Some(&none), None] {
-            assert_eq!(optional.judge(connection, https), Judged::NoLogin);
-            assert_eq!(require.judge(connection, https), Judged::Misdirected);
-            assert_eq!(require.judge(connection, Scheme::Http), Judged::PlainHttp);
+            assert_eq!(optional.judge(connection, now, https), Judged::NoLogin);
+            assert_eq!(require.judge(connection, now, https), Judged::Misdirected);
+            assert_eq!(
+                require.judge(connection, now, Scheme::Http),
+                Judged::PlainHttp
+            );
+        }
+    }
+
+    fn cert_with(subject: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn identities_are_one_plain_common_name_and_subjects_are_unambiguous() {
+        use rcgen::DnType::{CommonName, CustomDnType, OrganizationName};
+        let id = |s: &[(rcgen::DnType, &str)]| identity_of(&cert_with(s)).expect("parses");
+        let one = id(&[(OrganizationName, "Example"), (CommonName, "ci-runner")]);
+        assert_eq!(one.user.as_deref(), Some("cert:ci-runner"));
+        // RFC 4514's order (the last relative name first), as openssl's RFC 2253 option
+        // prints it.
+        let der = cert_with(&[(OrganizationName, "Example"), (CommonName, "ci-runner")]);
+        let file = std::env::temp_dir().join(format!("berth-subject-{}.der", std::process::id()));
+        std::fs::write(&file, &der).expect("write");
+        let out = std::process::Command::new("openssl")
+            .args([
+                "x509", "-inform", "DER", "-noout", "-subject", "-nameopt", "RFC2253", "-in",
+            ])
+            .arg(&file)
+            .output()
+            .expect("openssl");
+        std::fs::remove_file(&file).expect("clean up");
+        let openssl = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            format!("subject={}", identity_of(&der).expect("parses").subject),
+            openssl.trim()
+        );
+        assert!(one.subject.contains("CN=ci-runner") && one.subject.contains("O=Example"));
+        // A CN that holds what separates attributes is escaped, so it cannot pass for two.
+        let tricky = id(&[(CommonName, "alice, O=admins")]);
+        assert_eq!(tricky.subject, "CN=alice\\, O=admins");
+        let plain = id(&[(OrganizationName, "admins"), (CommonName, "alice")]);
+        assert_ne!(tricky.subject, plain.subject);
+        // Outside printable ASCII: the UTF-8 bytes, escaped; a backslash itself escaped.
+        assert_eq!(id(&[(CommonName, "caf\u{e9}")]).subject, "CN=caf\\C3\\A9");
+        assert_eq!(id(&[(CommonName, "caf\\u{e9}")]).subject, "CN=caf\\\\u{e9}");
+        assert_eq!(id(&[(CommonName, " #x ")]).subject, "CN=\\ #x\\ ");
+        // No user: no CN, two CNs, a control or a bidirectional-formatting character.
+        for subject in [
+            vec![(OrganizationName, "Example")],
+            vec![(CommonName, "a"), (CustomDnType(vec![2, 5, 4, 3]), "b")],
+            vec![(CommonName, "ci\nrunner")],
+            vec![(CommonName, "evil\u{202e}nimda")],
+        ] {
+            let identity = id(&subject);
+            assert_eq!(identity.user, None, "{subject:?}: {identity:?}");
+            assert!(
+                identity.subject.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{identity:?}"
+            );
         }
     }
 }

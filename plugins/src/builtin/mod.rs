@@ -3,6 +3,7 @@
 mod acme_challenge;
 mod allow;
 mod auth;
+mod auth_files;
 mod body;
 mod client_cert;
 mod forward_auth;
@@ -19,6 +20,7 @@ mod watched;
 pub use acme_challenge::{AcmeChallenge, SharedThumbprint};
 pub use allow::Allow;
 pub use auth::{BasicAuth, RepositoryRules};
+pub use auth_files::AuthFiles;
 pub use body::{BodyLimit, BodyRate};
 pub use client_cert::{
     identity_of, CertIdentity, ClientCa, ClientCert, ClientCertificate, CLIENT_CA_LIMIT,
@@ -37,4 +39,4 @@ pub use registry::{
 };
 pub use timeouts::Timeouts;
 pub use upstream_tls::UpstreamTlsOptions;
-pub use watched::{AuthFiles, Contents, Reload, Watched, GROUPS_LIMIT};
+pub use watched::{Contents, Reload, Watched, GROUPS_LIMIT};

@@ -258,23 +258,28 @@ mod tests {
         }
         // A token in an older form (no scopes), validly signed: refused, so the client
         // fetches a new one.
-        let old = concat!("reg.test\0alice\0", "4102444800");
-        let tag_old = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &KEY), old.as_bytes());
-        let old = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(old),
-            URL_SAFE_NO_PAD.encode(tag_old.as_ref())
-        );
+        let signed = |payload: &str| {
+            let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &KEY), payload.as_bytes());
+            format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(payload),
+                URL_SAFE_NO_PAD.encode(tag.as_ref())
+            )
+        };
+        let old = signed(concat!("reg.test\0alice\0", "4102444800"));
         assert_eq!(verify(&KEY, &old, "reg.test", now), None);
         // Validly signed scopes that are not in berth's own form: refused.
-        let odd = concat!("reg.test\0alice\0", "4102444800\0repository:app:push,pull");
-        let tag_odd = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &KEY), odd.as_bytes());
-        let odd = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(odd),
-            URL_SAFE_NO_PAD.encode(tag_odd.as_ref())
-        );
+        let odd = signed(concat!(
+            "reg.test\0alice\0",
+            "4102444800\0repository:app:push,pull"
+        ));
         assert_eq!(verify(&KEY, &odd, "reg.test", now), None);
+        // The same payload in berth's form is taken: the refusals above are the form's.
+        let fine = signed(concat!(
+            "reg.test\0alice\0",
+            "4102444800\0repository:app:pull,push"
+        ));
+        assert!(verify(&KEY, &fine, "reg.test", now).is_some());
         for bad in [
             "",
             ".",

@@ -5,15 +5,12 @@
 //! read or holds a bad line keeps the previous contents and logs each problem; a file that
 //! was never readable holds the empty contents (for htpasswd: nobody gets in).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::client_cert::ClientCa;
-use super::htpasswd::HtpasswdFile;
 use berth_core::route::{parse_groups, Groups};
 use berth_core::sync::lock;
 
@@ -32,80 +29,6 @@ impl Contents for Groups {
 
     fn entries(&self) -> usize {
         self.len()
-    }
-}
-
-/// Files opened once per path. Routes hold the files; this only remembers them, so a file
-/// no route uses any more is forgotten.
-#[derive(Debug)]
-struct Opened<F>(Mutex<HashMap<PathBuf, Weak<F>>>);
-
-impl<F> Default for Opened<F> {
-    fn default() -> Self {
-        Opened(Mutex::new(HashMap::new()))
-    }
-}
-
-impl<F> Opened<F> {
-    fn get(&self, path: &Path, open: impl FnOnce(&Path) -> F) -> Arc<F> {
-        let mut files = lock(&self.0);
-        if let Some(file) = files.get(path).and_then(Weak::upgrade) {
-            return file;
-        }
-        let file = Arc::new(open(path));
-        files.insert(path.to_path_buf(), Arc::downgrade(&file));
-        file
-    }
-
-    fn live(&self) -> Vec<Arc<F>> {
-        let mut files = lock(&self.0);
-        files.retain(|_, f| f.strong_count() > 0);
-        files.values().filter_map(Weak::upgrade).collect()
-    }
-}
-
-/// Every file the routes' auth names, htpasswd and groups files, each opened once per path
-/// and watched for changes.
-#[derive(Debug, Default)]
-pub struct AuthFiles {
-    htpasswd: Opened<HtpasswdFile>,
-    groups: Opened<Watched<Groups>>,
-    client_cas: Opened<Watched<ClientCa>>,
-}
-
-impl AuthFiles {
-    /// The htpasswd file at `path`, opened (read) on first use.
-    pub fn get(&self, path: &Path) -> Arc<HtpasswdFile> {
-        self.htpasswd.get(path, HtpasswdFile::open)
-    }
-
-    /// The groups file at `path`, opened (read) on first use.
-    pub fn groups(&self, path: &Path) -> Arc<Watched<Groups>> {
-        self.groups.get(path, Watched::open)
-    }
-
-    /// The `client-ca` file at `path`, opened (read) on first use.
-    pub fn client_ca(&self, path: &Path) -> Arc<Watched<ClientCa>> {
-        self.client_cas.get(path, Watched::open)
-    }
-
-    /// The `client-ca` file at `path` if a route holds it open; never reads a file (for
-    /// the TLS handshake, which must not block on the disk).
-    pub fn client_ca_open(&self, path: &Path) -> Option<Arc<Watched<ClientCa>>> {
-        lock(&self.client_cas.0).get(path).and_then(Weak::upgrade)
-    }
-
-    /// Re-reads every file in use that changed, logging what happened. Blocking file I/O.
-    pub fn refresh(&self) {
-        for file in self.htpasswd.live() {
-            file.log(&file.reload());
-        }
-        for file in self.groups.live() {
-            file.log(&file.reload());
-        }
-        for file in self.client_cas.live() {
-            file.log(&file.reload());
-        }
     }
 }
 
@@ -258,20 +181,6 @@ impl<T: Contents> Watched<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn files_are_shared_and_forgotten() {
-        let files = AuthFiles::default();
-        let a = files.get(Path::new("/nonexistent/a"));
-        let b = files.get(Path::new("/nonexistent/a"));
-        assert!(Arc::ptr_eq(&a, &b));
-        let g = files.groups(Path::new("/nonexistent/g"));
-        assert!(Arc::ptr_eq(&g, &files.groups(Path::new("/nonexistent/g"))));
-        drop((a, b, g));
-        files.refresh();
-        assert!(lock(&files.htpasswd.0).is_empty());
-        assert!(lock(&files.groups.0).is_empty());
-    }
 
     #[test]
     fn a_groups_file_is_read_kept_when_bad_and_reread_when_changed() {

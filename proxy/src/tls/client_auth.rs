@@ -29,6 +29,7 @@ use pingora_core::listeners::tls::ChooseServerConfig;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use prometheus::IntCounterVec;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{CertificateError, DistinguishedName, ServerConfig};
@@ -42,22 +43,36 @@ use berth_plugins::SharedTable;
 /// starts again (and each is logged once more).
 const LOGGED_LIMIT: usize = 4096;
 
-/// The client-certificate settings of the routes for `server_name`: the first route of the
-/// name that sets `client-ca` (the config file makes every route of a host agree).
+/// The client-certificate settings for `server_name`: those of the most specific host
+/// pattern that takes the name (an exact host before a wildcard), whose routes all agree
+/// (the config file and the merge of container routes make sure of it).
+// The binding outlives the iterator that borrows the snapshot; returned directly, it would not.
+#[allow(clippy::let_and_return)]
 fn client_auth_for(table: &SharedTable, server_name: &str) -> Option<(HostPattern, ClientAuth)> {
     let name = server_name.trim_end_matches('.').to_ascii_lowercase();
     let table = table.load();
-    let found = table.routes_for_host(&name).find_map(|r| {
-        r.spec
-            .client_auth
-            .clone()
-            .map(|auth| (r.spec.host.clone(), auth))
-    });
+    let mut routes = table.routes_for_host(&name);
+    let first = routes.next()?;
+    let pattern = first.spec.host.to_string();
+    let found = std::iter::once(first)
+        .chain(routes)
+        .take_while(|r| r.spec.host.to_string() == pattern)
+        .find_map(|r| {
+            r.spec
+                .client_auth
+                .clone()
+                .map(|auth| (r.spec.host.clone(), auth))
+        });
     found
 }
 
-/// A built config and the CA file version it was built from.
-type Built = (Arc<ClientCa>, Arc<ServerConfig>);
+/// What is built for one CA file version and mode: the handshake's config, and its
+/// verifier (which checks a certificate again when the handshake is recorded).
+struct Built {
+    version: Arc<ClientCa>,
+    config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
 
 /// Chooses each handshake's rustls config by the server name's `client-ca`.
 pub struct ClientAuthChooser {
@@ -66,6 +81,8 @@ pub struct ClientAuthChooser {
     resolver: Arc<dyn ResolvesServerCert>,
     alpn: Vec<Vec<u8>>,
     built: Mutex<HashMap<(PathBuf, ClientAuthMode), Built>>,
+    /// The config of a `require` host whose CA file was never readable: refuses everyone.
+    refuse: std::sync::OnceLock<Arc<ServerConfig>>,
     errors: Option<IntCounterVec>,
     logged: Mutex<HashSet<(IpAddr, String, &'static str)>>,
 }
@@ -93,6 +110,7 @@ impl ClientAuthChooser {
             resolver,
             alpn,
             built: Mutex::new(HashMap::new()),
+            refuse: std::sync::OnceLock::new(),
             errors,
             logged: Mutex::new(HashSet::new()),
         }
@@ -102,16 +120,29 @@ impl ClientAuthChooser {
     /// was never readable (a `require` host then refuses every handshake, an `optional` one
     /// asks for no certificate).
     fn config_for(&self, auth: &ClientAuth) -> Option<Arc<ServerConfig>> {
+        match self.built_for(auth) {
+            Some((config, _)) => Some(config),
+            None => (auth.mode == ClientAuthMode::Require).then(|| {
+                self.refuse
+                    .get_or_init(|| self.build(Arc::new(Refuse)))
+                    .clone()
+            }),
+        }
+    }
+
+    /// The config and verifier for `auth`'s CA file as it reads now, with that version;
+    /// `None` while the file was never readable.
+    fn built_for(
+        &self,
+        auth: &ClientAuth,
+    ) -> Option<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>)> {
         let file = self.files.client_ca_open(&auth.ca);
-        let ca = file.as_ref().and_then(|f| f.get_loaded());
-        let Some(ca) = ca else {
-            return (auth.mode == ClientAuthMode::Require).then(|| self.build(Arc::new(Refuse)));
-        };
+        let ca = file.as_ref().and_then(|f| f.get_loaded())?;
         let key = (auth.ca.clone(), auth.mode);
         let mut built = lock(&self.built);
-        if let Some((version, config)) = built.get(&key) {
-            if Arc::ptr_eq(version, &ca) {
-                return Some(config.clone());
+        if let Some(b) = built.get(&key) {
+            if Arc::ptr_eq(&b.version, &ca) {
+                return Some((b.config.clone(), b.verifier.clone()));
             }
         }
         let builder = WebPkiClientVerifier::builder(ca.roots.clone());
@@ -126,11 +157,48 @@ impl ClientAuthChooser {
                 Arc::new(Refuse)
             }
         };
-        let config = self.build(verifier);
-        built.insert(key, (ca, config.clone()));
+        let config = self.build(verifier.clone());
+        built.insert(
+            key,
+            Built {
+                version: ca,
+                config: config.clone(),
+                verifier: verifier.clone(),
+            },
+        );
         // Versions no route uses any more go.
         built.retain(|(path, _), _| self.files.client_ca_open(path).is_some());
-        Some(config)
+        Some((config, verifier))
+    }
+
+    /// What a completed handshake for `server_name` verified: the host's CA file, the
+    /// version in force now, and the certificate `chain` (leaf first) if it verifies against
+    /// that version — checked again here, so that a CA file changed between the ClientHello
+    /// and now never lends its name to a certificate the old one verified.
+    fn record(
+        &self,
+        server_name: &str,
+        chain: Option<&[CertificateDer<'static>]>,
+    ) -> Option<ClientCertificate> {
+        let (_, auth) = client_auth_for(&self.table, server_name)?;
+        let version = self
+            .files
+            .client_ca_open(&auth.ca)
+            .and_then(|f| f.get_loaded());
+        let verified = match (self.built_for(&auth), chain) {
+            (Some((_, verifier)), Some([leaf, intermediates @ ..])) => verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .ok()
+                .and_then(|_| identity_of(leaf.as_ref())),
+            _ => None,
+        };
+        // The version is read before the check: if the file changes in between, the
+        // request-time comparison with the version then in force refuses the login.
+        Some(ClientCertificate {
+            ca: auth.ca,
+            version,
+            verified,
+        })
     }
 
     fn build(&self, verifier: Arc<dyn ClientCertVerifier>) -> Arc<ServerConfig> {
@@ -203,6 +271,13 @@ fn cert_error(error: &std::io::Error) -> Option<&'static str> {
     })
 }
 
+/// What [`Refuse`] says of every certificate and signature.
+fn refused<T>() -> Result<T, rustls::Error> {
+    Err(rustls::Error::InvalidCertificate(
+        CertificateError::UnknownIssuer,
+    ))
+}
+
 /// A verifier that takes no certificate: for a `require` host whose CA file was never
 /// readable (or holds nothing rustls can verify against).
 #[derive(Debug)]
@@ -219,9 +294,7 @@ impl ClientCertVerifier for Refuse {
         _intermediates: &[rustls::pki_types::CertificateDer<'_>],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer,
-        ))
+        refused()
     }
 
     fn verify_tls12_signature(
@@ -230,9 +303,7 @@ impl ClientCertVerifier for Refuse {
         _cert: &rustls::pki_types::CertificateDer<'_>,
         _dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer,
-        ))
+        refused()
     }
 
     fn verify_tls13_signature(
@@ -241,9 +312,7 @@ impl ClientCertVerifier for Refuse {
         _cert: &rustls::pki_types::CertificateDer<'_>,
         _dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer,
-        ))
+        refused()
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -254,14 +323,12 @@ impl ClientCertVerifier for Refuse {
 }
 
 /// Leaves a [`ClientCertificate`] on each TLS connection for a host with `client-ca`.
-pub struct ClientCertRecorder {
-    table: SharedTable,
-}
+pub struct ClientCertRecorder(Arc<ClientAuthChooser>);
 
 impl ClientCertRecorder {
-    /// Records by the routes of `table`.
-    pub fn new(table: SharedTable) -> ClientCertRecorder {
-        ClientCertRecorder { table }
+    /// Records with the routes, files and verifiers of `chooser`.
+    pub fn new(chooser: Arc<ClientAuthChooser>) -> ClientCertRecorder {
+        ClientCertRecorder(chooser)
     }
 }
 
@@ -271,12 +338,9 @@ impl TlsAccept for ClientCertRecorder {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let (_, auth) = client_auth_for(&self.table, tls.server_name()?)?;
-        // rustls keeps a client's certificates only when the handshake's verifier took them.
-        let verified = tls.peer_certificate_der().and_then(identity_of);
-        Some(Arc::new(ClientCertificate {
-            ca: auth.ca,
-            verified,
-        }))
+        let recorded = self
+            .0
+            .record(tls.server_name()?, tls.peer_cert_chain_der())?;
+        Some(Arc::new(recorded))
     }
 }
