@@ -21,6 +21,14 @@
 //!   on the plain port, garbage) get berth's own 400 at once.
 //! - **keepalive-timeout**: the idle wait for the next request on a connection.
 //!
+//! **PROXY protocol** (`[listen] proxy-protocol`): a connection from a listed source must
+//! start with a v1 or v2 header within `header-timeout` of the accept, before TLS; the client
+//! it names becomes the connection's peer for everything after (the client address of every
+//! request: `X-Forwarded-For`, `allow`, rate limits, logs). A connection from a listed source
+//! without a valid header is closed (`reason="proxy_protocol"`); from any other source a
+//! header is never read as one: the bytes are the client's own (an HTTP head that starts with
+//! `PROXY ` gets 400, a TLS handshake fails).
+//!
 //! HTTP/2 connections (ALPN `h2`) must send the client connection preface within
 //! `header-timeout` of the accept too (berth reads it, then replays it to Pingora, whose
 //! HTTP/2 handshake would wait for it forever); after that they go to Pingora: their header blocks are
@@ -54,6 +62,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use berth_core::config::limits::Limits;
+use berth_core::proxy_protocol;
+use ipnet::IpNet;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use std::os::unix::io::AsRawFd;
 
 /// How long berth tries to deliver its own 408 / 431 before it closes anyway.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,6 +85,8 @@ pub struct ListenerMetrics {
     pub header_too_large: Option<IntCounter>,
     /// `...{reason=bad_request}`.
     pub bad_request: Option<IntCounter>,
+    /// `...{reason=proxy_protocol}`.
+    pub proxy_protocol: Option<IntCounter>,
 }
 
 /// Wraps Pingora's HTTP application for one listener.
@@ -81,6 +95,8 @@ pub struct Guarded<A> {
     name: &'static str,
     /// The TLS acceptor, for the HTTPS listener (its socket is plain TCP to Pingora).
     tls: Option<Acceptor>,
+    /// Sources whose connections start with a PROXY protocol header.
+    proxy_protocol: Vec<IpNet>,
     limits: Arc<ArcSwap<Limits>>,
     metrics: ListenerMetrics,
     open: Arc<AtomicUsize>,
@@ -99,6 +115,7 @@ impl<A> Guarded<A> {
             inner: Arc::new(inner),
             name,
             tls: None,
+            proxy_protocol: Vec::new(),
             limits,
             metrics,
             open: Arc::default(),
@@ -111,6 +128,75 @@ impl<A> Guarded<A> {
     pub fn with_tls(mut self, acceptor: Acceptor) -> Guarded<A> {
         self.tls = Some(acceptor);
         self
+    }
+
+    /// Reads a PROXY protocol header first on connections from `sources`.
+    pub fn with_proxy_protocol(mut self, sources: Vec<IpNet>) -> Guarded<A> {
+        self.proxy_protocol = sources;
+        self
+    }
+
+    /// On a connection from a source of `[listen] proxy-protocol`: reads its PROXY header
+    /// within `header-timeout` of `accepted`, gives back what followed it, and makes the
+    /// client it names the connection's peer. Other connections pass untouched.
+    async fn proxy_header(
+        &self,
+        stream: Stream,
+        accepted: Instant,
+        limits: &Limits,
+    ) -> Option<Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let listed = peer.is_some_and(|p| {
+            let ip = p.ip().to_canonical();
+            self.proxy_protocol.iter().any(|n| n.contains(&ip))
+        });
+        if !listed {
+            return Some(stream);
+        }
+        let mut l4 = match stream.into_any().downcast::<L4Stream>() {
+            Ok(l4) => l4,
+            Err(_) => return None,
+        };
+        let deadline = accepted + limits.header_timeout;
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 512];
+        let refused = |why: &str| {
+            count(&self.metrics.proxy_protocol);
+            tracing::info!(listener = self.name, peer = ?peer, "PROXY protocol: {why}; connection closed");
+        };
+        loop {
+            match proxy_protocol::parse(&buf) {
+                proxy_protocol::Parsed::Complete(header, used) => {
+                    l4.rewind(&buf[used..]);
+                    if let proxy_protocol::Header::Proxied { source, .. } = header {
+                        let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+                        let _ = digest.peer_addr.set(Some(
+                            pingora_core::protocols::l4::socket::SocketAddr::Inet(source),
+                        ));
+                        l4.set_socket_digest(digest);
+                    }
+                    return Some(l4);
+                }
+                proxy_protocol::Parsed::Invalid(why) => {
+                    refused(why);
+                    return None;
+                }
+                proxy_protocol::Parsed::Partial => {}
+            }
+            match tokio::time::timeout_at(deadline, l4.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {
+                    refused("closed before a whole header");
+                    return None;
+                }
+                Err(_) => {
+                    refused("no whole header within limits.header-timeout");
+                    return None;
+                }
+            }
+        }
     }
 
     /// The TLS handshake, within `header-timeout` of `accepted`.
@@ -537,8 +623,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             self.warn_refused(limits.max_connections);
             return None;
         }
-        // The handshake and the preface read are boxed: this future lives as long as the
+        // The header, handshake and preface reads are boxed: this future lives as long as the
         // connection, and would otherwise keep room for their (larger) state all along.
+        let stream = if self.proxy_protocol.is_empty() {
+            stream
+        } else {
+            Box::pin(self.proxy_header(stream, accepted, &limits)).await?
+        };
         let mut stream = match &self.tls {
             Some(acceptor) => {
                 Box::pin(self.tls_handshake(acceptor, stream, accepted, &limits)).await?

@@ -240,6 +240,7 @@ impl Shared {
             header_timeout: refused("header_timeout"),
             header_too_large: refused("header_too_large"),
             bad_request: refused("bad_request"),
+            proxy_protocol: refused("proxy_protocol"),
         }
     }
 }
@@ -323,6 +324,7 @@ pub fn build_server(
             addr,
             &config.acme.challenge_dir,
             thumbprint,
+            &config.listen.proxy_protocol,
         );
     }
     let cert_state = match certs {
@@ -463,6 +465,7 @@ fn http_listener(
     addr: SocketAddr,
     challenge_dir: &ChallengeDir,
     thumbprint: SharedThumbprint,
+    proxy_protocol: &[ipnet::IpNet],
 ) {
     let app = Berth::new(
         Scheme::Http,
@@ -477,7 +480,8 @@ fn http_listener(
         "http",
         shared.limits.clone(),
         shared.listener_metrics("http"),
-    );
+    )
+    .with_proxy_protocol(proxy_protocol.to_vec());
     w.open_counts.push(guarded.open_connections());
     let mut service = Service::new("berth http".to_string(), guarded);
     service.add_listener(proxy_listener(addr));
@@ -538,6 +542,7 @@ fn https_listener(
         shared.limits.clone(),
         shared.listener_metrics("https"),
     )
+    .with_proxy_protocol(config.listen.proxy_protocol.clone())
     .with_tls(tls.build());
     w.open_counts.push(guarded.open_connections());
     let mut service = Service::new("berth https".to_string(), guarded);

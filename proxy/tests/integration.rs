@@ -23,6 +23,7 @@ mod observability;
 mod path_readings;
 mod pool;
 mod proxy;
+mod proxy_protocol;
 mod registry;
 mod reload;
 mod repositories;

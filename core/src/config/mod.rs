@@ -65,6 +65,8 @@ pub struct RawListen {
     pub https: Option<String>,
     /// Metrics and admin listener address.
     pub metrics: Option<String>,
+    /// Sources whose connections start with a PROXY protocol header (CIDRs).
+    pub proxy_protocol: Vec<String>,
 }
 
 /// `[log]` as written.
@@ -120,6 +122,9 @@ pub struct Listen {
     /// Metrics and admin listener (`/metrics`, `/routes`, `/healthz`); `None` when absent
     /// or `""`.
     pub metrics: Option<SocketAddr>,
+    /// Sources whose connections to the HTTP and HTTPS listeners must start with a PROXY
+    /// protocol header (v1 or v2), whose client address then stands for theirs.
+    pub proxy_protocol: Vec<ipnet::IpNet>,
 }
 
 /// Where the access log goes.
@@ -249,6 +254,15 @@ impl RawConfig {
                 AccessLog::Stdout
             }
         };
+        let proxy_protocol = self
+            .listen
+            .proxy_protocol
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                errors.check(&format!("listen.proxy-protocol[{i}]"), parse_cidr(v))
+            })
+            .collect();
         let trusted_proxies = self
             .forwarded
             .trusted_proxies
@@ -346,6 +360,7 @@ impl RawConfig {
                 http,
                 https,
                 metrics,
+                proxy_protocol,
             },
             tls,
             docker,
@@ -950,6 +965,17 @@ upstreams = ["127.0.0.1:5000"]
         let errs = errors_of(text);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("forwarded.trusted-proxies[3]: invalid CIDR \"nope\""));
+        let text = "[listen]\nhttp = \"127.0.0.1:1\"\nproxy-protocol = [\"10.0.0.0/8\", \"192.0.2.7\", \"x\"]\n";
+        let errs = errors_of(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("listen.proxy-protocol[2]: invalid CIDR \"x\""));
+        let config =
+            parse_config("[listen]\nhttp = \"127.0.0.1:1\"\nproxy-protocol = [\"192.0.2.7\"]\n")
+                .expect("valid");
+        assert_eq!(
+            config.listen.proxy_protocol,
+            ["192.0.2.7/32".parse::<ipnet::IpNet>().expect("net")]
+        );
     }
 
     #[test]
