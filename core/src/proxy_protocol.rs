@@ -5,9 +5,8 @@
 //! - v1: `PROXY TCP4|TCP6 <source> <destination> <source port> <destination port>\r\n`, or
 //!   `PROXY UNKNOWN ...\r\n`; at most 107 bytes.
 //! - v2: a 12-byte signature, version and command, family, length, the addresses, and
-//!   type-length-value fields (skipped). `LOCAL` (the balancer's own health check) and
-//!   families other than TCP over IPv4 and IPv6 carry no client: the connection's own peer
-//!   stands.
+//!   type-length-value fields (skipped). `LOCAL`, `UNKNOWN` and families other than TCP over
+//!   IPv4 and IPv6 name no client ([`Header::Local`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -33,7 +32,9 @@ pub enum Header {
         /// The balancer's address the client connected to.
         destination: SocketAddr,
     },
-    /// No client named (`LOCAL`, `UNKNOWN`, a family other than TCP): the peer stands.
+    /// No client named (`LOCAL`, `UNKNOWN`, a family other than TCP over IPv4 or IPv6):
+    /// the balancer may be speaking for anyone (HAProxy sends these for clients of a UNIX
+    /// socket), so the connection has no readable client.
     Local,
 }
 
@@ -46,13 +47,6 @@ pub enum Parsed {
     Partial,
     /// Not a header, or a broken one: why.
     Invalid(&'static str),
-}
-
-/// Whether `buf` starts with a PROXY header's opening (`PROXY ` or the v2 signature): for a
-/// source whose headers are not believed, to refuse such a connection, saying why, rather
-/// than read it as something else.
-pub fn looks_like_header(buf: &[u8]) -> bool {
-    buf.starts_with(b"PROXY ") || buf.starts_with(&V2_SIGNATURE)
 }
 
 /// Reads the header at the start of `buf`.
@@ -87,6 +81,10 @@ fn parse_v1(buf: &[u8]) -> Parsed {
     };
     if end + 2 > V1_MAX {
         return Parsed::Invalid("a v1 header longer than 107 bytes");
+    }
+    // A CR or LF before the CRLF: invalid however the bytes were cut into reads.
+    if buf[..end].iter().any(|b| *b == b'\r' || *b == b'\n') {
+        return Parsed::Invalid("a v1 header not ended by CRLF");
     }
     let Ok(line) = std::str::from_utf8(&buf[..end]) else {
         return Parsed::Invalid("a v1 header that is not text");
@@ -174,7 +172,8 @@ fn parse_v2(buf: &[u8]) -> Parsed {
             }
             0x11 | 0x21 => return Parsed::Invalid("a v2 header too short for its addresses"),
             // UNSPEC, UDP, UNIX: accepted, and the addresses ignored (the specification).
-            _ => Header::Local,
+            0x00 | 0x12 | 0x22 | 0x31 | 0x32 => Header::Local,
+            _ => return Parsed::Invalid("a v2 header of an unknown family"),
         },
         _ => return Parsed::Invalid("a v2 header with an unknown command"),
     };
@@ -297,20 +296,25 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_recognised_from_their_first_byte() {
-        for start in [&b"PROXY TCP4"[..], b"PROXY ", &V2_SIGNATURE] {
-            assert!(looks_like_header(start), "{start:?}");
+    fn stray_line_ends_and_unknown_families_are_refused_however_the_bytes_come() {
+        let stray = b"PROXY UNKNOWN \nX\r\n";
+        for cut in 1..=stray.len() {
+            assert_ne!(
+                parse(&stray[..cut]),
+                Parsed::Complete(Header::Local, stray.len()),
+                "{cut}"
+            );
         }
-        for other in [
-            &b""[..],
-            b"P",
-            b"PROXYZ",
-            b"PUT / HTTP/1.1",
-            b"PRI * HTTP/2.0",
-            b"\x16\x03\x01",
-            &V2_SIGNATURE[..11],
-        ] {
-            assert!(!looks_like_header(other), "{other:?}");
+        assert!(matches!(parse(stray), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN a\rb\r\n"),
+            Parsed::Invalid(_)
+        ));
+        for family in [0x41, 0xFF, 0x01, 0x13] {
+            assert!(
+                matches!(parse(&v2(1, family, &[0; 12])), Parsed::Invalid(_)),
+                "{family:#x}"
+            );
         }
     }
 }

@@ -101,6 +101,7 @@ pub struct Guarded<A> {
     metrics: ListenerMetrics,
     open: Arc<AtomicUsize>,
     last_warning: AtomicU64,
+    last_proxy_warning: AtomicU64,
 }
 
 impl<A> Guarded<A> {
@@ -120,6 +121,7 @@ impl<A> Guarded<A> {
             metrics,
             open: Arc::default(),
             last_warning: AtomicU64::new(0),
+            last_proxy_warning: AtomicU64::new(0),
         }
     }
 
@@ -148,9 +150,17 @@ impl<A> Guarded<A> {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        // A peer is judged as its IPv4 address, and as the IPv4-mapped IPv6 one, so the
+        // list may name either.
         let listed = peer.is_some_and(|p| {
             let ip = p.ip().to_canonical();
-            self.proxy_protocol.iter().any(|n| n.contains(&ip))
+            let mapped = match ip {
+                std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            };
+            self.proxy_protocol
+                .iter()
+                .any(|n| n.contains(&ip) || n.contains(&mapped))
         });
         if !listed {
             return Some(stream);
@@ -164,19 +174,30 @@ impl<A> Guarded<A> {
         let mut chunk = [0u8; 512];
         let refused = |why: &str| {
             count(&self.metrics.proxy_protocol);
-            tracing::info!(listener = self.name, peer = ?peer, "PROXY protocol: {why}; connection closed");
+            if due(&self.last_proxy_warning) {
+                tracing::warn!(
+                    listener = self.name,
+                    peer = ?peer,
+                    "PROXY protocol: {why}; connection closed (logged at most every {WARN_EVERY_SECS} s; all are counted)"
+                );
+            }
         };
         loop {
             match proxy_protocol::parse(&buf) {
                 proxy_protocol::Parsed::Complete(header, used) => {
                     l4.rewind(&buf[used..]);
-                    if let proxy_protocol::Header::Proxied { source, .. } = header {
-                        let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
-                        let _ = digest.peer_addr.set(Some(
+                    // The client it names is the peer; a header that names none (LOCAL,
+                    // UNKNOWN: the balancer may be speaking for anyone) leaves no readable
+                    // client, never the balancer's own address.
+                    let source = match header {
+                        proxy_protocol::Header::Proxied { source, .. } => Some(
                             pingora_core::protocols::l4::socket::SocketAddr::Inet(source),
-                        ));
-                        l4.set_socket_digest(digest);
-                    }
+                        ),
+                        proxy_protocol::Header::Local => None,
+                    };
+                    let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+                    let _ = digest.peer_addr.set(source);
+                    l4.set_socket_digest(digest);
                     return Some(l4);
                 }
                 proxy_protocol::Parsed::Invalid(why) => {
@@ -187,6 +208,9 @@ impl<A> Guarded<A> {
             }
             match tokio::time::timeout_at(deadline, l4.read(&mut chunk)).await {
                 Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                // Closed before a byte: a balancer's bare TCP health check, as an idle
+                // client's close is on the HTTP listener — nothing to refuse.
+                Ok(_) if buf.is_empty() => return None,
                 Ok(_) => {
                     refused("closed before a whole header");
                     return None;
@@ -276,22 +300,26 @@ impl<A> Guarded<A> {
     }
 
     fn warn_refused(&self, max: usize) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if now >= last + WARN_EVERY_SECS
-            && self
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if due(&self.last_warning) {
             tracing::warn!(
                 listener = self.name,
                 "{max} client connections open (limits.max-connections); refusing more"
             );
         }
     }
+}
+
+/// Whether a warning kept in `last` (seconds since the epoch) may be logged now: at most one
+/// every [`WARN_EVERY_SECS`].
+fn due(last: &AtomicU64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let then = last.load(Ordering::Relaxed);
+    now >= then + WARN_EVERY_SECS
+        && last
+            .compare_exchange(then, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).

@@ -129,6 +129,88 @@ async fn raw(source: [u8; 4], to: SocketAddr, parts: &[&[u8]]) -> String {
     String::from_utf8_lossy(&answer).to_string()
 }
 
+/// Writes `prefix` in the same write as the first bytes written through it.
+struct Prefixed {
+    prefix: Option<Vec<u8>>,
+    inner: tokio::net::TcpStream,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(prefix) = self.prefix.take() {
+            // Both in one write (the socket's buffer takes them whole), counted as `buf`.
+            let both = [&prefix[..], buf].concat();
+            return match std::pin::Pin::new(&mut self.inner).poll_write(cx, &both) {
+                std::task::Poll::Ready(Ok(n)) if n == both.len() => {
+                    std::task::Poll::Ready(Ok(buf.len()))
+                }
+                std::task::Poll::Ready(Ok(n)) => std::task::Poll::Ready(Err(
+                    std::io::Error::other(format!("short write: {n} of {}", both.len())),
+                )),
+                other => {
+                    self.prefix = Some(prefix);
+                    other
+                }
+            };
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A GET over TLS from 127.0.0.3 whose first segment is `header` and the ClientHello; what
+/// the origin saw.
+async fn tls_after_header(https: SocketAddr, ca: &TestCa, header: &[u8]) -> Seen {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
+    let tcp = socket.connect(https).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let stream = Prefixed {
+        prefix: Some(header.to_vec()),
+        inner: tcp,
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(ca.client_config()));
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("pp.test").unwrap();
+    let mut tls = connector.connect(name, stream).await.unwrap();
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_client_behind_a_proxy_protocol_balancer_is_the_client_everywhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,7 +223,7 @@ async fn the_client_behind_a_proxy_protocol_balancer_is_the_client_everywhere() 
     let b = berth(&format!(
         "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\
          proxy-protocol = [\"127.0.0.3\"]\n\n[docker]\nenabled = false\n\n\
-         [log]\naccess = \"stdout\"\n\n\
+         [log]\naccess = \"stdout\"\n\n[limits]\nheader-timeout = \"60s\"\n\n\
          [tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n\
          [[route]]\nhost = \"pp.test\"\nupstreams = [\"{}\"]\nhttps = \"noredirect\"\n\
          allow = [\"127.0.0.2\"]\n",
@@ -191,15 +273,41 @@ async fn the_client_behind_a_proxy_protocol_balancer_is_the_client_everywhere() 
         answer.contains("\"x-forwarded-for\",\"127.0.0.2\""),
         "{answer}"
     );
+    // The header and the request in one write: what follows the header is handed on.
+    let together = [&header[..], get].concat();
+    let answer = raw([127, 0, 0, 3], b.http, &[&together]).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"x-forwarded-for\",\"127.0.0.2\""),
+        "{answer}"
+    );
+    // The same before TLS: the header and the ClientHello in one segment.
+    let seen = tls_after_header(b.https.unwrap(), &server, header).await;
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("127.0.0.2"),
+        "{}",
+        b.log()
+    );
     // From the listed source without a header, or with a broken one: closed unanswered.
     let hits = origin.hits();
+    // (At once: the header timeout is 60 s, and raw() would wait 20.)
     for parts in [
         &[&get[..]][..],
         &[b"PROXY TCP4 127.0.0.2 nowhere 1 2\r\n", get],
     ] {
+        let started = std::time::Instant::now();
         let answer = raw([127, 0, 0, 3], b.http, parts).await;
         assert_eq!(answer, "", "{parts:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{parts:?}: not closed at once"
+        );
     }
+    // A header that names no client (HAProxy's for clients of a UNIX socket) leaves none:
+    // the route's allowlist refuses, never judging the balancer's own address.
+    let answer = raw([127, 0, 0, 3], b.http, &[b"PROXY UNKNOWN\r\n", get]).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // From any other source a header is never believed: its bytes are the request, and not
     // one berth takes.
     let answer = raw([127, 0, 0, 2], b.http, &[&header[..], get]).await;
