@@ -52,6 +52,15 @@ use crate::route::{
     builtin_defaults, Challenge, ClientAuth, RawSettings, RouteSettings, RouteSource, RouteSpec,
 };
 
+/// A list of CIDRs under `key`, each error naming its index.
+fn cidrs(values: &[String], key: &str, errors: &mut Errors) -> Vec<ipnet::IpNet> {
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| errors.check(&format!("{key}[{i}]"), parse_cidr(v)))
+        .collect()
+}
+
 /// The default configuration, embedded in the binary: `configs/berth.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/berth.toml");
 
@@ -254,24 +263,12 @@ impl RawConfig {
                 AccessLog::Stdout
             }
         };
-        let proxy_protocol = self
-            .listen
-            .proxy_protocol
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                errors.check(&format!("listen.proxy-protocol[{i}]"), parse_cidr(v))
-            })
-            .collect();
-        let trusted_proxies = self
-            .forwarded
-            .trusted_proxies
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                errors.check(&format!("forwarded.trusted-proxies[{i}]"), parse_cidr(v))
-            })
-            .collect();
+        let proxy_protocol = cidrs(&self.listen.proxy_protocol, "listen.proxy-protocol", errors);
+        let trusted_proxies = cidrs(
+            &self.forwarded.trusted_proxies,
+            "forwarded.trusted-proxies",
+            errors,
+        );
         let limits = self.limits.validate(errors);
         let server = self.server.validate(errors);
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
