@@ -21,13 +21,17 @@ struct ClientFiles {
 }
 
 fn client_files(dir: &Path, name: &str, ca: &TestCa, cn: &str) -> ClientFiles {
-    let pem = ca.issue(&[cn]);
+    pair_files(dir, name, &ca.issue(&[cn]))
+}
+
+/// `pem` as a client's certificate and key files.
+fn pair_files(dir: &Path, name: &str, pem: &berth_testkit::tls::Pem) -> ClientFiles {
     let files = ClientFiles {
         cert: dir.join(format!("{name}.cert")),
         key: dir.join(format!("{name}.key")),
     };
-    std::fs::write(&files.cert, pem.cert).unwrap();
-    std::fs::write(&files.key, pem.key).unwrap();
+    std::fs::write(&files.cert, &pem.cert).unwrap();
+    std::fs::write(&files.key, &pem.key).unwrap();
     files
 }
 
@@ -463,9 +467,7 @@ async fn the_docker_cli_pushes_with_a_client_certificate_and_no_login() {
             .join("\n")
     );
     // A token fetched with the certificate is that identity's on its connections only.
-    let cert_files = client_files(work.path(), "ci", &clients, "ci-runner");
-    std::fs::write(&cert_files.cert, &ci.cert).unwrap();
-    std::fs::write(&cert_files.key, &ci.key).unwrap();
+    let cert_files = pair_files(work.path(), "ci", &ci);
     let server_ca = work.path().join("server-ca.pem");
     std::fs::write(&server_ca, server.pem()).unwrap();
     let via_bridge = |cert: Option<&ClientFiles>, extra: &[&str], target: &str| {

@@ -164,8 +164,9 @@ fn every_toml_example_is_a_valid_configuration() {
             }
             checked += 1;
             // A file of repository rules is checked as a route naming it would read it.
-            let rules_file = tempfile::NamedTempFile::new().unwrap();
+            let rules_file;
             let body = if body.contains("[[rule]]") && !body.contains("[[route]]") {
+                rules_file = tempfile::NamedTempFile::new().unwrap();
                 std::fs::write(rules_file.path(), &body).unwrap();
                 format!(
                     "[[route]]\nhost = \"r.test\"\nupstreams = [\"127.0.0.1:5000\"]\n\

@@ -534,7 +534,7 @@ fn read_rules_file(path: &std::path::Path) -> Result<Vec<RawRule>, String> {
         format!(
             "{}: not a list of [[rule]] tables: {}",
             path.display(),
-            e.message()
+            crate::logging::shown(e.message(), 256)
         )
     })?;
     if file.rule.is_empty() {
