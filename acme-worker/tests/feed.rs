@@ -144,7 +144,7 @@ fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_wr
         );
         assert!(out.starts_with("HTTP/"), "{out}");
     }
-    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log());
     let issued = serial(&acme_certs.join(format!("{HOST}.crt")));
     for e in [&edge_a, &edge_b] {
         assert_eq!(serial(&e.certs.join(format!("{HOST}.crt"))), issued);
@@ -323,7 +323,7 @@ fn edges_without_a_shared_filesystem_serve_mirror_and_outlive_the_certificate_wr
         || format!("{}\n{}", daemon.log(), edge_c.berth.log()),
     );
     eprintln!("a new edge served the certificate {took:?} after it listened");
-    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    assert_eq!(pebble.issued(), 2, "{}", pebble.log());
     for e in [&edge_a, &edge_b] {
         wait_until(
             Duration::from_secs(15),

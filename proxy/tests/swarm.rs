@@ -487,7 +487,7 @@ fn the_swarm_stack_serves_a_registry_behind_two_edges_with_one_certificate() {
         || second.logs(),
     );
     eprintln!("edge B served the certificate {took:?} after it was created");
-    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log());
 
     // skopeo pushes through edge A and pulls through edge B, over verified TLS.
     let certs = work.path().join("skopeo-certs");

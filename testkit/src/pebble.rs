@@ -241,6 +241,13 @@ impl Pebble {
         // purpose) and retried is one order, not two.
         self.log().matches("Added order \"").count()
     }
+
+    /// Certificates pebble has issued (`Issued certificate serial` lines in its log). An order
+    /// that failed its validation and was placed again counts twice in [`Pebble::orders`], once
+    /// here.
+    pub fn issued(&self) -> usize {
+        self.log().matches("Issued certificate serial ").count()
+    }
 }
 
 impl Drop for Pebble {
