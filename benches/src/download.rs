@@ -13,8 +13,8 @@ use std::time::Instant;
 use berth_testkit::downloads::Downloads;
 use berth_testkit::BerthProcess;
 
-use crate::nginx::{Nginx, NginxFlavour};
 use crate::pki::BenchPki;
+use berth_testkit::nginx::{Nginx, NginxFlavour};
 
 /// What to run.
 pub struct DownloadBench {

@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::nginx::Nginx;
 use crate::peers::Proc;
 use crate::pki::BenchPki;
+use berth_testkit::nginx::Nginx;
 
 /// What to run.
 pub struct IdleBench {

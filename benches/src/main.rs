@@ -22,9 +22,9 @@ use berth_testkit::client::{send, Body, Request};
 use berth_testkit::process::PeakRss;
 use berth_testkit::{BerthProcess, Origin};
 
+mod compression;
 mod download;
 mod idle;
-mod nginx;
 mod overhead;
 mod peers;
 mod pki;
@@ -35,7 +35,7 @@ mod report;
 mod tls;
 mod wrk;
 
-use nginx::{Nginx, NginxFlavour};
+use berth_testkit::nginx::{Nginx, NginxFlavour};
 
 #[derive(Debug, Parser)]
 #[command(about = "berth benchmark harness")]
@@ -165,6 +165,19 @@ enum Cmd {
         #[arg(long, default_value = "benches/results/tls.md")]
         out: PathBuf,
     },
+    /// Response compression: ratio and CPU per MB of berth (gzip, br, zstd), nginx's gzip and
+    /// Caddy's encode, on the same files.
+    Compression {
+        /// Fetches of each file per proxy and coding.
+        #[arg(long, default_value_t = 40)]
+        fetches: usize,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown table.
+        #[arg(long, default_value = "benches/results/compression.md")]
+        out: PathBuf,
+    },
     /// Downloads over TLS (HTTP/1.1, HTTP/2, HTTP/2 with a 64 KiB window): direct, berth (and
     /// a second berth binary with --against), nginx.
     Download {
@@ -268,6 +281,20 @@ fn main() -> ExitCode {
                 against,
             })?;
             write_report(&out, &format!("# Downloads over TLS ({})\n\n{table}", today()))
+        }),
+        Cmd::Compression {
+            fetches,
+            berth,
+            out,
+        } => berth_binary(berth).and_then(|berth| {
+            let rows = compression::run(&compression::CompressionBench { fetches, berth })?;
+            let report = format!(
+                "{}\n\n{}\n\n{}",
+                measured_on(),
+                compression::METHOD,
+                compression::markdown(&rows)
+            );
+            write_report(&out, &report)
         }),
         Cmd::Upload { args, out } => upload(args.mib, &args.concurrency, args.runs, args.berth, &out),
         Cmd::Overhead {

@@ -15,8 +15,8 @@ use berth_testkit::free_port;
 use berth_testkit::process::wait_for_port;
 use berth_testkit::BerthProcess;
 
-use crate::nginx::{Nginx, NginxFlavour};
 use crate::pki::BenchPki;
+use berth_testkit::nginx::{Nginx, NginxFlavour};
 
 /// What to run.
 pub struct PeersBench {
@@ -149,7 +149,7 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// Starts `cmd` with its output in `log`, and waits until it listens on `addr`.
-    fn spawn(
+    pub(crate) fn spawn(
         mut cmd: Command,
         what: &str,
         package: &str,

@@ -15,8 +15,8 @@ use berth_testkit::registry::{skopeo_resolving, Registry, PASSWORD, USER};
 use berth_testkit::tls::{install, TestCa};
 use berth_testkit::BerthProcess;
 
-use crate::nginx::{Nginx, NginxFlavour};
 use crate::report::{Against, Better, Row};
+use berth_testkit::nginx::{Nginx, NginxFlavour};
 
 /// The name every target is reached by.
 const HOST: &str = "registry.bench.test";

@@ -16,10 +16,10 @@ use berth_testkit::process::PeakRss;
 use berth_testkit::tls::{install, replace, Pem, TestCa};
 use berth_testkit::{BerthProcess, Origin};
 
-use crate::nginx::{Nginx, NginxFlavour};
 use crate::pki::BenchPki;
 use crate::propagation::percentile;
 use crate::report::{Against, Better, Row};
+use berth_testkit::nginx::{Nginx, NginxFlavour};
 
 /// What to run.
 pub struct TlsBench {

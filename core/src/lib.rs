@@ -10,6 +10,7 @@
 //! (atomic writes), [`logging`], and the reads of files that config and labels name
 //! ([`files`]; [`config`] reads its own file and checks the files its keys name).
 
+pub mod compress;
 pub mod config;
 pub mod contract;
 pub mod docker;

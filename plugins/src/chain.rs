@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! https → allow → rate-limit → auth | forward-auth → forwarded → body-limit → timeouts
-//!       → body-rate → upstream-tls → registry
+//!       → body-rate → upstream-tls → registry → compress
 //! ```
 //! The ACME challenge step ([`crate::builtin::AcmeChallenge`]) runs ahead of every chain, in
 //! the proxy, because it answers for hosts that have no route yet; so neither a challenge nor
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::builtin::registry_token;
 use crate::builtin::{
-    Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ClientCert, ForwardAuth, Forwarded,
+    Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ClientCert, Compress, ForwardAuth, Forwarded,
     HttpsPolicy, OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules, Timeouts,
     UpstreamTlsOptions,
 };
@@ -197,6 +197,12 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // everything else has had its say.
     if spec.profile == Some(Profile::Registry) {
         chain.push(Arc::new(RegistryProfile));
+    }
+    // Compression comes after every step that writes response headers: it decides on the
+    // response as the client would otherwise get it, and is the only step that rewrites the
+    // body.
+    if spec.settings.compress {
+        chain.push(Arc::new(Compress));
     }
     chain
 }

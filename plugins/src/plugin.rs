@@ -183,7 +183,8 @@ impl RequestCtx {
 /// the connection to the chosen upstream), `upstream_request_filter` (headers sent upstream),
 /// `request_body_filter` (each body chunk from the client), `upstream_response_filter` (the
 /// upstream's response header), `response_filter` (every response header sent to the client,
-/// including berth's own, with [`RequestCtx::generated`] set), `logging` (once at the end).
+/// including berth's own, with [`RequestCtx::generated`] set), `response_body_filter` (each
+/// chunk of an upstream's response body), `logging` (once at the end).
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
     /// Short name for logs and `/routes`.
@@ -233,7 +234,18 @@ pub trait Plugin: Send + Sync + 'static {
         &self,
         _session: &Session,
         _response: &mut ResponseHeader,
-        _ctx: &RequestCtx,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Rewrites each chunk of an upstream's response body on its way to the client (berth's
+    /// own answers are written whole and pass no step); `end_of_stream` marks the last call.
+    fn response_body_filter(
+        &self,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut RequestCtx,
     ) -> Result<()> {
         Ok(())
     }

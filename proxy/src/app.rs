@@ -311,6 +311,21 @@ impl ProxyHttp for Berth {
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(route) = ctx.route.clone() {
+            for plugin in &route.chain {
+                plugin.response_body_filter(body, end_of_stream, ctx)?;
+            }
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

@@ -9,6 +9,7 @@ mod acme_challenge;
 mod auth;
 mod check;
 mod client_certs;
+mod compression;
 mod dashboard;
 mod deploy;
 mod docker;

@@ -21,6 +21,7 @@ pub mod browser;
 pub mod client;
 pub mod docker;
 pub mod downloads;
+pub mod nginx;
 pub mod oci;
 pub mod origin;
 pub mod path_apps;

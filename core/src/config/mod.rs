@@ -957,6 +957,41 @@ upstreams = ["127.0.0.1:5000"]
     }
 
     #[test]
+    fn compression_is_on_by_default_and_never_on_the_registry_profile() {
+        let route = |host: &str, extra: &str| {
+            format!("[[route]]\nhost = \"{host}\"\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n")
+        };
+        let head = "[listen]\nhttp = \"127.0.0.1:8080\"\n";
+        let text = format!(
+            "{head}{}{}{}",
+            route("a.test", ""),
+            route("b.test", "compress = false"),
+            route("r.test", "profile = \"registry\"")
+        );
+        let config = parse_config(&text).expect("valid");
+        let on: Vec<bool> = config.routes.iter().map(|r| r.settings.compress).collect();
+        assert_eq!(on, [true, false, false]);
+        let text = format!(
+            "{head}[defaults]\ncompress = false\n{}",
+            route("a.test", "")
+        );
+        assert!(
+            !parse_config(&text).expect("valid").routes[0]
+                .settings
+                .compress
+        );
+        let errs = errors_of(&format!(
+            "{head}{}",
+            route("r.test", "profile = \"registry\"\ncompress = true")
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("route[0].compress: never on the registry profile"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn trusted_proxies_accept_cidrs_and_addresses() {
         let text = "[listen]\nhttp = \"127.0.0.1:1\"\n[forwarded]\ntrusted-proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"::1\", \"nope\"]\n";
         let errs = errors_of(text);

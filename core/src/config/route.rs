@@ -80,6 +80,9 @@ pub struct RawRoute {
     pub write_timeout: Option<String>,
     /// Slowest average a request body may arrive at, after [`crate::route::BODY_RATE_GRACE`].
     pub min_body_rate: Option<String>,
+    /// Compress responses for clients that accept it (default true; never on the registry
+    /// profile).
+    pub compress: Option<bool>,
 }
 
 /// Checks a certificate name: the stem of `<name>.crt` in certs-dir, by the one rule of
@@ -121,6 +124,7 @@ impl RawRoute {
             read_timeout: self.read_timeout.clone(),
             write_timeout: self.write_timeout.clone(),
             min_body_rate: self.min_body_rate.clone(),
+            compress: self.compress,
         }
     }
 
@@ -210,6 +214,13 @@ impl RawRoute {
             p.preset(&mut base);
         }
         let settings = self.settings().apply(&base, prefix, errors);
+        if profile == Some(Profile::Registry) && self.compress == Some(true) {
+            errors.push(
+                key("compress"),
+                "never on the registry profile: layers are compressed already, and a digest \
+                 names a manifest's or blob's bytes exactly as the registry sends them",
+            );
+        }
         if errors.len() != before {
             return None;
         }

@@ -170,6 +170,7 @@ mod tests {
             "read-timeout = \"1s\"".into(),
             "write-timeout = \"1s\"".into(),
             "min-body-rate = \"1KiB/s\"".into(),
+            "compress = false".into(),
         ];
         let mut seen = std::collections::HashMap::new();
         for extra in &settings {

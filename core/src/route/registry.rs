@@ -41,6 +41,8 @@ impl Profile {
                 settings.read_timeout = Duration::from_secs(900);
                 // A layer may crawl over a poor link: the seed recipe's fourth failure.
                 settings.min_body_rate = 0;
+                // Layers are compressed already, and digests name the bytes as stored.
+                settings.compress = false;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The settings every route has and `[defaults]` may set: plain HTTP versus HTTPS
 //! (`https`, `hsts`), the body limits (`max-body`, `min-body-rate`) and the timeouts
-//! (`connect-timeout`, `read-timeout`, `write-timeout`) — as written, validated, and their
-//! built-in values. A profile presets some of them ([`super::registry`]).
+//! (`connect-timeout`, `read-timeout`, `write-timeout`), response compression (`compress`) —
+//! as written, validated, and their built-in values. A profile presets some of them ([`super::registry`]).
 
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub struct RawSettings {
     pub write_timeout: Option<String>,
     /// Slowest average a request body may arrive at, after [`BODY_RATE_GRACE`].
     pub min_body_rate: Option<String>,
+    /// Compress responses for clients that accept it ([`crate::compress`]).
+    pub compress: Option<bool>,
 }
 
 impl RawSettings {
@@ -69,6 +71,9 @@ impl RawSettings {
             if let Some(n) = errors.check(&key("min-body-rate"), parse_byte_rate(v)) {
                 s.min_body_rate = n;
             }
+        }
+        if let Some(on) = self.compress {
+            s.compress = on;
         }
         s
     }
@@ -129,6 +134,8 @@ pub struct RouteSettings {
     /// Slowest average, in bytes a second, a request body may arrive at once
     /// [`BODY_RATE_GRACE`] has passed; 0 = no minimum.
     pub min_body_rate: u64,
+    /// Responses are compressed for clients that accept it ([`crate::compress`]).
+    pub compress: bool,
 }
 
 pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +163,7 @@ pub fn builtin_defaults() -> RouteSettings {
         read_timeout: Duration::from_secs(900),
         write_timeout: Duration::from_secs(900),
         min_body_rate: DEFAULT_MIN_BODY_RATE,
+        compress: true,
     }
 }
 

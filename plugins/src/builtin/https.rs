@@ -166,7 +166,7 @@ impl Plugin for HttpsPolicy {
         &self,
         _session: &Session,
         response: &mut ResponseHeader,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let sends_hsts = ctx.downstream.scheme == Scheme::Https
             && matches!(self.mode, HttpsMode::Redirect | HttpsMode::NoHttp);

@@ -6,6 +6,7 @@ mod auth;
 mod auth_files;
 mod body;
 mod client_cert;
+mod compress;
 mod forward_auth;
 mod forwarded;
 mod htpasswd;
@@ -26,6 +27,7 @@ pub use client_cert::{
     identity_of, CertIdentity, ClientCa, ClientCert, ClientCertificate, CLIENT_CA_LIMIT,
     SUBJECT_HEADER,
 };
+pub use compress::{Compress, BROTLI_QUALITY, GZIP_LEVEL, WINDOW_LOG, ZSTD_LEVEL};
 pub use forward_auth::{Decision, ForwardAuth};
 pub use forwarded::{forward_headers, Forwarded};
 pub use htpasswd::{

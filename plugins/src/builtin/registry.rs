@@ -154,7 +154,7 @@ impl Plugin for RegistryProfile {
         &self,
         _session: &Session,
         response: &mut ResponseHeader,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         if ctx.generated {
             response.insert_header(DISTRIBUTION_API_VERSION.0, DISTRIBUTION_API_VERSION.1)?;

@@ -1,4 +1,5 @@
-//! Debian's nginx as the comparison peer, configured two ways:
+//! Debian's nginx, as the comparison peer in benchmarks (configured three ways) and as a
+//! static file server in tests:
 //! - `Streaming`: what a careful operator writes for a registry (`client_max_body_size 0;
 //!   proxy_request_buffering off; proxy_http_version 1.1;`);
 //! - `SeedRecipe`: what the nginx-proxy recipe ends up with after its fixes
@@ -12,8 +13,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use berth_testkit::free_port;
-use berth_testkit::process::wait_for_port;
+use crate::free_port;
+use crate::process::wait_for_port;
 
 /// Which nginx configuration.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +110,7 @@ impl Nginx {
     /// nginx with `main` directives, `http` directives and one server block holding
     /// `server`, listening on a free port (TLS 1.2/1.3 and HTTP/2 when `tls` names a
     /// certificate and key file).
-    fn start_raw(
+    pub fn start_raw(
         main: &str,
         http: &str,
         server: &str,
@@ -173,6 +174,22 @@ impl Nginx {
             "keepalive_requests 10000000;\n        location / { return 200 \"ok\\n\"; }",
             None,
             4096,
+        )
+    }
+
+    /// nginx serving the files under `root` as they are (its own `ETag`, `Accept-Ranges`,
+    /// ranges and types from Debian's `mime.types`), with `server` directives added
+    /// (locations of a test's own).
+    ///
+    /// # Errors
+    /// When nginx is missing or does not listen.
+    pub fn static_files(root: &std::path::Path, server: &str) -> io::Result<Nginx> {
+        Nginx::start_raw(
+            "worker_processes 1;",
+            "include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n",
+            &format!("root {};\n        {server}", root.display()),
+            None,
+            1024,
         )
     }
 
