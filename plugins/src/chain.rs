@@ -1,8 +1,8 @@
 //! Routes with their plugin chains. The order of the chain is decided here, in one place.
 //!
 //! ```text
-//! https → allow → rate-limit → auth | forward-auth → forwarded → body-limit → timeouts
-//!       → body-rate → upstream-tls → registry → compress
+//! https → allow → rate-limit → auth | forward-auth → maintenance → forwarded → body-limit
+//!       → timeouts → body-rate → upstream-tls → registry → compress
 //! ```
 //! The ACME challenge step ([`crate::builtin::AcmeChallenge`]) runs ahead of every chain, in
 //! the proxy, because it answers for hosts that have no route yet; so neither a challenge nor
@@ -15,10 +15,11 @@ use std::sync::Arc;
 use crate::builtin::registry_token;
 use crate::builtin::{
     Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ClientCert, Compress, ForwardAuth, Forwarded,
-    HttpsPolicy, OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules, Timeouts,
-    UpstreamTlsOptions,
+    HttpsPolicy, Maintenance, OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules,
+    Timeouts, UpstreamTlsOptions,
 };
 use crate::client::TrustedProxies;
+use crate::pages::ErrorPages;
 use crate::plugin::Plugin;
 use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
@@ -32,6 +33,8 @@ pub struct Served {
     pub routes: RouteTable<Route>,
     /// `forwarded.trusted-proxies`.
     pub trust: TrustedProxies,
+    /// The pages of `[defaults] error-pages`, for answers no route gives (no route).
+    pub pages: Arc<ErrorPages>,
 }
 
 impl std::ops::Deref for Served {
@@ -68,6 +71,8 @@ pub struct Route {
     pub spec: RouteSpec,
     /// Plugins, in the order their hooks run.
     pub chain: Vec<Arc<dyn Plugin>>,
+    /// The route's `error-pages`, read when it was built.
+    pub pages: Arc<ErrorPages>,
     next: AtomicUsize,
 }
 
@@ -93,8 +98,16 @@ impl Routable for Route {
 impl Route {
     /// Builds the route's chain from its settings.
     pub fn build(spec: RouteSpec, env: &ChainEnv) -> Route {
+        let pages = Arc::new(
+            spec.settings
+                .error_pages
+                .as_deref()
+                .map(ErrorPages::load)
+                .unwrap_or_default(),
+        );
         Route {
             chain: build_chain(&spec, env),
+            pages,
             spec,
             next: AtomicUsize::new(0),
         }
@@ -168,6 +181,14 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // anything reads the request body, so an upload waits for the decision unbuffered.
     if let Some(forward) = &spec.forward_auth {
         chain.push(Arc::new(ForwardAuth::new(forward)));
+    }
+    // Maintenance answers once the client is known (a registry's token endpoint and logins
+    // still work, so a client reaches the request maintenance refuses and reads why).
+    if spec.settings.maintenance {
+        chain.push(Arc::new(Maintenance::new(
+            spec.settings.maintenance_reads,
+            spec.profile == Some(Profile::Registry),
+        )));
     }
     // Forwarding headers describe the client as berth saw it; they come first so that every
     // later step (and the upstream) sees the same, de-spoofed view.

@@ -11,10 +11,11 @@
 pub mod builtin;
 pub mod chain;
 pub mod client;
+pub mod pages;
 pub mod plugin;
 pub mod rescue;
 pub mod routing;
 
 pub use chain::{build_table, ChainEnv, Route, Served, SharedTable};
 pub use client::{Client, TrustedProxies};
-pub use plugin::{Downstream, Flow, Plugin, Reply, RequestCtx, Scheme};
+pub use plugin::{Downstream, Flow, Page, Plugin, Reply, RequestCtx, Scheme};

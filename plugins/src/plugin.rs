@@ -38,6 +38,19 @@ pub struct Reply {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Short plain-text body.
     pub body: Bytes,
+    /// Which of the operator's pages stands for this reply ([`crate::pages`]).
+    pub page: Page,
+}
+
+/// Which of the operator's pages (`error-pages`) a reply is shown as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The status code's (`502.html`): berth's own answers.
+    Status,
+    /// `maintenance.html`, else the status code's.
+    Maintenance,
+    /// None: the reply is someone else's answer, sent as it is (a forward-auth service's).
+    Verbatim,
 }
 
 impl Reply {
@@ -48,6 +61,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Bytes::from(format!("{} {reason}: {detail}\n", status.as_u16())),
+            page: Page::Status,
         }
     }
 

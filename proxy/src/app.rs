@@ -11,7 +11,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use berth_core::route::{HostPattern, UpstreamProto};
+use berth_core::route::{HostPattern, Profile, UpstreamProto};
 use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::rescue::rescue;
@@ -64,6 +64,18 @@ impl Berth {
         ctx: &mut RequestCtx,
         reply: Reply,
     ) -> Result<()> {
+        // The operator's pages, or berth's own in the form the client reads best.
+        let req = session.req_header();
+        let registry = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.spec.profile == Some(Profile::Registry))
+            && req.uri.path().starts_with("/v2/");
+        let accept = req.headers.get(http::header::ACCEPT);
+        let reply = match &ctx.route {
+            Some(route) => route.pages.render(reply, accept, registry),
+            None => self.table.load().pages.render(reply, accept, registry),
+        };
         let mut header = reply.header()?;
         self.filter_generated(session, &mut header, ctx)?;
         session

@@ -24,6 +24,7 @@ use berth_core::labels::{judge, ContainerInfo, ContainerRules, Health, Verdict};
 use berth_core::merge::merge_routes;
 use berth_core::route::{RouteSettings, RouteSpec};
 use berth_core::table::RouteTable;
+use berth_plugins::pages::ErrorPages;
 use berth_plugins::{ChainEnv, Route};
 
 use berth_plugins::{Served, SharedTable, TrustedProxies};
@@ -73,6 +74,8 @@ pub struct RouteWriter {
     container_rules: ContainerRules,
     env: ChainEnv,
     trust: TrustedProxies,
+    /// `[defaults] error-pages`, read at start and at each reload.
+    pages: Arc<ErrorPages>,
     table: SharedTable,
     report: Arc<ArcSwap<Report>>,
     /// Last outcome per container id, with the inspect data it came from.
@@ -84,11 +87,23 @@ pub struct RouteWriter {
     last: Arc<Snapshot>,
 }
 
+/// The pages of `[defaults] error-pages`, for answers no route gives.
+fn default_pages(defaults: &RouteSettings) -> Arc<ErrorPages> {
+    Arc::new(
+        defaults
+            .error_pages
+            .as_deref()
+            .map(ErrorPages::load)
+            .unwrap_or_default(),
+    )
+}
+
 impl RouteWriter {
     /// A builder that merges discovered routes into `table` next to the file's routes.
     pub fn new(file: FileRoutes, table: SharedTable) -> RouteWriter {
         RouteWriter {
             static_routes: file.routes,
+            pages: default_pages(&file.defaults),
             defaults: file.defaults,
             container_rules: file.container_rules,
             env: file.env,
@@ -106,12 +121,14 @@ impl RouteWriter {
     /// containers last seen. Every container is judged again (the defaults may have
     /// changed); routes whose spec did not change keep their chain, and with it their
     /// round-robin position. A route with an
-    /// `upstream-ca-file` is always built again: the file is read when a chain is built, and
-    /// a reload is how a replaced CA file is taken in.
+    /// `upstream-ca-file` or `error-pages` is always built again: the files are read when a
+    /// route is built, and a reload is how replaced files are taken in.
     pub fn reconfigure(&mut self, file: FileRoutes) {
-        self.built
-            .retain(|_, route| route.spec.upstream_tls.ca_file.is_none());
+        self.built.retain(|_, route| {
+            route.spec.upstream_tls.ca_file.is_none() && route.spec.settings.error_pages.is_none()
+        });
         self.static_routes = file.routes;
+        self.pages = default_pages(&file.defaults);
         self.defaults = file.defaults;
         self.container_rules = file.container_rules;
         self.env = file.env;
@@ -183,6 +200,7 @@ impl RouteWriter {
         self.table.store(Arc::new(Served {
             routes: RouteTable::new(routes),
             trust: self.trust.clone(),
+            pages: self.pages.clone(),
         }));
         self.report
             .store(Arc::new(self.make_report(merged.conflicts)));

@@ -390,6 +390,7 @@ fn route_table(
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(Served {
         routes: RouteTable::new(Vec::new()),
         trust: trust.clone(),
+        pages: Arc::default(),
     }));
     let mut writer = RouteWriter::new(
         FileRoutes {

@@ -15,7 +15,7 @@ use berth_testkit::client::{Body, Request};
 use berth_testkit::oci::{build_image, manifest_digest};
 use berth_testkit::registry::{skopeo, Registry, PASSWORD, USER};
 use berth_testkit::{BerthProcess, Origin};
-use common::{berth, call, config, docker_cli, route};
+use common::{berth, call, config, docker_cli, files_below, route};
 
 fn htpasswd(file: &Path, user: &str, password: &str) {
     let mut cmd = Command::new("htpasswd");
@@ -268,21 +268,6 @@ async fn skopeo_logs_in_and_pushes_through_berths_auth() {
 }
 
 /// Every file below `dir` (none when it does not exist).
-fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {

@@ -21,6 +21,7 @@ mod limits;
 mod logs;
 mod migrate;
 mod observability;
+mod pages;
 mod path_readings;
 mod pool;
 mod proxy;

@@ -83,6 +83,12 @@ pub struct RawRoute {
     /// Compress responses for clients that accept it (default true; never on the registry
     /// profile).
     pub compress: Option<bool>,
+    /// The directory of the operator's pages for berth's own answers (`502.html`, ...).
+    pub error_pages: Option<FilePath>,
+    /// Answer 503 and the maintenance page instead of proxying.
+    pub maintenance: Option<bool>,
+    /// During maintenance, let reads through (on the registry profile, pulls).
+    pub maintenance_reads: Option<bool>,
 }
 
 /// Checks a certificate name: the stem of `<name>.crt` in certs-dir, by the one rule of
@@ -125,6 +131,9 @@ impl RawRoute {
             write_timeout: self.write_timeout.clone(),
             min_body_rate: self.min_body_rate.clone(),
             compress: self.compress,
+            error_pages: self.error_pages.clone(),
+            maintenance: self.maintenance,
+            maintenance_reads: self.maintenance_reads,
         }
     }
 

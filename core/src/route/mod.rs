@@ -171,6 +171,9 @@ mod tests {
             "write-timeout = \"1s\"".into(),
             "min-body-rate = \"1KiB/s\"".into(),
             "compress = false".into(),
+            "error-pages = \"/a\"".into(),
+            "maintenance = true".into(),
+            "maintenance = true\nmaintenance-reads = true".into(),
         ];
         let mut seen = std::collections::HashMap::new();
         for extra in &settings {

@@ -1,13 +1,15 @@
 //! The settings every route has and `[defaults]` may set: plain HTTP versus HTTPS
 //! (`https`, `hsts`), the body limits (`max-body`, `min-body-rate`) and the timeouts
-//! (`connect-timeout`, `read-timeout`, `write-timeout`), response compression (`compress`) —
-//! as written, validated, and their built-in values. A profile presets some of them ([`super::registry`]).
+//! (`connect-timeout`, `read-timeout`, `write-timeout`), response compression (`compress`),
+//! berth's own error pages (`error-pages`) and maintenance (`maintenance`,
+//! `maintenance-reads`) — as written, validated, and their built-in values. A profile presets some of them ([`super::registry`]).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::errors::Errors;
+use crate::files::FilePath;
 use crate::units::{parse_duration, parse_size};
 
 /// The per-route settings as written, in `[defaults]` or in a `[[route]]`.
@@ -30,6 +32,12 @@ pub struct RawSettings {
     pub min_body_rate: Option<String>,
     /// Compress responses for clients that accept it ([`crate::compress`]).
     pub compress: Option<bool>,
+    /// The directory of the operator's pages for berth's own answers (`502.html`, ...).
+    pub error_pages: Option<FilePath>,
+    /// Answer 503 and the maintenance page instead of proxying.
+    pub maintenance: Option<bool>,
+    /// During maintenance, let reads through (GET and HEAD; on the registry profile, pulls).
+    pub maintenance_reads: Option<bool>,
 }
 
 impl RawSettings {
@@ -74,6 +82,25 @@ impl RawSettings {
         }
         if let Some(on) = self.compress {
             s.compress = on;
+        }
+        if let Some(dir) = &self.error_pages {
+            let dir = dir.trim();
+            if dir.is_empty() {
+                s.error_pages = None;
+            } else if !dir.starts_with('/') {
+                errors.push(
+                    key("error-pages"),
+                    format!("\"{dir}\" is not an absolute path; write e.g. \"/etc/berth/errors\""),
+                );
+            } else {
+                s.error_pages = Some(dir.to_string());
+            }
+        }
+        if let Some(on) = self.maintenance {
+            s.maintenance = on;
+        }
+        if let Some(on) = self.maintenance_reads {
+            s.maintenance_reads = on;
         }
         s
     }
@@ -136,6 +163,13 @@ pub struct RouteSettings {
     pub min_body_rate: u64,
     /// Responses are compressed for clients that accept it ([`crate::compress`]).
     pub compress: bool,
+    /// The directory of the operator's pages for berth's own answers; `None`: berth's own.
+    pub error_pages: Option<String>,
+    /// Requests are answered 503 and the maintenance page instead of being proxied.
+    pub maintenance: bool,
+    /// During maintenance, reads pass: GET and HEAD (on the registry profile, pulls and the
+    /// API's version check).
+    pub maintenance_reads: bool,
 }
 
 pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -164,6 +198,9 @@ pub fn builtin_defaults() -> RouteSettings {
         write_timeout: Duration::from_secs(900),
         min_body_rate: DEFAULT_MIN_BODY_RATE,
         compress: true,
+        error_pages: None,
+        maintenance: false,
+        maintenance_reads: false,
     }
 }
 

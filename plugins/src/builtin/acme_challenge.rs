@@ -29,7 +29,7 @@ use pingora_proxy::Session;
 
 use berth_core::contract::{ChallengeDir, CHALLENGE_PREFIX};
 
-use crate::plugin::{Flow, Plugin, Reply, RequestCtx, Scheme};
+use crate::plugin::{Flow, Page, Plugin, Reply, RequestCtx, Scheme};
 use berth_core::route::HttpsMode;
 
 /// Longest key authorization served (a real one is under 100 bytes).
@@ -72,6 +72,7 @@ impl AcmeChallenge {
                 status: StatusCode::OK,
                 headers: Vec::new(),
                 body: Bytes::from(body),
+                page: Page::Status,
             }),
             Err(_) => Some(not_found()),
         }
@@ -86,6 +87,7 @@ impl AcmeChallenge {
                 status: StatusCode::OK,
                 headers: Vec::new(),
                 body: Bytes::from(format!("{token}.{thumbprint}")),
+                page: Page::Status,
             },
             None => not_found(),
         }

@@ -51,7 +51,7 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
-use crate::plugin::{Flow, Plugin, Reply, RequestCtx};
+use crate::plugin::{Flow, Page, Plugin, Reply, RequestCtx};
 use berth_core::path::route_path;
 use berth_core::route::ForwardAuthSpec;
 use berth_core::sync::lock;
@@ -249,6 +249,7 @@ impl ForwardAuth {
             status: parts.status,
             headers: Vec::new(),
             body,
+            page: Page::Verbatim,
         };
         for (name, value) in &parts.headers {
             if !HOP_BY_HOP.contains(name) {

@@ -11,6 +11,7 @@ mod forward_auth;
 mod forwarded;
 mod htpasswd;
 mod https;
+mod maintenance;
 mod rate_limit;
 mod registry;
 pub mod registry_token;
@@ -35,6 +36,7 @@ pub use htpasswd::{
     VERIFIED_CACHE,
 };
 pub use https::{redirect_location, redirect_status, HttpsPolicy, OwnCertificate};
+pub use maintenance::{Maintenance, RETRY_AFTER_SECS};
 pub use rate_limit::{ClientKey, RateLimiter};
 pub use registry::{
     is_blob_upload, rewrite_location, RegistryProfile, UploadResult, DISTRIBUTION_API_VERSION,

@@ -130,3 +130,20 @@ pub(crate) fn docker_cli(config: &Path, args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), said)
 }
+
+/// Every file under `dir`, at any depth (what a registry stored).
+pub(crate) fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}

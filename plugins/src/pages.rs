@@ -1,0 +1,359 @@
+//! berth's own answers as the client reads them best (`error-pages`): the operator's HTML page
+//! for a browser, JSON for a client that asks for it, the registry's error JSON on the
+//! registry profile (so `docker` prints the message), and berth's short text otherwise.
+//!
+//! ```toml
+//! [defaults]
+//! error-pages = "/etc/berth/errors"   # 502.html, 503.json, maintenance.html, ...
+//! ```
+//! Pages are read when the route is built (a reload reads them again); a page that cannot be
+//! read, or is larger than [`PAGE_LIMIT`], is logged and berth's own stands in.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::StatusCode;
+
+use crate::plugin::{Page, Reply};
+
+/// The largest page read.
+pub const PAGE_LIMIT: u64 = 256 * 1024;
+
+/// The stem of the page a maintenance answer uses before its status code's.
+pub const MAINTENANCE: &str = "maintenance";
+
+/// The operator's pages: `<stem>.html` and `<stem>.json`, stems being status codes and
+/// [`MAINTENANCE`].
+#[derive(Debug, Default)]
+pub struct ErrorPages {
+    pages: HashMap<(String, Kind), Bytes>,
+}
+
+/// What a client is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An HTML page.
+    Html,
+    /// JSON.
+    Json,
+    /// berth's short text.
+    Text,
+}
+
+impl ErrorPages {
+    /// Reads the pages of `dir`; unreadable or oversized ones are logged and left out.
+    pub fn load(dir: &str) -> ErrorPages {
+        let mut pages = HashMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(dir = %berth_core::logging::shown(dir, 200), error = %e, "error-pages: cannot read the directory; berth's own pages stand in");
+                return ErrorPages { pages };
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((stem, kind)) = name.to_str().and_then(page_name) else {
+                continue;
+            };
+            match read_page(&entry.path()) {
+                Ok(bytes) => {
+                    pages.insert((stem.to_string(), kind), bytes);
+                }
+                Err(e) => tracing::warn!(
+                    file = %entry.path().display(),
+                    error = %e,
+                    "error-pages: page left out; berth's own stands in"
+                ),
+            }
+        }
+        ErrorPages { pages }
+    }
+
+    /// How many pages were read.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Whether no page was read.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    fn get(&self, stem: &str, kind: Kind) -> Option<&Bytes> {
+        self.pages.get(&(stem.to_string(), kind))
+    }
+
+    /// `reply` as a client that sent `accept` reads it best; `registry`: the request is one
+    /// of the registry API on the registry profile. Answers of their own kind (a 401 and its
+    /// challenge, anything with a `Content-Type` already) and non-errors pass unchanged.
+    pub fn render(&self, mut reply: Reply, accept: Option<&HeaderValue>, registry: bool) -> Reply {
+        let own_type = reply.headers.iter().any(|(n, _)| n == CONTENT_TYPE);
+        if reply.status.as_u16() < 400
+            || reply.status == StatusCode::UNAUTHORIZED
+            || own_type
+            || reply.page == Page::Verbatim
+        {
+            return reply;
+        }
+        let message = message_of(&reply);
+        let (body, content_type): (Bytes, &'static str) = if registry {
+            (registry_json(reply.status, &message), "application/json")
+        } else {
+            let kind = preferred(accept.and_then(|a| a.to_str().ok()).unwrap_or(""));
+            let status = reply.status.as_str().to_string();
+            let maintenance = (reply.page == Page::Maintenance).then_some(MAINTENANCE);
+            let stems = maintenance.into_iter().chain([status.as_str()]);
+            let own = stems
+                .filter_map(|stem| self.get(stem, kind))
+                .next()
+                .cloned();
+            match (kind, own) {
+                (Kind::Html, Some(page)) => (page, "text/html; charset=utf-8"),
+                (Kind::Json, Some(page)) => (page, "application/json"),
+                (Kind::Html, None) => (html(reply.status, &message), "text/html; charset=utf-8"),
+                (Kind::Json, None) => (json(reply.status, &message), "application/json"),
+                (Kind::Text, _) => return reply,
+            }
+        };
+        reply.body = body;
+        reply
+            .headers
+            .push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
+        reply
+    }
+}
+
+/// `502.html` → ("502", Html); `maintenance.json` → ("maintenance", Json); anything else: no
+/// page.
+fn page_name(name: &str) -> Option<(&str, Kind)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let kind = match ext {
+        "html" => Kind::Html,
+        "json" => Kind::Json,
+        _ => return None,
+    };
+    let status = stem.len() == 3
+        && stem.bytes().all(|b| b.is_ascii_digit())
+        && matches!(stem.as_bytes()[0], b'4' | b'5');
+    (status || stem == MAINTENANCE).then_some((stem, kind))
+}
+
+fn read_page(path: &Path) -> std::io::Result<Bytes> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(PAGE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > PAGE_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB",
+            PAGE_LIMIT / 1024
+        )));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// The detail of a reply berth wrote (`"<code> <reason>: <detail>\n"`), or its whole text.
+fn message_of(reply: &Reply) -> String {
+    let text = String::from_utf8_lossy(&reply.body);
+    let text = text.trim();
+    let reason = reply.status.canonical_reason().unwrap_or("");
+    let prefix = format!("{} {reason}: ", reply.status.as_u16());
+    text.strip_prefix(&prefix).unwrap_or(text).to_string()
+}
+
+/// What `accept` prefers among an HTML page, JSON and text, by q-value (the most specific
+/// range naming a type gives its q-value); on a tie text, then HTML, then JSON — so a client
+/// that sends `*/*` (curl) keeps berth's short text, and only one that names JSON gets it.
+pub fn preferred(accept: &str) -> Kind {
+    let offers = [
+        (Kind::Text, "text", "plain"),
+        (Kind::Html, "text", "html"),
+        (Kind::Json, "application", "json"),
+    ];
+    let mut best: Option<(Kind, u16)> = None;
+    for (kind, major, minor) in offers {
+        let q = q_for(accept, major, minor);
+        if q > 0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((kind, q));
+        }
+    }
+    best.map_or(Kind::Text, |(k, _)| k)
+}
+
+/// The q-value `accept` gives `major/minor`, in thousandths: that of the most specific range
+/// matching it (`text/html`, then `text/*`, then `*/*`); 0 when none does.
+fn q_for(accept: &str, major: &str, minor: &str) -> u16 {
+    let mut found: Option<(u8, u16)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some((a, b)) = media.split_once('/') else {
+            continue;
+        };
+        let specificity = if a == major && b == minor {
+            2
+        } else if a == major && b == "*" {
+            1
+        } else if a == "*" && b == "*" {
+            0
+        } else {
+            continue;
+        };
+        let mut q = 1000;
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("q") {
+                    q = parse_q(v.trim()).unwrap_or(0);
+                }
+            }
+        }
+        if found.is_none_or(|(s, _)| specificity > s) {
+            found = Some((specificity, q));
+        }
+    }
+    found.map_or(0, |(_, q)| q)
+}
+
+fn parse_q(value: &str) -> Option<u16> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn title(status: StatusCode) -> String {
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    )
+}
+
+fn html(status: StatusCode, message: &str) -> Bytes {
+    let title = escape_html(&title(status));
+    Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+         <body><h1>{title}</h1><p>{}</p></body></html>\n",
+        escape_html(message)
+    ))
+}
+
+fn json(status: StatusCode, message: &str) -> Bytes {
+    let value = serde_json::json!({
+        "status": status.as_u16(),
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": message,
+    });
+    Bytes::from(format!("{value}\n"))
+}
+
+/// The distribution API's error body: `{"errors":[{"code":..,"message":..,"detail":null}]}`,
+/// with the code the API has for the status (`TOOMANYREQUESTS`, `SIZE_INVALID`, ...).
+pub fn registry_json(status: StatusCode, message: &str) -> Bytes {
+    let code = match status.as_u16() {
+        403 => "DENIED",
+        405 => "UNSUPPORTED",
+        413 => "SIZE_INVALID",
+        429 => "TOOMANYREQUESTS",
+        s if s >= 500 => "UNAVAILABLE",
+        _ => "UNSUPPORTED",
+    };
+    let value = serde_json::json!({
+        "errors": [{ "code": code, "message": message, "detail": null }]
+    });
+    Bytes::from(format!("{value}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_get_html_json_clients_json_and_the_rest_text() {
+        let cases = [
+            (
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                Kind::Html,
+            ),
+            ("application/json", Kind::Json),
+            ("application/json, text/plain;q=0.5", Kind::Json),
+            ("*/*", Kind::Text),
+            ("", Kind::Text),
+            ("text/*", Kind::Text),
+            ("text/html;q=0.5, application/json;q=0.9", Kind::Json),
+            ("application/*", Kind::Json),
+            ("image/png", Kind::Text),
+            ("text/plain;q=0, text/html", Kind::Html),
+            ("application/json;q=0, */*", Kind::Text),
+        ];
+        for (accept, kind) in cases {
+            assert_eq!(preferred(accept), kind, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn berths_own_pages_escape_what_they_quote() {
+        let page = html(
+            StatusCode::BAD_GATEWAY,
+            "<script>alert('x')</script> & \"more\"",
+        );
+        let page = String::from_utf8_lossy(&page);
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;more&quot;"),
+            "{page}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&json(StatusCode::BAD_GATEWAY, "a \"quoted\" word"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json["message"], "a \"quoted\" word");
+        let reg: serde_json::Value =
+            serde_json::from_slice(&registry_json(StatusCode::TOO_MANY_REQUESTS, "slow down"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reg["errors"][0]["code"], "TOOMANYREQUESTS");
+    }
+
+    #[test]
+    fn only_status_and_maintenance_pages_are_read() {
+        assert_eq!(page_name("502.html"), Some(("502", Kind::Html)));
+        assert_eq!(page_name("429.json"), Some(("429", Kind::Json)));
+        assert_eq!(
+            page_name("maintenance.html"),
+            Some(("maintenance", Kind::Html))
+        );
+        for name in [
+            "200.html",
+            "50.html",
+            "502.htm",
+            "x502.html",
+            "502.html.bak",
+            "index.html",
+        ] {
+            assert_eq!(page_name(name), None, "{name}");
+        }
+    }
+}
