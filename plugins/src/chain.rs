@@ -16,12 +16,12 @@ use crate::builtin::registry_token;
 use crate::builtin::{
     Allow, AuthFiles, BasicAuth, BodyLimit, BodyRate, ClientCert, Compress, ForwardAuth, Forwarded,
     HttpsPolicy, Maintenance, OwnCertificate, RateLimiter, RegistryProfile, RepositoryRules,
-    Timeouts, UpstreamTlsOptions,
+    Sticky, Timeouts, UpstreamTlsOptions,
 };
 use crate::client::TrustedProxies;
 use crate::pages::ErrorPages;
-use crate::plugin::Plugin;
-use berth_core::route::{HostPattern, Profile, RouteSpec, Upstream, UpstreamProto};
+use crate::plugin::{Plugin, RequestCtx};
+use berth_core::route::{HostPattern, Lb, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
 
 /// What requests are served from: the routes, and the trusted proxies that decide who each
@@ -74,6 +74,8 @@ pub struct Route {
     /// The route's `error-pages`, read when it was built.
     pub pages: Arc<ErrorPages>,
     next: AtomicUsize,
+    /// Requests in flight per upstream (counted for `least-conn`).
+    active: Box<[AtomicUsize]>,
 }
 
 impl fmt::Debug for Route {
@@ -108,25 +110,124 @@ impl Route {
         Route {
             chain: build_chain(&spec, env),
             pages,
+            active: spec.upstreams.iter().map(|_| AtomicUsize::new(0)).collect(),
             spec,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// Starts a round-robin pass: the index of the first upstream for a new request.
-    pub fn start_index(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    /// The index of the upstream a new request tries first, by the route's `lb`: the next
+    /// in turn; the one with the fewest requests in flight (ties: the next in turn); the
+    /// client address's; or the one the request's sticky cookie names (else the next).
+    pub fn first_choice(&self, ctx: &RequestCtx) -> usize {
+        let n = self.spec.upstreams.len().max(1);
+        match self.spec.lb {
+            Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
+            Lb::LeastConn => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .min_by_key(|&i| self.active.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+                    .unwrap_or(0)
+            }
+            Lb::IpHash => {
+                let client = ctx.downstream.client.address.or(ctx.downstream.client.peer);
+                client.map_or_else(
+                    || self.next.fetch_add(1, Ordering::Relaxed),
+                    |ip| ip_index(ip, n),
+                )
+            }
+            Lb::Cookie => {
+                Sticky::named(ctx).unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+            }
+        }
     }
 
-    /// The upstream for attempt `attempt` (0-based) of a request whose pass started at
-    /// `start`; `None` once every upstream has been tried.
-    pub fn upstream_for(&self, start: usize, attempt: usize) -> Option<&Upstream> {
+    /// The upstream (and its index) for attempt `attempt` (0-based) of a request whose
+    /// first choice was `start`; `None` once every upstream has been tried.
+    pub fn upstream_for(&self, start: usize, attempt: usize) -> Option<(usize, &Upstream)> {
         let n = self.spec.upstreams.len();
         if attempt >= n {
             return None;
         }
-        self.spec.upstreams.get((start + attempt) % n)
+        let i = (start + attempt) % n;
+        self.spec.upstreams.get(i).map(|u| (i, u))
     }
+
+    /// Counts a request in flight to upstream `index` until the returned guard is dropped
+    /// (with the request's context), for `least-conn`.
+    pub fn in_flight(self: &Arc<Self>, index: usize) -> InFlight {
+        if let Some(a) = self.active.get(index) {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight {
+            counted: Arc::new(Counted {
+                route: self.clone(),
+                index,
+                done: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Requests in flight to each upstream (counted for `least-conn` only).
+    pub fn active(&self) -> Vec<usize> {
+        self.active
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// A request in flight to one upstream of a route, counted until [`InFlight::finish`] or
+/// until it is dropped, whichever comes first.
+#[derive(Clone)]
+pub struct InFlight {
+    counted: Arc<Counted>,
+}
+
+impl InFlight {
+    /// The upstream's answer is complete: no longer counted (before its last bytes reach the
+    /// client, so a client's next request finds the count already down).
+    pub fn finish(&self) {
+        self.counted.finish();
+    }
+}
+
+struct Counted {
+    route: Arc<Route>,
+    index: usize,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Counted {
+    fn finish(&self) {
+        if !self.done.swap(true, Ordering::Relaxed) {
+            if let Some(a) = self.route.active.get(self.index) {
+                a.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// `ip-hash`: the upstream index for a client address, the same in every berth of the same
+/// version (a fixed hash, FNV-1a, over the address's bytes).
+pub fn ip_index(ip: std::net::IpAddr, n: usize) -> usize {
+    let bytes = match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    usize::try_from(hash % n.max(1) as u64).unwrap_or(0)
 }
 
 /// The chain for a route, in order. Each step says why it sits where it does.
@@ -218,6 +319,14 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
     // everything else has had its say.
     if spec.profile == Some(Profile::Registry) {
         chain.push(Arc::new(RegistryProfile));
+    }
+    // The sticky cookie is set on the answer, whoever wrote it before.
+    if spec.lb == Lb::Cookie {
+        chain.push(Arc::new(Sticky::new(
+            &spec.host,
+            &spec.path,
+            &spec.upstreams,
+        )));
     }
     // Compression comes after every step that writes response headers: it decides on the
     // response as the client would otherwise get it, and is the only step that rewrites the

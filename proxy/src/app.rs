@@ -11,9 +11,10 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use berth_core::route::{HostPattern, Profile, UpstreamProto};
+use berth_core::route::{HostPattern, Lb, Profile, UpstreamProto};
 use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
+use berth_plugins::chain::InFlight;
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
 use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
@@ -209,14 +210,19 @@ impl ProxyHttp for Berth {
     ) -> Result<Box<HttpPeer>> {
         let route = Self::route(ctx)?;
         if ctx.upstream.is_none() {
-            ctx.first_upstream = route.start_index();
+            ctx.first_upstream = route.first_choice(ctx);
         }
         // `tries` counts the upstreams that could not be connected to: a retry after a pooled
         // connection failed as it was reused (the upstream had just closed it) goes to the
         // same upstream again, on a new connection.
-        let upstream = route
+        let (index, upstream) = route
             .upstream_for(ctx.first_upstream, ctx.tries)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every upstream failed"))?;
+        if route.spec.lb == Lb::LeastConn {
+            // Counted until the request's context is dropped (or the next attempt's
+            // replaces it).
+            ctx.slots.insert(route.in_flight(index));
+        }
         ctx.upstream = Some(upstream.addr);
         ctx.connect_started = Some(std::time::Instant::now());
         let tls = route.spec.proto == UpstreamProto::Https;
@@ -330,6 +336,11 @@ impl ProxyHttp for Berth {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            if let Some(counted) = ctx.slots.get::<InFlight>() {
+                counted.finish();
+            }
+        }
         if let Some(route) = ctx.route.clone() {
             for plugin in &route.chain {
                 plugin.response_body_filter(body, end_of_stream, ctx)?;

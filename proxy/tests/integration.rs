@@ -7,6 +7,7 @@ mod common;
 mod access;
 mod acme_challenge;
 mod auth;
+mod balance;
 mod check;
 mod client_certs;
 mod compression;

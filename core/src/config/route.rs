@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::errors::Errors;
 use crate::files::FilePath;
 use crate::route::{
-    check_registry_auth, validate_acme, validate_client_auth, HostPattern, Profile, RateLimit,
+    check_registry_auth, validate_acme, validate_client_auth, HostPattern, Lb, Profile, RateLimit,
     RawAuth, RawSettings, RawUpstreamTls, RouteSettings, RouteSource, RouteSpec, Upstream,
     UpstreamProto,
 };
@@ -38,6 +38,8 @@ pub struct RawRoute {
     pub path: Option<String>,
     /// Upstream socket addresses.
     pub upstreams: Vec<String>,
+    /// `round-robin` (default), `least-conn`, `ip-hash` or `cookie`.
+    pub lb: Option<String>,
     /// `http` (default) or `https`.
     pub proto: Option<String>,
     /// Optional preset: `registry`.
@@ -158,6 +160,9 @@ impl RawRoute {
         let path = self.path.clone().unwrap_or_else(|| "/".to_string());
         errors.check(&key("path"), check_path(&path));
         let upstreams = self.upstreams(&key, errors);
+        let lb = errors
+            .check(&key("lb"), Lb::parse(self.lb.as_deref()))
+            .unwrap_or_default();
         let proto = errors
             .check(&key("proto"), UpstreamProto::parse(self.proto.as_deref()))
             .unwrap_or(UpstreamProto::Http);
@@ -237,6 +242,7 @@ impl RawRoute {
             host: host?,
             path,
             upstreams,
+            lb,
             proto,
             upstream_tls,
             profile,

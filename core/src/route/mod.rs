@@ -11,6 +11,7 @@
 
 mod acme;
 mod auth;
+mod balance;
 mod client_auth;
 mod host;
 mod rate_limit;
@@ -31,6 +32,7 @@ pub use auth::{
     ForwardAuthSpec, OpenAccess, RawAuth, DEFAULT_REALM, FORWARD_CACHE_MAX,
     FORWARD_HEADERS_DEFAULT, METHODS,
 };
+pub use balance::Lb;
 pub use client_auth::{validate_client_auth, ClientAuth, ClientAuthMode, CERT_USER_PREFIX};
 pub use host::{host_of, may_claim, HostPattern};
 pub use rate_limit::RateLimit;
@@ -84,8 +86,10 @@ pub struct RouteSpec {
     pub host: HostPattern,
     /// Path prefix, always starting with `/`.
     pub path: String,
-    /// Upstream servers, load-balanced round robin.
+    /// Upstream servers, load-balanced by `lb`.
     pub upstreams: Vec<Upstream>,
+    /// How an upstream is chosen for each request.
+    pub lb: Lb,
     /// Protocol to the upstreams.
     pub proto: UpstreamProto,
     /// TLS options towards the upstreams.
@@ -171,6 +175,8 @@ mod tests {
             "write-timeout = \"1s\"".into(),
             "min-body-rate = \"1KiB/s\"".into(),
             "compress = false".into(),
+            "lb = \"least-conn\"".into(),
+            "lb = \"cookie\"".into(),
             "error-pages = \"/a\"".into(),
             "maintenance = true".into(),
             "maintenance = true\nmaintenance-reads = true".into(),

@@ -15,6 +15,7 @@ mod maintenance;
 mod rate_limit;
 mod registry;
 pub mod registry_token;
+mod sticky;
 mod timeouts;
 mod upstream_tls;
 mod watched;
@@ -41,6 +42,7 @@ pub use rate_limit::{ClientKey, RateLimiter};
 pub use registry::{
     is_blob_upload, rewrite_location, RegistryProfile, UploadResult, DISTRIBUTION_API_VERSION,
 };
+pub use sticky::{Sticky, COOKIE_NAME};
 pub use timeouts::Timeouts;
 pub use upstream_tls::UpstreamTlsOptions;
 pub use watched::{Contents, Reload, Watched, GROUPS_LIMIT};
