@@ -7,14 +7,15 @@
 //!   br, then gzip); `identity` alone, `q=0`, or no `Accept-Encoding` at all: not compressed;
 //! - the request is not a `HEAD` (its headers would promise a coding and no length, which a
 //!   `GET` of the same resource to another client may not get), is made over HTTP/1.1 or
-//!   later, and asks for no `Range`;
+//!   later, asks for no `Range` and says no `Cache-Control: no-transform`;
 //! - the response has a body (not 1xx, 204, 206 or 304), no `Content-Encoding` of its own,
 //!   no `Content-Range`, no `Cache-Control: no-transform`, a compressible `Content-Type`
 //!   ([`compressible_type`]) and a `Content-Length` of at least [`MIN_SIZE`] (or none: a
 //!   streamed body).
 //!
 //! Every response that could be compressed for some client gets `Vary: Accept-Encoding`,
-//! whether or not this client's was, so caches keep the two apart.
+//! whether or not this client's was, so caches keep the two apart. A `304` to a client that
+//! negotiates a coding gets the `Vary` and the weak `ETag` its `200` would have had.
 
 use http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
@@ -53,13 +54,15 @@ impl Coding {
 
 /// The coding to use for a client that sent `accept_encoding`, by RFC 9110 §12.5.3: each
 /// listed coding with its q-value (1 when absent), `*` standing for every coding not listed,
-/// `q=0` meaning "not acceptable". `None`: the client takes no coding berth has (or sent no
-/// header, or one that could not be read). An entry whose q-value is malformed is ignored.
+/// `q=0` meaning "not acceptable", and an `identity` ranked above every coding meaning "as it
+/// is". `None`: the client takes no coding berth has (or sent no header, or one that could
+/// not be read). An entry whose q-value is malformed is ignored.
 pub fn negotiate(accept_encoding: &[u8]) -> Option<Coding> {
     let text = std::str::from_utf8(accept_encoding).ok()?;
     // Thousandths, so that q-values compare exactly.
     let mut listed: [Option<u16>; 3] = [None; 3];
     let mut any: Option<u16> = None;
+    let mut identity: Option<u16> = None;
     for entry in text.split(',') {
         let mut parts = entry.split(';');
         let name = parts.next().unwrap_or("").trim();
@@ -68,9 +71,12 @@ pub fn negotiate(accept_encoding: &[u8]) -> Option<Coding> {
         }
         let mut q = Some(1000);
         for param in parts {
+            // A parameter other than q (or a stray `;`) says nothing about preference.
             let Some((key, value)) = param.split_once('=') else {
-                q = None;
-                break;
+                if param.trim().eq_ignore_ascii_case("q") {
+                    q = None;
+                }
+                continue;
             };
             if key.trim().eq_ignore_ascii_case("q") {
                 q = parse_q(value.trim());
@@ -79,6 +85,8 @@ pub fn negotiate(accept_encoding: &[u8]) -> Option<Coding> {
         let Some(q) = q else { continue };
         let slot = if name == "*" {
             &mut any
+        } else if name.eq_ignore_ascii_case("identity") {
+            &mut identity
         } else {
             match Coding::PREFERRED
                 .iter()
@@ -99,7 +107,10 @@ pub fn negotiate(accept_encoding: &[u8]) -> Option<Coding> {
             best = Some((q, *coding));
         }
     }
-    best.map(|(_, c)| c)
+    // A client that ranks the body as it is above every coding gets it as it is (identity
+    // unlisted competes with nothing: "gzip" alone asks for gzip).
+    best.filter(|(q, _)| identity.is_none_or(|i| *q >= i))
+        .map(|(_, c)| c)
 }
 
 /// A q-value (`0`, `0.5`, `1`, `1.000`) in thousandths; `None` when it is not one.
@@ -192,51 +203,64 @@ pub fn decide(request: Request<'_>, status: StatusCode, headers: &HeaderMap) -> 
         vary: false,
         coding: None,
     };
+    let request_ok = request.method != Method::HEAD
+        && request.version >= Version::HTTP_11
+        && !request.headers.contains_key(RANGE)
+        && !no_transform(request.headers);
+    if status == StatusCode::NOT_MODIFIED {
+        // A 304 stands for the 200 this client would get: its Vary and (weakened) ETag too
+        // (RFC 9110 §15.4.5), or a cache would refresh its compressed copy with a strong tag.
+        // Its type is unknown (a 304 has no body): any client that negotiates a coding is
+        // told the weak form, which weak comparison still matches.
+        let coding = request_ok.then(|| accepted(request)).flatten();
+        return Decision {
+            vary: coding.is_some(),
+            coding,
+        };
+    }
     if !compressible_response(status, headers) {
         return never;
     }
-    let request_ok = request.method != Method::HEAD
-        && request.version >= Version::HTTP_11
-        && !request.headers.contains_key(RANGE);
-    // Several Accept-Encoding lines are one list (RFC 9110 §5.3).
-    let accepted = request_ok
-        .then(|| {
-            let joined: Vec<u8> = request
-                .headers
-                .get_all(ACCEPT_ENCODING)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect::<Vec<_>>()
-                .join(&b","[..]);
-            negotiate(&joined)
-        })
-        .flatten();
     Decision {
         vary: true,
-        coding: accepted,
+        coding: request_ok.then(|| accepted(request)).flatten(),
     }
+}
+
+/// The coding the request's `Accept-Encoding` lines choose; several lines are one list
+/// (RFC 9110 §5.3).
+fn accepted(request: Request<'_>) -> Option<Coding> {
+    let joined: Vec<u8> = request
+        .headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b","[..]);
+    negotiate(&joined)
+}
+
+/// Whether `Cache-Control` says `no-transform` (request or response, RFC 9111 §5.2).
+fn no_transform(headers: &HeaderMap) -> bool {
+    headers.get_all(CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        })
+    })
 }
 
 /// Whether a response is one berth would compress for a client that accepts it.
 fn compressible_response(status: StatusCode, headers: &HeaderMap) -> bool {
     if status.is_informational()
-        || matches!(
-            status,
-            StatusCode::NO_CONTENT | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
-        )
+        || matches!(status, StatusCode::NO_CONTENT | StatusCode::PARTIAL_CONTENT)
     {
         return false;
     }
     if headers.contains_key(CONTENT_ENCODING) || headers.contains_key(CONTENT_RANGE) {
         return false;
     }
-    let no_transform = headers.get_all(CACHE_CONTROL).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-        })
-    });
-    if no_transform {
+    if no_transform(headers) {
         return false;
     }
     let typed = headers
@@ -262,7 +286,7 @@ mod tests {
 
     #[test]
     fn q_values_decide_and_ties_go_to_zstd_then_br_then_gzip() {
-        let cases: [(&str, Option<Coding>); 22] = [
+        let cases: [(&str, Option<Coding>); 27] = [
             ("gzip", Some(Coding::Gzip)),
             ("gzip, deflate, br, zstd", Some(Coding::Zstd)),
             ("gzip, deflate, br", Some(Coding::Br)),
@@ -286,6 +310,11 @@ mod tests {
             ("br;q, gzip;q=0.1", Some(Coding::Gzip)),
             ("gzip;q=0, gzip;q=1", Some(Coding::Gzip)),
             ("br;level=9", Some(Coding::Br)),
+            ("gzip;", Some(Coding::Gzip)),
+            ("gzip;foo;q=0, *", Some(Coding::Zstd)),
+            ("gzip;q=0.5, identity;q=1", None),
+            ("gzip;q=0.5, identity;q=0.5", Some(Coding::Gzip)),
+            ("gzip, identity;q=0", Some(Coding::Gzip)),
         ];
         for (header, expected) in cases {
             assert_eq!(negotiate(header.as_bytes()), expected, "{header:?}");
@@ -350,10 +379,9 @@ mod tests {
                 coding: Some(Coding::Gzip)
             }
         );
-        let responses: [(u16, &[(&str, &str)]); 8] = [
+        let responses: [(u16, &[(&str, &str)]); 7] = [
             (204, &html),
             (206, &html),
-            (304, &html),
             (
                 200,
                 &[("content-type", "text/html"), ("content-encoding", "br")],
@@ -400,14 +428,36 @@ mod tests {
         )
         .coding
         .is_some());
+        // A 304 carries what its 200 would: Vary and, for a client with a coding, the coding
+        // (whose ETag is weakened); none for a client without.
+        assert_eq!(
+            decide(request, StatusCode::NOT_MODIFIED, &HeaderMap::new()),
+            yes
+        );
+        let plain = headers(&[("accept-encoding", "identity")]);
+        let d = decide(
+            Request {
+                method: &get,
+                version: Version::HTTP_11,
+                headers: &plain,
+            },
+            StatusCode::NOT_MODIFIED,
+            &HeaderMap::new(),
+        );
+        assert_eq!(d.coding, None);
         // Requests that get the response as it is, with Vary all the same.
         let head = Method::HEAD;
+        let no_transform = headers(&[
+            ("accept-encoding", "gzip"),
+            ("cache-control", "no-transform"),
+        ]);
         let ranged = headers(&[("accept-encoding", "gzip"), ("range", "bytes=0-")]);
         let split = headers(&[("accept-encoding", "deflate"), ("accept-encoding", "br")]);
         let cases = [
             (&head, Version::HTTP_11, &gzip, None),
             (&get, Version::HTTP_10, &gzip, None),
             (&get, Version::HTTP_11, &ranged, None),
+            (&get, Version::HTTP_11, &no_transform, None),
             (&get, Version::HTTP_2, &split, Some(Coding::Br)),
         ];
         for (method, version, h, expected) in cases {

@@ -121,7 +121,7 @@ fn curl(url: &str, extra: &[&str]) -> Got {
     Got {
         status: status.parse().unwrap(),
         headers,
-        body: std::fs::read(&body).unwrap(),
+        body: std::fs::read(&body).unwrap_or_default(),
         version: version.to_string(),
     }
 }
@@ -285,6 +285,11 @@ fn responses_are_compressed_as_clients_accept_and_arrive_byte_exact() {
         ),
         (app("/index.html"), &["-I"][..], "HEAD"),
         (
+            app("/index.html"),
+            &["-H", "Cache-Control: no-transform"][..],
+            "a request saying no-transform",
+        ),
+        (
             plain(&b, "off.test", "/index.html"),
             &[],
             "compress = false",
@@ -302,7 +307,12 @@ fn responses_are_compressed_as_clients_accept_and_arrive_byte_exact() {
             "{why}: {:?}",
             got.headers
         );
-        let expect_vary = why == "HEAD" || why == "a range the upstream ignores";
+        let expect_vary = [
+            "HEAD",
+            "a range the upstream ignores",
+            "a request saying no-transform",
+        ]
+        .contains(&why);
         assert_eq!(
             vary_names_accept_encoding(&got),
             expect_vary,
@@ -318,6 +328,27 @@ fn responses_are_compressed_as_clients_accept_and_arrive_byte_exact() {
             assert!(got.body == site.html);
         }
     }
+    // A 304 carries the Vary and the weak ETag of the 200 it stands for.
+    let not_modified = get(
+        &app("/index.html"),
+        &[
+            "-H",
+            "Accept-Encoding: gzip",
+            "-H",
+            &format!("If-None-Match: {etag}"),
+        ],
+    );
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(
+        not_modified.header("etag"),
+        Some(format!("W/{etag}").as_str())
+    );
+    assert!(
+        vary_names_accept_encoding(&not_modified),
+        "{:?}",
+        not_modified.headers
+    );
+    assert_eq!(not_modified.header("content-encoding"), None);
     let pre = get(&app("/pre/index.html"), &all);
     assert_eq!(
         pre.headers_named("content-encoding"),
@@ -432,4 +463,56 @@ fn a_streamed_response_is_compressed_chunk_by_chunk() {
     assert!(head.contains("content-encoding: gzip"), "{head}");
     assert!(seen.ends_with(b"<p>the end</p>\n"));
     server.join().unwrap();
+}
+
+/// An HTTP/1.0 upstream's answer, compressed, reaches the client as HTTP/1.1 with chunked
+/// framing (HTTP/1.0 has no chunked encoding: a browser would read until the connection
+/// closes, and berth keeps it open); one of known length is compressed in the encoder's own
+/// blocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_upstreams_answer_is_framed_as_http_1_1_when_compressed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let page = "<p>an old server</p>\n".repeat(200);
+    let served = page.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(2) {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{served}",
+                served.len()
+            )
+            .unwrap();
+        }
+    });
+    let b = berth(&common::config(&route("old.test", &[upstream], "")));
+    let raw = berth_testkit::client::send_raw(
+        b.http,
+        b"GET / HTTP/1.1\r\nHost: old.test\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let (head, _) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let got = curl(
+        &plain(&b, "old.test", "/"),
+        &[
+            "--resolve",
+            &resolve("old.test", b.http),
+            "--compressed",
+            "-H",
+            "Accept-Encoding: gzip",
+        ],
+    );
+    assert_eq!(got.body, page.as_bytes());
 }

@@ -2,9 +2,11 @@
 //! Phases: `response_filter` decides ([`berth_core::compress::decide`]) and rewrites the
 //! header; `response_body_filter` encodes each chunk as it passes.
 //!
-//! Streamed: every chunk from the upstream is compressed and flushed at once (a gzip or zstd
-//! block boundary, a brotli flush), so the client can decode everything it has been sent and
-//! nothing waits for the rest of the body. Each response being compressed holds one
+//! Streamed: a body without a `Content-Length` (chunked, or read until close) has every chunk
+//! compressed and flushed at once (a gzip or zstd block boundary, a brotli flush), so the
+//! client can decode everything it has been sent and nothing waits for the rest of the body
+//! — as Go's and Caddy's proxies flush such bodies. A body of known length is compressed in
+//! the encoder's own blocks and never held whole. Each response being compressed holds one
 //! encoder; the window sizes below bound what that costs.
 
 use std::io::Write;
@@ -73,7 +75,15 @@ impl Plugin for Compress {
         let Some(coding) = decision.coding else {
             return Ok(());
         };
-        let encoder = match Encoder::new(coding) {
+        if response.status == http::StatusCode::NOT_MODIFIED {
+            // No body to encode: the tag its 200 would carry.
+            weaken_etag(response);
+            return Ok(());
+        }
+        // A body of known length is compressed in the encoder's own blocks; a streamed one
+        // (no length) is flushed chunk by chunk, so each piece reaches the client as it comes.
+        let flush_each = !response.headers.contains_key(CONTENT_LENGTH);
+        let encoder = match Encoder::new(coding, flush_each) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(coding = coding.as_str(), error = %e, "could not start an encoder; the response is sent as it is");
@@ -87,6 +97,9 @@ impl Plugin for Compress {
         weaken_etag(response);
         if !session.as_downstream().is_http2() {
             response.insert_header(TRANSFER_ENCODING, "chunked")?;
+            // Chunked framing is HTTP/1.1's: an HTTP/1.0 upstream's status line would make
+            // clients read the body until the connection closes (RFC 9112 §6.1).
+            response.set_version(http::Version::HTTP_11);
         }
         ctx.slots.insert(Compressing(Arc::new(Mutex::new(encoder))));
         Ok(())
@@ -111,7 +124,9 @@ impl Plugin for Compress {
         let out = encoder.encode(input, end_of_stream).map_err(|e| {
             Error::because(ErrorType::InternalError, "while compressing a response", e)
         })?;
-        *body = Some(out);
+        // Nothing ready yet (the encoder keeps the input for its next block): nothing to send,
+        // never an empty chunk.
+        *body = (!out.is_empty() || end_of_stream).then_some(out);
         Ok(())
     }
 }
@@ -154,7 +169,13 @@ fn weaken_etag(response: &mut ResponseHeader) {
 
 /// A streaming encoder whose every [`Encoder::encode`] returns all the client needs to
 /// decode what it was given so far.
-enum Encoder {
+struct Encoder {
+    coding: Coder,
+    /// Flush after every chunk (a streamed body), or only as blocks fill (a known length).
+    flush_each: bool,
+}
+
+enum Coder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     /// `None` once finished.
     Br(Option<Box<brotli::CompressorWriter<Vec<u8>>>>),
@@ -162,13 +183,28 @@ enum Encoder {
 }
 
 impl Encoder {
-    fn new(coding: Coding) -> std::io::Result<Encoder> {
+    fn new(coding: Coding, flush_each: bool) -> std::io::Result<Encoder> {
+        Ok(Encoder {
+            coding: Coder::new(coding)?,
+            flush_each,
+        })
+    }
+
+    /// Compresses `input` and returns what is ready (flushed, for a streamed body); with
+    /// `end`, the rest of the stream too.
+    fn encode(&mut self, input: &[u8], end: bool) -> std::io::Result<Bytes> {
+        self.coding.encode(input, end, self.flush_each)
+    }
+}
+
+impl Coder {
+    fn new(coding: Coding) -> std::io::Result<Coder> {
         Ok(match coding {
-            Coding::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+            Coding::Gzip => Coder::Gzip(flate2::write::GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(GZIP_LEVEL),
             )),
-            Coding::Br => Encoder::Br(Some(Box::new(brotli::CompressorWriter::new(
+            Coding::Br => Coder::Br(Some(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 16 * 1024,
                 BROTLI_QUALITY,
@@ -177,25 +213,23 @@ impl Encoder {
             Coding::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)?;
                 e.window_log(WINDOW_LOG)?;
-                Encoder::Zstd(e)
+                Coder::Zstd(e)
             }
         })
     }
 
-    /// Compresses `input` and returns what is ready, flushed; with `end`, the rest of the
-    /// stream too.
-    fn encode(&mut self, input: &[u8], end: bool) -> std::io::Result<Bytes> {
+    fn encode(&mut self, input: &[u8], end: bool, flush: bool) -> std::io::Result<Bytes> {
         let out = match self {
-            Encoder::Gzip(e) => {
+            Coder::Gzip(e) => {
                 e.write_all(input)?;
                 if end {
                     e.try_finish()?;
-                } else {
+                } else if flush {
                     e.flush()?;
                 }
                 std::mem::take(e.get_mut())
             }
-            Encoder::Br(slot) => {
+            Coder::Br(slot) => {
                 let Some(e) = slot.as_mut() else {
                     return Ok(Bytes::new());
                 };
@@ -203,15 +237,17 @@ impl Encoder {
                 if end {
                     slot.take().map(|e| e.into_inner()).unwrap_or_default()
                 } else {
-                    e.flush()?;
+                    if flush {
+                        e.flush()?;
+                    }
                     std::mem::take(e.get_mut())
                 }
             }
-            Encoder::Zstd(e) => {
+            Coder::Zstd(e) => {
                 e.write_all(input)?;
                 if end {
                     e.do_finish()?;
-                } else {
+                } else if flush {
                     e.flush()?;
                 }
                 std::mem::take(e.get_mut())
@@ -292,7 +328,7 @@ mod tests {
             })
             .collect();
         for coding in Coding::PREFERRED {
-            let mut encoder = Encoder::new(coding).unwrap_or_else(|e| panic!("{e}"));
+            let mut encoder = Encoder::new(coding, true).unwrap_or_else(|e| panic!("{e}"));
             let mut sent = Vec::new();
             let mut plain = Vec::new();
             for chunk in &chunks {
@@ -313,6 +349,29 @@ mod tests {
                 sent.len(),
                 plain.len()
             );
+        }
+    }
+
+    #[test]
+    fn a_body_of_known_length_is_not_flushed_chunk_by_chunk() {
+        let line = b"{\"id\": 1, \"name\": \"an item of a list\"}\n";
+        for coding in Coding::PREFERRED {
+            let mut sizes = Vec::new();
+            for flush_each in [false, true] {
+                let mut e = Encoder::new(coding, flush_each).unwrap_or_else(|e| panic!("{e}"));
+                let mut sent = Vec::new();
+                for _ in 0..2000 {
+                    sent.extend_from_slice(
+                        &e.encode(line, false).unwrap_or_else(|e| panic!("{e}")),
+                    );
+                }
+                sent.extend_from_slice(&e.encode(b"", true).unwrap_or_else(|e| panic!("{e}")));
+                assert_eq!(decode(coding, &sent), line.repeat(2000), "{coding:?}");
+                sizes.push(sent.len());
+            }
+            // Unflushed, small chunks compress as one body; flushed, each costs a block.
+            assert!(sizes[0] * 10 < sizes[1], "{coding:?}: {sizes:?}");
+            assert!(sizes[0] * 20 < line.len() * 2000, "{coding:?}: {sizes:?}");
         }
     }
 
