@@ -71,8 +71,9 @@ pub struct Route {
     pub spec: RouteSpec,
     /// Plugins, in the order their hooks run.
     pub chain: Vec<Arc<dyn Plugin>>,
-    /// The route's `error-pages`, read when it was built.
-    pub pages: Arc<ErrorPages>,
+    /// The route's `error-pages`, read when it was built and again at each reload
+    /// ([`Route::reread_pages`]).
+    pub pages: arc_swap::ArcSwap<ErrorPages>,
     next: AtomicUsize,
     /// Requests in flight per upstream (counted for `least-conn`).
     active: Box<[AtomicUsize]>,
@@ -100,19 +101,28 @@ impl Routable for Route {
 impl Route {
     /// Builds the route's chain from its settings.
     pub fn build(spec: RouteSpec, env: &ChainEnv) -> Route {
-        let pages = Arc::new(
-            spec.settings
-                .error_pages
-                .as_deref()
-                .map(ErrorPages::load)
-                .unwrap_or_default(),
-        );
+        let pages = arc_swap::ArcSwap::new(Route::pages_of(&spec));
         Route {
             chain: build_chain(&spec, env),
             pages,
             active: spec.upstreams.iter().map(|_| AtomicUsize::new(0)).collect(),
             spec,
             next: AtomicUsize::new(0),
+        }
+    }
+
+    fn pages_of(spec: &RouteSpec) -> Arc<ErrorPages> {
+        spec.settings
+            .error_pages
+            .as_deref()
+            .map(ErrorPages::shared)
+            .unwrap_or_default()
+    }
+
+    /// Reads the route's `error-pages` again (a reload), keeping its chain and its state.
+    pub fn reread_pages(&self) {
+        if self.spec.settings.error_pages.is_some() {
+            self.pages.store(Route::pages_of(&self.spec));
         }
     }
 

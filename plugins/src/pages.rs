@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -21,6 +22,9 @@ use crate::plugin::{Page, Reply};
 /// The largest page read.
 pub const PAGE_LIMIT: u64 = 256 * 1024;
 
+/// The most a directory's pages may hold together; pages past it are left out (logged).
+pub const DIR_LIMIT: u64 = 4 << 20;
+
 /// The stem of the page a maintenance answer uses before its status code's.
 pub const MAINTENANCE: &str = "maintenance";
 
@@ -29,6 +33,11 @@ pub const MAINTENANCE: &str = "maintenance";
 #[derive(Debug, Default)]
 pub struct ErrorPages {
     pages: HashMap<(String, Kind), Bytes>,
+}
+
+fn shared_cache() -> &'static Mutex<HashMap<String, Weak<ErrorPages>>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Weak<ErrorPages>>>> = OnceLock::new();
+    CACHE.get_or_init(Mutex::default)
 }
 
 /// What a client is sent.
@@ -53,23 +62,50 @@ impl ErrorPages {
                 return ErrorPages { pages };
             }
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        let mut total = 0u64;
+        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
             let Some((stem, kind)) = name.to_str().and_then(page_name) else {
                 continue;
             };
-            match read_page(&entry.path()) {
+            let path = Path::new(dir).join(&name);
+            match read_page(&path) {
+                Ok(bytes) if total + bytes.len() as u64 > DIR_LIMIT => tracing::warn!(
+                    file = %path.display(),
+                    "error-pages: the directory's pages are over {} MiB together; this one and later ones left out",
+                    DIR_LIMIT >> 20
+                ),
                 Ok(bytes) => {
+                    total += bytes.len() as u64;
                     pages.insert((stem.to_string(), kind), bytes);
                 }
                 Err(e) => tracing::warn!(
-                    file = %entry.path().display(),
+                    file = %path.display(),
                     error = %e,
                     "error-pages: page left out; berth's own stands in"
                 ),
             }
         }
         ErrorPages { pages }
+    }
+
+    /// The pages of `dir`, read once and shared by every route naming it until
+    /// [`ErrorPages::forget_all`] (a reload) makes the next call read them again.
+    pub fn shared(dir: &str) -> Arc<ErrorPages> {
+        let mut cache = berth_core::sync::lock(shared_cache());
+        if let Some(pages) = cache.get(dir).and_then(Weak::upgrade) {
+            return pages;
+        }
+        let pages = Arc::new(ErrorPages::load(dir));
+        cache.retain(|_, weak| weak.strong_count() > 0);
+        cache.insert(dir.to_string(), Arc::downgrade(&pages));
+        pages
+    }
+
+    /// Makes the next [`ErrorPages::shared`] of every directory read it again.
+    pub fn forget_all() {
+        berth_core::sync::lock(shared_cache()).clear();
     }
 
     /// How many pages were read.
@@ -141,16 +177,33 @@ fn page_name(name: &str) -> Option<(&str, Kind)> {
     (status || stem == MAINTENANCE).then_some((stem, kind))
 }
 
-fn read_page(path: &Path) -> std::io::Result<Bytes> {
+/// Reads one page: a regular file, never through a symlink (a page is sent to any client,
+/// so a link must not publish what it points to), opened non-blocking (a FIFO is refused at
+/// once), of at most [`PAGE_LIMIT`] bytes.
+fn read_page(path: &Path) -> Result<Bytes, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                "a symlink; pages are read only as regular files".to_string()
+            } else {
+                format!("cannot read: {e}")
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".to_string());
+    }
     let mut bytes = Vec::new();
-    file.take(PAGE_LIMIT + 1).read_to_end(&mut bytes)?;
+    file.take(PAGE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > PAGE_LIMIT {
-        return Err(std::io::Error::other(format!(
-            "larger than {} KiB",
-            PAGE_LIMIT / 1024
-        )));
+        return Err(format!("larger than {} KiB", PAGE_LIMIT / 1024));
     }
     Ok(Bytes::from(bytes))
 }
@@ -309,6 +362,8 @@ mod tests {
             ("image/png", Kind::Text),
             ("text/plain;q=0, text/html", Kind::Html),
             ("application/json;q=0, */*", Kind::Text),
+            ("*/*;q=0.1, application/json", Kind::Json),
+            ("application/json, */*;q=0.1", Kind::Json),
         ];
         for (accept, kind) in cases {
             assert_eq!(preferred(accept), kind, "{accept:?}");
@@ -335,6 +390,38 @@ mod tests {
             serde_json::from_slice(&registry_json(StatusCode::TOO_MANY_REQUESTS, "slow down"))
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(reg["errors"][0]["code"], "TOOMANYREQUESTS");
+    }
+
+    #[test]
+    fn pages_are_regular_files_never_links_fifos_or_oversized() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.path();
+        std::fs::write(d.join("502.html"), "ours").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("secret"), "do not serve").unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(d.join("secret"), d.join("503.html"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(d.join("504.html"))
+            .status()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(fifo.success());
+        std::fs::write(d.join("429.html"), vec![b'x'; PAGE_LIMIT as usize + 1])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pages = ErrorPages::load(&d.display().to_string());
+        assert_eq!(pages.len(), 1);
+        assert_eq!(
+            pages.get("502", Kind::Html).map(|b| b.as_ref()),
+            Some(&b"ours"[..])
+        );
+        assert!(read_page(&d.join("503.html")).is_err_and(|e| e.contains("symlink")));
+        assert!(read_page(&d.join("504.html")).is_err_and(|e| e.contains("not a regular file")));
+        assert!(read_page(&d.join("429.html")).is_err_and(|e| e.contains("larger than")));
+        // Shared: one read per directory until a reload forgets it.
+        let path = d.display().to_string();
+        let a = ErrorPages::shared(&path);
+        assert!(Arc::ptr_eq(&a, &ErrorPages::shared(&path)));
+        ErrorPages::forget_all();
+        assert!(!Arc::ptr_eq(&a, &ErrorPages::shared(&path)));
     }
 
     #[test]

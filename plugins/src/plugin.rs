@@ -49,6 +49,8 @@ pub enum Page {
     Status,
     /// `maintenance.html`, else the status code's.
     Maintenance,
+    /// The `[defaults]` pages, whatever the route: an answer that stands for "no route".
+    NoRoute,
     /// None: the reply is someone else's answer, sent as it is (a forward-auth service's).
     Verbatim,
 }
@@ -68,7 +70,9 @@ impl Reply {
     /// The answer for a request no route serves: 503 with a short body. Routes that refuse a
     /// scheme (`nohttp`, `nohttps`) answer the same, so a refusal looks like an unknown host.
     pub fn no_route() -> Reply {
-        Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no route for this host")
+        let mut reply = Reply::text(StatusCode::SERVICE_UNAVAILABLE, "no route for this host");
+        reply.page = Page::NoRoute;
+        reply
     }
 
     /// Builds the response header (status, extra headers, `Content-Type` unless they have

@@ -17,7 +17,7 @@ use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::chain::InFlight;
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
-use berth_plugins::{Flow, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
+use berth_plugins::{Flow, Page, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
 
 use crate::observe::Observer;
 use arc_swap::ArcSwap;
@@ -66,15 +66,16 @@ impl Berth {
         reply: Reply,
     ) -> Result<()> {
         // The operator's pages, or berth's own in the form the client reads best.
+        // A refusal that stands for "no route" (a refused scheme) looks like one, with the
+        // [defaults] pages.
         let req = session.req_header();
-        let registry = ctx
-            .route
-            .as_ref()
-            .is_some_and(|r| r.spec.profile == Some(Profile::Registry))
-            && req.uri.path().starts_with("/v2/");
+        let path = req.uri.path();
+        let route = ctx.route.as_ref().filter(|_| reply.page != Page::NoRoute);
+        let registry = route.is_some_and(|r| r.spec.profile == Some(Profile::Registry))
+            && (path == "/v2" || path.starts_with("/v2/"));
         let accept = req.headers.get(http::header::ACCEPT);
-        let reply = match &ctx.route {
-            Some(route) => route.pages.render(reply, accept, registry),
+        let reply = match route {
+            Some(route) => route.pages.load().render(reply, accept, registry),
             None => self.table.load().pages.render(reply, accept, registry),
         };
         let mut header = reply.header()?;

@@ -89,13 +89,11 @@ pub struct RouteWriter {
 
 /// The pages of `[defaults] error-pages`, for answers no route gives.
 fn default_pages(defaults: &RouteSettings) -> Arc<ErrorPages> {
-    Arc::new(
-        defaults
-            .error_pages
-            .as_deref()
-            .map(ErrorPages::load)
-            .unwrap_or_default(),
-    )
+    defaults
+        .error_pages
+        .as_deref()
+        .map(ErrorPages::shared)
+        .unwrap_or_default()
 }
 
 impl RouteWriter {
@@ -121,12 +119,16 @@ impl RouteWriter {
     /// containers last seen. Every container is judged again (the defaults may have
     /// changed); routes whose spec did not change keep their chain, and with it their
     /// round-robin position. A route with an
-    /// `upstream-ca-file` or `error-pages` is always built again: the files are read when a
-    /// route is built, and a reload is how replaced files are taken in.
+    /// `upstream-ca-file` is always built again: the file is read when a chain is built, and
+    /// a reload is how a replaced CA file is taken in; `error-pages` are read again in place.
     pub fn reconfigure(&mut self, file: FileRoutes) {
-        self.built.retain(|_, route| {
-            route.spec.upstream_tls.ca_file.is_none() && route.spec.settings.error_pages.is_none()
-        });
+        self.built
+            .retain(|_, route| route.spec.upstream_tls.ca_file.is_none());
+        // Pages are read again (once per directory), each route keeping its chain.
+        ErrorPages::forget_all();
+        for route in self.built.values() {
+            route.reread_pages();
+        }
         self.static_routes = file.routes;
         self.pages = default_pages(&file.defaults);
         self.defaults = file.defaults;

@@ -267,8 +267,6 @@ async fn skopeo_logs_in_and_pushes_through_berths_auth() {
     assert_eq!(manifest_digest(&back, "v1").unwrap(), image.manifest_digest);
 }
 
-/// Every file below `dir` (none when it does not exist).
-
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_pulls_and_authenticated_pushes_with_skopeo() {
     let (registry, b, work, authfile) = registry_behind_auth("auth.anonymous-read = true");

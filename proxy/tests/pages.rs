@@ -77,8 +77,7 @@ async fn berths_own_answers_are_the_operators_pages_in_the_form_the_client_reads
             ("502.json", "{\"ours\": 502}"),
             ("503.html", "<h1>our 503</h1>"),
             ("maintenance.html", "<h1>back soon</h1>"),
-            ("200.html", "never read"),
-            ("notes.txt", "never read"),
+            ("429.html", "<h1>our 429</h1>"),
         ],
     );
     let origin = Origin::start("up");
@@ -161,6 +160,14 @@ async fn berths_own_answers_are_the_operators_pages_in_the_form_the_client_reads
     );
     let read = call(&b, &get("reads.test", "/", BROWSER)).await;
     assert_eq!(read.status, 200);
+    let with_body = call(
+        &b,
+        &Request::get("reads.test", "/form")
+            .header("Accept", BROWSER)
+            .body(berth_testkit::client::Body::random(100, false)),
+    )
+    .await;
+    assert_eq!(with_body.status, 503, "a GET with a body is no read");
     let write = call(
         &b,
         &Request::new("POST", "reads.test", "/form").header("Accept", BROWSER),
@@ -176,7 +183,13 @@ async fn berths_own_answers_are_the_operators_pages_in_the_form_the_client_reads
     assert_eq!(reg.status, 502);
     let errors: serde_json::Value = serde_json::from_str(&reg.text()).unwrap();
     assert_eq!(errors["errors"][0]["code"], "UNAVAILABLE", "{errors}");
-    // Without pages of its own (`error-pages = ""`), a browser gets berth's page.
+    assert_eq!(content_type(&reg), "application/json");
+    assert_eq!(
+        reg.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    // Without pages of its own (`error-pages = ""`, though [defaults] has a 429.html), a
+    // browser gets berth's page.
     call(&b, &get("rate.test", "/", "")).await;
     let limited = call(&b, &get("rate.test", "/", BROWSER)).await;
     assert_eq!(limited.status, 429);
@@ -188,7 +201,13 @@ async fn berths_own_answers_are_the_operators_pages_in_the_form_the_client_reads
     assert!(limited.text().contains("<h1>429 Too Many Requests</h1>"));
 
     // A reload reads the pages again and switches maintenance off.
-    write_pages(&pages, &[("502.html", "<h1>our new 502</h1>")]);
+    write_pages(
+        &pages,
+        &[
+            ("502.html", "<h1>our new 502</h1>"),
+            ("503.html", "<h1>our new 503</h1>"),
+        ],
+    );
     b.rewrite_config(&with_pages(&pages, &routes(false)))
         .unwrap();
     b.signal("HUP").unwrap();
@@ -196,6 +215,12 @@ async fn berths_own_answers_are_the_operators_pages_in_the_form_the_client_reads
         r.text() == "<h1>our new 502</h1>"
     })
     .await;
+    let none = call(&b, &get("nowhere.test", "/", BROWSER)).await;
+    assert_eq!(
+        none.text(),
+        "<h1>our new 503</h1>",
+        "the [defaults] pages were not read again"
+    );
     let back = call(&b, &get("maint.test", "/", BROWSER)).await;
     assert_eq!(back.status, 200, "{}", back.text());
 }

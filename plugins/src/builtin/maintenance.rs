@@ -35,9 +35,17 @@ impl Maintenance {
         Maintenance { reads, registry }
     }
 
-    fn refusal(&self, method: &Method, path_and_query: &str, host: &str) -> Option<Reply> {
+    /// The answer to a request, unless it may pass; `sends` says the request carries a body
+    /// or asks for an upgrade (then it is no read, whatever its method).
+    fn refusal(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        host: &str,
+        sends: bool,
+    ) -> Option<Reply> {
         if !self.registry {
-            let read = *method == Method::GET || *method == Method::HEAD;
+            let read = (*method == Method::GET || *method == Method::HEAD) && !sends;
             if self.reads && read {
                 return None;
             }
@@ -46,11 +54,12 @@ impl Maintenance {
                 &format!("{host} is in maintenance; try again later"),
             ));
         }
-        let read = match access(method.as_str(), path_and_query) {
-            Access::Base | Access::Catalog => true,
-            Access::Repository { action, .. } => action == Action::Pull,
-            _ => false,
-        };
+        let read = !sends
+            && match access(method.as_str(), path_and_query) {
+                Access::Base | Access::Catalog => true,
+                Access::Repository { action, .. } => action == Action::Pull,
+                _ => false,
+            };
         if self.reads && read {
             return None;
         }
@@ -84,9 +93,13 @@ impl Plugin for Maintenance {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Flow> {
+        let body = !session.as_downstream_mut().is_body_empty();
         let req = session.req_header();
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        Ok(match self.refusal(&req.method, target, &ctx.host) {
+        let sends = body
+            || req.headers.contains_key(http::header::UPGRADE)
+            || req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        Ok(match self.refusal(&req.method, target, &ctx.host, sends) {
             Some(reply) => Flow::Respond(reply),
             None => Flow::Continue,
         })
@@ -104,7 +117,7 @@ mod tests {
         let blob = format!("/v2/team/app/blobs/{digest}");
         let upload = "/v2/team/app/blobs/uploads/".to_string();
         let status = |m: &Maintenance, method: Method, path: &str| {
-            m.refusal(&method, path, "r.test")
+            m.refusal(&method, path, "r.test", false)
                 .map(|r| r.status.as_u16())
         };
         let off_reads = Maintenance::new(false, true);
@@ -132,8 +145,13 @@ mod tests {
         assert_eq!(status(&web, Method::GET, "/"), None);
         assert_eq!(status(&web, Method::POST, "/form"), Some(503));
         assert_eq!(status(&web_all, Method::GET, "/"), Some(503));
+        // A GET that carries a body or asks for an upgrade is no read.
+        assert!(web.refusal(&Method::GET, "/form", "w.test", true).is_some());
+        assert!(reads
+            .refusal(&Method::GET, &manifest, "r.test", true)
+            .is_some());
         let reply = reads
-            .refusal(&Method::POST, &upload, "r.test")
+            .refusal(&Method::POST, &upload, "r.test", false)
             .unwrap_or_else(|| panic!("refused"));
         assert_eq!(reply.page, Page::Maintenance);
         assert!(reply
