@@ -113,8 +113,9 @@ pub fn negotiate(accept_encoding: &[u8]) -> Option<Coding> {
         .map(|(_, c)| c)
 }
 
-/// A q-value (`0`, `0.5`, `1`, `1.000`) in thousandths; `None` when it is not one.
-fn parse_q(value: &str) -> Option<u16> {
+/// A q-value (`0`, `0.5`, `1`, `1.000`) in thousandths; `None` when it is not one (RFC 9110
+/// §12.4.2; `Accept` and `Accept-Encoding` share it).
+pub fn parse_q(value: &str) -> Option<u16> {
     let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
     if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;

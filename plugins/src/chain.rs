@@ -77,6 +77,8 @@ pub struct Route {
     next: AtomicUsize,
     /// Requests in flight per upstream (counted for `least-conn`).
     active: Box<[AtomicUsize]>,
+    /// When each upstream last refused a connection, in ms since [`epoch`] (0: never).
+    refused: Box<[std::sync::atomic::AtomicU64]>,
 }
 
 impl fmt::Debug for Route {
@@ -106,6 +108,11 @@ impl Route {
             chain: build_chain(&spec, env),
             pages,
             active: spec.upstreams.iter().map(|_| AtomicUsize::new(0)).collect(),
+            refused: spec
+                .upstreams
+                .iter()
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
             spec,
             next: AtomicUsize::new(0),
         }
@@ -135,9 +142,16 @@ impl Route {
             Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
             Lb::LeastConn => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
+                // An upstream that refused a connection lately has no requests in flight and
+                // would otherwise be the emptiest: it comes last for REFUSED_FOR.
                 (0..n)
                     .map(|i| (start + i) % n)
-                    .min_by_key(|&i| self.active.get(i).map_or(0, |a| a.load(Ordering::Relaxed)))
+                    .min_by_key(|&i| {
+                        (
+                            self.refused_lately(i),
+                            self.active.get(i).map_or(0, |a| a.load(Ordering::Relaxed)),
+                        )
+                    })
                     .unwrap_or(0)
             }
             Lb::IpHash => {
@@ -179,6 +193,26 @@ impl Route {
         }
     }
 
+    /// Upstream `index` refused a connection (or did not accept it in time).
+    pub fn connect_failed(&self, index: usize) {
+        if let Some(at) = self.refused.get(index) {
+            at.store(
+                epoch().elapsed().as_millis().max(1) as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn refused_lately(&self, index: usize) -> bool {
+        let at = self
+            .refused
+            .get(index)
+            .map_or(0, |a| a.load(Ordering::Relaxed));
+        at != 0
+            && (epoch().elapsed().as_millis() as u64).saturating_sub(at)
+                < REFUSED_FOR.as_millis() as u64
+    }
+
     /// Requests in flight to each upstream (counted for `least-conn` only).
     pub fn active(&self) -> Vec<usize> {
         self.active
@@ -186,6 +220,14 @@ impl Route {
             .map(|a| a.load(Ordering::Relaxed))
             .collect()
     }
+}
+
+/// How long `least-conn` puts an upstream that refused a connection last.
+pub const REFUSED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 /// A request in flight to one upstream of a route, counted until [`InFlight::finish`] or
@@ -350,4 +392,29 @@ pub fn build_chain(spec: &RouteSpec, env: &ChainEnv) -> Vec<Arc<dyn Plugin>> {
 /// Builds the table the proxy serves from validated specs.
 pub fn build_table(specs: Vec<RouteSpec>, env: &ChainEnv) -> RouteTable<Route> {
     RouteTable::new(specs.into_iter().map(|s| Arc::new(Route::build(s, env))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::Scheme;
+
+    #[test]
+    fn least_conn_puts_an_upstream_that_refused_last() {
+        let text = "[listen]\nhttp = \"127.0.0.1:1\"\n[docker]\nenabled = false\n[[route]]\n\
+                    host = \"a.test\"\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n\
+                    lb = \"least-conn\"\n";
+        let spec = berth_core::config::parse_config(text)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .routes
+            .remove(0);
+        let route = Route::build(spec, &ChainEnv::default());
+        let ctx = RequestCtx::new(Scheme::Http);
+        let firsts: Vec<usize> = (0..4).map(|_| route.first_choice(&ctx)).collect();
+        assert_eq!(firsts, [0, 1, 0, 1], "ties go round robin");
+        route.connect_failed(0);
+        for _ in 0..4 {
+            assert_eq!(route.first_choice(&ctx), 1);
+        }
+    }
 }

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 
+use berth_core::compress::parse_q;
+
 use crate::plugin::{Page, Reply};
 
 /// The largest page read.
@@ -268,19 +270,6 @@ fn q_for(accept: &str, major: &str, minor: &str) -> u16 {
         }
     }
     found.map_or(0, |(_, q)| q)
-}
-
-fn parse_q(value: &str) -> Option<u16> {
-    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
-    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
-    match whole {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
 }
 
 fn escape_html(text: &str) -> String {

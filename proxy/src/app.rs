@@ -249,6 +249,11 @@ impl ProxyHttp for Berth {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the upstream yet, so trying the next one is safe for any method.
+        if let Some(route) = &ctx.route {
+            if let Some((index, _)) = route.upstream_for(ctx.first_upstream, ctx.tries) {
+                route.connect_failed(index);
+            }
+        }
         ctx.tries += 1;
         let remaining = ctx
             .route

@@ -131,7 +131,7 @@ async fn a_sticky_cookie_keeps_a_client_on_its_upstream_while_it_is_there() {
     let set = set_cookie(&first).expect("the first answer sets the cookie");
     let attrs: Vec<&str> = set.split(';').map(str::trim).collect();
     assert!(attrs[0].starts_with("berth_upstream="), "{set}");
-    for attr in ["Path=/app", "HttpOnly", "SameSite=Lax"] {
+    for attr in ["Path=/", "HttpOnly", "SameSite=Lax"] {
         assert!(attrs.contains(&attr), "{set}");
     }
     assert!(
@@ -152,6 +152,14 @@ async fn a_sticky_cookie_keeps_a_client_on_its_upstream_while_it_is_there() {
         .await;
         assert_eq!(origin_of(&r), home);
         assert_eq!(set_cookie(&r), None, "a valid cookie is not set again");
+        // berth's cookie stays with berth; the others reach the upstream.
+        let seen = r.seen().unwrap();
+        assert_eq!(
+            seen.header("cookie"),
+            Some("theme=dark"),
+            "{:?}",
+            seen.headers
+        );
     }
     // Without it, or with a forged value, round robin, and a cookie is set.
     let mut spread = HashSet::new();

@@ -4,10 +4,13 @@
 //! Phases: `request_filter` (reads the cookie), `response_filter` (sets it).
 //!
 //! The cookie (`berth_upstream`) holds no address: it is an HMAC, under a key berth draws at
-//! start, of the route's host, path and the upstream's address, so a client can only return
-//! to an upstream it was sent to, never pick one. It is `HttpOnly`, `SameSite=Lax`, scoped
-//! to the route's path, and `Secure` on HTTPS (a `Secure` cookie set over plain HTTP would be
-//! dropped by browsers). A restart draws a new key: clients are balanced afresh once.
+//! start, of the route's host, path and the upstream's address, so it names no address and a
+//! client returns only to upstreams it was sent to (one that collects the cookies of several
+//! answers can choose among those, as with any sticky cookie). It is `HttpOnly`,
+//! `SameSite=Lax`, `Path=/`, and `Secure` on HTTPS (a `Secure` cookie set over plain HTTP
+//! would be dropped by browsers); it is never sent on to the upstream. A restart draws a new
+//! key: clients are balanced afresh once.
+//! Phases: also `upstream_request_filter` (the cookie is removed).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use http::header::{COOKIE, SET_COOKIE};
 use http::HeaderValue;
 use pingora_error::Result;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use berth_core::route::{HostPattern, Upstream};
@@ -30,7 +33,6 @@ pub const COOKIE_NAME: &str = "berth_upstream";
 /// Sets and reads the sticky cookie of one route.
 #[derive(Debug)]
 pub struct Sticky {
-    path: String,
     /// Each upstream's address and cookie value.
     upstreams: Vec<(SocketAddr, String)>,
 }
@@ -44,7 +46,16 @@ fn key() -> &'static ring::hmac::Key {
     KEY.get_or_init(|| {
         let rng = ring::rand::SystemRandom::new();
         ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
-            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &std::process::id().to_le_bytes())
+            // The system's generator failed (it does not on Linux); the standard library's
+            // randomly seeded hasher keys stand in, never anything a client could compute.
+            use std::hash::{BuildHasher, Hasher};
+            let mut seed = Vec::new();
+            for _ in 0..4 {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u64(0);
+                seed.extend_from_slice(&h.finish().to_le_bytes());
+            }
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed)
         })
     })
 }
@@ -62,10 +73,7 @@ impl Sticky {
                 (u.addr, value)
             })
             .collect();
-        Sticky {
-            path: path.to_string(),
-            upstreams,
-        }
+        Sticky { upstreams }
     }
 
     /// The upstream index the request's sticky cookie named, if it named one of the route's.
@@ -102,13 +110,54 @@ impl Plugin for Sticky {
         Ok(Flow::Continue)
     }
 
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The cookie is berth's: the upstream is not sent it (other cookies pass as they were).
+        let values: Vec<HeaderValue> = upstream_request
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        if !values
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains(COOKIE_NAME)))
+        {
+            return Ok(());
+        }
+        upstream_request.remove_header(&COOKIE);
+        for value in values {
+            let Ok(text) = value.to_str() else {
+                upstream_request.append_header(COOKIE, value)?;
+                continue;
+            };
+            let kept: Vec<&str> = text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| {
+                    !pair.is_empty()
+                        && pair.split_once('=').map_or(*pair, |(n, _)| n).trim() != COOKIE_NAME
+                })
+                .collect();
+            if !kept.is_empty() {
+                upstream_request.append_header(COOKIE, kept.join("; "))?;
+            }
+        }
+        Ok(())
+    }
+
     fn response_filter(
         &self,
         _session: &Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.generated {
+        // Not on berth's own answers, nor on an interim 1xx (the final answer carries it).
+        if ctx.generated || response.status.is_informational() {
             return Ok(());
         }
         let Some(served) = ctx
@@ -125,9 +174,11 @@ impl Plugin for Sticky {
         } else {
             ""
         };
+        // Path=/: a route's path is a prefix (`/app` also serves `/apple`), which a cookie
+        // path is not; the value is bound to its route by the HMAC.
         let cookie = format!(
-            "{COOKIE_NAME}={}; Path={}; HttpOnly; SameSite=Lax{secure}",
-            self.upstreams[served].1, self.path
+            "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+            self.upstreams[served].1
         );
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             response.append_header(SET_COOKIE, v)?;
@@ -172,6 +223,9 @@ mod tests {
             None
         );
         assert_eq!(a.find(format!("{COOKIE_NAME}=1").as_bytes()), None);
+        let other_path = Sticky::new(&host, "/app", &ups);
+        let elsewhere = format!("{COOKIE_NAME}={}", other_path.upstreams[1].1);
+        assert_eq!(a.find(elsewhere.as_bytes()), None);
         assert_ne!(a.upstreams[0].1, a.upstreams[1].1);
     }
 }
