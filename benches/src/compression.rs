@@ -16,7 +16,7 @@ use berth_testkit::free_port;
 use berth_testkit::nginx::Nginx;
 use berth_testkit::BerthProcess;
 
-use crate::peers::Proc;
+use crate::peers::{cpu_seconds, Proc};
 
 /// How the figures were taken, for the report.
 pub const METHOD: &str = "Response compression (`compression`): two files of about 2 MiB each \
@@ -225,9 +225,9 @@ pub fn run(bench: &CompressionBench) -> Result<Vec<CompressionRow>, String> {
         // Warm: connections to the origin, the proxy's caches and allocator.
         fetch_all(*addr, "bench.test", &files, 1, "gzip")?;
         for coding in *codings {
-            let before = cpu(pids)?;
+            let before = cpu_seconds(pids)?;
             let sent = fetch_all(*addr, "bench.test", &files, bench.fetches, coding)?;
-            let spent = cpu(pids)? - before;
+            let spent = cpu_seconds(pids)? - before;
             let mb = plain as f64 / 1e6;
             // A proxy that was asked for a coding and sent the bytes as they were is set up
             // wrong, and its figures would compare nothing.
@@ -244,15 +244,6 @@ pub fn run(bench: &CompressionBench) -> Result<Vec<CompressionRow>, String> {
         }
     }
     Ok(rows)
-}
-
-fn cpu(pids: &[u32]) -> Result<f64, String> {
-    pids.iter()
-        .map(|&pid| {
-            berth_testkit::process::cpu_seconds(pid)
-                .ok_or_else(|| format!("/proc/{pid}/stat: unreadable"))
-        })
-        .sum()
 }
 
 /// The table: one line per proxy and coding.

@@ -131,7 +131,7 @@ pub fn run(bench: &PeersBench) -> Result<Vec<PeerRow>, String> {
 }
 
 /// The user and system time of `pids` (every thread), in seconds.
-fn cpu_seconds(pids: &[u32]) -> Result<f64, String> {
+pub(crate) fn cpu_seconds(pids: &[u32]) -> Result<f64, String> {
     pids.iter()
         .map(|&pid| {
             berth_testkit::process::cpu_seconds(pid)

@@ -74,7 +74,7 @@ impl ErrorPages {
             let path = Path::new(dir).join(&name);
             match read_page(&path) {
                 Ok(bytes) if total + bytes.len() as u64 > DIR_LIMIT => tracing::warn!(
-                    file = %path.display(),
+                    file = %berth_core::logging::shown(&path.display().to_string(), 200),
                     "error-pages: the directory's pages are over {} MiB together; this one and later ones left out",
                     DIR_LIMIT >> 20
                 ),
@@ -83,7 +83,7 @@ impl ErrorPages {
                     pages.insert((stem.to_string(), kind), bytes);
                 }
                 Err(e) => tracing::warn!(
-                    file = %path.display(),
+                    file = %berth_core::logging::shown(&path.display().to_string(), 200),
                     error = %e,
                     "error-pages: page left out; berth's own stands in"
                 ),
