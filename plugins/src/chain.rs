@@ -19,10 +19,12 @@ use crate::builtin::{
     Sticky, Timeouts, UpstreamTlsOptions,
 };
 use crate::client::TrustedProxies;
+use crate::health::{HealthBook, Probe, UpstreamHealth};
 use crate::pages::ErrorPages;
-use crate::plugin::{Plugin, RequestCtx};
+use crate::plugin::{Plugin, RequestCtx, Scheme};
 use berth_core::route::{HostPattern, Lb, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
+use pingora_core::upstreams::peer::HttpPeer;
 
 /// What requests are served from: the routes, and the trusted proxies that decide who each
 /// request's client is. They are swapped together, so no request meets a reload's trusted
@@ -55,6 +57,8 @@ pub struct ChainEnv {
     pub https: Option<(u16, Arc<dyn OwnCertificate>)>,
     /// The htpasswd files routes use, each opened once and watched for changes.
     pub auth_files: Arc<AuthFiles>,
+    /// The health of checked upstreams, one state per distinct check.
+    pub health: Arc<HealthBook>,
 }
 
 impl fmt::Debug for ChainEnv {
@@ -79,6 +83,8 @@ pub struct Route {
     active: Box<[AtomicUsize]>,
     /// When each upstream last refused a connection, in ms since [`epoch`] (0: never).
     refused: Box<[std::sync::atomic::AtomicU64]>,
+    /// Each upstream's health, with `health-check` (empty without).
+    health: Box<[Arc<UpstreamHealth>]>,
 }
 
 impl fmt::Debug for Route {
@@ -104,8 +110,30 @@ impl Route {
     /// Builds the route's chain from its settings.
     pub fn build(spec: RouteSpec, env: &ChainEnv) -> Route {
         let pages = arc_swap::ArcSwap::new(Route::pages_of(&spec));
+        let chain = build_chain(&spec, env);
+        let health = match &spec.health_check {
+            None => Box::default(),
+            Some(check) => {
+                // A check connects as the route's requests do: the chain sets the peer up.
+                let ctx = RequestCtx::new(Scheme::Http);
+                spec.upstreams
+                    .iter()
+                    .map(|u| {
+                        env.health.entry(Probe {
+                            peer: peer_for(&spec, &chain, u, "", &ctx),
+                            host: match &spec.host {
+                                HostPattern::Exact(name) => name.clone(),
+                                _ => u.addr.to_string(),
+                            },
+                            check: check.clone(),
+                        })
+                    })
+                    .collect()
+            }
+        };
         Route {
-            chain: build_chain(&spec, env),
+            chain,
+            health,
             pages,
             active: spec.upstreams.iter().map(|_| AtomicUsize::new(0)).collect(),
             refused: spec
@@ -167,15 +195,37 @@ impl Route {
         }
     }
 
-    /// The upstream (and its index) for attempt `attempt` (0-based) of a request whose
-    /// first choice was `start`; `None` once every upstream has been tried.
-    pub fn upstream_for(&self, start: usize, attempt: usize) -> Option<(usize, &Upstream)> {
+    /// The upstream for an attempt of a request whose first choice was `start`: the first
+    /// upstream in the rotation at offset `from` or after (offsets count from `start`,
+    /// wrapping round), as `(offset, index, upstream)`; `None` when none is left.
+    pub fn upstream_for(&self, start: usize, from: usize) -> Option<(usize, usize, &Upstream)> {
         let n = self.spec.upstreams.len();
-        if attempt >= n {
-            return None;
-        }
-        let i = (start + attempt) % n;
-        self.spec.upstreams.get(i).map(|u| (i, u))
+        (from..n)
+            .map(|offset| (offset, (start + offset) % n))
+            .find(|&(_, index)| self.in_rotation(index))
+            .and_then(|(offset, index)| self.spec.upstreams.get(index).map(|u| (offset, index, u)))
+    }
+
+    /// Upstream `index` may be sent requests: it has no checks, or they have not taken it
+    /// out.
+    pub fn in_rotation(&self, index: usize) -> bool {
+        self.health.get(index).is_none_or(|h| h.up())
+    }
+
+    /// The route checks its upstreams and every one of them is out.
+    pub fn all_out(&self) -> bool {
+        !self.health.is_empty() && self.health.iter().all(|h| !h.up())
+    }
+
+    /// The health of each upstream, in the order of the route's upstreams (empty without
+    /// `health-check`).
+    pub fn health(&self) -> &[Arc<UpstreamHealth>] {
+        &self.health
+    }
+
+    /// The connection to `upstream` for a request to `host`, set up by the chain.
+    pub fn peer(&self, upstream: &Upstream, host: &str, ctx: &RequestCtx) -> HttpPeer {
+        peer_for(&self.spec, &self.chain, upstream, host, ctx)
     }
 
     /// Counts a request in flight to upstream `index` until the returned guard is dropped
@@ -193,13 +243,17 @@ impl Route {
         }
     }
 
-    /// Upstream `index` refused a connection (or did not accept it in time).
-    pub fn connect_failed(&self, index: usize) {
+    /// Upstream `index` refused a connection (or did not accept it in time, or failed its
+    /// TLS handshake): `why`, a failed check.
+    pub fn connect_failed(&self, index: usize, why: &str) {
         if let Some(at) = self.refused.get(index) {
             at.store(
                 epoch().elapsed().as_millis().max(1) as u64,
                 Ordering::Relaxed,
             );
+        }
+        if let Some(health) = self.health.get(index) {
+            health.connect_failed(why);
         }
     }
 
@@ -280,6 +334,28 @@ pub fn ip_index(ip: std::net::IpAddr, n: usize) -> usize {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     usize::try_from(hash % n.max(1) as u64).unwrap_or(0)
+}
+
+/// The connection to `upstream` of the route of `spec` for a request to `host` (the SNI of a
+/// route whose host is a pattern), set up by `chain`'s `upstream_peer` steps.
+fn peer_for(
+    spec: &RouteSpec,
+    chain: &[Arc<dyn Plugin>],
+    upstream: &Upstream,
+    host: &str,
+    ctx: &RequestCtx,
+) -> HttpPeer {
+    let tls = spec.proto == UpstreamProto::Https;
+    let sni = match (&spec.host, tls) {
+        (_, false) => String::new(),
+        (HostPattern::Exact(name), true) => name.clone(),
+        (_, true) => host.to_string(),
+    };
+    let mut peer = HttpPeer::new(upstream.addr, tls, sni);
+    for plugin in chain {
+        plugin.upstream_peer(&mut peer, ctx);
+    }
+    peer
 }
 
 /// The chain for a route, in order. Each step says why it sits where it does.
@@ -412,7 +488,7 @@ mod tests {
         let ctx = RequestCtx::new(Scheme::Http);
         let firsts: Vec<usize> = (0..4).map(|_| route.first_choice(&ctx)).collect();
         assert_eq!(firsts, [0, 1, 0, 1], "ties go round robin");
-        route.connect_failed(0);
+        route.connect_failed(0, "connection refused");
         for _ in 0..4 {
             assert_eq!(route.first_choice(&ctx), 1);
         }

@@ -4,13 +4,15 @@
 //! route owns a chain of them, built once from the route's settings ([`chain`]). Building a
 //! chain reads the files a route names (htpasswd, token secret, CA certificates); at request
 //! time the hooks read the challenge files ([`builtin::AcmeChallenge`]) and ask a forward-auth
-//! service over the network ([`builtin::ForwardAuth`]), and the htpasswd watcher re-reads
-//! changed files ([`builtin::AuthFiles`]). The model they are built from — config, routes,
+//! service over the network ([`builtin::ForwardAuth`]); the htpasswd watcher re-reads
+//! changed files ([`builtin::AuthFiles`]) and the prober checks upstreams' health
+//! ([`health::Prober`]) in the background. The model they are built from — config, routes,
 //! the route table — is `berth-core`'s.
 
 pub mod builtin;
 pub mod chain;
 pub mod client;
+pub mod health;
 pub mod pages;
 pub mod plugin;
 pub mod rescue;

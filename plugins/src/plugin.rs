@@ -146,9 +146,12 @@ pub struct RequestCtx {
     pub body_started: Option<Instant>,
     /// When berth began to wait for the request body: once every request filter passed.
     pub body_wait_began: Option<Instant>,
-    /// Upstreams that could not be connected to so far: the next attempt goes to the next one.
-    /// (A retry after a reused connection failed stays on the same upstream.)
+    /// Where the next attempt starts looking, as an offset from `first_upstream`: past every
+    /// upstream that could not be connected to so far. (A retry after a reused connection
+    /// failed stays on the same upstream.)
     pub tries: usize,
+    /// The index of the current attempt's upstream in its route.
+    pub upstream_index: Option<usize>,
     /// Index of the first upstream tried (round robin start).
     pub first_upstream: usize,
     /// The upstream of the current attempt.
@@ -183,6 +186,7 @@ impl RequestCtx {
             body_started: None,
             body_wait_began: None,
             tries: 0,
+            upstream_index: None,
             first_upstream: 0,
             upstream: None,
             connect_started: None,

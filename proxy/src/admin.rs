@@ -45,6 +45,7 @@ use sha2::Digest;
 
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSpec;
+use berth_plugins::health::HealthView;
 
 use crate::metrics::Metrics;
 use crate::route_writer::Report;
@@ -84,10 +85,19 @@ pub struct Admin {
 /// `/routes` as served.
 #[derive(Serialize)]
 struct RoutesPage<'a> {
-    routes: Vec<&'a RouteSpec>,
+    routes: Vec<RouteView<'a>>,
     docker: DockerPage,
     containers: &'a [crate::route_writer::ContainerReport],
     conflicts: &'a [String],
+}
+
+/// A route in `/routes`: its spec, and with `health-check` each upstream's health.
+#[derive(Serialize)]
+struct RouteView<'a> {
+    #[serde(flatten)]
+    spec: &'a RouteSpec,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    health: Vec<HealthView>,
 }
 
 #[derive(Serialize)]
@@ -177,7 +187,14 @@ impl Admin {
         let table = self.state.table.load();
         let report = self.state.report.load();
         let page = RoutesPage {
-            routes: table.routes().iter().map(|r| &r.spec).collect(),
+            routes: table
+                .routes()
+                .iter()
+                .map(|r| RouteView {
+                    spec: &r.spec,
+                    health: r.health().iter().map(|h| h.view()).collect(),
+                })
+                .collect(),
             docker: self.docker_page(),
             containers: &report.containers,
             conflicts: &report.conflicts,

@@ -11,7 +11,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use berth_core::route::{HostPattern, Lb, Profile, UpstreamProto};
+use berth_core::route::{Lb, Profile};
 use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::chain::InFlight;
@@ -190,6 +190,23 @@ impl ProxyHttp for Berth {
                 return Ok(true);
             }
         }
+        // Every upstream taken out by its checks: none is asked.
+        if route.all_out() {
+            let interval = route
+                .spec
+                .health_check
+                .as_ref()
+                .map_or(0, |c| c.interval.as_secs_f64().ceil() as u64);
+            let mut reply = Reply::text(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream: every upstream of this route failed its health checks",
+            );
+            reply
+                .headers
+                .push((http::header::RETRY_AFTER, http::HeaderValue::from(interval)));
+            self.respond(session, ctx, reply).await?;
+            return Ok(true);
+        }
         ctx.body_wait_began = Some(std::time::Instant::now());
         // An HTTP/2 stream waits for its client's window at most h2-stall-timeout (each write
         // of a response body waits for room in the window): a client that opens streams and
@@ -216,9 +233,11 @@ impl ProxyHttp for Berth {
         // `tries` counts the upstreams that could not be connected to: a retry after a pooled
         // connection failed as it was reused (the upstream had just closed it) goes to the
         // same upstream again, on a new connection.
-        let (index, upstream) = route
+        let (offset, index, upstream) = route
             .upstream_for(ctx.first_upstream, ctx.tries)
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every upstream failed"))?;
+        ctx.tries = offset;
+        ctx.upstream_index = Some(index);
         if route.spec.lb == Lb::LeastConn {
             // Counted until the request's context is dropped (or the next attempt's
             // replaces it).
@@ -226,18 +245,9 @@ impl ProxyHttp for Berth {
         }
         ctx.upstream = Some(upstream.addr);
         ctx.connect_started = Some(std::time::Instant::now());
-        let tls = route.spec.proto == UpstreamProto::Https;
-        let sni = match (&route.spec.host, tls) {
-            (_, false) => String::new(),
-            (HostPattern::Exact(name), true) => name.clone(),
-            (_, true) => ctx.host.clone(),
-        };
         // Idle upstream connections are pooled per thread (`thread_local_connections`): one
         // released here is reused here, without a wake-up from another thread.
-        let mut peer = HttpPeer::new(upstream.addr, tls, sni);
-        for plugin in &route.chain {
-            plugin.upstream_peer(&mut peer, ctx);
-        }
+        let peer = route.peer(upstream, &ctx.host, ctx);
         Ok(Box::new(peer))
     }
 
@@ -249,10 +259,8 @@ impl ProxyHttp for Berth {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the upstream yet, so trying the next one is safe for any method.
-        if let Some(route) = &ctx.route {
-            if let Some((index, _)) = route.upstream_for(ctx.first_upstream, ctx.tries) {
-                route.connect_failed(index);
-            }
+        if let (Some(route), Some(index)) = (&ctx.route, ctx.upstream_index) {
+            route.connect_failed(index, &describe(&e));
         }
         ctx.tries += 1;
         let remaining = ctx

@@ -229,7 +229,8 @@ pub struct Live {
     pub feed: Option<Arc<FeedStatus>>,
 }
 
-/// State read at scrape time: routes, certificates, Docker, the certificate feed.
+/// State read at scrape time: routes and their upstreams' health, certificates, Docker, the
+/// certificate feed.
 pub struct LiveState {
     table: SharedTable,
     live: Live,
@@ -239,6 +240,8 @@ pub struct LiveState {
     docker_connected: IntGauge,
     docker_events: IntCounterVec,
     feed_connected: IntGauge,
+    upstream_healthy: IntGaugeVec,
+    health_checks: IntCounterVec,
     /// Serialises scrapes: each one resets and refills the vectors above.
     lock: Mutex<()>,
 }
@@ -288,6 +291,20 @@ impl LiveState {
                 "berth_cert_feed_connected",
                 "1 while the last exchange with the certificate feed (tls.feed) succeeded.",
             )?,
+            upstream_healthy: IntGaugeVec::new(
+                Opts::new(
+                    "berth_upstream_healthy",
+                    "Per upstream of a route with health-check: 1 in the rotation, 0 taken out by its checks.",
+                ),
+                &["host", "path", "upstream"],
+            )?,
+            health_checks: IntCounterVec::new(
+                Opts::new(
+                    "berth_health_checks_total",
+                    "Health checks run, by route, upstream and result (ok, failed).",
+                ),
+                &["host", "path", "upstream", "result"],
+            )?,
             lock: Mutex::new(()),
         })
     }
@@ -302,6 +319,8 @@ impl Collector for LiveState {
         d.extend(self.docker_connected.desc());
         d.extend(self.docker_events.desc());
         d.extend(self.feed_connected.desc());
+        d.extend(self.upstream_healthy.desc());
+        d.extend(self.health_checks.desc());
         d
     }
 
@@ -320,6 +339,28 @@ impl Collector for LiveState {
         self.routes.with_label_values(&["docker"]).set(docker);
         self.routes.with_label_values(&["swarm"]).set(swarm);
         let mut families = self.routes.collect();
+        // Checked upstreams, read from the routes that hold them: a route gone takes its
+        // series with it.
+        self.upstream_healthy.reset();
+        self.health_checks.reset();
+        for r in table.routes() {
+            let host = r.spec.host.to_string();
+            for health in r.health() {
+                let view = health.view();
+                let labels = [host.as_str(), r.spec.path.as_str(), view.upstream.as_str()];
+                self.upstream_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(view.healthy));
+                for (result, n) in [("ok", view.checks_ok), ("failed", view.checks_failed)] {
+                    let [host, path, upstream] = labels;
+                    self.health_checks
+                        .with_label_values(&[host, path, upstream, result])
+                        .inc_by(n);
+                }
+            }
+        }
+        families.extend(self.upstream_healthy.collect());
+        families.extend(self.health_checks.collect());
 
         if let Some((store, counts)) = &self.live.certs {
             self.cert_not_after.reset();

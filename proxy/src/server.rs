@@ -287,6 +287,11 @@ pub fn build_server(
         "htpasswd watcher",
         AuthWatcher::new(env.auth_files.clone()),
     ));
+    // Upstream health checks, for the routes that ask for them (none: the prober idles).
+    w.add_service(background_service(
+        "health checks",
+        berth_plugins::health::Prober::new(env.health.clone()),
+    ));
     let (table, writer, report) = route_table(&config, &env);
     let docker_status = docker(&mut w, &config, &writer)?;
     let thumbprint: SharedThumbprint = Arc::new(ArcSwapOption::from(
@@ -369,7 +374,7 @@ fn pingora_server(settings: &ServerSettings, upgrade: bool) -> Result<Server, St
 }
 
 /// What every route's chain is built with: the certificate lookup of the HTTPS policy (with
-/// the HTTPS port), the shared htpasswd files.
+/// the HTTPS port), the shared htpasswd files, the upstreams' health.
 fn chain_env(https: Option<(SocketAddr, &Arc<ArcSwap<CertStore>>)>) -> ChainEnv {
     ChainEnv {
         https: https.map(|(addr, store)| {
@@ -377,6 +382,7 @@ fn chain_env(https: Option<(SocketAddr, &Arc<ArcSwap<CertStore>>)>) -> ChainEnv 
             (addr.port(), lookup)
         }),
         auth_files: Arc::default(),
+        health: Arc::default(),
     }
 }
 

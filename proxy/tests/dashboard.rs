@@ -97,7 +97,7 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
         "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\nmetrics = \"{{admin}}\"\n\n\
          [tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n[acme]\nmetrics = \"{acme}\"\n\n\
          [docker]\nenabled = true\n\n[[route]]\nhost = \"down.test\"\nupstreams = [\"127.0.0.1:{}\"]\n\
-         https = \"noredirect\"\n\n[[route]]\nhost = \"rules.test\"\nupstreams = [\"127.0.0.1:{}\"]\n\
+         https = \"noredirect\"\nhealth-check = \"/\"\nhealth-interval = \"1s\"\nhealth-fails = 1\n\n[[route]]\nhost = \"rules.test\"\nupstreams = [\"127.0.0.1:{}\"]\n\
          profile = \"registry\"\nclient-ca = \"{}\"\nclient-auth = \"optional\"\nauth.htpasswd = \"{}\"\n\
          auth.groups = \"{}\"\nauth.repositories = [\n\
            {{ repositories = [\"team-a/*\"], users = [\"@team-a\", \"cert:ci\"], allow = [\"pull\", \"push\"] }},\n\
@@ -119,6 +119,10 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
             "berth.port=8080",
             "-l",
             "berth.https=noredirect",
+            "-l",
+            "berth.health-check=/index.html",
+            "-l",
+            "berth.health-interval=1s",
             BUSYBOX,
             "sh",
             "-c",
@@ -161,6 +165,29 @@ async fn the_dashboard_shows_routes_problems_certificates_and_live_traffic() {
             "route-rows",
             &[&host, &web_upstream, &web_source, "https noredirect"],
             "",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    // Health checks: the container's upstream passes its checks (set by labels), the file
+    // route's upstream, where nothing listens, is marked down.
+    let web_up = format!("({}) up", web.name);
+    page.wait_until(
+        &row_has(
+            "route-rows",
+            &[&host, &web_up, "health check /index.html every 1s"],
+            " && tr.querySelector('.pill.ok') !== null",
+        ),
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(
+        &row_has(
+            "route-rows",
+            &["down.test", " down", "health check / every 1s"],
+            " && tr.querySelector('.pill.bad') !== null",
         ),
         wait,
     )

@@ -18,6 +18,7 @@ mod docs;
 mod faults;
 mod feed;
 mod h2_streams;
+mod health;
 mod limits;
 mod logs;
 mod migrate;

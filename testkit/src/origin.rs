@@ -4,12 +4,15 @@
 //! does. The answer is JSON ([`Seen`]). Paths with a meaning:
 //! - `/silent/<secs>`: wait that long before answering (upstream timeouts);
 //! - `/status/<code>`: answer with that status;
-//! - `/location?to=<url>`: answer 201 with that `Location` header.
+//! - `/location?to=<url>`: answer 201 with that `Location` header;
+//! - `/healthz`: answer with the status [`Origin::set_health`] set (200 at first); these
+//!   requests are not counted in [`Origin::hits`] ([`Origin::last_health_check`] keeps the
+//!   last).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +75,8 @@ pub struct Origin {
     received: Arc<AtomicU64>,
     active: Arc<AtomicU64>,
     peak: Arc<AtomicU64>,
+    health: Arc<AtomicU16>,
+    last_health: Arc<Mutex<Option<Seen>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -96,6 +101,9 @@ impl Origin {
         let broken = Arc::new(AtomicU64::new(0));
         let received = Arc::new(AtomicU64::new(0));
         let (active, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let health = Arc::new(AtomicU16::new(200));
+        let last_health: Arc<Mutex<Option<Seen>>> = Arc::default();
+        let (hs, lh) = (health.clone(), last_health.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let name = name.to_string();
@@ -119,6 +127,7 @@ impl Origin {
                         let _ = stream.set_nodelay(true);
                         let (name, hits, broken) = (name.clone(), h.clone(), b.clone());
                         let (received, active, peak) = (r.clone(), a.clone(), p.clone());
+                        let (health, last_health) = (hs.clone(), lh.clone());
                         tokio::spawn(async move {
                             let svc = service_fn(move |req| {
                                 let counters = Counters {
@@ -127,6 +136,8 @@ impl Origin {
                                     received: received.clone(),
                                     active: active.clone(),
                                     peak: peak.clone(),
+                                    health: health.clone(),
+                                    last_health: last_health.clone(),
                                 };
                                 handle(req, name.clone(), counters)
                             });
@@ -154,6 +165,8 @@ impl Origin {
             received,
             active,
             peak,
+            health,
+            last_health,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -183,6 +196,19 @@ impl Origin {
     pub fn in_flight(&self) -> u64 {
         self.active.load(Ordering::SeqCst)
     }
+
+    /// The status `/healthz` answers with from now on.
+    pub fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
+    }
+
+    /// The last `/healthz` request, as the origin saw it.
+    pub fn last_health_check(&self) -> Option<Seen> {
+        self.last_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for Origin {
@@ -204,6 +230,9 @@ struct Counters {
     /// Requests being received or answered now, and the most there ever were.
     active: Arc<AtomicU64>,
     peak: Arc<AtomicU64>,
+    /// `/healthz`'s status, and the last request for it.
+    health: Arc<AtomicU16>,
+    last_health: Arc<Mutex<Option<Seen>>>,
 }
 
 /// One request in the origin's `active` count, from its head until its answer (or until
@@ -234,6 +263,8 @@ async fn handle(
         received,
         active,
         peak,
+        health,
+        last_health,
     } = counters;
     let _receiving = Receiving::start(active, &peak);
     let method = req.method().to_string();
@@ -282,7 +313,10 @@ async fn handle(
     };
     let mut status = 200u16;
     let mut location = None;
-    if let Some(secs) = target.strip_prefix("/silent/") {
+    if target == "/healthz" {
+        status = health.load(Ordering::SeqCst);
+        *last_health.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen.clone());
+    } else if let Some(secs) = target.strip_prefix("/silent/") {
         let secs: f64 = secs.parse().unwrap_or(1.0);
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     } else if let Some(code) = target.strip_prefix("/status/") {
@@ -291,7 +325,9 @@ async fn handle(
         status = 201;
         location = Some(to.to_string());
     }
-    hits.fetch_add(1, Ordering::SeqCst);
+    if target != "/healthz" {
+        hits.fetch_add(1, Ordering::SeqCst);
+    }
     let json = serde_json::to_vec(&seen).unwrap_or_default();
     let mut resp = hyper::Response::new(Full::new(Bytes::from(json)));
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);

@@ -18,8 +18,8 @@ use crate::errors::Errors;
 use crate::files::FilePath;
 use crate::route::{
     check_registry_auth, validate_acme, validate_client_auth, HostPattern, Lb, Profile, RateLimit,
-    RawAuth, RawSettings, RawUpstreamTls, RouteSettings, RouteSource, RouteSpec, Upstream,
-    UpstreamProto,
+    RawAuth, RawHealth, RawSettings, RawUpstreamTls, RouteSettings, RouteSource, RouteSpec,
+    Upstream, UpstreamProto,
 };
 
 /// A `[[route]]` as written (or as decoded from a container's labels).
@@ -40,6 +40,16 @@ pub struct RawRoute {
     pub upstreams: Vec<String>,
     /// `round-robin` (default), `least-conn`, `ip-hash` or `cookie`.
     pub lb: Option<String>,
+    /// The path each upstream is checked on (`""`: no checks).
+    pub health_check: Option<String>,
+    /// Time from one check of an upstream to its next.
+    pub health_interval: Option<String>,
+    /// Time a check may take.
+    pub health_timeout: Option<String>,
+    /// Failed checks in a row that take an upstream out.
+    pub health_fails: Option<u32>,
+    /// Passed checks in a row that bring an upstream back.
+    pub health_passes: Option<u32>,
     /// `http` (default) or `https`.
     pub proto: Option<String>,
     /// Optional preset: `registry`.
@@ -163,6 +173,14 @@ impl RawRoute {
         let lb = errors
             .check(&key("lb"), Lb::parse(self.lb.as_deref()))
             .unwrap_or_default();
+        let health_check = RawHealth {
+            check: self.health_check.as_deref(),
+            interval: self.health_interval.as_deref(),
+            timeout: self.health_timeout.as_deref(),
+            fails: self.health_fails,
+            passes: self.health_passes,
+        }
+        .validate(&key, errors);
         let proto = errors
             .check(&key("proto"), UpstreamProto::parse(self.proto.as_deref()))
             .unwrap_or(UpstreamProto::Http);
@@ -243,6 +261,7 @@ impl RawRoute {
             path,
             upstreams,
             lb,
+            health_check,
             proto,
             upstream_tls,
             profile,

@@ -13,6 +13,7 @@ mod acme;
 mod auth;
 mod balance;
 mod client_auth;
+mod health;
 mod host;
 mod rate_limit;
 mod registry;
@@ -34,6 +35,7 @@ pub use auth::{
 };
 pub use balance::Lb;
 pub use client_auth::{validate_client_auth, ClientAuth, ClientAuthMode, CERT_USER_PREFIX};
+pub use health::{HealthCheck, RawHealth};
 pub use host::{host_of, may_claim, HostPattern};
 pub use rate_limit::RateLimit;
 pub use registry::{access, registry_read, repository_name, Access, Action, Profile};
@@ -90,6 +92,9 @@ pub struct RouteSpec {
     pub upstreams: Vec<Upstream>,
     /// How an upstream is chosen for each request.
     pub lb: Lb,
+    /// Active checks of each upstream (`health-check`), when the route asks for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// Protocol to the upstreams.
     pub proto: UpstreamProto,
     /// TLS options towards the upstreams.
@@ -177,6 +182,12 @@ mod tests {
             "compress = false".into(),
             "lb = \"least-conn\"".into(),
             "lb = \"cookie\"".into(),
+            "health-check = \"/healthz\"".into(),
+            "health-check = \"/healthz\"\nhealth-interval = \"10s\"".into(),
+            "health-check = \"/healthz\"\nhealth-timeout = \"1s\"".into(),
+            "health-check = \"/healthz\"\nhealth-fails = 1".into(),
+            "health-check = \"/healthz\"\nhealth-passes = 1".into(),
+            "health-check = \"/ready\"".into(),
             "error-pages = \"/a\"".into(),
             "maintenance = true".into(),
             "maintenance = true\nmaintenance-reads = true".into(),
