@@ -23,6 +23,8 @@ use crate::plan::{backoff, plan, Facts, Plan, Throttle, PASS_EVERY};
 use crate::wanted::{ari_renew_at, due, read_leaf, renew_at, wanted, Due, Existing, Wanted};
 use crate::Error;
 
+/// How often an order refused for a stale nonce is placed again at once.
+const STALE_NONCE_RETRIES: usize = 2;
 /// With a feed: longest wait for an edge to read a newly published thumbprint (edges retry
 /// an unreachable feed at least every 10 s).
 pub const FEED_SETTLE: Duration = Duration::from_secs(12);
@@ -356,7 +358,23 @@ impl Worker {
             self.metrics.update(&w.name, |s| s.state = "ordering");
             let started = Instant::now();
             let renewing = current.as_ref().filter(|_| decision != Due::Missing);
-            let result = self.order(w, renewing).await;
+            let mut result = self.order(w, renewing).await;
+            // A nonce the CA refused (RFC 8555 §6.5: the client tries again). instant-acme
+            // retries a request twice; a third refusal in a row fails the order, which is then
+            // placed again at once rather than after the back-off (CAs refuse nonces at
+            // random: pebble one request in twenty).
+            for _ in 0..STALE_NONCE_RETRIES {
+                match &result {
+                    Err(e)
+                        if e.to_string()
+                            .contains("urn:ietf:params:acme:error:badNonce") =>
+                    {
+                        tracing::info!(cert = %w.name, "acme: the CA refused a nonce; ordering again");
+                        result = self.order(w, renewing).await;
+                    }
+                    _ => break,
+                }
+            }
             match result {
                 Ok(outcome) => {
                     let wait = self.installed(w, &outcome, started).await;

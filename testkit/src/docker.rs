@@ -434,11 +434,34 @@ impl Drop for HostsEntries {
 /// # Errors
 /// When the daemon does not answer or has no bridge network.
 pub fn bridge_gateway() -> io::Result<String> {
-    docker(&[
+    // The IPv4 gateway among the network's address pools (a daemon may list an IPv6 pool, or
+    // one without a gateway, first); else the address of the bridge interface itself.
+    let pools = docker(&[
         "network",
         "inspect",
         "bridge",
         "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+    ])?;
+    if let Some(v4) = pools
+        .split_whitespace()
+        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+    {
+        return Ok(v4.to_string());
+    }
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "docker0"])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "the bridge network has no IPv4 gateway (pools: {pools:?}) and docker0 no address"
+            ))
+        })
 }
