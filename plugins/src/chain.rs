@@ -21,7 +21,7 @@ use crate::builtin::{
 use crate::client::TrustedProxies;
 use crate::health::{HealthBook, Probe, UpstreamHealth};
 use crate::pages::ErrorPages;
-use crate::plugin::{Plugin, RequestCtx, Scheme};
+use crate::plugin::{Plugin, Reply, RequestCtx, Scheme};
 use berth_core::route::{HostPattern, Lb, Profile, RouteSpec, Upstream, UpstreamProto};
 use berth_core::table::{Routable, RouteTable};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -161,21 +161,25 @@ impl Route {
         }
     }
 
-    /// The index of the upstream a new request tries first, by the route's `lb`: the next
-    /// in turn; the one with the fewest requests in flight (ties: the next in turn); the
-    /// client address's; or the one the request's sticky cookie names (else the next).
+    /// The index of the upstream a new request tries first, by the route's `lb`, among the
+    /// upstreams in the rotation ([`Route::in_rotation`]): the next in turn; the one with the
+    /// fewest requests in flight (ties: the next in turn); the client address's; or the one
+    /// the request's sticky cookie names (else the next in turn). A client whose address or
+    /// cookie names an upstream that is out goes to one that is in.
     pub fn first_choice(&self, ctx: &RequestCtx) -> usize {
         let n = self.spec.upstreams.len().max(1);
         match self.spec.lb {
-            Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
+            Lb::RoundRobin => self.in_turn(),
             Lb::LeastConn => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let start = self.in_turn();
                 // An upstream that refused a connection lately has no requests in flight and
-                // would otherwise be the emptiest: it comes last for REFUSED_FOR.
+                // would otherwise be the emptiest: it comes last for REFUSED_FOR; one that is
+                // out of the rotation has none either, and comes after every other.
                 (0..n)
                     .map(|i| (start + i) % n)
                     .min_by_key(|&i| {
                         (
+                            !self.in_rotation(i),
                             self.refused_lately(i),
                             self.active.get(i).map_or(0, |a| a.load(Ordering::Relaxed)),
                         )
@@ -184,15 +188,47 @@ impl Route {
             }
             Lb::IpHash => {
                 let client = ctx.downstream.client.address.or(ctx.downstream.client.peer);
-                client.map_or_else(
-                    || self.next.fetch_add(1, Ordering::Relaxed),
-                    |ip| ip_index(ip, n),
-                )
+                match client {
+                    None => self.in_turn(),
+                    Some(ip) => {
+                        let hash = ip_hash(ip);
+                        let i = index_of(hash, n);
+                        if self.in_rotation(i) {
+                            i
+                        } else {
+                            self.nth_in(hash)
+                        }
+                    }
+                }
             }
-            Lb::Cookie => {
-                Sticky::named(ctx).unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
-            }
+            Lb::Cookie => Sticky::named(ctx)
+                .filter(|&i| self.in_rotation(i))
+                .unwrap_or_else(|| self.in_turn()),
         }
+    }
+
+    /// The next upstream in turn among those in the rotation.
+    fn in_turn(&self) -> usize {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        self.nth_in(turn as u64)
+    }
+
+    /// The index of upstream `k` (modulo their number) among those in the rotation, in the
+    /// route's order; of upstream `k` among all of them when none is in.
+    fn nth_in(&self, k: u64) -> usize {
+        let n = self.spec.upstreams.len().max(1);
+        let fallback = index_of(k, n);
+        if self.health.is_empty() {
+            return fallback;
+        }
+        let ins = (0..n).filter(|&i| self.in_rotation(i)).count() as u64;
+        if ins == 0 {
+            return fallback;
+        }
+        (0..n)
+            .filter(|&i| self.in_rotation(i))
+            .nth(usize::try_from(k % ins).unwrap_or(0))
+            .unwrap_or(fallback)
     }
 
     /// The upstream for an attempt of a request whose first choice was `start`: the first
@@ -204,6 +240,44 @@ impl Route {
             .map(|offset| (offset, (start + offset) % n))
             .find(|&(_, index)| self.in_rotation(index))
             .and_then(|(offset, index)| self.spec.upstreams.get(index).map(|u| (offset, index, u)))
+    }
+
+    /// The upstream of the request's next attempt: the first in the rotation from where
+    /// [`RequestCtx::tries`] says to look, which is recorded there with its index; `None` when
+    /// none is left.
+    pub fn next_attempt(&self, ctx: &mut RequestCtx) -> Option<&Upstream> {
+        let (offset, index, upstream) = self.upstream_for(ctx.first_upstream, ctx.tries)?;
+        ctx.tries = offset;
+        ctx.upstream_index = Some(index);
+        Some(upstream)
+    }
+
+    /// The request's attempt could not connect (`why`): a failed check of its upstream, and
+    /// the next attempt looks past it. Whether an upstream is left to try.
+    pub fn attempt_failed(&self, ctx: &mut RequestCtx, why: &str) -> bool {
+        if let Some(index) = ctx.upstream_index {
+            self.connect_failed(index, why);
+        }
+        ctx.tries += 1;
+        self.upstream_for(ctx.first_upstream, ctx.tries).is_some()
+    }
+
+    /// The answer when every upstream is out of the rotation: `503`, and `Retry-After` the
+    /// time an upstream needs to come back (its passes, one interval apart).
+    pub fn all_out_reply(&self) -> Reply {
+        let back = self
+            .spec
+            .health_check
+            .as_ref()
+            .map_or(0, |c| (c.interval * c.passes).as_secs_f64().ceil() as u64);
+        let mut reply = Reply::text(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream: every upstream of this route failed its health checks",
+        );
+        reply
+            .headers
+            .push((http::header::RETRY_AFTER, http::HeaderValue::from(back)));
+        reply
     }
 
     /// Upstream `index` may be sent requests: it has no checks, or they have not taken it
@@ -321,9 +395,9 @@ impl Drop for Counted {
     }
 }
 
-/// `ip-hash`: the upstream index for a client address, the same in every berth of the same
-/// version (a fixed hash, FNV-1a, over the address's bytes).
-pub fn ip_index(ip: std::net::IpAddr, n: usize) -> usize {
+/// `ip-hash`: a client address's hash, the same in every berth of the same version (a fixed
+/// hash, FNV-1a, over the address's bytes).
+pub fn ip_hash(ip: std::net::IpAddr) -> u64 {
     let bytes = match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
         std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
@@ -333,7 +407,12 @@ pub fn ip_index(ip: std::net::IpAddr, n: usize) -> usize {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    usize::try_from(hash % n.max(1) as u64).unwrap_or(0)
+    hash
+}
+
+/// `k` modulo `n`, as an index.
+fn index_of(k: u64, n: usize) -> usize {
+    usize::try_from(k % n.max(1) as u64).unwrap_or(0)
 }
 
 /// The connection to `upstream` of the route of `spec` for a request to `host` (the SNI of a
@@ -473,7 +552,79 @@ pub fn build_table(specs: Vec<RouteSpec>, env: &ChainEnv) -> RouteTable<Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::Scheme;
+
+    /// A route to three upstreams (127.0.0.1:1, :2, :3) with `extra` keys.
+    fn three(extra: &str) -> Arc<Route> {
+        let text = format!(
+            "[listen]\nhttp = \"127.0.0.1:1\"\n[docker]\nenabled = false\n[[route]]\n\
+             host = \"a.test\"\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]\n{extra}\n"
+        );
+        let spec = berth_core::config::parse_config(&text)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .routes
+            .remove(0);
+        Arc::new(Route::build(spec, &ChainEnv::default()))
+    }
+
+    #[test]
+    fn every_policy_chooses_among_the_upstreams_in_the_rotation() {
+        let checked = "health-check = \"/\"\nhealth-fails = 1";
+        for lb in ["round-robin", "least-conn", "ip-hash", "cookie"] {
+            let route = three(&format!("{checked}\nlb = \"{lb}\""));
+            route.health()[0].record(Err("answered 500".into()));
+            assert!(!route.in_rotation(0));
+            // Requests in flight to the upstreams in: the one out has none, and least-conn
+            // still does not choose it.
+            let _busy = [route.in_flight(1), route.in_flight(2)];
+            let mut seen = [0; 3];
+            for i in 0..30u8 {
+                let mut ctx = RequestCtx::new(Scheme::Http);
+                ctx.downstream.client.address = Some(std::net::IpAddr::from([10, 0, 0, i]));
+                seen[route.first_choice(&ctx)] += 1;
+            }
+            assert_eq!(seen[0], 0, "{lb}: {seen:?}");
+            if lb != "ip-hash" {
+                assert_eq!(seen, [0, 15, 15], "{lb}: the others share evenly");
+            } else {
+                assert!(seen[1] > 0 && seen[2] > 0, "{lb}: {seen:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_attempt_looks_past_upstreams_out_and_tries_each_once() {
+        // 127.0.0.1:2 out; the others refuse, each once, and are not tried again.
+        let route = three("health-check = \"/\"\nhealth-fails = 2");
+        for _ in 0..2 {
+            route.health()[1].record(Err("answered 500".into()));
+        }
+        let mut ctx = RequestCtx::new(Scheme::Http);
+        ctx.first_upstream = 0;
+        let mut tried = Vec::new();
+        while let Some(upstream) = route.next_attempt(&mut ctx) {
+            tried.push(upstream.addr.port());
+            if !route.attempt_failed(&mut ctx, "connection refused") {
+                break;
+            }
+        }
+        assert_eq!(tried, [1, 3]);
+        assert!(route.next_attempt(&mut ctx).is_none());
+        assert!(
+            route.in_rotation(0) && route.in_rotation(2),
+            "one failure each"
+        );
+        // All out: the 503 says when one may be back (two passes, 5 s apart).
+        for i in [0, 2] {
+            route.health()[i].record(Err("answered 500".into()));
+        }
+        assert!(route.all_out());
+        let reply = route.all_out_reply();
+        assert_eq!(reply.status, 503);
+        assert!(reply
+            .headers
+            .iter()
+            .any(|(n, v)| n == http::header::RETRY_AFTER && v == "10"));
+    }
 
     #[test]
     fn least_conn_puts_an_upstream_that_refused_last() {

@@ -104,6 +104,14 @@ impl Probe {
     }
 }
 
+/// A check's path as logs and pages show it: a query may carry a token, so it is cut to `?…`.
+pub fn without_query(path: &str) -> String {
+    match path.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => path.to_string(),
+    }
+}
+
 /// The health of one upstream as one check sees it.
 #[derive(Debug)]
 pub struct UpstreamHealth {
@@ -155,12 +163,16 @@ fn unix_ms(t: SystemTime) -> u128 {
 
 impl UpstreamHealth {
     fn new(probe: Probe) -> UpstreamHealth {
+        // The first check within a second (or the interval), at a point that differs from one
+        // upstream to the next: the checks of many upstreams do not all go out at once.
+        let spread = probe.check.interval.min(Duration::from_secs(1));
+        let offset = spread.mul_f64((probe.peer.reuse_hash() % 1000) as f64 / 1000.0);
         UpstreamHealth {
             probe,
             up: AtomicBool::new(true),
             state: Mutex::new(State {
                 in_a_row: 0,
-                next_due: Instant::now(),
+                next_due: Instant::now() + offset,
                 last_check: None,
                 last_error: None,
                 changed: None,
@@ -189,7 +201,7 @@ impl UpstreamHealth {
 
     /// Counts a check's outcome and takes the upstream out or brings it back when the
     /// thresholds are reached.
-    fn record(&self, outcome: Result<u16, String>) {
+    pub(crate) fn record(&self, outcome: Result<u16, String>) {
         let check = &self.probe.check;
         let mut state = self.lock();
         let now = SystemTime::now();
@@ -234,7 +246,7 @@ impl UpstreamHealth {
     fn shown_check(&self) -> String {
         format!(
             "GET {} (Host: {})",
-            self.probe.check.path,
+            without_query(&self.probe.check.path),
             shown(&self.probe.host, 100)
         )
     }
@@ -249,15 +261,22 @@ impl UpstreamHealth {
         true
     }
 
-    /// Runs the check once and records it.
+    /// Runs the check once and records it; the next check may be claimed once this one has
+    /// ended, however it ends (a task that panics or is dropped included).
     async fn check(&self, connector: &Connector) {
+        struct Ended<'a>(&'a AtomicBool);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _ended = Ended(&self.probing);
         let outcome = self.probe.run(connector).await;
         match &outcome {
             Ok(_) => self.checks_ok.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.checks_failed.fetch_add(1, Ordering::Relaxed),
         };
         self.record(outcome);
-        self.probing.store(false, Ordering::Release);
     }
 
     /// The state as `/routes` and the metrics show it.
@@ -396,6 +415,7 @@ mod tests {
         let a = book.entry(probe("127.0.0.1:1", 3, 2));
         let same = book.entry(probe("127.0.0.1:1", 3, 2));
         assert!(Arc::ptr_eq(&a, &same));
+        a.record(Err("answered 500".into()));
         let other = book.entry(probe("127.0.0.1:1", 4, 2));
         assert!(!Arc::ptr_eq(&a, &other), "other thresholds, another state");
         let elsewhere = book.entry(probe("127.0.0.1:2", 3, 2));
@@ -404,7 +424,7 @@ mod tests {
         drop((a, same, other));
         assert_eq!(book.live().len(), 1, "states no route holds are forgotten");
         let again = book.entry(probe("127.0.0.1:1", 3, 2));
-        assert!(again.up());
+        assert_eq!(again.view().last_error, None, "a new state");
         drop(elsewhere);
     }
 
@@ -412,10 +432,13 @@ mod tests {
     fn a_check_is_claimed_once_per_interval() {
         let h = UpstreamHealth::new(probe("127.0.0.1:1", 3, 2));
         let now = Instant::now();
-        assert!(h.take_due(now), "due at once");
+        assert!(
+            h.take_due(now + Duration::from_secs(1)),
+            "due within a second"
+        );
         assert!(!h.take_due(now + Duration::from_secs(5)), "still running");
         h.probing.store(false, Ordering::Release);
-        assert!(!h.take_due(now + Duration::from_millis(500)));
-        assert!(h.take_due(now + Duration::from_secs(1)));
+        assert!(!h.take_due(now + Duration::from_millis(1500)));
+        assert!(h.take_due(now + Duration::from_secs(2)));
     }
 }

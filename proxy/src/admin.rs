@@ -45,7 +45,7 @@ use sha2::Digest;
 
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSpec;
-use berth_plugins::health::HealthView;
+use berth_plugins::health::{without_query, HealthView};
 
 use crate::metrics::Metrics;
 use crate::route_writer::Report;
@@ -200,6 +200,16 @@ impl Admin {
             conflicts: &report.conflicts,
         };
         let mut value = serde_json::to_value(&page).unwrap_or_default();
+        // A health check's query may carry a token, as a URL's may.
+        if let Some(routes) = value.get_mut("routes").and_then(|r| r.as_array_mut()) {
+            for route in routes {
+                if let Some(path) = route.pointer_mut("/health_check/path") {
+                    if let Some(text) = path.as_str() {
+                        *path = without_query(text).into();
+                    }
+                }
+            }
+        }
         // A URL's query may carry a secret (a forward-auth URL, or a bad label's value quoted
         // in a container's errors).
         without_queries(&mut value);

@@ -192,19 +192,7 @@ impl ProxyHttp for Berth {
         }
         // Every upstream taken out by its checks: none is asked.
         if route.all_out() {
-            let interval = route
-                .spec
-                .health_check
-                .as_ref()
-                .map_or(0, |c| c.interval.as_secs_f64().ceil() as u64);
-            let mut reply = Reply::text(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "no healthy upstream: every upstream of this route failed its health checks",
-            );
-            reply
-                .headers
-                .push((http::header::RETRY_AFTER, http::HeaderValue::from(interval)));
-            self.respond(session, ctx, reply).await?;
+            self.respond(session, ctx, route.all_out_reply()).await?;
             return Ok(true);
         }
         ctx.body_wait_began = Some(std::time::Instant::now());
@@ -233,11 +221,23 @@ impl ProxyHttp for Berth {
         // `tries` counts the upstreams that could not be connected to: a retry after a pooled
         // connection failed as it was reused (the upstream had just closed it) goes to the
         // same upstream again, on a new connection.
-        let (offset, index, upstream) = route
-            .upstream_for(ctx.first_upstream, ctx.tries)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "every upstream failed"))?;
-        ctx.tries = offset;
-        ctx.upstream_index = Some(index);
+        let Some(upstream) = route.next_attempt(ctx) else {
+            // Every upstream went out since the request was routed (or those left were).
+            if route.all_out() {
+                let reply = route.all_out_reply();
+                let code = reply.status.as_u16();
+                ctx.pending_reply = Some(reply);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(code),
+                    "every upstream is out of the rotation",
+                ));
+            }
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "every upstream failed",
+            ));
+        };
+        let index = ctx.upstream_index.unwrap_or_default();
         if route.spec.lb == Lb::LeastConn {
             // Counted until the request's context is dropped (or the next attempt's
             // replaces it).
@@ -259,14 +259,10 @@ impl ProxyHttp for Berth {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the upstream yet, so trying the next one is safe for any method.
-        if let (Some(route), Some(index)) = (&ctx.route, ctx.upstream_index) {
-            route.connect_failed(index, &describe(&e));
-        }
-        ctx.tries += 1;
         let remaining = ctx
             .route
-            .as_ref()
-            .is_some_and(|r| ctx.tries < r.spec.upstreams.len());
+            .clone()
+            .is_some_and(|route| route.attempt_failed(ctx, &describe(&e)));
         if remaining {
             e.set_retry(true);
         }

@@ -115,8 +115,8 @@ async fn an_upstream_that_fails_its_checks_is_taken_out_and_brought_back() {
         assert_eq!(check.target, "/healthz");
         assert_eq!(check.header("host"), Some("hc.test"));
         assert_eq!(check.header("user-agent"), Some("berth-health-check"));
+        assert_eq!(check.header("connection"), Some("close"));
     }
-    assert_eq!(answered_by(&b, "hc.test", 4).await.len(), 4);
 
     // a's checks fail: after two in a row it is out, and every request goes to b.
     a.set_health(500);
@@ -190,8 +190,9 @@ async fn an_upstream_that_fails_its_checks_is_taken_out_and_brought_back() {
     let by: HashSet<String> = answered_by(&b, "hc.test", 4).await.into_iter().collect();
     assert_eq!(by, HashSet::from(["a".to_string(), "b".to_string()]));
 
-    // Both out: berth answers 503 with the operator's page, and no upstream is asked.
-    a.set_health(503);
+    // Both out — a never answers its checks, b answers 404: berth answers 503 with the
+    // operator's page, and no upstream is asked.
+    a.set_health(0);
     b_origin.set_health(404);
     for o in [&a, &b_origin] {
         wait_health(&b, "hc.test", o.addr, "taken out", |h| {
@@ -199,6 +200,14 @@ async fn an_upstream_that_fails_its_checks_is_taken_out_and_brought_back() {
         })
         .await;
     }
+    let hung = health(&b, "hc.test", a.addr).await;
+    assert!(
+        hung["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1s"),
+        "{hung}"
+    );
     let hits = (a.hits(), b_origin.hits());
     let r = call(
         &b,
@@ -207,7 +216,11 @@ async fn an_upstream_that_fails_its_checks_is_taken_out_and_brought_back() {
     .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.text(), "<h1>all down</h1>");
-    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.header("retry-after"),
+        Some("2"),
+        "two passes, a second apart"
+    );
     assert_eq!((a.hits(), b_origin.hits()), hits);
     let log = b.log();
     assert!(
@@ -224,12 +237,18 @@ async fn a_connection_a_request_could_not_make_counts_as_a_failed_check() {
     let b = common::berth(&config(&route(
         "passive.test",
         &[a_addr, b_origin.addr],
-        "health-check = \"/healthz\"\nhealth-interval = \"1h\"\nhealth-fails = 2",
+        "health-check = \"/healthz?token=s3cret\"\nhealth-interval = \"1h\"\nhealth-fails = 2",
     )));
     wait_health(&b, "passive.test", a_addr, "checked", |h| {
         count(h, "checks_ok") == 1
     })
     .await;
+    // The check's query (which may carry a token) is not shown.
+    let shown = routes(&b).await.to_string();
+    assert!(
+        !shown.contains("s3cret") && shown.contains("/healthz?…"),
+        "{shown}"
+    );
     drop(a);
     // Round robin: half the requests try a first, are refused, and go on to b.
     let by = answered_by(&b, "passive.test", 4).await;
@@ -249,6 +268,11 @@ async fn a_connection_a_request_could_not_make_counts_as_a_failed_check() {
     answered_by(&b, "passive.test", 4).await;
     let still = health(&b, "passive.test", a_addr).await;
     assert_eq!(count(&still, "connect_failures"), 2, "{still}");
+    let log = b.log();
+    assert!(
+        log.contains("upstream unhealthy") && !log.contains("s3cret"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,6 +316,14 @@ async fn checks_connect_as_the_routes_requests_do() {
         &[
             route("trusted.test", &[addr], &tls(&ca_file)),
             route("untrusted.test", &[addr], &tls(&other_file)),
+            route(
+                "wrongname.test",
+                &[addr],
+                &tls(&ca_file).replace(
+                    "upstream-sni = \"tls.test\"",
+                    "upstream-sni = \"other.test\"",
+                ),
+            ),
         ]
         .concat(),
     ));
@@ -303,8 +335,14 @@ async fn checks_connect_as_the_routes_requests_do() {
         h["healthy"] == false
     })
     .await;
+    // The name the checks verify is upstream-sni's.
+    let wrongname = wait_health(&b, "wrongname.test", addr, "taken out", |h| {
+        h["healthy"] == false
+    })
+    .await;
     let _ = server.kill();
     let _ = server.wait();
+    assert_eq!(count(&wrongname, "checks_ok"), 0, "{wrongname}");
     assert_eq!(trusted["healthy"], true, "{trusted}");
     assert_eq!(count(&trusted, "checks_failed"), 0, "{trusted}");
     assert_eq!(count(&untrusted, "checks_ok"), 0, "{untrusted}");

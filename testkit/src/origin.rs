@@ -5,7 +5,8 @@
 //! - `/silent/<secs>`: wait that long before answering (upstream timeouts);
 //! - `/status/<code>`: answer with that status;
 //! - `/location?to=<url>`: answer 201 with that `Location` header;
-//! - `/healthz`: answer with the status [`Origin::set_health`] set (200 at first); these
+//! - `/healthz`: answer with the status [`Origin::set_health`] set (200 at first; 0: never
+//!   answer); these
 //!   requests are not counted in [`Origin::hits`] ([`Origin::last_health_check`] keeps the
 //!   last).
 
@@ -197,7 +198,7 @@ impl Origin {
         self.active.load(Ordering::SeqCst)
     }
 
-    /// The status `/healthz` answers with from now on.
+    /// The status `/healthz` answers with from now on (0: no answer at all).
     pub fn set_health(&self, status: u16) {
         self.health.store(status, Ordering::SeqCst);
     }
@@ -315,6 +316,10 @@ async fn handle(
     let mut location = None;
     if target == "/healthz" {
         status = health.load(Ordering::SeqCst);
+        if status == 0 {
+            // No answer at all (a hung service).
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         *last_health.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen.clone());
     } else if let Some(secs) = target.strip_prefix("/silent/") {
         let secs: f64 = secs.parse().unwrap_or(1.0);

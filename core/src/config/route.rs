@@ -234,6 +234,20 @@ impl RawRoute {
                  no handshake could be told to ask for a certificate",
             );
         }
+        let pattern_host = host
+            .as_ref()
+            .is_some_and(|h| !matches!(h, HostPattern::Exact(_)));
+        if health_check.is_some()
+            && pattern_host
+            && proto == UpstreamProto::Https
+            && upstream_tls.sni.is_none()
+        {
+            errors.push(
+                key("health-check"),
+                "a wildcard or regex host's https upstreams are reached with the name each \
+                 request asks for; set upstream-sni, the name its checks (and requests) verify",
+            );
+        }
         if names_certificates && client_auth.is_none() {
             errors.push(
                 key("auth.repositories"),

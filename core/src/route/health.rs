@@ -237,6 +237,25 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_host_checked_over_https_needs_upstream_sni() {
+        let text = |extra: &str| {
+            format!(
+                "[listen]\nhttp = \"127.0.0.1:1\"\n[docker]\nenabled = false\n[[route]]\n\
+                 host = \"*.a.test\"\nupstreams = [\"127.0.0.1:1\"]\nproto = \"https\"\n\
+                 health-check = \"/\"\n{extra}"
+            )
+        };
+        let e = crate::config::parse_config(&text(""))
+            .expect_err("no upstream-sni")
+            .to_string();
+        assert!(
+            e.contains("route[0].health-check: a wildcard or regex host's https upstreams"),
+            "{e}"
+        );
+        assert!(crate::config::parse_config(&text("upstream-sni = \"b.a.test\"")).is_ok());
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let cases: [(RawHealth<'_>, &str); 9] = [
             (
