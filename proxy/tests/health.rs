@@ -284,27 +284,11 @@ async fn checks_connect_as_the_routes_requests_do() {
     let ca = TestCa::new("upstream CA");
     let other_ca = TestCa::new("some other CA");
     let dir = tempfile::tempdir().unwrap();
-    let pem = ca.issue(&["tls.test"]);
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, &pem.cert).unwrap();
-    std::fs::write(&key, &pem.key).unwrap();
+    let server = berth_testkit::tls::TlsOrigin::start(&ca.issue(&["tls.test"])).unwrap();
+    let addr = server.addr;
     let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
     std::fs::write(&ca_file, ca.pem()).unwrap();
     std::fs::write(&other_file, other_ca.pem()).unwrap();
-    let port = berth_testkit::free_port();
-    let mut server = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    berth_testkit::process::wait_for_port(addr, Duration::from_secs(10)).unwrap();
     let tls = |file: &std::path::Path| {
         format!(
             "proto = \"https\"\nupstream-ca-file = \"{}\"\nupstream-sni = \"tls.test\"\n\
@@ -340,8 +324,7 @@ async fn checks_connect_as_the_routes_requests_do() {
         h["healthy"] == false
     })
     .await;
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(count(&wrongname, "checks_ok"), 0, "{wrongname}");
     assert_eq!(trusted["healthy"], true, "{trusted}");
     assert_eq!(count(&trusted, "checks_failed"), 0, "{trusted}");

@@ -447,27 +447,11 @@ async fn https_upstreams_are_verified_unless_dangerously_told_not_to() {
     let ca = TestCa::new("upstream CA");
     let other_ca = TestCa::new("some other CA");
     let dir = tempfile::tempdir().unwrap();
-    let pem = ca.issue(&["tls.test"]);
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, &pem.cert).unwrap();
-    std::fs::write(&key, &pem.key).unwrap();
+    let server = berth_testkit::tls::TlsOrigin::start(&ca.issue(&["tls.test"])).unwrap();
+    let addr = server.addr;
     let (ca_file, other_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
     std::fs::write(&ca_file, ca.pem()).unwrap();
     std::fs::write(&other_file, other_ca.pem()).unwrap();
-    let port = berth_testkit::free_port();
-    let mut server = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    berth_testkit::process::wait_for_port(addr, Duration::from_secs(10)).unwrap();
     let (ca_path, other_path) = (ca_file.display(), other_file.display());
     let https = "proto = \"https\"";
     let b = berth(&config(
@@ -522,8 +506,7 @@ async fn https_upstreams_are_verified_unless_dangerously_told_not_to() {
     }
     let after_reload = call(&b, &Request::get("wrongca.test", "/")).await.status;
     let log = b.log();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(
         after_reload, 200,
         "the replaced CA file is read on reload:\n{log}"

@@ -174,3 +174,55 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
+
+/// An HTTPS origin: `openssl s_server -www` on a free loopback port, serving `pem` (a `GET`
+/// gets `200` and a status page; it reads no server name, so what is verified is up to the
+/// client). Stopped when dropped.
+pub struct TlsOrigin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: std::process::Child,
+    _files: tempfile::TempDir,
+}
+
+impl TlsOrigin {
+    /// Starts one and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// When openssl cannot be started or never listens.
+    pub fn start(pem: &Pem) -> io::Result<TlsOrigin> {
+        let files = tempfile::tempdir()?;
+        let (cert, key) = (files.path().join("c.pem"), files.path().join("k.pem"));
+        std::fs::write(&cert, &pem.cert)?;
+        std::fs::write(&key, &pem.key)?;
+        let port = crate::free_port();
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if let Err(e) = crate::process::wait_for_port(addr, std::time::Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(TlsOrigin {
+            addr,
+            child,
+            _files: files,
+        })
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
