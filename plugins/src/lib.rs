@@ -9,6 +9,7 @@
 //! ([`health::Prober`]) in the background. The model they are built from — config, routes,
 //! the route table — is `berth-core`'s.
 
+pub mod blob_store;
 pub mod builtin;
 pub mod chain;
 pub mod client;

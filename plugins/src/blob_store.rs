@@ -1,0 +1,557 @@
+//! Content-addressed files on disk, for the registry cache: a blob or manifest is stored under
+//! its sha256 digest only when its bytes hash to that digest, the store holds at most
+//! `max-size` bytes (least recently used entries go first), and what is on disk is what the
+//! store holds after a restart (the index is rebuilt from the files).
+//!
+//! Layout under the directory: `sha256/<64 hex digits>` for each entry, `tmp/` for writes in
+//! progress (emptied when the store is opened). A write goes to `tmp/` while its hash is
+//! computed, and is renamed into place only once the whole body hashed to its digest; a file
+//! that is there is therefore complete, and one that was damaged later is found by
+//! [`BlobStore::verify`] (or by a reader that hashes what it served) and removed.
+//!
+//! The I/O is blocking (`std::fs`); async callers run it on a blocking thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+
+/// A sha256 digest, as the registry API writes it: `sha256:<64 lowercase hex digits>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// Parses `sha256:<64 lowercase hex digits>`; anything else (another algorithm, upper
+    /// case, a wrong length) is `None`.
+    pub fn parse(text: &str) -> Option<Digest> {
+        let hex = text.strip_prefix("sha256:")?;
+        Digest::from_hex(hex)
+    }
+
+    fn from_hex(hex: &str) -> Option<Digest> {
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Digest(out))
+    }
+
+    /// The 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+/// Why a write was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bytes hash to another digest: nothing was stored.
+    #[error("the body hashes to {got}, not {expected}: not stored")]
+    Mismatch {
+        /// The digest the entry was written under.
+        expected: Digest,
+        /// The digest of what arrived.
+        got: Digest,
+    },
+    /// The entry alone is larger than the store may hold.
+    #[error("{size} bytes is more than the cache's max-size ({max})")]
+    TooLarge {
+        /// Bytes written so far.
+        size: u64,
+        /// The store's limit.
+        max: u64,
+    },
+    /// The disk refused (full, unwritable, gone).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// Each entry's size and the tick of its last use.
+    entries: HashMap<Digest, (u64, u64)>,
+    /// Entries by the tick of their last use, oldest first.
+    by_use: BTreeMap<u64, Digest>,
+    tick: u64,
+    total: u64,
+}
+
+impl Index {
+    fn touch(&mut self, digest: Digest) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some((_, used)) = self.entries.get_mut(&digest) {
+            self.by_use.remove(used);
+            *used = tick;
+            self.by_use.insert(tick, digest);
+        }
+    }
+
+    fn insert(&mut self, digest: Digest, size: u64) {
+        self.forget(&digest);
+        self.tick += 1;
+        self.entries.insert(digest, (size, self.tick));
+        self.by_use.insert(self.tick, digest);
+        self.total += size;
+    }
+
+    fn forget(&mut self, digest: &Digest) -> bool {
+        match self.entries.remove(digest) {
+            Some((size, used)) => {
+                self.by_use.remove(&used);
+                self.total -= size;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Content-addressed files under one directory, at most `max_size` bytes of them.
+#[derive(Debug)]
+pub struct BlobStore {
+    dir: PathBuf,
+    max_size: u64,
+    index: Mutex<Index>,
+    /// Names temporary files uniquely.
+    writes: AtomicU64,
+}
+
+/// An entry opened for reading.
+#[derive(Debug)]
+pub struct Blob {
+    /// The file, at its start.
+    pub file: File,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+impl BlobStore {
+    /// Opens (creating it if need be) the store in `dir`: writes a previous run left
+    /// unfinished are removed, the entries on disk are indexed (oldest modification first in
+    /// the eviction order), and the oldest go until the store fits `max_size`.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or read.
+    pub fn open(dir: &Path, max_size: u64) -> io::Result<BlobStore> {
+        let (blobs, tmp) = (dir.join("sha256"), dir.join("tmp"));
+        std::fs::create_dir_all(&blobs)?;
+        std::fs::create_dir_all(&tmp)?;
+        for leftover in std::fs::read_dir(&tmp)? {
+            let _ = std::fs::remove_file(leftover?.path());
+        }
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&blobs)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let name = entry.file_name();
+            let digest = name.to_str().and_then(Digest::from_hex);
+            match digest {
+                Some(digest) if meta.is_file() => {
+                    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    found.push((modified, digest, meta.len()));
+                }
+                // Not ours: left alone, never served.
+                _ => tracing::warn!(
+                    file = %berth_core::logging::shown(&entry.path().display().to_string(), 300),
+                    "cache: a file that is no entry of the cache; ignored"
+                ),
+            }
+        }
+        found.sort();
+        let mut index = Index::default();
+        for (_, digest, size) in found {
+            index.insert(digest, size);
+        }
+        let store = BlobStore {
+            dir: dir.to_path_buf(),
+            max_size,
+            index: Mutex::new(index),
+            writes: AtomicU64::new(0),
+        };
+        store.evict();
+        Ok(store)
+    }
+
+    fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("sha256").join(digest.hex())
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry for `digest`, opened, and now the most recently used; `None` when there is
+    /// none (or its file is gone, or no longer the length it was stored with).
+    pub fn get(&self, digest: &Digest) -> Option<Blob> {
+        let size = self.index().entries.get(digest).map(|e| e.0)?;
+        let file = File::open(self.path(digest)).ok();
+        let length = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len());
+        match (file, length) {
+            (Some(file), Some(len)) if len == size => {
+                self.index().touch(*digest);
+                Some(Blob { file, size })
+            }
+            _ => {
+                tracing::warn!(%digest, "cache: an entry's file is gone or cut short; removed");
+                self.remove(digest);
+                None
+            }
+        }
+    }
+
+    /// Whether the store holds `digest` (without counting it as a use).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.index().entries.contains_key(digest)
+    }
+
+    /// Starts writing the entry for `digest`.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be created.
+    pub fn writer(&self, digest: Digest) -> io::Result<BlobWriter<'_>> {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed);
+        let temp =
+            self.dir
+                .join("tmp")
+                .join(format!("{}.{}.{n}", digest.hex(), std::process::id()));
+        let file = File::create(&temp)?;
+        Ok(BlobWriter {
+            store: self,
+            digest,
+            temp: Some(temp),
+            file,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Removes the entry for `digest` (a reader found it damaged, say).
+    pub fn remove(&self, digest: &Digest) {
+        if self.index().forget(digest) {
+            let _ = std::fs::remove_file(self.path(digest));
+        }
+    }
+
+    /// Hashes the entry for `digest` again: `true` when it is intact; a damaged one is
+    /// removed.
+    ///
+    /// # Errors
+    /// When it cannot be read.
+    pub fn verify(&self, digest: &Digest) -> io::Result<bool> {
+        let mut file = File::open(self.path(digest))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(buf.get(..n).unwrap_or_default());
+        }
+        let intact = Digest(hasher.finalize().into()) == *digest;
+        if !intact {
+            tracing::warn!(%digest, "cache: an entry no longer hashes to its digest; removed");
+            self.remove(digest);
+        }
+        Ok(intact)
+    }
+
+    /// Entries held and their bytes together.
+    pub fn usage(&self) -> (usize, u64) {
+        let index = self.index();
+        (index.entries.len(), index.total)
+    }
+
+    /// The store's limit, in bytes.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Removes least recently used entries until the store fits its limit.
+    fn evict(&self) {
+        loop {
+            let victim = {
+                let mut index = self.index();
+                if index.total <= self.max_size {
+                    return;
+                }
+                let Some((_, digest)) = index.by_use.pop_first() else {
+                    return;
+                };
+                if let Some((size, _)) = index.entries.remove(&digest) {
+                    index.total -= size;
+                }
+                digest
+            };
+            // A reader that has the file open reads on; the name is gone.
+            let _ = std::fs::remove_file(self.path(&victim));
+        }
+    }
+}
+
+/// An entry being written; stored by [`BlobWriter::commit`] only if its bytes hash to its
+/// digest, and removed if dropped before.
+#[derive(Debug)]
+pub struct BlobWriter<'a> {
+    store: &'a BlobStore,
+    digest: Digest,
+    temp: Option<PathBuf>,
+    file: File,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl BlobWriter<'_> {
+    /// Appends `bytes`.
+    ///
+    /// # Errors
+    /// When the disk refuses, or the entry grows larger than the whole store may be.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.size += bytes.len() as u64;
+        if self.size > self.store.max_size {
+            return Err(StoreError::TooLarge {
+                size: self.size,
+                max: self.store.max_size,
+            });
+        }
+        self.hasher.update(bytes);
+        self.file.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Stores the entry if what was written hashes to its digest, then evicts what no longer
+    /// fits; returns its size.
+    ///
+    /// # Errors
+    /// A mismatch (nothing is stored), or the disk refused.
+    pub fn commit(mut self) -> Result<u64, StoreError> {
+        let got = Digest(std::mem::take(&mut self.hasher).finalize().into());
+        if got != self.digest {
+            return Err(StoreError::Mismatch {
+                expected: self.digest,
+                got,
+            });
+        }
+        self.file.sync_data()?;
+        let Some(temp) = self.temp.take() else {
+            return Err(StoreError::Io(io::Error::other("written twice")));
+        };
+        if let Err(e) = std::fs::rename(&temp, self.store.path(&self.digest)) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
+        self.store.index().insert(self.digest, self.size);
+        self.store.evict();
+        Ok(self.size)
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path, max: u64) -> BlobStore {
+        BlobStore::open(dir, max).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn put(store: &BlobStore, bytes: &[u8]) -> Digest {
+        let digest = Digest::of(bytes);
+        let mut w = store.writer(digest).unwrap_or_else(|e| panic!("{e}"));
+        for chunk in bytes.chunks(7) {
+            w.write(chunk).unwrap_or_else(|e| panic!("{e}"));
+        }
+        w.commit().unwrap_or_else(|e| panic!("{e}"));
+        digest
+    }
+
+    fn read(store: &BlobStore, digest: &Digest) -> Option<Vec<u8>> {
+        let mut blob = store.get(digest)?;
+        let mut out = Vec::new();
+        blob.file
+            .read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.len() as u64, blob.size);
+        Some(out)
+    }
+
+    fn tmp_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("tmp")).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn digests_are_read_as_the_registry_writes_them() {
+        let hex = "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945";
+        let d = Digest::parse(&format!("sha256:{hex}")).unwrap_or_else(|| panic!("valid"));
+        assert_eq!(d.hex(), hex);
+        assert_eq!(d.to_string(), format!("sha256:{hex}"));
+        for bad in [
+            hex.to_string(),
+            format!("sha512:{hex}"),
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{hex}0"),
+            format!("sha256:{}g", &hex[1..]),
+            format!("sha256:../{}", &hex[3..]),
+        ] {
+            assert_eq!(Digest::parse(&bad), None, "{bad}");
+        }
+        assert_eq!(
+            Digest::of(b"").hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_stored_only_when_it_hashes_to_its_digest() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 1 << 20);
+        let d = put(&s, b"layer one");
+        assert_eq!(read(&s, &d).as_deref(), Some(&b"layer one"[..]));
+
+        let claimed = Digest::of(b"what the client asked for");
+        let mut w = s.writer(claimed).unwrap_or_else(|e| panic!("{e}"));
+        w.write(b"something else").unwrap_or_else(|e| panic!("{e}"));
+        let e = w.commit().expect_err("a mismatch");
+        assert!(matches!(e, StoreError::Mismatch { .. }), "{e}");
+        assert!(!s.contains(&claimed) && read(&s, &claimed).is_none());
+        assert_eq!(tmp_files(dir.path()), 0, "nothing left behind");
+
+        // A write dropped half way (the upstream went away) leaves nothing either.
+        let mut w = s
+            .writer(Digest::of(b"never finished"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        w.write(b"never").unwrap_or_else(|e| panic!("{e}"));
+        drop(w);
+        assert_eq!(tmp_files(dir.path()), 0);
+        assert_eq!(s.usage(), (1, 9));
+    }
+
+    #[test]
+    fn a_restart_keeps_the_entries_and_drops_unfinished_writes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = {
+            let s = store(dir.path(), 1 << 20);
+            let a = put(&s, b"aaaa");
+            let b = put(&s, b"bbbbbb");
+            let mut w = s
+                .writer(Digest::of(b"cut"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            w.write(b"c").unwrap_or_else(|e| panic!("{e}"));
+            std::mem::forget(w); // as a crash would leave it
+            (a, b)
+        };
+        assert_eq!(tmp_files(dir.path()), 1);
+        std::fs::write(dir.path().join("sha256").join("README"), "not an entry")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 1 << 20);
+        assert_eq!(tmp_files(dir.path()), 0);
+        assert_eq!(s.usage(), (2, 10));
+        assert_eq!(read(&s, &a).as_deref(), Some(&b"aaaa"[..]));
+        assert_eq!(read(&s, &b).as_deref(), Some(&b"bbbbbb"[..]));
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_and_max_size_holds() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 100);
+        let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 30]).collect();
+        let a = put(&s, &blobs[0]);
+        let b = put(&s, &blobs[1]);
+        let c = put(&s, &blobs[2]);
+        assert!(read(&s, &a).is_some(), "a used: b is now the oldest");
+        let d = put(&s, &blobs[3]);
+        assert_eq!(s.usage(), (3, 90));
+        assert!(!s.contains(&b), "the least recently used went");
+        assert!(
+            !dir.path().join("sha256").join(b.hex()).exists(),
+            "and its file"
+        );
+        for kept in [a, c, d] {
+            assert!(s.contains(&kept));
+        }
+        for blob in &blobs {
+            put(&s, blob);
+            assert!(s.usage().1 <= 100, "{:?}", s.usage());
+        }
+        // One entry larger than the whole store is never written in full.
+        let big = vec![9u8; 101];
+        let mut w = s.writer(Digest::of(&big)).unwrap_or_else(|e| panic!("{e}"));
+        let e = w.write(&big).expect_err("too large");
+        assert!(
+            matches!(
+                e,
+                StoreError::TooLarge {
+                    size: 101,
+                    max: 100
+                }
+            ),
+            "{e}"
+        );
+        // A smaller limit at the next start evicts down to it.
+        drop(w);
+        drop(s);
+        let s = store(dir.path(), 60);
+        assert!(s.usage().1 <= 60, "{:?}", s.usage());
+    }
+
+    #[test]
+    fn a_damaged_entry_is_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 1 << 20);
+        let a = put(&s, b"the original bytes");
+        let b = put(&s, b"more original bytes");
+        assert!(s.verify(&a).unwrap_or_else(|e| panic!("{e}")));
+        // Same length, other bytes: only hashing finds it.
+        std::fs::write(
+            dir.path().join("sha256").join(a.hex()),
+            b"the 0riginal bytes",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.verify(&a).unwrap_or_else(|e| panic!("{e}")));
+        assert!(!s.contains(&a) && read(&s, &a).is_none());
+        // Cut short: found when opened.
+        std::fs::write(dir.path().join("sha256").join(b.hex()), b"more")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(read(&s, &b).is_none());
+        assert!(!s.contains(&b));
+        assert_eq!(s.usage(), (0, 0));
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap_or_else(|e| panic!("{e}"));
+        assert!(BlobStore::open(&file.join("cache"), 1 << 20).is_err());
+    }
+}
