@@ -3,8 +3,9 @@
 //! `max-size` bytes (least recently used entries go first), and what is on disk is what the
 //! store holds after a restart (the index is rebuilt from the files).
 //!
-//! Layout under the directory: `sha256/<64 hex digits>` for each entry, `tmp/` for writes in
-//! progress (emptied when the store is opened). A write goes to `tmp/` while its hash is
+//! Layout under the directory: `sha256/<64 hex digits>` for each entry, `meta/<64 hex digits>`
+//! for what a user of the store keeps beside an entry (the registry cache: the answer's
+//! headers), `tmp/` for writes in progress (emptied when the store is opened). A write goes to `tmp/` while its hash is
 //! computed, and is renamed into place only once the whole body hashed to its digest; a file
 //! that is there is therefore complete, and one that was damaged later is found by
 //! [`BlobStore::verify`] (or by a reader that hashes what it served) and removed.
@@ -19,6 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
+
+/// The most metadata kept beside an entry.
+pub const MAX_META: u64 = 64 << 10;
 
 /// A sha256 digest, as the registry API writes it: `sha256:<64 lowercase hex digits>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,6 +158,7 @@ impl BlobStore {
     pub fn open(dir: &Path, max_size: u64) -> io::Result<BlobStore> {
         let (blobs, tmp) = (dir.join("sha256"), dir.join("tmp"));
         std::fs::create_dir_all(&blobs)?;
+        std::fs::create_dir_all(dir.join("meta"))?;
         std::fs::create_dir_all(&tmp)?;
         for leftover in std::fs::read_dir(&tmp)? {
             let _ = std::fs::remove_file(leftover?.path());
@@ -193,6 +198,56 @@ impl BlobStore {
 
     fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join("sha256").join(digest.hex())
+    }
+
+    fn meta_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("meta").join(digest.hex())
+    }
+
+    /// What was kept beside the entry for `digest` ([`BlobWriter::commit_with`],
+    /// [`BlobStore::set_meta`]); `None` without an entry or without anything kept.
+    pub fn meta(&self, digest: &Digest) -> Option<Vec<u8>> {
+        if !self.contains(digest) {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        File::open(self.meta_path(digest))
+            .ok()?
+            .take(MAX_META + 1)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        (bytes.len() as u64 <= MAX_META).then_some(bytes)
+    }
+
+    /// Replaces what is kept beside the entry for `digest`; `false` when there is no entry.
+    ///
+    /// # Errors
+    /// When the disk refuses.
+    pub fn set_meta(&self, digest: &Digest, meta: &[u8]) -> io::Result<bool> {
+        if !self.contains(digest) {
+            return Ok(false);
+        }
+        self.write_meta(digest, meta)?;
+        Ok(true)
+    }
+
+    /// Writes `meta` beside `digest`'s entry, atomically (a temporary file renamed).
+    fn write_meta(&self, digest: &Digest, meta: &[u8]) -> io::Result<()> {
+        if meta.len() as u64 > MAX_META {
+            return Err(io::Error::other(format!(
+                "{} bytes of metadata, more than {MAX_META}",
+                meta.len()
+            )));
+        }
+        let n = self.writes.fetch_add(1, Ordering::Relaxed);
+        let temp =
+            self.dir
+                .join("tmp")
+                .join(format!("{}.meta.{}.{n}", digest.hex(), std::process::id()));
+        std::fs::write(&temp, meta)?;
+        std::fs::rename(&temp, self.meta_path(digest)).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -251,6 +306,7 @@ impl BlobStore {
     pub fn remove(&self, digest: &Digest) {
         if self.index().forget(digest) {
             let _ = std::fs::remove_file(self.path(digest));
+            let _ = std::fs::remove_file(self.meta_path(digest));
         }
     }
 
@@ -307,6 +363,7 @@ impl BlobStore {
             };
             // A reader that has the file open reads on; the name is gone.
             let _ = std::fs::remove_file(self.path(&victim));
+            let _ = std::fs::remove_file(self.meta_path(&victim));
         }
     }
 }
@@ -346,7 +403,16 @@ impl BlobWriter<'_> {
     ///
     /// # Errors
     /// A mismatch (nothing is stored), or the disk refused.
-    pub fn commit(mut self) -> Result<u64, StoreError> {
+    pub fn commit(self) -> Result<u64, StoreError> {
+        self.commit_with(None)
+    }
+
+    /// As [`BlobWriter::commit`], keeping `meta` beside the entry (written before the entry
+    /// appears, so an entry that has metadata never lacks it).
+    ///
+    /// # Errors
+    /// As [`BlobWriter::commit`].
+    pub fn commit_with(mut self, meta: Option<&[u8]>) -> Result<u64, StoreError> {
         let got = Digest(std::mem::take(&mut self.hasher).finalize().into());
         if got != self.digest {
             return Err(StoreError::Mismatch {
@@ -355,6 +421,9 @@ impl BlobWriter<'_> {
             });
         }
         self.file.sync_data()?;
+        if let Some(meta) = meta {
+            self.store.write_meta(&self.digest, meta)?;
+        }
         let Some(temp) = self.temp.take() else {
             return Err(StoreError::Io(io::Error::other("written twice")));
         };
@@ -522,6 +591,33 @@ mod tests {
         drop(s);
         let s = store(dir.path(), 60);
         assert!(s.usage().1 <= 60, "{:?}", s.usage());
+    }
+
+    #[test]
+    fn metadata_is_kept_beside_its_entry_and_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 100);
+        let body = vec![1u8; 30];
+        let a = Digest::of(&body);
+        let mut w = s.writer(a).unwrap_or_else(|e| panic!("{e}"));
+        w.write(&body).unwrap_or_else(|e| panic!("{e}"));
+        w.commit_with(Some(b"headers"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.meta(&a).as_deref(), Some(&b"headers"[..]));
+        assert!(s
+            .set_meta(&a, b"new headers")
+            .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(s.meta(&a).as_deref(), Some(&b"new headers"[..]));
+        let unknown = Digest::of(b"unknown");
+        assert!(!s.set_meta(&unknown, b"x").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(s.meta(&unknown), None);
+        // Evicted: its metadata goes too.
+        for i in 2..6u8 {
+            put(&s, &[i; 30]);
+        }
+        assert!(!s.contains(&a));
+        assert!(!dir.path().join("meta").join(a.hex()).exists());
+        assert_eq!(s.meta(&a), None);
     }
 
     #[test]

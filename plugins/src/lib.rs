@@ -11,6 +11,7 @@
 
 pub mod blob_store;
 pub mod builtin;
+pub mod cache_storage;
 pub mod chain;
 pub mod client;
 pub mod health;
