@@ -31,6 +31,29 @@ fn hidden(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
+/// `text` with every query — a `?` and what follows it up to a space or a quote — replaced by
+/// `?…`: a query string may carry a token (a registry upload's `_state`, a health check's).
+pub fn without_queries(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('?') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_query = false;
+    for c in text.chars() {
+        if in_query && !(c.is_whitespace() || c == '"' || c == '\'') {
+            continue;
+        }
+        if c == '?' {
+            in_query = true;
+            out.push_str("?…");
+        } else {
+            in_query = false;
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `text` with hidden characters (control characters, U+2028, U+2029) escaped (`\n`,
 /// `\u{1b}`), at most `max` characters of it, and `…` when it was cut: a value from a label,
 /// a file or a client, safe to show.

@@ -234,7 +234,7 @@ impl Route {
     /// The upstream for an attempt of a request whose first choice was `start`: the first
     /// upstream in the rotation at offset `from` or after (offsets count from `start`,
     /// wrapping round), as `(offset, index, upstream)`; `None` when none is left.
-    pub fn upstream_for(&self, start: usize, from: usize) -> Option<(usize, usize, &Upstream)> {
+    fn upstream_for(&self, start: usize, from: usize) -> Option<(usize, usize, &Upstream)> {
         let n = self.spec.upstreams.len();
         (from..n)
             .map(|offset| (offset, (start + offset) % n))
@@ -244,11 +244,15 @@ impl Route {
 
     /// The upstream of the request's next attempt: the first in the rotation from where
     /// [`RequestCtx::tries`] says to look, which is recorded there with its index; `None` when
-    /// none is left.
-    pub fn next_attempt(&self, ctx: &mut RequestCtx) -> Option<&Upstream> {
+    /// none is left. With `least-conn` the request counts as in flight to it until its
+    /// context is dropped (or the next attempt's count replaces it).
+    pub fn next_attempt(self: &Arc<Self>, ctx: &mut RequestCtx) -> Option<&Upstream> {
         let (offset, index, upstream) = self.upstream_for(ctx.first_upstream, ctx.tries)?;
         ctx.tries = offset;
         ctx.upstream_index = Some(index);
+        if self.spec.lb == Lb::LeastConn {
+            ctx.slots.insert(self.in_flight(index));
+        }
         Some(upstream)
     }
 
@@ -304,7 +308,7 @@ impl Route {
 
     /// Counts a request in flight to upstream `index` until the returned guard is dropped
     /// (with the request's context), for `least-conn`.
-    pub fn in_flight(self: &Arc<Self>, index: usize) -> InFlight {
+    fn in_flight(self: &Arc<Self>, index: usize) -> InFlight {
         if let Some(a) = self.active.get(index) {
             a.fetch_add(1, Ordering::Relaxed);
         }

@@ -28,7 +28,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_http::RequestHeader;
 use serde::Serialize;
 
-use berth_core::logging::shown;
+use berth_core::logging::{shown, without_queries};
 use berth_core::route::HealthCheck;
 
 /// How often the prober looks for checks that fell due.
@@ -61,8 +61,8 @@ impl Probe {
         )
     }
 
-    /// Asks once: `Ok(status)` for a 2xx or 3xx answer within the timeout.
-    async fn run(&self, connector: &Connector) -> Result<u16, String> {
+    /// Asks once: `Ok` for a 2xx or 3xx answer within the timeout, else why not.
+    async fn run(&self, connector: &Connector) -> Result<(), String> {
         let ask = async {
             let (mut session, _) = connector
                 .get_http_session(&self.peer)
@@ -89,7 +89,7 @@ impl Probe {
                 .get_status()
                 .ok_or_else(|| "no status in the answer".to_string())?;
             if status.is_success() || status.is_redirection() {
-                Ok(status.as_u16())
+                Ok(())
             } else {
                 Err(format!("answered {status}"))
             }
@@ -101,14 +101,6 @@ impl Probe {
                 humantime::format_duration(self.check.timeout)
             )),
         }
-    }
-}
-
-/// A check's path as logs and pages show it: a query may carry a token, so it is cut to `?…`.
-pub fn without_query(path: &str) -> String {
-    match path.split_once('?') {
-        Some((path, _)) => format!("{path}?…"),
-        None => path.to_string(),
     }
 }
 
@@ -201,7 +193,7 @@ impl UpstreamHealth {
 
     /// Counts a check's outcome and takes the upstream out or brings it back when the
     /// thresholds are reached.
-    pub(crate) fn record(&self, outcome: Result<u16, String>) {
+    pub(crate) fn record(&self, outcome: Result<(), String>) {
         let check = &self.probe.check;
         let mut state = self.lock();
         let now = SystemTime::now();
@@ -246,7 +238,7 @@ impl UpstreamHealth {
     fn shown_check(&self) -> String {
         format!(
             "GET {} (Host: {})",
-            without_query(&self.probe.check.path),
+            without_queries(&self.probe.check.path),
             shown(&self.probe.host, 100)
         )
     }
@@ -389,7 +381,7 @@ mod tests {
         assert!(h.up(), "healthy until found otherwise");
         h.record(Err("answered 500".into()));
         h.record(Err("answered 500".into()));
-        h.record(Ok(200));
+        h.record(Ok(()));
         h.record(Err("answered 500".into()));
         h.record(Err("answered 500".into()));
         assert!(h.up(), "a success resets the count");
@@ -400,11 +392,11 @@ mod tests {
             .view()
             .last_error
             .is_some_and(|e| e.contains("connection refused")));
-        h.record(Ok(200));
+        h.record(Ok(()));
         h.record(Err("answered 500".into()));
-        h.record(Ok(200));
+        h.record(Ok(()));
         assert!(!h.up(), "a failure resets the passes");
-        h.record(Ok(204));
+        h.record(Ok(()));
         assert!(h.up(), "two in a row");
         assert!(h.view().changed_ms.is_some());
     }

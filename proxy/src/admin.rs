@@ -45,7 +45,7 @@ use sha2::Digest;
 
 use berth_core::docker::DockerStatus;
 use berth_core::route::RouteSpec;
-use berth_plugins::health::{without_query, HealthView};
+use berth_plugins::health::HealthView;
 
 use crate::metrics::Metrics;
 use crate::route_writer::Report;
@@ -205,7 +205,9 @@ impl Admin {
             for route in routes {
                 if let Some(path) = route.pointer_mut("/health_check/path") {
                     if let Some(text) = path.as_str() {
-                        *path = without_query(text).into();
+                        *path = berth_core::logging::without_queries(text)
+                            .into_owned()
+                            .into();
                     }
                 }
             }

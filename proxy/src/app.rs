@@ -11,7 +11,8 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use berth_core::route::{Lb, Profile};
+use berth_core::logging::without_queries;
+use berth_core::route::Profile;
 use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::chain::InFlight;
@@ -218,9 +219,9 @@ impl ProxyHttp for Berth {
         if ctx.upstream.is_none() {
             ctx.first_upstream = route.first_choice(ctx);
         }
-        // `tries` counts the upstreams that could not be connected to: a retry after a pooled
-        // connection failed as it was reused (the upstream had just closed it) goes to the
-        // same upstream again, on a new connection.
+        // Only a connection that could not be made moves the next attempt on
+        // (`attempt_failed`): a retry after a pooled connection failed as it was reused (the
+        // upstream had just closed it) goes to the same upstream again, on a new connection.
         let Some(upstream) = route.next_attempt(ctx) else {
             // Every upstream went out since the request was routed (or those left were).
             if route.all_out() {
@@ -237,12 +238,6 @@ impl ProxyHttp for Berth {
                 "every upstream failed",
             ));
         };
-        let index = ctx.upstream_index.unwrap_or_default();
-        if route.spec.lb == Lb::LeastConn {
-            // Counted until the request's context is dropped (or the next attempt's
-            // replaces it).
-            ctx.slots.insert(route.in_flight(index));
-        }
         ctx.upstream = Some(upstream.addr);
         ctx.connect_started = Some(std::time::Instant::now());
         // Idle upstream connections are pooled per thread (`thread_local_connections`): one
@@ -476,27 +471,6 @@ fn describe(e: &Error) -> String {
         }
     }
     out
-}
-
-/// `text` with every `?` and what follows it up to a space or a quote replaced by `?…`.
-fn without_queries(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains('?') {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut in_query = false;
-    for c in text.chars() {
-        if c == '?' {
-            in_query = true;
-            out.push_str("?…");
-        } else if in_query && !(c.is_whitespace() || c == '"' || c == '\'') {
-            continue;
-        } else {
-            in_query = false;
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
