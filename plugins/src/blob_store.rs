@@ -12,7 +12,7 @@
 //!
 //! The I/O is blocking (`std::fs`); async callers run it on a blocking thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,11 @@ impl Digest {
     /// The 64 hex digits.
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The digest whose hash is `hash`.
+    pub fn from_bytes(hash: [u8; 32]) -> Digest {
+        Digest(hash)
     }
 
     /// The digest of `bytes`.
@@ -96,6 +101,9 @@ struct Index {
     by_use: BTreeMap<u64, Digest>,
     tick: u64,
     total: u64,
+    /// Entries known to hash to their digest: written by this process, or hashed since it
+    /// started.
+    verified: HashSet<Digest>,
 }
 
 impl Index {
@@ -118,6 +126,7 @@ impl Index {
     }
 
     fn forget(&mut self, digest: &Digest) -> bool {
+        self.verified.remove(digest);
         match self.entries.remove(digest) {
             Some((size, used)) => {
                 self.by_use.remove(&used);
@@ -291,7 +300,12 @@ impl BlobStore {
             self.dir
                 .join("tmp")
                 .join(format!("{}.{}.{n}", digest.hex(), std::process::id()));
-        let file = File::create(&temp)?;
+        // Readable too: readers follow an entry as it is written (`BlobWriter::reader`).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         Ok(BlobWriter {
             store: self,
             digest,
@@ -308,6 +322,13 @@ impl BlobStore {
             let _ = std::fs::remove_file(self.path(digest));
             let _ = std::fs::remove_file(self.meta_path(digest));
         }
+    }
+
+    /// Whether the entry for `digest` is known to hash to it: written by this process, or
+    /// hashed ([`BlobStore::verify`]) since it started. Entries a previous run left are not,
+    /// until hashed.
+    pub fn verified(&self, digest: &Digest) -> bool {
+        self.index().verified.contains(digest)
     }
 
     /// Hashes the entry for `digest` again: `true` when it is intact; a damaged one is
@@ -327,7 +348,12 @@ impl BlobStore {
             hasher.update(buf.get(..n).unwrap_or_default());
         }
         let intact = Digest(hasher.finalize().into()) == *digest;
-        if !intact {
+        if intact {
+            let mut index = self.index();
+            if index.entries.contains_key(digest) {
+                index.verified.insert(*digest);
+            }
+        } else {
             tracing::warn!(%digest, "cache: an entry no longer hashes to its digest; removed");
             self.remove(digest);
         }
@@ -340,9 +366,20 @@ impl BlobStore {
         (index.entries.len(), index.total)
     }
 
+    /// The directory the store keeps its files in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The store's limit, in bytes.
     pub fn max_size(&self) -> u64 {
         self.max_size
+    }
+
+    /// The bytes the file system under the store has left for it; `None` when it cannot say.
+    pub fn available(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
     }
 
     /// Removes least recently used entries until the store fits its limit.
@@ -381,6 +418,15 @@ pub struct BlobWriter<'a> {
 }
 
 impl BlobWriter<'_> {
+    /// The file being written, for reading what is written so far (at explicit offsets:
+    /// the handle shares the writer's position).
+    ///
+    /// # Errors
+    /// When the handle cannot be duplicated.
+    pub fn reader(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Appends `bytes`.
     ///
     /// # Errors
@@ -431,7 +477,11 @@ impl BlobWriter<'_> {
             let _ = std::fs::remove_file(&temp);
             return Err(e.into());
         }
-        self.store.index().insert(self.digest, self.size);
+        {
+            let mut index = self.store.index();
+            index.insert(self.digest, self.size);
+            index.verified.insert(self.digest);
+        }
         self.store.evict();
         Ok(self.size)
     }

@@ -2,15 +2,25 @@
 //! write for the registry cache. The cache key's primary key is the digest the request names
 //! (`sha256:<hex>`); an answer is kept only when its body hashes to that digest (the miss
 //! handler's commit refuses anything else), with its headers (pingora-cache's `CacheMeta`) kept
-//! beside it. A hit reads the file from disk, from any offset (a resumed pull's `Range`).
+//! beside it. A hit reads the file from disk, from any offset (a resumed pull's `Range`); a
+//! hit that reads a whole entry hashes it as it goes and removes an entry that no longer
+//! hashes to its digest (the client's answer is cut short, and its retry fetches it again).
+//!
+//! Entries being written are read as they are written (pingora's streaming partial writes):
+//! the request that fetches an entry and every request for it that arrives meanwhile read the
+//! same file, each at its own pace, so one upstream fetch serves them all and a slow client
+//! slows no one else.
 //!
 //! Nothing here decides who may read an entry: the proxy checks each hit with the registry
 //! before it serves it.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::Mutex;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,11 +31,17 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, PurgeType, Storage};
 use pingora_error::{Error, ErrorType, OrErr, Result};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
 
 use crate::blob_store::{Blob, BlobStore, BlobWriter, Digest};
 
 /// How much of a file a hit reads at a time.
 const CHUNK: usize = 256 << 10;
+
+/// Room a new entry must leave on the file system beyond its own length: an entry is not
+/// started on a disk that would fill up while it is written.
+pub const HEADROOM: u64 = 64 << 20;
 
 /// The registry cache's storage: entries by digest, on disk.
 #[derive(Debug)]
@@ -33,6 +49,12 @@ pub struct DiskStorage {
     store: BlobStore,
     /// The digests of the keys seen, by their hash (a purge names only the hash).
     digests: Mutex<HashMap<HashBinary, Digest>>,
+    /// Entries being written, readable as they are.
+    fills: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// Names the fills.
+    next_fill: AtomicU64,
+    /// Body bytes of the entries kept since start.
+    stored: AtomicU64,
 }
 
 impl DiskStorage {
@@ -41,12 +63,20 @@ impl DiskStorage {
         DiskStorage {
             store,
             digests: Mutex::default(),
+            fills: Mutex::default(),
+            next_fill: AtomicU64::new(1),
+            stored: AtomicU64::new(0),
         }
     }
 
     /// The store under it.
     pub fn store(&self) -> &BlobStore {
         &self.store
+    }
+
+    /// Body bytes of the entries kept since start.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// The digest a cache key names (its primary key), remembered for purges.
@@ -57,6 +87,26 @@ impl DiskStorage {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.primary_bin(), digest);
         Some(digest)
+    }
+
+    fn fills(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+        self.fills.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry being written for `digest` (with `tag`: that write only), as a hit.
+    fn fill_hit(&self, digest: &Digest, tag: Option<u64>) -> Option<(CacheMeta, HitHandler)> {
+        let fill = self.fills().get(digest).cloned()?;
+        if tag.is_some_and(|t| t != fill.tag) {
+            return None;
+        }
+        let meta = decode(&fill.meta)?;
+        let hit: HitHandler = Box::new(FillHit {
+            progress: fill.progress.subscribe(),
+            fill,
+            next: 0,
+            end: None,
+        });
+        Some((meta, hit))
     }
 }
 
@@ -90,6 +140,14 @@ fn internal(context: String) -> Box<Error> {
     Error::explain(ErrorType::InternalError, context)
 }
 
+/// The `Content-Length` of an answer, when it has one.
+fn content_length(meta: &CacheMeta) -> Option<u64> {
+    meta.headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 #[async_trait]
 impl Storage for DiskStorage {
     async fn lookup(
@@ -100,24 +158,51 @@ impl Storage for DiskStorage {
         let Some(digest) = self.digest(key) else {
             return Ok(None);
         };
-        let store = &self.store;
         let found = tokio::task::spawn_blocking(move || {
-            let blob = store.get(&digest)?;
-            match store.meta(&digest).as_deref().and_then(decode) {
+            // An entry a previous run left is hashed once before it is first served: a file
+            // damaged while berth was not running is found here and fetched again.
+            if self.store.contains(&digest)
+                && !self.store.verified(&digest)
+                && !self.store.verify(&digest).unwrap_or(false)
+            {
+                self.store.remove(&digest);
+                return None;
+            }
+            let blob = self.store.get(&digest)?;
+            match self.store.meta(&digest).as_deref().and_then(decode) {
                 Some(meta) => Some((meta, blob)),
                 None => {
                     tracing::warn!(%digest, "cache: an entry without readable headers; removed");
-                    store.remove(&digest);
+                    self.store.remove(&digest);
                     None
                 }
             }
         })
         .await
         .or_err(ErrorType::InternalError, "cache lookup")?;
-        Ok(found.map(|(meta, blob)| {
-            let hit: HitHandler = Box::new(FileHit::new(blob));
-            (meta, hit)
-        }))
+        Ok(match found {
+            Some((meta, blob)) => {
+                let hit: HitHandler = Box::new(FileHit::new(self, digest, blob));
+                Some((meta, hit))
+            }
+            // Not kept yet, perhaps being written: read as it is.
+            None => self.fill_hit(&digest, None),
+        })
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let tag = streaming_write_tag
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes);
+        match (self.digest(key), tag) {
+            (Some(digest), Some(tag)) => Ok(self.fill_hit(&digest, Some(tag))),
+            _ => self.lookup(key, trace).await,
+        }
     }
 
     async fn get_miss_handler(
@@ -129,14 +214,59 @@ impl Storage for DiskStorage {
         let digest = self
             .digest(key)
             .ok_or_else(|| internal("cache: a key that names no digest".into()))?;
-        let meta = encode(meta)?;
-        let writer = self
-            .store
-            .writer(digest)
-            .or_err(ErrorType::InternalError, "cache: cannot start a write")?;
+        let length = content_length(meta).unwrap_or(0);
+        if length > self.store.max_size() {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!(
+                    "cache: {digest} ({length} bytes) is larger than the whole cache (max-size \
+                     {}); passed through",
+                    self.store.max_size()
+                ),
+            );
+        }
+        if let Some(free) = self.store.available() {
+            if free < length.saturating_add(HEADROOM) {
+                tracing::warn!(
+                    %digest,
+                    free,
+                    dir = %berth_core::logging::shown(&self.store.dir().display().to_string(), 300),
+                    "cache: not enough room on the cache's file system for an entry of {length} \
+                     bytes; passed through, not kept"
+                );
+                return Error::e_explain(ErrorType::InternalError, "cache: file system full");
+            }
+        }
+        let encoded = encode(meta)?;
+        let writer = self.store.writer(digest).map_err(|e| {
+            tracing::warn!(
+                %digest,
+                error = %e,
+                dir = %berth_core::logging::shown(&self.store.dir().display().to_string(), 300),
+                "cache: cannot write in the cache's directory; passed through, not kept"
+            );
+            internal(format!("cache: cannot start a write: {e}"))
+        })?;
+        let file = writer.reader().or_err(
+            ErrorType::InternalError,
+            "cache: cannot read what is written",
+        )?;
+        let tag = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        let (progress, _) = watch::channel(Progress::default());
+        let fill = Arc::new(Fill {
+            tag,
+            meta: encoded.clone(),
+            file,
+            progress,
+        });
+        self.fills().insert(digest, fill.clone());
         Ok(Box::new(FileMiss {
+            storage: self,
+            digest,
             writer: Some(writer),
-            meta,
+            meta: encoded,
+            fill,
+            tag: tag.to_be_bytes(),
         }))
     }
 
@@ -180,28 +310,40 @@ impl Storage for DiskStorage {
             .or_err(ErrorType::InternalError, "cache: cannot write the headers")
     }
 
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
     }
 }
 
-/// A hit: the entry's file, read from `next` up to `end`.
+/// A hit: the entry's file, read from `next` up to `end`; a read of the whole entry is hashed
+/// as it goes.
 struct FileHit {
-    file: Option<std::fs::File>,
+    storage: &'static DiskStorage,
+    digest: Digest,
+    file: Option<File>,
     size: u64,
     next: u64,
     end: u64,
     seek_to: Option<u64>,
+    /// The hash of what was read, while the read is of the whole entry from its start.
+    hasher: Option<Sha256>,
 }
 
 impl FileHit {
-    fn new(blob: Blob) -> FileHit {
+    fn new(storage: &'static DiskStorage, digest: Digest, blob: Blob) -> FileHit {
         FileHit {
+            storage,
+            digest,
             file: Some(blob.file),
             size: blob.size,
             next: 0,
             end: blob.size,
             seek_to: None,
+            hasher: Some(Sha256::new()),
         }
     }
 }
@@ -217,19 +359,42 @@ impl HandleHit for FileHit {
         };
         let want = usize::try_from((self.end - self.next).min(CHUNK as u64)).unwrap_or(CHUNK);
         let seek_to = self.seek_to.take();
-        let (file, chunk) = tokio::task::spawn_blocking(move || {
+        let mut hasher = self.hasher.take();
+        let (file, chunk, hasher) = tokio::task::spawn_blocking(move || {
             if let Some(at) = seek_to {
                 file.seek(SeekFrom::Start(at))?;
             }
             let mut buf = vec![0u8; want];
             file.read_exact(&mut buf)?;
-            Ok::<_, std::io::Error>((file, buf))
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf);
+            }
+            Ok::<_, std::io::Error>((file, buf, hasher))
         })
         .await
         .or_err(ErrorType::InternalError, "cache read")?
         .or_err(ErrorType::ReadError, "cache: the entry's file ended early")?;
         self.file = Some(file);
         self.next += chunk.len() as u64;
+        self.hasher = hasher;
+        if self.next == self.size {
+            if let Some(h) = self.hasher.take() {
+                if Digest::from_bytes(h.finalize().into()) != self.digest {
+                    // The last bytes are held back: the client sees a cut answer, not a
+                    // complete wrong one, and its retry fetches the entry again.
+                    tracing::warn!(
+                        digest = %self.digest,
+                        "cache: an entry no longer hashes to its digest; removed (the client's \
+                         answer was cut short)"
+                    );
+                    self.storage.store.remove(&self.digest);
+                    return Error::e_explain(
+                        ErrorType::ReadError,
+                        "cache: the entry no longer hashes to its digest",
+                    );
+                }
+            }
+        }
         Ok(Some(Bytes::from(chunk)))
     }
 
@@ -261,6 +426,8 @@ impl HandleHit for FileHit {
         self.next = start;
         self.end = end;
         self.seek_to = Some(start);
+        // Part of the entry: nothing to hash it against.
+        self.hasher = None;
         Ok(())
     }
 
@@ -277,10 +444,140 @@ impl HandleHit for FileHit {
     }
 }
 
-/// A miss being written: the body through the store's writer, the headers kept at commit.
+/// How far an entry being written has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    /// Bytes written.
+    written: u64,
+    /// `Some(true)`: complete and kept; `Some(false)`: failed (nothing kept).
+    done: Option<bool>,
+}
+
+/// An entry being written, readable as it is.
+#[derive(Debug)]
+struct Fill {
+    tag: u64,
+    /// The answer's headers, encoded.
+    meta: Vec<u8>,
+    /// The file being written (read at explicit offsets).
+    file: File,
+    progress: watch::Sender<Progress>,
+}
+
+/// A hit on an entry being written: reads what is written, waits for more, ends when the
+/// write ends (an error if it failed).
+struct FillHit {
+    fill: Arc<Fill>,
+    progress: watch::Receiver<Progress>,
+    next: u64,
+    end: Option<u64>,
+}
+
+#[async_trait]
+impl HandleHit for FillHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let now = *self.progress.borrow_and_update();
+            let end = self.end.unwrap_or(u64::MAX);
+            if self.next >= end {
+                return Ok(None);
+            }
+            if self.next < now.written {
+                let want = (now.written.min(end) - self.next).min(CHUNK as u64);
+                let (fill, at) = (self.fill.clone(), self.next);
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
+                    fill.file.read_exact_at(&mut buf, at).map(|()| buf)
+                })
+                .await
+                .or_err(ErrorType::InternalError, "cache read")?
+                .or_err(
+                    ErrorType::ReadError,
+                    "cache: cannot read an entry being written",
+                )?;
+                self.next += chunk.len() as u64;
+                return Ok(Some(Bytes::from(chunk)));
+            }
+            match now.done {
+                Some(true) if self.end.is_none_or(|e| e <= now.written) => return Ok(None),
+                Some(true) => {
+                    return Error::e_explain(
+                        ErrorType::ReadError,
+                        "cache: a range past the end of the entry",
+                    )
+                }
+                Some(false) => {
+                    return Error::e_explain(
+                        ErrorType::ReadError,
+                        "cache: the upstream fetch this answer followed failed",
+                    )
+                }
+                None => {
+                    if self.progress.changed().await.is_err() {
+                        // The writer went away without a word: it failed.
+                        let last = *self.progress.borrow();
+                        if last.done != Some(true) && self.next >= last.written {
+                            return Error::e_explain(
+                                ErrorType::ReadError,
+                                "cache: the upstream fetch this answer followed stopped",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let (start, end) = (start as u64, end.map(|e| e as u64));
+        if end.is_some_and(|e| start > e) {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("cache: range {start}-{end:?} ends before it starts"),
+            );
+        }
+        self.next = start;
+        self.end = end;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A miss being written: the body through the store's writer, the headers kept at commit;
+/// readers of the fill follow its progress.
 struct FileMiss {
+    storage: &'static DiskStorage,
+    digest: Digest,
     writer: Option<BlobWriter<'static>>,
     meta: Vec<u8>,
+    fill: Arc<Fill>,
+    tag: [u8; 8],
+}
+
+impl FileMiss {
+    fn failed(&self) {
+        self.fill.progress.send_modify(|p| p.done = Some(false));
+    }
 }
 
 #[async_trait]
@@ -289,27 +586,67 @@ impl HandleMiss for FileMiss {
         let Some(mut writer) = self.writer.take() else {
             return Error::e_explain(ErrorType::InternalError, "cache: write after an error");
         };
-        let writer = tokio::task::spawn_blocking(move || writer.write(&data).map(|()| writer))
+        let len = data.len() as u64;
+        let written = tokio::task::spawn_blocking(move || writer.write(&data).map(|()| writer))
             .await
-            .or_err(ErrorType::InternalError, "cache write")?
-            .map_err(|e| internal(format!("cache: {e}")))?;
-        self.writer = Some(writer);
-        Ok(())
+            .or_err(ErrorType::InternalError, "cache write")?;
+        match written {
+            Ok(writer) => {
+                self.writer = Some(writer);
+                self.fill.progress.send_modify(|p| p.written += len);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed();
+                tracing::warn!(digest = %self.digest, error = %e, "cache: a write failed; not kept");
+                Err(internal(format!("cache: {e}")))
+            }
+        }
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        let writer = self
-            .writer
-            .take()
-            .ok_or_else(|| internal("cache: finished after an error".into()))?;
+        let Some(writer) = self.writer.take() else {
+            self.failed();
+            return Err(internal("cache: finished after an error".into()));
+        };
         let meta = std::mem::take(&mut self.meta);
-        let size = tokio::task::spawn_blocking(move || writer.commit_with(Some(&meta)))
+        let committed = tokio::task::spawn_blocking(move || writer.commit_with(Some(&meta)))
             .await
-            .or_err(ErrorType::InternalError, "cache commit")?
-            .map_err(|e| internal(format!("cache: {e}")))?;
-        Ok(MissFinishType::Created(
-            usize::try_from(size).unwrap_or(usize::MAX),
-        ))
+            .or_err(ErrorType::InternalError, "cache commit")?;
+        match committed {
+            Ok(size) => {
+                self.fill.progress.send_modify(|p| p.done = Some(true));
+                self.storage.stored.fetch_add(size, Ordering::Relaxed);
+                Ok(MissFinishType::Created(
+                    usize::try_from(size).unwrap_or(usize::MAX),
+                ))
+            }
+            Err(e) => {
+                self.failed();
+                tracing::warn!(digest = %self.digest, error = %e, "cache: an answer not kept");
+                Err(internal(format!("cache: {e}")))
+            }
+        }
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.tag)
+    }
+}
+
+impl Drop for FileMiss {
+    fn drop(&mut self) {
+        // Unfinished: readers learn it failed; finished: the entry is read from the store.
+        if self.writer.is_some() {
+            self.failed();
+        }
+        let mut fills = self.storage.fills();
+        if fills
+            .get(&self.digest)
+            .is_some_and(|f| f.tag == self.fill.tag)
+        {
+            fills.remove(&self.digest);
+        }
     }
 }
 
@@ -452,5 +789,174 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn readers_follow_an_entry_as_it_is_written() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body: Vec<u8> = (0..(CHUNK + 1000)).map(|i| (i % 253) as u8).collect();
+        let key = CacheKey::new(Digest::of(&body).to_string(), "");
+        let mut miss = s
+            .get_miss_handler(&key, &meta("application/octet-stream"), &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The writer's own reader, by its tag, and one that looks the digest up meanwhile.
+        let tag = miss.streaming_write_tag().map(<[u8]>::to_vec);
+        let (_, mut own) = s
+            .lookup_streaming_write(&key, tag.as_deref(), &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the writer's reader"));
+        miss.write_body(Bytes::copy_from_slice(&body[..100]), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut other) = s
+            .lookup(&key, &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a reader of the entry being written"));
+        other.seek(50, None).unwrap_or_else(|e| panic!("{e}"));
+        let first = own.read_body().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.as_deref(), Some(&body[..100]));
+        // Nothing more written yet: the readers wait, and go on as it comes.
+        let readers = tokio::spawn(async move {
+            let mut rest = first.map(|b| b.to_vec()).unwrap_or_default();
+            rest.extend(read_all(&mut own).await);
+            (rest, read_all(&mut other).await)
+        });
+        tokio::task::yield_now().await;
+        for chunk in body[100..].chunks(4096) {
+            miss.write_body(Bytes::copy_from_slice(chunk), false)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        miss.finish().await.unwrap_or_else(|e| panic!("{e}"));
+        let (own, other) = readers.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(own, body);
+        assert_eq!(other, &body[50..]);
+        assert_eq!(s.stored_bytes(), body.len() as u64);
+        assert!(s.fills().is_empty(), "a finished fill is forgotten");
+    }
+
+    #[tokio::test]
+    async fn readers_of_a_failed_write_get_an_error_not_an_end() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        for finish in [true, false] {
+            let key = CacheKey::new(Digest::of(b"all of it").to_string(), "");
+            let mut miss = s
+                .get_miss_handler(&key, &meta("text/plain"), &span())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            miss.write_body(Bytes::from_static(b"not it"), false)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (_, mut reader) = s
+                .lookup(&key, &span())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("a reader"));
+            assert_eq!(
+                reader.read_body().await.ok().flatten().as_deref(),
+                Some(&b"not it"[..])
+            );
+            if finish {
+                // The bytes hash to something else: the commit refuses them.
+                assert!(miss.finish().await.is_err());
+            } else {
+                // The upstream went away: the handler is dropped unfinished.
+                drop(miss);
+            }
+            assert!(reader.read_body().await.is_err(), "finish: {finish}");
+            assert!(s.lookup(&key, &span()).await.ok().flatten().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_entry_is_cut_short_and_removed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body: Vec<u8> = (0..(CHUNK + 10)).map(|i| (i % 7) as u8).collect();
+        let digest = Digest::of(&body);
+        let key = CacheKey::new(digest.to_string(), "");
+        fill(s, &key, &body).await.unwrap_or_else(|e| panic!("{e}"));
+        // One byte changed on disk, the length kept.
+        let path = dir.path().join("sha256").join(digest.hex());
+        let mut damaged = body.clone();
+        damaged[3] ^= 1;
+        std::fs::write(&path, &damaged).unwrap_or_else(|e| panic!("{e}"));
+        // A range is not checked (nothing to check it against) ...
+        let (_, mut hit) = s
+            .lookup(&key, &span())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a hit"));
+        hit.seek(0, Some(10)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_all(&mut hit).await, &damaged[..10]);
+        // ... a whole read is: its first chunk goes out, its last is held back.
+        let (_, mut hit) = s
+            .lookup(&key, &span())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a hit"));
+        assert_eq!(
+            hit.read_body().await.ok().flatten().map(|b| b.len()),
+            Some(CHUNK)
+        );
+        assert!(hit.read_body().await.is_err());
+        assert!(
+            s.lookup(&key, &span()).await.ok().flatten().is_none(),
+            "removed"
+        );
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_cache_is_not_started() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let key = CacheKey::new(Digest::of(b"x").to_string(), "");
+        let mut big = meta("application/octet-stream");
+        let mut header = big.response_header_copy();
+        header
+            .insert_header("content-length", (2u64 << 20).to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = SystemTime::now();
+        big = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let Err(e) = s.get_miss_handler(&key, &big, &span()).await else {
+            panic!("started an entry larger than max-size");
+        };
+        assert!(e.to_string().contains("larger than the whole cache"), "{e}");
+        assert!(s.fills().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_entry_left_by_a_previous_run_is_hashed_before_it_is_served() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (good, bad) = (b"kept intact".to_vec(), b"damaged on disk".to_vec());
+        let s = storage(dir.path());
+        for body in [&good, &bad] {
+            let key = CacheKey::new(Digest::of(body).to_string(), "");
+            fill(s, &key, body).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let path = dir.path().join("sha256").join(Digest::of(&bad).hex());
+        std::fs::write(&path, b"damaged on dusk").unwrap_or_else(|e| panic!("{e}"));
+        // A restart: nothing is known to be intact.
+        let s = storage(dir.path());
+        let key = |b: &[u8]| CacheKey::new(Digest::of(b).to_string(), "");
+        assert!(!s.store().verified(&Digest::of(&good)));
+        let (_, mut hit) = s
+            .lookup(&key(&good), &span())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("the intact entry"));
+        assert_eq!(read_all(&mut hit).await, good);
+        assert!(s.store().verified(&Digest::of(&good)));
+        assert!(s.lookup(&key(&bad), &span()).await.ok().flatten().is_none());
+        assert!(!path.exists(), "the damaged entry is removed");
     }
 }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod health;
 pub mod pages;
 pub mod plugin;
+pub mod registry_cache;
 pub mod rescue;
 pub mod routing;
 

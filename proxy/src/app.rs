@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_cache::{
+    CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -16,6 +19,7 @@ use berth_core::route::Profile;
 use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
 use berth_plugins::chain::InFlight;
+use berth_plugins::registry_cache::{CacheUse, RegistryCache};
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
 use berth_plugins::{Flow, Page, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
@@ -33,6 +37,8 @@ pub struct Berth {
     limits: Arc<ArcSwap<Limits>>,
     /// ACME HTTP-01 challenges, answered ahead of every route's chain (plain HTTP only).
     challenge: Option<AcmeChallenge>,
+    /// The registry cache, for routes with `cache = true`.
+    cache: Arc<RegistryCache>,
 }
 
 impl Berth {
@@ -43,6 +49,7 @@ impl Berth {
         table: SharedTable,
         observer: Arc<Observer>,
         limits: Arc<ArcSwap<Limits>>,
+        cache: Arc<RegistryCache>,
     ) -> Berth {
         Berth {
             scheme,
@@ -50,6 +57,7 @@ impl Berth {
             observer,
             limits,
             challenge: None,
+            cache,
         }
     }
 
@@ -208,6 +216,93 @@ impl ProxyHttp for Berth {
             session.set_write_timeout(shortest);
         }
         Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        // After the route's request filters: its auth has decided, as for any request.
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        if let Some((storage, _)) = self.cache.wants(&route, session, ctx) {
+            session
+                .cache
+                .enable(storage, None, None, Some(self.cache.lock()), None);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        // The digest alone: the same bytes whichever repository, host or client asks.
+        match CacheUse::of(ctx) {
+            Some(CacheUse::Lookup { digest, .. }) => Ok(CacheKey::new(digest.to_string(), "")),
+            _ => Error::e_explain(ErrorType::InternalError, "cache: a request with no digest"),
+        }
+    }
+
+    fn cache_miss(&self, session: &mut Session, _ctx: &mut RequestCtx) {
+        // A HEAD the cache could not answer goes to the registry as it is: fetching the
+        // whole blob to answer it would cost a layer's bytes for a status line.
+        if session.req_header().method == http::Method::HEAD {
+            session.cache.disable(NoCacheReason::Custom(
+                "a HEAD is never fetched to fill the cache",
+            ));
+        } else {
+            session.cache.cache_miss();
+        }
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        // What a digest names never changes, but who may read it does: the registry says,
+        // for this client and this repository, before a byte is served.
+        let route = Self::route(ctx)?;
+        match self.cache.may_read(&route, session, ctx).await {
+            Ok(()) => {
+                if let Some(CacheUse::Lookup { digest, .. }) = CacheUse::of(ctx) {
+                    ctx.slots.insert(CacheUse::Lookup {
+                        digest,
+                        served: true,
+                    });
+                }
+                Ok(Some(ForcedFreshness::ForceFresh))
+            }
+            Err(why) => {
+                tracing::debug!(
+                    request = %self.request_summary(session, ctx),
+                    "cache: the read check did not pass ({why}); asking the registry"
+                );
+                Ok(Some(ForcedFreshness::ForceMiss))
+            }
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        // A 200 only (kept if its body hashes to the digest): redirects to object storage,
+        // errors and partial answers pass through.
+        if resp.status != http::StatusCode::OK {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let now = std::time::SystemTime::now();
+        // Fresh for as long as the entry is kept: a digest's bytes never change.
+        let forever = now + std::time::Duration::from_secs(100 * 365 * 86_400);
+        Ok(RespCacheable::Cacheable(CacheMeta::new(
+            forever,
+            now,
+            0,
+            0,
+            resp.clone(),
+        )))
     }
 
     async fn upstream_peer(

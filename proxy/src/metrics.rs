@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use berth_core::docker::DockerStatus;
@@ -24,6 +24,7 @@ use crate::tls::feed::FeedStatus;
 use berth_core::route::RouteSource;
 
 use crate::tls::CertStore;
+use berth_plugins::registry_cache::RegistryCache;
 use berth_plugins::SharedTable;
 
 /// `host` label value for requests no route took.
@@ -77,6 +78,10 @@ pub struct Metrics {
     pub registry_denied: IntCounterVec,
     /// `berth_client_cert_errors_total{host,reason}`.
     pub client_cert_errors: IntCounterVec,
+    /// `berth_cache_requests_total{host,result}`.
+    pub cache_requests: IntCounterVec,
+    /// `berth_cache_served_bytes_total{host}`.
+    pub cache_served_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -176,6 +181,18 @@ impl Metrics {
                  (missing, unknown-ca, expired, invalid).",
                 &["host", "reason"],
             )?,
+            cache_requests: counter(
+                "berth_cache_requests_total",
+                "Requests on routes with cache = true, by route host and result: hit (served \
+                 from the cache after the registry's read check), miss (answered by the \
+                 registry; kept when a 200 hashes to its digest), bypass (not by digest).",
+                &["host", "result"],
+            )?,
+            cache_served_bytes: counter(
+                "berth_cache_served_bytes_total",
+                "Response body bytes served from the registry cache, by route host.",
+                &["host"],
+            )?,
             registry,
         })
     }
@@ -227,6 +244,8 @@ pub struct Live {
     pub docker: Option<Arc<DockerStatus>>,
     /// The certificate feed mirror (`tls.feed`).
     pub feed: Option<Arc<FeedStatus>>,
+    /// The registry cache.
+    pub cache: Option<Arc<RegistryCache>>,
 }
 
 /// State read at scrape time: routes and their upstreams' health, certificates, Docker, the
@@ -242,6 +261,9 @@ pub struct LiveState {
     feed_connected: IntGauge,
     upstream_healthy: IntGaugeVec,
     health_checks: IntCounterVec,
+    cache_stored: IntCounter,
+    cache_size: IntGauge,
+    cache_entries: IntGauge,
     /// Serialises scrapes: each one resets and refills the vectors above.
     lock: Mutex<()>,
 }
@@ -305,6 +327,18 @@ impl LiveState {
                 ),
                 &["host", "path", "upstream", "result"],
             )?,
+            cache_stored: IntCounter::new(
+                "berth_cache_stored_bytes_total",
+                "Body bytes of the entries the registry cache kept since start.",
+            )?,
+            cache_size: IntGauge::new(
+                "berth_cache_size_bytes",
+                "Body bytes the registry cache holds (at most cache.max-size).",
+            )?,
+            cache_entries: IntGauge::new(
+                "berth_cache_entries",
+                "Blobs and manifests the registry cache holds.",
+            )?,
             lock: Mutex::new(()),
         })
     }
@@ -321,6 +355,9 @@ impl Collector for LiveState {
         d.extend(self.feed_connected.desc());
         d.extend(self.upstream_healthy.desc());
         d.extend(self.health_checks.desc());
+        d.extend(self.cache_stored.desc());
+        d.extend(self.cache_size.desc());
+        d.extend(self.cache_entries.desc());
         d
     }
 
@@ -393,6 +430,18 @@ impl Collector for LiveState {
             }
             families.extend(self.docker_connected.collect());
             families.extend(self.docker_events.collect());
+        }
+        if let Some(storage) = self.live.cache.as_ref().and_then(|c| c.storage()) {
+            let (entries, bytes) = storage.store().usage();
+            self.cache_stored.reset();
+            self.cache_stored.inc_by(storage.stored_bytes());
+            self.cache_size
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            self.cache_entries
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+            families.extend(self.cache_stored.collect());
+            families.extend(self.cache_size.collect());
+            families.extend(self.cache_entries.collect());
         }
         families
     }

@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 
 use berth_core::route::Profile;
 use berth_plugins::builtin::{is_blob_upload, BasicAuth, RateLimiter, UploadResult};
+use berth_plugins::registry_cache::CacheUse;
 use berth_plugins::RequestCtx;
 
 use crate::access_log::{self, AccessLogger, Entry};
@@ -63,6 +64,16 @@ impl Observer {
                 .inc_by(bytes_out);
             if RateLimiter::refused(ctx) {
                 m.rate_limited.with_label_values(&[host.as_str()]).inc();
+            }
+            if let Some(cache) = CacheUse::of(ctx) {
+                m.cache_requests
+                    .with_label_values(&[host.as_str(), cache.result()])
+                    .inc();
+                if cache.result() == "hit" {
+                    m.cache_served_bytes
+                        .with_label_values(&[host.as_str()])
+                        .inc_by(bytes_out);
+                }
             }
             if let Some(action) = BasicAuth::denied(ctx) {
                 m.registry_denied

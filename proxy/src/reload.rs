@@ -78,6 +78,7 @@ struct FixedParts {
     challenge_dir: (berth_core::contract::ChallengeDir, Option<String>),
     access_log: berth_core::config::AccessLog,
     server: berth_core::config::server::ServerSettings,
+    cache: berth_core::config::cache::CacheConfig,
 }
 
 impl FixedParts {
@@ -96,6 +97,7 @@ impl FixedParts {
             ),
             access_log: config.access_log.clone(),
             server: config.server.clone(),
+            cache: config.cache.clone(),
         }
     }
 
@@ -119,6 +121,9 @@ impl FixedParts {
         }
         if self.server != next.server {
             keys.push("server");
+        }
+        if self.cache != next.cache {
+            keys.push("cache");
         }
         keys
     }

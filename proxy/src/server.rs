@@ -14,12 +14,14 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 
+use berth_core::config::cache::CacheConfig;
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
 use berth_core::contract::ChallengeDir;
 use berth_core::docker::{endpoint_to_follow, DockerStatus, DockerWatcher};
 use berth_core::labels::ContainerRules;
 use berth_plugins::builtin::{AcmeChallenge, AuthFiles, OwnCertificate, SharedThumbprint};
+use berth_plugins::registry_cache::RegistryCache;
 
 use berth_core::config::{Config, ConfigSource};
 use berth_core::table::RouteTable;
@@ -130,6 +132,9 @@ pub enum StartError {
     /// The SIGHUP handler could not be installed.
     #[error("signals: {0}")]
     Signals(String),
+    /// The registry cache's opening thread could not be started.
+    #[error("cache: {0}")]
+    Cache(String),
     /// A metric could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(String),
@@ -218,6 +223,7 @@ fn bind_listeners(
 /// limits, and the metric handles.
 struct Shared {
     table: SharedTable,
+    cache: Arc<RegistryCache>,
     observer: Arc<observe::Observer>,
     limits: Arc<ArcSwap<berth_core::config::limits::Limits>>,
     metrics: Option<Arc<Metrics>>,
@@ -303,7 +309,9 @@ pub fn build_server(
         Some(_) => Some(Arc::new(Metrics::new().map_err(metrics_err)?)),
         None => None,
     };
+    let cache = registry_cache(&config.cache)?;
     let shared = Shared {
+        cache,
         observer: observe::observer(metrics.clone(), &config.access_log)
             .map_err(|e| StartError::AccessLog(e.to_string()))?,
         limits: Arc::new(ArcSwap::from_pointee(config.limits)),
@@ -348,12 +356,25 @@ pub fn build_server(
             certs: cert_state,
             docker: docker_status,
             feed: feed_status,
+            cache: Some(shared.cache.clone()),
         };
         admin_listener(&mut w, &shared, addr, report, live, config.acme.metrics)?;
     }
     let drain = Drain::new(std::mem::take(&mut w.open_counts));
     w.add_service(background_service("drain", drain));
     Ok((w.server, w.lines))
+}
+
+/// The registry cache, opened in the background: indexing a large cache takes a while, and
+/// requests pass through until it is open.
+fn registry_cache(config: &CacheConfig) -> Result<Arc<RegistryCache>, StartError> {
+    let cache = Arc::new(RegistryCache::new());
+    let (opening, config) = (cache.clone(), config.clone());
+    std::thread::Builder::new()
+        .name("berth-cache-open".into())
+        .spawn(move || opening.open(&config))
+        .map_err(|e| StartError::Cache(format!("cannot start the thread that opens it: {e}")))?;
+    Ok(cache)
 }
 
 /// Pingora's server, bootstrapped: with `upgrade` this waits (about 5 s at most) for the
@@ -479,6 +500,7 @@ fn http_listener(
         shared.table.clone(),
         shared.observer.clone(),
         shared.limits.clone(),
+        shared.cache.clone(),
     )
     .with_challenges(AcmeChallenge::new(challenge_dir.clone(), thumbprint));
     let proxy = http_proxy(&w.server.configuration, app);
@@ -535,6 +557,7 @@ fn https_listener(
             shared.table.clone(),
             shared.observer.clone(),
             shared.limits.clone(),
+            shared.cache.clone(),
         ),
     );
     proxy.h2_options = Some(h2_options(config.limits.max_header_size));

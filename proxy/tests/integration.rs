@@ -8,6 +8,7 @@ mod access;
 mod acme_challenge;
 mod auth;
 mod balance;
+mod cache;
 mod check;
 mod client_certs;
 mod compression;

@@ -118,6 +118,42 @@ impl Registry {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// The requests the registry answered whose method is `method` and whose path starts with
+    /// `prefix`, counted from its access log (one line per request, written as it completes;
+    /// [`Registry::settle`] first for a count that includes every request made so far).
+    pub fn requests(&self, method: &str, prefix: &str) -> usize {
+        let wanted = format!("\"{method} {prefix}");
+        self.log().lines().filter(|l| l.contains(&wanted)).count()
+    }
+
+    /// Waits until the registry has logged every request it answered before this call: asks
+    /// it for `/v2/` with a mark of its own and waits for that request's line (lines are
+    /// written as requests complete).
+    ///
+    /// # Errors
+    /// When the registry does not answer, or its line does not appear within 10 s.
+    pub fn settle(&self) -> io::Result<()> {
+        use std::io::{Read, Write};
+        static MARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mark = MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let target = format!("/v2/?settle={mark}");
+        let mut conn = std::net::TcpStream::connect(self.addr)?;
+        write!(conn, "GET {target} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr)?;
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer)?;
+        let line = format!("\"GET {target} ");
+        let started = std::time::Instant::now();
+        while !self.log().contains(&line) {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(io::Error::other(format!(
+                    "the registry never logged {target}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Registry {

@@ -30,6 +30,7 @@ mod source;
 mod tls;
 
 pub mod acme;
+pub mod cache;
 pub mod dns;
 pub mod limits;
 pub mod server;
@@ -114,6 +115,8 @@ pub struct RawConfig {
     pub limits: crate::config::limits::RawLimits,
     /// `[server]`.
     pub server: crate::config::server::RawServer,
+    /// `[cache]`.
+    pub cache: crate::config::cache::RawCache,
     /// `[defaults]`.
     pub defaults: RawSettings,
     /// `[[route]]` tables.
@@ -166,6 +169,8 @@ pub struct Config {
     pub limits: crate::config::limits::Limits,
     /// Upgrade and shutdown.
     pub server: crate::config::server::ServerSettings,
+    /// The registry cache.
+    pub cache: crate::config::cache::CacheConfig,
     /// Settings every route starts from.
     pub defaults: RouteSettings,
     /// Static routes from the file.
@@ -271,6 +276,7 @@ impl RawConfig {
         );
         let limits = self.limits.validate(errors);
         let server = self.server.validate(errors);
+        let cache = self.cache.validate(errors);
         let defaults = self.defaults.apply(&builtin_defaults(), "defaults", errors);
         let mut first_with: std::collections::HashMap<(String, String), (usize, String)> =
             std::collections::HashMap::new();
@@ -366,6 +372,7 @@ impl RawConfig {
             trusted_proxies,
             limits,
             server,
+            cache,
             defaults,
             routes,
         })
@@ -954,6 +961,35 @@ upstreams = ["127.0.0.1:5000"]
         assert_eq!((s[0].max_body, s[0].read_timeout.as_secs()), (0, 900));
         assert_eq!((s[1].max_body, s[1].read_timeout.as_secs()), (0, 3600));
         assert_eq!((s[2].max_body, s[2].read_timeout.as_secs()), (1 << 20, 30));
+    }
+
+    #[test]
+    fn the_cache_is_off_by_default_and_only_on_the_registry_profile() {
+        let route = |host: &str, extra: &str| {
+            format!("[[route]]\nhost = \"{host}\"\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n")
+        };
+        let head = "[listen]\nhttp = \"127.0.0.1:8080\"\n";
+        let text = format!(
+            "{head}[cache]\ndir = \"/var/cache/berth\"\nmax-size = \"1GiB\"\n{}{}",
+            route("r.test", "profile = \"registry\""),
+            route("s.test", "profile = \"registry\"\ncache = true")
+        );
+        let config = parse_config(&text).expect("valid");
+        let on: Vec<bool> = config.routes.iter().map(|r| r.cache).collect();
+        assert_eq!(on, [false, true]);
+        assert_eq!(config.cache.max_size, 1 << 30);
+        assert_eq!(
+            config.cache.dir,
+            std::path::PathBuf::from("/var/cache/berth")
+        );
+        let config = parse_config(head).expect("valid");
+        assert_eq!(config.cache, crate::config::cache::CacheConfig::default());
+        let errs = errors_of(&format!("{head}{}", route("a.test", "cache = true")));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("route[0].cache: only on the registry profile"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct RawRoute {
     pub maintenance: Option<bool>,
     /// During maintenance, let reads through (on the registry profile, pulls).
     pub maintenance_reads: Option<bool>,
+    /// Serve blobs and manifests fetched by digest from the cache (the registry profile only).
+    pub cache: Option<bool>,
 }
 
 /// Checks a certificate name: the stem of `<name>.crt` in certs-dir, by the one rule of
@@ -267,6 +269,15 @@ impl RawRoute {
                  names a manifest's or blob's bytes exactly as the registry sends them",
             );
         }
+        let cache = self.cache.unwrap_or(false);
+        if cache && profile != Some(Profile::Registry) {
+            errors.push(
+                key("cache"),
+                "only on the registry profile: the cache keeps what a digest names (blobs and \
+                 manifests by digest), which only a registry's paths say; set profile = \
+                 \"registry\"",
+            );
+        }
         if errors.len() != before {
             return None;
         }
@@ -288,6 +299,7 @@ impl RawRoute {
             rate_limit,
             acme: self.acme.unwrap_or(false),
             acme_challenge,
+            cache,
             source,
         })
     }

@@ -38,7 +38,9 @@ pub use client_auth::{validate_client_auth, ClientAuth, ClientAuthMode, CERT_USE
 pub use health::{HealthCheck, RawHealth};
 pub use host::{host_of, may_claim, HostPattern};
 pub use rate_limit::RateLimit;
-pub use registry::{access, registry_read, repository_name, Access, Action, Profile};
+pub use registry::{
+    access, by_digest, registry_read, repository_name, Access, Action, ByDigest, Profile,
+};
 pub use repositories::{
     parse_groups, validate_rules, Decision, Groups, Pattern, RawRule, Rule, Rules, Who,
 };
@@ -121,6 +123,8 @@ pub struct RouteSpec {
     /// How berth-acme proves the host (`acme-challenge`); `None`: `dns-01` for a wildcard,
     /// else `http-01`.
     pub acme_challenge: Option<Challenge>,
+    /// Blobs and manifests fetched by digest are served from the registry cache (`cache`).
+    pub cache: bool,
     /// Where the route came from.
     pub source: RouteSource,
 }
@@ -191,6 +195,7 @@ mod tests {
             "error-pages = \"/a\"".into(),
             "maintenance = true".into(),
             "maintenance = true\nmaintenance-reads = true".into(),
+            "profile = \"registry\"\ncache = true".into(),
         ];
         let mut seen = std::collections::HashMap::new();
         for extra in &settings {

@@ -164,6 +164,39 @@ pub fn access(method: &str, path_and_query: &str) -> Access {
     }
 }
 
+/// A request the registry cache may answer: a `GET` or `HEAD` of a blob or a manifest by its
+/// digest (`sha256:<64 lowercase hex>`), with no query, read as the distribution API routes
+/// it (a repository name may itself hold `manifests` or `blobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByDigest<'a> {
+    /// The repository.
+    pub repository: &'a str,
+    /// `sha256:<hex>`.
+    pub digest: &'a str,
+    /// A manifest (else a blob).
+    pub manifest: bool,
+}
+
+/// The request as [`ByDigest`], when it is one.
+pub fn by_digest<'a>(method: &str, path_and_query: &'a str) -> Option<ByDigest<'a>> {
+    if !matches!(method, "GET" | "HEAD") || path_and_query.contains('?') {
+        return None;
+    }
+    let rest = path_and_query.strip_prefix("/v2/")?;
+    let (route, repository) = registry_route(rest)?;
+    let digest = rest.rsplit_once('/').map(|(_, d)| d)?;
+    let hex = digest.strip_prefix("sha256:")?;
+    let sha256 = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match route {
+        Route::Manifest | Route::Blob if sha256 => Some(ByDigest {
+            repository,
+            digest,
+            manifest: route == Route::Manifest,
+        }),
+        _ => None,
+    }
+}
+
 /// The routes of the distribution API under `/v2/<name>/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -476,5 +509,44 @@ mod tests {
         assert!(!registry_read("/v2/"));
         assert!(!registry_read("/v2/a/blobs/uploads/u1"));
         assert!(!registry_read("/v2/a/blobs/uploads/"));
+    }
+
+    #[test]
+    fn by_digest_takes_blobs_and_manifests_named_by_sha256_only() {
+        let hex = "0123456789abcdef".repeat(4);
+        let d = format!("sha256:{hex}");
+        let got = |method: &str, path: &str| {
+            by_digest(method, path)
+                .map(|b| (b.repository.to_string(), b.digest.to_string(), b.manifest))
+        };
+        assert_eq!(
+            got("GET", &format!("/v2/a/b/blobs/{d}")),
+            Some(("a/b".into(), d.clone(), false))
+        );
+        assert_eq!(
+            got("HEAD", &format!("/v2/a/manifests/{d}")),
+            Some(("a".into(), d.clone(), true))
+        );
+        // A repository name that holds "blobs": routed as distribution routes it.
+        assert_eq!(
+            got("GET", &format!("/v2/x/blobs/y/manifests/{d}")),
+            Some(("x/blobs/y".into(), d.clone(), true))
+        );
+        let upper = format!("sha256:{}", hex.to_uppercase());
+        for (method, path) in [
+            ("PUT", format!("/v2/a/manifests/{d}")),
+            ("DELETE", format!("/v2/a/blobs/{d}")),
+            ("GET", "/v2/a/manifests/latest".to_string()),
+            ("GET", format!("/v2/a/blobs/{d}?x=1")),
+            ("GET", format!("/v2/a/blobs/{upper}")),
+            ("GET", format!("/v2/a/blobs/sha512:{hex}{hex}")),
+            ("GET", format!("/v2/a/blobs/sha256:{}", &hex[1..])),
+            ("GET", format!("/v2/A/blobs/{d}")),
+            ("GET", format!("/v2/a/blobs/uploads/{d}")),
+            ("GET", format!("/v2/a/referrers/{d}")),
+            ("GET", format!("/v3/a/blobs/{d}")),
+        ] {
+            assert_eq!(got(method, &path), None, "{method} {path}");
+        }
     }
 }
