@@ -7,6 +7,9 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::Digest as _;
 
 use base64::Engine;
 use berth_testkit::client::Request;
@@ -116,7 +119,7 @@ fn entry(cache: &Path, digest: &str) -> PathBuf {
         .join(digest.strip_prefix("sha256:").unwrap())
 }
 
-fn image(dir: &Path, sizes: &[usize], seed: u64) -> (PathBuf, Image) {
+fn build(dir: &Path, sizes: &[usize], seed: u64) -> (PathBuf, Image) {
     let layout = dir.join(format!("image-{seed}"));
     let image = build_image(&layout, "v1", sizes, seed).unwrap();
     (layout, image)
@@ -128,7 +131,7 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
         Registry::start().expect("docker-registry must be installed (scripts/test does)");
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
-    let (layout, image) = image(work.path(), &[12 * MIB, 6 * MIB, 2 * MIB], 31);
+    let (layout, image) = build(work.path(), &[12 * MIB, 6 * MIB, 2 * MIB], 31);
     push_direct(&registry, &layout, "v1", "team/app");
     let b = berth(&cache_config(
         &cache,
@@ -255,4 +258,394 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
         Some(file.len().to_string().as_str())
     );
     assert_eq!(blob_gets(&registry), gets, "served from the cache");
+}
+
+const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
+
+/// berth with its own users and repository rules (alice reads and writes team-a/*, bob
+/// team-b/*) and the cache, in front of a registry without auth of its own.
+fn berth_with_rules(dir: &Path, registry: &Registry) -> BerthProcess {
+    let htpasswd = dir.join("htpasswd");
+    for (i, (user, pw)) in USERS.iter().enumerate() {
+        let mut cmd = std::process::Command::new("htpasswd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-bB")
+            .arg(&htpasswd)
+            .args([user, pw])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let rules = format!(
+        "profile = \"registry\"\ncache = true\nauth.htpasswd = \"{}\"\n\
+         auth.repositories = [\n\
+           {{ repositories = [\"team-a/*\"], users = [\"alice\"], allow = [\"pull\", \"push\"] }},\n\
+           {{ repositories = [\"team-b/*\"], users = [\"bob\"], allow = [\"pull\", \"push\"] }},\n\
+         ]",
+        htpasswd.display()
+    );
+    let b = berth(&cache_config(
+        &dir.join("cache"),
+        None,
+        &route("127.0.0.1", &[registry.addr], &rules),
+    ));
+    wait_open(&b);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_never_gets_a_cached_layer_of_a_repository_they_may_not_read() {
+    let registry =
+        Registry::start_open().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    // One image in team-a/app and team-b/app; another in team-a/other.
+    let (layout, image) = build(work.path(), &[3 * MIB, MIB], 41);
+    let (other_layout, _) = build(work.path(), &[MIB], 42);
+    push_direct(&registry, &layout, "v1", "team-a/app");
+    push_direct(&registry, &layout, "v1", "team-b/app");
+    push_direct(&registry, &other_layout, "v1", "team-a/other");
+    let b = berth_with_rules(work.path(), &registry);
+    let blobs = image.layer_digests.len() + 1;
+
+    // alice fills the cache from team-a/app; bob's pull of team-b/app is served from it,
+    // each hit asked of the registry about team-b/app.
+    let before = blob_gets(&registry);
+    let (ok, said) = pull(
+        &b,
+        "team-a/app",
+        "v1",
+        &work.path().join("a"),
+        Some("alice:alice-pw"),
+    );
+    assert!(ok, "{said}\n{}", b.log());
+    assert_eq!(blob_gets(&registry) - before, blobs);
+    let heads = registry.requests("HEAD", "/v2/team-b/app/blobs/");
+    let (ok, said) = pull(
+        &b,
+        "team-b/app",
+        "v1",
+        &work.path().join("b"),
+        Some("bob:bob-pw"),
+    );
+    assert!(ok, "{said}\n{}", b.log());
+    assert_eq!(
+        blob_gets(&registry) - before,
+        blobs,
+        "bob's pull was served from the cache"
+    );
+    assert_eq!(
+        registry.requests("HEAD", "/v2/team-b/app/blobs/") - heads,
+        blobs
+    );
+
+    let layer = &image.layer_digests[0];
+    let host = b.http.to_string();
+    let bob = basic("bob", "bob-pw");
+    let alice = basic("alice", "alice-pw");
+    let asked = registry.log().lines().count();
+    // bob asks for the same layer in team-a/app, which he may not read: berth's rules
+    // refuse him before the cache or the registry is asked.
+    for method in ["GET", "HEAD"] {
+        let r = call(
+            &b,
+            &Request::new(method, &host, &format!("/v2/team-a/app/blobs/{layer}"))
+                .header("authorization", &bob),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{method} {}", r.text());
+        assert!(r.body.len() < 1000);
+    }
+    // Nobody at all.
+    let r = call(
+        &b,
+        &Request::get(&host, &format!("/v2/team-b/app/blobs/{layer}")),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.len() < 1000);
+    tokio::task::block_in_place(|| registry.settle()).unwrap();
+    assert_eq!(
+        registry.log().lines().count(),
+        asked + 1,
+        "only the settle request reached the registry:\n{}",
+        registry.log()
+    );
+    // alice may read team-a/*, but team-a/other does not hold the layer: the registry says
+    // so to the read check, and its 404 is the answer, not the cached bytes.
+    for range in [None, Some("bytes=0-99")] {
+        let mut req = Request::get(&host, &format!("/v2/team-a/other/blobs/{layer}"))
+            .header("authorization", &alice);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        let r = call(&b, &req).await;
+        assert_eq!(r.status, 404, "{range:?}: {}", r.text());
+        assert!(r.text().contains("BLOB_UNKNOWN"), "{}", r.text());
+    }
+    let r = call(
+        &b,
+        &Request::new("HEAD", &host, &format!("/v2/team-a/other/blobs/{layer}"))
+            .header("authorization", &alice),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
+    // The Docker CLI, logged in as bob, pulls team-b/app from the cache.
+    let _daemon = berth_testkit::docker::shared().await;
+    let cli = work.path().join("docker-config");
+    std::fs::create_dir_all(&cli).unwrap();
+    let (ok, said) = common::docker_cli(&cli, &["login", "-u", "bob", "-p", "bob-pw", &host]);
+    assert!(ok, "{said}\n{}", b.log());
+    let gets = blob_gets(&registry);
+    let reference = format!("{host}/team-b/app:v1");
+    let (ok, said) = common::docker_cli(&cli, &["pull", &reference]);
+    assert!(ok, "{said}\n{}", b.log());
+    assert_eq!(
+        blob_gets(&registry),
+        gets,
+        "docker pull was served from the cache"
+    );
+    common::docker_cli(&cli, &["rmi", &reference]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_the_cache_and_a_damaged_entry_is_fetched_again() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (layout, image) = build(work.path(), &[4 * MIB, 2 * MIB, MIB], 51);
+    push_direct(&registry, &layout, "v1", "team/app");
+    let config = cache_config(
+        &cache,
+        None,
+        &route(
+            "127.0.0.1",
+            &[registry.addr],
+            "profile = \"registry\"\ncache = true",
+        ),
+    );
+    let creds = format!("{USER}:{PASSWORD}");
+    let blobs = image.layer_digests.len() + 1;
+    let b = berth(&config);
+    wait_open(&b);
+    let (ok, said) = pull(
+        &b,
+        "team/app",
+        "v1",
+        &work.path().join("first"),
+        Some(&creds),
+    );
+    assert!(ok, "{said}\n{}", b.log());
+    drop(b);
+
+    // One layer damaged while berth was down: one byte changed, the length kept.
+    let damaged = &image.layer_digests[1];
+    let file = entry(&cache, damaged);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let b = berth(&config);
+    wait_open(&b);
+    assert!(
+        b.log().contains(&format!("entries={blobs}")),
+        "the entries found at start:\n{}",
+        b.log()
+    );
+    let gets = blob_gets(&registry);
+    let (ok, said) = pull(
+        &b,
+        "team/app",
+        "v1",
+        &work.path().join("second"),
+        Some(&creds),
+    );
+    assert!(ok, "{said}\n{}", b.log());
+    assert_eq!(
+        manifest_digest(&work.path().join("second"), "v1").unwrap(),
+        image.manifest_digest
+    );
+    // Only the damaged layer was fetched again; the rest came from the kept cache.
+    assert_eq!(blob_gets(&registry) - gets, 1, "{}", registry.log());
+    assert_eq!(
+        registry.requests("GET", &format!("/v2/team/app/blobs/{damaged}")),
+        2
+    );
+    assert!(
+        b.log().contains("no longer hashes to its digest"),
+        "{}",
+        b.log()
+    );
+    let again = std::fs::read(&file).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&again)),
+        damaged.strip_prefix("sha256:").unwrap(),
+        "kept again, intact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_holds_max_size_and_passes_through_what_it_cannot_keep() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    // Four layers of 6 MiB (and a config) through a cache of 16 MiB; then a layer of 20 MiB.
+    let (layout, image) = build(work.path(), &[6 * MIB, 6 * MIB, 6 * MIB, 6 * MIB], 61);
+    let (big_layout, big) = build(work.path(), &[20 * MIB], 62);
+    push_direct(&registry, &layout, "v1", "team/app");
+    push_direct(&registry, &big_layout, "v1", "team/big");
+    let b = berth(&cache_config(
+        &cache,
+        Some("16MiB"),
+        &route(
+            "127.0.0.1",
+            &[registry.addr],
+            "profile = \"registry\"\ncache = true",
+        ),
+    ));
+    wait_open(&b);
+    let creds = format!("{USER}:{PASSWORD}");
+    for (repository, into) in [("team/app", "app"), ("team/big", "big")] {
+        let (ok, said) = pull(&b, repository, "v1", &work.path().join(into), Some(&creds));
+        assert!(ok, "{repository}: {said}\n{}", b.log());
+    }
+    let on_disk: u64 = std::fs::read_dir(cache.join("sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= 16 * MIB as u64, "{on_disk} bytes kept");
+    assert!(
+        on_disk >= 12 * MIB as u64,
+        "the most recent entries stay: {on_disk}"
+    );
+    let m = scrape(&b).await;
+    assert!(value(&m, "berth_cache_size_bytes{}") <= (16 * MIB) as f64);
+    assert!(value(&m, "berth_cache_stored_bytes_total{}") >= (24 * MIB) as f64);
+    assert!(
+        !entry(&cache, &big.layer_digests[0]).exists(),
+        "larger than the whole cache"
+    );
+    // Room for two of the four layers: the least recently used went as the others came.
+    let kept = image
+        .layer_digests
+        .iter()
+        .filter(|d| entry(&cache, d).exists())
+        .count();
+    assert_eq!(kept, 2, "{on_disk} bytes kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_cache_passes_every_pull_through_and_says_why() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let (layout, image) = build(work.path(), &[2 * MIB], 71);
+    push_direct(&registry, &layout, "v1", "team/app");
+    let creds = format!("{USER}:{PASSWORD}");
+    let routes = route(
+        "127.0.0.1",
+        &[registry.addr],
+        "profile = \"registry\"\ncache = true",
+    );
+    // A file where the directory should be.
+    let not_a_dir = work.path().join("not-a-dir");
+    std::fs::write(&not_a_dir, "").unwrap();
+    // A file system with less room than any entry needs (a full disk).
+    let full = work.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .expect("mount (the tests run as root)");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let _unmount = Unmount(full.clone());
+    for (dir, said) in [
+        (not_a_dir, "cannot use the cache directory"),
+        (full.clone(), "not enough room on the cache's file system"),
+    ] {
+        let b = berth(&cache_config(&dir, None, &routes));
+        for round in 0..2 {
+            let into = work
+                .path()
+                .join(format!("{}-{round}", dir.display().to_string().len()));
+            let gets = blob_gets(&registry);
+            let (ok, out) = pull(&b, "team/app", "v1", &into, Some(&creds));
+            assert!(ok, "{dir:?}: {out}\n{}", b.log());
+            assert_eq!(blob_gets(&registry) - gets, image.layer_digests.len() + 1);
+        }
+        berth_testkit::process::wait_until(
+            std::time::Duration::from_secs(10),
+            "the log says why nothing is kept",
+            || b.log().contains(said),
+            || b.log(),
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(full.join("sha256")).unwrap().count(),
+        0,
+        "nothing kept on the full file system"
+    );
+}
+
+/// Unmounts a file system when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let (layout, image) = build(work.path(), &[24 * MIB, 8 * MIB], 81);
+    push_direct(&registry, &layout, "v1", "team/app");
+    let b = berth(&cache_config(
+        &work.path().join("cache"),
+        None,
+        &route(
+            "127.0.0.1",
+            &[registry.addr],
+            "profile = \"registry\"\ncache = true",
+        ),
+    ));
+    wait_open(&b);
+    let creds = format!("{USER}:{PASSWORD}");
+    let before = blob_gets(&registry);
+    let results: Vec<(bool, String)> = std::thread::scope(|s| {
+        let pulls: Vec<_> = (0..4)
+            .map(|i| {
+                let (b, creds, into) = (&b, &creds, work.path().join(format!("pull-{i}")));
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+                    rt.block_on(async { pull(b, "team/app", "v1", &into, Some(creds)) })
+                })
+            })
+            .collect();
+        pulls.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    for (ok, said) in &results {
+        assert!(ok, "{said}\n{}", b.log());
+    }
+    for i in 0..4 {
+        assert_eq!(
+            manifest_digest(&work.path().join(format!("pull-{i}")), "v1").unwrap(),
+            image.manifest_digest
+        );
+    }
+    assert_eq!(
+        blob_gets(&registry) - before,
+        image.layer_digests.len() + 1,
+        "one upstream fetch per blob:\n{}",
+        registry.log()
+    );
 }
