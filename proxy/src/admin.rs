@@ -160,6 +160,10 @@ struct HostTraffic {
     errors: u64,
     /// Registry blob upload bytes.
     upload_bytes: u64,
+    /// Requests served from the registry cache.
+    cache_hits: u64,
+    /// Requests by digest the registry cache sent to the registry.
+    cache_misses: u64,
 }
 
 impl Admin {
@@ -316,6 +320,18 @@ impl Admin {
                     ..HostTraffic::default()
                 })
                 .upload_bytes += value;
+        }
+        for (labels, value) in counters(&metrics.cache_requests) {
+            let host = labels.get("host").cloned().unwrap_or_default();
+            let entry = hosts.entry(host.clone()).or_insert_with(|| HostTraffic {
+                host,
+                ..HostTraffic::default()
+            });
+            match labels.get("result").map(String::as_str) {
+                Some("hit") => entry.cache_hits += value,
+                Some("miss") => entry.cache_misses += value,
+                _ => {}
+            }
         }
         let mut open_connections = BTreeMap::new();
         for family in prometheus::core::Collector::collect(&metrics.open_connections) {

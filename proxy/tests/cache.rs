@@ -205,6 +205,33 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
     assert!(value(&m, "berth_cache_stored_bytes_total{}") > layer_bytes);
     assert_eq!(value(&m, "berth_cache_entries{}"), blobs as f64);
 
+    // The dashboard shows the hit ratio: as many hits as misses.
+    let browser = berth_testkit::browser::Browser::start()
+        .expect("chromium must be installed (scripts/test installs it)");
+    let mut page = browser
+        .open(&format!("http://{}/", b.admin.unwrap()))
+        .await
+        .unwrap();
+    let wait = std::time::Duration::from_secs(20);
+    page.wait_until(
+        "document.getElementById('cache-ratio').textContent === '50.0 %'",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(
+        "[...document.querySelectorAll('#route-rows tr')].some((tr) => tr.innerText.includes('registrycache'))",
+        wait,
+    )
+    .await
+    .unwrap();
+    page.wait_until(
+        "[...document.querySelectorAll('#hosts tr')].some((tr) => tr.innerText.includes('127.0.0.1') && tr.innerText.trim().endsWith('50.0 %'))",
+        wait,
+    )
+    .await
+    .unwrap();
+
     // A client the registry does not let in gets its 401, not a byte of the cached blob:
     // no credentials, a wrong password, a HEAD, a range.
     let layer = &image.layer_digests[0];
