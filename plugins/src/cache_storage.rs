@@ -47,7 +47,9 @@ pub const HEADROOM: u64 = 64 << 20;
 #[derive(Debug)]
 pub struct DiskStorage {
     store: BlobStore,
-    /// The digests of the keys seen, by their hash (a purge names only the hash).
+    /// The digests of the entries served or kept, by their key's hash (a purge names only the
+    /// hash); keys that found nothing are not remembered, so requests for digests nobody
+    /// stored cost no memory.
     digests: Mutex<HashMap<HashBinary, Digest>>,
     /// Entries being written, readable as they are.
     fills: Mutex<HashMap<Digest, Arc<Fill>>>,
@@ -79,14 +81,20 @@ impl DiskStorage {
         self.stored.load(Ordering::Relaxed)
     }
 
-    /// The digest a cache key names (its primary key), remembered for purges.
-    fn digest(&self, key: &CacheKey) -> Option<Digest> {
-        let digest = key.primary_key_str().and_then(Digest::parse)?;
-        self.digests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.primary_bin(), digest);
-        Some(digest)
+    /// The digest a cache key names (its primary key).
+    fn digest(key: &CacheKey) -> Option<Digest> {
+        key.primary_key_str().and_then(Digest::parse)
+    }
+
+    /// Remembers the digest of `key`, an entry that exists, for purges; forgets entries the
+    /// store no longer holds when the map has grown past twice the entries held.
+    fn remember(&self, key: HashBinary, digest: Digest) {
+        let mut digests = self.digests.lock().unwrap_or_else(|p| p.into_inner());
+        digests.insert(key, digest);
+        let held = self.store.usage().0;
+        if digests.len() > 2 * held + 1024 {
+            digests.retain(|_, d| self.store.contains(d));
+        }
     }
 
     fn fills(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
@@ -155,7 +163,7 @@ impl Storage for DiskStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(digest) = self.digest(key) else {
+        let Some(digest) = Self::digest(key) else {
             return Ok(None);
         };
         let found = tokio::task::spawn_blocking(move || {
@@ -182,6 +190,7 @@ impl Storage for DiskStorage {
         .or_err(ErrorType::InternalError, "cache lookup")?;
         Ok(match found {
             Some((meta, blob)) => {
+                self.remember(key.primary_bin(), digest);
                 let hit: HitHandler = Box::new(FileHit::new(self, digest, blob));
                 Some((meta, hit))
             }
@@ -199,7 +208,7 @@ impl Storage for DiskStorage {
         let tag = streaming_write_tag
             .and_then(|t| <[u8; 8]>::try_from(t).ok())
             .map(u64::from_be_bytes);
-        match (self.digest(key), tag) {
+        match (Self::digest(key), tag) {
             (Some(digest), Some(tag)) => Ok(self.fill_hit(&digest, Some(tag))),
             _ => self.lookup(key, trace).await,
         }
@@ -211,8 +220,7 @@ impl Storage for DiskStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let digest = self
-            .digest(key)
+        let digest = Self::digest(key)
             .ok_or_else(|| internal("cache: a key that names no digest".into()))?;
         let length = content_length(meta).unwrap_or(0);
         if length > self.store.max_size() {
@@ -267,6 +275,7 @@ impl Storage for DiskStorage {
             meta: encoded,
             fill,
             tag: tag.to_be_bytes(),
+            key: key.primary_bin(),
         }))
     }
 
@@ -301,7 +310,7 @@ impl Storage for DiskStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let Some(digest) = self.digest(key) else {
+        let Some(digest) = Self::digest(key) else {
             return Ok(false);
         };
         let bytes = encode(meta)?;
@@ -572,6 +581,8 @@ struct FileMiss {
     meta: Vec<u8>,
     fill: Arc<Fill>,
     tag: [u8; 8],
+    /// The hash of the entry's key, remembered for purges once the entry is kept.
+    key: HashBinary,
 }
 
 impl FileMiss {
@@ -617,6 +628,7 @@ impl HandleMiss for FileMiss {
             Ok(size) => {
                 self.fill.progress.send_modify(|p| p.done = Some(true));
                 self.storage.stored.fetch_add(size, Ordering::Relaxed);
+                self.storage.remember(self.key, self.digest);
                 Ok(MissFinishType::Created(
                     usize::try_from(size).unwrap_or(usize::MAX),
                 ))
@@ -958,5 +970,22 @@ mod tests {
         assert!(s.store().verified(&Digest::of(&good)));
         assert!(s.lookup(&key(&bad), &span()).await.ok().flatten().is_none());
         assert!(!path.exists(), "the damaged entry is removed");
+    }
+
+    #[tokio::test]
+    async fn lookups_of_digests_nobody_stored_cost_no_memory() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let remembered = || s.digests.lock().map(|d| d.len()).unwrap_or(usize::MAX);
+        for i in 0..100u32 {
+            let key = CacheKey::new(Digest::of(&i.to_be_bytes()).to_string(), "");
+            assert!(s.lookup(&key, &span()).await.ok().flatten().is_none());
+        }
+        assert_eq!(remembered(), 0);
+        let key = CacheKey::new(Digest::of(b"kept").to_string(), "");
+        fill(s, &key, b"kept")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(remembered(), 1, "a kept entry is remembered for purges");
     }
 }
