@@ -80,6 +80,14 @@ fn pull(
     )
 }
 
+/// Pulls `repository:v1` of `image` into `into` with `creds`, which must succeed and bring the
+/// image back whole.
+fn pull_image(b: &BerthProcess, repository: &str, into: &Path, creds: &str, image: &Image) {
+    let (ok, said) = pull(b, repository, "v1", into, Some(creds));
+    assert!(ok, "{repository}: {said}\n{}", b.log());
+    assert_eq!(manifest_digest(into, "v1").unwrap(), image.manifest_digest);
+}
+
 /// Pushes the OCI layout `layout:tag` straight to the registry as `repository:tag`.
 fn push_direct(registry: &Registry, layout: &Path, tag: &str, repository: &str) {
     let creds = format!("{USER}:{PASSWORD}");
@@ -148,14 +156,7 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
     let blobs = image.layer_digests.len() + 1;
 
     let before = blob_gets(&registry);
-    let (ok, said) = pull(
-        &b,
-        "team/app",
-        "v1",
-        &work.path().join("cold"),
-        Some(&creds),
-    );
-    assert!(ok, "{said}\n{}", b.log());
+    pull_image(&b, "team/app", &work.path().join("cold"), &creds, &image);
     assert_eq!(
         blob_gets(&registry) - before,
         blobs,
@@ -166,18 +167,7 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
     }
 
     let heads = registry.requests("HEAD", "/v2/team/app/blobs/");
-    let (ok, said) = pull(
-        &b,
-        "team/app",
-        "v1",
-        &work.path().join("warm"),
-        Some(&creds),
-    );
-    assert!(ok, "{said}\n{}", b.log());
-    assert_eq!(
-        manifest_digest(&work.path().join("warm"), "v1").unwrap(),
-        image.manifest_digest
-    );
+    pull_image(&b, "team/app", &work.path().join("warm"), &creds, &image);
     assert_eq!(
         blob_gets(&registry) - before,
         blobs,
@@ -340,24 +330,22 @@ async fn a_user_never_gets_a_cached_layer_of_a_repository_they_may_not_read() {
     // alice fills the cache from team-a/app; bob's pull of team-b/app is served from it,
     // each hit asked of the registry about team-b/app.
     let before = blob_gets(&registry);
-    let (ok, said) = pull(
+    pull_image(
         &b,
         "team-a/app",
-        "v1",
         &work.path().join("a"),
-        Some("alice:alice-pw"),
+        "alice:alice-pw",
+        &image,
     );
-    assert!(ok, "{said}\n{}", b.log());
     assert_eq!(blob_gets(&registry) - before, blobs);
     let heads = registry.requests("HEAD", "/v2/team-b/app/blobs/");
-    let (ok, said) = pull(
+    pull_image(
         &b,
         "team-b/app",
-        "v1",
         &work.path().join("b"),
-        Some("bob:bob-pw"),
+        "bob:bob-pw",
+        &image,
     );
-    assert!(ok, "{said}\n{}", b.log());
     assert_eq!(
         blob_gets(&registry) - before,
         blobs,
@@ -459,14 +447,7 @@ async fn a_restart_keeps_the_cache_and_a_damaged_entry_is_fetched_again() {
     let blobs = image.layer_digests.len() + 1;
     let b = berth(&config);
     wait_open(&b);
-    let (ok, said) = pull(
-        &b,
-        "team/app",
-        "v1",
-        &work.path().join("first"),
-        Some(&creds),
-    );
-    assert!(ok, "{said}\n{}", b.log());
+    pull_image(&b, "team/app", &work.path().join("first"), &creds, &image);
     drop(b);
 
     // One layer damaged while berth was down: one byte changed, the length kept.
@@ -484,18 +465,7 @@ async fn a_restart_keeps_the_cache_and_a_damaged_entry_is_fetched_again() {
         b.log()
     );
     let gets = blob_gets(&registry);
-    let (ok, said) = pull(
-        &b,
-        "team/app",
-        "v1",
-        &work.path().join("second"),
-        Some(&creds),
-    );
-    assert!(ok, "{said}\n{}", b.log());
-    assert_eq!(
-        manifest_digest(&work.path().join("second"), "v1").unwrap(),
-        image.manifest_digest
-    );
+    pull_image(&b, "team/app", &work.path().join("second"), &creds, &image);
     // Only the damaged layer was fetched again; the rest came from the kept cache.
     assert_eq!(blob_gets(&registry) - gets, 1, "{}", registry.log());
     assert_eq!(
