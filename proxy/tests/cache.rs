@@ -646,3 +646,64 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
         registry.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_range_request_fetches_the_whole_blob_once_and_gets_its_range() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (layout, image) = build(work.path(), &[4 * MIB], 91);
+    push_direct(&registry, &layout, "v1", "team/app");
+    let b = berth(&cache_config(
+        &cache,
+        None,
+        &route(
+            "127.0.0.1",
+            &[registry.addr],
+            "profile = \"registry\"\ncache = true",
+        ),
+    ));
+    wait_open(&b);
+    let layer = &image.layer_digests[0];
+    let bytes = std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(layer.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap();
+    let (host, auth) = (b.http.to_string(), basic(USER, PASSWORD));
+    let path = format!("/v2/team/app/blobs/{layer}");
+    let gets = blob_gets(&registry);
+    for (range, start, end) in [
+        ("bytes=1000-1999", 1000, 2000),
+        ("bytes=-10", bytes.len() - 10, bytes.len()),
+    ] {
+        let r = call(
+            &b,
+            &Request::get(&host, &path)
+                .header("authorization", &auth)
+                .header("range", range),
+        )
+        .await;
+        assert_eq!(r.status, 206, "{range}: {}", r.text());
+        assert_eq!(r.body, &bytes[start..end], "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {start}-{}/{}", end - 1, bytes.len()).as_str())
+        );
+    }
+    assert_eq!(
+        blob_gets(&registry) - gets,
+        1,
+        "the whole blob, fetched once"
+    );
+    // Kept whole (the fetch goes on after the first client has its range).
+    berth_testkit::process::wait_until(
+        std::time::Duration::from_secs(10),
+        "the blob a range asked for was never kept",
+        || entry(&cache, layer).is_file(),
+        || b.log(),
+    );
+    assert_eq!(std::fs::read(entry(&cache, layer)).unwrap(), bytes);
+}
