@@ -88,6 +88,23 @@ pub enum StoreError {
         /// The store's limit.
         max: u64,
     },
+    /// More bytes than the entry announced.
+    #[error("{size} bytes is more than the {announced} announced")]
+    Longer {
+        /// Bytes written so far.
+        size: u64,
+        /// The length announced when the write began.
+        announced: u64,
+    },
+    /// No room for an entry of this length: the store is full of entries being written, or
+    /// the disk refused to set the space aside.
+    #[error("no room for {length} bytes: {why}")]
+    NoRoom {
+        /// The entry's length.
+        length: u64,
+        /// Why.
+        why: String,
+    },
     /// The disk refused (full, unwritable, gone).
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -101,6 +118,8 @@ struct Index {
     by_use: BTreeMap<u64, Digest>,
     tick: u64,
     total: u64,
+    /// Bytes set aside for entries being written with a known length.
+    reserved: u64,
     /// Entries known to hash to their digest: written by this process, or hashed since it
     /// started.
     verified: HashSet<Digest>,
@@ -267,7 +286,15 @@ impl BlobStore {
     /// none (or its file is gone, or no longer the length it was stored with).
     pub fn get(&self, digest: &Digest) -> Option<Blob> {
         let size = self.index().entries.get(digest).map(|e| e.0)?;
-        let file = File::open(self.path(digest)).ok();
+        let file = match File::open(self.path(digest)) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            // Out of file descriptors, say: not damage; the entry stays.
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "cache: cannot open an entry");
+                return None;
+            }
+        };
         let length = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -290,11 +317,70 @@ impl BlobStore {
         self.index().entries.contains_key(digest)
     }
 
-    /// Starts writing the entry for `digest`.
+    /// Starts writing the entry for `digest`, of a length not known yet (it may grow to
+    /// `max-size`).
     ///
     /// # Errors
     /// When the temporary file cannot be created.
     pub fn writer(&self, digest: Digest) -> io::Result<BlobWriter<'_>> {
+        self.start(digest, None)
+    }
+
+    /// Starts writing the entry for `digest`, `length` bytes long, with its room set aside
+    /// first: in the store (least recently used entries go until the entries, those being
+    /// written included, fit `max-size` with it) and on the disk (the file's blocks are
+    /// allocated before a byte is written), so the write does not run out of room halfway.
+    ///
+    /// # Errors
+    /// [`StoreError::TooLarge`] for an entry larger than the store, [`StoreError::NoRoom`]
+    /// when the entries being written leave too little room or the disk refuses the blocks,
+    /// [`StoreError::Io`] when the file cannot be created.
+    pub fn sized_writer(&self, digest: Digest, length: u64) -> Result<BlobWriter<'_>, StoreError> {
+        if length > self.max_size {
+            return Err(StoreError::TooLarge {
+                size: length,
+                max: self.max_size,
+            });
+        }
+        self.evict_for(length);
+        {
+            let mut index = self.index();
+            if index.total + index.reserved + length > self.max_size {
+                return Err(StoreError::NoRoom {
+                    length,
+                    why: format!(
+                        "{} bytes of max-size ({}) are entries being written",
+                        index.reserved, self.max_size
+                    ),
+                });
+            }
+            index.reserved += length;
+        }
+        // From here the reservation is the writer's: dropped with it if anything fails.
+        let mut writer = self.start(digest, Some(length)).inspect_err(|_| {
+            self.index().reserved -= length;
+        })?;
+        if length > 0 {
+            match nix::fcntl::posix_fallocate(
+                &writer.file,
+                0,
+                i64::try_from(length).unwrap_or(i64::MAX),
+            ) {
+                Ok(()) => writer.allocated = true,
+                // A file system that cannot allocate ahead: written as it comes.
+                Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => {}
+                Err(e) => {
+                    return Err(StoreError::NoRoom {
+                        length,
+                        why: format!("the disk refused the space ({e})"),
+                    })
+                }
+            }
+        }
+        Ok(writer)
+    }
+
+    fn start(&self, digest: Digest, length: Option<u64>) -> io::Result<BlobWriter<'_>> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed);
         let temp =
             self.dir
@@ -313,6 +399,8 @@ impl BlobStore {
             file,
             hasher: Sha256::new(),
             size: 0,
+            length,
+            allocated: false,
         })
     }
 
@@ -384,10 +472,16 @@ impl BlobStore {
 
     /// Removes least recently used entries until the store fits its limit.
     fn evict(&self) {
+        self.evict_for(0);
+    }
+
+    /// Removes least recently used entries until the entries, those being written and
+    /// `more` bytes fit the limit (or no entry is left to remove).
+    fn evict_for(&self, more: u64) {
         loop {
             let victim = {
                 let mut index = self.index();
-                if index.total <= self.max_size {
+                if index.total + index.reserved + more <= self.max_size {
                     return;
                 }
                 let Some((_, digest)) = index.by_use.pop_first() else {
@@ -415,6 +509,10 @@ pub struct BlobWriter<'a> {
     file: File,
     hasher: Sha256,
     size: u64,
+    /// The length announced at the start, whose room is set aside ([`BlobStore::sized_writer`]).
+    length: Option<u64>,
+    /// The file's blocks were allocated ahead (its length is `length` until commit).
+    allocated: bool,
 }
 
 impl BlobWriter<'_> {
@@ -433,6 +531,12 @@ impl BlobWriter<'_> {
     /// When the disk refuses, or the entry grows larger than the whole store may be.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.size += bytes.len() as u64;
+        if let Some(announced) = self.length.filter(|&l| self.size > l) {
+            return Err(StoreError::Longer {
+                size: self.size,
+                announced,
+            });
+        }
         if self.size > self.store.max_size {
             return Err(StoreError::TooLarge {
                 size: self.size,
@@ -466,6 +570,10 @@ impl BlobWriter<'_> {
                 got,
             });
         }
+        if self.allocated {
+            // The blocks set aside past what arrived (a body shorter than announced).
+            self.file.set_len(self.size)?;
+        }
         self.file.sync_data()?;
         if let Some(meta) = meta {
             self.store.write_meta(&self.digest, meta)?;
@@ -479,6 +587,7 @@ impl BlobWriter<'_> {
         }
         {
             let mut index = self.store.index();
+            index.reserved -= self.length.take().unwrap_or(0);
             index.insert(self.digest, self.size);
             index.verified.insert(self.digest);
         }
@@ -489,6 +598,9 @@ impl BlobWriter<'_> {
 
 impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
+        if let Some(length) = self.length.take() {
+            self.store.index().reserved -= length;
+        }
         if let Some(temp) = self.temp.take() {
             let _ = std::fs::remove_file(temp);
         }
@@ -699,5 +811,65 @@ mod tests {
         let file = dir.path().join("a-file");
         std::fs::write(&file, "x").unwrap_or_else(|e| panic!("{e}"));
         assert!(BlobStore::open(&file.join("cache"), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn sized_writes_set_their_room_aside_first() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 100);
+        let old = put(&s, &[1u8; 30]);
+        let (a, b) = (vec![2u8; 40], vec![3u8; 40]);
+        // Two writes in progress take 80 of the 100: the oldest entry goes to make room.
+        let mut wa = s
+            .sized_writer(Digest::of(&a), 40)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let wb = s
+            .sized_writer(Digest::of(&b), 40)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.contains(&old), "evicted for the writes in progress");
+        // A third does not fit beside them: refused before a byte is written.
+        let refused = s.sized_writer(Digest::of(b"c"), 30);
+        assert!(
+            matches!(refused, Err(StoreError::NoRoom { length: 30, .. })),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            s.sized_writer(Digest::of(b"d"), 101),
+            Err(StoreError::TooLarge {
+                size: 101,
+                max: 100
+            })
+        ));
+        // The blocks are set aside on disk.
+        let temp = wa.temp.clone().unwrap_or_default();
+        assert_eq!(std::fs::metadata(&temp).map(|m| m.len()).ok(), Some(40));
+        // More than announced is refused.
+        wa.write(&a).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            wa.write(b"x"),
+            Err(StoreError::Longer {
+                size: 41,
+                announced: 40
+            })
+        ));
+        drop(wa);
+        // A dropped writer gives its room back.
+        let c = vec![4u8; 30];
+        let mut wc = s
+            .sized_writer(Digest::of(&c), 30)
+            .unwrap_or_else(|e| panic!("{e}"));
+        wc.write(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wc.commit().unwrap_or_else(|e| panic!("{e}")), 30);
+        drop(wb);
+        assert_eq!(s.usage(), (1, 30));
+        assert_eq!(s.index().reserved, 0);
+        // A body shorter than announced that still hashes to its digest is kept at its length.
+        let short = vec![5u8; 10];
+        let mut ws = s
+            .sized_writer(Digest::of(&short), 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        ws.write(&short).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ws.commit().unwrap_or_else(|e| panic!("{e}")), 10);
+        assert_eq!(read(&s, &Digest::of(&short)), Some(short));
     }
 }

@@ -34,10 +34,13 @@ use pingora_error::{Error, ErrorType, OrErr, Result};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
-use crate::blob_store::{Blob, BlobStore, BlobWriter, Digest};
+use crate::blob_store::{Blob, BlobStore, BlobWriter, Digest, StoreError};
 
 /// How much of a file a hit reads at a time.
 const CHUNK: usize = 256 << 10;
+
+/// How much of an entry being written a reader reads at a time.
+const FILL_CHUNK: usize = 64 << 10;
 
 /// Room a new entry must leave on the file system beyond its own length: an entry is not
 /// started on a disk that would fill up while it is written.
@@ -53,6 +56,8 @@ pub struct DiskStorage {
     digests: Mutex<HashMap<HashBinary, Digest>>,
     /// Entries being written, readable as they are.
     fills: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// Entries being hashed before their first use: one hash per entry, however many ask.
+    verifying: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     /// Names the fills.
     next_fill: AtomicU64,
     /// Body bytes of the entries kept since start.
@@ -66,6 +71,7 @@ impl DiskStorage {
             store,
             digests: Mutex::default(),
             fills: Mutex::default(),
+            verifying: Mutex::default(),
             next_fill: AtomicU64::new(1),
             stored: AtomicU64::new(0),
         }
@@ -97,6 +103,39 @@ impl DiskStorage {
         }
     }
 
+    /// Makes sure the kept entry for `digest` hashes to it before it is served: an entry a
+    /// previous run left (a file that may have been damaged while berth was not running) is
+    /// hashed once, by the first request that needs it while the others wait; a damaged one
+    /// is removed. `Ok(true)`: intact, or not kept (nothing to check); `Ok(false)`: damaged and
+    /// removed.
+    ///
+    /// # Errors
+    /// When the entry cannot be read (it is kept: a read error is not damage).
+    pub async fn ensure_intact(&'static self, digest: Digest) -> std::io::Result<bool> {
+        if self.store.verified(&digest) || !self.store.contains(&digest) {
+            return Ok(true);
+        }
+        let gate = self
+            .verifying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest)
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if self.store.verified(&digest) || !self.store.contains(&digest) {
+            return Ok(true);
+        }
+        let result = tokio::task::spawn_blocking(move || self.store.verify(&digest))
+            .await
+            .map_err(std::io::Error::other)?;
+        self.verifying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest);
+        result
+    }
+
     fn fills(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
         self.fills.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -113,8 +152,22 @@ impl DiskStorage {
             fill,
             next: 0,
             end: None,
+            range: false,
+            read_size: FILL_CHUNK as u64,
         });
         Some((meta, hit))
+    }
+}
+
+/// Makes `hit` (a hit of this storage) read `bytes` at a time: a client whose HTTP/2 window
+/// admits little at once holds no more than that in berth while it waits.
+pub fn set_read_size(hit: &mut HitHandler, bytes: usize) {
+    let bytes = bytes.max(1) as u64;
+    let any = hit.as_any_mut();
+    if let Some(file) = any.downcast_mut::<FileHit>() {
+        file.read_size = bytes;
+    } else if let Some(fill) = any.downcast_mut::<FillHit>() {
+        fill.read_size = bytes;
     }
 }
 
@@ -167,15 +220,6 @@ impl Storage for DiskStorage {
             return Ok(None);
         };
         let found = tokio::task::spawn_blocking(move || {
-            // An entry a previous run left is hashed once before it is first served: a file
-            // damaged while berth was not running is found here and fetched again.
-            if self.store.contains(&digest)
-                && !self.store.verified(&digest)
-                && !self.store.verify(&digest).unwrap_or(false)
-            {
-                self.store.remove(&digest);
-                return None;
-            }
             let blob = self.store.get(&digest)?;
             match self.store.meta(&digest).as_deref().and_then(decode) {
                 Some(meta) => Some((meta, blob)),
@@ -222,23 +266,20 @@ impl Storage for DiskStorage {
     ) -> Result<MissHandler> {
         let digest = Self::digest(key)
             .ok_or_else(|| internal("cache: a key that names no digest".into()))?;
-        let length = content_length(meta).unwrap_or(0);
-        if length > self.store.max_size() {
+        let dir = berth_core::logging::shown(&self.store.dir().display().to_string(), 300);
+        // Its length first: the room for it is set aside before a byte is written.
+        let Some(length) = content_length(meta) else {
             return Error::e_explain(
                 ErrorType::InternalError,
-                format!(
-                    "cache: {digest} ({length} bytes) is larger than the whole cache (max-size \
-                     {}); passed through",
-                    self.store.max_size()
-                ),
+                "cache: an answer without Content-Length; passed through, not kept",
             );
-        }
+        };
         if let Some(free) = self.store.available() {
             if free < length.saturating_add(HEADROOM) {
                 tracing::warn!(
                     %digest,
                     free,
-                    dir = %berth_core::logging::shown(&self.store.dir().display().to_string(), 300),
+                    %dir,
                     "cache: not enough room on the cache's file system for an entry of {length} \
                      bytes; passed through, not kept"
                 );
@@ -246,13 +287,16 @@ impl Storage for DiskStorage {
             }
         }
         let encoded = encode(meta)?;
-        let writer = self.store.writer(digest).map_err(|e| {
-            tracing::warn!(
-                %digest,
-                error = %e,
-                dir = %berth_core::logging::shown(&self.store.dir().display().to_string(), 300),
-                "cache: cannot write in the cache's directory; passed through, not kept"
-            );
+        let writer = self.store.sized_writer(digest, length).map_err(|e| {
+            match &e {
+                StoreError::Io(_) => tracing::warn!(
+                    %digest,
+                    error = %e,
+                    %dir,
+                    "cache: cannot write in the cache's directory; passed through, not kept"
+                ),
+                _ => tracing::info!(%digest, error = %e, "cache: passed through, not kept"),
+            }
             internal(format!("cache: cannot start a write: {e}"))
         })?;
         let file = writer.reader().or_err(
@@ -263,6 +307,7 @@ impl Storage for DiskStorage {
         let (progress, _) = watch::channel(Progress::default());
         let fill = Arc::new(Fill {
             tag,
+            length,
             meta: encoded.clone(),
             file,
             progress,
@@ -340,6 +385,8 @@ struct FileHit {
     seek_to: Option<u64>,
     /// The hash of what was read, while the read is of the whole entry from its start.
     hasher: Option<Sha256>,
+    /// Bytes read at a time.
+    read_size: u64,
 }
 
 impl FileHit {
@@ -353,6 +400,7 @@ impl FileHit {
             end: blob.size,
             seek_to: None,
             hasher: Some(Sha256::new()),
+            read_size: CHUNK as u64,
         }
     }
 }
@@ -366,7 +414,7 @@ impl HandleHit for FileHit {
         let Some(mut file) = self.file.take() else {
             return Ok(None);
         };
-        let want = usize::try_from((self.end - self.next).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let want = usize::try_from((self.end - self.next).min(self.read_size)).unwrap_or(CHUNK);
         let seek_to = self.seek_to.take();
         let mut hasher = self.hasher.take();
         let (file, chunk, hasher) = tokio::task::spawn_blocking(move || {
@@ -466,6 +514,8 @@ struct Progress {
 #[derive(Debug)]
 struct Fill {
     tag: u64,
+    /// The entry's length, as its answer announced it.
+    length: u64,
     /// The answer's headers, encoded.
     meta: Vec<u8>,
     /// The file being written (read at explicit offsets).
@@ -480,6 +530,10 @@ struct FillHit {
     progress: watch::Receiver<Progress>,
     next: u64,
     end: Option<u64>,
+    /// A range: served only once the whole entry is kept (its bytes checked).
+    range: bool,
+    /// Bytes read at a time.
+    read_size: u64,
 }
 
 #[async_trait]
@@ -491,8 +545,16 @@ impl HandleHit for FillHit {
             if self.next >= end {
                 return Ok(None);
             }
-            if self.next < now.written {
-                let want = (now.written.min(end) - self.next).min(CHUNK as u64);
+            // What may be read now: nothing of a range, and never the last byte, before the
+            // entry is kept — so no client gets a complete-looking answer whose bytes turn out
+            // not to hash to the digest.
+            let readable = match now.done {
+                Some(true) => now.written,
+                _ if self.range => 0,
+                _ => now.written.min(self.fill.length.saturating_sub(1)),
+            };
+            if self.next < readable {
+                let want = (readable.min(end) - self.next).min(self.read_size);
                 let (fill, at) = (self.fill.clone(), self.next);
                 let chunk = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
@@ -525,7 +587,7 @@ impl HandleHit for FillHit {
                     if self.progress.changed().await.is_err() {
                         // The writer went away without a word: it failed.
                         let last = *self.progress.borrow();
-                        if last.done != Some(true) && self.next >= last.written {
+                        if last.done != Some(true) {
                             return Error::e_explain(
                                 ErrorType::ReadError,
                                 "cache: the upstream fetch this answer followed stopped",
@@ -560,6 +622,7 @@ impl HandleHit for FillHit {
         }
         self.next = start;
         self.end = end;
+        self.range = true;
         Ok(())
     }
 
@@ -677,18 +740,27 @@ mod tests {
         Box::leak(Box::new(DiskStorage::new(store)))
     }
 
-    fn meta(content_type: &str) -> CacheMeta {
+    fn meta(content_type: &str, length: Option<usize>) -> CacheMeta {
         let mut header = ResponseHeader::build(200, None).unwrap_or_else(|e| panic!("{e}"));
         header
             .insert_header("content-type", content_type)
             .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(length) = length {
+            header
+                .insert_header("content-length", length.to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let now = SystemTime::now();
         CacheMeta::new(now + Duration::from_secs(3600), now, 0, 0, header)
     }
 
     async fn fill(s: &'static DiskStorage, key: &CacheKey, body: &[u8]) -> Result<MissFinishType> {
         let mut miss = s
-            .get_miss_handler(key, &meta("application/octet-stream"), &span())
+            .get_miss_handler(
+                key,
+                &meta("application/octet-stream", Some(body.len())),
+                &span(),
+            )
             .await?;
         for chunk in body.chunks(5) {
             miss.write_body(Bytes::copy_from_slice(chunk), false)
@@ -749,7 +821,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .is_none());
         assert!(s
-            .get_miss_handler(&path, &meta("text/plain"), &span())
+            .get_miss_handler(&path, &meta("text/plain", Some(1)), &span())
             .await
             .is_err());
     }
@@ -810,7 +882,11 @@ mod tests {
         let body: Vec<u8> = (0..(CHUNK + 1000)).map(|i| (i % 253) as u8).collect();
         let key = CacheKey::new(Digest::of(&body).to_string(), "");
         let mut miss = s
-            .get_miss_handler(&key, &meta("application/octet-stream"), &span())
+            .get_miss_handler(
+                &key,
+                &meta("application/octet-stream", Some(body.len())),
+                &span(),
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // The writer's own reader, by its tag, and one that looks the digest up meanwhile.
@@ -858,7 +934,7 @@ mod tests {
         for finish in [true, false] {
             let key = CacheKey::new(Digest::of(b"all of it").to_string(), "");
             let mut miss = s
-                .get_miss_handler(&key, &meta("text/plain"), &span())
+                .get_miss_handler(&key, &meta("text/plain", Some(b"all of it".len())), &span())
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             miss.write_body(Bytes::from_static(b"not it"), false)
@@ -931,17 +1007,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let s = storage(dir.path());
         let key = CacheKey::new(Digest::of(b"x").to_string(), "");
-        let mut big = meta("application/octet-stream");
-        let mut header = big.response_header_copy();
-        header
-            .insert_header("content-length", (2u64 << 20).to_string())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let now = SystemTime::now();
-        big = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let big = meta("application/octet-stream", Some(2 << 20));
         let Err(e) = s.get_miss_handler(&key, &big, &span()).await else {
             panic!("started an entry larger than max-size");
         };
-        assert!(e.to_string().contains("larger than the whole cache"), "{e}");
+        assert!(
+            e.to_string().contains("more than the cache's max-size"),
+            "{e}"
+        );
+        // An answer that does not say its length: its room cannot be set aside.
+        let unsized_answer = meta("application/octet-stream", None);
+        let Err(e) = s.get_miss_handler(&key, &unsized_answer, &span()).await else {
+            panic!("started an entry of unknown length");
+        };
+        assert!(e.to_string().contains("without Content-Length"), "{e}");
         assert!(s.fills().is_empty());
     }
 
@@ -960,6 +1039,8 @@ mod tests {
         let s = storage(dir.path());
         let key = |b: &[u8]| CacheKey::new(Digest::of(b).to_string(), "");
         assert!(!s.store().verified(&Digest::of(&good)));
+        assert!(s.ensure_intact(Digest::of(&good)).await.unwrap_or(false));
+        assert!(s.store().verified(&Digest::of(&good)));
         let (_, mut hit) = s
             .lookup(&key(&good), &span())
             .await
@@ -967,7 +1048,7 @@ mod tests {
             .flatten()
             .unwrap_or_else(|| panic!("the intact entry"));
         assert_eq!(read_all(&mut hit).await, good);
-        assert!(s.store().verified(&Digest::of(&good)));
+        assert!(!s.ensure_intact(Digest::of(&bad)).await.unwrap_or(true));
         assert!(s.lookup(&key(&bad), &span()).await.ok().flatten().is_none());
         assert!(!path.exists(), "the damaged entry is removed");
     }
@@ -987,5 +1068,44 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(remembered(), 1, "a kept entry is remembered for purges");
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_and_any_range_wait_until_the_entry_is_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body = b"twenty bytes of body".to_vec();
+        let key = CacheKey::new(Digest::of(&body).to_string(), "");
+        let mut miss = s
+            .get_miss_handler(&key, &meta("text/plain", Some(body.len())), &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        miss.write_body(Bytes::copy_from_slice(&body), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reader = || async {
+            s.lookup(&key, &span())
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("a reader"))
+                .1
+        };
+        let (mut whole, mut range) = (reader().await, reader().await);
+        range.seek(0, Some(5)).unwrap_or_else(|e| panic!("{e}"));
+        let first = whole.read_body().await.ok().flatten().unwrap_or_default();
+        assert_eq!(first, body[..body.len() - 1], "all but the last byte");
+        let wait = std::time::Duration::from_millis(200);
+        assert!(
+            tokio::time::timeout(wait, whole.read_body()).await.is_err(),
+            "the last byte waits"
+        );
+        assert!(
+            tokio::time::timeout(wait, range.read_body()).await.is_err(),
+            "a range waits"
+        );
+        miss.finish().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_all(&mut whole).await, &body[body.len() - 1..]);
+        assert_eq!(read_all(&mut range).await, &body[..5]);
     }
 }

@@ -89,6 +89,8 @@ pub enum CacheUse {
     Lookup {
         /// The digest.
         digest: Digest,
+        /// A manifest (else a blob).
+        manifest: bool,
         /// A hit the registry let this client read was served.
         served: bool,
     },
@@ -98,6 +100,20 @@ impl CacheUse {
     /// What the request's cache use was, if it had one.
     pub fn of(ctx: &RequestCtx) -> Option<CacheUse> {
         ctx.slots.get::<CacheUse>().copied()
+    }
+
+    /// Records that the request was served from the cache.
+    pub fn served(ctx: &mut RequestCtx) {
+        if let Some(CacheUse::Lookup {
+            digest, manifest, ..
+        }) = CacheUse::of(ctx)
+        {
+            ctx.slots.insert(CacheUse::Lookup {
+                digest,
+                manifest,
+                served: true,
+            });
+        }
     }
 
     /// The `result` label of `berth_cache_requests_total`: `hit`, `miss` or `bypass`.
@@ -174,9 +190,9 @@ impl RegistryCache {
         let req = session.req_header();
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let found = by_digest(req.method.as_str(), path)
-            .and_then(|b| Digest::parse(b.digest))
+            .and_then(|b| Digest::parse(b.digest).map(|d| (d, b.manifest)))
             .zip(self.storage());
-        let Some((digest, storage)) = found else {
+        let Some(((digest, manifest), storage)) = found else {
             ctx.slots.insert(CacheUse::Bypass);
             return None;
         };
@@ -186,6 +202,7 @@ impl RegistryCache {
         }
         ctx.slots.insert(CacheUse::Lookup {
             digest,
+            manifest,
             served: false,
         });
         Some((storage, digest))
@@ -270,8 +287,160 @@ impl RegistryCache {
     }
 }
 
+/// The headers an entry keeps from the registry's answer: what describes the bytes, nothing
+/// about the client or the moment (no cookies, no dates, no hop-by-hop headers).
+const KEPT: [http::HeaderName; 5] = [
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_LENGTH,
+    http::header::ETAG,
+    http::HeaderName::from_static("docker-content-digest"),
+    http::HeaderName::from_static("docker-distribution-api-version"),
+];
+
+/// Whether `content_type` is a manifest's media type (Docker's or OCI's manifests and
+/// indexes), as a registry serves a manifest: `application/vnd.<...>+json` (or `+prettyjws`)
+/// naming a manifest or an index.
+pub fn is_manifest_type(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(t) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let t = t
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    t.starts_with("application/vnd.")
+        && (t.ends_with("+json") || t.ends_with("+prettyjws"))
+        && (t.contains(".manifest.") || t.contains(".index."))
+}
+
+/// The answer as an entry keeps it, when it may be kept: a `200` of a known length, not
+/// content-encoded (the digest names the bytes as stored), a manifest's media type for a
+/// manifest request; only the [`KEPT`] headers. `None`: passed through, not kept.
+pub fn entry_header(
+    resp: &pingora_http::ResponseHeader,
+    manifest: bool,
+) -> Option<pingora_http::ResponseHeader> {
+    let headers = &resp.headers;
+    let encoded = headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if resp.status != http::StatusCode::OK
+        || encoded
+        || !headers.contains_key(http::header::CONTENT_LENGTH)
+        || manifest != is_manifest_type(headers.get(http::header::CONTENT_TYPE))
+    {
+        return None;
+    }
+    let mut kept = pingora_http::ResponseHeader::build(200, Some(KEPT.len())).ok()?;
+    for name in &KEPT {
+        for value in headers.get_all(name) {
+            kept.append_header(name.clone(), value.clone()).ok()?;
+        }
+    }
+    Some(kept)
+}
+
+/// Whether an entry kept with `headers` answers a request for a manifest (`manifest`) or a
+/// blob: the same bytes may be both (a manifest's bytes pushed as a blob), and each is served
+/// with its own headers.
+pub fn kind_matches(headers: &http::HeaderMap, manifest: bool) -> bool {
+    manifest == is_manifest_type(headers.get(http::header::CONTENT_TYPE))
+}
+
 impl Default for RegistryCache {
     fn default() -> RegistryCache {
         RegistryCache::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> pingora_http::ResponseHeader {
+        let mut resp =
+            pingora_http::ResponseHeader::build(status, None).unwrap_or_else(|e| panic!("{e}"));
+        for (name, value) in headers {
+            resp.append_header(name.to_string(), *value)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        resp
+    }
+
+    #[test]
+    fn manifest_types_are_told_from_the_rest() {
+        for t in [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json; charset=utf-8",
+            "Application/VND.OCI.image.index.v1+JSON",
+        ] {
+            assert!(
+                is_manifest_type(Some(&http::HeaderValue::from_static(t))),
+                "{t}"
+            );
+        }
+        for t in [
+            "application/octet-stream",
+            "application/json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.config.v1+json",
+            "text/plain",
+        ] {
+            assert!(
+                !is_manifest_type(Some(&http::HeaderValue::from_static(t))),
+                "{t}"
+            );
+        }
+        assert!(!is_manifest_type(None));
+    }
+
+    #[test]
+    fn only_a_plain_200_of_its_kind_and_length_is_kept_with_its_describing_headers() {
+        let blob = [
+            ("content-type", "application/octet-stream"),
+            ("content-length", "10"),
+            ("docker-content-digest", "sha256:x"),
+            ("set-cookie", "a=b"),
+            ("date", "Sun, 06 Dec 2026 05:00:00 GMT"),
+            ("x-anything", "y"),
+        ];
+        let kept = entry_header(&answer(200, &blob), false).unwrap_or_else(|| panic!("kept"));
+        let names: Vec<&str> = kept.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-type", "content-length", "docker-content-digest"]
+        );
+        // The same bytes asked for as a manifest: not with a blob's type.
+        assert!(entry_header(&answer(200, &blob), true).is_none());
+        let manifest = [
+            ("content-type", "application/vnd.oci.image.manifest.v1+json"),
+            ("content-length", "10"),
+        ];
+        assert!(entry_header(&answer(200, &manifest), true).is_some());
+        assert!(entry_header(&answer(200, &manifest), false).is_none());
+        for refused in [
+            answer(206, &blob),
+            answer(307, &blob),
+            answer(200, &[("content-type", "application/octet-stream")]),
+            answer(
+                200,
+                &[("content-length", "10"), ("content-encoding", "gzip")],
+            ),
+        ] {
+            assert!(
+                entry_header(&refused, false).is_none(),
+                "{:?}",
+                refused.status
+            );
+        }
+        let identity = [("content-length", "10"), ("content-encoding", "identity")];
+        assert!(entry_header(&answer(200, &identity), false).is_some());
+        assert!(kind_matches(&kept.headers, false));
+        assert!(!kind_matches(&kept.headers, true));
     }
 }

@@ -18,8 +18,12 @@ use berth_core::logging::without_queries;
 use berth_core::route::Profile;
 use berth_core::table::Routed;
 use berth_plugins::builtin::AcmeChallenge;
+use berth_plugins::cache_storage::set_read_size;
 use berth_plugins::chain::InFlight;
-use berth_plugins::registry_cache::{CacheUse, RegistryCache};
+use berth_plugins::registry_cache::{entry_header, kind_matches, CacheUse, RegistryCache};
+
+/// Bytes a cache hit reads at a time for an HTTP/2 client.
+const H2_READ_SIZE: usize = 16 << 10;
 use berth_plugins::rescue::rescue;
 use berth_plugins::routing::request_target;
 use berth_plugins::{Flow, Page, Plugin, Reply, RequestCtx, Route, Scheme, SharedTable};
@@ -254,54 +258,78 @@ impl ProxyHttp for Berth {
     async fn cache_hit_filter(
         &self,
         session: &mut Session,
-        _meta: &CacheMeta,
-        _hit_handler: &mut HitHandler,
+        meta: &CacheMeta,
+        hit_handler: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
         // What a digest names never changes, but who may read it does: the registry says,
         // for this client and this repository, before a byte is served.
+        let Some(CacheUse::Lookup {
+            digest, manifest, ..
+        }) = CacheUse::of(ctx)
+        else {
+            return Ok(Some(ForcedFreshness::ForceMiss));
+        };
+        // The same bytes kept as the other kind (a manifest's bytes pushed as a blob): asked
+        // for again, and kept with this kind's headers.
+        if !kind_matches(meta.headers(), manifest) {
+            return Ok(Some(ForcedFreshness::ForceMiss));
+        }
         let route = Self::route(ctx)?;
-        match self.cache.may_read(&route, session, ctx).await {
-            Ok(()) => {
-                if let Some(CacheUse::Lookup { digest, .. }) = CacheUse::of(ctx) {
-                    ctx.slots.insert(CacheUse::Lookup {
-                        digest,
-                        served: true,
-                    });
+        if let Err(why) = self.cache.may_read(&route, session, ctx).await {
+            tracing::debug!(
+                request = %self.request_summary(session, ctx),
+                "cache: the read check did not pass ({why}); asking the registry"
+            );
+            return Ok(Some(ForcedFreshness::ForceMiss));
+        }
+        // Only then, for an entry a previous run left: hashed once before its first use.
+        if let Some(storage) = self.cache.storage() {
+            match storage.ensure_intact(digest).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(Some(ForcedFreshness::ForceMiss)),
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "cache: cannot read an entry; asking the registry");
+                    return Ok(Some(ForcedFreshness::ForceMiss));
                 }
-                Ok(Some(ForcedFreshness::ForceFresh))
-            }
-            Err(why) => {
-                tracing::debug!(
-                    request = %self.request_summary(session, ctx),
-                    "cache: the read check did not pass ({why}); asking the registry"
-                );
-                Ok(Some(ForcedFreshness::ForceMiss))
             }
         }
+        // An HTTP/2 client's window may admit little at a time: small reads, so a stream that
+        // waits holds little.
+        if session.as_downstream().is_http2() {
+            set_read_size(hit_handler, H2_READ_SIZE);
+        }
+        CacheUse::served(ctx);
+        Ok(Some(ForcedFreshness::ForceFresh))
     }
 
     fn response_cache_filter(
         &self,
         _session: &Session,
         resp: &ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
-        // A 200 only (kept if its body hashes to the digest): redirects to object storage,
-        // errors and partial answers pass through.
+        // A 200 of its kind and length only (kept if its body hashes to the digest), with the
+        // headers that describe the bytes: redirects to object storage, errors, partial and
+        // encoded answers pass through.
+        let manifest = matches!(
+            CacheUse::of(ctx),
+            Some(CacheUse::Lookup { manifest: true, .. })
+        );
         if resp.status != http::StatusCode::OK {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+            // This client's 401 says nothing of the next one's: requests waiting for this
+            // answer compete to fetch it again, as after an upstream error.
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::UpstreamError));
         }
+        let Some(kept) = entry_header(resp, manifest) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        };
         let now = std::time::SystemTime::now();
         // Fresh for as long as the entry is kept: a digest's bytes never change.
         let forever = now + std::time::Duration::from_secs(100 * 365 * 86_400);
         Ok(RespCacheable::Cacheable(CacheMeta::new(
-            forever,
-            now,
-            0,
-            0,
-            resp.clone(),
+            forever, now, 0, 0, kept,
         )))
     }
 
@@ -370,6 +398,10 @@ impl ProxyHttp for Berth {
             plugin
                 .upstream_request_filter(session, upstream_request, ctx)
                 .await?;
+        }
+        // A cached answer is kept as the digest names it: never content-encoded.
+        if matches!(CacheUse::of(ctx), Some(CacheUse::Lookup { .. })) {
+            upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
         }
         Ok(())
     }
