@@ -30,6 +30,7 @@ mod peers;
 mod pki;
 mod plugins;
 mod propagation;
+mod pull_cache;
 mod registry;
 mod report;
 mod tls;
@@ -197,6 +198,24 @@ enum Cmd {
         #[arg(long, default_value = "benches/results/download.md")]
         out: PathBuf,
     },
+    /// Pulls of one image through berth's registry cache (cold, warm, warm by 4 clients at
+    /// once), beside direct pulls and a pull-through registry (`docker-registry` with
+    /// `proxy.remoteurl`); the registry's request counts for each.
+    PullCache {
+        /// Cold/warm rounds (the median is reported); each cold pull starts from an empty
+        /// cache.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// MiB of the image's four layers together.
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+        /// The berth binary (release build); default target/release/berth.
+        #[arg(long)]
+        berth: Option<PathBuf>,
+        /// Where to write the markdown report.
+        #[arg(long, default_value = "benches/results/pull-cache.md")]
+        out: PathBuf,
+    },
     /// Everything, in one run: registry push and blob uploads over TLS, TLS uploads with
     /// peak RSS, small GETs, route propagation and certificate reloads; a markdown report
     /// with ratios and goals, and a PNG chart.
@@ -281,6 +300,30 @@ fn main() -> ExitCode {
                 against,
             })?;
             write_report(&out, &format!("# Downloads over TLS ({})\n\n{table}", today()))
+        }),
+        Cmd::PullCache {
+            runs,
+            mib,
+            berth,
+            out,
+        } => berth_binary(berth).and_then(|berth| {
+            let outcome = pull_cache::run(&pull_cache::PullCacheBench { runs, mib, berth })?;
+            let report = format!(
+                "# Pulls through the registry cache\n\n\
+                 Measured {} on {} cores ({}); skopeo, berth and the registries share the \
+                 machine.\n\n{}\n\n{}\n\n{}\n## Goals\n\n{}",
+                today(),
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                cpu_model(),
+                tool_versions(&[
+                    ("", "docker-registry", &["--version"]),
+                    ("", "skopeo", &["--version"]),
+                ]),
+                pull_cache::method(&outcome),
+                pull_cache::markdown(&outcome),
+                goal_lines(&pull_cache::goals(&outcome)),
+            );
+            write_report(&out, &report)
         }),
         Cmd::Compression {
             fetches,
@@ -682,27 +725,24 @@ fn replace_marked(text: &str, section: &str) -> Result<String, String> {
 
 /// The versions of everything measured, one markdown list.
 fn versions() -> String {
-    let first_line = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .ok()
-            .map(|o| {
-                let text = if o.stdout.is_empty() {
-                    o.stderr
-                } else {
-                    o.stdout
-                };
-                String::from_utf8_lossy(&text)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| "not found".to_string())
-    };
+    tool_versions(&[
+        ("", "nginx", &["-v"]),
+        ("docker-registry ", "docker-registry", &["--version"]),
+        ("", "skopeo", &["--version"]),
+        ("", "curl", &["--version"]),
+        ("", "h2load", &["--version"]),
+        ("", "wrk", &["-v"]),
+        (
+            "Docker ",
+            "docker",
+            &["version", "--format", "{{.Server.Version}}"],
+        ),
+    ])
+}
+
+/// The machine, berth, and each of `tools` (`(prefix, command, arguments)`: the first line
+/// the command prints, after the prefix), one markdown list.
+fn tool_versions(tools: &[(&str, &str, &[&str])]) -> String {
     let kernel = first_line("uname", &["-srm"]);
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
@@ -722,25 +762,37 @@ fn versions() -> String {
         .map_or_else(String::new, |kib| {
             format!("{:.0} GiB", kib as f64 / 1048576.0)
         });
-    format!(
-        "- machine: {os}, {kernel}, {memory} memory\n\
-         - berth {} (release build)\n\
-         - {}\n\
-         - docker-registry {}\n\
-         - {}\n\
-         - {}\n\
-         - {}\n\
-         - {}\n\
-         - Docker {}",
-        env!("CARGO_PKG_VERSION"),
-        first_line("nginx", &["-v"]),
-        first_line("docker-registry", &["--version"]),
-        first_line("skopeo", &["--version"]),
-        first_line("curl", &["--version"]),
-        first_line("h2load", &["--version"]),
-        first_line("wrk", &["-v"]),
-        first_line("docker", &["version", "--format", "{{.Server.Version}}"]),
-    )
+    let mut list = format!(
+        "- machine: {os}, {kernel}, {memory} memory\n- berth {} (release build)",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (prefix, cmd, args) in tools {
+        let _ = write!(list, "\n- {prefix}{}", first_line(cmd, args));
+    }
+    list
+}
+
+/// The first line `cmd` prints (on stdout, else stderr), or "not found".
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "not found".to_string())
 }
 
 /// The "Measured `<date>` on `<machine>` ..." line of the reports.
@@ -948,8 +1000,9 @@ async fn run_uploads(t: &Target, c: usize, len: u64, chunked: bool) -> Result<Ou
     })
 }
 
-fn machine_header(runs: usize, mib: u64) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+/// The processor's model name, from /proc/cpuinfo.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
             c.lines()
@@ -957,7 +1010,11 @@ fn machine_header(runs: usize, mib: u64) -> String {
                 .and_then(|l| l.split(':').nth(1))
                 .map(|s| s.trim().to_string())
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn machine_header(runs: usize, mib: u64) -> String {
+    let cpu = cpu_model();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let nginx = std::process::Command::new("nginx")
         .arg("-v")
