@@ -12,12 +12,13 @@
 //!
 //! The I/O is blocking (`std::fs`); async callers run it on a blocking thread.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
@@ -122,7 +123,7 @@ struct Index {
     reserved: u64,
     /// Entries known to hash to their digest: written by this process, or hashed since it
     /// started.
-    verified: HashSet<Digest>,
+    verified: HashMap<Digest, Instant>,
 }
 
 impl Index {
@@ -416,7 +417,32 @@ impl BlobStore {
     /// hashed ([`BlobStore::verify`]) since it started. Entries a previous run left are not,
     /// until hashed.
     pub fn verified(&self, digest: &Digest) -> bool {
-        self.index().verified.contains(digest)
+        self.index().verified.contains_key(digest)
+    }
+
+    /// Whether the entry for `digest` was found to hash to it within `age` (written, or
+    /// hashed again since).
+    pub fn verified_within(&self, digest: &Digest, age: Duration) -> bool {
+        self.index()
+            .verified
+            .get(digest)
+            .is_some_and(|at| at.elapsed() < age)
+    }
+
+    /// Makes the last hash of `digest` look `by` older (tests of what a later read checks).
+    #[cfg(test)]
+    pub(crate) fn age_verified(&self, digest: &Digest, by: Duration) {
+        if let Some(at) = self.index().verified.get_mut(digest) {
+            *at = at.checked_sub(by).unwrap_or(*at);
+        }
+    }
+
+    /// The entry for `digest` was read whole and hashed to it just now.
+    pub fn mark_verified(&self, digest: &Digest) {
+        let mut index = self.index();
+        if index.entries.contains_key(digest) {
+            index.verified.insert(*digest, Instant::now());
+        }
     }
 
     /// Hashes the entry for `digest` again: `true` when it is intact; a damaged one is
@@ -439,7 +465,7 @@ impl BlobStore {
         if intact {
             let mut index = self.index();
             if index.entries.contains_key(digest) {
-                index.verified.insert(*digest);
+                index.verified.insert(*digest, Instant::now());
             }
         } else {
             tracing::warn!(%digest, "cache: an entry no longer hashes to its digest; removed");
@@ -574,7 +600,8 @@ impl BlobWriter<'_> {
             // The blocks set aside past what arrived (a body shorter than announced).
             self.file.set_len(self.size)?;
         }
-        self.file.sync_data()?;
+        // Not synced: an entry a crash cut short or damaged is found when it is first used
+        // after the restart (every entry a previous run left is hashed then).
         if let Some(meta) = meta {
             self.store.write_meta(&self.digest, meta)?;
         }
@@ -589,7 +616,7 @@ impl BlobWriter<'_> {
             let mut index = self.store.index();
             index.reserved -= self.length.take().unwrap_or(0);
             index.insert(self.digest, self.size);
-            index.verified.insert(self.digest);
+            index.verified.insert(self.digest, Instant::now());
         }
         self.store.evict();
         Ok(self.size)

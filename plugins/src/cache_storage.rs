@@ -39,6 +39,11 @@ use crate::blob_store::{Blob, BlobStore, BlobWriter, Digest, StoreError};
 /// How much of a file a hit reads at a time.
 const CHUNK: usize = 256 << 10;
 
+/// How long an entry hashed (when written, or when read whole) is trusted before a whole read
+/// hashes it again: damage to a file while berth runs is found within this time, and most
+/// reads cost no hashing.
+pub const REVERIFY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How much of an entry being written a reader reads at a time.
 const FILL_CHUNK: usize = 64 << 10;
 
@@ -399,7 +404,7 @@ impl FileHit {
             next: 0,
             end: blob.size,
             seek_to: None,
-            hasher: Some(Sha256::new()),
+            hasher: (!storage.store.verified_within(&digest, REVERIFY)).then(Sha256::new),
             read_size: CHUNK as u64,
         }
     }
@@ -450,6 +455,7 @@ impl HandleHit for FileHit {
                         "cache: the entry no longer hashes to its digest",
                     );
                 }
+                self.storage.store.mark_verified(&self.digest);
             }
         }
         Ok(Some(Bytes::from(chunk)))
@@ -974,6 +980,15 @@ mod tests {
         let mut damaged = body.clone();
         damaged[3] ^= 1;
         std::fs::write(&path, &damaged).unwrap_or_else(|e| panic!("{e}"));
+        // Hashed when written, and trusted for REVERIFY: a read now is not hashed again.
+        let (_, mut hit) = s
+            .lookup(&key, &span())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a hit"));
+        assert_eq!(read_all(&mut hit).await, damaged);
+        s.store().age_verified(&digest, REVERIFY);
         // A range is not checked (nothing to check it against) ...
         let (_, mut hit) = s
             .lookup(&key, &span())
