@@ -275,6 +275,22 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
         Some(file.len().to_string().as_str())
     );
     assert_eq!(blob_gets(&registry), gets, "served from the cache");
+
+    // The Docker CLI, logged in with the registry's own credentials, pulls from the cache.
+    let _daemon = berth_testkit::docker::shared().await;
+    let cli = work.path().join("docker-config");
+    std::fs::create_dir_all(&cli).unwrap();
+    let (ok, said) = common::docker_cli(&cli, &["login", "-u", USER, "-p", PASSWORD, &host]);
+    assert!(ok, "{said}\n{}", b.log());
+    let reference = format!("{host}/team/app:v1");
+    let (ok, said) = common::docker_cli(&cli, &["pull", &reference]);
+    assert!(ok, "{said}\n{}", b.log());
+    assert_eq!(
+        blob_gets(&registry),
+        gets,
+        "docker pull was served from the cache"
+    );
+    common::docker_cli(&cli, &["rmi", &reference]);
 }
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
