@@ -343,20 +343,7 @@ impl BlobStore {
                 max: self.max_size,
             });
         }
-        self.evict_for(length);
-        {
-            let mut index = self.index();
-            if index.total + index.reserved + length > self.max_size {
-                return Err(StoreError::NoRoom {
-                    length,
-                    why: format!(
-                        "{} bytes of max-size ({}) are entries being written",
-                        index.reserved, self.max_size
-                    ),
-                });
-            }
-            index.reserved += length;
-        }
+        self.reserve(length)?;
         // From here the reservation is the writer's: dropped with it if anything fails.
         let mut writer = self.start(digest, Some(length)).inspect_err(|_| {
             self.index().reserved -= length;
@@ -379,6 +366,60 @@ impl BlobStore {
             }
         }
         Ok(writer)
+    }
+
+    /// Sets `length` bytes aside for a write: refused at once when the writes in progress
+    /// leave too little room (no entry could make it), else least recently used entries go
+    /// until it fits; the check and the reservation are made under one lock.
+    fn reserve(&self, length: u64) -> Result<(), StoreError> {
+        loop {
+            let victim = {
+                let mut index = self.index();
+                if index.reserved + length > self.max_size {
+                    return Err(StoreError::NoRoom {
+                        length,
+                        why: format!(
+                            "{} bytes of max-size ({}) are entries being written",
+                            index.reserved, self.max_size
+                        ),
+                    });
+                }
+                if index.total + index.reserved + length <= self.max_size {
+                    index.reserved += length;
+                    return Ok(());
+                }
+                let Some((_, digest)) = index.by_use.pop_first() else {
+                    // Unreachable: with no entry left, total is 0 and the first check held.
+                    return Err(StoreError::NoRoom {
+                        length,
+                        why: "nothing left to evict".into(),
+                    });
+                };
+                if let Some((size, _)) = index.entries.remove(&digest) {
+                    index.total -= size;
+                }
+                index.verified.remove(&digest);
+                digest
+            };
+            let _ = std::fs::remove_file(self.path(&victim));
+            let _ = std::fs::remove_file(self.meta_path(&victim));
+        }
+    }
+
+    /// The identity (device and inode) of the file the entry for `digest` is now, if any.
+    pub fn identity(&self, digest: &Digest) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path(digest))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Removes the entry for `digest` if it is still the file `identity` names (a reader
+    /// that found its file damaged must not remove a good copy written since).
+    pub fn remove_if(&self, digest: &Digest, identity: (u64, u64)) {
+        if self.identity(digest) == Some(identity) {
+            self.remove(digest);
+        }
     }
 
     fn start(&self, digest: Digest, length: Option<u64>) -> io::Result<BlobWriter<'_>> {
@@ -498,16 +539,10 @@ impl BlobStore {
 
     /// Removes least recently used entries until the store fits its limit.
     fn evict(&self) {
-        self.evict_for(0);
-    }
-
-    /// Removes least recently used entries until the entries, those being written and
-    /// `more` bytes fit the limit (or no entry is left to remove).
-    fn evict_for(&self, more: u64) {
         loop {
             let victim = {
                 let mut index = self.index();
-                if index.total + index.reserved + more <= self.max_size {
+                if index.total + index.reserved <= self.max_size {
                     return;
                 }
                 let Some((_, digest)) = index.by_use.pop_first() else {
@@ -516,6 +551,7 @@ impl BlobStore {
                 if let Some((size, _)) = index.entries.remove(&digest) {
                     index.total -= size;
                 }
+                index.verified.remove(&digest);
                 digest
             };
             // A reader that has the file open reads on; the name is gone.
@@ -898,5 +934,23 @@ mod tests {
         ws.write(&short).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ws.commit().unwrap_or_else(|e| panic!("{e}")), 10);
         assert_eq!(read(&s, &Digest::of(&short)), Some(short));
+    }
+
+    #[test]
+    fn a_write_that_cannot_fit_beside_those_in_progress_evicts_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = store(dir.path(), 100);
+        let kept = put(&s, &[1u8; 30]);
+        let _writing = s
+            .sized_writer(Digest::of(b"a"), 60)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            s.sized_writer(Digest::of(b"b"), 50),
+            Err(StoreError::NoRoom { length: 50, .. })
+        ));
+        assert!(
+            s.contains(&kept),
+            "no entry went for a write that could not fit anyway"
+        );
     }
 }

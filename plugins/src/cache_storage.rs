@@ -51,6 +51,9 @@ const FILL_CHUNK: usize = 64 << 10;
 /// started on a disk that would fill up while it is written.
 pub const HEADROOM: u64 = 64 << 20;
 
+/// Entries being written, by digest and the upstreams they come from.
+type Fills = HashMap<(Digest, Box<str>), Arc<Fill>>;
+
 /// The registry cache's storage: entries by digest, on disk.
 #[derive(Debug)]
 pub struct DiskStorage {
@@ -60,7 +63,10 @@ pub struct DiskStorage {
     /// stored cost no memory.
     digests: Mutex<HashMap<HashBinary, Digest>>,
     /// Entries being written, readable as they are.
-    fills: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// (Entries being written by one route's upstreams are followed only by requests of
+    /// routes with the same upstreams: bytes not yet checked never cross to another registry's
+    /// clients.)
+    fills: Mutex<Fills>,
     /// Entries being hashed before their first use: one hash per entry, however many ask.
     verifying: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     /// Names the fills.
@@ -116,8 +122,16 @@ impl DiskStorage {
     ///
     /// # Errors
     /// When the entry cannot be read (it is kept: a read error is not damage).
-    pub async fn ensure_intact(&'static self, digest: Digest) -> std::io::Result<bool> {
-        if self.store.verified(&digest) || !self.store.contains(&digest) {
+    pub async fn ensure_intact(
+        &'static self,
+        digest: Digest,
+        hit: &HitHandler,
+    ) -> std::io::Result<bool> {
+        // An entry being written is checked as it is kept.
+        let Some(identity) = hit.as_any().downcast_ref::<FileHit>().map(|f| f.identity) else {
+            return Ok(true);
+        };
+        if self.store.verified(&digest) && self.store.identity(&digest) == Some(identity) {
             return Ok(true);
         }
         let gate = self
@@ -128,7 +142,12 @@ impl DiskStorage {
             .or_default()
             .clone();
         let _turn = gate.lock().await;
-        if self.store.verified(&digest) || !self.store.contains(&digest) {
+        // While this request waited, the entry may have been found damaged and removed, or
+        // replaced: this hit's file is then not the entry any more.
+        if self.store.identity(&digest) != Some(identity) {
+            return Ok(false);
+        }
+        if self.store.verified(&digest) {
             return Ok(true);
         }
         let result = tokio::task::spawn_blocking(move || self.store.verify(&digest))
@@ -141,13 +160,19 @@ impl DiskStorage {
         result
     }
 
-    fn fills(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+    fn fills(&self) -> std::sync::MutexGuard<'_, Fills> {
         self.fills.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The entry being written for `digest` (with `tag`: that write only), as a hit.
-    fn fill_hit(&self, digest: &Digest, tag: Option<u64>) -> Option<(CacheMeta, HitHandler)> {
-        let fill = self.fills().get(digest).cloned()?;
+    /// The entry being written for `digest` from `origin` (with `tag`: that write only), as a
+    /// hit.
+    fn fill_hit(
+        &self,
+        digest: &Digest,
+        origin: &str,
+        tag: Option<u64>,
+    ) -> Option<(CacheMeta, HitHandler)> {
+        let fill = self.fills().get(&(*digest, origin.into())).cloned()?;
         if tag.is_some_and(|t| t != fill.tag) {
             return None;
         }
@@ -157,7 +182,6 @@ impl DiskStorage {
             fill,
             next: 0,
             end: None,
-            range: false,
             read_size: FILL_CHUNK as u64,
         });
         Some((meta, hit))
@@ -244,7 +268,7 @@ impl Storage for DiskStorage {
                 Some((meta, hit))
             }
             // Not kept yet, perhaps being written: read as it is.
-            None => self.fill_hit(&digest, None),
+            None => self.fill_hit(&digest, key.user_tag(), None),
         })
     }
 
@@ -258,7 +282,7 @@ impl Storage for DiskStorage {
             .and_then(|t| <[u8; 8]>::try_from(t).ok())
             .map(u64::from_be_bytes);
         match (Self::digest(key), tag) {
-            (Some(digest), Some(tag)) => Ok(self.fill_hit(&digest, Some(tag))),
+            (Some(digest), Some(tag)) => Ok(self.fill_hit(&digest, key.user_tag(), Some(tag))),
             _ => self.lookup(key, trace).await,
         }
     }
@@ -292,7 +316,12 @@ impl Storage for DiskStorage {
             }
         }
         let encoded = encode(meta)?;
-        let writer = self.store.sized_writer(digest, length).map_err(|e| {
+        // Eviction and the disk's allocation block: off the runtime's threads.
+        let store = &self.store;
+        let started = tokio::task::spawn_blocking(move || store.sized_writer(digest, length))
+            .await
+            .or_err(ErrorType::InternalError, "cache: starting a write")?;
+        let writer = started.map_err(|e| {
             match &e {
                 StoreError::Io(_) => tracing::warn!(
                     %digest,
@@ -317,7 +346,8 @@ impl Storage for DiskStorage {
             file,
             progress,
         });
-        self.fills().insert(digest, fill.clone());
+        let origin: Box<str> = key.user_tag().into();
+        self.fills().insert((digest, origin.clone()), fill.clone());
         Ok(Box::new(FileMiss {
             storage: self,
             digest,
@@ -326,6 +356,7 @@ impl Storage for DiskStorage {
             fill,
             tag: tag.to_be_bytes(),
             key: key.primary_bin(),
+            origin,
         }))
     }
 
@@ -392,11 +423,16 @@ struct FileHit {
     hasher: Option<Sha256>,
     /// Bytes read at a time.
     read_size: u64,
+    /// The file's device and inode: the entry it was opened as.
+    identity: (u64, u64),
 }
 
 impl FileHit {
     fn new(storage: &'static DiskStorage, digest: Digest, blob: Blob) -> FileHit {
+        use std::os::unix::fs::MetadataExt;
+        let identity = blob.file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()));
         FileHit {
+            identity,
             storage,
             digest,
             file: Some(blob.file),
@@ -449,13 +485,15 @@ impl HandleHit for FileHit {
                         "cache: an entry no longer hashes to its digest; removed (the client's \
                          answer was cut short)"
                     );
-                    self.storage.store.remove(&self.digest);
+                    self.storage.store.remove_if(&self.digest, self.identity);
                     return Error::e_explain(
                         ErrorType::ReadError,
                         "cache: the entry no longer hashes to its digest",
                     );
                 }
-                self.storage.store.mark_verified(&self.digest);
+                if self.storage.store.identity(&self.digest) == Some(self.identity) {
+                    self.storage.store.mark_verified(&self.digest);
+                }
             }
         }
         Ok(Some(Bytes::from(chunk)))
@@ -536,8 +574,6 @@ struct FillHit {
     progress: watch::Receiver<Progress>,
     next: u64,
     end: Option<u64>,
-    /// A range: served only once the whole entry is kept (its bytes checked).
-    range: bool,
     /// Bytes read at a time.
     read_size: u64,
 }
@@ -551,12 +587,11 @@ impl HandleHit for FillHit {
             if self.next >= end {
                 return Ok(None);
             }
-            // What may be read now: nothing of a range, and never the last byte, before the
-            // entry is kept — so no client gets a complete-looking answer whose bytes turn out
-            // not to hash to the digest.
+            // What may be read now: never the entry's last byte before it is kept — so no
+            // client gets a whole answer whose bytes turn out not to hash to the digest (a
+            // range short of the end is served as the bytes arrive, as the registry would).
             let readable = match now.done {
                 Some(true) => now.written,
-                _ if self.range => 0,
                 _ => now.written.min(self.fill.length.saturating_sub(1)),
             };
             if self.next < readable {
@@ -628,7 +663,6 @@ impl HandleHit for FillHit {
         }
         self.next = start;
         self.end = end;
-        self.range = true;
         Ok(())
     }
 
@@ -652,6 +686,8 @@ struct FileMiss {
     tag: [u8; 8],
     /// The hash of the entry's key, remembered for purges once the entry is kept.
     key: HashBinary,
+    /// The upstreams it is fetched from (the key's user tag).
+    origin: Box<str>,
 }
 
 impl FileMiss {
@@ -717,16 +753,14 @@ impl HandleMiss for FileMiss {
 
 impl Drop for FileMiss {
     fn drop(&mut self) {
-        // Unfinished: readers learn it failed; finished: the entry is read from the store.
-        if self.writer.is_some() {
+        // Not kept (an error, a panic, a request that went away): readers learn it failed.
+        if self.fill.progress.borrow().done.is_none() {
             self.failed();
         }
         let mut fills = self.storage.fills();
-        if fills
-            .get(&self.digest)
-            .is_some_and(|f| f.tag == self.fill.tag)
-        {
-            fills.remove(&self.digest);
+        let at = (self.digest, self.origin.clone());
+        if fills.get(&at).is_some_and(|f| f.tag == self.fill.tag) {
+            fills.remove(&at);
         }
     }
 }
@@ -1054,16 +1088,32 @@ mod tests {
         let s = storage(dir.path());
         let key = |b: &[u8]| CacheKey::new(Digest::of(b).to_string(), "");
         assert!(!s.store().verified(&Digest::of(&good)));
-        assert!(s.ensure_intact(Digest::of(&good)).await.unwrap_or(false));
-        assert!(s.store().verified(&Digest::of(&good)));
-        let (_, mut hit) = s
-            .lookup(&key(&good), &span())
+        let hit = |b: Vec<u8>| async move {
+            s.lookup(&key(&b), &span())
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("a hit"))
+                .1
+        };
+        let mut intact = hit(good.clone()).await;
+        assert!(s
+            .ensure_intact(Digest::of(&good), &intact)
             .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("the intact entry"));
-        assert_eq!(read_all(&mut hit).await, good);
-        assert!(!s.ensure_intact(Digest::of(&bad)).await.unwrap_or(true));
+            .unwrap_or(false));
+        assert!(s.store().verified(&Digest::of(&good)));
+        assert_eq!(read_all(&mut intact).await, good);
+        // Two readers of the damaged entry: the first hashes it and finds the damage, the
+        // second (opened before) is not served the file either.
+        let (first, second) = (hit(bad.clone()).await, hit(bad.clone()).await);
+        assert!(!s
+            .ensure_intact(Digest::of(&bad), &first)
+            .await
+            .unwrap_or(true));
+        assert!(!s
+            .ensure_intact(Digest::of(&bad), &second)
+            .await
+            .unwrap_or(true));
         assert!(s.lookup(&key(&bad), &span()).await.ok().flatten().is_none());
         assert!(!path.exists(), "the damaged entry is removed");
     }
@@ -1086,7 +1136,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_last_byte_and_any_range_wait_until_the_entry_is_kept() {
+    async fn the_last_byte_waits_until_the_entry_is_kept() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let s = storage(dir.path());
         let body = b"twenty bytes of body".to_vec();
@@ -1106,21 +1156,31 @@ mod tests {
                 .unwrap_or_else(|| panic!("a reader"))
                 .1
         };
-        let (mut whole, mut range) = (reader().await, reader().await);
-        range.seek(0, Some(5)).unwrap_or_else(|e| panic!("{e}"));
+        let (mut whole, mut short, mut to_end) = (reader().await, reader().await, reader().await);
+        short.seek(0, Some(5)).unwrap_or_else(|e| panic!("{e}"));
+        to_end.seek(15, None).unwrap_or_else(|e| panic!("{e}"));
         let first = whole.read_body().await.ok().flatten().unwrap_or_default();
         assert_eq!(first, body[..body.len() - 1], "all but the last byte");
+        assert_eq!(
+            read_all(&mut short).await,
+            &body[..5],
+            "a range short of the end"
+        );
         let wait = std::time::Duration::from_millis(200);
         assert!(
             tokio::time::timeout(wait, whole.read_body()).await.is_err(),
             "the last byte waits"
         );
+        let part = to_end.read_body().await.ok().flatten().unwrap_or_default();
+        assert_eq!(part, body[15..body.len() - 1]);
         assert!(
-            tokio::time::timeout(wait, range.read_body()).await.is_err(),
-            "a range waits"
+            tokio::time::timeout(wait, to_end.read_body())
+                .await
+                .is_err(),
+            "so does a range's, when it is the entry's"
         );
         miss.finish().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read_all(&mut whole).await, &body[body.len() - 1..]);
-        assert_eq!(read_all(&mut range).await, &body[..5]);
+        assert_eq!(read_all(&mut to_end).await, &body[body.len() - 1..]);
     }
 }

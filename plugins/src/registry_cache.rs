@@ -317,7 +317,9 @@ pub fn is_manifest_type(content_type: Option<&http::HeaderValue>) -> bool {
 
 /// The answer as an entry keeps it, when it may be kept: a `200` of a known length, not
 /// content-encoded (the digest names the bytes as stored), a manifest's media type for a
-/// manifest request; only the [`KEPT`] headers. `None`: passed through, not kept.
+/// manifest request; only the headers that describe the bytes (`Content-Type`,
+/// `Content-Length`, `ETag`, `Docker-Content-Digest`, `Docker-Distribution-Api-Version`).
+/// `None`: passed through, not kept.
 pub fn entry_header(
     resp: &pingora_http::ResponseHeader,
     manifest: bool,

@@ -238,7 +238,19 @@ impl ProxyHttp for Berth {
     fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         // The digest alone: the same bytes whichever repository, host or client asks.
         match CacheUse::of(ctx) {
-            Some(CacheUse::Lookup { digest, .. }) => Ok(CacheKey::new(digest.to_string(), "")),
+            // Tagged with the route's upstreams: an entry being written is followed only by
+            // requests to the same registry (a kept entry, checked, serves every route).
+            Some(CacheUse::Lookup { digest, .. }) => {
+                let route = Self::route(ctx)?;
+                let origin: Vec<String> = route
+                    .spec
+                    .upstreams
+                    .iter()
+                    .map(|u| u.addr.to_string())
+                    .collect();
+                let tag = format!("{:?} {}", route.spec.proto, origin.join(","));
+                Ok(CacheKey::new(digest.to_string(), tag))
+            }
             _ => Error::e_explain(ErrorType::InternalError, "cache: a request with no digest"),
         }
     }
@@ -286,7 +298,7 @@ impl ProxyHttp for Berth {
         }
         // Only then, for an entry a previous run left: hashed once before its first use.
         if let Some(storage) = self.cache.storage() {
-            match storage.ensure_intact(digest).await {
+            match storage.ensure_intact(digest, hit_handler).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(Some(ForcedFreshness::ForceMiss)),
                 Err(e) => {
@@ -317,9 +329,10 @@ impl ProxyHttp for Berth {
             CacheUse::of(ctx),
             Some(CacheUse::Lookup { manifest: true, .. })
         );
-        if resp.status != http::StatusCode::OK {
-            // This client's 401 says nothing of the next one's: requests waiting for this
-            // answer compete to fetch it again, as after an upstream error.
+        let status = resp.status.as_u16();
+        if matches!(status, 401 | 403 | 429) || status >= 500 {
+            // This client's refusal (or a passing failure) says nothing of the next one's:
+            // requests waiting for this answer compete to fetch it again.
             return Ok(RespCacheable::Uncacheable(NoCacheReason::UpstreamError));
         }
         let Some(kept) = entry_header(resp, manifest) else {
