@@ -145,6 +145,13 @@ impl Index {
         self.total += size;
     }
 
+    /// Forgets the least recently used entry; its digest.
+    fn pop_least_recent(&mut self) -> Option<Digest> {
+        let digest = *self.by_use.values().next()?;
+        self.forget(&digest);
+        Some(digest)
+    }
+
     fn forget(&mut self, digest: &Digest) -> bool {
         self.verified.remove(digest);
         match self.entries.remove(digest) {
@@ -388,21 +395,16 @@ impl BlobStore {
                     index.reserved += length;
                     return Ok(());
                 }
-                let Some((_, digest)) = index.by_use.pop_first() else {
+                let Some(digest) = index.pop_least_recent() else {
                     // Unreachable: with no entry left, total is 0 and the first check held.
                     return Err(StoreError::NoRoom {
                         length,
                         why: "nothing left to evict".into(),
                     });
                 };
-                if let Some((size, _)) = index.entries.remove(&digest) {
-                    index.total -= size;
-                }
-                index.verified.remove(&digest);
                 digest
             };
-            let _ = std::fs::remove_file(self.path(&victim));
-            let _ = std::fs::remove_file(self.meta_path(&victim));
+            self.remove_files(&victim);
         }
     }
 
@@ -449,9 +451,15 @@ impl BlobStore {
     /// Removes the entry for `digest` (a reader found it damaged, say).
     pub fn remove(&self, digest: &Digest) {
         if self.index().forget(digest) {
-            let _ = std::fs::remove_file(self.path(digest));
-            let _ = std::fs::remove_file(self.meta_path(digest));
+            self.remove_files(digest);
         }
+    }
+
+    /// Removes an entry's files (the index has forgotten it). A reader that has the file open
+    /// reads on; the name is gone.
+    fn remove_files(&self, digest: &Digest) {
+        let _ = std::fs::remove_file(self.path(digest));
+        let _ = std::fs::remove_file(self.meta_path(digest));
     }
 
     /// Whether the entry for `digest` is known to hash to it: written by this process, or
@@ -545,18 +553,12 @@ impl BlobStore {
                 if index.total + index.reserved <= self.max_size {
                     return;
                 }
-                let Some((_, digest)) = index.by_use.pop_first() else {
+                let Some(digest) = index.pop_least_recent() else {
                     return;
                 };
-                if let Some((size, _)) = index.entries.remove(&digest) {
-                    index.total -= size;
-                }
-                index.verified.remove(&digest);
                 digest
             };
-            // A reader that has the file open reads on; the name is gone.
-            let _ = std::fs::remove_file(self.path(&victim));
-            let _ = std::fs::remove_file(self.meta_path(&victim));
+            self.remove_files(&victim);
         }
     }
 }

@@ -39,6 +39,22 @@ fn cache_config(cache_dir: &Path, max_size: Option<&str>, routes: &str) -> Strin
     )
 }
 
+/// berth with the cache in `cache` (`max-size` when given) in front of `registry` on the
+/// loopback address, its cache open.
+fn caching_berth(cache: &Path, max_size: Option<&str>, registry: &Registry) -> BerthProcess {
+    let b = berth(&cache_config(
+        cache,
+        max_size,
+        &route(
+            "127.0.0.1",
+            &[registry.addr],
+            "profile = \"registry\"\ncache = true",
+        ),
+    ));
+    wait_open(&b);
+    b
+}
+
 /// Waits until berth says its cache is open (it is opened in the background).
 fn wait_open(b: &BerthProcess) {
     berth_testkit::process::wait_until(
@@ -141,16 +157,7 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
     let cache = work.path().join("cache");
     let (layout, image) = build(work.path(), &[12 * MIB, 6 * MIB, 2 * MIB], 31);
     push_direct(&registry, &layout, "v1", "team/app");
-    let b = berth(&cache_config(
-        &cache,
-        None,
-        &route(
-            "127.0.0.1",
-            &[registry.addr],
-            "profile = \"registry\"\ncache = true",
-        ),
-    ));
-    wait_open(&b);
+    let b = caching_berth(&cache, None, &registry);
     let creds = format!("{USER}:{PASSWORD}");
     // The layers and the config: four blobs.
     let blobs = image.layer_digests.len() + 1;
@@ -512,16 +519,7 @@ async fn the_cache_holds_max_size_and_passes_through_what_it_cannot_keep() {
     let (big_layout, big) = build(work.path(), &[20 * MIB], 62);
     push_direct(&registry, &layout, "v1", "team/app");
     push_direct(&registry, &big_layout, "v1", "team/big");
-    let b = berth(&cache_config(
-        &cache,
-        Some("16MiB"),
-        &route(
-            "127.0.0.1",
-            &[registry.addr],
-            "profile = \"registry\"\ncache = true",
-        ),
-    ));
-    wait_open(&b);
+    let b = caching_berth(&cache, Some("16MiB"), &registry);
     let creds = format!("{USER}:{PASSWORD}");
     // The layers one after another, each read twice (the second from the cache), then the
     // image by skopeo (layers at once: one whose room is taken by writes in progress passes
@@ -653,16 +651,7 @@ async fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     let work = tempfile::tempdir().unwrap();
     let (layout, image) = build(work.path(), &[24 * MIB, 8 * MIB], 81);
     push_direct(&registry, &layout, "v1", "team/app");
-    let b = berth(&cache_config(
-        &work.path().join("cache"),
-        None,
-        &route(
-            "127.0.0.1",
-            &[registry.addr],
-            "profile = \"registry\"\ncache = true",
-        ),
-    ));
-    wait_open(&b);
+    let b = caching_berth(&work.path().join("cache"), None, &registry);
     let creds = format!("{USER}:{PASSWORD}");
     let before = blob_gets(&registry);
     let results: Vec<(bool, String)> = std::thread::scope(|s| {
@@ -702,16 +691,7 @@ async fn a_cold_range_request_fetches_the_whole_blob_once_and_gets_its_range() {
     let cache = work.path().join("cache");
     let (layout, image) = build(work.path(), &[4 * MIB], 91);
     push_direct(&registry, &layout, "v1", "team/app");
-    let b = berth(&cache_config(
-        &cache,
-        None,
-        &route(
-            "127.0.0.1",
-            &[registry.addr],
-            "profile = \"registry\"\ncache = true",
-        ),
-    ));
-    wait_open(&b);
+    let b = caching_berth(&cache, None, &registry);
     let layer = &image.layer_digests[0];
     let bytes = std::fs::read(
         layout
@@ -762,16 +742,7 @@ async fn manifests_by_digest_are_cached_and_served_with_their_own_headers() {
     let work = tempfile::tempdir().unwrap();
     let (layout, image) = build(work.path(), &[MIB], 95);
     push_direct(&registry, &layout, "v1", "team/app");
-    let b = berth(&cache_config(
-        &work.path().join("cache"),
-        None,
-        &route(
-            "127.0.0.1",
-            &[registry.addr],
-            "profile = \"registry\"\ncache = true",
-        ),
-    ));
-    wait_open(&b);
+    let b = caching_berth(&work.path().join("cache"), None, &registry);
     let creds = format!("{USER}:{PASSWORD}");
     let manifest = &image.manifest_digest;
     let manifest_gets = || {
