@@ -177,13 +177,14 @@ impl RegistryCache {
     /// Whether the cache answers this request, recorded in its context: a `GET` or `HEAD`
     /// of a blob or manifest by digest, on a route with `cache = true`. A `HEAD` is answered
     /// only from an entry already kept (a `HEAD` that is not, as a push asks for each layer,
-    /// is never turned into a fetch of the whole blob). `None`: the cache is not for it.
+    /// is never turned into a fetch of the whole blob). The storage to look it up in; `None`: the
+    /// cache is not for it.
     pub fn wants(
         &self,
         route: &Route,
         session: &Session,
         ctx: &mut RequestCtx,
-    ) -> Option<(&'static DiskStorage, Digest)> {
+    ) -> Option<&'static DiskStorage> {
         if !route.spec.cache || route.spec.profile != Some(Profile::Registry) {
             return None;
         }
@@ -205,7 +206,7 @@ impl RegistryCache {
             manifest,
             served: false,
         });
-        Some((storage, digest))
+        Some(storage)
     }
 
     /// The read check before a hit is served: a `HEAD` of the request's path to the route's

@@ -227,7 +227,7 @@ impl ProxyHttp for Berth {
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        if let Some((storage, _)) = self.cache.wants(&route, session, ctx) {
+        if let Some(storage) = self.cache.wants(&route, session, ctx) {
             session
                 .cache
                 .enable(storage, None, None, Some(self.cache.lock()), None);
@@ -236,10 +236,10 @@ impl ProxyHttp for Berth {
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        // The digest alone: the same bytes whichever repository, host or client asks.
+        // The digest, whichever repository or client asks; tagged with the route's upstreams,
+        // so an entry being written is followed only by requests to the same registry (a kept
+        // entry, checked, serves every route).
         match CacheUse::of(ctx) {
-            // Tagged with the route's upstreams: an entry being written is followed only by
-            // requests to the same registry (a kept entry, checked, serves every route).
             Some(CacheUse::Lookup { digest, .. }) => {
                 let route = Self::route(ctx)?;
                 let origin: Vec<String> = route
@@ -307,8 +307,8 @@ impl ProxyHttp for Berth {
                 }
             }
         }
-        // An HTTP/2 client's window may admit little at a time: small reads, so a stream that
-        // waits holds little.
+        // An HTTP/2 client's window may admit little at a time: smaller reads, so a stream that
+        // waits holds less.
         if session.as_downstream().is_http2() {
             set_read_size(hit_handler, H2_READ_SIZE);
         }

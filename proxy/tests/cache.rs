@@ -14,7 +14,7 @@ use sha2::Digest as _;
 use base64::Engine;
 use berth_testkit::client::Request;
 use berth_testkit::oci::{build_image, manifest_digest, Image};
-use berth_testkit::registry::{skopeo, Registry, PASSWORD, USER};
+use berth_testkit::registry::{push, skopeo, Registry, PASSWORD, USER};
 use berth_testkit::BerthProcess;
 use common::{berth, call, route, scrape, value};
 
@@ -106,24 +106,35 @@ fn pull_image(b: &BerthProcess, repository: &str, into: &Path, creds: &str, imag
 
 /// Pushes the OCI layout `layout:tag` straight to the registry as `repository:tag`.
 fn push_direct(registry: &Registry, layout: &Path, tag: &str, repository: &str) {
-    let creds = format!("{USER}:{PASSWORD}");
-    let out = tokio::task::block_in_place(|| {
-        skopeo(&[
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &creds,
-            &format!("oci:{}:{tag}", layout.display()),
-            &format!("docker://{}/{repository}:{tag}", registry.addr),
-        ])
-        .unwrap()
-    });
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        registry.log()
+    let to = registry.addr.to_string();
+    tokio::task::block_in_place(|| push(layout, tag, &to, repository, &[]))
+        .unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
+}
+
+/// Logs the Docker CLI in to `b` as `user` and pulls `reference` from it, which must be served
+/// from the cache: no blob `GET` reaches `registry`.
+fn docker_pull_from_cache(
+    b: &BerthProcess,
+    registry: &Registry,
+    dir: &Path,
+    (user, password): (&str, &str),
+    reference: &str,
+) {
+    let cli = dir.join("docker-config");
+    std::fs::create_dir_all(&cli).unwrap();
+    let host = b.http.to_string();
+    let (ok, said) = common::docker_cli(&cli, &["login", "-u", user, "-p", password, &host]);
+    assert!(ok, "{said}\n{}", b.log());
+    let gets = blob_gets(registry);
+    let reference = format!("{host}/{reference}");
+    let (ok, said) = common::docker_cli(&cli, &["pull", &reference]);
+    assert!(ok, "{said}\n{}", b.log());
+    assert_eq!(
+        blob_gets(registry),
+        gets,
+        "docker pull was served from the cache"
     );
+    common::docker_cli(&cli, &["rmi", &reference]);
 }
 
 /// The blob `GET`s the registry answered so far (all of them: it is settled first).
@@ -285,19 +296,7 @@ async fn a_second_pull_is_served_from_the_cache_after_the_registrys_own_read_che
 
     // The Docker CLI, logged in with the registry's own credentials, pulls from the cache.
     let _daemon = berth_testkit::docker::shared().await;
-    let cli = work.path().join("docker-config");
-    std::fs::create_dir_all(&cli).unwrap();
-    let (ok, said) = common::docker_cli(&cli, &["login", "-u", USER, "-p", PASSWORD, &host]);
-    assert!(ok, "{said}\n{}", b.log());
-    let reference = format!("{host}/team/app:v1");
-    let (ok, said) = common::docker_cli(&cli, &["pull", &reference]);
-    assert!(ok, "{said}\n{}", b.log());
-    assert_eq!(
-        blob_gets(&registry),
-        gets,
-        "docker pull was served from the cache"
-    );
-    common::docker_cli(&cli, &["rmi", &reference]);
+    docker_pull_from_cache(&b, &registry, work.path(), (USER, PASSWORD), "team/app:v1");
 }
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
@@ -433,20 +432,13 @@ async fn a_user_never_gets_a_cached_layer_of_a_repository_they_may_not_read() {
 
     // The Docker CLI, logged in as bob, pulls team-b/app from the cache.
     let _daemon = berth_testkit::docker::shared().await;
-    let cli = work.path().join("docker-config");
-    std::fs::create_dir_all(&cli).unwrap();
-    let (ok, said) = common::docker_cli(&cli, &["login", "-u", "bob", "-p", "bob-pw", &host]);
-    assert!(ok, "{said}\n{}", b.log());
-    let gets = blob_gets(&registry);
-    let reference = format!("{host}/team-b/app:v1");
-    let (ok, said) = common::docker_cli(&cli, &["pull", &reference]);
-    assert!(ok, "{said}\n{}", b.log());
-    assert_eq!(
-        blob_gets(&registry),
-        gets,
-        "docker pull was served from the cache"
+    docker_pull_from_cache(
+        &b,
+        &registry,
+        work.path(),
+        ("bob", "bob-pw"),
+        "team-b/app:v1",
     );
-    common::docker_cli(&cli, &["rmi", &reference]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
