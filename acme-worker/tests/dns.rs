@@ -183,7 +183,8 @@ fn rfc2136_obtains_a_wildcard_berth_serves_for_two_names_and_removes_its_records
         Duration::from_secs(60),
         "berth-acme never installed both certificates",
         || wild.exists() && plain.exists(),
-        || format!("{}\n--- berth-acme\n{}", s.logs(), daemon.log()),
+        // berth-acme's log first: it says why an order failed (the rest is long).
+        || format!("--- berth-acme\n{}\n{}", daemon.log(), s.logs()),
     );
     // The wildcard and its base share one certificate, kept under the base name.
     let names = |crt: &Path| -> String {

@@ -23,6 +23,7 @@
 //! cache = true
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -65,9 +66,13 @@ const NOT_CHECKED: [http::HeaderName; 11] = [
     http::header::IF_UNMODIFIED_SINCE,
 ];
 
-/// The cache every listener shares: its storage, once opened, and its lock.
+/// The cache every listener shares: its storage, once opened, and its lock. The store is
+/// opened when a route first asks for it, so a berth without `cache = true` routes never
+/// creates the directory.
 pub struct RegistryCache {
-    storage: OnceLock<&'static DiskStorage>,
+    config: CacheConfig,
+    opening: AtomicBool,
+    storage: Arc<OnceLock<&'static DiskStorage>>,
     lock: &'static CacheKeyLockImpl,
     connector: Connector,
 }
@@ -127,40 +132,35 @@ impl CacheUse {
 }
 
 impl RegistryCache {
-    /// A cache with nothing open yet (every request passes through until [`Self::open`]).
-    pub fn new() -> RegistryCache {
+    /// A cache for `config`, with nothing open yet (every request passes through until
+    /// [`Self::open_in_background`] has opened it).
+    pub fn new(config: CacheConfig) -> RegistryCache {
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(LOCK_TIMEOUT);
         RegistryCache {
-            storage: OnceLock::new(),
+            config,
+            opening: AtomicBool::new(false),
+            storage: Arc::new(OnceLock::new()),
             lock: Box::leak(lock),
             connector: Connector::new(None),
         }
     }
 
-    /// Opens the store in `config.dir` (indexing what a previous run kept); on failure the
-    /// cache stays closed, said once at error level, and every request passes through.
-    pub fn open(&self, config: &CacheConfig) {
-        let dir = shown(&config.dir.display().to_string(), 300);
-        match BlobStore::open(&config.dir, config.max_size) {
-            Ok(store) => {
-                let (entries, bytes) = store.usage();
-                let storage: &'static DiskStorage = Box::leak(Box::new(DiskStorage::new(store)));
-                if self.storage.set(storage).is_ok() {
-                    tracing::info!(
-                        %dir,
-                        entries,
-                        bytes,
-                        max_size = config.max_size,
-                        "registry cache open"
-                    );
-                }
-            }
-            Err(e) => tracing::error!(
-                %dir,
+    /// Starts opening the store on a thread of its own, once (later calls do nothing):
+    /// indexing a large cache takes a while, and requests pass through until it is open.
+    pub fn open_in_background(&self) {
+        if self.opening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (storage, config) = (self.storage.clone(), self.config.clone());
+        if let Err(e) = std::thread::Builder::new()
+            .name("berth-cache-open".into())
+            .spawn(move || open(&storage, &config))
+        {
+            tracing::error!(
                 error = %e,
-                "cache: cannot use the cache directory; routes with cache = true pass every \
-                 request to their registry"
-            ),
+                "cache: cannot start the thread that opens the cache; routes with cache = true \
+                 pass every request to their registry"
+            );
         }
     }
 
@@ -188,6 +188,7 @@ impl RegistryCache {
         if !route.spec.cache || route.spec.profile != Some(Profile::Registry) {
             return None;
         }
+        self.open_in_background();
         let req = session.req_header();
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let found = by_digest(req.method.as_str(), path)
@@ -352,9 +353,30 @@ pub fn kind_matches(headers: &http::HeaderMap, manifest: bool) -> bool {
     manifest == is_manifest_type(headers.get(http::header::CONTENT_TYPE))
 }
 
-impl Default for RegistryCache {
-    fn default() -> RegistryCache {
-        RegistryCache::new()
+/// Opens the store in `config.dir` (indexing what a previous run kept) into `storage`; on
+/// failure the cache stays closed, said once at error level, and every request passes through.
+fn open(storage: &OnceLock<&'static DiskStorage>, config: &CacheConfig) {
+    let dir = shown(&config.dir.display().to_string(), 300);
+    match BlobStore::open(&config.dir, config.max_size) {
+        Ok(store) => {
+            let (entries, bytes) = store.usage();
+            let opened: &'static DiskStorage = Box::leak(Box::new(DiskStorage::new(store)));
+            if storage.set(opened).is_ok() {
+                tracing::info!(
+                    %dir,
+                    entries,
+                    bytes,
+                    max_size = config.max_size,
+                    "registry cache open"
+                );
+            }
+        }
+        Err(e) => tracing::error!(
+            %dir,
+            error = %e,
+            "cache: cannot use the cache directory; routes with cache = true pass every \
+             request to their registry"
+        ),
     }
 }
 

@@ -14,7 +14,6 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 
-use berth_core::config::cache::CacheConfig;
 use berth_core::config::server::ServerSettings;
 use berth_core::config::{DefaultCert, TlsConfig};
 use berth_core::contract::ChallengeDir;
@@ -132,9 +131,6 @@ pub enum StartError {
     /// The SIGHUP handler could not be installed.
     #[error("signals: {0}")]
     Signals(String),
-    /// The registry cache's opening thread could not be started.
-    #[error("cache: {0}")]
-    Cache(String),
     /// A metric could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(String),
@@ -309,7 +305,7 @@ pub fn build_server(
         Some(_) => Some(Arc::new(Metrics::new().map_err(metrics_err)?)),
         None => None,
     };
-    let cache = registry_cache(&config.cache)?;
+    let cache = registry_cache(&config);
     let shared = Shared {
         cache,
         observer: observe::observer(metrics.clone(), &config.access_log)
@@ -365,16 +361,14 @@ pub fn build_server(
     Ok((w.server, w.lines))
 }
 
-/// The registry cache, opened in the background: indexing a large cache takes a while, and
-/// requests pass through until it is open.
-fn registry_cache(config: &CacheConfig) -> Result<Arc<RegistryCache>, StartError> {
-    let cache = Arc::new(RegistryCache::new());
-    let (opening, config) = (cache.clone(), config.clone());
-    std::thread::Builder::new()
-        .name("berth-cache-open".into())
-        .spawn(move || opening.open(&config))
-        .map_err(|e| StartError::Cache(format!("cannot start the thread that opens it: {e}")))?;
-    Ok(cache)
+/// The registry cache: opened at once (in the background) when a route of the configuration
+/// caches; else when a route that caches first asks for it (a label, a reload).
+fn registry_cache(config: &Config) -> Arc<RegistryCache> {
+    let cache = Arc::new(RegistryCache::new(config.cache.clone()));
+    if config.routes.iter().any(|r| r.cache) {
+        cache.open_in_background();
+    }
+    cache
 }
 
 /// Pingora's server, bootstrapped: with `upgrade` this waits (about 5 s at most) for the

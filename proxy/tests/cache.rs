@@ -627,6 +627,44 @@ async fn an_unusable_cache_passes_every_pull_through_and_says_why() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_directory_is_made_only_once_a_route_caches() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let (layout, image) = build(work.path(), &[2 * MIB], 75);
+    push_direct(&registry, &layout, "v1", "team/app");
+    let creds = format!("{USER}:{PASSWORD}");
+    let dir = work.path().join("cache");
+    let routes = |extra: &str| route("127.0.0.1", &[registry.addr], extra);
+    let b = berth(&cache_config(&dir, None, &routes("profile = \"registry\"")));
+    pull_image(&b, "team/app", &work.path().join("plain"), &creds, &image);
+    assert!(!dir.exists(), "no route caches, yet {dir:?} was made");
+    assert!(!b.log().contains("registry cache open"), "{}", b.log());
+
+    // A reload gives the route cache = true: its first request opens the cache.
+    b.rewrite_config(&cache_config(
+        &dir,
+        None,
+        &routes("profile = \"registry\"\ncache = true"),
+    ))
+    .unwrap();
+    b.signal("HUP").unwrap();
+    berth_testkit::process::wait_until(
+        std::time::Duration::from_secs(10),
+        "the reload was never applied",
+        || b.log().contains(" applied ("),
+        || b.log(),
+    );
+    pull_image(&b, "team/app", &work.path().join("opens"), &creds, &image);
+    wait_open(&b);
+    pull_image(&b, "team/app", &work.path().join("fills"), &creds, &image);
+    let gets = blob_gets(&registry);
+    pull_image(&b, "team/app", &work.path().join("cached"), &creds, &image);
+    assert_eq!(blob_gets(&registry), gets, "{}", registry.log());
+    assert!(dir.join("sha256").is_dir());
+}
+
 /// Unmounts a file system when dropped.
 struct Unmount(PathBuf);
 
