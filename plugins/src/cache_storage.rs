@@ -238,6 +238,24 @@ fn content_length(meta: &CacheMeta) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The most reads of the cache's files that run at once on blocking threads.
+const READS_AT_ONCE: usize = 8;
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
+
+/// Runs `job` (a read of the cache's files) on a blocking thread, at most [`READS_AT_ONCE`] at
+/// once. berth's allocator (mimalloc) keeps a heap per thread, and a block freed by another
+/// thread returns to its own thread's heap only when that thread allocates again: a crowd
+/// of hits starting at once spread over a blocking thread each
+/// left every one of those threads' pages pinned by the few blocks the hits kept, about
+/// 1 MiB per stream whose client window stays shut. So the reads share a few threads, and
+/// what outlives a read (its buffer, the decoded headers) is allocated by the caller.
+async fn read_job<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    let _permit = READS.acquire().await;
+    tokio::task::spawn_blocking(job).await
+}
+
 #[async_trait]
 impl Storage for DiskStorage {
     async fn lookup(
@@ -248,19 +266,25 @@ impl Storage for DiskStorage {
         let Some(digest) = Self::digest(key) else {
             return Ok(None);
         };
-        let found = tokio::task::spawn_blocking(move || {
+        // The files are read on a blocking thread, the headers decoded here: what a hit keeps
+        // for its whole life is allocated on the thread that serves it (see `read_job`).
+        let found = read_job(move || {
             let blob = self.store.get(&digest)?;
-            match self.store.meta(&digest).as_deref().and_then(decode) {
-                Some(meta) => Some((meta, blob)),
-                None => {
-                    tracing::warn!(%digest, "cache: an entry without readable headers; removed");
-                    self.store.remove(&digest);
-                    None
-                }
-            }
+            Some((self.store.meta(&digest), blob))
         })
         .await
         .or_err(ErrorType::InternalError, "cache lookup")?;
+        let found = match found.map(|(meta, blob)| (meta.as_deref().and_then(decode), blob)) {
+            Some((Some(meta), blob)) => Some((meta, blob)),
+            Some((None, _)) => {
+                tracing::warn!(%digest, "cache: an entry without readable headers; removed");
+                tokio::task::spawn_blocking(move || self.store.remove(&digest))
+                    .await
+                    .or_err(ErrorType::InternalError, "cache: removing an entry")?;
+                None
+            }
+            None => None,
+        };
         Ok(match found {
             Some((meta, blob)) => {
                 self.remember(key.primary_bin(), digest);
@@ -458,11 +482,11 @@ impl HandleHit for FileHit {
         let want = usize::try_from((self.end - self.next).min(self.read_size)).unwrap_or(CHUNK);
         let seek_to = self.seek_to.take();
         let mut hasher = self.hasher.take();
-        let (file, chunk, hasher) = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; want];
+        let (file, chunk, hasher) = read_job(move || {
             if let Some(at) = seek_to {
                 file.seek(SeekFrom::Start(at))?;
             }
-            let mut buf = vec![0u8; want];
             file.read_exact(&mut buf)?;
             if let Some(h) = hasher.as_mut() {
                 h.update(&buf);
@@ -597,16 +621,14 @@ impl HandleHit for FillHit {
             if self.next < readable {
                 let want = (readable.min(end) - self.next).min(self.read_size);
                 let (fill, at) = (self.fill.clone(), self.next);
-                let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
-                    fill.file.read_exact_at(&mut buf, at).map(|()| buf)
-                })
-                .await
-                .or_err(ErrorType::InternalError, "cache read")?
-                .or_err(
-                    ErrorType::ReadError,
-                    "cache: cannot read an entry being written",
-                )?;
+                let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
+                let chunk = read_job(move || fill.file.read_exact_at(&mut buf, at).map(|()| buf))
+                    .await
+                    .or_err(ErrorType::InternalError, "cache read")?
+                    .or_err(
+                        ErrorType::ReadError,
+                        "cache: cannot read an entry being written",
+                    )?;
                 self.next += chunk.len() as u64;
                 return Ok(Some(Bytes::from(chunk)));
             }
@@ -864,6 +886,26 @@ mod tests {
             .get_miss_handler(&path, &meta("text/plain", Some(1)), &span())
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_headers_cannot_be_read_is_removed_and_missed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body = b"a layer whose headers file is damaged";
+        let digest = Digest::of(body);
+        let key = CacheKey::new(digest.to_string(), "");
+        fill(s, &key, body).await.unwrap_or_else(|e| panic!("{e}"));
+        let hex = digest.to_string().trim_start_matches("sha256:").to_string();
+        std::fs::write(dir.path().join("meta").join(&hex), b"\xffnot headers")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s
+            .lookup(&key, &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
+        assert!(!s.store().contains(&digest));
+        assert!(!dir.path().join("sha256").join(&hex).exists());
     }
 
     #[tokio::test]

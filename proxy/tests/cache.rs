@@ -14,7 +14,9 @@ use sha2::Digest as _;
 use base64::Engine;
 use berth_testkit::client::Request;
 use berth_testkit::oci::{build_image, manifest_digest, Image};
+use berth_testkit::process::memory_kib;
 use berth_testkit::registry::{push, skopeo, Registry, PASSWORD, USER};
+use berth_testkit::tls::{install, TestCa};
 use berth_testkit::BerthProcess;
 use common::{berth, call, route, scrape, value};
 
@@ -872,4 +874,128 @@ async fn manifests_by_digest_are_cached_and_served_with_their_own_headers() {
         assert_eq!(r.header("docker-content-digest"), Some(manifest.as_str()));
     }
     by_digest("after");
+}
+
+/// berth with an HTTPS listener (`app.test`, a certificate from `ca`) caching `registry` in
+/// `dir/cache`, its cache open.
+fn caching_berth_over_https(dir: &Path, ca: &TestCa, registry: &Registry) -> BerthProcess {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    install(&certs, "app.test", &ca.issue(&["app.test"])).unwrap();
+    let b = berth(&format!(
+        "[listen]\nhttp = \"{{http}}\"\nhttps = \"{{https}}\"\n\n[docker]\nenabled = false\n\n\
+         [log]\naccess = \"off\"\n\n[tls]\ncerts-dir = \"{}\"\ndefault-cert = \"none\"\n\n\
+         [cache]\ndir = \"{}\"\n\n{}",
+        certs.display(),
+        dir.join("cache").display(),
+        route(
+            "app.test",
+            &[registry.addr],
+            "profile = \"registry\"\ncache = true"
+        )
+    ));
+    wait_open(&b);
+    b
+}
+
+/// Sends `method` for `path` with the registry's credentials on `client`; the answer's head.
+async fn h2_ask(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    https: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> h2::client::ResponseFuture {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("https://app.test:{}{path}", https.port()))
+        .header("authorization", basic(USER, PASSWORD))
+        .body(())
+        .unwrap();
+    *client = client.clone().ready().await.unwrap();
+    client.send_request(req, true).unwrap().0
+}
+
+/// Reads a whole HTTP/2 answer body; its length.
+async fn drain(resp: h2::client::ResponseFuture) -> usize {
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        got += chunk.len();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    got
+}
+
+/// Streams of a cached blob that the client never lets berth write hold little each: a hit
+/// reads the cache's files on a few shared threads and keeps nothing they allocated.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_streams_whose_window_stays_shut_on_a_cached_blob_cost_little() {
+    let registry =
+        Registry::start().expect("docker-registry must be installed (scripts/test does)");
+    let work = tempfile::tempdir().unwrap();
+    let (layout, image) = build(work.path(), &[16 * MIB], 95);
+    push_direct(&registry, &layout, "v1", "team/app");
+    let ca = TestCa::new("cache h2 test CA");
+    let b = caching_berth_over_https(work.path(), &ca, &registry);
+    let https = b.https.unwrap();
+    let path = format!("/v2/team/app/blobs/{}", image.layer_digests[0]);
+
+    // The blob kept, then warm-up: whole hits on connections open at once (every berth thread
+    // has every buffer a hit needs), and 100 HEADs at once (the read checks' connections).
+    let mut first = crate::h2_streams::connect(https, &ca, 1 << 20).await;
+    let size = drain(h2_ask(&mut first, https, "GET", &path).await).await;
+    assert!(size > 16 * MIB, "{size}");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut warm = Vec::new();
+    for _ in 0..threads * 3 {
+        warm.push(crate::h2_streams::connect(https, &ca, 1 << 20).await);
+    }
+    for client in &mut warm {
+        let resp = h2_ask(client, https, "GET", &path).await;
+        assert_eq!(drain(resp).await, size);
+    }
+    let mut heads = Vec::new();
+    for _ in 0..100 {
+        heads.push(h2_ask(&mut first, https, "HEAD", &path).await);
+    }
+    for head in heads {
+        assert_eq!(head.await.unwrap().status(), 200);
+    }
+    drop(warm);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let gets = blob_gets(&registry);
+    let (before, _) = memory_kib(b.pid()).unwrap();
+    let threads_before = thread_count(b.pid());
+
+    // 100 streams of the cached blob, none of which the client lets berth write.
+    let mut shut = crate::h2_streams::connect(https, &ca, 0).await;
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        waiting.push(h2_ask(&mut shut, https, "GET", &path).await);
+    }
+    let mut bodies = Vec::new();
+    for resp in waiting {
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (during, _) = memory_kib(b.pid()).unwrap();
+    let grown = during.saturating_sub(before);
+    assert_eq!(blob_gets(&registry), gets, "served from the cache");
+    assert!(
+        grown < 12 << 10,
+        "100 streams with a shut window on a cached blob grew berth by {grown} KiB (threads: \
+         {threads_before} before, {} now)",
+        thread_count(b.pid())
+    );
+    drop(bodies);
+}
+
+/// How many threads process `pid` runs.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }

@@ -23,7 +23,7 @@ const GIB: u64 = 1 << 30;
 
 /// An HTTP/2 connection to berth over TLS, with `window` as the client's initial stream
 /// window (SETTINGS_INITIAL_WINDOW_SIZE).
-async fn connect(
+pub(crate) async fn connect(
     https: SocketAddr,
     ca: &TestCa,
     window: u32,
