@@ -241,18 +241,26 @@ impl BlobStore {
     }
 
     /// What was kept beside the entry for `digest` ([`BlobWriter::commit_with`],
-    /// [`BlobStore::set_meta`]); `None` without an entry or without anything kept.
-    pub fn meta(&self, digest: &Digest) -> Option<Vec<u8>> {
+    /// [`BlobStore::set_meta`]); `Ok(None)` without an entry.
+    ///
+    /// # Errors
+    /// The file's error when it cannot be read (`NotFound`: nothing was kept), and
+    /// `InvalidData` when it is larger than anything berth keeps there.
+    pub fn meta(&self, digest: &Digest) -> io::Result<Option<Vec<u8>>> {
         if !self.contains(digest) {
-            return None;
+            return Ok(None);
         }
         let mut bytes = Vec::new();
-        File::open(self.meta_path(digest))
-            .ok()?
+        File::open(self.meta_path(digest))?
             .take(MAX_META + 1)
-            .read_to_end(&mut bytes)
-            .ok()?;
-        (bytes.len() as u64 <= MAX_META).then_some(bytes)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_META {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "larger than any headers kept",
+            ));
+        }
+        Ok(Some(bytes))
     }
 
     /// Replaces what is kept beside the entry for `digest`; `false` when there is no entry.
@@ -830,21 +838,22 @@ mod tests {
         w.write(&body).unwrap_or_else(|e| panic!("{e}"));
         w.commit_with(Some(b"headers"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.meta(&a).as_deref(), Some(&b"headers"[..]));
+        let meta = |d: &Digest| s.meta(d).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta(&a).as_deref(), Some(&b"headers"[..]));
         assert!(s
             .set_meta(&a, b"new headers")
             .unwrap_or_else(|e| panic!("{e}")));
-        assert_eq!(s.meta(&a).as_deref(), Some(&b"new headers"[..]));
+        assert_eq!(meta(&a).as_deref(), Some(&b"new headers"[..]));
         let unknown = Digest::of(b"unknown");
         assert!(!s.set_meta(&unknown, b"x").unwrap_or_else(|e| panic!("{e}")));
-        assert_eq!(s.meta(&unknown), None);
+        assert_eq!(meta(&unknown), None);
         // Evicted: its metadata goes too.
         for i in 2..6u8 {
             put(&s, &[i; 30]);
         }
         assert!(!s.contains(&a));
         assert!(!dir.path().join("meta").join(a.hex()).exists());
-        assert_eq!(s.meta(&a), None);
+        assert_eq!(meta(&a), None);
     }
 
     #[test]

@@ -150,7 +150,9 @@ impl DiskStorage {
         if self.store.verified(&digest) {
             return Ok(true);
         }
-        let result = tokio::task::spawn_blocking(move || self.store.verify(&digest))
+        let result = limited(&HASHES, || move || self.store.verify(&digest))
+            .await
+            .map_err(std::io::Error::other)?
             .await
             .map_err(std::io::Error::other)?;
         self.verifying
@@ -158,6 +160,21 @@ impl DiskStorage {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&digest);
         result
+    }
+
+    /// An entry whose headers cannot be read (`why`): removed, if it is still the file
+    /// `identity` names (a good copy written since stays); never a hit.
+    async fn unreadable<T>(
+        &'static self,
+        digest: Digest,
+        identity: (u64, u64),
+        why: &str,
+    ) -> Result<Option<T>> {
+        tracing::warn!(%digest, why, "cache: an entry without readable headers; removed");
+        tokio::task::spawn_blocking(move || self.store.remove_if(&digest, identity))
+            .await
+            .or_err(ErrorType::InternalError, "cache: removing an entry")?;
+        Ok(None)
     }
 
     fn fills(&self) -> std::sync::MutexGuard<'_, Fills> {
@@ -183,6 +200,7 @@ impl DiskStorage {
             next: 0,
             end: None,
             read_size: FILL_CHUNK as u64,
+            read: PendingRead::new(),
         });
         Some((meta, hit))
     }
@@ -242,18 +260,71 @@ fn content_length(meta: &CacheMeta) -> Option<u64> {
 const READS_AT_ONCE: usize = 8;
 static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
 
-/// Runs `job` (a read of the cache's files) on a blocking thread, at most [`READS_AT_ONCE`] at
-/// once. berth's allocator (mimalloc) keeps a heap per thread, and a block freed by another
-/// thread returns to its own thread's heap only when that thread allocates again: a crowd
-/// of hits starting at once spread over a blocking thread each
-/// left every one of those threads' pages pinned by the few blocks the hits kept, about
-/// 1 MiB per stream whose client window stays shut. So the reads share a few threads, and
+/// The most entries hashed at once before their first use (each on a blocking thread; the
+/// hashing is bound by the CPU).
+const HASHES_AT_ONCE: usize = 2;
+static HASHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHES_AT_ONCE);
+
+/// Runs the job `make` returns on a blocking thread once `limit` has a permit (`make` runs
+/// then, on the caller's thread: what it allocates is the caller's). The job holds the permit
+/// until it ends, whether or not its caller still waits.
+async fn limited<T, J>(
+    limit: &'static tokio::sync::Semaphore,
+    make: impl FnOnce() -> J,
+) -> Result<tokio::task::JoinHandle<T>>
+where
+    T: Send + 'static,
+    J: FnOnce() -> T + Send + 'static,
+{
+    let permit = limit
+        .acquire()
+        .await
+        .or_err(ErrorType::InternalError, "cache: the read limit is closed")?;
+    let job = make();
+    Ok(tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        job()
+    }))
+}
+
+/// A hit's read of the cache's files, at most [`READS_AT_ONCE`] at once, that survives its
+/// caller giving up: a `read_body` dropped mid-read (pingora races a fetching client's read
+/// against the upstream's next chunk) takes the same read up again on its next call.
+///
+/// Bounded because berth's allocator (mimalloc) keeps a heap per thread, and a block freed
+/// by another thread goes back to its own thread's heap only when that thread next
+/// allocates: a crowd of hits starting at once, spread over a blocking thread each, left
+/// every one of those threads' pages pinned by the few blocks the hits kept (about 1 MiB per
+/// HTTP/2 stream whose client window stays shut). So the reads share a few threads, and
 /// what outlives a read (its buffer, the decoded headers) is allocated by the caller.
-async fn read_job<T: Send + 'static>(
-    job: impl FnOnce() -> T + Send + 'static,
-) -> std::result::Result<T, tokio::task::JoinError> {
-    let _permit = READS.acquire().await;
-    tokio::task::spawn_blocking(job).await
+#[derive(Debug)]
+struct PendingRead<T> {
+    job: Option<tokio::task::JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> PendingRead<T> {
+    fn new() -> PendingRead<T> {
+        PendingRead { job: None }
+    }
+
+    /// Whether a read is under way.
+    fn busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// The result of the read under way, else of the one `make` returns.
+    async fn finish<J: FnOnce() -> T + Send + 'static>(
+        &mut self,
+        make: impl FnOnce() -> J,
+    ) -> Result<T> {
+        let job = match self.job.as_mut() {
+            Some(job) => job,
+            None => self.job.insert(limited(&READS, make).await?),
+        };
+        let done = job.await;
+        self.job = None;
+        done.or_err(ErrorType::InternalError, "cache read")
+    }
 }
 
 #[async_trait]
@@ -266,29 +337,50 @@ impl Storage for DiskStorage {
         let Some(digest) = Self::digest(key) else {
             return Ok(None);
         };
-        // The files are read on a blocking thread, the headers decoded here: what a hit keeps
-        // for its whole life is allocated on the thread that serves it (see `read_job`).
-        let found = read_job(move || {
-            let blob = self.store.get(&digest)?;
-            Some((self.store.meta(&digest), blob))
-        })
-        .await
-        .or_err(ErrorType::InternalError, "cache lookup")?;
-        let found = match found.map(|(meta, blob)| (meta.as_deref().and_then(decode), blob)) {
-            Some((Some(meta), blob)) => Some((meta, blob)),
-            Some((None, _)) => {
-                tracing::warn!(%digest, "cache: an entry without readable headers; removed");
-                tokio::task::spawn_blocking(move || self.store.remove(&digest))
-                    .await
-                    .or_err(ErrorType::InternalError, "cache: removing an entry")?;
+        // Only a digest the store holds is read (a miss waits for no read), on a blocking
+        // thread; the headers are decoded here: what a hit keeps for its whole life is
+        // allocated on the thread that serves it (see `PendingRead`).
+        let found = if self.store.contains(&digest) {
+            limited(&READS, || {
+                move || {
+                    use std::os::unix::fs::MetadataExt;
+                    let blob = self.store.get(&digest)?;
+                    let identity = blob.file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()));
+                    Some((blob, identity, self.store.meta(&digest)))
+                }
+            })
+            .await?
+            .await
+            .or_err(ErrorType::InternalError, "cache lookup")?
+        } else {
+            None
+        };
+        let found = match found {
+            Some((blob, identity, Ok(Some(bytes)))) => match decode(&bytes) {
+                Some(meta) => Some((meta, blob, identity)),
+                None => self.unreadable(digest, identity, "undecodable").await?,
+            },
+            // Gone since (evicted, removed): not kept.
+            Some((_, _, Ok(None))) => None,
+            Some((_, identity, Err(e)))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                self.unreadable(digest, identity, &e.to_string()).await?
+            }
+            // Out of file descriptors, say: not damage; the entry stays.
+            Some((_, _, Err(e))) => {
+                tracing::warn!(%digest, error = %e, "cache: cannot read an entry's headers");
                 None
             }
             None => None,
         };
         Ok(match found {
-            Some((meta, blob)) => {
+            Some((meta, blob, identity)) => {
                 self.remember(key.primary_bin(), digest);
-                let hit: HitHandler = Box::new(FileHit::new(self, digest, blob));
+                let hit: HitHandler = Box::new(FileHit::new(self, digest, blob, identity));
                 Some((meta, hit))
             }
             // Not kept yet, perhaps being written: read as it is.
@@ -449,12 +541,20 @@ struct FileHit {
     read_size: u64,
     /// The file's device and inode: the entry it was opened as.
     identity: (u64, u64),
+    /// The read under way.
+    read: PendingRead<std::io::Result<FileRead>>,
 }
 
+/// What a kept entry's read gives back: the file, what was read, the hash so far.
+type FileRead = (File, Vec<u8>, Option<Sha256>);
+
 impl FileHit {
-    fn new(storage: &'static DiskStorage, digest: Digest, blob: Blob) -> FileHit {
-        use std::os::unix::fs::MetadataExt;
-        let identity = blob.file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()));
+    fn new(
+        storage: &'static DiskStorage,
+        digest: Digest,
+        blob: Blob,
+        identity: (u64, u64),
+    ) -> FileHit {
         FileHit {
             identity,
             storage,
@@ -466,6 +566,7 @@ impl FileHit {
             seek_to: None,
             hasher: (!storage.store.verified_within(&digest, REVERIFY)).then(Sha256::new),
             read_size: CHUNK as u64,
+            read: PendingRead::new(),
         }
     }
 }
@@ -473,29 +574,30 @@ impl FileHit {
 #[async_trait]
 impl HandleHit for FileHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        if self.next >= self.end {
+        if self.next >= self.end || (self.file.is_none() && !self.read.busy()) {
             return Ok(None);
         }
-        let Some(mut file) = self.file.take() else {
-            return Ok(None);
-        };
         let want = usize::try_from((self.end - self.next).min(self.read_size)).unwrap_or(CHUNK);
-        let seek_to = self.seek_to.take();
-        let mut hasher = self.hasher.take();
-        let mut buf = vec![0u8; want];
-        let (file, chunk, hasher) = read_job(move || {
-            if let Some(at) = seek_to {
-                file.seek(SeekFrom::Start(at))?;
-            }
-            file.read_exact(&mut buf)?;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf);
-            }
-            Ok::<_, std::io::Error>((file, buf, hasher))
-        })
-        .await
-        .or_err(ErrorType::InternalError, "cache read")?
-        .or_err(ErrorType::ReadError, "cache: the entry's file ended early")?;
+        let (file, seek_to, hasher) = (&mut self.file, &mut self.seek_to, &mut self.hasher);
+        let (file, chunk, hasher) = self
+            .read
+            .finish(|| {
+                let (file, seek_to, mut hasher) = (file.take(), seek_to.take(), hasher.take());
+                let mut buf = vec![0u8; want];
+                move || {
+                    let mut file = file.ok_or_else(|| std::io::Error::other("no file"))?;
+                    if let Some(at) = seek_to {
+                        file.seek(SeekFrom::Start(at))?;
+                    }
+                    file.read_exact(&mut buf)?;
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&buf);
+                    }
+                    Ok((file, buf, hasher))
+                }
+            })
+            .await?
+            .or_err(ErrorType::ReadError, "cache: the entry's file ended early")?;
         self.file = Some(file);
         self.next += chunk.len() as u64;
         self.hasher = hasher;
@@ -537,6 +639,9 @@ impl HandleHit for FileHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if self.read.busy() {
+            return Error::e_explain(ErrorType::InternalError, "cache: a seek during a read");
+        }
         let start = start as u64;
         let end = end.map_or(self.size, |e| e as u64);
         if start > end || end > self.size {
@@ -600,6 +705,8 @@ struct FillHit {
     end: Option<u64>,
     /// Bytes read at a time.
     read_size: u64,
+    /// The read under way.
+    read: PendingRead<std::io::Result<Vec<u8>>>,
 }
 
 #[async_trait]
@@ -618,13 +725,18 @@ impl HandleHit for FillHit {
                 Some(true) => now.written,
                 _ => now.written.min(self.fill.length.saturating_sub(1)),
             };
-            if self.next < readable {
-                let want = (readable.min(end) - self.next).min(self.read_size);
-                let (fill, at) = (self.fill.clone(), self.next);
-                let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
-                let chunk = read_job(move || fill.file.read_exact_at(&mut buf, at).map(|()| buf))
-                    .await
-                    .or_err(ErrorType::InternalError, "cache read")?
+            // A read a dropped call left under way is taken up first (it is at `next`).
+            if self.read.busy() || self.next < readable {
+                let want = (readable.min(end).saturating_sub(self.next)).min(self.read_size);
+                let (fill, at) = (&self.fill, self.next);
+                let chunk = self
+                    .read
+                    .finish(|| {
+                        let fill = fill.clone();
+                        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
+                        move || fill.file.read_exact_at(&mut buf, at).map(|()| buf)
+                    })
+                    .await?
                     .or_err(
                         ErrorType::ReadError,
                         "cache: cannot read an entry being written",
@@ -676,6 +788,9 @@ impl HandleHit for FillHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        if self.read.busy() {
+            return Error::e_explain(ErrorType::InternalError, "cache: a seek during a read");
+        }
         let (start, end) = (start as u64, end.map(|e| e as u64));
         if end.is_some_and(|e| start > e) {
             return Error::e_explain(
@@ -896,16 +1011,136 @@ mod tests {
         let digest = Digest::of(body);
         let key = CacheKey::new(digest.to_string(), "");
         fill(s, &key, body).await.unwrap_or_else(|e| panic!("{e}"));
-        let hex = digest.to_string().trim_start_matches("sha256:").to_string();
-        std::fs::write(dir.path().join("meta").join(&hex), b"\xffnot headers")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let meta_file = dir.path().join("meta").join(digest.hex());
+        std::fs::write(&meta_file, b"\xffnot headers").unwrap_or_else(|e| panic!("{e}"));
         assert!(s
             .lookup(&key, &span())
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .is_none());
         assert!(!s.store().contains(&digest));
-        assert!(!dir.path().join("sha256").join(&hex).exists());
+        assert!(!dir.path().join("sha256").join(digest.hex()).exists());
+        assert!(!meta_file.exists());
+    }
+
+    #[tokio::test]
+    async fn headers_that_cannot_be_read_for_now_are_not_damage() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body = b"a layer whose headers cannot be read at the moment";
+        let digest = Digest::of(body);
+        let key = CacheKey::new(digest.to_string(), "");
+        fill(s, &key, body).await.unwrap_or_else(|e| panic!("{e}"));
+        // A read that fails with an error other than "not there" or "not headers" (here: a
+        // directory where the file was; out of file descriptors, say, in life).
+        let meta_file = dir.path().join("meta").join(digest.hex());
+        let kept = std::fs::read(&meta_file).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_file(&meta_file).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&meta_file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s
+            .lookup(&key, &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
+        assert!(
+            s.store().contains(&digest),
+            "an entry removed for a read error"
+        );
+        std::fs::remove_dir(&meta_file).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&meta_file, kept).unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut hit) = s
+            .lookup(&key, &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a hit once the headers read again"));
+        assert_eq!(read_all(&mut hit).await, body);
+    }
+
+    /// Reads `hit` to its end, polling each read once first and dropping it when it is not
+    /// done, as pingora drops a read that loses a race; what was read, and how many reads were
+    /// left under way.
+    async fn read_with_drops(hit: &mut HitHandler) -> (Vec<u8>, usize) {
+        use std::future::Future;
+        let (mut got, mut dropped) = (Vec::new(), 0);
+        loop {
+            let at_once = {
+                let mut read = std::pin::pin!(hit.read_body());
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            let next = match at_once {
+                std::task::Poll::Ready(done) => done,
+                std::task::Poll::Pending => {
+                    let any = hit.as_any();
+                    let busy = any.downcast_ref::<FileHit>().is_some_and(|h| h.read.busy())
+                        || any.downcast_ref::<FillHit>().is_some_and(|h| h.read.busy());
+                    dropped += usize::from(busy);
+                    hit.read_body().await
+                }
+            };
+            match next.unwrap_or_else(|e| panic!("{e}")) {
+                Some(b) => got.extend_from_slice(&b),
+                None => return (got, dropped),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_half_way_is_taken_up_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body: Vec<u8> = (0..(CHUNK * 3 + 7)).map(|i| (i % 241) as u8).collect();
+        let key = CacheKey::new(Digest::of(&body).to_string(), "");
+
+        // An entry being written, read by a client whose reads are dropped now and then.
+        let mut miss = s
+            .get_miss_handler(
+                &key,
+                &meta("application/octet-stream", Some(body.len())),
+                &span(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tag = miss.streaming_write_tag().map(<[u8]>::to_vec);
+        let (_, mut follower) = s
+            .lookup_streaming_write(&key, tag.as_deref(), &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the writer's reader"));
+        miss.write_body(Bytes::copy_from_slice(&body), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        miss.finish().await.unwrap_or_else(|e| panic!("{e}"));
+        let (got, dropped) = read_with_drops(&mut follower).await;
+        let first_wrong = got.iter().zip(&body).position(|(a, b)| a != b);
+        assert!(
+            got == body,
+            "the entry being written: {} bytes of {}, first wrong at {first_wrong:?}",
+            got.len(),
+            body.len()
+        );
+        assert!(dropped > 0, "no read was dropped half-way");
+
+        // A kept entry, whole (hashed as it is read) and from an offset.
+        for start in [0, 100] {
+            let (_, mut hit) = s
+                .lookup(&key, &span())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("a hit"));
+            if start > 0 {
+                hit.seek(start, None).unwrap_or_else(|e| panic!("{e}"));
+            }
+            let (got, dropped) = read_with_drops(&mut hit).await;
+            let want = body.get(start..).unwrap_or_default();
+            let first_wrong = got.iter().zip(want).position(|(a, b)| a != b);
+            assert!(
+                got == want,
+                "from {start}: {} bytes of {}, first wrong at {first_wrong:?}",
+                got.len(),
+                want.len()
+            );
+            assert!(dropped > 0, "no read was dropped half-way");
+        }
     }
 
     #[tokio::test]

@@ -148,7 +148,7 @@ impl RegistryCache {
     /// Starts opening the store on a thread of its own, once (later calls do nothing):
     /// indexing a large cache takes a while, and requests pass through until it is open.
     pub fn open_in_background(&self) {
-        if self.opening.swap(true, Ordering::AcqRel) {
+        if self.opening.load(Ordering::Acquire) || self.opening.swap(true, Ordering::AcqRel) {
             return;
         }
         let (storage, config) = (self.storage.clone(), self.config.clone());
@@ -156,10 +156,12 @@ impl RegistryCache {
             .name("berth-cache-open".into())
             .spawn(move || open(&storage, &config))
         {
+            // Tried again by the next request that wants the cache.
+            self.opening.store(false, Ordering::Release);
             tracing::error!(
                 error = %e,
-                "cache: cannot start the thread that opens the cache; routes with cache = true \
-                 pass every request to their registry"
+                "cache: cannot start the thread that opens the cache; requests pass through \
+                 to the registry meanwhile"
             );
         }
     }

@@ -362,10 +362,11 @@ pub fn build_server(
 }
 
 /// The registry cache: opened at once (in the background) when a route of the configuration
-/// caches; else when a route that caches first asks for it (a label, a reload).
+/// caches or a previous run left a cache; else when a route that caches first asks for it (a
+/// label, a reload).
 fn registry_cache(config: &Config) -> Arc<RegistryCache> {
     let cache = Arc::new(RegistryCache::new(config.cache.clone()));
-    if config.routes.iter().any(|r| r.cache) {
+    if config.routes.iter().any(|r| r.cache) || config.cache.dir.join("sha256").is_dir() {
         cache.open_in_background();
     }
     cache

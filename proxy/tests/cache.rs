@@ -944,7 +944,8 @@ async fn http2_streams_whose_window_stays_shut_on_a_cached_blob_cost_little() {
     let path = format!("/v2/team/app/blobs/{}", image.layer_digests[0]);
 
     // The blob kept, then warm-up: whole hits on connections open at once (every berth thread
-    // has every buffer a hit needs), and 100 HEADs at once (the read checks' connections).
+    // has every buffer a hit needs), and 100 HEADs at once on the connection the streams will
+    // use (the read checks' connections, that connection's thread; HEADs need no window).
     let mut first = crate::h2_streams::connect(https, &ca, 1 << 20).await;
     let size = drain(h2_ask(&mut first, https, "GET", &path).await).await;
     assert!(size > 16 * MIB, "{size}");
@@ -957,9 +958,10 @@ async fn http2_streams_whose_window_stays_shut_on_a_cached_blob_cost_little() {
         let resp = h2_ask(client, https, "GET", &path).await;
         assert_eq!(drain(resp).await, size);
     }
+    let mut shut = crate::h2_streams::connect(https, &ca, 0).await;
     let mut heads = Vec::new();
     for _ in 0..100 {
-        heads.push(h2_ask(&mut first, https, "HEAD", &path).await);
+        heads.push(h2_ask(&mut shut, https, "HEAD", &path).await);
     }
     for head in heads {
         assert_eq!(head.await.unwrap().status(), 200);
@@ -971,7 +973,6 @@ async fn http2_streams_whose_window_stays_shut_on_a_cached_blob_cost_little() {
     let threads_before = thread_count(b.pid());
 
     // 100 streams of the cached blob, none of which the client lets berth write.
-    let mut shut = crate::h2_streams::connect(https, &ca, 0).await;
     let mut waiting = Vec::new();
     for _ in 0..100 {
         waiting.push(h2_ask(&mut shut, https, "GET", &path).await);
