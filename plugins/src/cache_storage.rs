@@ -17,7 +17,6 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,6 +72,10 @@ pub struct DiskStorage {
     next_fill: AtomicU64,
     /// Body bytes of the entries kept since start.
     stored: AtomicU64,
+    /// Hits' file reads running ([`READS_AT_ONCE`] at most).
+    reads: tokio::sync::Semaphore,
+    /// First-use hashes running ([`HASHES_AT_ONCE`] at most).
+    hashes: tokio::sync::Semaphore,
 }
 
 impl DiskStorage {
@@ -85,6 +88,8 @@ impl DiskStorage {
             verifying: Mutex::default(),
             next_fill: AtomicU64::new(1),
             stored: AtomicU64::new(0),
+            reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
+            hashes: tokio::sync::Semaphore::new(HASHES_AT_ONCE),
         }
     }
 
@@ -125,41 +130,55 @@ impl DiskStorage {
     pub async fn ensure_intact(
         &'static self,
         digest: Digest,
-        hit: &HitHandler,
+        hit: &mut HitHandler,
     ) -> std::io::Result<bool> {
         // An entry being written is checked as it is kept.
-        let Some(identity) = hit.as_any().downcast_ref::<FileHit>().map(|f| f.identity) else {
+        let Some(file_hit) = hit.as_any_mut().downcast_mut::<FileHit>() else {
             return Ok(true);
         };
-        if self.store.verified(&digest) && self.store.identity(&digest) == Some(identity) {
-            return Ok(true);
+        let identity = file_hit.identity;
+        if !(self.store.verified(&digest) && self.store.identity(&digest) == Some(identity)) {
+            let gate = self
+                .verifying
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(digest)
+                .or_default()
+                .clone();
+            let turn = gate.lock_owned().await;
+            // While this request waited, the entry may have been found damaged and removed, or
+            // replaced: this hit's file is then not the entry any more.
+            if self.store.identity(&digest) != Some(identity) {
+                return Ok(false);
+            }
+            if !self.store.verified(&digest) {
+                // The hash holds the turn until it ends, whether or not this request still
+                // waits for it: one hash per entry.
+                let intact = limited(&self.hashes, || {
+                    move || {
+                        let _turn = turn;
+                        let intact = self.store.verify(&digest);
+                        self.verifying
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&digest);
+                        intact
+                    }
+                })
+                .await
+                .map_err(std::io::Error::other)?
+                .await
+                .map_err(std::io::Error::other)??;
+                if !intact {
+                    return Ok(false);
+                }
+            }
         }
-        let gate = self
-            .verifying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(digest)
-            .or_default()
-            .clone();
-        let _turn = gate.lock().await;
-        // While this request waited, the entry may have been found damaged and removed, or
-        // replaced: this hit's file is then not the entry any more.
-        if self.store.identity(&digest) != Some(identity) {
-            return Ok(false);
+        // Just hashed (or within the hour): the hit's own read need not hash it again.
+        if self.store.verified_within(&digest, REVERIFY) {
+            file_hit.hasher = None;
         }
-        if self.store.verified(&digest) {
-            return Ok(true);
-        }
-        let result = limited(&HASHES, || move || self.store.verify(&digest))
-            .await
-            .map_err(std::io::Error::other)?
-            .await
-            .map_err(std::io::Error::other)?;
-        self.verifying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest);
-        result
+        Ok(true)
     }
 
     /// An entry whose headers cannot be read (`why`): removed, if it is still the file
@@ -184,7 +203,7 @@ impl DiskStorage {
     /// The entry being written for `digest` from `origin` (with `tag`: that write only), as a
     /// hit.
     fn fill_hit(
-        &self,
+        &'static self,
         digest: &Digest,
         origin: &str,
         tag: Option<u64>,
@@ -200,6 +219,7 @@ impl DiskStorage {
             next: 0,
             end: None,
             read_size: FILL_CHUNK as u64,
+            reads: &self.reads,
             read: PendingRead::new(),
         });
         Some((meta, hit))
@@ -258,12 +278,10 @@ fn content_length(meta: &CacheMeta) -> Option<u64> {
 
 /// The most reads of the cache's files that run at once on blocking threads.
 const READS_AT_ONCE: usize = 8;
-static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
 
 /// The most entries hashed at once before their first use (each on a blocking thread; the
 /// hashing is bound by the CPU).
 const HASHES_AT_ONCE: usize = 2;
-static HASHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHES_AT_ONCE);
 
 /// Runs the job `make` returns on a blocking thread once `limit` has a permit (`make` runs
 /// then, on the caller's thread: what it allocates is the caller's). The job holds the permit
@@ -312,14 +330,15 @@ impl<T: Send + 'static> PendingRead<T> {
         self.job.is_some()
     }
 
-    /// The result of the read under way, else of the one `make` returns.
+    /// The result of the read under way, else of the one `make` returns (within `limit`).
     async fn finish<J: FnOnce() -> T + Send + 'static>(
         &mut self,
+        limit: &'static tokio::sync::Semaphore,
         make: impl FnOnce() -> J,
     ) -> Result<T> {
         let job = match self.job.as_mut() {
             Some(job) => job,
-            None => self.job.insert(limited(&READS, make).await?),
+            None => self.job.insert(limited(limit, make).await?),
         };
         let done = job.await;
         self.job = None;
@@ -341,11 +360,11 @@ impl Storage for DiskStorage {
         // thread; the headers are decoded here: what a hit keeps for its whole life is
         // allocated on the thread that serves it (see `PendingRead`).
         let found = if self.store.contains(&digest) {
-            limited(&READS, || {
+            limited(&self.reads, || {
                 move || {
                     use std::os::unix::fs::MetadataExt;
                     let blob = self.store.get(&digest)?;
-                    let identity = blob.file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()));
+                    let identity = blob.file.metadata().ok().map(|m| (m.dev(), m.ino()))?;
                     Some((blob, identity, self.store.meta(&digest)))
                 }
             })
@@ -530,11 +549,11 @@ impl Storage for DiskStorage {
 struct FileHit {
     storage: &'static DiskStorage,
     digest: Digest,
-    file: Option<File>,
+    /// Read at offsets (a read under way has its own handle).
+    file: Arc<File>,
     size: u64,
     next: u64,
     end: u64,
-    seek_to: Option<u64>,
     /// The hash of what was read, while the read is of the whole entry from its start.
     hasher: Option<Sha256>,
     /// Bytes read at a time.
@@ -545,8 +564,8 @@ struct FileHit {
     read: PendingRead<std::io::Result<FileRead>>,
 }
 
-/// What a kept entry's read gives back: the file, what was read, the hash so far.
-type FileRead = (File, Vec<u8>, Option<Sha256>);
+/// What a kept entry's read gives back: what was read, the hash so far.
+type FileRead = (Vec<u8>, Option<Sha256>);
 
 impl FileHit {
     fn new(
@@ -559,11 +578,10 @@ impl FileHit {
             identity,
             storage,
             digest,
-            file: Some(blob.file),
+            file: Arc::new(blob.file),
             size: blob.size,
             next: 0,
             end: blob.size,
-            seek_to: None,
             hasher: (!storage.store.verified_within(&digest, REVERIFY)).then(Sha256::new),
             read_size: CHUNK as u64,
             read: PendingRead::new(),
@@ -574,31 +592,26 @@ impl FileHit {
 #[async_trait]
 impl HandleHit for FileHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        if self.next >= self.end || (self.file.is_none() && !self.read.busy()) {
+        if self.next >= self.end {
             return Ok(None);
         }
         let want = usize::try_from((self.end - self.next).min(self.read_size)).unwrap_or(CHUNK);
-        let (file, seek_to, hasher) = (&mut self.file, &mut self.seek_to, &mut self.hasher);
-        let (file, chunk, hasher) = self
+        let (file, at, hasher) = (&self.file, self.next, &mut self.hasher);
+        let (chunk, hasher) = self
             .read
-            .finish(|| {
-                let (file, seek_to, mut hasher) = (file.take(), seek_to.take(), hasher.take());
+            .finish(&self.storage.reads, || {
+                let (file, mut hasher) = (file.clone(), hasher.take());
                 let mut buf = vec![0u8; want];
                 move || {
-                    let mut file = file.ok_or_else(|| std::io::Error::other("no file"))?;
-                    if let Some(at) = seek_to {
-                        file.seek(SeekFrom::Start(at))?;
-                    }
-                    file.read_exact(&mut buf)?;
+                    file.read_exact_at(&mut buf, at)?;
                     if let Some(h) = hasher.as_mut() {
                         h.update(&buf);
                     }
-                    Ok((file, buf, hasher))
+                    Ok((buf, hasher))
                 }
             })
             .await?
             .or_err(ErrorType::ReadError, "cache: the entry's file ended early")?;
-        self.file = Some(file);
         self.next += chunk.len() as u64;
         self.hasher = hasher;
         if self.next == self.size {
@@ -639,9 +652,6 @@ impl HandleHit for FileHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        if self.read.busy() {
-            return Error::e_explain(ErrorType::InternalError, "cache: a seek during a read");
-        }
         let start = start as u64;
         let end = end.map_or(self.size, |e| e as u64);
         if start > end || end > self.size {
@@ -655,7 +665,8 @@ impl HandleHit for FileHit {
         }
         self.next = start;
         self.end = end;
-        self.seek_to = Some(start);
+        // A read under way was for another offset.
+        self.read = PendingRead::new();
         // Part of the entry: nothing to hash it against.
         self.hasher = None;
         Ok(())
@@ -705,6 +716,8 @@ struct FillHit {
     end: Option<u64>,
     /// Bytes read at a time.
     read_size: u64,
+    /// The storage's read limit.
+    reads: &'static tokio::sync::Semaphore,
     /// The read under way.
     read: PendingRead<std::io::Result<Vec<u8>>>,
 }
@@ -731,7 +744,7 @@ impl HandleHit for FillHit {
                 let (fill, at) = (&self.fill, self.next);
                 let chunk = self
                     .read
-                    .finish(|| {
+                    .finish(self.reads, || {
                         let fill = fill.clone();
                         let mut buf = vec![0u8; usize::try_from(want).unwrap_or(CHUNK)];
                         move || fill.file.read_exact_at(&mut buf, at).map(|()| buf)
@@ -788,9 +801,6 @@ impl HandleHit for FillHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        if self.read.busy() {
-            return Error::e_explain(ErrorType::InternalError, "cache: a seek during a read");
-        }
         let (start, end) = (start as u64, end.map(|e| e as u64));
         if end.is_some_and(|e| start > e) {
             return Error::e_explain(
@@ -800,6 +810,8 @@ impl HandleHit for FillHit {
         }
         self.next = start;
         self.end = end;
+        // A read under way was for another offset.
+        self.read = PendingRead::new();
         Ok(())
     }
 
@@ -946,6 +958,26 @@ mod tests {
         miss.finish().await
     }
 
+    /// Starts writing the entry for `key`, `len` bytes long, and opens the writer's own
+    /// reader (found by its tag, as pingora finds it).
+    async fn start_fill(
+        s: &'static DiskStorage,
+        key: &CacheKey,
+        len: usize,
+    ) -> (MissHandler, HitHandler) {
+        let miss = s
+            .get_miss_handler(key, &meta("application/octet-stream", Some(len)), &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tag = miss.streaming_write_tag().map(<[u8]>::to_vec);
+        let (_, reader) = s
+            .lookup_streaming_write(key, tag.as_deref(), &span())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the writer's reader"));
+        (miss, reader)
+    }
+
     async fn read_all(hit: &mut HitHandler) -> Vec<u8> {
         let mut out = Vec::new();
         while let Some(b) = hit.read_body().await.unwrap_or_else(|e| panic!("{e}")) {
@@ -1024,6 +1056,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_entry_replaced_since_its_headers_were_read_stays() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = storage(dir.path());
+        let body = b"a layer written again while a reader found its headers unreadable";
+        let digest = Digest::of(body);
+        fill(s, &CacheKey::new(digest.to_string(), ""), body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The file the reader had is not the entry's file now.
+        let other = (u64::MAX, u64::MAX);
+        assert!(s
+            .unreadable::<()>(digest, other, "test")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none());
+        assert!(
+            s.store().contains(&digest),
+            "a good copy written since was removed"
+        );
+        let now = s
+            .store()
+            .identity(&digest)
+            .unwrap_or_else(|| panic!("kept"));
+        let _ = s.unreadable::<()>(digest, now, "test").await;
+        assert!(!s.store().contains(&digest));
+    }
+
+    #[tokio::test]
     async fn headers_that_cannot_be_read_for_now_are_not_damage() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let s = storage(dir.path());
@@ -1056,24 +1116,22 @@ mod tests {
         assert_eq!(read_all(&mut hit).await, body);
     }
 
-    /// Reads `hit` to its end, polling each read once first and dropping it when it is not
-    /// done, as pingora drops a read that loses a race; what was read, and how many reads were
-    /// left under way.
+    /// Reads `hit` to its end, polling each read once and dropping it when it is not done, as
+    /// pingora drops a read that loses a race (the storage's read limit is its own, so a read
+    /// not done at once is under way); what was read, and how many reads were dropped.
     async fn read_with_drops(hit: &mut HitHandler) -> (Vec<u8>, usize) {
         use std::future::Future;
+        use std::task::Poll;
         let (mut got, mut dropped) = (Vec::new(), 0);
         loop {
             let at_once = {
                 let mut read = std::pin::pin!(hit.read_body());
-                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
             };
             let next = match at_once {
-                std::task::Poll::Ready(done) => done,
-                std::task::Poll::Pending => {
-                    let any = hit.as_any();
-                    let busy = any.downcast_ref::<FileHit>().is_some_and(|h| h.read.busy())
-                        || any.downcast_ref::<FillHit>().is_some_and(|h| h.read.busy());
-                    dropped += usize::from(busy);
+                Poll::Ready(done) => done,
+                Poll::Pending => {
+                    dropped += 1;
                     hit.read_body().await
                 }
             };
@@ -1092,20 +1150,7 @@ mod tests {
         let key = CacheKey::new(Digest::of(&body).to_string(), "");
 
         // An entry being written, read by a client whose reads are dropped now and then.
-        let mut miss = s
-            .get_miss_handler(
-                &key,
-                &meta("application/octet-stream", Some(body.len())),
-                &span(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let tag = miss.streaming_write_tag().map(<[u8]>::to_vec);
-        let (_, mut follower) = s
-            .lookup_streaming_write(&key, tag.as_deref(), &span())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("the writer's reader"));
+        let (mut miss, mut follower) = start_fill(s, &key, body.len()).await;
         miss.write_body(Bytes::copy_from_slice(&body), false)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1120,7 +1165,9 @@ mod tests {
         );
         assert!(dropped > 0, "no read was dropped half-way");
 
-        // A kept entry, whole (hashed as it is read) and from an offset.
+        // A kept entry, whole (hashed as it is read: its last hash made old) and from an offset.
+        let digest = Digest::of(&body);
+        s.store().age_verified(&digest, REVERIFY * 2);
         for start in [0, 100] {
             let (_, mut hit) = s
                 .lookup(&key, &span())
@@ -1139,7 +1186,11 @@ mod tests {
                 got.len(),
                 want.len()
             );
-            assert!(dropped > 0, "no read was dropped half-way");
+            assert!(dropped > 0, "no read was dropped half-way from {start}");
+            assert!(
+                s.store().verified_within(&digest, REVERIFY),
+                "the whole read hashed every byte once, in order"
+            );
         }
     }
 
@@ -1198,21 +1249,8 @@ mod tests {
         let s = storage(dir.path());
         let body: Vec<u8> = (0..(CHUNK + 1000)).map(|i| (i % 253) as u8).collect();
         let key = CacheKey::new(Digest::of(&body).to_string(), "");
-        let mut miss = s
-            .get_miss_handler(
-                &key,
-                &meta("application/octet-stream", Some(body.len())),
-                &span(),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
         // The writer's own reader, by its tag, and one that looks the digest up meanwhile.
-        let tag = miss.streaming_write_tag().map(<[u8]>::to_vec);
-        let (_, mut own) = s
-            .lookup_streaming_write(&key, tag.as_deref(), &span())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("the writer's reader"));
+        let (mut miss, mut own) = start_fill(s, &key, body.len()).await;
         miss.write_body(Bytes::copy_from_slice(&body[..100]), false)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1374,21 +1412,31 @@ mod tests {
                 .1
         };
         let mut intact = hit(good.clone()).await;
+        let hashing = |h: &HitHandler| {
+            h.as_any()
+                .downcast_ref::<FileHit>()
+                .is_some_and(|f| f.hasher.is_some())
+        };
+        assert!(
+            hashing(&intact),
+            "a hit of an entry not hashed since start hashes its read"
+        );
         assert!(s
-            .ensure_intact(Digest::of(&good), &intact)
+            .ensure_intact(Digest::of(&good), &mut intact)
             .await
             .unwrap_or(false));
         assert!(s.store().verified(&Digest::of(&good)));
+        assert!(!hashing(&intact), "hashed twice on its first use");
         assert_eq!(read_all(&mut intact).await, good);
         // Two readers of the damaged entry: the first hashes it and finds the damage, the
         // second (opened before) is not served the file either.
-        let (first, second) = (hit(bad.clone()).await, hit(bad.clone()).await);
+        let (mut first, mut second) = (hit(bad.clone()).await, hit(bad.clone()).await);
         assert!(!s
-            .ensure_intact(Digest::of(&bad), &first)
+            .ensure_intact(Digest::of(&bad), &mut first)
             .await
             .unwrap_or(true));
         assert!(!s
-            .ensure_intact(Digest::of(&bad), &second)
+            .ensure_intact(Digest::of(&bad), &mut second)
             .await
             .unwrap_or(true));
         assert!(s.lookup(&key(&bad), &span()).await.ok().flatten().is_none());

@@ -72,6 +72,8 @@ const NOT_CHECKED: [http::HeaderName; 11] = [
 pub struct RegistryCache {
     config: CacheConfig,
     opening: AtomicBool,
+    /// A failure to start the opening thread was logged.
+    told: AtomicBool,
     storage: Arc<OnceLock<&'static DiskStorage>>,
     lock: &'static CacheKeyLockImpl,
     connector: Connector,
@@ -139,6 +141,7 @@ impl RegistryCache {
         RegistryCache {
             config,
             opening: AtomicBool::new(false),
+            told: AtomicBool::new(false),
             storage: Arc::new(OnceLock::new()),
             lock: Box::leak(lock),
             connector: Connector::new(None),
@@ -156,13 +159,15 @@ impl RegistryCache {
             .name("berth-cache-open".into())
             .spawn(move || open(&storage, &config))
         {
-            // Tried again by the next request that wants the cache.
+            // Tried again by the next request that wants the cache (said once).
             self.opening.store(false, Ordering::Release);
-            tracing::error!(
-                error = %e,
-                "cache: cannot start the thread that opens the cache; requests pass through \
-                 to the registry meanwhile"
-            );
+            if !self.told.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    error = %e,
+                    "cache: cannot start the thread that opens the cache; requests pass \
+                     through to the registry until it starts"
+                );
+            }
         }
     }
 
