@@ -333,15 +333,6 @@ impl BlobStore {
         self.index().entries.contains_key(digest)
     }
 
-    /// Starts writing the entry for `digest`, of a length not known yet (it may grow to
-    /// `max-size`).
-    ///
-    /// # Errors
-    /// When the temporary file cannot be created.
-    pub fn writer(&self, digest: Digest) -> io::Result<BlobWriter<'_>> {
-        self.start(digest, None)
-    }
-
     /// Starts writing the entry for `digest`, `length` bytes long, with its room set aside
     /// first: in the store (least recently used entries go until the entries, those being
     /// written included, fit `max-size` with it) and on the disk (the file's blocks are
@@ -360,7 +351,7 @@ impl BlobStore {
         }
         self.reserve(length)?;
         // From here the reservation is the writer's: dropped with it if anything fails.
-        let mut writer = self.start(digest, Some(length)).inspect_err(|_| {
+        let mut writer = self.start(digest, length).inspect_err(|_| {
             self.index().reserved -= length;
         })?;
         if length > 0 {
@@ -432,7 +423,7 @@ impl BlobStore {
         }
     }
 
-    fn start(&self, digest: Digest, length: Option<u64>) -> io::Result<BlobWriter<'_>> {
+    fn start(&self, digest: Digest, length: u64) -> io::Result<BlobWriter<'_>> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed);
         let temp =
             self.dir
@@ -451,7 +442,7 @@ impl BlobStore {
             file,
             hasher: Sha256::new(),
             size: 0,
-            length,
+            length: Some(length),
             allocated: false,
         })
     }
@@ -581,7 +572,8 @@ pub struct BlobWriter<'a> {
     file: File,
     hasher: Sha256,
     size: u64,
-    /// The length announced at the start, whose room is set aside ([`BlobStore::sized_writer`]).
+    /// The length announced at the start, whose room is set aside ([`BlobStore::sized_writer`])
+    /// until the entry is kept or dropped (`None` then: the room is given back once).
     length: Option<u64>,
     /// The file's blocks were allocated ahead (its length is `length` until commit).
     allocated: bool,
@@ -600,19 +592,14 @@ impl BlobWriter<'_> {
     /// Appends `bytes`.
     ///
     /// # Errors
-    /// When the disk refuses, or the entry grows larger than the whole store may be.
+    /// When the disk refuses, or the entry grows longer than announced (so never larger than
+    /// the store may be).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.size += bytes.len() as u64;
         if let Some(announced) = self.length.filter(|&l| self.size > l) {
             return Err(StoreError::Longer {
                 size: self.size,
                 announced,
-            });
-        }
-        if self.size > self.store.max_size {
-            return Err(StoreError::TooLarge {
-                size: self.size,
-                max: self.store.max_size,
             });
         }
         self.hasher.update(bytes);
@@ -690,7 +677,9 @@ mod tests {
 
     fn put(store: &BlobStore, bytes: &[u8]) -> Digest {
         let digest = Digest::of(bytes);
-        let mut w = store.writer(digest).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = store
+            .sized_writer(digest, bytes.len() as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
         for chunk in bytes.chunks(7) {
             w.write(chunk).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -743,7 +732,9 @@ mod tests {
         assert_eq!(read(&s, &d).as_deref(), Some(&b"layer one"[..]));
 
         let claimed = Digest::of(b"what the client asked for");
-        let mut w = s.writer(claimed).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = s
+            .sized_writer(claimed, 14)
+            .unwrap_or_else(|e| panic!("{e}"));
         w.write(b"something else").unwrap_or_else(|e| panic!("{e}"));
         let e = w.commit().expect_err("a mismatch");
         assert!(matches!(e, StoreError::Mismatch { .. }), "{e}");
@@ -752,7 +743,7 @@ mod tests {
 
         // A write dropped half way (the upstream went away) leaves nothing either.
         let mut w = s
-            .writer(Digest::of(b"never finished"))
+            .sized_writer(Digest::of(b"never finished"), 5)
             .unwrap_or_else(|e| panic!("{e}"));
         w.write(b"never").unwrap_or_else(|e| panic!("{e}"));
         drop(w);
@@ -768,7 +759,7 @@ mod tests {
             let a = put(&s, b"aaaa");
             let b = put(&s, b"bbbbbb");
             let mut w = s
-                .writer(Digest::of(b"cut"))
+                .sized_writer(Digest::of(b"cut"), 1)
                 .unwrap_or_else(|e| panic!("{e}"));
             w.write(b"c").unwrap_or_else(|e| panic!("{e}"));
             std::mem::forget(w); // as a crash would leave it
@@ -809,8 +800,9 @@ mod tests {
         }
         // One entry larger than the whole store is never written in full.
         let big = vec![9u8; 101];
-        let mut w = s.writer(Digest::of(&big)).unwrap_or_else(|e| panic!("{e}"));
-        let e = w.write(&big).expect_err("too large");
+        let Err(e) = s.sized_writer(Digest::of(&big), big.len() as u64) else {
+            panic!("an entry larger than the store was started");
+        };
         assert!(
             matches!(
                 e,
@@ -822,7 +814,6 @@ mod tests {
             "{e}"
         );
         // A smaller limit at the next start evicts down to it.
-        drop(w);
         drop(s);
         let s = store(dir.path(), 60);
         assert!(s.usage().1 <= 60, "{:?}", s.usage());
@@ -834,7 +825,7 @@ mod tests {
         let s = store(dir.path(), 100);
         let body = vec![1u8; 30];
         let a = Digest::of(&body);
-        let mut w = s.writer(a).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = s.sized_writer(a, 30).unwrap_or_else(|e| panic!("{e}"));
         w.write(&body).unwrap_or_else(|e| panic!("{e}"));
         w.commit_with(Some(b"headers"))
             .unwrap_or_else(|e| panic!("{e}"));
