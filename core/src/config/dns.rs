@@ -175,18 +175,31 @@ pub struct TsigFile {
     pub algorithm: Option<String>,
 }
 
+/// `text` without its comments (`#` or `//` to the end of the line), outside quoted strings
+/// only: a base64 secret may hold `//`.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let comment = !quoted && (c == '#' || (c == '/' && chars.peek() == Some(&'/')));
+        if comment {
+            while chars.peek().is_some_and(|&n| n != '\n') {
+                chars.next();
+            }
+            continue;
+        }
+        quoted ^= c == '"';
+        out.push(c);
+    }
+    out
+}
+
 /// The statements of a key clause (`key "n" { algorithm a; secret "s"; };`), as BIND's tools
 /// write it, comments (`#`, `//`) and other clauses around it allowed: the key name, and each
 /// statement's keyword with its (unquoted) value.
 fn key_clause(text: &str) -> Option<(String, Vec<(String, String)>)> {
-    let text: String = text
-        .lines()
-        .map(|l| {
-            let l = l.split("//").next().unwrap_or_default();
-            l.split('#').next().unwrap_or_default()
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = without_comments(text);
     let start = text.match_indices("key").map(|(i, _)| i).find(|&i| {
         (i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric())
             && text[i + 3..].starts_with(char::is_whitespace)
@@ -546,6 +559,17 @@ mod tests {
         assert_eq!(
             read_tsig_secret(&confgen, "ddns-key.example.com", sha256).as_deref(),
             Ok(&b"secret"[..])
+        );
+        // A secret holding "//" (base64 of 0xff bytes) is no comment inside its quotes.
+        let slashes = dir.path().join("slashes");
+        std::fs::write(
+            &slashes,
+            "key \"acme-secret\" {\n\talgorithm hmac-sha256;\n\tsecret \"////AQID\"; // note\n};\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_tsig_secret(&slashes, "acme-secret", sha256).as_deref(),
+            Ok(&[0xff, 0xff, 0xff, 1, 2, 3][..])
         );
         let bad = dir.path().join("bad");
         std::fs::write(&bad, "not base64 at all!").unwrap_or_else(|e| panic!("{e}"));
